@@ -1,0 +1,39 @@
+# The two commands of the README. Both create the virtualenv on first use.
+#   make run    install deepaas_like + the demo plugin, start deepaas-run on 127.0.0.1:5000
+#   make test   install everything (all framework extras, test tools, bench plugins), run the tests
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test sample-config bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: $(BIN)/python setup.py plugins/demo/pyproject.toml
+	$(PIP) install -e . -e plugins/demo
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml
+	$(PIP) install -e '.[all,test]' -e tests/bench_plugins/echobench -e tests/bench_plugins/irisbench
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/deepaas-run $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Rewrite etc/deepaas_like.conf.sample from the settings table (a test checks they agree).
+sample-config: $(VENV)/.installed-run
+	$(BIN)/python -c 'from deepaas_like.settings import render_sample_config as r; open("etc/deepaas_like.conf.sample", "w").write(r())'
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info plugins/demo/*.egg-info .pytest_cache

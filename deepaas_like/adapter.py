@@ -1,0 +1,124 @@
+"""Calling a plugin's methods, identically in a worker process or a server thread."""
+
+from __future__ import annotations
+
+import io
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Any, Mapping, NoReturn
+
+from .errors import ModelError, NotImplementedByModel
+from .files import ReturnedFile
+from .runtime import using_storage_dir
+
+
+@dataclass(frozen=True)
+class CallFailure:
+    """What went wrong in a plugin call, as plain data that crosses processes."""
+
+    exc_type: str
+    message: str
+    traceback: str = ""
+    status: int | None = None
+    missing_method: bool = False
+    not_implemented: bool = False
+
+
+class MethodMissing(Exception):
+    """The plugin does not define the method that was asked for."""
+
+
+class ModelAdapter:
+    """Runs one plugin object's methods with the server's conventions applied.
+
+    ``predict`` results are normalised so that they can leave the worker: open files
+    become :class:`ReturnedFile` (or ``bytes`` for in-memory buffers).
+    """
+
+    def __init__(self, name: str, obj: Any, storage_dir: str | None = None) -> None:
+        self.name = name
+        self.obj = obj
+        self.storage_dir = storage_dir
+
+    def has(self, method: str) -> bool:
+        return callable(getattr(self.obj, method, None))
+
+    def call(self, method: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+        fn = getattr(self.obj, method, None)
+        if not callable(fn):
+            raise MethodMissing(method)
+        with using_storage_dir(self.storage_dir):
+            result = fn(**(kwargs or {}))
+        if method == "predict":
+            return normalize_output(result)
+        return result
+
+    def warm(self) -> None:
+        """Run ``warm()`` if the plugin has one (DEEPaaS made it optional too)."""
+        if self.has("warm"):
+            self.call("warm")
+
+
+def normalize_output(result: Any) -> Any:
+    """Turn file objects into values that can be pickled and sent as a response."""
+    if isinstance(result, ReturnedFile):
+        return result
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return bytes(result)
+    if isinstance(result, (io.BufferedReader, io.FileIO)):
+        name = getattr(result, "name", None)
+        if isinstance(name, str) and os.path.isfile(name):
+            result.close()
+            return ReturnedFile(
+                filename=os.path.abspath(name), original_filename=os.path.basename(name)
+            )
+    if callable(getattr(result, "read", None)):
+        try:
+            if getattr(result, "seekable", lambda: False)():
+                result.seek(0)
+            data = result.read()
+        finally:
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()
+        return data.encode() if isinstance(data, str) else bytes(data)
+    return result
+
+
+def failure_from_exception(exc: BaseException) -> CallFailure:
+    """Describe an exception a plugin raised (aiohttp/werkzeug HTTP errors included)."""
+    if isinstance(exc, MethodMissing):
+        return CallFailure("MethodMissing", str(exc), missing_method=True)
+    status = _http_status(exc)
+    message = str(exc)
+    if status is not None and not message:
+        message = getattr(exc, "reason", "") or getattr(exc, "text", "") or ""
+    if isinstance(exc, SystemExit):
+        message = f"the plugin called sys.exit({exc.code!r})"
+    return CallFailure(
+        exc_type=type(exc).__name__,
+        message=message,
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        status=status,
+        not_implemented=isinstance(exc, NotImplementedError),
+    )
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """An HTTP status carried by the exception, as aiohttp and werkzeug errors do."""
+    for attr in ("status_code", "status", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+            return value
+    return None
+
+
+def raise_failure(model: str, method: str, failure: CallFailure) -> NoReturn:
+    """Raise the API error that answers a failed plugin call."""
+    if failure.missing_method or failure.not_implemented:
+        raise NotImplementedByModel(
+            f"Model '{model}' does not implement {method}()",
+            details={"model": model},
+        )
+    raise ModelError(model, method, failure.exc_type, failure.message, status=failure.status)

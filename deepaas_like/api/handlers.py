@@ -1,0 +1,134 @@
+"""HTTP handlers. They only speak HTTP; the work happens in the layers below."""
+
+from __future__ import annotations
+
+import tempfile
+
+from aiohttp import web
+
+from ..errors import DeepaasError, NotImplementedByModel
+from ..jsonutil import dumps
+from .bodies import UploadArea, read_sources
+from .keys import MODELS, SETTINGS, TRAININGS
+from .rendering import render_prediction
+
+
+def json_response(body: object, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+def base_path(request: web.Request) -> str:
+    return request.app[SETTINGS].base_path
+
+
+def _v2_document(request: web.Request) -> dict:
+    return {
+        "version": "stable",
+        "id": "v2",
+        "links": [{"rel": "self", "type": "application/json", "href": f"{base_path(request)}/v2/"}],
+    }
+
+
+async def versions(request: web.Request) -> web.Response:
+    """``GET /``: the API versions and where the documentation is (DEEPaaS's shape)."""
+    base = base_path(request)
+    links = []
+    if request.app[SETTINGS].doc_endpoint:
+        links.append({"rel": "help", "type": "text/html", "href": f"{base}/api"})
+    links.append({"rel": "describedby", "type": "application/json", "href": f"{base}/swagger.json"})
+    return json_response({"versions": [_v2_document(request)], "links": links})
+
+
+async def v2_version(request: web.Request) -> web.Response:
+    return json_response(_v2_document(request))
+
+
+def _model_href(request: web.Request, name: str) -> str:
+    return f"{base_path(request)}/v2/models/{name}"
+
+
+async def list_models(request: web.Request) -> web.Response:
+    models = request.app[MODELS]
+    return json_response({"models": [m.document(_model_href(request, m.name)) for m in models.values()]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    return json_response(model.document(_model_href(request, model.name)))
+
+
+async def predict(request: web.Request) -> web.StreamResponse:
+    """``POST /v2/models/{name}/predict/``: validate the arguments, run, answer."""
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    uploads = UploadArea(parent=tempfile.gettempdir())
+    try:
+        sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
+        kwargs = model.predict_args.load(sources)
+        result = await model.call("predict", kwargs)
+        return await render_prediction(request, model, result, kwargs.get("accept"))
+    finally:
+        uploads.remove()
+
+
+async def start_training(request: web.Request) -> web.Response:
+    """``POST /v2/models/{name}/train/``: start a training, answer its document."""
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    if not model.can_train:
+        raise NotImplementedByModel(f"Model '{model.name}' does not implement train()", details={"model": model.name})
+    trainings = request.app[TRAININGS]
+    job_id = trainings.new_id()
+    uploads = UploadArea(directory=trainings.inputs_dir(job_id))
+    try:
+        sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
+        kwargs = model.train_args.load(sources)
+        await model.wait_ready()
+    except BaseException:
+        uploads.remove()
+        raise
+    job = trainings.submit(model, job_id, kwargs, uploads.path)
+    return json_response(job.document())
+
+
+async def list_trainings(request: web.Request) -> web.Response:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    return json_response([job.document() for job in request.app[TRAININGS].list(model.name)])
+
+
+async def get_training(request: web.Request) -> web.Response:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    job = request.app[TRAININGS].get(model.name, request.match_info["uuid"])
+    return json_response(job.document())
+
+
+async def cancel_training(request: web.Request) -> web.Response:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    job = await request.app[TRAININGS].cancel(model.name, request.match_info["uuid"])
+    return json_response(job.document())
+
+
+def disabled(what: str, flag: str):
+    async def handler(request: web.Request) -> web.Response:
+        raise DeepaasError(f"The {what} endpoint is disabled on this server ({flag})", status=404)
+
+    return handler
+
+
+async def health_live(request: web.Request) -> web.Response:
+    """Liveness: the server answers."""
+    return json_response({"status": "alive"})
+
+
+async def health_ready(request: web.Request) -> web.Response:
+    """Readiness: 200 only when every served model is warm and has a live worker."""
+    models = {}
+    for model in request.app[MODELS].values():
+        ready = model.state == "ready" and model.runner.ready
+        entry = {"ready": ready, "state": model.state, **model.runner.describe()}
+        if model.error:
+            entry["error"] = model.error
+        models[model.name] = entry
+    all_ready = bool(models) and all(m["ready"] for m in models.values())
+    return json_response(
+        {"status": "ready" if all_ready else "not ready", "models": models},
+        status=200 if all_ready else 503,
+    )

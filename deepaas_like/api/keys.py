@@ -1,0 +1,14 @@
+"""Typed application state (no module singletons)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..models import ModelRegistry
+from ..settings import Settings
+from ..training import TrainingManager
+
+SETTINGS = web.AppKey("settings", Settings)
+MODELS = web.AppKey("models", ModelRegistry)
+TRAININGS = web.AppKey("trainings", TrainingManager)
+OPENAPI = web.AppKey("openapi", bytes)

@@ -1,0 +1,338 @@
+"""Arguments of a model's predict/train: declaration, request sources, validation.
+
+A plugin declares its arguments as a dict of webargs/marshmallow fields. One request
+may carry them in the query string, an urlencoded or multipart form (files only
+there) and a JSON object body; for each argument the first place that has it wins,
+in that order (DEEPaaS 2.x behaves the same way). Unknown arguments are refused
+with 422 so that a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import marshmallow
+from marshmallow import fields as ma_fields
+from marshmallow import validate as ma_validate
+from marshmallow.warnings import ChangedInMarshmallow4Warning, RemovedInMarshmallow4Warning
+from multidict import MultiDict, MultiDictProxy as _RawMultiDictProxy
+from webargs.multidictproxy import MultiDictProxy
+
+from .errors import ArgumentError
+from .files import UploadedFile
+
+JSON = "application/json"
+
+
+@contextlib.contextmanager
+def legacy_vocabulary_allowed() -> Iterator[None]:
+    """Silence the deprecation warnings that DEEPaaS-era plugins trigger by design.
+
+    ``missing=``, ``description=``, ``fields.Field(...)`` and importing
+    ``pkg_resources`` all warn under marshmallow 3.26 / setuptools; they are the
+    vocabulary we promise to accept, so they are not the operator's problem.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RemovedInMarshmallow4Warning)
+        warnings.simplefilter("ignore", ChangedInMarshmallow4Warning)
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*pkg_resources.*", category=DeprecationWarning)
+        yield
+
+
+class File(ma_fields.Raw):
+    """A file upload argument; the plugin receives an :class:`UploadedFile`.
+
+    ``File(required=True, metadata={"description": "An image"})`` is the current
+    spelling of DEEPaaS's ``fields.Field(type="file", location="form")``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = dict(kwargs.pop("metadata", None) or {})
+        metadata.setdefault("type", "file")
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, UploadedFile):
+            raise marshmallow.ValidationError("Must be a file upload (multipart/form-data).")
+        return value
+
+
+def is_file_field(f: ma_fields.Field) -> bool:
+    """True for fields declared as a file upload, in any vocabulary."""
+    if isinstance(f, File):
+        return True
+    meta = f.metadata
+    return meta.get("type") == "file" or (meta.get("type") == "string" and meta.get("format") == "binary")
+
+
+def field_choices(f: ma_fields.Field) -> list[Any] | None:
+    """The allowed values of a field: a OneOf validator, else an ``enum`` in metadata."""
+    for validator in f.validators:
+        if isinstance(validator, ma_validate.OneOf):
+            return list(validator.choices)
+    enum = f.metadata.get("enum")
+    if isinstance(enum, (list, tuple)) and enum:
+        return list(enum)
+    return None
+
+
+def _has_default(f: ma_fields.Field) -> bool:
+    return f.load_default is not marshmallow.missing
+
+
+@dataclass
+class ArgumentSources:
+    """The places one request carries arguments in, already read from the body."""
+
+    query: Mapping[str, str] = field(default_factory=MultiDict)
+    form: Mapping[str, str] = field(default_factory=MultiDict)
+    files: Mapping[str, UploadedFile] = field(default_factory=MultiDict)
+    json: Mapping[str, Any] | None = None
+    accept_header: str | None = None
+
+    def keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for source in (self.query, self.form, self.files, self.json or {}):
+            for key in source.keys():
+                seen.setdefault(key, None)
+        return list(seen)
+
+
+class ArgumentSpec:
+    """The validated arguments of one method (``predict`` or ``train``) of a model."""
+
+    def __init__(self, model: str, method: str, declared: Mapping[str, Any]) -> None:
+        if not isinstance(declared, Mapping):
+            raise TypeError(
+                f"get_{method}_args() must return a dict of webargs/marshmallow fields, "
+                f"not {type(declared).__name__}"
+            )
+        for name, value in declared.items():
+            if not isinstance(value, ma_fields.Field):
+                raise TypeError(
+                    f"get_{method}_args()['{name}'] must be a webargs/marshmallow field, "
+                    f"not {type(value).__name__}"
+                )
+        self.model = model
+        self.method = method
+        self.declared: dict[str, ma_fields.Field] = dict(declared)
+        self.accept: ma_fields.Field | None = self.declared.get("accept") if method == "predict" else None
+        self.body_fields = {k: v for k, v in self.declared.items() if v is not self.accept}
+        self._by_key = {(f.data_key or name): f for name, f in self.body_fields.items()}
+        self.file_keys = {key for key, f in self._by_key.items() if is_file_field(f)}
+        self.accepted = sorted({*self._by_key, *(["accept"] if self.accept is not None else [])})
+        with legacy_vocabulary_allowed():
+            self.schema_class = marshmallow.Schema.from_dict(
+                self.body_fields, name=f"{_camel(model)}{method.capitalize()}Args"
+            )
+            self._schema = self.schema_class(unknown=marshmallow.RAISE)
+        self.accept_choices = field_choices(self.accept) if self.accept is not None else None
+        self.default_accept = self._default_accept()
+
+    @property
+    def has_files(self) -> bool:
+        return bool(self.file_keys)
+
+    def _default_accept(self) -> str | None:
+        if self.accept is None:
+            return None
+        if _has_default(self.accept) and not callable(self.accept.load_default):
+            return self.accept.load_default
+        if self.accept_choices:
+            return self.accept_choices[0]
+        return JSON
+
+    # --- validation -----------------------------------------------------------
+
+    def load(self, sources: ArgumentSources) -> dict[str, Any]:
+        """Validate the request's arguments; return the plugin's keyword arguments."""
+        unknown = [key for key in sources.keys() if key not in self._by_key and key != "accept"]
+        if unknown or ("accept" in sources.keys() and self.accept is None):
+            names = unknown or ["accept"]
+            raise ArgumentError(
+                f"Unknown argument{'s' if len(names) > 1 else ''} for {self.model} {self.method}: "
+                f"{', '.join(names)}. Accepted arguments: {', '.join(self.accepted) or '(none)'}",
+                {name: ["Unknown argument."] for name in names},
+                accepted=self.accepted,
+            )
+        errors: dict[str, Any] = {}
+        data: dict[str, Any] = {}
+        query = MultiDictProxy(_as_multidict(sources.query), self._schema)
+        form = MultiDictProxy(_as_multidict(sources.form), self._schema)
+        files = MultiDictProxy(_as_multidict(sources.files), self._schema)
+        body = sources.json or {}
+        for key in self._by_key:
+            if key in self.file_keys:
+                if key in files:
+                    data[key] = files[key]
+                elif key in query or key in form or key in body:
+                    errors[key] = ["Must be a file upload (send the request as multipart/form-data)."]
+                continue
+            if key in sources.files:
+                errors[key] = ["Must be a plain value, not a file upload."]
+                continue
+            for source in (query, form):
+                if key in source:
+                    data[key] = source[key]
+                    break
+            else:
+                if key in body:
+                    data[key] = body[key]
+        try:
+            result = self._schema.load(data)
+        except marshmallow.ValidationError as exc:
+            errors.update(_string_keys(exc.messages))
+            result = {}
+        errors.update(self._enum_errors(result))
+        accept = self._resolve_accept(sources, errors)
+        if errors:
+            raise ArgumentError(
+                f"Invalid arguments for {self.model} {self.method}: {_summary(errors)}",
+                errors,
+                accepted=self.accepted,
+            )
+        if self.accept is not None:
+            result[_attribute_name(self.declared, self.accept)] = accept
+        return result
+
+    def _enum_errors(self, result: Mapping[str, Any]) -> dict[str, list[str]]:
+        """``enum=[...]`` in legacy metadata only documented choices; we enforce them."""
+        errors = {}
+        for name, f in self.body_fields.items():
+            enum = f.metadata.get("enum")
+            if not isinstance(enum, (list, tuple)) or name not in result or any(
+                isinstance(v, ma_validate.OneOf) for v in f.validators
+            ):
+                continue
+            values = result[name] if isinstance(result[name], list) else [result[name]]
+            bad = [v for v in values if v not in enum]
+            if bad:
+                errors[f.data_key or name] = [f"Must be one of: {', '.join(map(str, enum))}."]
+        return errors
+
+    def _resolve_accept(self, sources: ArgumentSources, errors: dict[str, Any]) -> str | None:
+        if self.accept is None:
+            return None
+        explicit = _first(sources.query, "accept") or _first(sources.form, "accept")
+        if explicit is None and sources.json and "accept" in sources.json:
+            explicit = sources.json["accept"]
+        if explicit is not None:
+            try:
+                return self.accept.deserialize(explicit)
+            except marshmallow.ValidationError as exc:
+                errors["accept"] = exc.messages
+                return None
+        if sources.accept_header:
+            chosen = negotiate(sources.accept_header, self.accept_choices or [], self.default_accept)
+            if chosen is not None:
+                return chosen
+        return self.default_accept
+
+
+def negotiate(header: str, choices: Sequence[str], default: str | None) -> str | None:
+    """Pick the choice an ``Accept`` header prefers; ``default`` for ``*/*``.
+
+    Browsers and tools send ranges the plugin never declared (``text/html,...``);
+    those simply fall back to the default rather than failing the request.
+    """
+    ranges = []
+    for position, item in enumerate(header.split(",")):
+        parts = [p.strip() for p in item.split(";")]
+        media = parts[0].lower()
+        q = 1.0
+        for param in parts[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if media and q > 0:
+            ranges.append((-q, position, media))
+    lowered = {c.lower(): c for c in choices if isinstance(c, str)}
+    for _, _, media in sorted(ranges):
+        if media == "*/*":
+            return default
+        if media in lowered:
+            return lowered[media]
+        major, _, minor = media.partition("/")
+        for low, original in lowered.items():
+            c_major, _, c_minor = low.partition("/")
+            if c_major == major and (minor == "*" or c_minor == "*"):
+                return original
+    return None
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _as_multidict(mapping: Mapping[str, Any]) -> Any:
+    if isinstance(mapping, (MultiDict, _RawMultiDictProxy)):
+        return mapping
+    return MultiDict(mapping)
+
+
+def _first(mapping: Mapping[str, Any], key: str) -> Any:
+    return mapping.get(key) if key in mapping else None
+
+
+def _attribute_name(declared: Mapping[str, ma_fields.Field], target: ma_fields.Field) -> str:
+    for name, f in declared.items():
+        if f is target:
+            return f.attribute or name
+    raise KeyError("field not declared")
+
+
+def _string_keys(messages: Any) -> Any:
+    if isinstance(messages, dict):
+        return {str(k): _string_keys(v) for k, v in messages.items()}
+    if isinstance(messages, list):
+        return [_string_keys(m) for m in messages]
+    return messages
+
+
+def _summary(errors: Mapping[str, Any]) -> str:
+    parts = []
+    for key, value in errors.items():
+        text = _first_message(value)
+        parts.append(f"{key}: {text}" if text else key)
+    return "; ".join(parts)
+
+
+def _first_message(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(_first_message(v) for v in value[:2])
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_first_message(v)}" for k, v in list(value.items())[:2])
+    return str(value)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").replace(".", "_").split("_"))
+
+
+def describe_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-friendly copy of validated arguments (files shown by their metadata)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out[key] = _describe(value)
+    return out
+
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, UploadedFile):
+        return {
+            "name": value.name,
+            "content_type": value.content_type,
+            "original_filename": value.original_filename,
+        }
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _describe(v) for k, v in value.items()}
+    return value

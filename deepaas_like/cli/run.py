@@ -1,0 +1,112 @@
+"""``deepaas-run``: parse settings, set up logging, build the app, serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from .. import __version__
+from ..api import create_app
+from ..api.keys import MODELS
+from ..errors import PluginLoadError
+from ..loading import GROUP
+from ..settings import Settings, SettingsError, load_settings
+
+LOG = logging.getLogger("deepaas_like")
+
+BANNER = """
+deepaas_like {version}: serving {count} model(s): {names}
+
+    API documentation (Swagger UI): {base}/api
+    API specification (OpenAPI 3): {base}/swagger.json
+    V2 endpoint:                    {base}/v2/
+    Readiness:                      {base}/v2/health/ready
+
+Stop with Ctrl-C (SIGINT) or SIGTERM.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        settings = load_settings(argv)
+    except SettingsError as exc:
+        print(f"deepaas-run: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        app = create_app(settings)
+    except PluginLoadError as exc:
+        print(f"deepaas-run: error: {exc}", file=sys.stderr)
+        if exc.traceback_text:
+            print(exc.traceback_text.rstrip(), file=sys.stderr)
+        return 1
+    if not app[MODELS]:
+        print(
+            f"deepaas-run: error: no model plugin is installed (entry-point group '{GROUP}'). "
+            "Install one, for example the demo: pip install -e plugins/demo",
+            file=sys.stderr,
+        )
+        return 1
+    return asyncio.run(serve(app, settings))
+
+
+async def serve(app: web.Application, settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM, then shut down cleanly (a second signal forces it)."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_ip, settings.listen_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(
+            f"deepaas-run: error: cannot listen on {settings.listen_ip}:{settings.listen_port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        await runner.cleanup()
+        return 1
+    host, port = runner.addresses[0][:2]
+    host = f"[{host}]" if ":" in host else host
+    base = f"http://{host}:{port}{settings.base_path}"
+    names = ", ".join(app[MODELS])
+    print(BANNER.format(version=__version__, count=len(app[MODELS]), names=names, base=base), flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first_signal(signum: int) -> None:
+        LOG.info("received %s: shutting down (send it again to force)", signal.Signals(signum).name)
+        stop.set()
+        for again in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(again, force_exit, again)
+
+    def force_exit(signum: int) -> None:
+        LOG.warning("received %s again: exiting now", signal.Signals(signum).name)
+        os._exit(1)  # worker processes die with us (PR_SET_PDEATHSIG)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, first_signal, signum)
+    await stop.wait()
+    await runner.cleanup()
+    LOG.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Domain errors. Each carries the HTTP status it is answered with.
+
+The model and execution layers raise these without knowing about HTTP; one
+middleware in :mod:`deepaas_like.api.middleware` renders them as JSON bodies
+``{"message": ..., **details}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+class DeepaasError(Exception):
+    """Base of every error the API answers on purpose."""
+
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, **self.details}
+
+
+class BadRequest(DeepaasError):
+    """The request body could not be read (malformed JSON, multipart, encoding)."""
+
+    status = 400
+
+
+class NotFound(DeepaasError):
+    status = 404
+
+
+class Conflict(DeepaasError):
+    """The request is valid but not in the resource's current state."""
+
+    status = 409
+
+
+class PayloadTooLarge(DeepaasError):
+    status = 413
+
+
+class UnsupportedMediaType(DeepaasError):
+    status = 415
+
+
+class ArgumentError(DeepaasError):
+    """Arguments failed validation; ``errors`` maps each argument to its messages."""
+
+    status = 422
+
+    def __init__(self, message: str, errors: Mapping[str, Any], **extra: Any) -> None:
+        super().__init__(message, details={"errors": dict(errors), **extra})
+        self.errors = dict(errors)
+
+
+class ModelError(DeepaasError):
+    """The plugin's own code raised while handling a request."""
+
+    status = 500
+
+    def __init__(
+        self,
+        model: str,
+        method: str,
+        exc_type: str,
+        exc_message: str,
+        *,
+        status: int | None = None,
+    ) -> None:
+        text = f"{exc_type}: {exc_message}" if exc_message else exc_type
+        super().__init__(
+            f"Model '{model}' failed in {method}(): {text}",
+            details={"model": model, "error_type": exc_type},
+            status=status,
+        )
+        self.model = model
+        self.method = method
+        self.exc_type = exc_type
+        self.exc_message = exc_message
+
+
+class NotImplementedByModel(DeepaasError):
+    status = 501
+
+
+class ModelUnavailable(DeepaasError):
+    """The model cannot take the request now (worker died, not warm yet, stopping)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1, **details: Any) -> None:
+        super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
+
+
+class PluginLoadError(Exception):
+    """A plugin could not be imported or is not a usable model (startup error)."""
+
+    def __init__(self, name: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(f"model plugin '{name}': {message}")
+        self.name = name
+        self.reason = message
+        self.traceback_text = traceback_text

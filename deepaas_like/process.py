@@ -1,0 +1,212 @@
+"""The server's end of one worker process (see :mod:`deepaas_like.worker`).
+
+All I/O with the worker is asyncio-native over a socketpair, so the event loop never
+blocks on a worker, and a worker that dies is noticed at once (end of stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import pickle
+import socket
+import struct
+from typing import Any, Callable, Mapping
+
+from .adapter import CallFailure
+from .loading import PluginRef
+from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
+
+LOG = logging.getLogger(__name__)
+_HEADER = struct.Struct("!i")
+_LONG_HEADER = struct.Struct("!Q")
+
+
+class WorkerDied(Exception):
+    """The worker process ended while the server was waiting for it."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"worker process ended (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+class WorkerStartFailed(Exception):
+    """The worker could not import or warm the plugin."""
+
+    def __init__(self, failure: CallFailure | None, exitcode: int | None = None) -> None:
+        if failure is not None:
+            text = f"{failure.exc_type}: {failure.message}" if failure.message else failure.exc_type
+        else:
+            text = f"the worker process ended during start-up (exit code {exitcode})"
+        super().__init__(text)
+        self.failure = failure
+        self.exitcode = exitcode
+
+
+class WorkerProcess:
+    """One worker process: start it, call methods on its model, stop it."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        ref: PluginRef,
+        config: WorkerConfig,
+        context: multiprocessing.context.BaseContext,
+        on_exit: Callable[["WorkerProcess"], None] | None = None,
+    ) -> None:
+        self.ref = ref
+        self.config = config
+        self._context = context
+        self._on_exit = on_exit
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._ready: asyncio.Future | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._call_ids = itertools.count(1)
+        self.dead = False
+        self.exitcode: int | None = None
+        self.pid: int | None = None
+        self.number = next(self._ids)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    async def start(self) -> None:
+        """Start the process and wait until the plugin is imported and warm."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        child_conn = multiprocessing.connection.Connection(theirs.detach())
+        self.process = self._context.Process(
+            target=worker_main,
+            args=(child_conn, self.ref, self.config),
+            name=f"deepaas-like {self.config.model} worker",
+            daemon=False,  # plugins may start processes of their own
+        )
+        self._ready = loop.create_future()
+        try:
+            await loop.run_in_executor(None, self.process.start)
+        finally:
+            child_conn.close()
+        self.pid = self.process.pid
+        reader, self._writer = await asyncio.open_connection(sock=ours)
+        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        try:
+            await self._ready
+        except BaseException:
+            self.kill()
+            raise
+
+    async def call(self, method: str, kwargs: Mapping[str, Any] | None) -> tuple[str, Any]:
+        """Run ``method(**kwargs)`` in the worker; returns ``("ok", value)`` or ``("err", CallFailure)``."""
+        if self.dead or self._writer is None:
+            raise WorkerDied(self.exitcode)
+        call_id = next(self._call_ids)
+        payload = pickle.dumps(("call", call_id, method, dict(kwargs or {})), protocol=PICKLE_PROTOCOL)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        try:
+            self._write(payload)
+            await self._writer.drain()
+            return await future
+        finally:
+            self._pending.pop(call_id, None)
+
+    def _write(self, payload: bytes) -> None:
+        assert self._writer is not None
+        size = len(payload)
+        if size > 0x7FFFFFFF:
+            header = _HEADER.pack(-1) + _LONG_HEADER.pack(size)
+        else:
+            header = _HEADER.pack(size)
+        self._writer.write(header + payload)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                (size,) = _HEADER.unpack(await reader.readexactly(4))
+                if size == -1:
+                    (size,) = _LONG_HEADER.unpack(await reader.readexactly(8))
+                self._dispatch(pickle.loads(await reader.readexactly(size)))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except Exception:  # a reply that cannot be unpickled: treat the worker as broken
+            LOG.exception("model %s: unreadable message from worker %s", self.config.model, self.pid)
+        finally:
+            await self._mark_dead()
+
+    def _dispatch(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+        elif kind == "failed":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(WorkerStartFailed(message[1]))
+        else:
+            _, call_id, value = message
+            future = self._pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_result((kind, value))
+
+    async def _mark_dead(self) -> None:
+        self.dead = True
+        if self._writer is not None:
+            self._writer.close()
+        self.exitcode = await self._wait_exit(2.0)
+        error = WorkerDied(self.exitcode)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(WorkerStartFailed(None, self.exitcode))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        if self._on_exit is not None:
+            self._on_exit(self)
+
+    async def _wait_exit(self, timeout: float) -> int | None:
+        process = self.process
+        if process is None or self.exitcode is not None:
+            return self.exitcode
+        deadline = asyncio.get_running_loop().time() + timeout
+        while process.exitcode is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return process.exitcode
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to stop; terminate, then kill it if it does not."""
+        process = self.process
+        if process is None:
+            return
+        if not self.dead and self._writer is not None and not self._writer.is_closing():
+            try:
+                self._write(pickle.dumps(("stop", 0, None, None), protocol=PICKLE_PROTOCOL))
+            except (ConnectionError, RuntimeError):
+                pass
+        if await self._wait_exit(timeout if not self.busy else 0.0) is None:
+            process.terminate()
+            if await self._wait_exit(2.0) is None:
+                process.kill()
+                await self._wait_exit(2.0)
+        await self._finish()
+
+    def kill(self) -> None:
+        """Kill the worker now (cancel a training, recycle a stuck worker)."""
+        if self.process is not None and self.exitcode is None and self.process.exitcode is None:
+            self.process.kill()
+
+    async def _finish(self) -> None:
+        if self._reader_task is not None and not self._reader_task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader_task), 2.0)
+            except asyncio.TimeoutError:
+                self._reader_task.cancel()
+        if self.process is not None and self.exitcode is None:
+            self.exitcode = self.process.exitcode
+        if self.exitcode is not None and self.process is not None:
+            self.process.close()
+            self.process = None

@@ -1,0 +1,370 @@
+"""Server settings: one frozen dataclass, built once from four layers.
+
+Precedence, lowest first: the defaults below < the config file (``--config-file`` or
+``DEEPAAS_CONFIG_FILE``, INI, section ``[DEFAULT]``) < ``DEEPAAS_*`` environment
+variables < command-line flags. Every option is declared once here, with its help
+text; the argument parser, the environment and config readers, and the sample file
+``etc/deepaas_like.conf.sample`` are all derived from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import os
+import re
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+ENV_PREFIX = "DEEPAAS_"
+CONFIG_FILE_ENV = "DEEPAAS_CONFIG_FILE"
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "deepaas_like")
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    kind: str = "str",
+    choices: Sequence[str] | None = None,
+    legacy_env: Sequence[str] = (),
+    sample_default: str | None = None,
+) -> Any:
+    """Declare one setting (a dataclass field carrying its own documentation)."""
+    meta = {
+        "help": help,
+        "kind": kind,
+        "choices": tuple(choices) if choices else None,
+        "legacy_env": tuple(legacy_env),
+        "sample_default": sample_default,
+    }
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that configures one ``deepaas-run`` server."""
+
+    listen_ip: str = option("127.0.0.1", "IP address the server listens on.")
+    listen_port: int = option(5000, "TCP port the server listens on.", kind="int")
+    model_name: tuple[str, ...] = option(
+        (),
+        "Serve only these models: entry-point names in the 'deepaas.v2.model' group. "
+        "Repeat the flag (or separate names with commas) for several. Empty: serve "
+        "every installed plugin.",
+        kind="list",
+        legacy_env=("DEEPAAS_V2_MODEL",),
+    )
+    workers: int = option(
+        1,
+        "Worker processes per model. Each one imports the plugin and runs warm() once, "
+        "then serves predictions one at a time.",
+        kind="int",
+    )
+    executor: str = option(
+        "process",
+        "Where model code runs: 'process' (worker processes; a crash or a GIL-bound "
+        "model never stalls the server) or 'thread' (threads of the server process; no "
+        "process hop, for models that are cheap or release the GIL).",
+        choices=("process", "thread"),
+    )
+    warm: bool = option(
+        True,
+        "Run each model's warm() before serving it. With --no-warm the workers start "
+        "without it and the model is ready at once.",
+        kind="bool",
+    )
+    base_path: str = option(
+        "",
+        "Serve every route under this path prefix (for a reverse proxy), e.g. /deepaas.",
+    )
+    client_max_size: int = option(
+        100 * MIB,
+        "Largest request body accepted, in bytes (suffixes KiB, MiB, GiB, KB, MB, GB "
+        "allowed). Larger requests are answered 413.",
+        kind="size",
+        sample_default="100MiB",
+    )
+    predict_endpoint: bool = option(True, "Serve the predict routes.", kind="bool")
+    train_endpoint: bool = option(True, "Serve the training routes.", kind="bool")
+    doc_endpoint: bool = option(
+        True, "Serve Swagger UI at /api (the spec at /swagger.json is always served).", kind="bool"
+    )
+    data_dir: str = option(
+        _default_data_dir,
+        "Directory for the server's own state: models' storage_dir(), training inputs.",
+        sample_default="~/.local/share/deepaas_like",
+    )
+    start_method: str = option(
+        "spawn",
+        "How worker processes start: 'spawn' (a fresh interpreter, safest) or "
+        "'forkserver' (forked from a clean helper process, starts faster).",
+        choices=("spawn", "forkserver"),
+    )
+    log_level: str = option(
+        "INFO",
+        "Log level of the server's own messages.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    )
+    access_log: bool = option(False, "Log one line per HTTP request.", kind="bool")
+    shutdown_timeout: float = option(
+        5.0,
+        "Seconds that running requests get to finish after SIGINT/SIGTERM before the "
+        "server stops its workers.",
+        kind="float",
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def models_dir(self) -> Path:
+        """Parent of every model's storage_dir()."""
+        return Path(self.data_dir) / "models"
+
+
+def settings_fields() -> tuple[dataclasses.Field, ...]:
+    """The declared options, in declaration order."""
+    return dataclasses.fields(Settings)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --- parsing of textual values (config file, environment) ------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": MIB, "mib": MIB, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+}
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 1048576, 512KiB or 100MiB, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in str(text).split(",") if part.strip())
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": lambda text: str(text).strip(),
+    "int": lambda text: int(str(text).strip()),
+    "float": lambda text: float(str(text).strip()),
+    "bool": parse_bool,
+    "size": parse_size,
+    "list": parse_list,
+}
+
+
+def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
+    kind = f.metadata["kind"]
+    try:
+        value = _PARSERS[kind](raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise SettingsError(f"{origin}: invalid value for {f.name}: {exc}") from None
+    choices = f.metadata["choices"]
+    if choices:
+        value = value.upper() if f.name == "log_level" else value
+        if value not in choices:
+            raise SettingsError(
+                f"{origin}: {f.name} must be one of {', '.join(choices)}, got {raw!r}"
+            )
+    return value
+
+
+def _validate(s: Settings) -> None:
+    if not 0 <= s.listen_port <= 65535:
+        raise SettingsError(f"listen_port must be between 0 and 65535, got {s.listen_port}")
+    if s.workers < 1:
+        raise SettingsError(f"workers must be at least 1, got {s.workers}")
+    if s.client_max_size < 1:
+        raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")
+    if s.shutdown_timeout < 0:
+        raise SettingsError("shutdown_timeout must not be negative")
+    if s.base_path and (not s.base_path.startswith("/") or s.base_path == "/"):
+        raise SettingsError(f"base_path must start with '/' and name a path, got {s.base_path!r}")
+    for name in s.model_name:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            raise SettingsError(f"model name {name!r} may only use letters, digits, '_', '.', '-'")
+
+
+# --- the four layers ------------------------------------------------------------
+
+
+DESCRIPTION = (
+    "Serve the installed model plugins (entry-point group 'deepaas.v2.model') behind a "
+    "REST API with OpenAPI 3 and Swagger UI. Options may also come from a config file "
+    "and DEEPAAS_* environment variables; flags win over both."
+)
+
+
+def build_parser(prog: str = "deepaas-run", description: str = DESCRIPTION) -> argparse.ArgumentParser:
+    """Command-line flags for every setting; unspecified flags stay absent."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config-file",
+        metavar="PATH",
+        help=f"INI file with a [DEFAULT] section of options (also ${CONFIG_FILE_ENV}).",
+    )
+    for f in settings_fields():
+        meta = f.metadata
+        default = _display_default(f)
+        help_text = f"{meta['help']} (default: {default}; env {env_name(f.name)})"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text.replace("%", "%%")}
+        kind = meta["kind"]
+        if kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind == "list":
+            kwargs["action"] = "append"
+            kwargs["metavar"] = "NAME"
+        else:
+            kwargs["metavar"] = f.name.upper() if not meta["choices"] else "{" + ",".join(meta["choices"]) + "}"
+        parser.add_argument(flag_name(f.name), **kwargs)
+    return parser
+
+
+def _display_default(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    if meta["sample_default"] is not None:
+        return meta["sample_default"]
+    default = f.default
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ",".join(default) or "(empty)"
+    return str(default) if default != "" else "(empty)"
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Options from the ``[DEFAULT]`` section of an INI file (names use _ or -)."""
+    parser = configparser.ConfigParser(default_section="__no_default_section__", interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise SettingsError(f"config file {path} is not valid INI: {exc}") from None
+    known = {f.name for f in settings_fields()}
+    values: dict[str, str] = {}
+    for section in parser.sections():
+        if section != "DEFAULT":
+            raise SettingsError(
+                f"config file {path}: unknown section [{section}]; options go in [DEFAULT]"
+            )
+        for key, value in parser.items(section):
+            name = key.replace("-", "_")
+            if name not in known:
+                raise SettingsError(
+                    f"config file {path}: unknown option {key!r}; known options: {', '.join(sorted(known))}"
+                )
+            values[name] = value
+    return values
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Options set through ``DEEPAAS_<NAME>`` (and DEEPaaS's legacy variable names)."""
+    values: dict[str, str] = {}
+    for f in settings_fields():
+        for name in (*f.metadata["legacy_env"], env_name(f.name)):
+            if environ.get(name, "") != "":
+                values[f.name] = environ[name]
+    return values
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from flags, environment and config file (see module doc)."""
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(list(argv or [])))
+    config_file = args.pop("config_file", None) or environ.get(CONFIG_FILE_ENV) or None
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if config_file:
+        layers.append((f"config file {config_file}", read_config_file(config_file)))
+    layers.append(("environment", read_environment(environ)))
+    cli = dict(args)
+    if "model_name" in cli:  # repeated flags, each possibly comma-separated
+        cli["model_name"] = tuple(n for item in cli["model_name"] for n in parse_list(item))
+    layers.append(("command line", cli))
+    return settings_from_layers(layers)
+
+
+def settings_from_layers(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> Settings:
+    by_name = {f.name: f for f in settings_fields()}
+    values: dict[str, Any] = {}
+    for origin, layer in layers:
+        for name, raw in layer.items():
+            values[name] = _convert(by_name[name], raw, origin)
+    if "data_dir" in values:
+        values["data_dir"] = os.path.abspath(os.path.expanduser(values["data_dir"]))
+    if len(values.get("base_path", "")) > 1:
+        values["base_path"] = values["base_path"].rstrip("/")
+    return Settings(**values)
+
+
+def render_sample_config() -> str:
+    """The text of ``etc/deepaas_like.conf.sample``: every option, commented out."""
+    lines = [
+        "# deepaas_like sample configuration.",
+        "#",
+        "# Use it with `deepaas-run --config-file FILE` or DEEPAAS_CONFIG_FILE=FILE.",
+        "# Precedence, lowest first: built-in defaults < this file < DEEPAAS_* environment",
+        "# variables < command-line flags. Every option below shows its default value.",
+        "# Generated from deepaas_like/settings.py; a test fails when the two disagree.",
+        "",
+        "[DEFAULT]",
+    ]
+    for f in settings_fields():
+        lines.append("")
+        for chunk in textwrap.wrap(f.metadata["help"], width=84):
+            lines.append(f"# {chunk}")
+        if f.metadata["choices"]:
+            lines.append(f"# One of: {', '.join(f.metadata['choices'])}.")
+        envs = ", ".join((env_name(f.name), *f.metadata["legacy_env"]))
+        lines.append(f"# Flag: {flag_name(f.name)}; environment: {envs}.")
+        default = _display_default(f)
+        lines.append(f"#{f.name} = {'' if default == '(empty)' else default}".rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,112 @@
+"""The worker process: owns one model instance and answers calls on it.
+
+Protocol (pickled tuples over a socketpair, framed like
+``multiprocessing.connection.Connection.send_bytes``):
+
+* worker -> server: ``("ready", pid)`` once the plugin is imported and warm, or
+  ``("failed", CallFailure)``; then one reply per call:
+  ``("ok", call_id, result)`` / ``("err", call_id, CallFailure)``.
+* server -> worker: ``("call", call_id, method, kwargs)`` or ``("stop", 0, None, None)``.
+
+Only the method name and its arguments travel per call; the model stays loaded in the
+worker, so what ``warm()`` sets is there for every ``predict``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from .adapter import CallFailure, ModelAdapter, failure_from_exception
+from .loading import PluginRef
+from .runtime import STORAGE_ENV
+
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs besides the plugin reference (picklable)."""
+
+    model: str
+    warm: bool = True
+    storage_dir: str | None = None
+    log_level: str = "INFO"
+
+
+def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
+    """Entry point of a worker process (started with spawn or forkserver)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    logging.basicConfig(
+        level=config.log_level,
+        format=f"%(asctime)s %(levelname)s [{config.model} worker {os.getpid()}] %(name)s: %(message)s",
+    )
+    if config.storage_dir:
+        os.environ[STORAGE_ENV] = config.storage_dir
+    try:
+        adapter = ModelAdapter(config.model, ref.load_object(), config.storage_dir)
+        if config.warm:
+            adapter.warm()
+    except BaseException as exc:  # report why, whatever it is, then exit
+        _send(conn, ("failed", failure_from_exception(exc)))
+        return
+    _send(conn, ("ready", os.getpid()))
+    serve(conn, adapter)
+
+
+def serve(conn: Connection, adapter: ModelAdapter) -> None:
+    """Answer calls until the server says stop or goes away."""
+    while True:
+        try:
+            kind, call_id, method, kwargs = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if kind == "stop":
+            return
+        try:
+            reply = ("ok", call_id, adapter.call(method, kwargs))
+        except BaseException as exc:  # a plugin may raise anything, SystemExit included
+            reply = ("err", call_id, failure_from_exception(exc))
+        try:
+            _send(conn, reply)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        except Exception as exc:  # the result could not be pickled
+            _send(
+                conn,
+                (
+                    "err",
+                    call_id,
+                    CallFailure(
+                        "UnsendableResult",
+                        f"{method}() returned a value that cannot be sent to the server: "
+                        f"{type(exc).__name__}: {exc}",
+                    ),
+                ),
+            )
+        finally:
+            sys.stdout.flush()
+
+
+def _send(conn: Connection, message: tuple) -> None:
+    conn.send_bytes(pickle.dumps(message, protocol=PICKLE_PROTOCOL))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the server dies, even by SIGKILL."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the EOF on the socket still stops us
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

@@ -1,0 +1,64 @@
+"""Packaging of deepaas_like (console script ``deepaas-run``, framework extras)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "deepaas_like" / "__init__.py").read_text()).group(1)
+
+FRAMEWORKS = {
+    "sklearn": ["scikit-learn>=1.5", "joblib>=1.3"],
+    "tensorflow": ["tensorflow-cpu~=2.21.0"],
+    # Exact pin: an open range makes pip download the CUDA build and several GB of wheels.
+    "torch": ["torch==2.13.0"],
+    "onnx": ["onnxruntime>=1.20", "onnx>=1.16"],
+}
+
+setup(
+    name="deepaas_like",
+    version=VERSION,
+    description="Serve machine-learning models behind a fast, validated, self-documenting REST API",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["deepaas_like", "deepaas_like.*"])
+    + ["deepaas", "deepaas.model", "deepaas.model.v2"],
+    # DEEPaaS v2 plugins import `deepaas.model.v2...`: a small compatibility package.
+    package_dir={"deepaas": "deepaas_like/compat/deepaas"},
+    install_requires=[
+        "aiohttp>=3.14,<3.15",
+        # marshmallow 4 rejects missing=, description=, type= that DEEPaaS plugins use.
+        "marshmallow>=3.26,<4",
+        "webargs>=8.7,<9",
+        "stevedore>=5,<6",
+        "apispec>=6.8,<7",
+        "swagger-ui-bundle>=1.1,<2",
+        "packaging>=23",
+        # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.
+        "setuptools>=65,<82",
+    ],
+    extras_require={
+        **FRAMEWORKS,
+        "all": sorted({req for reqs in FRAMEWORKS.values() for req in reqs}),
+        "test": [
+            "pytest>=8",
+            "pytest-aiohttp>=1.1",
+            "pytest-timeout>=2.3",
+            "openapi-spec-validator>=0.7",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "deepaas-run=deepaas_like.cli.run:main",
+            "deepaas-install-plugin=deepaas_like.cli.install_plugin:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Framework :: AsyncIO",
+        "Framework :: aiohttp",
+    ],
+)
