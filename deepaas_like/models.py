@@ -69,6 +69,7 @@ class ServedModel:
             detail = exc.failure.traceback if exc.failure is not None else ""
             LOG.error("model %s: %s\n%s", self.name, self.error, detail)
         else:
+            await self.refresh_metadata()
             self.state = "ready"
             LOG.info("model %s is ready (%s executor)", self.name, self.runner.kind)
         finally:
@@ -95,11 +96,17 @@ class ServedModel:
         await self.runner.stop(timeout)
 
     async def refresh_metadata(self) -> None:
-        """Read get_metadata() again (in a thread), e.g. after a training."""
+        """Ask a warm worker for get_metadata() (after start and after each training).
+
+        The copy of the plugin in the server process is never warmed in process mode,
+        so the serving model itself is the one that knows, e.g., its trained version.
+        """
+        if not self.adapter.has("get_metadata"):
+            return
         try:
-            self.metadata = await asyncio.to_thread(read_metadata, self.name, self.adapter)
-        except Exception:
-            LOG.exception("model %s: get_metadata() failed; keeping the previous metadata", self.name)
+            self.metadata = checked_metadata(await self.runner.call("get_metadata", {}))
+        except Exception as exc:
+            LOG.warning("model %s: get_metadata() failed (%s); keeping the previous metadata", self.name, exc)
 
     def document(self, href: str) -> dict[str, Any]:
         """The model's entry in ``GET /v2/models/`` (DEEPaaS's shape)."""
@@ -136,7 +143,10 @@ class ModelRegistry(Mapping[str, ServedModel]):
 def read_metadata(name: str, adapter: ModelAdapter) -> dict[str, Any]:
     if not adapter.has("get_metadata"):
         return {"description": f"Model '{name}' provides no get_metadata()"}
-    metadata = adapter.call("get_metadata")
+    return checked_metadata(adapter.call("get_metadata"))
+
+
+def checked_metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, Mapping):
         raise TypeError(f"get_metadata() must return a dict, not {type(metadata).__name__}")
     return to_jsonable(dict(metadata))

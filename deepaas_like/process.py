@@ -90,7 +90,9 @@ class WorkerProcess:
         )
         self._ready = loop.create_future()
         try:
-            await loop.run_in_executor(None, self.process.start)
+            # Synchronous on purpose (a few ms): a start that a cancellation could
+            # interrupt half-way would leave an orphan process behind.
+            self.process.start()
         finally:
             child_conn.close()
         self.pid = self.process.pid
@@ -180,7 +182,7 @@ class WorkerProcess:
     async def stop(self, timeout: float = 5.0) -> None:
         """Ask the worker to stop; terminate, then kill it if it does not."""
         process = self.process
-        if process is None:
+        if process is None or self.pid is None:
             return
         if not self.dead and self._writer is not None and not self._writer.is_closing():
             try:
@@ -196,8 +198,9 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Kill the worker now (cancel a training, recycle a stuck worker)."""
-        if self.process is not None and self.exitcode is None and self.process.exitcode is None:
-            self.process.kill()
+        if self.process is not None and self.pid is not None and self.exitcode is None:
+            if self.process.exitcode is None:
+                self.process.kill()
 
     async def _finish(self) -> None:
         if self._reader_task is not None and not self._reader_task.done():

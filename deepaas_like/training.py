@@ -151,40 +151,46 @@ class TrainingManager:
         )
         worker = WorkerProcess(model.ref, config, self._context)
         job.worker = worker
+        outcome: tuple[str, Any, str | None] = (ERROR, None, "the training did not finish")
         try:
-            await worker.start()
-            kind, value = await worker.call("train", kwargs)
-            if kind == "err":
-                job.finish(ERROR, message=_failure_text(value))
-                return
-            try:
-                output = to_jsonable(value)
-            except (TypeError, ValueError) as exc:
-                job.finish(ERROR, message=f"train() returned a value that is not JSON: {exc}")
-                return
-            try:
-                await model.runner.reload()
-            except WorkerStartFailed as exc:
-                job.finish(ERROR, message=f"training finished, but the model could not be warmed again: {exc}")
-                return
-            await model.refresh_metadata()
-            job.finish(DONE, result=output)
+            outcome = await self._train(worker, model, kwargs)
         except WorkerStartFailed as exc:
-            job.finish(ERROR, message=f"the training process could not load the model: {exc}")
+            outcome = (ERROR, None, f"the training process could not load the model: {exc}")
         except WorkerDied as exc:
-            job.finish(ERROR, message=f"the training process died (exit code {exc.exitcode})")
+            outcome = (ERROR, None, f"the training process died (exit code {exc.exitcode})")
         except asyncio.CancelledError:
-            job.finish(CANCELLED, message="cancelled")
+            outcome = (CANCELLED, None, "cancelled")
             raise
         except Exception as exc:  # keep the server alive whatever happens here
             LOG.exception("model %s: training %s failed", model.name, job.id)
-            job.finish(ERROR, message=f"{type(exc).__name__}: {exc}")
+            outcome = (ERROR, None, f"{type(exc).__name__}: {exc}")
         finally:
+            # Release everything before the status says the training is over.
             await asyncio.shield(worker.stop(timeout=0 if job.status == CANCELLED else 2.0))
             job.worker = None
             if job.inputs_dir is not None:
                 shutil.rmtree(job.inputs_dir.parent, ignore_errors=True)
+            status, result, message = outcome
+            job.finish(status, result=result, message=message)
             LOG.info("model %s: training %s %s", model.name, job.id, job.status)
+
+    async def _train(
+        self, worker: WorkerProcess, model: ServedModel, kwargs: dict[str, Any]
+    ) -> tuple[str, Any, str | None]:
+        await worker.start()
+        kind, value = await worker.call("train", kwargs)
+        if kind == "err":
+            return ERROR, None, _failure_text(value)
+        try:
+            output = to_jsonable(value)
+        except (TypeError, ValueError) as exc:
+            return ERROR, None, f"train() returned a value that is not JSON: {exc}"
+        try:
+            await model.runner.reload()
+        except WorkerStartFailed as exc:
+            return ERROR, None, f"training finished, but the model could not be warmed again: {exc}"
+        await model.refresh_metadata()
+        return DONE, output, None
 
     async def close(self) -> None:
         """Stop every running training (server shutdown)."""

@@ -1,0 +1,108 @@
+"""Shared fixtures: real plugins installed into a temporary site directory, real apps."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from deepaas_like.api import create_app
+from deepaas_like.settings import Settings
+
+FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes():
+    """Every test must leave no worker or training process behind."""
+    yield
+    deadline = time.monotonic() + 5
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leaked = multiprocessing.active_children()
+    for process in leaked:
+        process.kill()
+    assert not leaked, f"processes left running: {leaked}"
+
+
+class PluginSite:
+    """A directory on sys.path where tests install plugins the way pip does:
+    the code plus a ``*.dist-info`` holding METADATA and the entry point."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.modules: list[str] = []
+
+    def install(self, name: str, fixture: str | None = None, attr: str | None = None,
+                source: str | None = None) -> str:
+        module = f"fixture_{(fixture or name).replace('-', '_')}"
+        if source is not None:
+            (self.path / f"{module}.py").write_text(source)
+        else:
+            shutil.copy(FIXTURE_PLUGINS / f"{fixture or name}.py", self.path / f"{module}.py")
+        info = self.path / f"{module}_{name.replace('-', '_')}-0.0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-{name}\nVersion: 0.0.0\n")
+        target = f"{module}:{attr}" if attr else module
+        (info / "entry_points.txt").write_text(f"[deepaas.v2.model]\n{name} = {target}\n")
+        self.modules.append(module)
+        return module
+
+
+@pytest.fixture
+def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    installed = PluginSite(site)
+    yield installed
+    for module in installed.modules:
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "shutdown_timeout": 2.0}
+        values.update(overrides)
+        if isinstance(values.get("model_name"), str):
+            values["model_name"] = (values["model_name"],)
+        return Settings(**values)
+
+    return make
+
+
+async def wait_ready(client, timeout: float = 60.0, base_path: str = "") -> dict:
+    """Poll readiness until every model is warm; fail fast if one could not start."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(f"{base_path}/v2/health/ready")
+        body = await response.json()
+        if response.status == 200:
+            return body
+        failed = {n: m for n, m in body["models"].items() if m["state"] == "failed"}
+        if failed:
+            raise AssertionError(f"models failed to start: {failed}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"models not ready after {timeout}s: {body}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def serve(aiohttp_client, make_settings) -> Callable[..., Awaitable[Any]]:
+    """Start the real app for the named models; returns an aiohttp test client."""
+
+    async def start(*models: str, ready: bool = True, **overrides: Any):
+        settings = make_settings(model_name=tuple(models), **overrides)
+        client = await aiohttp_client(create_app(settings))
+        if ready:
+            await wait_ready(client, base_path=settings.base_path)
+        return client
+
+    return start
