@@ -1,0 +1,207 @@
+"""``deepaas-install-plugin``: install a DEEPaaS v2 plugin without breaking deepaas_like.
+
+DEEPaaS-era plugins list ``deepaas>=2.1`` and often ``webargs~=5.5.3`` in their
+requirements; plain ``pip install`` refuses them next to deepaas_like (webargs 8), or
+would replace our libraries if it could. This command:
+
+1. builds the plugin's wheel (``pip wheel --no-deps``: a directory, a PyPI name, a
+   VCS URL, an sdist or a wheel all work);
+2. reads its requirements and sets aside ``deepaas`` (deepaas_like provides its
+   import names) and every library deepaas_like itself runs on, at the versions
+   installed now;
+3. installs the remaining requirements with pip, constrained so that none of
+   deepaas_like's own libraries can change, then the plugin itself with
+   ``--no-deps``;
+4. imports the plugin through the same seam ``deepaas-run`` uses, and reports.
+
+Example::
+
+    deepaas-install-plugin ./my_deepaas_plugin
+    deepaas-install-plugin my-plugin-on-pypi==1.4 --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ..loading import GROUP
+
+PROVIDED = {"deepaas": "deepaas_like provides the 'deepaas' import package"}
+OURS = "deepaas_like"
+
+
+@dataclass
+class Plan:
+    """What will be done with one plugin wheel's requirements."""
+
+    wheel: Path
+    name: str
+    version: str
+    entry_points: list[str]
+    install: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def protected_distributions(root: str = OURS) -> dict[str, str]:
+    """deepaas_like and everything it depends on (not its extras), by canonical name."""
+    found: dict[str, str] = {}
+    pending = [root]
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in found:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found[name] = dist.version
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return found
+
+
+def read_wheel(wheel: Path) -> tuple[str, str, list[str], list[str]]:
+    """Name, version, requirements and model entry points of a wheel."""
+    with zipfile.ZipFile(wheel) as archive:
+        info_dir = next(n.split("/")[0] for n in archive.namelist() if n.split("/")[0].endswith(".dist-info"))
+        metadata = email.parser.Parser().parsestr(archive.read(f"{info_dir}/METADATA").decode())
+        try:
+            entry_text = archive.read(f"{info_dir}/entry_points.txt").decode()
+        except KeyError:
+            entry_text = ""
+    entry_points = []
+    section = None
+    for line in entry_text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == GROUP and "=" in line:
+            entry_points.append(line.split("=", 1)[0].strip())
+    return metadata["Name"], metadata["Version"], metadata.get_all("Requires-Dist") or [], entry_points
+
+
+def plan_for(wheel: Path, protected: dict[str, str]) -> Plan:
+    name, version, requirements, entry_points = read_wheel(wheel)
+    plan = Plan(wheel, name, version, entry_points)
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            plan.kept.append(f"{text}: not a valid requirement, ignored")
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        key = canonicalize_name(requirement.name)
+        if key in PROVIDED:
+            plan.kept.append(f"{text}: {PROVIDED[key]}")
+        elif key in protected:
+            installed = protected[key]
+            verdict = "satisfied" if requirement.specifier.contains(installed, prereleases=True) else (
+                "kept as it is: deepaas_like runs DEEPaaS plugins on it"
+            )
+            plan.kept.append(f"{text}: {requirement.name} {installed} is installed, {verdict}")
+        else:
+            plan.install.append(str(requirement))
+    return plan
+
+
+def _pip(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+
+
+def build_wheels(specs: Sequence[str], into: Path) -> list[Path]:
+    for spec in specs:
+        if spec.endswith(".whl") and os.path.isfile(spec):
+            target = into / os.path.basename(spec)
+            target.write_bytes(Path(spec).read_bytes())
+        else:
+            subprocess.run(_pip("wheel", "--no-deps", "--wheel-dir", str(into), spec), check=True)
+    return sorted(into.glob("*.whl"))
+
+
+def verify(entry_points: Sequence[str]) -> subprocess.CompletedProcess:
+    """Import the plugins in a fresh interpreter, through deepaas-run's own seam."""
+    code = (
+        "import sys\n"
+        "from deepaas_like.loading import load_plugins\n"
+        "from deepaas_like.errors import PluginLoadError\n"
+        "try:\n"
+        "    print(' '.join(p.ref.name for p in load_plugins(sys.argv[1:])))\n"
+        "except PluginLoadError as exc:\n"
+        "    sys.exit(f'{exc}\\n{exc.traceback_text}')\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, *entry_points], capture_output=True, text=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="deepaas-install-plugin",
+        description="Install DEEPaaS v2 model plugins next to deepaas_like without changing "
+        "deepaas_like's own libraries (deepaas, webargs, marshmallow, aiohttp...).",
+    )
+    parser.add_argument("specs", nargs="+", metavar="PLUGIN", help="a directory, PyPI name, VCS URL, sdist or wheel")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be installed, install nothing")
+    args = parser.parse_args(argv)
+    protected = protected_distributions()
+    if canonicalize_name(OURS) not in protected:
+        print("deepaas-install-plugin: error: deepaas_like is not installed in this environment", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="deepaas-install-plugin-") as tmp:
+        try:
+            wheels = build_wheels(args.specs, Path(tmp))
+        except subprocess.CalledProcessError as exc:
+            print(f"deepaas-install-plugin: error: building the plugin failed (exit {exc.returncode})", file=sys.stderr)
+            return 1
+        plans = [plan_for(wheel, protected) for wheel in wheels]
+        for plan in plans:
+            print(f"{plan.name} {plan.version}: models {', '.join(plan.entry_points) or '(none found!)'}")
+            for line in plan.kept:
+                print(f"  keep     {line}")
+            for requirement in plan.install:
+                print(f"  install  {requirement}")
+        if args.dry_run:
+            return 0
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("".join(f"{name}=={version}\n" for name, version in protected.items()
+                                       if name != canonicalize_name(OURS)))
+        requirements = sorted({r for plan in plans for r in plan.install})
+        try:
+            if requirements:
+                subprocess.run(_pip("install", "-c", str(constraints), *requirements), check=True)
+            subprocess.run(_pip("install", "--no-deps", *map(str, wheels)), check=True)
+        except subprocess.CalledProcessError as exc:
+            print(
+                f"deepaas-install-plugin: error: pip failed (exit {exc.returncode}); deepaas_like's own "
+                "libraries were not changed",
+                file=sys.stderr,
+            )
+            return 1
+    names = [name for plan in plans for name in plan.entry_points]
+    if not names:
+        print(f"warning: no entry point in the '{GROUP}' group: deepaas-run will not serve it", file=sys.stderr)
+        return 0
+    result = verify(names)
+    if result.returncode != 0:
+        print(f"installed, but the plugin does not import:\n{result.stderr}", file=sys.stderr)
+        return 1
+    print(f"installed and importable: {result.stdout.strip()}; serve it with: deepaas-run --model-name {names[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

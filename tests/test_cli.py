@@ -1,0 +1,84 @@
+"""`deepaas-run` as a real subprocess: banner, HTTP, clean shutdown, startup errors."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from processes import DEEPAAS_RUN, Server, alive, descendants
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    started: list[Server] = []
+
+    def start(*args: str, env: dict | None = None) -> Server:
+        server = Server(["--data-dir", str(tmp_path / "data"), *args], env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_and_shuts_down_cleanly(server_factory, signum):
+    server = server_factory("--model-name", "echobench", "--model-name", "demo", "--workers", "2")
+    base = server.wait_banner()
+    assert "serving 2 model(s): echobench, demo" in server.output
+    assert f"API documentation (Swagger UI): {base}/api" in server.output
+    ready = server.wait_ready()
+    assert ready["models"]["echobench"]["workers"] == 2
+    status, body = server.request(
+        "POST", "/v2/models/echobench/predict/?sepal_length=1&sepal_width=2&petal_length=3&petal_width=4")
+    assert status == 200 and body["predictions"]["petal_width"] == 4.0
+    status, body = server.request("POST", "/v2/models/demo/train/", b'{"epochs": 100, "epoch_seconds": 1}',
+                                  {"Content-Type": "application/json"})
+    assert status == 200 and body["status"] == "running"
+    time.sleep(1.0)
+    children = descendants(server.process.pid)
+    assert len(children) >= 5  # 2 + 2 workers, 1 training (plus multiprocessing helpers)
+    started = time.monotonic()
+    assert server.stop(signum) == 0
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert not alive(children), "worker processes survived the server"
+
+
+def test_import_error_stops_startup_with_the_real_error(server_factory, plugins):
+    plugins.install("broken", fixture="broken_import")
+    server = server_factory("--model-name", "broken", env={"PYTHONPATH": str(plugins.path)})
+    assert server.process.wait(60) == 1
+    stderr = server.process.stderr.read()
+    assert "model plugin 'broken'" in stderr
+    assert "No module named 'module_that_is_not_installed_anywhere'" in stderr
+    assert "Traceback" in stderr
+
+
+def test_bad_flags_and_values_exit_2():
+    for args, text in ((["--workers", "zero"], "invalid value"), (["--no-such-flag"], "unrecognized arguments")):
+        result = subprocess.run([DEEPAAS_RUN, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert text in result.stderr
+
+
+def test_help_lists_every_option():
+    result = subprocess.run([DEEPAAS_RUN, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--listen-ip", "--listen-port", "--model-name", "--workers", "--warm", "--no-warm",
+                 "--base-path", "--client-max-size", "--no-predict-endpoint", "--no-train-endpoint",
+                 "--no-doc-endpoint", "--log-level", "--config-file", "--executor", "--data-dir"):
+        assert flag in result.stdout, flag
+
+
+def test_port_in_use_is_a_clear_error(server_factory):
+    first = server_factory("--model-name", "echobench", "--executor", "thread")
+    port = first.wait_banner().rsplit(":", 1)[1]
+    second = subprocess.run(
+        [DEEPAAS_RUN, "--listen-port", port, "--model-name", "echobench", "--executor", "thread"],
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    assert first.stop() == 0
