@@ -177,7 +177,7 @@ class ArgumentSpec:
                 continue
             for source in (query, form):
                 if key in source:
-                    data[key] = source[key]
+                    data[key] = _split_delimited(self._by_key[key], source[key])
                     break
             else:
                 if key in body:
@@ -267,6 +267,19 @@ def negotiate(header: str, choices: Sequence[str], default: str | None) -> str |
 
 
 # --- helpers -----------------------------------------------------------------
+
+_UNAMBIGUOUS_ITEMS = (ma_fields.Number, ma_fields.Boolean)
+
+
+def _split_delimited(f: ma_fields.Field, value: Any) -> Any:
+    """``values=1,2,3`` (one form item, as Swagger UI sends arrays) for a list of numbers
+    or booleans means three items; lists of strings are left alone (commas are data)."""
+    if not isinstance(f, ma_fields.List) or not isinstance(f.inner, _UNAMBIGUOUS_ITEMS):
+        return value
+    if not isinstance(value, list) or not any(isinstance(v, str) and "," in v for v in value):
+        return value
+    return [part.strip() for v in value for part in (v.split(",") if isinstance(v, str) else [v])]
+
 
 
 def _as_multidict(mapping: Mapping[str, Any]) -> Any:

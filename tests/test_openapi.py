@@ -41,6 +41,8 @@ async def test_arguments_types_defaults_enums_descriptions(serve, plugins):
     assert props["flag"]["type"] == "boolean"
     assert props["tags"]["type"] == "array"
     assert set(legacy["requestBody"]["content"]) == {"multipart/form-data"}  # files: multipart only
+    encoding = legacy["requestBody"]["content"]["multipart/form-data"]["encoding"]
+    assert encoding == {"tags": {"style": "form", "explode": True}}  # arrays as repeated fields
     response = legacy["responses"]["200"]["content"]["application/json"]["schema"]
     assert set(response["properties"]) == {"label", "score", "echo"}
     assert response["properties"]["label"]["description"] == "The echoed text"

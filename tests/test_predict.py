@@ -272,3 +272,17 @@ async def test_model_that_cannot_warm_answers_503(serve, plugins):
     ready = await client.get("/v2/health/ready")
     assert ready.status == 503
     assert (await ready.json())["models"]["cold"]["state"] == "failed"
+
+
+async def test_comma_joined_list_items_as_swagger_ui_sends_them(serve, plugins):
+    plugins.install("legacy")
+    client = await serve("demo", "legacy", executor="thread")
+    form = aiohttp.FormData()
+    form.add_field("values", "1,2,3,5,8")
+    answer = (await (await client.post("/v2/models/demo/predict/", data=form)).json())["predictions"]
+    assert answer["count"] == 5 and answer["max"] == 8.0
+    strings = aiohttp.FormData()  # a list of strings keeps its commas: they may be data
+    strings.add_field("text", "x")
+    strings.add_field("tags", "a,b")
+    echo = (await (await client.post("/v2/models/legacy/predict/", data=strings)).json())["echo"]
+    assert echo["tags"] == ["a,b"]

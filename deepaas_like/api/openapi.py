@@ -50,9 +50,16 @@ def _error_responses(*codes: int) -> dict[str, Any]:
 def _request_body(spec: ArgumentSpec) -> dict[str, Any] | None:
     if not spec.body_fields:
         return None
-    content: dict[str, Any] = {"multipart/form-data": {"schema": spec.schema_class}}
+    # Arrays as repeated form fields (values=1&values=2), which is what we parse.
+    explode = {
+        (f.data_key or name): {"style": "form", "explode": True}
+        for name, f in spec.body_fields.items()
+        if isinstance(f, (ma_fields.List, ma_fields.Tuple))
+    }
+    form: dict[str, Any] = {"schema": spec.schema_class, **({"encoding": explode} if explode else {})}
+    content: dict[str, Any] = {"multipart/form-data": form}
     if not spec.has_files:
-        content["application/x-www-form-urlencoded"] = {"schema": spec.schema_class}
+        content["application/x-www-form-urlencoded"] = dict(form)
         content["application/json"] = {"schema": spec.schema_class}
     required = any(f.required for f in spec.body_fields.values())
     return {"required": required, "content": content}
