@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any, Mapping, NoReturn
+from typing import Any, Mapping, NoReturn, Sequence
 
 from .errors import ModelError, NotImplementedByModel
 from .files import ReturnedFile
 from .runtime import using_storage_dir
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,46 @@ class ModelAdapter:
         """Run ``warm()`` if the plugin has one (DEEPaaS made it optional too)."""
         if self.has("warm"):
             self.call("warm")
+
+    def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+        """Predict several requests in one call; one ``("ok"|"err", value)`` per row.
+
+        With a ``predict_batch(rows) -> list`` the plugin gets every row at once (an
+        exception *instance* in the returned list fails only that row). If
+        ``predict_batch`` raises, the rows are run one by one through ``predict`` so
+        that only the bad row fails. Without ``predict_batch``, rows run one by one.
+        """
+        if self.has("predict_batch") and len(rows) > 0:
+            try:
+                with using_storage_dir(self.storage_dir):
+                    outputs = list(self.obj.predict_batch([dict(row) for row in rows]))
+                if len(outputs) != len(rows):
+                    raise ValueError(f"predict_batch() returned {len(outputs)} results for {len(rows)} rows")
+                return [
+                    ("err", failure_from_exception(out)) if isinstance(out, BaseException)
+                    else ("ok", normalize_output(out))
+                    for out in outputs
+                ]
+            except Exception as exc:
+                if not self.has("predict") or len(rows) == 1:
+                    return [("err", failure_from_exception(exc))] * len(rows)
+                LOG.warning("model %s: predict_batch() failed (%s); running the %d rows one by one",
+                            self.name, exc, len(rows))
+        return [execute(self, "predict", row) for row in rows]
+
+
+def execute(adapter: ModelAdapter, method: str, payload: Any) -> tuple[str, Any]:
+    """Run one call as a worker does: ``("ok", result)`` or ``("err", CallFailure)``.
+
+    ``method`` is a plugin method taking ``payload`` as keyword arguments, or
+    ``"predict_many"`` taking a list of such dicts.
+    """
+    try:
+        if method == "predict_many":
+            return "ok", adapter.predict_many(payload)
+        return "ok", adapter.call(method, payload)
+    except BaseException as exc:  # a plugin may raise anything, SystemExit included
+        return "err", failure_from_exception(exc)
 
 
 def normalize_output(result: Any) -> Any:

@@ -107,6 +107,29 @@ class ModelUnavailable(DeepaasError):
         super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})
 
 
+class QueueFull(ModelUnavailable):
+    """Too many predictions are already waiting for this model."""
+
+    def __init__(self, model: str, limit: int) -> None:
+        super().__init__(
+            f"Model '{model}' is busy: {limit} requests are already waiting (--max-queue); retry shortly",
+            retry_after=1,
+            model=model,
+        )
+
+
+class PredictTimeout(DeepaasError):
+    """The model took longer than its --predict-timeout."""
+
+    status = 504
+
+    def __init__(self, model: str, timeout: float) -> None:
+        super().__init__(
+            f"Model '{model}' did not answer within {timeout:g} s (--predict-timeout)",
+            details={"model": model, "timeout": timeout},
+        )
+
+
 class PluginLoadError(Exception):
     """A plugin could not be imported or is not a usable model (startup error)."""
 

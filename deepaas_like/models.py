@@ -11,13 +11,14 @@ from typing import Any, Iterator, Mapping
 import marshmallow
 
 from .adapter import ModelAdapter
+from .batching import Batcher
 from .arguments import ArgumentSpec, legacy_vocabulary_allowed
 from .errors import ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import to_jsonable
 from .loading import LoadedPlugin, PluginRef
 from .process import WorkerStartFailed
 from .runners import ProcessRunner, Runner, ThreadRunner, mp_context
-from .settings import Settings
+from .settings import ModelSettings, Settings
 from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class ServedModel:
     response_schema: type[marshmallow.Schema] | None
     metadata: dict[str, Any]
     runner: Runner
+    options: ModelSettings
+    batcher: Batcher | None = None
     state: str = "starting"
     error: str | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -64,6 +67,8 @@ class ServedModel:
         """Start the runner (warming the model); failures are recorded, not raised."""
         try:
             await self.runner.start()
+            if self.batcher is not None:
+                self.batcher.start()
         except WorkerStartFailed as exc:
             self.state, self.error = "failed", f"could not start the model: {exc}"
             detail = exc.failure.traceback if exc.failure is not None else ""
@@ -86,13 +91,27 @@ class ServedModel:
                 model=self.name,
             )
 
+    async def predict(self, kwargs: Mapping[str, Any]) -> Any:
+        """One prediction: batched with others when batching is on, within the timeout."""
+        await self.wait_ready()
+        if self.batcher is not None:
+            return await self.batcher.submit(kwargs)
+        return await self.runner.call("predict", kwargs, self.options.predict_timeout or None)
+
     async def call(self, method: str, kwargs: Mapping[str, Any]) -> Any:
         await self.wait_ready()
         return await self.runner.call(method, kwargs)
 
+    @property
+    def waiting(self) -> int:
+        """Predictions waiting for a worker (the queue depth)."""
+        return self.runner.waiting + (self.batcher.waiting if self.batcher is not None else 0)
+
     async def stop(self, timeout: float) -> None:
         self.state = "stopped"
         self._settled.set()
+        if self.batcher is not None:
+            await self.batcher.stop()
         await self.runner.stop(timeout)
 
     async def refresh_metadata(self) -> None:
@@ -186,10 +205,14 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
             metadata = read_metadata(name, adapter)
     except Exception as exc:
         raise PluginLoadError(name, f"{step} failed: {type(exc).__name__}: {exc}", traceback.format_exc()) from exc
+    options = settings.for_model(name)
     config = WorkerConfig(model=name, warm=settings.warm, storage_dir=storage, log_level=settings.log_level)
     runner: Runner
-    if settings.executor == "thread":
-        runner = ThreadRunner(name, adapter, settings.workers, warm=settings.warm)
+    if options.executor == "thread":
+        runner = ThreadRunner(name, adapter, options.workers, warm=settings.warm, max_queue=options.max_queue)
     else:
-        runner = ProcessRunner(name, plugin.ref, config, settings.workers, mp_context(settings.start_method))
-    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, runner)
+        runner = ProcessRunner(
+            name, plugin.ref, config, options.workers, mp_context(settings.start_method), max_queue=options.max_queue
+        )
+    batcher = Batcher(runner, options) if options.batching else None
+    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, runner, options, batcher)

@@ -1,7 +1,9 @@
 """Where a model's code runs: a pool of worker processes, or threads of the server.
 
-Both runners offer the same interface (:class:`Runner`); the event loop only awaits
-them and never runs model code itself.
+Both runners hand out *slots* (a worker process, or a thread's turn): a call takes an
+idle slot or waits for one (at most ``max_queue`` callers wait, then 503), runs on it
+with an optional timeout (504), and gives it back. The event loop only awaits them and
+never runs model code itself.
 """
 
 from __future__ import annotations
@@ -12,34 +14,17 @@ import concurrent.futures
 import itertools
 import logging
 import multiprocessing
-from typing import Any, Mapping, Protocol
+from typing import Any, Generic, Mapping, TypeVar
 
-from .adapter import ModelAdapter, failure_from_exception, raise_failure
-from .errors import ModelUnavailable
+from .adapter import ModelAdapter, execute, failure_from_exception, raise_failure
+from .errors import ModelUnavailable, PredictTimeout, QueueFull
 from .loading import PluginRef
 from .process import WorkerDied, WorkerProcess, WorkerStartFailed
 from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
 RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-class Runner(Protocol):
-    kind: str
-    restarts: int
-
-    async def start(self) -> None: ...
-
-    async def call(self, method: str, kwargs: Mapping[str, Any]) -> Any: ...
-
-    async def reload(self) -> None: ...
-
-    async def stop(self, timeout: float = 5.0) -> None: ...
-
-    @property
-    def ready(self) -> bool: ...
-
-    def describe(self) -> dict[str, Any]: ...
+Slot = TypeVar("Slot")
 
 
 def mp_context(start_method: str) -> multiprocessing.context.BaseContext:
@@ -49,12 +34,108 @@ def mp_context(start_method: str) -> multiprocessing.context.BaseContext:
     return context
 
 
-class ProcessRunner:
+class Runner(Generic[Slot]):
+    """Idle slots, the callers waiting for one (bounded), and calls on a slot."""
+
+    kind = "runner"
+
+    def __init__(self, name: str, size: int, max_queue: int) -> None:
+        self.name = name
+        self.size = size
+        self.max_queue = max_queue
+        self.restarts = 0
+        self._idle: collections.deque[Slot] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._stopping = False
+
+    # --- slots ------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for f in self._waiters if not f.done())
+
+    def _usable(self, slot: Slot) -> bool:
+        return True
+
+    def _discard(self, slot: Slot) -> None:
+        """A slot that was given back but may not serve again (old or dead worker)."""
+
+    async def acquire(self, bounded: bool = True) -> Slot:
+        """An idle slot, waiting for one if needed; QueueFull past ``max_queue`` waiters."""
+        if self._stopping:
+            raise ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name)
+        while self._idle:
+            slot = self._idle.popleft()
+            if self._usable(slot):
+                return slot
+        if bounded and self.waiting >= self.max_queue:
+            raise QueueFull(self.name, self.max_queue)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(future.result())
+            raise
+
+    def release(self, slot: Slot) -> None:
+        if self._stopping or not self._usable(slot):
+            self._discard(slot)
+            return
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(slot)
+                return
+        self._idle.append(slot)
+
+    def _fail_waiters(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name))
+
+    # --- calls ------------------------------------------------------------------
+
+    async def run(self, slot: Slot, method: str, payload: Any, timeout: float | None) -> tuple[str, Any]:
+        """Run one call on ``slot`` (which this gives back); ``("ok"|"err", value)``."""
+        raise NotImplementedError
+
+    async def call(self, method: str, kwargs: Mapping[str, Any], timeout: float | None = None) -> Any:
+        """``method(**kwargs)`` on the model; raises the API error if it failed."""
+        slot = await self.acquire()
+        kind, value = await self.run(slot, method, kwargs, timeout)
+        if kind == "err":
+            raise_failure(self.name, method, value)
+        return value
+
+    # --- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def reload(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    @property
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ProcessRunner(Runner[WorkerProcess]):
     """``size`` worker processes, each owning a warm instance of the model.
 
-    A call goes to an idle worker (or waits for one). A worker that dies fails only
-    the call it was running, with a 503, and is replaced and re-warmed in the
-    background. :meth:`reload` swaps in a fresh set of warm workers at once.
+    A worker that dies fails only the call it was running, with a 503, and is
+    replaced and re-warmed in the background; one that overruns the timeout is
+    killed (504) and replaced the same way. :meth:`reload` swaps in a fresh set of
+    warm workers at once.
     """
 
     kind = "process"
@@ -66,27 +147,19 @@ class ProcessRunner:
         config: WorkerConfig,
         size: int,
         context: multiprocessing.context.BaseContext,
+        max_queue: int = 128,
     ) -> None:
-        self.name = name
+        super().__init__(name, size, max_queue)
         self._ref = ref
         self._config = config
-        self._size = size
         self._context = context
         self._current: set[WorkerProcess] = set()  # the generation that takes calls
         self._alive: set[WorkerProcess] = set()  # every process not yet reaped
-        self._idle: collections.deque[WorkerProcess] = collections.deque()
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
-        self._respawns: set[asyncio.Task] = set()
-        self._stopping = False
-        self.restarts = 0
+        self._background: set[asyncio.Task] = set()
 
     @property
     def ready(self) -> bool:
         return any(not w.dead for w in self._current)
-
-    @property
-    def waiting(self) -> int:
-        return sum(1 for f in self._waiters if not f.done())
 
     def worker_pids(self) -> list[int]:
         return sorted(w.pid for w in self._current if w.pid is not None and not w.dead)
@@ -95,11 +168,23 @@ class ProcessRunner:
         return {
             "executor": self.kind,
             "workers": len([w for w in self._current if not w.dead]),
-            "workers_wanted": self._size,
+            "workers_wanted": self.size,
             "busy": sum(1 for w in self._current if w.busy),
             "waiting": self.waiting,
             "restarts": self.restarts,
         }
+
+    def _usable(self, worker: WorkerProcess) -> bool:
+        return not worker.dead and worker in self._current
+
+    def _discard(self, worker: WorkerProcess) -> None:
+        if not worker.dead:
+            self._in_background(worker.stop())
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _new_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self._ref, self._config, self._context, on_exit=self._on_exit)
@@ -107,7 +192,7 @@ class ProcessRunner:
         return worker
 
     async def _start_set(self) -> list[WorkerProcess]:
-        workers = [self._new_worker() for _ in range(self._size)]
+        workers = [self._new_worker() for _ in range(self.size)]
         results = await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -118,8 +203,8 @@ class ProcessRunner:
     async def start(self) -> None:
         for worker in await self._start_set():
             self._current.add(worker)
-            self._release(worker)
-        LOG.info("model %s: %d worker process(es) ready: %s", self.name, self._size, self.worker_pids())
+            self.release(worker)
+        LOG.info("model %s: %d worker process(es) ready: %s", self.name, self.size, self.worker_pids())
 
     async def reload(self) -> None:
         """Start a fresh, warm set of workers, then route every new call to them."""
@@ -128,15 +213,20 @@ class ProcessRunner:
         self._idle.clear()
         self._current = set(fresh)
         for worker in fresh:
-            self._release(worker)
+            self.release(worker)
         for worker in old_idle:
-            self._retire(worker)
+            self._discard(worker)
         LOG.info("model %s: workers reloaded: %s", self.name, self.worker_pids())
 
-    async def call(self, method: str, kwargs: Mapping[str, Any]) -> Any:
-        worker = await self._acquire()
+    async def run(self, worker: WorkerProcess, method: str, payload: Any, timeout: float | None) -> tuple[str, Any]:
         try:
-            kind, value = await worker.call(method, kwargs)
+            if timeout:
+                return await asyncio.wait_for(worker.call(method, payload), timeout)
+            return await worker.call(method, payload)
+        except asyncio.TimeoutError:
+            LOG.warning("model %s: %s() overran %ss; replacing worker %s", self.name, method, timeout, worker.pid)
+            worker.kill()
+            raise PredictTimeout(self.name, timeout or 0) from None
         except WorkerDied as exc:
             raise ModelUnavailable(
                 f"The worker of model '{self.name}' died while running {method}() "
@@ -144,44 +234,7 @@ class ProcessRunner:
                 model=self.name,
             ) from None
         finally:
-            self._release(worker)
-        if kind == "err":
-            raise_failure(self.name, method, value)
-        return value
-
-    async def _acquire(self) -> WorkerProcess:
-        if self._stopping:
-            raise ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name)
-        while self._idle:
-            worker = self._idle.popleft()
-            if not worker.dead and worker in self._current:
-                return worker
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._release(future.result())
-            raise
-
-    def _release(self, worker: WorkerProcess) -> None:
-        if worker.dead:
-            return
-        if worker not in self._current or self._stopping:
-            self._retire(worker)
-            return
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(worker)
-                return
-        self._idle.append(worker)
-
-    def _retire(self, worker: WorkerProcess) -> None:
-        task = asyncio.get_running_loop().create_task(worker.stop())
-        self._respawns.add(task)
-        task.add_done_callback(self._respawns.discard)
+            self.release(worker)
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         self._alive.discard(worker)
@@ -191,13 +244,9 @@ class ProcessRunner:
         if self._stopping:
             return
         self.restarts += 1
-        LOG.error(
-            "model %s: worker %s died (exit code %s); starting a replacement",
-            self.name, worker.pid, worker.exitcode,
-        )
-        task = asyncio.get_running_loop().create_task(self._replace())
-        self._respawns.add(task)
-        task.add_done_callback(self._respawns.discard)
+        LOG.error("model %s: worker %s ended (exit code %s); starting a replacement",
+                  self.name, worker.pid, worker.exitcode)
+        self._in_background(self._replace())
 
     async def _replace(self) -> None:
         for attempt in itertools.count():
@@ -216,44 +265,40 @@ class ProcessRunner:
                 await worker.stop(0)
                 return
             self._current.add(worker)
-            self._release(worker)
+            self.release(worker)
             LOG.info("model %s: replacement worker %s ready", self.name, worker.pid)
             return
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
-        for task in list(self._respawns):
+        for task in list(self._background):
             task.cancel()
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_exception(ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name))
+        self._fail_waiters()
         self._idle.clear()
         await asyncio.gather(*(w.stop(timeout) for w in list(self._alive)), return_exceptions=True)
-        if self._respawns:
-            await asyncio.gather(*list(self._respawns), return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
-class ThreadRunner:
+class ThreadRunner(Runner[int]):
     """The model instance lives in the server process; calls run on ``size`` threads.
 
-    No process hop: fastest for models that are cheap or release the GIL. A crash of
-    the model's native code takes the server down with it, which is why process
-    workers are the default.
+    No process hop: fastest for models that are cheap or release the GIL. A thread
+    that overruns the timeout cannot be stopped: the caller gets its 504 and the
+    thread's slot stays taken until the call returns. A crash of native code takes the
+    server down with it, which is why process workers are the default.
     """
 
     kind = "thread"
 
-    def __init__(self, name: str, adapter: ModelAdapter, size: int, warm: bool = True) -> None:
-        self.name = name
+    def __init__(self, name: str, adapter: ModelAdapter, size: int, warm: bool = True, max_queue: int = 128) -> None:
+        super().__init__(name, size, max_queue)
         self._adapter = adapter
-        self._size = size
         self._warm = warm
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=size, thread_name_prefix=f"deepaas-like-{name}"
         )
         self._ready = False
-        self.restarts = 0
         self._busy = 0
 
     @property
@@ -263,43 +308,44 @@ class ThreadRunner:
     def describe(self) -> dict[str, Any]:
         return {
             "executor": self.kind,
-            "workers": self._size if self._ready else 0,
-            "workers_wanted": self._size,
-            "busy": min(self._busy, self._size),
-            "waiting": max(0, self._busy - self._size),
+            "workers": self.size if self._ready else 0,
+            "workers_wanted": self.size,
+            "busy": self._busy,
+            "waiting": self.waiting,
             "restarts": 0,
         }
 
-    async def _run(self, method: str, kwargs: Mapping[str, Any] | None) -> Any:
-        loop = asyncio.get_running_loop()
-        self._busy += 1
-        try:
-            return await loop.run_in_executor(self._pool, self._adapter.call, method, kwargs)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a plugin may raise anything, SystemExit included
-            raise_failure(self.name, method, failure_from_exception(exc))
-        finally:
-            self._busy -= 1
-
     async def start(self) -> None:
         if self._warm:
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._pool, self._adapter.warm)
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._adapter.warm)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # as in a worker process: report, do not crash
                 raise WorkerStartFailed(failure_from_exception(exc)) from None
+        for slot in range(self.size):
+            self.release(slot)
         self._ready = True
 
-    async def call(self, method: str, kwargs: Mapping[str, Any]) -> Any:
-        return await self._run(method, kwargs)
+    async def run(self, slot: int, method: str, payload: Any, timeout: float | None) -> tuple[str, Any]:
+        self._busy += 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, execute, self._adapter, method, payload)
+
+        def done(_: asyncio.Future) -> None:  # the slot is free only when the thread is
+            self._busy -= 1
+            self.release(slot)
+
+        future.add_done_callback(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await asyncio.shield(future)
+        except asyncio.TimeoutError:
+            raise PredictTimeout(self.name, timeout or 0) from None
 
     async def reload(self) -> None:
-        if self._adapter.has("warm"):
-            await self._run("warm", None)
+        await self.call("warm", {})
 
     async def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
         self._ready = False
+        self._fail_waiters()
         self._pool.shutdown(wait=False, cancel_futures=True)

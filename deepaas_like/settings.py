@@ -41,9 +41,16 @@ def option(
     choices: Sequence[str] | None = None,
     legacy_env: Sequence[str] = (),
     sample_default: str | None = None,
+    per_model: bool = False,
 ) -> Any:
-    """Declare one setting (a dataclass field carrying its own documentation)."""
+    """Declare one setting (a dataclass field carrying its own documentation).
+
+    A ``per_model`` option may also be set for one model: ``--workers irisbench=4``,
+    ``DEEPAAS_WORKERS=2,irisbench=4``, or ``workers = 4`` in a ``[model:irisbench]``
+    section of the config file.
+    """
     meta = {
+        "per_model": per_model,
         "help": help,
         "kind": kind,
         "choices": tuple(choices) if choices else None,
@@ -71,9 +78,10 @@ class Settings:
     )
     workers: int = option(
         1,
-        "Worker processes per model. Each one imports the plugin and runs warm() once, "
-        "then serves predictions one at a time.",
+        "Workers per model (processes, or threads with --executor thread). Each process "
+        "imports the plugin and runs warm() once, then serves one call at a time.",
         kind="int",
+        per_model=True,
     )
     executor: str = option(
         "process",
@@ -81,6 +89,37 @@ class Settings:
         "model never stalls the server) or 'thread' (threads of the server process; no "
         "process hop, for models that are cheap or release the GIL).",
         choices=("process", "thread"),
+        per_model=True,
+    )
+    predict_timeout: float = option(
+        0.0,
+        "Seconds a prediction may take; a slower one is answered 504 and its worker "
+        "process is replaced (a thread cannot be stopped: it finishes in the background). "
+        "0: no limit.",
+        kind="float",
+        per_model=True,
+    )
+    max_queue: int = option(
+        128,
+        "Predictions that may wait for a free worker, per model; beyond that the server "
+        "answers 503 with Retry-After instead of letting latency grow without bound.",
+        kind="int",
+        per_model=True,
+    )
+    max_batch_size: int = option(
+        1,
+        "Adaptive batching: group up to this many concurrent predictions into one call "
+        "(the plugin's predict_batch(), else predict() row by row in one worker call). "
+        "1: off.",
+        kind="int",
+        per_model=True,
+    )
+    max_batch_time_ms: float = option(
+        2.0,
+        "Adaptive batching: longest wait, in milliseconds, for more predictions to fill "
+        "a batch once a worker is free (a busy server fills batches without waiting).",
+        kind="float",
+        per_model=True,
     )
     warm: bool = option(
         True,
@@ -128,18 +167,57 @@ class Settings:
         kind="float",
     )
 
+    model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-model values of the per-model options: ``{"irisbench": {"workers": 4}}``."""
+
     def __post_init__(self) -> None:
         _validate(self)
+        for name in self.model_overrides:
+            self.for_model(name)  # validates the overridden values
 
     @property
     def models_dir(self) -> Path:
         """Parent of every model's storage_dir()."""
         return Path(self.data_dir) / "models"
 
+    def for_model(self, name: str) -> "ModelSettings":
+        """The per-model options of one model: its overrides, else the global values."""
+        own = self.model_overrides.get(name, {})
+        return ModelSettings(**{f: own.get(f, getattr(self, f)) for f in PER_MODEL})
+
+
+PER_MODEL = ("executor", "workers", "predict_timeout", "max_queue", "max_batch_size", "max_batch_time_ms")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How one model is executed (see the per-model options of :class:`Settings`)."""
+
+    executor: str
+    workers: int
+    predict_timeout: float
+    max_queue: int
+    max_batch_size: int
+    max_batch_time_ms: float
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise SettingsError(f"workers must be at least 1, got {self.workers}")
+        if self.predict_timeout < 0 or self.max_batch_time_ms < 0:
+            raise SettingsError("predict_timeout and max_batch_time_ms must not be negative")
+        if self.max_queue < 0:
+            raise SettingsError(f"max_queue must not be negative, got {self.max_queue}")
+        if self.max_batch_size < 1:
+            raise SettingsError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1
+
 
 def settings_fields() -> tuple[dataclasses.Field, ...]:
     """The declared options, in declaration order."""
-    return dataclasses.fields(Settings)
+    return tuple(f for f in dataclasses.fields(Settings) if "help" in f.metadata)
 
 
 def env_name(name: str) -> str:
@@ -212,8 +290,7 @@ def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
 def _validate(s: Settings) -> None:
     if not 0 <= s.listen_port <= 65535:
         raise SettingsError(f"listen_port must be between 0 and 65535, got {s.listen_port}")
-    if s.workers < 1:
-        raise SettingsError(f"workers must be at least 1, got {s.workers}")
+    s.for_model("")  # the global per-model values
     if s.client_max_size < 1:
         raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")
     if s.shutdown_timeout < 0:
@@ -246,21 +323,27 @@ def build_parser(prog: str = "deepaas-run", description: str = DESCRIPTION) -> a
     parser.add_argument(
         "--config-file",
         metavar="PATH",
-        help=f"INI file with a [DEFAULT] section of options (also ${CONFIG_FILE_ENV}).",
+        help=f"INI file with a [DEFAULT] section of options and [model:NAME] sections of "
+        f"per-model options (also ${CONFIG_FILE_ENV}).",
     )
     for f in settings_fields():
         meta = f.metadata
         default = _display_default(f)
-        help_text = f"{meta['help']} (default: {default}; env {env_name(f.name)})"
+        scope = "; repeatable, MODEL=VALUE sets one model" if meta["per_model"] else ""
+        help_text = f"{meta['help']} (default: {default}; env {env_name(f.name)}{scope})"
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text.replace("%", "%%")}
         kind = meta["kind"]
+        value_name = f.name.upper() if not meta["choices"] else "{" + ",".join(meta["choices"]) + "}"
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "list":
             kwargs["action"] = "append"
             kwargs["metavar"] = "NAME"
+        elif meta["per_model"]:
+            kwargs["action"] = "append"
+            kwargs["metavar"] = f"[MODEL=]{value_name}"
         else:
-            kwargs["metavar"] = f.name.upper() if not meta["choices"] else "{" + ",".join(meta["choices"]) + "}"
+            kwargs["metavar"] = value_name
         parser.add_argument(flag_name(f.name), **kwargs)
     return parser
 
@@ -277,8 +360,26 @@ def _display_default(f: dataclasses.Field) -> str:
     return str(default) if default != "" else "(empty)"
 
 
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Options from the ``[DEFAULT]`` section of an INI file (names use _ or -)."""
+@dataclass
+class Layer:
+    """The options one source (config file, environment, command line) sets."""
+
+    origin: str
+    values: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_per_model(self, name: str, items: Iterable[str]) -> None:
+        """``VALUE`` sets the option for every model, ``MODEL=VALUE`` for one."""
+        for item in items:
+            model, sep, value = str(item).rpartition("=")
+            if sep:
+                self.models.setdefault(model.strip(), {})[name] = value
+            else:
+                self.values[name] = value
+
+
+def read_config_file(path: str | os.PathLike[str]) -> Layer:
+    """Options from ``[DEFAULT]`` and per-model options from ``[model:NAME]`` sections."""
     parser = configparser.ConfigParser(default_section="__no_default_section__", interpolation=None)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -288,11 +389,13 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
     except configparser.Error as exc:
         raise SettingsError(f"config file {path} is not valid INI: {exc}") from None
     known = {f.name for f in settings_fields()}
-    values: dict[str, str] = {}
+    layer = Layer(f"config file {path}")
     for section in parser.sections():
-        if section != "DEFAULT":
+        model = section[len("model:"):].strip() if section.startswith("model:") else None
+        if section != "DEFAULT" and not model:
             raise SettingsError(
-                f"config file {path}: unknown section [{section}]; options go in [DEFAULT]"
+                f"config file {path}: unknown section [{section}]; options go in [DEFAULT], "
+                "per-model options in [model:NAME]"
             )
         for key, value in parser.items(section):
             name = key.replace("-", "_")
@@ -300,18 +403,30 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
                 raise SettingsError(
                     f"config file {path}: unknown option {key!r}; known options: {', '.join(sorted(known))}"
                 )
-            values[name] = value
-    return values
+            if model is None:
+                layer.values[name] = value
+            elif name in PER_MODEL:
+                layer.models.setdefault(model, {})[name] = value
+            else:
+                raise SettingsError(
+                    f"config file {path}: [{section}] may only set per-model options "
+                    f"({', '.join(PER_MODEL)}), not {key!r}"
+                )
+    return layer
 
 
-def read_environment(environ: Mapping[str, str]) -> dict[str, str]:
+def read_environment(environ: Mapping[str, str]) -> Layer:
     """Options set through ``DEEPAAS_<NAME>`` (and DEEPaaS's legacy variable names)."""
-    values: dict[str, str] = {}
+    layer = Layer("environment")
     for f in settings_fields():
         for name in (*f.metadata["legacy_env"], env_name(f.name)):
-            if environ.get(name, "") != "":
-                values[f.name] = environ[name]
-    return values
+            if environ.get(name, "") == "":
+                continue
+            if f.metadata["per_model"]:
+                layer.add_per_model(f.name, parse_list(environ[name]))
+            else:
+                layer.values[f.name] = environ[name]
+    return layer
 
 
 def load_settings(
@@ -321,28 +436,40 @@ def load_settings(
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(list(argv or [])))
     config_file = args.pop("config_file", None) or environ.get(CONFIG_FILE_ENV) or None
-    layers: list[tuple[str, Mapping[str, Any]]] = []
+    layers: list[Layer] = []
     if config_file:
-        layers.append((f"config file {config_file}", read_config_file(config_file)))
-    layers.append(("environment", read_environment(environ)))
-    cli = dict(args)
-    if "model_name" in cli:  # repeated flags, each possibly comma-separated
-        cli["model_name"] = tuple(n for item in cli["model_name"] for n in parse_list(item))
-    layers.append(("command line", cli))
+        layers.append(read_config_file(config_file))
+    layers.append(read_environment(environ))
+    cli = Layer("command line")
+    for name, value in args.items():
+        if name == "model_name":  # repeated flags, each possibly comma-separated
+            cli.values[name] = tuple(n for item in value for n in parse_list(item))
+        elif name in PER_MODEL:
+            cli.add_per_model(name, value)
+        else:
+            cli.values[name] = value
+    layers.append(cli)
     return settings_from_layers(layers)
 
 
-def settings_from_layers(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> Settings:
+def settings_from_layers(layers: Iterable[Layer]) -> Settings:
+    """Apply the layers in order; a per-model value beats a global one of any layer."""
     by_name = {f.name: f for f in settings_fields()}
     values: dict[str, Any] = {}
-    for origin, layer in layers:
-        for name, raw in layer.items():
-            values[name] = _convert(by_name[name], raw, origin)
+    overrides: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for name, raw in layer.values.items():
+            values[name] = _convert(by_name[name], raw, layer.origin)
+        for model, options in layer.models.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", model):
+                raise SettingsError(f"{layer.origin}: {model!r} is not a model name")
+            for name, raw in options.items():
+                overrides.setdefault(model, {})[name] = _convert(by_name[name], raw, f"{layer.origin} ({model})")
     if "data_dir" in values:
         values["data_dir"] = os.path.abspath(os.path.expanduser(values["data_dir"]))
     if len(values.get("base_path", "")) > 1:
         values["base_path"] = values["base_path"].rstrip("/")
-    return Settings(**values)
+    return Settings(**values, model_overrides=overrides)
 
 
 def render_sample_config() -> str:
@@ -352,7 +479,8 @@ def render_sample_config() -> str:
         "#",
         "# Use it with `deepaas-run --config-file FILE` or DEEPAAS_CONFIG_FILE=FILE.",
         "# Precedence, lowest first: built-in defaults < this file < DEEPAAS_* environment",
-        "# variables < command-line flags. Every option below shows its default value.",
+        "# variables < command-line flags; a per-model value beats a global one.",
+        "# Every option below shows its default value.",
         "# Generated from deepaas_like/settings.py; a test fails when the two disagree.",
         "",
         "[DEFAULT]",
@@ -365,6 +493,18 @@ def render_sample_config() -> str:
             lines.append(f"# One of: {', '.join(f.metadata['choices'])}.")
         envs = ", ".join((env_name(f.name), *f.metadata["legacy_env"]))
         lines.append(f"# Flag: {flag_name(f.name)}; environment: {envs}.")
+        if f.metadata["per_model"]:
+            lines.append("# Per model too: a [model:NAME] section, --{0} NAME=VALUE, {1}=NAME=VALUE.".format(
+                f.name.replace("_", "-"), env_name(f.name)))
         default = _display_default(f)
         lines.append(f"#{f.name} = {'' if default == '(empty)' else default}".rstrip())
+    lines += [
+        "",
+        "# Per-model options (" + ", ".join(PER_MODEL) + ")",
+        "# for one model go in a section of their own, for example:",
+        "#",
+        "# [model:irisbench]",
+        "# workers = 2",
+        "# max_batch_size = 32",
+    ]
     return "\n".join(lines) + "\n"

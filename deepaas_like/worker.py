@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from .adapter import CallFailure, ModelAdapter, failure_from_exception
+from .adapter import CallFailure, ModelAdapter, execute, failure_from_exception
 from .loading import PluginRef
 from .runtime import STORAGE_ENV
 
@@ -66,32 +66,22 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
     """Answer calls until the server says stop or goes away."""
     while True:
         try:
-            kind, call_id, method, kwargs = pickle.loads(conn.recv_bytes())
+            kind, call_id, method, payload = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if kind == "stop":
             return
+        status, value = execute(adapter, method, payload)
         try:
-            reply = ("ok", call_id, adapter.call(method, kwargs))
-        except BaseException as exc:  # a plugin may raise anything, SystemExit included
-            reply = ("err", call_id, failure_from_exception(exc))
-        try:
-            _send(conn, reply)
+            _send(conn, (status, call_id, value))
         except (BrokenPipeError, ConnectionResetError):
             return
         except Exception as exc:  # the result could not be pickled
-            _send(
-                conn,
-                (
-                    "err",
-                    call_id,
-                    CallFailure(
-                        "UnsendableResult",
-                        f"{method}() returned a value that cannot be sent to the server: "
-                        f"{type(exc).__name__}: {exc}",
-                    ),
-                ),
+            failure = CallFailure(
+                "UnsendableResult",
+                f"{method}() returned a value that cannot be sent to the server: {type(exc).__name__}: {exc}",
             )
+            _send(conn, ("err", call_id, failure))
         finally:
             sys.stdout.flush()
 

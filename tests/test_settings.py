@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from deepaas_like.settings import Settings, SettingsError, load_settings, render_sample_config
+import re
+
+from deepaas_like.settings import Settings, SettingsError, load_settings, render_sample_config, settings_fields
 
 SAMPLE = Path(__file__).parent.parent / "etc" / "deepaas_like.conf.sample"
 
@@ -72,18 +74,41 @@ def test_sample_config_matches_the_code():
 
 def test_sample_config_documents_every_option_with_its_default():
     text = SAMPLE.read_text()
-    for name, value in Settings.__dataclass_fields__.items():
+    for name in (f.name for f in settings_fields()):
         assert f"#{name} =" in text, name
         assert f"DEEPAAS_{name.upper()}" in text, name
 
 
 def test_uncommented_sample_config_loads_to_the_defaults(tmp_path):
     config = tmp_path / "all.conf"
-    lines = [line[1:] if line.startswith("#") and " = " in line else line
-             for line in SAMPLE.read_text().splitlines()]
+    lines = [line[1:] if re.match(r"#[a-z_]+ = ", line) else line for line in SAMPLE.read_text().splitlines()]
     config.write_text("\n".join(lines))
     loaded = load_settings(["--config-file", str(config)], environ={})
     defaults = load_settings([], environ={})
-    for name in Settings.__dataclass_fields__:
+    for name in (f.name for f in settings_fields()):
         if name != "data_dir":  # the sample shows ~ for the home directory
             assert getattr(loaded, name) == getattr(defaults, name), name
+
+
+def test_per_model_options_from_every_layer(tmp_path):
+    config = tmp_path / "models.conf"
+    config.write_text("[DEFAULT]\nworkers = 2\n[model:irisbench]\nmax_batch_size = 16\nworkers = 3\n")
+    settings = load_settings(
+        ["--config-file", str(config), "--workers", "echobench=5", "--executor", "echobench=thread",
+         "--workers", "4"],
+        environ={"DEEPAAS_PREDICT_TIMEOUT": "30,irisbench=2.5", "DEEPAAS_MAX_QUEUE": "irisbench=7"},
+    )
+    iris, echo, other = (settings.for_model(n) for n in ("irisbench", "echobench", "other"))
+    assert (iris.workers, iris.max_batch_size, iris.predict_timeout, iris.max_queue) == (3, 16, 2.5, 7)
+    assert iris.batching and not echo.batching
+    assert (echo.workers, echo.executor, echo.predict_timeout) == (5, "thread", 30.0)
+    assert (other.workers, other.executor) == (4, "process")  # the flag beats the config's global
+
+
+def test_per_model_option_errors(tmp_path):
+    with pytest.raises(SettingsError, match="max_batch_size must be at least 1"):
+        load_settings(["--max-batch-size", "iris=0"], environ={})
+    config = tmp_path / "x.conf"
+    config.write_text("[model:iris]\nlisten_port = 1\n")
+    with pytest.raises(SettingsError, match=r"may only set per-model options"):
+        load_settings(["--config-file", str(config)], environ={})

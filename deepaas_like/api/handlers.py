@@ -64,7 +64,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
     try:
         sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
         kwargs = model.predict_args.load(sources)
-        result = await model.call("predict", kwargs)
+        result = await model.predict(kwargs)
         return await render_prediction(request, model, result, kwargs.get("accept"))
     finally:
         uploads.remove()
