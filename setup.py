@@ -37,6 +37,7 @@ setup(
         "apispec>=6.8,<7",
         "swagger-ui-bundle>=1.1,<2",
         "packaging>=23",
+        "prometheus-client>=0.20",
         # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.
         "setuptools>=65,<82",
     ],

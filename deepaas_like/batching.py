@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .adapter import raise_failure
-from .errors import DeepaasError, QueueFull
+from .errors import DeepaasError, ModelUnavailable, QueueFull
 from .runners import Runner
 from .settings import ModelSettings
 
@@ -123,7 +123,14 @@ class Batcher:
         self.stats.sizes[len(rows)] += 1
         try:
             kind, value = await self._runner.run(slot, "predict_many", [r.kwargs for r in rows], self._timeout)
-        except DeepaasError as exc:  # worker died (503) or timed out (504): every row shares it
+        except asyncio.CancelledError:
+            for row in rows:
+                if not row.future.done():
+                    row.future.set_exception(ModelUnavailable(f"Model '{self._runner.name}' is stopping"))
+            raise
+        except Exception as exc:  # worker died (503), timed out (504), or worse: every row shares it
+            if not isinstance(exc, DeepaasError):
+                LOG.exception("model %s: batched call failed", self._runner.name)
             for row in rows:
                 if not row.future.done():
                     row.future.set_exception(exc)

@@ -14,7 +14,7 @@ import multiprocessing.connection
 import pickle
 import socket
 import struct
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from .adapter import CallFailure
 from .loading import PluginRef
@@ -69,6 +69,7 @@ class WorkerProcess:
         self._reader_task: asyncio.Task | None = None
         self._call_ids = itertools.count(1)
         self.dead = False
+        self.killed = False
         self.exitcode: int | None = None
         self.pid: int | None = None
         self.number = next(self._ids)
@@ -76,6 +77,11 @@ class WorkerProcess:
     @property
     def busy(self) -> bool:
         return bool(self._pending)
+
+    @property
+    def accepting(self) -> bool:
+        """Alive and not being killed: may take a call."""
+        return not self.dead and not self.killed
 
     async def start(self) -> None:
         """Start the process and wait until the plugin is imported and warm."""
@@ -104,17 +110,22 @@ class WorkerProcess:
             self.kill()
             raise
 
-    async def call(self, method: str, kwargs: Mapping[str, Any] | None) -> tuple[str, Any]:
-        """Run ``method(**kwargs)`` in the worker; returns ``("ok", value)`` or ``("err", CallFailure)``."""
-        if self.dead or self._writer is None:
+    async def call(self, method: str, payload: Any) -> tuple[str, Any]:
+        """Run a call in the worker (see :func:`deepaas_like.adapter.execute`);
+        returns ``("ok", value)`` or ``("err", CallFailure)``."""
+        if not self.accepting or self._writer is None:
             raise WorkerDied(self.exitcode)
         call_id = next(self._call_ids)
-        payload = pickle.dumps(("call", call_id, method, dict(kwargs or {})), protocol=PICKLE_PROTOCOL)
+        message = pickle.dumps(("call", call_id, method, payload if payload is not None else {}),
+                               protocol=PICKLE_PROTOCOL)
         future = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
         try:
-            self._write(payload)
-            await self._writer.drain()
+            try:
+                self._write(message)
+                await self._writer.drain()
+            except (ConnectionError, RuntimeError):  # the worker went away meanwhile
+                raise WorkerDied(self.exitcode) from None
             return await future
         finally:
             self._pending.pop(call_id, None)
@@ -198,6 +209,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Kill the worker now (cancel a training, recycle a stuck worker)."""
+        self.killed = True
         if self.process is not None and self.pid is not None and self.exitcode is None:
             if self.process.exitcode is None:
                 self.process.kill()

@@ -159,7 +159,7 @@ class ProcessRunner(Runner[WorkerProcess]):
 
     @property
     def ready(self) -> bool:
-        return any(not w.dead for w in self._current)
+        return any(w.accepting for w in self._current)
 
     def worker_pids(self) -> list[int]:
         return sorted(w.pid for w in self._current if w.pid is not None and not w.dead)
@@ -175,7 +175,7 @@ class ProcessRunner(Runner[WorkerProcess]):
         }
 
     def _usable(self, worker: WorkerProcess) -> bool:
-        return not worker.dead and worker in self._current
+        return worker.accepting and worker in self._current
 
     def _discard(self, worker: WorkerProcess) -> None:
         if not worker.dead:

@@ -110,6 +110,13 @@ class TrainingManager:
         LOG.info("model %s: training %s started with %s", model.name, job.id, job.args)
         return job
 
+    def count_by_status(self, model: str) -> dict[str, int]:
+        counts = {status: 0 for status in (RUNNING, DONE, ERROR, CANCELLED)}
+        for job in self._jobs.values():
+            if job.model == model:
+                counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
+
     def list(self, model: str) -> list[TrainingJob]:
         return [job for job in self._jobs.values() if job.model == model]
 

@@ -14,7 +14,8 @@ from ..models import ModelRegistry, build_model
 from ..settings import Settings
 from ..training import TrainingManager
 from . import docs, handlers
-from .keys import MODELS, OPENAPI, SETTINGS, TRAININGS
+from .keys import METRICS, MODELS, OPENAPI, SETTINGS, TRAININGS
+from .metrics import Metrics
 from .middleware import json_errors
 from .openapi import build_openapi
 
@@ -33,10 +34,16 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     if plugins is None:
         plugins = load_plugins(settings.model_name)
     models = ModelRegistry({p.ref.name: build_model(p, settings) for p in plugins})
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.client_max_size)
+    for name in settings.model_overrides:
+        if name not in models:
+            LOG.warning("per-model options given for '%s', which is not served", name)
+    trainings = TrainingManager(settings)
+    metrics = Metrics(models, trainings)
+    app = web.Application(middlewares=[metrics.middleware(), json_errors], client_max_size=settings.client_max_size)
     app[SETTINGS] = settings
     app[MODELS] = models
-    app[TRAININGS] = TrainingManager(settings)
+    app[TRAININGS] = trainings
+    app[METRICS] = metrics
     app[OPENAPI] = json.dumps(build_openapi(models, settings)).encode()
     _add_routes(app, settings)
     app.cleanup_ctx.append(_run_models)
@@ -62,6 +69,8 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     add("GET", "/v2/models/{name}/", handlers.get_model)
     add("GET", "/v2/health/live", handlers.health_live)
     add("GET", "/v2/health/ready", handlers.health_ready)
+    add("GET", "/v2/models/{name}/ready", handlers.model_ready)
+    router.add_get(base + "/metrics", handlers.metrics)
     predict = handlers.predict if settings.predict_endpoint else handlers.disabled("predict", "--no-predict-endpoint")
     add("POST", "/v2/models/{name}/predict/", predict)
     if settings.train_endpoint:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import tempfile
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import DeepaasError, NotImplementedByModel
 from ..jsonutil import dumps
 from .bodies import UploadArea, read_sources
-from .keys import MODELS, SETTINGS, TRAININGS
+from .keys import METRICS, MODELS, SETTINGS, TRAININGS
 from .rendering import render_prediction
 
 
@@ -118,17 +119,30 @@ async def health_live(request: web.Request) -> web.Response:
     return json_response({"status": "alive"})
 
 
+def _readiness(model) -> dict:
+    entry = {"name": model.name, "ready": model.state == "ready" and model.runner.ready, "state": model.state,
+             **model.runner.describe(), "waiting": model.waiting}
+    if model.error:
+        entry["error"] = model.error
+    return entry
+
+
 async def health_ready(request: web.Request) -> web.Response:
     """Readiness: 200 only when every served model is warm and has a live worker."""
-    models = {}
-    for model in request.app[MODELS].values():
-        ready = model.state == "ready" and model.runner.ready
-        entry = {"ready": ready, "state": model.state, **model.runner.describe()}
-        if model.error:
-            entry["error"] = model.error
-        models[model.name] = entry
+    models = {m.name: _readiness(m) for m in request.app[MODELS].values()}
     all_ready = bool(models) and all(m["ready"] for m in models.values())
     return json_response(
         {"status": "ready" if all_ready else "not ready", "models": models},
         status=200 if all_ready else 503,
     )
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    """Readiness of one model (the Open Inference Protocol's ``/v2/models/{name}/ready``)."""
+    entry = _readiness(request.app[MODELS].get_model(request.match_info["name"]))
+    return json_response(entry, status=200 if entry["ready"] else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the server's metrics."""
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

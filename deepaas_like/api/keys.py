@@ -7,8 +7,10 @@ from aiohttp import web
 from ..models import ModelRegistry
 from ..settings import Settings
 from ..training import TrainingManager
+from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelRegistry)
 TRAININGS = web.AppKey("trainings", TrainingManager)
 OPENAPI = web.AppKey("openapi", bytes)
+METRICS = web.AppKey("metrics", Metrics)

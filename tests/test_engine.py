@@ -1,0 +1,164 @@
+"""Execution engine: crash recovery, timeouts, bounded queue, batching, readiness, metrics."""
+
+import asyncio
+import re
+import time
+
+IRIS_QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+ECHO = f"/v2/models/echobench/predict/?{IRIS_QUERY}"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_crashed_worker_fails_only_its_request_and_is_replaced(serve):
+    client = await serve("echobench")
+    first = await (await client.post(ECHO)).json()
+    crash = await client.post(ECHO + "&mode=crash")
+    assert crash.status == 503
+    body = await crash.json()
+    assert "died while running predict() (exit code 3)" in body["message"]
+    assert crash.headers["Retry-After"] == "1"
+    again = await client.post(ECHO)  # waits for the replacement worker to warm
+    assert again.status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert metric(metrics, "deepaas_worker_restarts_total", model="echobench") == 1
+    ready = await (await client.get("/v2/health/ready")).json()
+    assert ready["models"]["echobench"]["restarts"] == 1
+    del first
+
+
+async def test_other_workers_keep_serving_while_one_is_replaced(serve):
+    client = await serve("echobench", workers=2)
+    crash, *others = await asyncio.gather(client.post(ECHO + "&mode=crash"),
+                                          *(client.post(ECHO) for _ in range(10)))
+    assert crash.status == 503
+    assert all(r.status == 200 for r in others)
+
+
+async def test_predict_timeout_is_504_and_the_worker_is_replaced(serve, plugins):
+    plugins.install("slow")
+    client = await serve("slow", predict_timeout=0.5)
+    pid = (await (await client.post("/v2/models/slow/predict/")).json())["predictions"]["pid"]
+    started = time.monotonic()
+    late = await client.post("/v2/models/slow/predict/", json={"seconds": 30})
+    assert late.status == 504
+    assert time.monotonic() - started < 5
+    assert "did not answer within 0.5 s" in (await late.json())["message"]
+    after = await client.post("/v2/models/slow/predict/")
+    assert after.status == 200
+    assert (await after.json())["predictions"]["pid"] != pid
+
+
+async def test_predict_timeout_in_thread_mode(serve, plugins):
+    plugins.install("slow")
+    client = await serve("slow", executor="thread", predict_timeout=0.3, workers=2)
+    late = await client.post("/v2/models/slow/predict/", json={"seconds": 1.0})
+    assert late.status == 504
+    assert (await client.post("/v2/models/slow/predict/")).status == 200  # the other thread
+
+
+async def test_full_queue_answers_503_at_once(serve, plugins):
+    plugins.install("slow")
+    client = await serve("slow", max_queue=2)
+    busy = asyncio.ensure_future(client.post("/v2/models/slow/predict/", json={"seconds": 3}))
+    await asyncio.sleep(0.5)
+    waiting = [asyncio.ensure_future(client.post("/v2/models/slow/predict/")) for _ in range(2)]
+    await asyncio.sleep(0.5)
+    metrics = await (await client.get("/metrics")).text()
+    assert metric(metrics, "deepaas_queue_depth", model="slow") == 2
+    started = time.monotonic()
+    refused = await client.post("/v2/models/slow/predict/")
+    assert refused.status == 503 and time.monotonic() - started < 1
+    assert refused.headers["Retry-After"] == "1"
+    assert "2 requests are already waiting" in (await refused.json())["message"]
+    assert all(r.status == 200 for r in await asyncio.gather(busy, *waiting))
+
+
+async def test_batching_returns_each_caller_its_own_result(serve, plugins):
+    plugins.install("batch", fixture="batch_model")
+    client = await serve("batch", max_batch_size=16, max_batch_time_ms=20)
+    responses = await asyncio.gather(*(client.post("/v2/models/batch/predict/", json={"x": i}) for i in range(60)))
+    bodies = [(await r.json())["predictions"] for r in responses]
+    assert [b["y"] for b in bodies] == [2 * i for i in range(60)]
+    assert max(b["batch"] for b in bodies) > 1
+    assert max(b["batch"] for b in bodies) <= 16
+    metrics = await (await client.get("/metrics")).text()
+    batches = metric(metrics, "deepaas_batch_size_count", model="batch")
+    assert 0 < batches < 60
+    assert metric(metrics, "deepaas_batch_size_sum", model="batch") == 60
+
+
+async def test_a_failing_row_fails_only_its_own_request(serve, plugins):
+    plugins.install("batch", fixture="batch_model")
+    client = await serve("batch", max_batch_size=8, max_batch_time_ms=50)
+    for bad in ({"fail": True}, {"fail_as_value": True}):
+        requests = [client.post("/v2/models/batch/predict/", json={"x": i, **(bad if i == 3 else {})})
+                    for i in range(8)]
+        responses = await asyncio.gather(*requests)
+        statuses = [r.status for r in responses]
+        assert statuses == [200, 200, 200, 500, 200, 200, 200, 200], bad
+        assert "row 3 is bad" in (await responses[3].json())["message"]
+        assert [(await r.json())["predictions"]["y"] for i, r in enumerate(responses) if i != 3] == [
+            2 * i for i in range(8) if i != 3]
+
+
+async def test_batching_a_plugin_without_predict_batch(serve):
+    client = await serve("echobench", max_batch_size=8, executor="thread")
+    responses = await asyncio.gather(*(client.post(ECHO.replace("top_k", "x") + f"&top_k={i}") for i in range(30)))
+    assert [(await r.json())["predictions"]["top_k"] for r in responses] == list(range(30))
+    crashless = await client.post(ECHO + "&mode=raise")
+    assert crashless.status == 500
+
+
+async def test_readiness_before_and_after_warm(serve, plugins):
+    plugins.install("sleepy", fixture="slow_warm")
+    client = await serve("sleepy", ready=False)
+    live = await client.get("/v2/health/live")
+    assert live.status == 200
+    ready = await client.get("/v2/health/ready")
+    assert ready.status == 503
+    assert (await ready.json())["models"]["sleepy"]["state"] == "starting"
+    one = await client.get("/v2/models/sleepy/ready")
+    assert one.status == 503 and (await one.json())["ready"] is False
+    metrics = await (await client.get("/metrics")).text()
+    assert metric(metrics, "deepaas_model_ready", model="sleepy") == 0
+    early = await client.post("/v2/models/sleepy/predict/")  # waits for warm
+    assert early.status == 200
+    assert (await client.get("/v2/health/ready")).status == 200
+    assert (await (await client.get("/v2/models/sleepy/ready")).json())["ready"] is True
+    metrics = await (await client.get("/metrics")).text()
+    assert metric(metrics, "deepaas_model_ready", model="sleepy") == 1
+
+
+async def test_metrics_are_present_and_move(serve):
+    client = await serve("echobench", "irisbench", executor="thread")
+    text = await (await client.get("/metrics")).text()
+    for name in ("deepaas_http_requests_total", "deepaas_http_request_duration_seconds_bucket",
+                 "deepaas_queue_depth", "deepaas_model_workers", "deepaas_worker_restarts_total",
+                 "deepaas_trainings", "deepaas_model_ready"):
+        assert name in text, name
+    route = "/v2/models/{name}/predict/"
+    before = metric(text, "deepaas_http_requests_total", model="echobench", route=route, status="200")
+    for _ in range(3):
+        await client.post(ECHO)
+    await client.post("/v2/models/echobench/predict/?sepal_length=oops")
+    await client.post("/v2/models/irisbench/train/")
+    text = await (await client.get("/metrics")).text()
+    assert metric(text, "deepaas_http_requests_total", model="echobench", route=route, status="200") == before + 3
+    assert metric(text, "deepaas_http_errors_total", model="echobench", route=route, status="422") == 1
+    assert metric(text, "deepaas_http_request_duration_seconds_count", model="echobench", route=route,
+                  method="POST") == before + 4
+    running_or_done = sum(metric(text, "deepaas_trainings", model="irisbench", status=s) for s in ("running", "done"))
+    assert running_or_done == 1
+    assert metric(text, "deepaas_http_requests_total", model="", route="unmatched") == 0
+    await client.get("/v2/models/nonexistent-model-name/")
+    text = await (await client.get("/metrics")).text()
+    assert "nonexistent-model-name" not in text  # no label per arbitrary path
