@@ -7,7 +7,7 @@ import logging
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any, Mapping, NoReturn, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from .errors import ModelError, NotImplementedByModel
 from .files import ReturnedFile
@@ -89,18 +89,32 @@ class ModelAdapter:
         return [execute(self, "predict", row) for row in rows]
 
 
-def execute(adapter: ModelAdapter, method: str, payload: Any) -> tuple[str, Any]:
-    """Run one call as a worker does: ``("ok", result)`` or ``("err", CallFailure)``.
-
-    ``method`` is a plugin method taking ``payload`` as keyword arguments, or
-    ``"predict_many"`` taking a list of such dicts.
-    """
+def execute(adapter: ModelAdapter, method: str, payload: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """Run one plugin call as a worker does: ``("ok", result)`` or ``("err", CallFailure)``."""
     try:
-        if method == "predict_many":
-            return "ok", adapter.predict_many(payload)
         return "ok", adapter.call(method, payload)
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
         return "err", failure_from_exception(exc)
+
+
+def execute_group(
+    adapter: ModelAdapter, method: str, payloads: Sequence[Any], deliver: Callable[[int, tuple[str, Any]], None]
+) -> None:
+    """Run a group of calls, handing each outcome to ``deliver(index, outcome)`` as it comes.
+
+    ``method`` ``"predict_batch"`` runs the whole group as one batch (see
+    :meth:`ModelAdapter.predict_many`); any other method runs the rows one by one.
+    """
+    if method == "predict_batch":
+        try:
+            outcomes = adapter.predict_many(payloads)
+        except BaseException as exc:  # noqa: BLE001 - reported per row
+            outcomes = [("err", failure_from_exception(exc))] * len(payloads)
+        for index, outcome in enumerate(outcomes):
+            deliver(index, outcome)
+        return
+    for index, payload in enumerate(payloads):
+        deliver(index, execute(adapter, method, payload))
 
 
 def normalize_output(result: Any) -> Any:

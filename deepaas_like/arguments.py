@@ -18,8 +18,7 @@ import marshmallow
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
 from marshmallow.warnings import ChangedInMarshmallow4Warning, RemovedInMarshmallow4Warning
-from multidict import MultiDict, MultiDictProxy as _RawMultiDictProxy
-from webargs.multidictproxy import MultiDictProxy
+from multidict import MultiDict
 
 from .errors import ArgumentError
 from .files import UploadedFile
@@ -124,7 +123,14 @@ class ArgumentSpec:
         self.body_fields = {k: v for k, v in self.declared.items() if v is not self.accept}
         self._by_key = {(f.data_key or name): f for name, f in self.body_fields.items()}
         self.file_keys = {key for key, f in self._by_key.items() if is_file_field(f)}
-        self.accepted = sorted({*self._by_key, *(["accept"] if self.accept is not None else [])})
+        self._multiple = {key for key, f in self._by_key.items() if _is_multiple(f)}
+        self._known = {*self._by_key, *(["accept"] if self.accept is not None else [])}
+        self.accepted = sorted(self._known)
+        self._enum_fields = [
+            (name, f) for name, f in self.body_fields.items()
+            if isinstance(f.metadata.get("enum"), (list, tuple))
+            and not any(isinstance(v, ma_validate.OneOf) for v in f.validators)
+        ]
         with legacy_vocabulary_allowed():
             self.schema_class = marshmallow.Schema.from_dict(
                 self.body_fields, name=f"{_camel(model)}{method.capitalize()}Args"
@@ -150,45 +156,42 @@ class ArgumentSpec:
 
     def load(self, sources: ArgumentSources) -> dict[str, Any]:
         """Validate the request's arguments; return the plugin's keyword arguments."""
-        unknown = [key for key in sources.keys() if key not in self._by_key and key != "accept"]
-        if unknown or ("accept" in sources.keys() and self.accept is None):
-            names = unknown or ["accept"]
+        body = sources.json or {}
+        present = {*sources.query.keys(), *sources.form.keys(), *sources.files.keys(), *body.keys()}
+        unknown = sorted(present - self._known)
+        if unknown:
             raise ArgumentError(
-                f"Unknown argument{'s' if len(names) > 1 else ''} for {self.model} {self.method}: "
-                f"{', '.join(names)}. Accepted arguments: {', '.join(self.accepted) or '(none)'}",
-                {name: ["Unknown argument."] for name in names},
+                f"Unknown argument{'s' if len(unknown) > 1 else ''} for {self.model} {self.method}: "
+                f"{', '.join(unknown)}. Accepted arguments: {', '.join(self.accepted) or '(none)'}",
+                {name: ["Unknown argument."] for name in unknown},
                 accepted=self.accepted,
             )
         errors: dict[str, Any] = {}
         data: dict[str, Any] = {}
-        query = MultiDictProxy(_as_multidict(sources.query), self._schema)
-        form = MultiDictProxy(_as_multidict(sources.form), self._schema)
-        files = MultiDictProxy(_as_multidict(sources.files), self._schema)
-        body = sources.json or {}
-        for key in self._by_key:
+        for key in present:
+            if key == "accept" and self.accept is not None:
+                continue
             if key in self.file_keys:
-                if key in files:
-                    data[key] = files[key]
-                elif key in query or key in form or key in body:
+                if key in sources.files:
+                    data[key] = self._value(sources.files, key)
+                else:
                     errors[key] = ["Must be a file upload (send the request as multipart/form-data)."]
-                continue
-            if key in sources.files:
+            elif key in sources.files:
                 errors[key] = ["Must be a plain value, not a file upload."]
-                continue
-            for source in (query, form):
-                if key in source:
-                    data[key] = _split_delimited(self._by_key[key], source[key])
-                    break
+            elif key in sources.query:
+                data[key] = self._value(sources.query, key)
+            elif key in sources.form:
+                data[key] = self._value(sources.form, key)
             else:
-                if key in body:
-                    data[key] = body[key]
+                data[key] = body[key]
         try:
             result = self._schema.load(data)
         except marshmallow.ValidationError as exc:
             errors.update(_string_keys(exc.messages))
             result = {}
-        errors.update(self._enum_errors(result))
-        accept = self._resolve_accept(sources, errors)
+        if self._enum_fields:
+            errors.update(self._enum_errors(result))
+        accept = self._resolve_accept(sources, errors) if self.accept is not None else None
         if errors:
             raise ArgumentError(
                 f"Invalid arguments for {self.model} {self.method}: {_summary(errors)}",
@@ -199,18 +202,23 @@ class ArgumentSpec:
             result[_attribute_name(self.declared, self.accept)] = accept
         return result
 
+    def _value(self, source: Any, key: str) -> Any:
+        """One value, or every value for a list argument (``a=1&a=2``)."""
+        if key not in self._multiple:
+            return source[key] if not hasattr(source, "getone") else source.getone(key)
+        values = source.getall(key) if hasattr(source, "getall") else source[key]
+        return _split_delimited(self._by_key[key], list(values) if isinstance(values, (list, tuple)) else [values])
+
     def _enum_errors(self, result: Mapping[str, Any]) -> dict[str, list[str]]:
         """``enum=[...]`` in legacy metadata only documented choices; we enforce them."""
         errors = {}
-        for name, f in self.body_fields.items():
-            enum = f.metadata.get("enum")
-            if not isinstance(enum, (list, tuple)) or name not in result or any(
-                isinstance(v, ma_validate.OneOf) for v in f.validators
-            ):
+        for name, f in self._enum_fields:
+            attribute = f.attribute or name
+            if attribute not in result:
                 continue
-            values = result[name] if isinstance(result[name], list) else [result[name]]
-            bad = [v for v in values if v not in enum]
-            if bad:
+            enum = f.metadata["enum"]
+            values = result[attribute] if isinstance(result[attribute], list) else [result[attribute]]
+            if any(v not in enum for v in values):
                 errors[f.data_key or name] = [f"Must be one of: {', '.join(map(str, enum))}."]
         return errors
 
@@ -271,21 +279,20 @@ def negotiate(header: str, choices: Sequence[str], default: str | None) -> str |
 _UNAMBIGUOUS_ITEMS = (ma_fields.Number, ma_fields.Boolean)
 
 
+def _is_multiple(f: ma_fields.Field) -> bool:
+    """Arguments that take every value of a repeated key, as webargs decides it."""
+    return bool(getattr(f, "is_multiple", False)) or isinstance(f, (ma_fields.List, ma_fields.Tuple))
+
+
 def _split_delimited(f: ma_fields.Field, value: Any) -> Any:
     """``values=1,2,3`` (one form item, as Swagger UI sends arrays) for a list of numbers
     or booleans means three items; lists of strings are left alone (commas are data)."""
     if not isinstance(f, ma_fields.List) or not isinstance(f.inner, _UNAMBIGUOUS_ITEMS):
         return value
-    if not isinstance(value, list) or not any(isinstance(v, str) and "," in v for v in value):
+    if not any(isinstance(v, str) and "," in v for v in value):
         return value
     return [part.strip() for v in value for part in (v.split(",") if isinstance(v, str) else [v])]
 
-
-
-def _as_multidict(mapping: Mapping[str, Any]) -> Any:
-    if isinstance(mapping, (MultiDict, _RawMultiDictProxy)):
-        return mapping
-    return MultiDict(mapping)
 
 
 def _first(mapping: Mapping[str, Any], key: str) -> Any:

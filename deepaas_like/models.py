@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping
 import marshmallow
 
 from .adapter import ModelAdapter
-from .batching import Batcher
+from .dispatch import Dispatcher
 from .arguments import ArgumentSpec, legacy_vocabulary_allowed
 from .errors import ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import to_jsonable
@@ -41,7 +41,7 @@ class ServedModel:
     metadata: dict[str, Any]
     runner: Runner
     options: ModelSettings
-    batcher: Batcher | None = None
+    dispatcher: Dispatcher
     state: str = "starting"
     error: str | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -67,8 +67,7 @@ class ServedModel:
         """Start the runner (warming the model); failures are recorded, not raised."""
         try:
             await self.runner.start()
-            if self.batcher is not None:
-                self.batcher.start()
+            self.dispatcher.start()
         except WorkerStartFailed as exc:
             self.state, self.error = "failed", f"could not start the model: {exc}"
             detail = exc.failure.traceback if exc.failure is not None else ""
@@ -94,9 +93,7 @@ class ServedModel:
     async def predict(self, kwargs: Mapping[str, Any]) -> Any:
         """One prediction: batched with others when batching is on, within the timeout."""
         await self.wait_ready()
-        if self.batcher is not None:
-            return await self.batcher.submit(kwargs)
-        return await self.runner.call("predict", kwargs, self.options.predict_timeout or None)
+        return await self.dispatcher.submit(kwargs)
 
     async def call(self, method: str, kwargs: Mapping[str, Any]) -> Any:
         await self.wait_ready()
@@ -105,13 +102,12 @@ class ServedModel:
     @property
     def waiting(self) -> int:
         """Predictions waiting for a worker (the queue depth)."""
-        return self.runner.waiting + (self.batcher.waiting if self.batcher is not None else 0)
+        return self.runner.waiting + self.dispatcher.waiting
 
     async def stop(self, timeout: float) -> None:
         self.state = "stopped"
         self._settled.set()
-        if self.batcher is not None:
-            await self.batcher.stop()
+        await self.dispatcher.stop()
         await self.runner.stop(timeout)
 
     async def refresh_metadata(self) -> None:
@@ -214,5 +210,5 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
         runner = ProcessRunner(
             name, plugin.ref, config, options.workers, mp_context(settings.start_method), max_queue=options.max_queue
         )
-    batcher = Batcher(runner, options) if options.batching else None
-    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, runner, options, batcher)
+    dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
+    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, runner, options, dispatcher)

@@ -14,6 +14,7 @@ import multiprocessing.connection
 import pickle
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .adapter import CallFailure
@@ -33,6 +34,10 @@ class WorkerDied(Exception):
         self.exitcode = exitcode
 
 
+class NotStarted(Exception):
+    """The worker died before it began this call: it may safely run elsewhere."""
+
+
 class WorkerStartFailed(Exception):
     """The worker could not import or warm the plugin."""
 
@@ -44,6 +49,18 @@ class WorkerStartFailed(Exception):
         super().__init__(text)
         self.failure = failure
         self.exitcode = exitcode
+
+
+@dataclass
+class _Group:
+    futures: list[asyncio.Future]
+    together: bool
+
+
+def _consume_exception(future: asyncio.Future) -> None:
+    """Mark a failed future's exception as seen (not every caller awaits every row)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class WorkerProcess:
@@ -64,7 +81,7 @@ class WorkerProcess:
         self._on_exit = on_exit
         self.process: multiprocessing.process.BaseProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, _Group] = {}
         self._ready: asyncio.Future | None = None
         self._reader_task: asyncio.Task | None = None
         self._call_ids = itertools.count(1)
@@ -110,25 +127,32 @@ class WorkerProcess:
             self.kill()
             raise
 
-    async def call(self, method: str, payload: Any) -> tuple[str, Any]:
-        """Run a call in the worker (see :func:`deepaas_like.adapter.execute`);
-        returns ``("ok", value)`` or ``("err", CallFailure)``."""
-        if not self.accepting or self._writer is None:
+    def submit(self, method: str, payloads: list[Any], *, together: bool = False) -> list[asyncio.Future]:
+        """Send a group of calls; one future per call, resolved as each result arrives.
+
+        A future ends in ``("ok", value)`` / ``("err", CallFailure)``, or, if the worker
+        dies, :class:`WorkerDied` for the call it was running and :class:`NotStarted`
+        for the calls queued behind it (``together``: all were running, as in a batch).
+        """
+        if not self.accepting or self._writer is None or self._writer.is_closing():
             raise WorkerDied(self.exitcode)
         call_id = next(self._call_ids)
-        message = pickle.dumps(("call", call_id, method, payload if payload is not None else {}),
-                               protocol=PICKLE_PROTOCOL)
-        future = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
+        message = pickle.dumps(("group", call_id, method, payloads), protocol=PICKLE_PROTOCOL)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in payloads]
+        for future in futures:
+            future.add_done_callback(_consume_exception)
+        self._pending[call_id] = _Group(futures, together)
+        self._write(message)
+        return futures
+
+    async def call(self, method: str, payload: Any) -> tuple[str, Any]:
+        """Run one call in the worker: ``("ok", value)`` or ``("err", CallFailure)``."""
+        (future,) = self.submit(method, [payload if payload is not None else {}])
         try:
-            try:
-                self._write(message)
-                await self._writer.drain()
-            except (ConnectionError, RuntimeError):  # the worker went away meanwhile
-                raise WorkerDied(self.exitcode) from None
             return await future
-        finally:
-            self._pending.pop(call_id, None)
+        except NotStarted:
+            raise WorkerDied(self.exitcode) from None
 
     def _write(self, payload: bytes) -> None:
         assert self._writer is not None
@@ -162,22 +186,31 @@ class WorkerProcess:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_exception(WorkerStartFailed(message[1]))
         else:
-            _, call_id, value = message
-            future = self._pending.get(call_id)
-            if future is not None and not future.done():
-                future.set_result((kind, value))
+            _, call_id, index, outcome = message
+            group = self._pending.get(call_id)
+            if group is None:
+                return
+            future = group.futures[index]
+            if not future.done():
+                future.set_result(outcome)
+            if index == len(group.futures) - 1:
+                del self._pending[call_id]
 
     async def _mark_dead(self) -> None:
         self.dead = True
         if self._writer is not None:
             self._writer.close()
         self.exitcode = await self._wait_exit(2.0)
-        error = WorkerDied(self.exitcode)
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(WorkerStartFailed(None, self.exitcode))
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
+        for group in self._pending.values():
+            running = True  # the first unanswered call was running; the later ones waited
+            for future in group.futures:
+                if future.done():
+                    continue
+                future.set_exception(WorkerDied(self.exitcode) if running or group.together else NotStarted())
+                running = False
+        self._pending.clear()
         if self._on_exit is not None:
             self._on_exit(self)
 

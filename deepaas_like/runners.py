@@ -14,17 +14,28 @@ import concurrent.futures
 import itertools
 import logging
 import multiprocessing
+import time
 from typing import Any, Generic, Mapping, TypeVar
 
-from .adapter import ModelAdapter, execute, failure_from_exception, raise_failure
+from .adapter import ModelAdapter, execute_group, failure_from_exception, raise_failure
 from .errors import ModelUnavailable, PredictTimeout, QueueFull
 from .loading import PluginRef
-from .process import WorkerDied, WorkerProcess, WorkerStartFailed
+from .process import NotStarted, WorkerDied, WorkerProcess, WorkerStartFailed
 from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
 RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+RESULT_POST_INTERVAL = 0.001  # a thread hands finished results to the event loop at least this often
 Slot = TypeVar("Slot")
+
+
+class _Requeue:
+    def __repr__(self) -> str:
+        return "REQUEUE"
+
+
+REQUEUE = _Requeue()
+"""Outcome of a call that never started (its worker died first): run it elsewhere."""
 
 
 def mp_context(start_method: str) -> multiprocessing.context.BaseContext:
@@ -46,19 +57,35 @@ class Runner(Generic[Slot]):
         self.restarts = 0
         self._idle: collections.deque[Slot] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._internal: set[asyncio.Future] = set()  # dispatch loops waiting: not a queue
         self._stopping = False
 
     # --- slots ------------------------------------------------------------------
 
     @property
     def waiting(self) -> int:
-        return sum(1 for f in self._waiters if not f.done())
+        """Callers waiting for a slot (the dispatch loops' own waits do not count)."""
+        return sum(1 for f in self._waiters if not f.done() and f not in self._internal)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
 
     def _usable(self, slot: Slot) -> bool:
         return True
 
     def _discard(self, slot: Slot) -> None:
         """A slot that was given back but may not serve again (old or dead worker)."""
+
+    def try_acquire(self) -> Slot | None:
+        """An idle slot now, or None (never waits)."""
+        if self._stopping:
+            return None
+        while self._idle:
+            slot = self._idle.popleft()
+            if self._usable(slot):
+                return slot
+        return None
 
     async def acquire(self, bounded: bool = True) -> Slot:
         """An idle slot, waiting for one if needed; QueueFull past ``max_queue`` waiters."""
@@ -72,12 +99,16 @@ class Runner(Generic[Slot]):
             raise QueueFull(self.name, self.max_queue)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
+        if not bounded:
+            self._internal.add(future)
         try:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.release(future.result())
             raise
+        finally:
+            self._internal.discard(future)
 
     def release(self, slot: Slot) -> None:
         if self._stopping or not self._usable(slot):
@@ -98,14 +129,27 @@ class Runner(Generic[Slot]):
 
     # --- calls ------------------------------------------------------------------
 
-    async def run(self, slot: Slot, method: str, payload: Any, timeout: float | None) -> tuple[str, Any]:
-        """Run one call on ``slot`` (which this gives back); ``("ok"|"err", value)``."""
+    async def run_group(
+        self, slot: Slot, method: str, payloads: list[Any], timeout: float | None, together: bool = False
+    ) -> list[Any]:
+        """Run a group of calls on ``slot`` (which this gives back), in order.
+
+        One outcome per call: ``("ok"|"err", value)``; a :class:`DeepaasError` (504 on
+        timeout, 503 if the worker died while running it); or :data:`REQUEUE` for a
+        call that never started and may run on another worker. ``timeout`` bounds each
+        call (``together``: the whole batch).
+        """
         raise NotImplementedError
 
     async def call(self, method: str, kwargs: Mapping[str, Any], timeout: float | None = None) -> Any:
         """``method(**kwargs)`` on the model; raises the API error if it failed."""
         slot = await self.acquire()
-        kind, value = await self.run(slot, method, kwargs, timeout)
+        (outcome,) = await self.run_group(slot, method, [kwargs], timeout)
+        if outcome is REQUEUE:
+            raise ModelUnavailable(f"The worker of model '{self.name}' went away; retry shortly", model=self.name)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        kind, value = outcome
         if kind == "err":
             raise_failure(self.name, method, value)
         return value
@@ -218,21 +262,35 @@ class ProcessRunner(Runner[WorkerProcess]):
             self._discard(worker)
         LOG.info("model %s: workers reloaded: %s", self.name, self.worker_pids())
 
-    async def run(self, worker: WorkerProcess, method: str, payload: Any, timeout: float | None) -> tuple[str, Any]:
+    async def run_group(
+        self, worker: WorkerProcess, method: str, payloads: list[Any], timeout: float | None, together: bool = False
+    ) -> list[Any]:
         try:
-            if timeout:
-                return await asyncio.wait_for(worker.call(method, payload), timeout)
-            return await worker.call(method, payload)
-        except asyncio.TimeoutError:
-            LOG.warning("model %s: %s() overran %ss; replacing worker %s", self.name, method, timeout, worker.pid)
-            worker.kill()
-            raise PredictTimeout(self.name, timeout or 0) from None
-        except WorkerDied as exc:
-            raise ModelUnavailable(
-                f"The worker of model '{self.name}' died while running {method}() "
-                f"(exit code {exc.exitcode}); a replacement is starting, retry shortly",
-                model=self.name,
-            ) from None
+            futures = worker.submit(method, payloads, together=together)
+        except WorkerDied:
+            self.release(worker)
+            return [REQUEUE] * len(payloads)
+        outcomes: list[Any] = []
+        try:
+            for index, future in enumerate(futures):
+                wait = timeout if timeout and (index == 0 or not together) else None
+                try:
+                    outcomes.append(await (asyncio.wait_for(asyncio.shield(future), wait) if wait else future))
+                except asyncio.TimeoutError:
+                    LOG.warning("model %s: %s() overran %ss; replacing worker %s", self.name, method, timeout, worker.pid)
+                    worker.kill()
+                    late = PredictTimeout(self.name, timeout or 0)
+                    outcomes += [late] + [late if together else REQUEUE] * (len(futures) - index - 1)
+                    break
+                except WorkerDied as exc:
+                    outcomes.append(ModelUnavailable(
+                        f"The worker of model '{self.name}' died while running {method}() "
+                        f"(exit code {exc.exitcode}); a replacement is starting, retry shortly",
+                        model=self.name,
+                    ))
+                except NotStarted:
+                    outcomes.append(REQUEUE)
+            return outcomes
         finally:
             self.release(worker)
 
@@ -327,19 +385,56 @@ class ThreadRunner(Runner[int]):
             self.release(slot)
         self._ready = True
 
-    async def run(self, slot: int, method: str, payload: Any, timeout: float | None) -> tuple[str, Any]:
-        self._busy += 1
-        future = asyncio.get_running_loop().run_in_executor(self._pool, execute, self._adapter, method, payload)
+    async def run_group(
+        self, slot: int, method: str, payloads: list[Any], timeout: float | None, together: bool = False
+    ) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in payloads]
+        finished: list[tuple[int, Any]] = []
+        last_post = [time.monotonic()]
 
-        def done(_: asyncio.Future) -> None:  # the slot is free only when the thread is
+        def resolve(chunk: list[tuple[int, Any]]) -> None:
+            for index, outcome in chunk:
+                if not futures[index].done():
+                    futures[index].set_result(outcome)
+
+        def finish(chunk: list[tuple[int, Any]], error: BaseException | None) -> None:
+            resolve(chunk)
             self._busy -= 1
-            self.release(slot)
+            self.release(slot)  # the slot is free only when the thread is
+            for future in futures:  # only after a bug of ours
+                if not future.done():
+                    future.set_exception(error or RuntimeError("the call ended without a result"))
 
-        future.add_done_callback(done)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await asyncio.shield(future)
-        except asyncio.TimeoutError:
-            raise PredictTimeout(self.name, timeout or 0) from None
+        def deliver(index: int, outcome: Any) -> None:  # in the model's thread
+            finished.append((index, outcome))
+            now = time.monotonic()
+            if now - last_post[0] >= RESULT_POST_INTERVAL and index < len(payloads) - 1:
+                chunk = finished[:]
+                finished.clear()
+                last_post[0] = now
+                loop.call_soon_threadsafe(resolve, chunk)
+
+        def work() -> None:  # one wake-up of the event loop per group, at its end
+            error = None
+            try:
+                execute_group(self._adapter, method, payloads, deliver)
+            except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+                error = exc
+            loop.call_soon_threadsafe(finish, finished[:], error)
+
+        self._busy += 1
+        self._pool.submit(work)
+        outcomes: list[Any] = []
+        for index, future in enumerate(futures):
+            wait = timeout if timeout and (index == 0 or not together) else None
+            try:
+                outcomes.append(await (asyncio.wait_for(asyncio.shield(future), wait) if wait else future))
+            except asyncio.TimeoutError:  # the thread cannot be stopped; it finishes in the background
+                late = PredictTimeout(self.name, timeout or 0)
+                outcomes += [late] * (len(futures) - index)
+                break
+        return outcomes
 
     async def reload(self) -> None:
         await self.call("warm", {})

@@ -3,10 +3,14 @@
 Protocol (pickled tuples over a socketpair, framed like
 ``multiprocessing.connection.Connection.send_bytes``):
 
+* server -> worker: ``("group", call_id, method, [payload, ...])``: run the calls in
+  order (``"predict_batch"``: as one batch); or ``("stop", 0, None, None)``.
 * worker -> server: ``("ready", pid)`` once the plugin is imported and warm, or
-  ``("failed", CallFailure)``; then one reply per call:
-  ``("ok", call_id, result)`` / ``("err", call_id, CallFailure)``.
-* server -> worker: ``("call", call_id, method, kwargs)`` or ``("stop", 0, None, None)``.
+  ``("failed", CallFailure)``; then, for each call of a group as soon as it is done,
+  ``("row", call_id, index, ("ok", result) | ("err", CallFailure))``.
+
+A group lets one message carry many queued requests (one process hop for all of
+them), while each result still goes back the moment it exists.
 
 Only the method name and its arguments travel per call; the model stays loaded in the
 worker, so what ``warm()`` sets is there for every ``predict``.
@@ -23,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from .adapter import CallFailure, ModelAdapter, execute, failure_from_exception
+from .adapter import CallFailure, ModelAdapter, execute_group, failure_from_exception
 from .loading import PluginRef
 from .runtime import STORAGE_ENV
 
@@ -63,25 +67,31 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
 
 
 def serve(conn: Connection, adapter: ModelAdapter) -> None:
-    """Answer calls until the server says stop or goes away."""
+    """Answer groups of calls until the server says stop or goes away."""
     while True:
         try:
-            kind, call_id, method, payload = pickle.loads(conn.recv_bytes())
+            kind, call_id, method, payloads = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if kind == "stop":
             return
-        status, value = execute(adapter, method, payload)
+
+        def deliver(index: int, outcome: tuple) -> None:
+            try:
+                _send(conn, ("row", call_id, index, outcome))
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as exc:  # the result could not be pickled
+                failure = CallFailure(
+                    "UnsendableResult",
+                    f"{method}() returned a value that cannot be sent to the server: {type(exc).__name__}: {exc}",
+                )
+                _send(conn, ("row", call_id, index, ("err", failure)))
+
         try:
-            _send(conn, (status, call_id, value))
+            execute_group(adapter, method, payloads, deliver)
         except (BrokenPipeError, ConnectionResetError):
             return
-        except Exception as exc:  # the result could not be pickled
-            failure = CallFailure(
-                "UnsendableResult",
-                f"{method}() returned a value that cannot be sent to the server: {type(exc).__name__}: {exc}",
-            )
-            _send(conn, ("err", call_id, failure))
         finally:
             sys.stdout.flush()
 

@@ -44,8 +44,8 @@ class ModelStateCollector:
             busy.add_metric([name], state["busy"])
             queue.add_metric([name], model.waiting)
             restarts.add_metric([name], model.runner.restarts)
-            if model.batcher is not None:
-                sizes = model.batcher.stats.sizes
+            if model.dispatcher.batching:
+                sizes = model.dispatcher.stats.sizes
                 cumulative, buckets = 0, []
                 for bound in BATCH_BUCKETS:
                     cumulative = sum(count for size, count in sizes.items() if size <= bound)
@@ -61,6 +61,7 @@ class Metrics:
     def __init__(self, models: ModelRegistry, trainings: TrainingManager) -> None:
         self.registry = CollectorRegistry()
         self._models = models
+        self._children: dict[tuple, tuple] = {}
         self.requests = Counter(
             "deepaas_http_requests", "HTTP requests answered", ["model", "route", "method", "status"],
             registry=self.registry)
@@ -77,10 +78,19 @@ class Metrics:
         route = resource.canonical if resource is not None else "unmatched"
         name = request.match_info.get("name", "")
         model = name if name in self._models else ""  # never a label per arbitrary path
-        self.requests.labels(model, route, request.method, str(status)).inc()
-        self.latency.labels(model, route, request.method).observe(seconds)
-        if status >= 400:
-            self.errors.labels(model, route, str(status)).inc()
+        key = (model, route, request.method, status)
+        children = self._children.get(key)
+        if children is None:  # label lookups once per combination, not per request
+            children = self._children[key] = (
+                self.requests.labels(model, route, request.method, str(status)),
+                self.latency.labels(model, route, request.method),
+                self.errors.labels(model, route, str(status)) if status >= 400 else None,
+            )
+        requests, latency, errors = children
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def middleware(self) -> web.middleware:
         @web.middleware
