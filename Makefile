@@ -18,8 +18,8 @@ $(VENV)/.installed-run: $(BIN)/python setup.py plugins/demo/pyproject.toml
 	$(PIP) install -e . -e plugins/demo
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml
-	$(PIP) install -e '.[all,test]' -e tests/bench_plugins/echobench -e tests/bench_plugins/irisbench
+$(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml benchmarks/plugins/irisbatch/pyproject.toml
+	$(PIP) install -e '.[all,test]' -e tests/bench_plugins/echobench -e tests/bench_plugins/irisbench -e benchmarks/plugins/irisbatch
 	touch $@
 
 run: $(VENV)/.installed-run

@@ -98,8 +98,9 @@ async def wait_ready(client, timeout: float = 60.0, base_path: str = "") -> dict
 def serve(aiohttp_client, make_settings) -> Callable[..., Awaitable[Any]]:
     """Start the real app for the named models; returns an aiohttp test client."""
 
-    async def start(*models: str, ready: bool = True, **overrides: Any):
-        settings = make_settings(model_name=tuple(models), **overrides)
+    async def start(*models: str, ready: bool = True, per_model: dict | None = None, **overrides: Any):
+        """``per_model={"irisbatch": {"max_batch_size": 32}}`` sets one model's options."""
+        settings = make_settings(model_name=tuple(models), model_overrides=per_model or {}, **overrides)
         client = await aiohttp_client(create_app(settings))
         if ready:
             await wait_ready(client, base_path=settings.base_path)

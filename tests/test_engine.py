@@ -162,3 +162,29 @@ async def test_metrics_are_present_and_move(serve):
     await client.get("/v2/models/nonexistent-model-name/")
     text = await (await client.get("/metrics")).text()
     assert "nonexistent-model-name" not in text  # no label per arbitrary path
+
+
+async def test_requests_grouped_behind_a_crash_run_on_the_replacement(serve):
+    client = await serve("echobench")
+    busy = asyncio.ensure_future(client.post(ECHO + "&mode=sleep&sleep_ms=700"))
+    await asyncio.sleep(0.2)
+    crash = asyncio.ensure_future(client.post(ECHO + "&mode=crash"))
+    await asyncio.sleep(0.1)
+    behind = [asyncio.ensure_future(client.post(ECHO + f"&top_k={i}")) for i in range(5)]
+    assert (await busy).status == 200
+    assert (await crash).status == 503  # only the request that was running fails
+    answers = await asyncio.gather(*behind)
+    assert [r.status for r in answers] == [200] * 5
+    assert [(await r.json())["predictions"]["top_k"] for r in answers] == list(range(5))
+
+
+async def test_batched_iris_answers_like_irisbench(serve):
+    client = await serve("irisbatch", "irisbench", per_model={"irisbatch": {"max_batch_size": 32}})
+    rows = [{"sepal_length": 4.5 + i * 0.1, "sepal_width": 3.0, "petal_length": 1.0 + i * 0.2,
+             "petal_width": 0.1 + i * 0.08, "top_k": 1 + i % 3} for i in range(40)]
+    batched = await asyncio.gather(*(client.post("/v2/models/irisbatch/predict/", json=r) for r in rows))
+    single = [await client.post("/v2/models/irisbench/predict/", json=r) for r in rows]
+    strip = lambda body: {k: v for k, v in body["predictions"].items() if k != "pid"}  # noqa: E731
+    assert [strip(await b.json()) for b in batched] == [strip(await s.json()) for s in single]
+    metrics = await (await client.get("/metrics")).text()
+    assert metric(metrics, "deepaas_batch_size_count", model="irisbatch") < 40  # some rows shared a call

@@ -1,0 +1,1 @@
+"""irisbatch: irisbench plus predict_batch() (see irisbatch.api)."""
