@@ -36,6 +36,7 @@ setup(
         "stevedore>=5,<6",
         "apispec>=6.8,<7",
         "swagger-ui-bundle>=1.1,<2",
+        "orjson>=3.9",
         "packaging>=23",
         "prometheus-client>=0.20",
         # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.

@@ -286,3 +286,14 @@ async def test_comma_joined_list_items_as_swagger_ui_sends_them(serve, plugins):
     strings.add_field("tags", "a,b")
     echo = (await (await client.post("/v2/models/legacy/predict/", data=strings)).json())["echo"]
     assert echo["tags"] == ["a,b"]
+
+
+async def test_numpy_values_and_nan_become_valid_json(serve, plugins):
+    plugins.install("numpy-out", fixture="numpy_out")
+    client = await serve("numpy-out", executor="thread")
+    response = await client.post("/v2/models/numpy-out/predict/")
+    assert response.status == 200
+    text = await response.text()
+    assert "NaN" not in text
+    assert (await response.json())["predictions"] == {
+        "scores": [0.25, 0.75], "best": 1, "mean": 0.5, "missing": None, "matrix": [[1.0, 0.0], [0.0, 1.0]]}

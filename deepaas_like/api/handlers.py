@@ -8,14 +8,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import DeepaasError, NotImplementedByModel
-from ..jsonutil import dumps
+from ..jsonutil import dumps_bytes
 from .bodies import UploadArea, read_sources
 from .keys import METRICS, MODELS, SETTINGS, TRAININGS
 from .rendering import render_prediction
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=dumps)
+    return web.Response(body=dumps_bytes(body), status=status, content_type="application/json")
 
 
 def base_path(request: web.Request) -> str:

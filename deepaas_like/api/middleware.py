@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import DeepaasError
-from ..jsonutil import dumps
+from ..jsonutil import dumps_bytes
 from .keys import SETTINGS
 
 LOG = logging.getLogger(__name__)
@@ -18,7 +18,9 @@ _FORWARDED_HEADERS = ("Allow", "Retry-After", "Location")
 
 
 def error_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(dict(body), status=status, headers=dict(headers or {}), dumps=dumps)
+    return web.Response(
+        body=dumps_bytes(dict(body)), status=status, headers=dict(headers or {}), content_type="application/json"
+    )
 
 
 def _http_error_body(exc: web.HTTPException, request: web.Request) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from aiohttp import hdrs, web
 
 from ..errors import DeepaasError, ModelError
 from ..files import ReturnedFile
-from ..jsonutil import dumps
+from ..jsonutil import dumps_bytes
 from ..models import ServedModel
 
 JSON_TYPES = {"application/json", "*/*"}
@@ -30,9 +30,9 @@ class ResponseSchemaMismatch(DeepaasError):
     status = 500
 
 
-def json_text(model: ServedModel, value: Any) -> str:
+def json_body(model: ServedModel, value: Any) -> bytes:
     try:
-        return dumps(value)
+        return dumps_bytes(value)
     except (TypeError, ValueError) as exc:
         raise ModelError(
             model.name, "predict", "UnencodableResult",
@@ -65,8 +65,8 @@ async def render_prediction(
     if isinstance(result, str) and accept and not _is_json(accept):
         concrete = accept if "*" not in accept else "text/plain"
         return web.Response(text=result, content_type=concrete)
-    text = json_text(model, prediction_body(model, result))
-    return web.Response(text=text, content_type="application/json")
+    body = json_body(model, prediction_body(model, result))
+    return web.Response(body=body, content_type="application/json")
 
 
 def _is_json(media_type: str) -> bool:
