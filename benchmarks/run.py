@@ -130,17 +130,18 @@ class Server:
         self.log.close()
 
 
-def drive(server: Server, case: Case, requests: int) -> None:
+def drive(server: Server, case: Case, requests: int, loadgen: Path) -> None:
     if case.kind == "metadata":
         args = ["--url", server.url(f"/v2/models/{case.model}/"), "--method", "GET"]
     else:
-        args = ["--url", server.url(f"/v2/models/{case.model}/predict/?{QUERY}")]
+        args = ["--url", server.url(f"/v2/models/{case.model}/predict/?{QUERY}"), "--method", "POST"]
     out = subprocess.run(
-        [sys.executable, str(HERE / "loadgen.py"), *args, "-c", str(case.concurrency), "-n", str(requests),
+        [sys.executable, str(loadgen), *args, "-c", str(case.concurrency), "-n", str(requests),
          "--duration-max", "30", "--server-pid", str(server.process.pid)],
         capture_output=True, text=True, check=True, timeout=120,
     )
-    result = json.loads(out.stdout)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.setdefault("server_cpu_ms_per_req", round(result["server_cpu_s"] / max(1, result["completed"]) * 1000, 3))
     result["rss_mib"] = round(process_tree_rss_mib(server.process.pid), 1)
     case.runs.append(result)
     log(f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: "
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deepaas-venv", type=Path,
                         default=Path(tempfile.gettempdir()) / "deepaas-like-bench" / "deepaas-2.6.0")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--loadgen", type=Path, default=HERE / "loadgen.py",
+                        help="load generator script with loadgen.py's flags and JSON output "
+                        "(e.g. ../shared/bench/loadgen.py, the one DEEPaaS's baseline was measured with)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 300 requests: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -216,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                 for kind, level in cases:
                     case = results.setdefault((framework, model, kind, level, config),
                                               Case(framework, model, kind, level, config))
-                    drive(server, case, args.requests)
+                    drive(server, case, args.requests, args.loadgen)
             finally:
                 server.stop()
         inprocess.append(in_process_rates(3.0))
     limits = {name: statistics.median(r[name] for r in inprocess) for name in inprocess[0]}
-    report = summarize(results, limits, levels)
+    report = summarize(results, limits, levels, args.loadgen)
     print(report["markdown"])
     (args.out / "latest.md").write_text(report["markdown"])
     (args.out / "latest.json").write_text(json.dumps(report["json"], indent=1))
@@ -232,7 +236,7 @@ def _fmt(values: dict | None, keys: tuple[str, ...], spec: str = ".0f") -> str:
     return " / ".join(format(values[k], spec) for k in keys) if values else "–"
 
 
-def summarize(results: dict[tuple, Case], limits: dict[str, float], levels: list[int]) -> dict:
+def summarize(results: dict[tuple, Case], limits: dict[str, float], levels: list[int], loadgen: Path) -> dict:
     def best_deepaas(model: str, kind: str, level: int) -> Case | None:
         candidates = [c for c in results.values()
                       if c.framework == "deepaas" and c.model == model and c.kind == kind and c.concurrency == level]
@@ -263,7 +267,7 @@ def summarize(results: dict[tuple, Case], limits: dict[str, float], levels: list
                     row["ratio"] = row["ours"]["rps"] / row["deepaas"]["rps"]
                 rows.append(row)
                 d, o = row.get("deepaas"), row.get("ours")
-                name = f"{model} {kind} c={level}" + (" (batching)" if model == "irisbatch" else "")
+                name = f"{model} {kind} c={level}" + (" (batching; DEEPaaS: irisbench)" if model == "irisbatch" else "")
                 ratio = f"{row['ratio']:.2f}×" if "ratio" in row else "–"
                 deepaas_rps = f"{d['rps']:.0f} ({d['config']})" if d else "–"
                 table.append(
@@ -307,7 +311,8 @@ def summarize(results: dict[tuple, Case], limits: dict[str, float], levels: list
     lines = [
         f"Run of {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
         "medians of the repeats; DEEPaaS 2.6.0 at its better of --workers 1 and 2 for each case; "
-        "ours: " + "; ".join(f"{m} `{' '.join(f)}`" for m, f in OURS_FLAGS.items()) + ".",
+        "ours: " + "; ".join(f"{m} `{' '.join(f)}`" for m, f in OURS_FLAGS.items()) + f"; load generator: {loadgen.name}"
+        + (f" ({loadgen.parent.name}/)" if loadgen.parent != HERE else "") + ".",
         "",
         *table,
         "",

@@ -45,7 +45,9 @@ class ModelAdapter:
         self.storage_dir = storage_dir
 
     def has(self, method: str) -> bool:
-        return callable(getattr(self.obj, method, None))
+        """The plugin defines ``method`` (BaseModel's optional placeholders do not count)."""
+        fn = getattr(self.obj, method, None)
+        return callable(fn) and not getattr(fn, "__deepaas_like_placeholder__", False)
 
     def call(self, method: str, kwargs: Mapping[str, Any] | None = None) -> Any:
         fn = getattr(self.obj, method, None)

@@ -42,6 +42,12 @@ import abc
 from typing import Any, Mapping
 
 
+def optional(method: Any) -> Any:
+    """Marks a method of BaseModel that a plugin may leave out (it is then absent)."""
+    method.__deepaas_like_placeholder__ = True
+    return method
+
+
 class BaseModel(metaclass=abc.ABCMeta):
     """Base class for models served by deepaas_like (and by DEEPaaS v2)."""
 
@@ -121,6 +127,26 @@ class BaseModel(metaclass=abc.ABCMeta):
         :class:`deepaas_like.UploadedFile`. Raising an exception answers a JSON 500
         naming the model; the server keeps serving.
         """
+
+    @optional
+    def predict_batch(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Optional: predict several requests in one call (adaptive batching).
+
+        Only used when the operator turns batching on for the model
+        (``--max-batch-size NAME=32``). ``rows`` are the keyword arguments ``predict``
+        would get, one dict per request; return one result per row, in order. An
+        exception *instance* in the list fails only that row's request; if the call
+        raises, the rows are run one by one through ``predict`` so that only the bad
+        row fails::
+
+            def predict_batch(self, rows):
+                x = numpy.array([[r["a"], r["b"]] for r in rows])
+                return [{"score": float(s)} for s in self.model.predict(x)]
+
+        Not declaring it is fine: with batching on, requests are still grouped into
+        one worker call and ``predict`` runs once per row.
+        """
+        raise NotImplementedError
 
     @abc.abstractmethod
     def get_train_args(self) -> Mapping[str, Any]:

@@ -93,3 +93,23 @@ async def test_instance_plugin_is_warmed(serve, plugins):
     missing = await client.post("/v2/models/greeter/train/")
     assert missing.status == 501
     assert "does not implement train()" in (await missing.json())["message"]
+
+
+def test_basemodel_placeholder_is_not_a_batch_method():
+    from deepaas_like import BaseModel
+    from deepaas_like.adapter import ModelAdapter
+
+    class Plain(BaseModel):
+        def get_metadata(self): return {}
+        def warm(self): pass
+        def get_predict_args(self): return {}
+        def predict(self): return 1
+        def get_train_args(self): return {}
+        def train(self): return None
+
+    class Batched(Plain):
+        def predict_batch(self, rows): return [1] * len(rows)
+
+    assert not ModelAdapter("p", Plain()).has("predict_batch")
+    assert ModelAdapter("b", Batched()).has("predict_batch")
+    assert ModelAdapter("b", Batched()).predict_many([{}, {}]) == [("ok", 1), ("ok", 1)]
