@@ -74,11 +74,13 @@ class WorkerProcess:
         config: WorkerConfig,
         context: multiprocessing.context.BaseContext,
         on_exit: Callable[["WorkerProcess"], None] | None = None,
+        on_progress: Callable[[float, str | None], None] | None = None,
     ) -> None:
         self.ref = ref
         self.config = config
         self._context = context
         self._on_exit = on_exit
+        self._on_progress = on_progress
         self.process: multiprocessing.process.BaseProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Group] = {}
@@ -185,6 +187,9 @@ class WorkerProcess:
         elif kind == "failed":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_exception(WorkerStartFailed(message[1]))
+        elif kind == "progress":
+            if self._on_progress is not None:
+                self._on_progress(message[1], message[2])
         else:
             _, call_id, index, outcome = message
             group = self._pending.get(call_id)

@@ -6,12 +6,14 @@ import contextlib
 import contextvars
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 STORAGE_ENV = "DEEPAAS_LIKE_STORAGE_DIR"
 _storage: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "deepaas_like_storage_dir", default=None
 )
+# Set by a training process: where report_progress() sends its value.
+progress_sink: Callable[[float, str | None], None] | None = None
 
 
 def storage_dir() -> Path:
@@ -47,3 +49,25 @@ def using_storage_dir(path: str | os.PathLike[str] | None) -> Iterator[None]:
         yield
     finally:
         _storage.reset(token)
+
+
+def report_progress(fraction: float, message: str | None = None) -> None:
+    """Report how far a training is, from inside ``train()``: 0.0 to 1.0, and a note.
+
+    The value shows in the training's document (``progress``, ``progress_message``)
+    while it runs. Calling it anywhere else (a plugin's own tests, ``predict``) does
+    nothing, so plugins may call it unconditionally::
+
+        from deepaas_like import report_progress
+
+        def train(epochs):
+            for epoch in range(epochs):
+                fit_one_epoch()
+                report_progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}")
+    """
+    value = float(fraction)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"progress must be between 0.0 and 1.0, got {fraction!r}")
+    sink = progress_sink
+    if sink is not None:
+        sink(value, None if message is None else str(message)[:500])

@@ -145,8 +145,34 @@ class Settings:
     )
     data_dir: str = option(
         _default_data_dir,
-        "Directory for the server's own state: models' storage_dir(), training inputs.",
+        "Directory for the server's own state: the job database (jobs.sqlite3), jobs' "
+        "files and logs, and models' storage_dir(). One server per directory.",
         sample_default="~/.local/share/deepaas_like",
+    )
+    max_concurrent_trainings: int = option(
+        1,
+        "Trainings that run at the same time on this server; more wait as 'queued' and "
+        "start first in, first out.",
+        kind="int",
+    )
+    prediction_retention: float = option(
+        86400.0,
+        "How long the result of an asynchronous prediction is kept after it finished, in "
+        "seconds (suffixes s, m, h, d allowed); then the job and its files are removed. "
+        "Trainings are kept.",
+        kind="duration",
+        sample_default="1d",
+    )
+    callback_attempts: int = option(
+        5,
+        "Attempts to POST a finished job to its callback_url before the delivery is "
+        "recorded as failed.",
+        kind="int",
+    )
+    callback_backoff: float = option(
+        1.0,
+        "Seconds before the second callback attempt; each later wait doubles.",
+        kind="float",
     )
     start_method: str = option(
         "spawn",
@@ -257,6 +283,16 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"expected a duration such as 3600, 90s, 30m, 12h or 7d, got {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(text).split(",") if part.strip())
 
@@ -267,6 +303,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "float": lambda text: float(str(text).strip()),
     "bool": parse_bool,
     "size": parse_size,
+    "duration": parse_duration,
     "list": parse_list,
 }
 
@@ -295,6 +332,11 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")
     if s.shutdown_timeout < 0:
         raise SettingsError("shutdown_timeout must not be negative")
+    if s.max_concurrent_trainings < 1:
+        raise SettingsError(f"max_concurrent_trainings must be at least 1, got {s.max_concurrent_trainings}")
+    if s.callback_attempts < 1 or s.callback_backoff < 0 or s.prediction_retention < 0:
+        raise SettingsError("callback_attempts must be at least 1; callback_backoff and prediction_retention "
+                            "must not be negative")
     if s.base_path and (not s.base_path.startswith("/") or s.base_path == "/"):
         raise SettingsError(f"base_path must start with '/' and name a path, got {s.base_path!r}")
     for name in s.model_name:

@@ -24,11 +24,13 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from .adapter import CallFailure, ModelAdapter, execute_group, failure_from_exception
 from .loading import PluginRef
+from . import runtime
 from .runtime import STORAGE_ENV
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -43,12 +45,15 @@ class WorkerConfig:
     warm: bool = True
     storage_dir: str | None = None
     log_level: str = "INFO"
+    log_file: str | None = None  # a training's log: the process's stdout, stderr and logging
 
 
 def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
     """Entry point of a worker process (started with spawn or forkserver)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    if config.log_file:
+        _capture_output(config.log_file)
     logging.basicConfig(
         level=config.log_level,
         format=f"%(asctime)s %(levelname)s [{config.model} worker {os.getpid()}] %(name)s: %(message)s",
@@ -63,6 +68,7 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
         _send(conn, ("failed", failure_from_exception(exc)))
         return
     _send(conn, ("ready", os.getpid()))
+    runtime.progress_sink = lambda fraction, message: _send(conn, ("progress", fraction, message))
     serve(conn, adapter)
 
 
@@ -96,8 +102,24 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
             sys.stdout.flush()
 
 
+_send_lock = threading.Lock()  # a plugin may report progress from a thread of its own
+
+
 def _send(conn: Connection, message: tuple) -> None:
-    conn.send_bytes(pickle.dumps(message, protocol=PICKLE_PROTOCOL))
+    data = pickle.dumps(message, protocol=PICKLE_PROTOCOL)
+    with _send_lock:
+        conn.send_bytes(data)
+
+
+def _capture_output(path: str) -> None:
+    """Send everything this process writes, native code included, to ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.reconfigure(line_buffering=True)
 
 
 def _die_with_parent() -> None:

@@ -143,7 +143,7 @@ async def test_metrics_are_present_and_move(serve):
     text = await (await client.get("/metrics")).text()
     for name in ("deepaas_http_requests_total", "deepaas_http_request_duration_seconds_bucket",
                  "deepaas_queue_depth", "deepaas_model_workers", "deepaas_worker_restarts_total",
-                 "deepaas_trainings", "deepaas_model_ready"):
+                 "deepaas_jobs", "deepaas_training_queue_length", "deepaas_model_ready"):
         assert name in text, name
     route = "/v2/models/{name}/predict/"
     before = metric(text, "deepaas_http_requests_total", model="echobench", route=route, status="200")
@@ -156,7 +156,8 @@ async def test_metrics_are_present_and_move(serve):
     assert metric(text, "deepaas_http_errors_total", model="echobench", route=route, status="422") == 1
     assert metric(text, "deepaas_http_request_duration_seconds_count", model="echobench", route=route,
                   method="POST") == before + 4
-    running_or_done = sum(metric(text, "deepaas_trainings", model="irisbench", status=s) for s in ("running", "done"))
+    running_or_done = sum(metric(text, "deepaas_jobs", model="irisbench", kind="training", status=s)
+                          for s in ("queued", "running", "done"))
     assert running_or_done == 1
     assert metric(text, "deepaas_http_requests_total", model="", route="unmatched") == 0
     await client.get("/v2/models/nonexistent-model-name/")

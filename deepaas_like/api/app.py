@@ -12,9 +12,9 @@ from aiohttp import web
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelRegistry, build_model
 from ..settings import Settings
-from ..training import TrainingManager
-from . import docs, handlers
-from .keys import METRICS, MODELS, OPENAPI, SETTINGS, TRAININGS
+from ..jobs.manager import JobManager
+from . import docs, handlers, job_handlers
+from .keys import JOBS, METRICS, MODELS, OPENAPI, SETTINGS
 from .metrics import Metrics
 from .middleware import json_errors
 from .openapi import build_openapi
@@ -37,17 +37,17 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     for name in settings.model_overrides:
         if name not in models:
             LOG.warning("per-model options given for '%s', which is not served", name)
-    trainings = TrainingManager(settings)
-    metrics = Metrics(models, trainings)
+    jobs = JobManager(settings, models)
+    metrics = Metrics(models, jobs)
     app = web.Application(middlewares=[metrics.middleware(), json_errors], client_max_size=settings.client_max_size)
     app[SETTINGS] = settings
     app[MODELS] = models
-    app[TRAININGS] = trainings
+    app[JOBS] = jobs
     app[METRICS] = metrics
     app[OPENAPI] = json.dumps(build_openapi(models, settings)).encode()
     _add_routes(app, settings)
+    app.cleanup_ctx.append(_run_jobs)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_models)
-    app.cleanup_ctx.append(_run_trainings)
     return app
 
 
@@ -73,17 +73,21 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     router.add_get(base + "/metrics", handlers.metrics)
     predict = handlers.predict if settings.predict_endpoint else handlers.disabled("predict", "--no-predict-endpoint")
     add("POST", "/v2/models/{name}/predict/", predict)
-    if settings.train_endpoint:
-        add("POST", "/v2/models/{name}/train/", handlers.start_training)
-        add("GET", "/v2/models/{name}/train/", handlers.list_trainings)
-        add("GET", "/v2/models/{name}/train/{uuid}", handlers.get_training)
-        add("DELETE", "/v2/models/{name}/train/{uuid}", handlers.cancel_training)
-    else:
-        off = handlers.disabled("train", "--no-train-endpoint")
-        for method in ("POST", "GET"):
-            add(method, "/v2/models/{name}/train/", off)
-        for method in ("GET", "DELETE"):
-            add(method, "/v2/models/{name}/train/{uuid}", off)
+    routes = [
+        ("POST", "/v2/models/{name}/train/", job_handlers.start_training, "train"),
+        ("GET", "/v2/models/{name}/train/", job_handlers.list_trainings, "train"),
+        ("GET", "/v2/models/{name}/train/{uuid}", job_handlers.get_training, "train"),
+        ("DELETE", "/v2/models/{name}/train/{uuid}", job_handlers.cancel_training, "train"),
+        ("GET", "/v2/models/{name}/train/{uuid}/log", job_handlers.training_log, "train"),
+        ("POST", "/v2/models/{name}/predictions/", job_handlers.submit_prediction, "predict"),
+        ("GET", "/v2/models/{name}/predictions/", job_handlers.list_predictions, "predict"),
+        ("GET", "/v2/models/{name}/predictions/{uuid}", job_handlers.get_prediction, "predict"),
+        ("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, "predict"),
+        ("GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, "predict"),
+    ]
+    enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint}
+    for method, path, handler, group in routes:
+        add(method, path, handler if enabled[group] else handlers.disabled(group, f"--no-{group}-endpoint"))
     router.add_get(base + "/swagger.json", docs.openapi_document)
     if settings.doc_endpoint:
         add("GET", "/api", docs.swagger_ui)
@@ -105,6 +109,10 @@ async def _run_models(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(*(m.stop(timeout) for m in models.values()), return_exceptions=True)
 
 
-async def _run_trainings(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[TRAININGS].close()
+async def _run_jobs(app: web.Application) -> AsyncIterator[None]:
+    """Open the job store (recovering interrupted jobs); on shutdown, interrupt the rest."""
+    await app[JOBS].start()
+    try:
+        yield
+    finally:
+        await app[JOBS].close()

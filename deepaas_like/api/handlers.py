@@ -7,11 +7,12 @@ import tempfile
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..errors import DeepaasError, NotImplementedByModel
+from ..errors import DeepaasError
 from ..jsonutil import dumps_bytes
 from .bodies import UploadArea, read_sources
-from .keys import METRICS, MODELS, SETTINGS, TRAININGS
-from .rendering import render_prediction
+from .keys import METRICS, MODELS, SETTINGS
+from ..outputs import prediction_output
+from .rendering import send_output
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -66,45 +67,9 @@ async def predict(request: web.Request) -> web.StreamResponse:
         sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
         kwargs = model.predict_args.load(sources)
         result = await model.predict(kwargs)
-        return await render_prediction(request, model, result, kwargs.get("accept"))
+        return await send_output(request, prediction_output(model, result, kwargs.get("accept")))
     finally:
         uploads.remove()
-
-
-async def start_training(request: web.Request) -> web.Response:
-    """``POST /v2/models/{name}/train/``: start a training, answer its document."""
-    model = request.app[MODELS].get_model(request.match_info["name"])
-    if not model.can_train:
-        raise NotImplementedByModel(f"Model '{model.name}' does not implement train()", details={"model": model.name})
-    trainings = request.app[TRAININGS]
-    job_id = trainings.new_id()
-    uploads = UploadArea(directory=trainings.inputs_dir(job_id))
-    try:
-        sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
-        kwargs = model.train_args.load(sources)
-        await model.wait_ready()
-    except BaseException:
-        uploads.remove()
-        raise
-    job = trainings.submit(model, job_id, kwargs, uploads.path)
-    return json_response(job.document())
-
-
-async def list_trainings(request: web.Request) -> web.Response:
-    model = request.app[MODELS].get_model(request.match_info["name"])
-    return json_response([job.document() for job in request.app[TRAININGS].list(model.name)])
-
-
-async def get_training(request: web.Request) -> web.Response:
-    model = request.app[MODELS].get_model(request.match_info["name"])
-    job = request.app[TRAININGS].get(model.name, request.match_info["uuid"])
-    return json_response(job.document())
-
-
-async def cancel_training(request: web.Request) -> web.Response:
-    model = request.app[MODELS].get_model(request.match_info["name"])
-    job = await request.app[TRAININGS].cancel(model.name, request.match_info["uuid"])
-    return json_response(job.document())
 
 
 def disabled(what: str, flag: str):

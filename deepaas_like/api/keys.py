@@ -6,11 +6,11 @@ from aiohttp import web
 
 from ..models import ModelRegistry
 from ..settings import Settings
-from ..training import TrainingManager
+from ..jobs.manager import JobManager
 from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelRegistry)
-TRAININGS = web.AppKey("trainings", TrainingManager)
+JOBS = web.AppKey("jobs", JobManager)
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("metrics", Metrics)

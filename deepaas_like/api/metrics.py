@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ..models import ModelRegistry
-from ..training import TrainingManager
+from ..jobs.manager import JobManager
+from ..jobs.model import STATUSES
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -25,9 +26,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ModelStateCollector:
     """Gauges and counters read from the served models at scrape time."""
 
-    def __init__(self, models: ModelRegistry, trainings: TrainingManager) -> None:
+    def __init__(self, models: ModelRegistry, jobs: JobManager) -> None:
         self._models = models
-        self._trainings = trainings
+        self._jobs = jobs
 
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily("deepaas_model_ready", "1 when the model is warm and has a live worker", labels=["model"])
@@ -36,7 +37,11 @@ class ModelStateCollector:
         queue = GaugeMetricFamily("deepaas_queue_depth", "Predictions waiting for a worker", labels=["model"])
         restarts = CounterMetricFamily("deepaas_worker_restarts", "Workers replaced after they died or overran a timeout", labels=["model"])
         batches = HistogramMetricFamily("deepaas_batch_size", "Predictions per batched call", labels=["model"])
-        jobs = GaugeMetricFamily("deepaas_trainings", "Trainings known to the server, by status", labels=["model", "status"])
+        jobs = GaugeMetricFamily("deepaas_jobs", "Trainings and asynchronous predictions known to the server",
+                                 labels=["model", "kind", "status"])
+        queued = GaugeMetricFamily("deepaas_training_queue_length", "Trainings waiting for a free training slot")
+        queued.add_metric([], self._jobs.trainings_queued)
+        counts = self._jobs.counts()
         for name, model in self._models.items():
             state = model.runner.describe()
             ready.add_metric([name], 1.0 if model.state == "ready" and model.runner.ready else 0.0)
@@ -52,13 +57,14 @@ class ModelStateCollector:
                     buckets.append((str(bound), cumulative))
                 buckets.append(("+Inf", sum(sizes.values())))
                 batches.add_metric([name], buckets, sum_value=sum(size * count for size, count in sizes.items()))
-            for status, count in self._trainings.count_by_status(name).items():
-                jobs.add_metric([name, status], count)
-        yield from (ready, workers, busy, queue, restarts, batches, jobs)
+            for kind in ("training", "prediction"):
+                for status in STATUSES:
+                    jobs.add_metric([name, kind, status], counts.get((name, kind, status), 0))
+        yield from (ready, workers, busy, queue, restarts, batches, jobs, queued)
 
 
 class Metrics:
-    def __init__(self, models: ModelRegistry, trainings: TrainingManager) -> None:
+    def __init__(self, models: ModelRegistry, jobs: JobManager) -> None:
         self.registry = CollectorRegistry()
         self._models = models
         self._children: dict[tuple, tuple] = {}
@@ -71,7 +77,7 @@ class Metrics:
         self.latency = Histogram(
             "deepaas_http_request_duration_seconds", "Time to answer an HTTP request", ["model", "route", "method"],
             buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(ModelStateCollector(models, trainings))
+        self.registry.register(ModelStateCollector(models, jobs))
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         resource = request.match_info.route.resource

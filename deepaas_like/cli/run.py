@@ -14,7 +14,7 @@ from aiohttp import web
 from .. import __version__
 from ..api import create_app
 from ..api.keys import MODELS
-from ..errors import PluginLoadError
+from ..errors import DeepaasError, PluginLoadError
 from ..loading import GROUP
 from ..settings import Settings, SettingsError, load_settings
 
@@ -69,7 +69,12 @@ async def serve(app: web.Application, settings: Settings) -> int:
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_timeout,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the job store: the data directory must be ours
+    except DeepaasError as exc:
+        print(f"deepaas-run: error: {exc.message}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     site = web.TCPSite(runner, settings.listen_ip, settings.listen_port)
     try:
         await site.start()

@@ -1,0 +1,187 @@
+"""HTTP handlers of jobs: trainings (DEEPaaS's paths) and asynchronous predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict
+
+from ..arguments import ArgumentSources, ArgumentSpec
+from ..errors import ArgumentError, NotFound, NotImplementedByModel
+from ..jobs.callbacks import check_callback_url
+from ..jobs.manager import JobManager
+from ..jobs.model import PREDICTION, STATUSES, TRAINING, Job
+from ..jsonutil import dumps_bytes
+from ..models import ServedModel
+from .bodies import UploadArea, read_sources
+from .keys import JOBS, MODELS, SETTINGS
+from .rendering import send_file
+
+CALLBACK = "callback_url"
+MAX_LIMIT = 1000
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps_bytes(body), status=status, headers=headers, content_type="application/json")
+
+
+def _take_callback(sources: ArgumentSources, spec: ArgumentSpec) -> str | None:
+    """``callback_url`` is the server's, unless the plugin declares an argument of that name."""
+    if CALLBACK in spec.accepted:
+        return None
+    value = None
+    for name in ("query", "form"):
+        source = getattr(sources, name)
+        if CALLBACK in source:
+            value = source.get(CALLBACK)
+            setattr(sources, name, MultiDict((k, v) for k, v in source.items() if k != CALLBACK))
+    if sources.json and CALLBACK in sources.json:
+        value = sources.json[CALLBACK]
+        sources.json = {k: v for k, v in sources.json.items() if k != CALLBACK}
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ArgumentError("callback_url must be a string URL", {CALLBACK: ["Not a valid string."]})
+    return check_callback_url(value)
+
+
+async def _submit(request: web.Request, kind: str) -> tuple[ServedModel, Job]:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    method = "train" if kind == TRAINING else "predict"
+    if not model.adapter.has(method):
+        raise NotImplementedByModel(f"Model '{model.name}' does not implement {method}()", details={"model": model.name})
+    jobs = request.app[JOBS]
+    spec = model.train_args if kind == TRAINING else model.predict_args
+    job_id = jobs.new_id()
+    uploads = UploadArea(directory=jobs.job_dir(job_id) / "inputs")
+    try:
+        sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
+        callback = _take_callback(sources, spec)
+        kwargs = spec.load(sources)
+        await model.wait_ready()
+        submit = jobs.submit_training if kind == TRAINING else jobs.submit_prediction
+        return model, await submit(model, job_id, kwargs, uploads.path, callback)
+    except BaseException:
+        uploads.remove()
+        raise
+
+
+def _listing(request: web.Request, kind: str) -> web.Response:
+    """Jobs of a model, oldest first; ``?status=&limit=&offset=``; total in X-Total-Count."""
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    query = request.query
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(query) - {"status", "limit", "offset"})
+    for name in unknown:
+        errors[name] = ["Unknown argument."]
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        errors["status"] = [f"Must be one of: {', '.join(STATUSES)}."]
+    limit, offset = _int(query, "limit", 100, 1, MAX_LIMIT, errors), _int(query, "offset", 0, 0, None, errors)
+    if errors:
+        raise ArgumentError(f"Invalid list arguments: {', '.join(errors)}", errors,
+                            accepted=["limit", "offset", "status"])
+    jobs = request.app[JOBS]
+    found = jobs.list(kind, model.name, status)
+    page = found[offset:offset + limit]
+    return _json([jobs.document(j) for j in page], headers={"X-Total-Count": str(len(found))})
+
+
+def _int(query: Any, name: str, default: int, low: int, high: int | None, errors: dict) -> int:
+    if name not in query:
+        return default
+    try:
+        value = int(query[name])
+    except ValueError:
+        errors[name] = ["Not a valid integer."]
+        return default
+    if value < low or (high is not None and value > high):
+        errors[name] = [f"Must be between {low} and {high}." if high else f"Must be at least {low}."]
+    return value
+
+
+def _job(request: web.Request, kind: str) -> tuple[JobManager, Job]:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    jobs = request.app[JOBS]
+    return jobs, jobs.get(kind, model.name, request.match_info["uuid"])
+
+
+# --- trainings -------------------------------------------------------------------
+
+
+async def start_training(request: web.Request) -> web.Response:
+    """``POST .../train/``: queue a training, answer its document (DEEPaaS answers 200)."""
+    _, job = await _submit(request, TRAINING)
+    return _json(request.app[JOBS].document(job))
+
+
+async def list_trainings(request: web.Request) -> web.Response:
+    return _listing(request, TRAINING)
+
+
+async def get_training(request: web.Request) -> web.Response:
+    jobs, job = _job(request, TRAINING)
+    return _json(jobs.document(job))
+
+
+async def cancel_training(request: web.Request) -> web.Response:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    jobs = request.app[JOBS]
+    return _json(jobs.document(await jobs.cancel(TRAINING, model.name, request.match_info["uuid"])))
+
+
+async def training_log(request: web.Request) -> web.Response:
+    """The training's captured output so far; ``?offset=N`` skips the first N bytes."""
+    jobs, job = _job(request, TRAINING)
+    errors: dict[str, list[str]] = {}
+    offset = _int(request.query, "offset", 0, 0, None, errors)
+    if errors:
+        raise ArgumentError("Invalid offset", errors)
+    path = jobs.log_path(job)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+            size = fh.tell()
+    except FileNotFoundError:
+        data, size = b"", 0
+    return web.Response(body=data, content_type="text/plain", charset="utf-8",
+                        headers={"X-Log-Size": str(max(size, offset)), "X-Job-Status": job.status})
+
+
+# --- asynchronous predictions -------------------------------------------------------
+
+
+async def submit_prediction(request: web.Request) -> web.Response:
+    """``POST .../predictions/``: validated like predict; 202 with the job and its URL."""
+    _, job = await _submit(request, PREDICTION)
+    document = request.app[JOBS].document(job)
+    return _json(document, status=202, headers={"Location": document["links"]["self"]})
+
+
+async def list_predictions(request: web.Request) -> web.Response:
+    return _listing(request, PREDICTION)
+
+
+async def get_prediction(request: web.Request) -> web.Response:
+    jobs, job = _job(request, PREDICTION)
+    return _json(jobs.document(job))
+
+
+async def cancel_prediction(request: web.Request) -> web.Response:
+    model = request.app[MODELS].get_model(request.match_info["name"])
+    jobs = request.app[JOBS]
+    return _json(jobs.document(await jobs.cancel(PREDICTION, model.name, request.match_info["uuid"])))
+
+
+async def prediction_result(request: web.Request) -> web.StreamResponse:
+    """The body a synchronous predict would have answered, with its content type."""
+    jobs, job = _job(request, PREDICTION)
+    if job.status != "done":
+        raise NotFound(f"Prediction '{job.id}' has no result: it is {job.status}",
+                       details={"uuid": job.id, "status": job.status})
+    if job.result_type is None:
+        return _json(job.result)
+    filename = (job.result or {}).get("filename") if isinstance(job.result, dict) else None
+    return await send_file(request, str(jobs.result_path(job)), job.result_type, filename)

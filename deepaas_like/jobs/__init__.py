@@ -1,0 +1,1 @@
+"""Durable jobs: trainings and asynchronous predictions, kept in SQLite."""

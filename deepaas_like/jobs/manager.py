@@ -1,0 +1,356 @@
+"""Trainings and asynchronous predictions: queued, run, cancelled, kept, recovered.
+
+Every job is written to the :class:`JobStore` when it is created and whenever its
+status changes, so a restart finds every job again; one that was queued or running
+when the server stopped becomes ``interrupted``, with the reason.
+
+* A training runs in a process of its own (it can be cancelled for real), after
+  ``warm()``; its stdout, stderr and logging go to the job's log file; it may report
+  progress. At most ``--max-concurrent-trainings`` run at once; the others wait, in
+  order. A successful training reloads the model's workers before it is ``done``.
+* An asynchronous prediction goes through the model's dispatcher like a synchronous
+  one (at most as many at once as the model has workers, so that they never crowd
+  out synchronous traffic); its response body is kept for ``--prediction-retention``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..adapter import CallFailure
+from ..arguments import describe_arguments
+from ..errors import Conflict, DeepaasError, NotFound, QueueFull
+from ..jsonutil import to_jsonable
+from ..models import ModelRegistry, ServedModel
+from ..outputs import PredictionOutput, prediction_output
+from ..process import WorkerDied, WorkerProcess, WorkerStartFailed
+from ..runners import mp_context
+from ..settings import Settings
+from ..worker import WorkerConfig
+from .callbacks import PENDING, CallbackSender
+from .model import CANCELLED, DONE, ERROR, INTERRUPTED, PREDICTION, QUEUED, RUNNING, TRAINING, Job
+from .store import JobStore
+
+LOG = logging.getLogger(__name__)
+LOG_NAME = "train.log"
+RESULT_NAME = "result"
+PROGRESS_SAVE_INTERVAL = 1.0
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class JobManager:
+    def __init__(self, settings: Settings, models: ModelRegistry) -> None:
+        self._settings = settings
+        self._models = models
+        self._store = JobStore(settings.data_dir)
+        self._jobs: dict[str, Job] = {}
+        self._training_queue: collections.deque[Job] = collections.deque()
+        self._trainings_running: set[Job] = set()
+        self._prediction_slots: dict[str, asyncio.Semaphore] = {}
+        self._context = mp_context(settings.start_method)
+        self._background: set[asyncio.Task] = set()
+        self._progress_saved: dict[str, float] = {}
+        self._callbacks = CallbackSender(settings.callback_attempts, settings.callback_backoff,
+                                         self.document, self._store.save)
+
+    # --- documents and lookups ----------------------------------------------------
+
+    def base(self, model: str) -> str:
+        return f"{self._settings.base_path}/v2/models/{model}"
+
+    def document(self, job: Job) -> dict[str, Any]:
+        if job.kind == TRAINING:
+            doc = job.training_document(self.base(job.model))
+            if job.status == QUEUED and job in self._training_queue:
+                doc["queue_position"] = self._training_queue.index(job) + 1
+            return doc
+        return job.prediction_document(self.base(job.model))
+
+    def job_dir(self, job_id: str) -> Path:
+        return Path(self._settings.data_dir) / "jobs" / job_id
+
+    def new_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def get(self, kind: str, model: str, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None or job.kind != kind or job.model != model:
+            what = "Training" if kind == TRAINING else "Prediction"
+            raise JobNotFound(f"{what} '{job_id}' of model '{model}' not found",
+                              details={"model": model, "uuid": job_id})
+        return job
+
+    def list(self, kind: str, model: str, status: str | None = None) -> list[Job]:
+        """Oldest first."""
+        return [j for j in self._jobs.values()
+                if j.kind == kind and j.model == model and (status is None or j.status == status)]
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        counts: dict[tuple[str, str, str], int] = collections.Counter()
+        for job in self._jobs.values():
+            counts[(job.model, job.kind, job.status)] += 1
+        return counts
+
+    @property
+    def trainings_queued(self) -> int:
+        return len(self._training_queue)
+
+    def log_path(self, job: Job) -> Path:
+        return self.job_dir(job.id) / LOG_NAME
+
+    def result_path(self, job: Job) -> Path:
+        return self.job_dir(job.id) / RESULT_NAME
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store; jobs that were queued or running become interrupted."""
+        for job in await self._store.open():
+            self._jobs[job.id] = job
+            if not job.is_finished:
+                was = job.status
+                job.status, job.finished = INTERRUPTED, time.time()
+                job.message = f"the server stopped unexpectedly (crash or kill) while the job was {was}"
+                await self._store.save(job, "status", "finished", "message")
+                shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
+                LOG.warning("job %s (%s of %s) %s", job.id, job.kind, job.model, job.message)
+            self._callbacks.schedule(job)
+        if self._jobs:
+            LOG.info("job store %s: %d jobs", self._store.path, len(self._jobs))
+        self._spawn(self._expire_loop())
+
+    async def close(self) -> None:
+        """Server shutdown: queued and running jobs end as interrupted."""
+        for job in list(self._jobs.values()):
+            if not job.is_finished:
+                where = "before it started" if job.status == QUEUED else "while it was running"
+                await self._finish(job, INTERRUPTED, message=f"the server was stopped {where}")
+        self._training_queue.clear()
+        for job in self._jobs.values():
+            if job.worker is not None:
+                job.worker.kill()
+        tasks = [t for t in self._background if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._callbacks.close()
+        await self._store.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _finish(self, job: Job, status: str, *, result: Any = None, message: str | None = None,
+                      result_type: str | None = None, error_status: int | None = None) -> None:
+        """Record a job's end (once), clean its inputs, send its callback."""
+        if job.is_finished:
+            return
+        job.status, job.finished, job.message = status, time.time(), message
+        job.result, job.result_type, job.error_status = result, result_type, error_status
+        if status == DONE and job.progress is not None:
+            job.progress = 1.0
+        job.kwargs = None
+        shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
+        await self._store.save(job)
+        LOG.info("%s %s of %s: %s%s", job.kind, job.id, job.model, status, f" ({message})" if message else "")
+        self._callbacks.schedule(job)
+
+    async def _create(self, job: Job, callback_url: str | None) -> Job:
+        if callback_url:
+            job.callback_url, job.callback_status = callback_url, PENDING
+        await self._store.insert(job)  # durable before the client hears of the job
+        self._jobs[job.id] = job
+        return job
+
+    # --- cancel -----------------------------------------------------------------
+
+    async def cancel(self, kind: str, model: str, job_id: str) -> Job:
+        job = self.get(kind, model, job_id)
+        if job.is_finished:
+            raise Conflict(
+                f"{'Training' if kind == TRAINING else 'Prediction'} '{job_id}' already finished "
+                f"({job.status}); only a queued or running job can be cancelled",
+                details={"model": model, "uuid": job_id, "status": job.status},
+            )
+        if job in self._training_queue:
+            self._training_queue.remove(job)
+        started = job.status == RUNNING
+        await self._finish(job, CANCELLED, message="cancelled by request" + ("" if started else " before it started"))
+        if job.worker is not None:
+            job.worker.kill()
+        if job.task is not None and not job.task.done():
+            job.task.cancel()
+            await asyncio.wait({job.task}, timeout=10)
+        return job
+
+    # --- trainings --------------------------------------------------------------
+
+    async def submit_training(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
+                              inputs_dir: Path | None, callback_url: str | None = None) -> Job:
+        job = Job(job_id, TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
+        job.kwargs = dict(kwargs)
+        await self._create(job, callback_url)
+        self._training_queue.append(job)
+        self._start_trainings()
+        return job
+
+    def _start_trainings(self) -> None:
+        while self._training_queue and len(self._trainings_running) < self._settings.max_concurrent_trainings:
+            job = self._training_queue.popleft()
+            self._trainings_running.add(job)
+            job.status, job.started = RUNNING, time.time()  # already in the answer to the POST
+            job.task = self._spawn(self._run_training(job))
+
+    async def _run_training(self, job: Job) -> None:
+        model = self._models[job.model]
+        await self._store.save(job, "status", "started")
+        self.job_dir(job.id).mkdir(parents=True, exist_ok=True)
+        config = WorkerConfig(
+            model=model.name, warm=self._settings.warm, storage_dir=str(self._settings.models_dir / model.name),
+            log_level=self._settings.log_level, log_file=str(self.log_path(job)),
+        )
+        worker = WorkerProcess(model.ref, config, self._context,
+                               on_progress=lambda fraction, note: self._progress(job, fraction, note))
+        job.worker = worker
+        outcome: tuple[str, Any, str | None] = (ERROR, None, "the training did not finish")
+        try:
+            outcome = await self._train(worker, model, job.kwargs or {})
+        except WorkerStartFailed as exc:
+            outcome = (ERROR, None, f"the training process could not load the model: {exc}")
+        except WorkerDied as exc:
+            outcome = (ERROR, None, f"the training process died (exit code {exc.exitcode})")
+        except asyncio.CancelledError:
+            outcome = (CANCELLED, None, "cancelled")
+            raise
+        except Exception as exc:  # keep the server alive whatever happens here
+            LOG.exception("training %s of %s failed", job.id, model.name)
+            outcome = (ERROR, None, f"{type(exc).__name__}: {exc}")
+        finally:
+            # Release everything before the status says the training is over.
+            await asyncio.shield(worker.stop(timeout=0 if job.is_finished else 2.0))
+            job.worker = None
+            status, result, message = outcome
+            await asyncio.shield(self._finish(job, status, result=result, message=message))
+            self._trainings_running.discard(job)
+            self._start_trainings()
+
+    async def _train(self, worker: WorkerProcess, model: ServedModel,
+                     kwargs: Mapping[str, Any]) -> tuple[str, Any, str | None]:
+        await worker.start()
+        kind, value = await worker.call("train", kwargs)
+        if kind == "err":
+            return ERROR, None, _failure_text(value)
+        try:
+            output = to_jsonable(value)
+        except (TypeError, ValueError) as exc:
+            return ERROR, None, f"train() returned a value that is not JSON: {exc}"
+        try:
+            await model.runner.reload()
+        except WorkerStartFailed as exc:
+            return ERROR, None, f"training finished, but the model could not be warmed again: {exc}"
+        await model.refresh_metadata()
+        return DONE, output, None
+
+    def _progress(self, job: Job, fraction: float, message: str | None) -> None:
+        job.progress, job.progress_message = fraction, message
+        now = time.monotonic()
+        if now - self._progress_saved.get(job.id, 0.0) >= PROGRESS_SAVE_INTERVAL:
+            self._progress_saved[job.id] = now
+            self._spawn(self._store.save(job, "progress", "progress_message"))
+
+    # --- asynchronous predictions -------------------------------------------------
+
+    async def submit_prediction(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
+                                inputs_dir: Path | None, callback_url: str | None = None) -> Job:
+        job = Job(job_id, PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
+        job.kwargs = dict(kwargs)
+        await self._create(job, callback_url)
+        job.task = self._spawn(self._run_prediction(job, model))
+        return job
+
+    async def _run_prediction(self, job: Job, model: ServedModel) -> None:
+        slots = self._prediction_slots.setdefault(model.name, asyncio.Semaphore(model.options.workers))
+        try:
+            async with slots:
+                if job.is_finished:  # cancelled while queued
+                    return
+                job.status, job.started = RUNNING, time.time()
+                await self._store.save(job, "status", "started")
+                kwargs = job.kwargs or {}
+                try:
+                    result = await self._predict(model, kwargs)
+                    output = prediction_output(model, result, kwargs.get("accept"))
+                except DeepaasError as exc:
+                    await self._finish(job, ERROR, message=exc.message, error_status=exc.status)
+                    return
+                if output.is_json:
+                    await self._finish(job, DONE, result=output.json)
+                else:
+                    await asyncio.to_thread(self._keep_result, job, output)
+                    await self._finish(job, DONE, result={"filename": output.filename},
+                                       result_type=output.content_type)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep the server alive whatever happens here
+            LOG.exception("prediction %s of %s failed", job.id, model.name)
+            await self._finish(job, ERROR, message=f"{type(exc).__name__}: {exc}", error_status=500)
+
+    async def _predict(self, model: ServedModel, kwargs: Mapping[str, Any]) -> Any:
+        delay = 0.05
+        while True:
+            try:
+                return await model.predict(kwargs)
+            except QueueFull:  # a job can wait; synchronous clients are the ones that cannot
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _keep_result(self, job: Job, output: PredictionOutput) -> None:
+        path = self.result_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if output.path is not None:
+            shutil.copyfile(output.path, path)
+        else:
+            path.write_bytes(output.body or b"")
+
+    # --- retention ---------------------------------------------------------------
+
+    async def expire(self) -> int:
+        """Remove asynchronous predictions finished longer than the retention ago."""
+        cutoff = time.time() - self._settings.prediction_retention
+        old = [j for j in self._jobs.values()
+               if j.kind == PREDICTION and j.is_finished and j.finished is not None and j.finished <= cutoff
+               and j.callback_status != PENDING]
+        if not old:
+            return 0
+        await self._store.delete([j.id for j in old])
+        for job in old:
+            del self._jobs[job.id]
+            await asyncio.to_thread(shutil.rmtree, self.job_dir(job.id), True)
+        LOG.info("removed %d asynchronous predictions older than %ss", len(old), self._settings.prediction_retention)
+        return len(old)
+
+    async def _expire_loop(self) -> None:
+        interval = min(60.0, max(0.5, self._settings.prediction_retention / 10))
+        while True:
+            try:
+                await self.expire()
+            except Exception:  # the next round tries again
+                LOG.exception("removing expired predictions failed")
+            await asyncio.sleep(interval)
+
+
+def _failure_text(failure: CallFailure) -> str:
+    return f"{failure.exc_type}: {failure.message}" if failure.message else failure.exc_type
+

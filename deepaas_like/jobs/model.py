@@ -1,0 +1,127 @@
+"""A job, as the server keeps it and as the API shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRAINING, PREDICTION = "training", "prediction"
+QUEUED, RUNNING, DONE, ERROR, CANCELLED, INTERRUPTED = (
+    "queued", "running", "done", "error", "cancelled", "interrupted")
+STATUSES = (QUEUED, RUNNING, DONE, ERROR, CANCELLED, INTERRUPTED)
+FINISHED = {DONE, ERROR, CANCELLED, INTERRUPTED}
+
+
+def _stamp(epoch: float | None) -> str | None:
+    """DEEPaaS's date format: ``2026-11-22 11:13:42.574455`` (server local time)."""
+    return str(datetime.datetime.fromtimestamp(epoch)) if epoch is not None else None
+
+
+def _duration(start: float | None, end: float | None) -> str | None:
+    if start is None or end is None:
+        return None
+    return str(datetime.timedelta(seconds=end - start))
+
+
+@dataclass(eq=False)
+class Job:
+    """One training or asynchronous prediction of one model.
+
+    The persisted fields are the dataclass fields up to ``callback_error``; the rest
+    only exists while the server runs the job.
+    """
+
+    id: str
+    kind: str
+    model: str
+    args: dict[str, Any]
+    status: str = QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    result: Any = None
+    result_type: str | None = None  # content type of a non-JSON prediction result (a file)
+    error_status: int | None = None  # HTTP status the error would have had (predictions)
+    message: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    callback_url: str | None = None
+    callback_status: str | None = None  # pending, delivered, failed
+    callback_attempts: int = 0
+    callback_error: str | None = None
+    # --- runtime only -----------------------------------------------------------
+    task: asyncio.Task | None = field(default=None, repr=False)
+    worker: Any = field(default=None, repr=False)
+    inputs_dir: Path | None = field(default=None, repr=False)
+    kwargs: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    def _common(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.started is not None:
+            doc["started"] = _stamp(self.started)
+        if self.finished is not None:
+            doc["finish_date"] = _stamp(self.finished)
+            doc["duration"] = _duration(self.started or self.created, self.finished)
+        if self.message:
+            doc["message"] = self.message
+        if self.progress is not None:
+            doc["progress"] = self.progress
+        if self.progress_message:
+            doc["progress_message"] = self.progress_message
+        if self.callback_url:
+            doc["callback"] = {
+                "url": self.callback_url,
+                "status": self.callback_status,
+                "attempts": self.callback_attempts,
+                **({"error": self.callback_error} if self.callback_error else {}),
+            }
+        return doc
+
+    def training_document(self, base: str) -> dict[str, Any]:
+        """DEEPaaS's training document, plus queue, progress, log and callback fields."""
+        doc: dict[str, Any] = {
+            "date": _stamp(self.created),
+            "args": self.args,
+            "uuid": self.id,
+            "status": self.status,
+            "model": self.model,
+        }
+        if self.status == DONE:
+            doc["result"] = {
+                "output": self.result,
+                "finish_date": _stamp(self.finished),
+                "duration": _duration(self.started or self.created, self.finished),
+            }
+        doc.update(self._common())
+        doc["links"] = {"self": f"{base}/train/{self.id}", "log": f"{base}/train/{self.id}/log"}
+        return doc
+
+    def prediction_document(self, base: str) -> dict[str, Any]:
+        """An asynchronous prediction: status, and when done the synchronous body."""
+        url = f"{base}/predictions/{self.id}"
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "uuid": self.id,
+            "model": self.model,
+            "status": self.status,
+            "date": _stamp(self.created),
+            "args": self.args,
+        }
+        if self.status == DONE:
+            if self.result_type is None:
+                doc["result"] = self.result
+            else:
+                doc["result_type"] = self.result_type
+        if self.status == ERROR and self.error_status is not None:
+            doc["error_status"] = self.error_status
+        doc.update(self._common())
+        doc["links"] = {"self": url, **({"result": f"{url}/result"} if self.status == DONE else {})}
+        return doc
