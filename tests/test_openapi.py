@@ -86,3 +86,23 @@ async def test_swagger_ui_is_served_offline(serve):
         assert len(await response.read()) > 100, asset
     redirect = await client.get("/ui", allow_redirects=False)
     assert redirect.status == 302 and redirect.headers["Location"] == "/api"
+
+
+async def test_jobs_in_the_spec(serve):
+    client = await serve("irisbench", "demo", executor="thread")
+    spec = await spec_of(client)
+    validate(spec)
+    paths = spec["paths"]
+    predictions = paths["/v2/models/irisbench/predictions/"]
+    assert set(predictions) == {"post", "get"}
+    assert "202" in predictions["post"]["responses"]
+    assert predictions["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["top_k"]["maximum"] == 3
+    assert {p["name"] for p in predictions["get"]["parameters"]} == {"status", "limit", "offset"}
+    assert set(paths["/v2/models/irisbench/predictions/{uuid}"]) == {"parameters", "get", "delete"}
+    assert "image/png" in paths["/v2/models/demo/predictions/{uuid}/result"]["get"]["responses"]["200"]["content"]
+    assert "text/plain" in paths["/v2/models/irisbench/train/{uuid}/log"]["get"]["responses"]["200"]["content"]
+    schemas = spec["components"]["schemas"]
+    assert "interrupted" in schemas["TrainingJob"]["properties"]["status"]["enum"]
+    assert {"progress", "queue_position", "callback"} <= set(schemas["TrainingJob"]["properties"])
+    assert {"result", "result_type", "error_status"} <= set(schemas["PredictionJob"]["properties"])
+    assert "/metrics" in paths and "/v2/models/irisbench/ready" in paths

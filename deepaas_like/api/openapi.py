@@ -99,59 +99,81 @@ def _predict_operation(model: ServedModel) -> dict[str, Any]:
     return operation
 
 
-def _training_paths(model: ServedModel) -> dict[str, dict[str, Any]]:
-    job = {"application/json": {"schema": {"$ref": "#/components/schemas/TrainingJob"}}}
-    start: dict[str, Any] = {
-        "tags": [model.name],
-        "summary": f"Start a training of {model.name}",
-        "description": "Starts the training in a process of its own and answers at once with "
-        "its document; poll it with GET .../train/{uuid}.",
-        "operationId": f"{_slug(model.name)}_train",
+def _job_paths(model: ServedModel, kind: str) -> dict[str, dict[str, Any]]:
+    """Submit, list, get, cancel (and log or result) of trainings or predictions."""
+    training = kind == "training"
+    schema = {"$ref": f"#/components/schemas/{'TrainingJob' if training else 'PredictionJob'}"}
+    job = {"application/json": {"schema": schema}}
+    slug, tag = _slug(model.name), [model.name]
+    base = f"/v2/models/{model.name}/{'train' if training else 'predictions'}/"
+    callback = ("Add `callback_url` (an http(s) URL) to have the finished job's document POSTed there, "
+                "with retries; the delivery is recorded in `callback`.")
+    submit: dict[str, Any] = {
+        "tags": tag,
+        "summary": f"Start a training of {model.name}" if training else f"Predict with {model.name}, asynchronously",
+        "description": (
+            "Queues the training (it runs in a process of its own, first in first out) and answers its "
+            "document at once; follow it with GET .../train/{uuid}. " if training else
+            "Takes the same arguments as predict, validated at once (422), and answers 202 with the job; "
+            "its URL is in Location. " ) + callback,
+        "operationId": f"{slug}_{'train' if training else 'submit_prediction'}",
         "responses": {
-            "200": {"description": "The training was started", "content": job},
+            "200" if training else "202": {"description": "The job", "content": job},
             **_error_responses(400, 413, 415, 422, 501, 503),
         },
     }
-    body = _request_body(model.train_args)
+    body = _request_body(model.train_args if training else model.predict_args)
     if body:
-        start["requestBody"] = body
+        submit["requestBody"] = body
     uuid_param = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
-    base = f"/v2/models/{model.name}/train/"
-    return {
+    filters = [
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [
+            "queued", "running", "done", "error", "cancelled", "interrupted"]}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    ]
+    listed = {"description": "The jobs, oldest first (total in X-Total-Count)",
+              "headers": {"X-Total-Count": {"schema": {"type": "integer"}}},
+              "content": {"application/json": {"schema": {"type": "array", "items": schema}}}}
+    what = "training" if training else "prediction"
+    paths: dict[str, dict[str, Any]] = {
         base: {
-            "post": start,
-            "get": {
-                "tags": [model.name],
-                "summary": f"List the trainings of {model.name}",
-                "operationId": f"{_slug(model.name)}_list_trainings",
-                "responses": {
-                    "200": {
-                        "description": "Every training, oldest first",
-                        "content": {"application/json": {"schema": {
-                            "type": "array", "items": {"$ref": "#/components/schemas/TrainingJob"}}}},
-                    }
-                },
-            },
+            "post": submit,
+            "get": {"tags": tag, "summary": f"List the {what}s of {model.name}", "parameters": filters,
+                    "operationId": f"{slug}_list_{what}s", "responses": {"200": listed, **_error_responses(422)}},
         },
         base + "{uuid}": {
             "parameters": [uuid_param],
-            "get": {
-                "tags": [model.name],
-                "summary": "Status of a training (with its result, duration or error)",
-                "operationId": f"{_slug(model.name)}_get_training",
-                "responses": {"200": {"description": "The training", "content": job}, **_error_responses(404)},
-            },
-            "delete": {
-                "tags": [model.name],
-                "summary": "Cancel a running training (its process is stopped)",
-                "operationId": f"{_slug(model.name)}_cancel_training",
-                "responses": {
-                    "200": {"description": "The cancelled training", "content": job},
-                    **_error_responses(404, 409),
-                },
-            },
+            "get": {"tags": tag, "summary": f"Status of a {what} (with its result, duration or error)",
+                    "operationId": f"{slug}_get_{what}",
+                    "responses": {"200": {"description": "The job", "content": job}, **_error_responses(404)}},
+            "delete": {"tags": tag, "summary": f"Cancel a queued or running {what} (a running training's "
+                                               "process is stopped)",
+                       "operationId": f"{slug}_cancel_{what}",
+                       "responses": {"200": {"description": "The cancelled job", "content": job},
+                                     **_error_responses(404, 409)}},
         },
     }
+    if training:
+        paths[base + "{uuid}/log"] = {"parameters": [uuid_param], "get": {
+            "tags": tag, "summary": "The training's output so far (stdout, stderr and logging)",
+            "operationId": f"{slug}_training_log",
+            "parameters": [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": {"description": "Text; X-Log-Size is the log's size",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_error_responses(404, 422)}}}
+    else:
+        result_content: dict[str, Any] = {"application/json": {"schema": model.response_schema or {
+            "$ref": "#/components/schemas/Prediction"}}}
+        for choice in model.predict_args.accept_choices or []:
+            if isinstance(choice, str) and choice not in ("application/json", "*/*"):
+                result_content[choice] = {"schema": {"type": "string", "format": "binary"}}
+        paths[base + "{uuid}/result"] = {"parameters": [uuid_param], "get": {
+            "tags": tag, "summary": "The finished prediction's body, as a synchronous predict answers it",
+            "operationId": f"{slug}_prediction_result",
+            "responses": {"200": {"description": "The prediction", "content": result_content},
+                          **_error_responses(404)}}}
+    return paths
 
 
 def _components(spec: APISpec) -> None:
@@ -180,20 +202,45 @@ def _components(spec: APISpec) -> None:
         "properties": {k: {"type": "string"} for k in ("id", "name", "description", "author", "license", "version", "url")}
         | {"links": links},
     })
+    statuses = {"type": "string", "enum": ["queued", "running", "done", "error", "cancelled", "interrupted"]}
+    common = {
+        "uuid": {"type": "string"},
+        "model": {"type": "string"},
+        "date": {"type": "string", "description": "When the job was submitted"},
+        "started": {"type": "string"},
+        "finish_date": {"type": "string"},
+        "duration": {"type": "string"},
+        "status": statuses,
+        "args": {"type": "object", "description": "The validated arguments (files by name)"},
+        "message": {"type": "string", "description": "Why it failed, was cancelled or was interrupted"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "callback": {**obj, "properties": {
+            "url": {"type": "string"}, "attempts": {"type": "integer"}, "error": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "delivered", "failed"]}}},
+    }
     spec.components.schema("TrainingJob", {
         **obj, "required": ["uuid", "date", "status", "args"],
         "properties": {
-            "uuid": {"type": "string"},
-            "model": {"type": "string"},
-            "date": {"type": "string", "description": "When the training was submitted"},
-            "status": {"type": "string", "enum": ["running", "done", "error", "cancelled"]},
-            "args": {"type": "object", "description": "The validated arguments (files by name)"},
+            **common,
             "result": {**obj, "properties": {
                 "output": {"description": "What train() returned"},
                 "finish_date": {"type": "string"},
                 "duration": {"type": "string"},
             }},
-            "message": {"type": "string", "description": "Why it failed or was cancelled"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "progress_message": {"type": "string"},
+            "queue_position": {"type": "integer", "description": "While queued: 1 starts next"},
+        },
+    })
+    spec.components.schema("PredictionJob", {
+        **obj, "required": ["id", "date", "status", "args"],
+        "properties": {
+            **common,
+            "id": {"type": "string"},
+            "result": {"description": "When done: the body a synchronous predict answers (JSON results)"},
+            "result_type": {"type": "string", "description": "When done with a non-JSON result: its type; "
+                                                             "download it from links.result"},
+            "error_status": {"type": "integer", "description": "The HTTP status a synchronous predict would have had"},
         },
     })
 
@@ -212,6 +259,10 @@ def _static_paths(spec: APISpec) -> None:
     spec.path("/v2/models/", operations=get("models", "Every served model with its metadata", {
         "type": "object", "properties": {"models": {"type": "array", "items": meta}}}, "list_models"))
     spec.path("/v2/health/live", operations=get("health", "The server is alive", {"type": "object"}, "health_live"))
+    spec.path("/metrics", operations={"get": {
+        "tags": ["health"], "summary": "Prometheus metrics", "operationId": "metrics",
+        "responses": {"200": {"description": "Prometheus text exposition",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}}}})
     spec.path("/v2/health/ready", operations=get(
         "health", "Every model is warm and has a live worker", {"type": "object"}, "health_ready",
         {"503": {"description": "Some model is not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}))
@@ -241,10 +292,21 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": "#/components/schemas/ModelMeta"}}}},
                     **_error_responses(404)},
             }})
+            spec.path(f"/v2/models/{model.name}/ready", operations={"get": {
+                "tags": [model.name], "summary": f"Readiness of {model.name}",
+                "operationId": f"{_slug(model.name)}_ready",
+                "responses": {"200": {"description": "Warm, with a live worker", "content": {
+                    "application/json": {"schema": {"type": "object"}}}},
+                    "503": {"description": "Not ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    **_error_responses(404)},
+            }})
+            job_paths: dict[str, dict[str, Any]] = {}
             if settings.predict_endpoint and model.can_predict:
                 spec.path(f"/v2/models/{model.name}/predict/", operations={"post": _predict_operation(model)})
+                job_paths.update(_job_paths(model, "prediction"))
             if settings.train_endpoint and model.can_train:
-                for path, operations in _training_paths(model).items():
-                    parameters = operations.pop("parameters", None)
-                    spec.path(path, operations=operations, parameters=parameters)
+                job_paths.update(_job_paths(model, "training"))
+            for path, operations in job_paths.items():
+                parameters = operations.pop("parameters", None)
+                spec.path(path, operations=operations, parameters=parameters)
         return spec.to_dict()
