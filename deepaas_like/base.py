@@ -169,4 +169,8 @@ class BaseModel(metaclass=abc.ABCMeta):
         When ``train`` returns, the server starts fresh workers, waits for their
         ``warm``, and switches every prediction over to them before it reports the
         training ``done``.
+
+        Whatever the training prints (stdout, stderr, ``logging``, native code) is kept
+        as its log, readable at ``GET .../train/{uuid}/log`` while it runs; call
+        :func:`deepaas_like.report_progress` to show how far it is.
         """

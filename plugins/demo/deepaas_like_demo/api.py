@@ -21,7 +21,7 @@ from typing import Any
 
 from webargs import fields, validate
 
-from deepaas_like import BaseModel, File, storage_dir
+from deepaas_like import BaseModel, File, report_progress, storage_dir
 
 from . import png
 
@@ -177,6 +177,7 @@ class DemoModel(BaseModel):
             offset += (target_mean - reference - offset) * 0.5
             time.sleep(epoch_seconds)
             print(f"epoch {step + 1}/{epochs}: offset={offset:.4f}", flush=True)
+            report_progress((step + 1) / epochs, f"epoch {step + 1}/{epochs}")
         state = {"offset": offset, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (storage_dir() / STATE_FILE).write_text(json.dumps(state))
         return {"offset": offset, "epochs": epochs, "loss": abs(target_mean - reference - offset),
