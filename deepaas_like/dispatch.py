@@ -161,7 +161,7 @@ class Dispatcher:
             LOG.exception("model %s: dispatching a group failed", self._runner.name)
             outcomes = [exc] * len(group)
         retry = []
-        for request, outcome in zip(group, outcomes):
+        for request, outcome in zip(group, outcomes, strict=True):
             if outcome is REQUEUE:
                 retry.append(request)
             elif request.future.done():

@@ -1,7 +1,5 @@
 """DEEPaaS v2 compatibility: the `deepaas` import names, and installing an old plugin."""
 
-import io
-import os
 import subprocess
 import sys
 import sysconfig

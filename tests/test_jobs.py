@@ -2,30 +2,15 @@
 predictions, retention, callbacks, and every bad input answered with a JSON 4xx."""
 
 import asyncio
-import io
-import os
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
+from polling import finished, wait_for
+
 IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-
-async def wait_for(client, url, until, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await (await client.get(url)).json()
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, f"timed out on {url}: {body}"
-        await asyncio.sleep(0.05)
-
-
-def finished(body):
-    return body["status"] not in ("queued", "running")
 
 
 async def test_trainings_queue_first_in_first_out(serve, plugins):
@@ -231,15 +216,3 @@ async def test_callback_failure_is_recorded(serve, receiver):
     failed = await wait_for(client, f"/v2/models/irisbench/predictions/{unreachable['id']}",
                             lambda b: b.get("callback", {}).get("status") == "failed")
     assert "Connect" in failed["callback"]["error"] or "refused" in failed["callback"]["error"]
-
-
-async def test_training_inputs_live_as_long_as_the_job(serve, plugins, make_settings):
-    plugins.install("file-io", fixture="file_io")
-    client = await serve("file-io")
-    form = aiohttp.FormData()
-    form.add_field("data", io.BytesIO(b"0123456789"), filename="train.csv")
-    job = await (await client.post("/v2/models/file-io/train/", data=form)).json()
-    done = await wait_for(client, f"/v2/models/file-io/train/{job['uuid']}", finished)
-    path = done["result"]["output"]["path"]
-    assert path.startswith(os.path.join(make_settings().data_dir, "jobs", job["uuid"], "inputs"))
-    assert not os.path.exists(path)

@@ -6,7 +6,7 @@ import pytest
 
 import re
 
-from deepaas_like.settings import Settings, SettingsError, load_settings, render_sample_config, settings_fields
+from deepaas_like.settings import SettingsError, load_settings, render_sample_config, settings_fields
 
 SAMPLE = Path(__file__).parent.parent / "etc" / "deepaas_like.conf.sample"
 

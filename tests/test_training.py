@@ -7,15 +7,7 @@ import time
 
 import aiohttp
 
-
-async def poll(client, url, until, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await (await client.get(url)).json()
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, f"timed out waiting on {url}: {body}"
-        await asyncio.sleep(0.05)
+from polling import wait_for
 
 
 async def test_training_lifecycle_deepaas_shapes(serve):
@@ -26,7 +18,7 @@ async def test_training_lifecycle_deepaas_shapes(serve):
     assert job["status"] == "running"
     assert job["args"] == {"n_estimators": 5, "test_size": 0.3, "seed": 0, "delay_s": 0.0}
     url = f"/v2/models/irisbench/train/{job['uuid']}"
-    done = await poll(client, url, lambda b: b["status"] != "running")
+    done = await wait_for(client, url, lambda b: b["status"] != "running")
     assert done["status"] == "done", done
     assert done["result"]["output"]["n_estimators"] == 5
     assert done["result"]["output"]["accuracy"] > 0.5
@@ -41,7 +33,7 @@ async def test_training_errors_are_reported_even_for_http_exceptions(serve, plug
     client = await serve("failing")
     for how, text in (("http", "training data missing"), ("boom", "RuntimeError: training exploded")):
         job = await (await client.post("/v2/models/failing/train/", json={"how": how})).json()
-        done = await poll(client, f"/v2/models/failing/train/{job['uuid']}", lambda b: b["status"] != "running")
+        done = await wait_for(client, f"/v2/models/failing/train/{job['uuid']}", lambda b: b["status"] != "running")
         assert done["status"] == "error"
         assert text in done["message"]
 
@@ -64,7 +56,7 @@ async def test_cancel_stops_the_training_process(serve, plugins):
     assert cancelled.status == 200
     body = await cancelled.json()
     assert body["status"] == "cancelled"
-    gone = await poll(client, f"/v2/models/slow/train/{job['uuid']}", lambda b: True)
+    gone = await wait_for(client, f"/v2/models/slow/train/{job['uuid']}", lambda b: True)
     assert gone["status"] == "cancelled"
     assert len(running_pids) >= 2  # the predict worker and the training process
     survivors = _children_running("slow")
@@ -114,7 +106,7 @@ async def test_training_is_visible_to_every_worker(serve, plugins):
     assert before["predictions"]["version"] == 0
     old_pids = {before["predictions"]["pid"]}
     job = await (await client.post("/v2/models/trainer/train/", json={"version": 7})).json()
-    done = await poll(client, f"/v2/models/trainer/train/{job['uuid']}", lambda b: b["status"] != "running")
+    done = await wait_for(client, f"/v2/models/trainer/train/{job['uuid']}", lambda b: b["status"] != "running")
     assert done["status"] == "done"
     answers = await asyncio.gather(*(client.post("/v2/models/trainer/predict/") for _ in range(20)))
     bodies = [await r.json() for r in answers]
@@ -133,9 +125,10 @@ async def test_training_with_an_uploaded_file(serve, plugins, make_settings):
     job = await (await client.post("/v2/models/file-io/train/", data=form)).json()
     assert job["args"]["data"] == {"name": "data", "content_type": "application/octet-stream",
                                    "original_filename": "train.csv"}
-    done = await poll(client, f"/v2/models/file-io/train/{job['uuid']}", lambda b: b["status"] != "running")
+    done = await wait_for(client, f"/v2/models/file-io/train/{job['uuid']}", lambda b: b["status"] != "running")
     assert done["status"] == "done", done
     output = done["result"]["output"]
     assert output["size"] == 10
-    assert output["path"].startswith(make_settings().data_dir)
+    inputs = os.path.join(make_settings().data_dir, "jobs", job["uuid"], "inputs")
+    assert output["path"].startswith(inputs)  # kept with the job while it needed them
     assert not os.path.exists(output["path"])  # removed when the training ended

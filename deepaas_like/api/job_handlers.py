@@ -107,6 +107,16 @@ def _job(request: web.Request, kind: str) -> tuple[JobManager, Job]:
     return jobs, jobs.get(kind, model.name, request.match_info["uuid"])
 
 
+def _show(request: web.Request, kind: str) -> web.Response:
+    jobs, job = _job(request, kind)
+    return _json(jobs.document(job))
+
+
+async def _cancel(request: web.Request, kind: str) -> web.Response:
+    jobs, job = _job(request, kind)
+    return _json(jobs.document(await jobs.cancel(kind, job.model, job.id)))
+
+
 # --- trainings -------------------------------------------------------------------
 
 
@@ -121,14 +131,11 @@ async def list_trainings(request: web.Request) -> web.Response:
 
 
 async def get_training(request: web.Request) -> web.Response:
-    jobs, job = _job(request, TRAINING)
-    return _json(jobs.document(job))
+    return _show(request, TRAINING)
 
 
 async def cancel_training(request: web.Request) -> web.Response:
-    model = request.app[MODELS].get_model(request.match_info["name"])
-    jobs = request.app[JOBS]
-    return _json(jobs.document(await jobs.cancel(TRAINING, model.name, request.match_info["uuid"])))
+    return await _cancel(request, TRAINING)
 
 
 async def training_log(request: web.Request) -> web.Response:
@@ -165,14 +172,11 @@ async def list_predictions(request: web.Request) -> web.Response:
 
 
 async def get_prediction(request: web.Request) -> web.Response:
-    jobs, job = _job(request, PREDICTION)
-    return _json(jobs.document(job))
+    return _show(request, PREDICTION)
 
 
 async def cancel_prediction(request: web.Request) -> web.Response:
-    model = request.app[MODELS].get_model(request.match_info["name"])
-    jobs = request.app[JOBS]
-    return _json(jobs.document(await jobs.cancel(PREDICTION, model.name, request.match_info["uuid"])))
+    return await _cancel(request, PREDICTION)
 
 
 async def prediction_result(request: web.Request) -> web.StreamResponse:

@@ -100,7 +100,7 @@ class JobStore:
 
     @staticmethod
     def _job(row: tuple) -> Job:
-        values = dict(zip(PERSISTED, row))
+        values = dict(zip(PERSISTED, row, strict=True))
         for name in JSON_COLUMNS:
             values[name] = json.loads(values[name]) if values[name] is not None else None
         for name in ("created", "started", "finished", "progress"):
