@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import itertools
 import logging
 import multiprocessing
+import queue
+import threading
 import time
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from .adapter import ModelAdapter, execute_group, failure_from_exception, raise_failure
 from .errors import ModelUnavailable, PredictTimeout, QueueFull
@@ -338,6 +339,65 @@ class ProcessRunner(Runner[WorkerProcess]):
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
+class DaemonThreads:
+    """``count`` daemon threads running submitted callables, first come first served.
+
+    Daemon threads, unlike a ThreadPoolExecutor's, do not hold up the interpreter's
+    exit: a model call that never returns cannot keep the server from stopping.
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._queue.put(job)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on one of the threads, awaited from the event loop."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                post(loop, _settle, future, None, exc)
+            else:
+                post(loop, _settle, future, result, None)
+
+        self.submit(job)
+        return await future
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """Hand a result from a model thread to the event loop, if the server still runs."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: the server stopped while the call ran
+        if not loop.is_closed():
+            raise
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class ThreadRunner(Runner[int]):
     """The model instance lives in the server process; calls run on ``size`` threads.
 
@@ -353,9 +413,7 @@ class ThreadRunner(Runner[int]):
         super().__init__(name, size, max_queue)
         self._adapter = adapter
         self._warm = warm
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=size, thread_name_prefix=f"deepaas-like-{name}"
-        )
+        self._threads: DaemonThreads | None = None
         self._ready = False
         self._busy = 0
 
@@ -374,9 +432,10 @@ class ThreadRunner(Runner[int]):
         }
 
     async def start(self) -> None:
+        self._threads = DaemonThreads(self.size, f"deepaas-like-{self.name}")
         if self._warm:
             try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self._adapter.warm)
+                await self._threads.run(self._adapter.warm)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # as in a worker process: report, do not crash
@@ -413,7 +472,7 @@ class ThreadRunner(Runner[int]):
                 chunk = finished[:]
                 finished.clear()
                 last_post[0] = now
-                loop.call_soon_threadsafe(resolve, chunk)
+                post(loop, resolve, chunk)
 
         def work() -> None:  # one wake-up of the event loop per group, at its end
             error = None
@@ -421,10 +480,11 @@ class ThreadRunner(Runner[int]):
                 execute_group(self._adapter, method, payloads, deliver)
             except BaseException as exc:  # noqa: BLE001 - handed to the event loop
                 error = exc
-            loop.call_soon_threadsafe(finish, finished[:], error)
+            post(loop, finish, finished[:], error)
 
         self._busy += 1
-        self._pool.submit(work)
+        assert self._threads is not None, "the runner was not started"
+        self._threads.submit(work)
         outcomes: list[Any] = []
         for index, future in enumerate(futures):
             wait = timeout if timeout and (index == 0 or not together) else None
@@ -443,4 +503,5 @@ class ThreadRunner(Runner[int]):
         self._stopping = True
         self._ready = False
         self._fail_waiters()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.stop()

@@ -2,6 +2,7 @@
 
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -82,3 +83,28 @@ def test_port_in_use_is_a_clear_error(server_factory):
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
     assert first.stop() == 0
+
+
+def test_stops_promptly_with_a_stuck_thread_mode_prediction(server_factory, plugins):
+    plugins.install("slow")
+    server = server_factory("--model-name", "slow", "--executor", "thread", "--shutdown-timeout", "1",
+                            env={"PYTHONPATH": str(plugins.path)})
+    server.wait_banner()
+    server.wait_ready()
+    outcome: list = []
+
+    def stuck_request() -> None:
+        try:
+            outcome.append(server.request("POST", "/v2/models/slow/predict/", b'{"seconds": 120}',
+                                          {"Content-Type": "application/json"}, timeout=30))
+        except OSError as exc:  # cut off after the shutdown grace period
+            outcome.append(exc)
+
+    client = threading.Thread(target=stuck_request, daemon=True)
+    client.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    client.join(10)
+    assert outcome and isinstance(outcome[0], OSError)  # the stuck request did not hold the server
