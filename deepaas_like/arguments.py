@@ -93,13 +93,6 @@ class ArgumentSources:
     json: Mapping[str, Any] | None = None
     accept_header: str | None = None
 
-    def keys(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for source in (self.query, self.form, self.files, self.json or {}):
-            for key in source.keys():
-                seen.setdefault(key, None)
-        return list(seen)
-
 
 class ArgumentSpec:
     """The validated arguments of one method (``predict`` or ``train``) of a model."""

@@ -95,10 +95,6 @@ class ServedModel:
         await self.wait_ready()
         return await self.dispatcher.submit(kwargs)
 
-    async def call(self, method: str, kwargs: Mapping[str, Any]) -> Any:
-        await self.wait_ready()
-        return await self.runner.call(method, kwargs)
-
     @property
     def waiting(self) -> int:
         """Predictions waiting for a worker (the queue depth)."""
