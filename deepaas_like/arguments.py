@@ -128,12 +128,12 @@ class ArgumentSpec:
             self.schema_class = marshmallow.Schema.from_dict(
                 self.body_fields, name=f"{_camel(model)}{method.capitalize()}Args"
             )
-            self._schema = self.schema_class(unknown=marshmallow.RAISE)
-        # Each field's own deserialize() (bound to the schema): what Schema.load does for
-        # a dict of fields, without its hook and error-store machinery on every request.
+            bound = self.schema_class().load_fields  # the fields bound to a schema instance
+        # Each field's own deserialize(): what Schema.load does for a dict of fields,
+        # without its hook and error-store machinery on every request.
         self._fields = [
             (f.data_key if f.data_key is not None else name, f.attribute or name, f)
-            for name, f in self._schema.load_fields.items()
+            for name, f in bound.items()
         ]
         self.accept_choices = field_choices(self.accept) if self.accept is not None else None
         self.default_accept = self._default_accept()

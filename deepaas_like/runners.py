@@ -92,10 +92,9 @@ class Runner(Generic[Slot]):
         """An idle slot, waiting for one if needed; QueueFull past ``max_queue`` waiters."""
         if self._stopping:
             raise ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name)
-        while self._idle:
-            slot = self._idle.popleft()
-            if self._usable(slot):
-                return slot
+        slot = self.try_acquire()
+        if slot is not None:
+            return slot
         if bounded and self.waiting >= self.max_queue:
             raise QueueFull(self.name, self.max_queue)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
