@@ -5,31 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-import traceback
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NoReturn, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from .errors import ModelError, NotImplementedByModel
+from .calls import CallFailure, MethodMissing, Ok, Outcome, failure_from_exception
 from .files import ReturnedFile
 from .runtime import using_storage_dir
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CallFailure:
-    """What went wrong in a plugin call, as plain data that crosses processes."""
-
-    exc_type: str
-    message: str
-    traceback: str = ""
-    status: int | None = None
-    missing_method: bool = False
-    not_implemented: bool = False
-
-
-class MethodMissing(Exception):
-    """The plugin does not define the method that was asked for."""
 
 
 class ModelAdapter:
@@ -64,8 +46,8 @@ class ModelAdapter:
         if self.has("warm"):
             self.call("warm")
 
-    def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
-        """Predict several requests in one call; one ``("ok"|"err", value)`` per row.
+    def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> list[Outcome]:
+        """Predict several requests in one call; one outcome per row.
 
         With a ``predict_batch(rows) -> list`` the plugin gets every row at once (an
         exception *instance* in the returned list fails only that row). If
@@ -79,43 +61,52 @@ class ModelAdapter:
                 if len(outputs) != len(rows):
                     raise ValueError(f"predict_batch() returned {len(outputs)} results for {len(rows)} rows")
                 return [
-                    ("err", failure_from_exception(out)) if isinstance(out, BaseException)
-                    else ("ok", normalize_output(out))
+                    failure_from_exception(out) if isinstance(out, BaseException) else Ok(normalize_output(out))
                     for out in outputs
                 ]
             except Exception as exc:
                 if not self.has("predict") or len(rows) == 1:
-                    return [("err", failure_from_exception(exc))] * len(rows)
+                    return [failure_from_exception(exc)] * len(rows)
                 LOG.warning("model %s: predict_batch() failed (%s); running the %d rows one by one",
                             self.name, exc, len(rows))
         return [execute(self, "predict", row) for row in rows]
 
 
-def execute(adapter: ModelAdapter, method: str, payload: Mapping[str, Any] | None) -> tuple[str, Any]:
-    """Run one plugin call as a worker does: ``("ok", result)`` or ``("err", CallFailure)``."""
+def execute(adapter: ModelAdapter, method: str, payload: Mapping[str, Any] | None) -> Ok | CallFailure:
+    """Run one plugin call as a worker does: :class:`Ok` or the :class:`CallFailure`."""
     try:
-        return "ok", adapter.call(method, payload)
+        return Ok(adapter.call(method, payload))
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
-        return "err", failure_from_exception(exc)
+        return failure_from_exception(exc)
 
 
 def execute_group(
-    adapter: ModelAdapter, method: str, payloads: Sequence[Any], deliver: Callable[[int, tuple[str, Any]], None]
+    adapter: ModelAdapter,
+    method: str,
+    payloads: Sequence[Any],
+    deliver: Callable[[int, Outcome], None],
+    may_start: Callable[[int], bool] | None = None,
 ) -> None:
     """Run a group of calls, handing each outcome to ``deliver(index, outcome)`` as it comes.
 
     ``method`` ``"predict_batch"`` runs the whole group as one batch (see
-    :meth:`ModelAdapter.predict_many`); any other method runs the rows one by one.
+    :meth:`ModelAdapter.predict_many`); any other method runs the rows one by one, each
+    only if ``may_start(index)`` allows it (a caller that gave up on the rest of the
+    group stops it there; the rows not run are not delivered).
     """
     if method == "predict_batch":
+        if may_start is not None and not may_start(0):
+            return
         try:
             outcomes = adapter.predict_many(payloads)
         except BaseException as exc:  # noqa: BLE001 - reported per row
-            outcomes = [("err", failure_from_exception(exc))] * len(payloads)
+            outcomes = [failure_from_exception(exc)] * len(payloads)
         for index, outcome in enumerate(outcomes):
             deliver(index, outcome)
         return
     for index, payload in enumerate(payloads):
+        if may_start is not None and not may_start(index):
+            return
         deliver(index, execute(adapter, method, payload))
 
 
@@ -143,41 +134,3 @@ def normalize_output(result: Any) -> Any:
                 close()
         return data.encode() if isinstance(data, str) else bytes(data)
     return result
-
-
-def failure_from_exception(exc: BaseException) -> CallFailure:
-    """Describe an exception a plugin raised (aiohttp/werkzeug HTTP errors included)."""
-    if isinstance(exc, MethodMissing):
-        return CallFailure("MethodMissing", str(exc), missing_method=True)
-    status = _http_status(exc)
-    message = str(exc)
-    if status is not None and not message:
-        message = getattr(exc, "reason", "") or getattr(exc, "text", "") or ""
-    if isinstance(exc, SystemExit):
-        message = f"the plugin called sys.exit({exc.code!r})"
-    return CallFailure(
-        exc_type=type(exc).__name__,
-        message=message,
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        status=status,
-        not_implemented=isinstance(exc, NotImplementedError),
-    )
-
-
-def _http_status(exc: BaseException) -> int | None:
-    """An HTTP status carried by the exception, as aiohttp and werkzeug errors do."""
-    for attr in ("status_code", "status", "code"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
-            return value
-    return None
-
-
-def raise_failure(model: str, method: str, failure: CallFailure) -> NoReturn:
-    """Raise the API error that answers a failed plugin call."""
-    if failure.missing_method or failure.not_implemented:
-        raise NotImplementedByModel(
-            f"Model '{model}' does not implement {method}()",
-            details={"model": model},
-        )
-    raise ModelError(model, method, failure.exc_type, failure.message, status=failure.status)

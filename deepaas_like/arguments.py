@@ -5,41 +5,30 @@ may carry them in the query string, an urlencoded or multipart form (files only
 there) and a JSON object body; for each argument the first place that has it wins,
 in that order (DEEPaaS 2.x behaves the same way). Unknown arguments are refused
 with 422 so that a typo never passes silently.
+
+Integer arguments take integral values only (``2``, ``"2"``, ``2.0``): marshmallow's
+``Int`` would truncate ``2.7`` to ``2`` without a word, which is refused here instead.
+An empty form part for an optional file (what a browser form sends for a file input
+left empty) means the file was not given.
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
+import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping
 
 import marshmallow
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
-from marshmallow.warnings import ChangedInMarshmallow4Warning, RemovedInMarshmallow4Warning
 from multidict import MultiDict
 
 from .errors import ArgumentError
 from .files import UploadedFile
+from .legacy import legacy_vocabulary_allowed
 
 JSON = "application/json"
-
-
-@contextlib.contextmanager
-def legacy_vocabulary_allowed() -> Iterator[None]:
-    """Silence the deprecation warnings that DEEPaaS-era plugins trigger by design.
-
-    ``missing=``, ``description=``, ``fields.Field(...)`` and importing
-    ``pkg_resources`` all warn under marshmallow 3.26 / setuptools; they are the
-    vocabulary we promise to accept, so they are not the operator's problem.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RemovedInMarshmallow4Warning)
-        warnings.simplefilter("ignore", ChangedInMarshmallow4Warning)
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*pkg_resources.*", category=DeprecationWarning)
-        yield
+NOT_AN_INTEGER = "Not a valid integer."
 
 
 class File(ma_fields.Raw):
@@ -85,13 +74,17 @@ def _has_default(f: ma_fields.Field) -> bool:
 
 @dataclass
 class ArgumentSources:
-    """The places one request carries arguments in, already read from the body."""
+    """The places one request carries arguments in, already read from the body.
+
+    ``negotiated_accept`` is the ``accept`` choice the request's ``Accept`` header
+    picked (the API layer negotiates it); an explicit ``accept`` argument wins over it.
+    """
 
     query: Mapping[str, str] = field(default_factory=MultiDict)
     form: Mapping[str, str] = field(default_factory=MultiDict)
     files: Mapping[str, UploadedFile] = field(default_factory=MultiDict)
     json: Mapping[str, Any] | None = None
-    accept_header: str | None = None
+    negotiated_accept: str | None = None
 
 
 class ArgumentSpec:
@@ -117,6 +110,8 @@ class ArgumentSpec:
         self._by_key = {(f.data_key or name): f for name, f in self.body_fields.items()}
         self.file_keys = {key for key, f in self._by_key.items() if is_file_field(f)}
         self._multiple = {key for key, f in self._by_key.items() if _is_multiple(f)}
+        self._integers = {key for key, f in self._by_key.items() if _integer_field(f) is not None}
+        self._optional_files = {key for key in self.file_keys if not self._by_key[key].required}
         self._known = {*self._by_key, *(["accept"] if self.accept is not None else [])}
         self.accepted = sorted(self._known)
         self._enum_fields = [
@@ -173,8 +168,10 @@ class ArgumentSpec:
             if key in self.file_keys:
                 if key in sources.files:
                     data[key] = self._value(sources.files, key)
-                else:
+                elif not _is_empty_part(sources.form, key):
                     errors[key] = ["Must be a file upload (send the request as multipart/form-data)."]
+                elif key not in self._optional_files:
+                    errors[key] = ["Missing data for required field."]
             elif key in sources.files:
                 errors[key] = ["Must be a plain value, not a file upload."]
             elif key in sources.query:
@@ -183,8 +180,15 @@ class ArgumentSpec:
                 data[key] = self._value(sources.form, key)
             else:
                 data[key] = body[key]
+        for key in self._integers & data.keys():
+            try:
+                data[key] = _integral(data[key])
+            except ValueError:
+                errors[key] = [NOT_AN_INTEGER]
         result: dict[str, Any] = {}
         for key, attribute, f in self._fields:
+            if key in errors:
+                continue
             try:
                 value = f.deserialize(data.get(key, marshmallow.missing), key, data)
             except marshmallow.ValidationError as exc:
@@ -237,49 +241,55 @@ class ArgumentSpec:
             except marshmallow.ValidationError as exc:
                 errors["accept"] = exc.messages
                 return None
-        if sources.accept_header:
-            chosen = negotiate(sources.accept_header, self.accept_choices or [], self.default_accept)
-            if chosen is not None:
-                return chosen
-        return self.default_accept
-
-
-def negotiate(header: str, choices: Sequence[str], default: str | None) -> str | None:
-    """Pick the choice an ``Accept`` header prefers; ``default`` for ``*/*``.
-
-    Browsers and tools send ranges the plugin never declared (``text/html,...``);
-    those simply fall back to the default rather than failing the request.
-    """
-    ranges = []
-    for position, item in enumerate(header.split(",")):
-        parts = [p.strip() for p in item.split(";")]
-        media = parts[0].lower()
-        q = 1.0
-        for param in parts[1:]:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        if media and q > 0:
-            ranges.append((-q, position, media))
-    lowered = {c.lower(): c for c in choices if isinstance(c, str)}
-    for _, _, media in sorted(ranges):
-        if media == "*/*":
-            return default
-        if media in lowered:
-            return lowered[media]
-        major, _, minor = media.partition("/")
-        for low, original in lowered.items():
-            c_major, _, c_minor = low.partition("/")
-            if c_major == major and (minor == "*" or c_minor == "*"):
-                return original
-    return None
+        return sources.negotiated_accept or self.default_accept
 
 
 # --- helpers -----------------------------------------------------------------
 
 _UNAMBIGUOUS_ITEMS = (ma_fields.Number, ma_fields.Boolean)
+
+
+def _integer_field(f: ma_fields.Field) -> ma_fields.Integer | None:
+    """The Integer field that ``f`` is, or holds the items of (a list of integers)."""
+    if isinstance(f, ma_fields.Integer):
+        return f
+    if isinstance(f, ma_fields.List) and isinstance(f.inner, ma_fields.Integer):
+        return f.inner
+    return None
+
+
+def _integral(value: Any) -> Any:
+    """``value`` with integral numbers as ``int`` (``2.0`` and ``"2.0"`` become ``2``).
+
+    Raises ValueError for a number (or numeric text) with a fractional part, or one that
+    is not finite. What is not a number at all is returned as it is, for the field to
+    refuse in its own words.
+    """
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    number = value
+    if isinstance(value, str):
+        try:
+            int(value)
+            return value
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+    if isinstance(number, float):
+        if not (math.isfinite(number) and number.is_integer()):
+            raise ValueError(value)
+        return int(number)
+    return value
+
+
+def _is_empty_part(form: Mapping[str, Any], key: str) -> bool:
+    """A form field sent empty (a file input left empty in a browser form)."""
+    if key not in form:
+        return False
+    values = form.getall(key) if hasattr(form, "getall") else [form[key]]
+    return all(v == "" for v in values)
 
 
 def _is_multiple(f: ma_fields.Field) -> bool:
@@ -337,25 +347,3 @@ def _first_message(value: Any) -> str:
 
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("-", "_").replace(".", "_").split("_"))
-
-
-def describe_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-friendly copy of validated arguments (files shown by their metadata)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        out[key] = _describe(value)
-    return out
-
-
-def _describe(value: Any) -> Any:
-    if isinstance(value, UploadedFile):
-        return {
-            "name": value.name,
-            "content_type": value.content_type,
-            "original_filename": value.original_filename,
-        }
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _describe(v) for k, v in value.items()}
-    return value

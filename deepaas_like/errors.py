@@ -51,7 +51,14 @@ class Conflict(DeepaasError):
 
 
 class PayloadTooLarge(DeepaasError):
+    """The request body is over ``--client-max-size``."""
+
     status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Request body too large: the limit is {limit} bytes (--client-max-size)", details={"limit": limit}
+        )
 
 
 class UnsupportedMediaType(DeepaasError):
@@ -108,12 +115,12 @@ class ModelUnavailable(DeepaasError):
 
 
 class QueueFull(ModelUnavailable):
-    """Too many predictions are already waiting for this model."""
+    """The model's queue is full: a new prediction would wait too long (or the hard cap)."""
 
-    def __init__(self, model: str, limit: int) -> None:
+    def __init__(self, model: str, reason: str, retry_after: int) -> None:
         super().__init__(
-            f"Model '{model}' is busy: {limit} requests are already waiting (--max-queue); retry shortly",
-            retry_after=1,
+            f"Model '{model}' is busy: {reason}; retry in {retry_after} s",
+            retry_after=retry_after,
             model=model,
         )
 

@@ -23,11 +23,10 @@ from typing import Any, Sequence
 
 import stevedore
 
-from .arguments import legacy_vocabulary_allowed
+from .legacy import legacy_vocabulary_allowed
 from .errors import PluginLoadError
 
 GROUP = "deepaas.v2.model"
-MODEL_METHODS = ("get_metadata", "warm", "predict", "train", "get_predict_args", "get_train_args")
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,44 @@
-"""A served model: the plugin, its declared arguments and schema, and its runner."""
+"""A served model: the plugin, its declared arguments and schema, and how it runs.
+
+Layers, from here down: :class:`ServedModel` → its :class:`~deepaas_like.dispatch.Dispatcher`
+(the one queue of its calls) → a :mod:`runner <deepaas_like.runners>` (worker processes
+or threads) → the worker. A training runs beside the runner, in a process of its own
+(:class:`~deepaas_like.training.TrainingRun`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import marshmallow
 
 from .adapter import ModelAdapter
+from .arguments import ArgumentSpec
+from .calls import CallFailure, Ok, Outcome, unwrap
 from .dispatch import Dispatcher
-from .arguments import ArgumentSpec, legacy_vocabulary_allowed
 from .errors import ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import to_jsonable
+from .legacy import legacy_vocabulary_allowed
 from .loading import LoadedPlugin, PluginRef
-from .process import WorkerStartFailed
-from .runners import ProcessRunner, Runner, ThreadRunner, mp_context
+from .process import WorkerLauncher, WorkerStartFailed, mp_context
+from .runners import ProcessRunner, Runner, ThreadRunner
 from .settings import ModelSettings, Settings
+from .training import TrainingRun
 from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
+
+
+class ModelState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class ModelNotFound(NotFound):
@@ -30,7 +47,7 @@ class ModelNotFound(NotFound):
 
 @dataclass(eq=False)
 class ServedModel:
-    """One model as the API sees it. Its state: starting, ready, failed or stopped."""
+    """One model as the API sees it: its declarations, metadata, state and engine."""
 
     name: str
     ref: PluginRef
@@ -39,10 +56,12 @@ class ServedModel:
     train_args: ArgumentSpec
     response_schema: type[marshmallow.Schema] | None
     metadata: dict[str, Any]
-    runner: Runner
     options: ModelSettings
+    launcher: WorkerLauncher
+    runner: Runner
     dispatcher: Dispatcher
-    state: str = "starting"
+    metadata_error: str | None = None
+    state: ModelState = ModelState.STARTING
     error: str | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
     _validator: marshmallow.Schema | None = None
@@ -63,66 +82,99 @@ class ServedModel:
     def can_train(self) -> bool:
         return self.adapter.has("train")
 
+    @property
+    def is_ready(self) -> bool:
+        """Warm, and a worker is alive to serve it."""
+        return self.state is ModelState.READY and self.runner.ready
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a worker (the queue depth)."""
+        return self.dispatcher.waiting
+
+    # --- life cycle --------------------------------------------------------------------
+
     async def start(self) -> None:
         """Start the runner (warming the model); failures are recorded, not raised."""
         try:
             await self.runner.start()
             self.dispatcher.start()
         except WorkerStartFailed as exc:
-            self.state, self.error = "failed", f"could not start the model: {exc}"
+            self.state, self.error = ModelState.FAILED, f"could not start the model: {exc}"
             detail = exc.failure.traceback if exc.failure is not None else ""
             LOG.error("model %s: %s\n%s", self.name, self.error, detail)
         else:
             await self.refresh_metadata()
-            self.state = "ready"
+            self.state = ModelState.READY
             LOG.info("model %s is ready (%s executor)", self.name, self.runner.kind)
         finally:
             self._settled.set()
 
     async def wait_ready(self) -> None:
         """Wait while the model warms up; 503 if it could not start or is stopping."""
-        if self.state == "starting":
+        if self.state is ModelState.STARTING:
             await self._settled.wait()
-        if self.state != "ready":
+        if self.state is not ModelState.READY:
             raise ModelUnavailable(
                 f"Model '{self.name}' is not available: {self.error or self.state}",
                 retry_after=5,
                 model=self.name,
             )
 
-    async def predict(self, kwargs: Mapping[str, Any]) -> Any:
-        """One prediction: batched with others when batching is on, within the timeout."""
-        await self.wait_ready()
-        return await self.dispatcher.submit(kwargs)
-
-    @property
-    def waiting(self) -> int:
-        """Predictions waiting for a worker (the queue depth)."""
-        return self.runner.waiting + self.dispatcher.waiting
-
     async def stop(self, timeout: float) -> None:
-        self.state = "stopped"
+        self.state = ModelState.STOPPED
         self._settled.set()
         await self.dispatcher.stop()
         await self.runner.stop(timeout)
+
+    # --- calls -------------------------------------------------------------------------
+
+    async def predict(self, kwargs: Mapping[str, Any]) -> Any:
+        """One prediction through the model's queue (batched when batching is on)."""
+        await self.wait_ready()
+        return unwrap(await self.dispatcher.call("predict", kwargs), self.name, "predict")
+
+    def new_training(
+        self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
+    ) -> TrainingRun:
+        """A training of this model in a process of its own (see :class:`TrainingRun`)."""
+        return TrainingRun(self.launcher, log_file=log_file, on_progress=on_progress)
+
+    async def reload(self) -> None:
+        """Serve every later call with a freshly warmed model (after a training)."""
+        await self.runner.reload()
+        await self.refresh_metadata()
 
     async def refresh_metadata(self) -> None:
         """Ask a warm worker for get_metadata() (after start and after each training).
 
         The copy of the plugin in the server process is never warmed in process mode,
         so the serving model itself is the one that knows, e.g., its trained version.
+        A failure keeps the metadata known so far and shows the error in the document.
         """
-        if not self.adapter.has("get_metadata"):
-            return
-        try:
-            self.metadata = checked_metadata(await self.runner.call("get_metadata", {}))
-        except Exception as exc:
-            LOG.warning("model %s: get_metadata() failed (%s); keeping the previous metadata", self.name, exc)
+        if self.adapter.has("get_metadata"):
+            self._take_metadata(await self.dispatcher.call("get_metadata", {}, admit=False))
+
+    def _take_metadata(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Ok):
+            try:
+                self.metadata, self.metadata_error = checked_metadata(outcome.value), None
+                return
+            except (TypeError, ValueError) as exc:
+                outcome = CallFailure(type(exc).__name__, str(exc))
+        failure = outcome.text if isinstance(outcome, CallFailure) else str(getattr(outcome, "error", outcome))
+        error = f"get_metadata() failed: {failure}"
+        if error != self.metadata_error:  # the traceback once, not at every refresh
+            LOG.warning("model %s: %s; serving it with the metadata known so far\n%s",
+                        self.name, error, getattr(outcome, "traceback", ""))
+        self.metadata_error = error
 
     def document(self, href: str) -> dict[str, Any]:
         """The model's entry in ``GET /v2/models/`` (DEEPaaS's shape)."""
         doc: dict[str, Any] = {"id": self.name, "name": self.name, "links": [{"rel": "self", "href": href}]}
         doc.update(self.metadata)
+        if self.metadata_error:
+            doc["metadata_error"] = self.metadata_error
         return doc
 
 
@@ -151,16 +203,16 @@ class ModelRegistry(Mapping[str, ServedModel]):
             ) from None
 
 
-def read_metadata(name: str, adapter: ModelAdapter) -> dict[str, Any]:
-    if not adapter.has("get_metadata"):
-        return {"description": f"Model '{name}' provides no get_metadata()"}
-    return checked_metadata(adapter.call("get_metadata"))
-
-
 def checked_metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, Mapping):
         raise TypeError(f"get_metadata() must return a dict, not {type(metadata).__name__}")
     return to_jsonable(dict(metadata))
+
+
+def fallback_metadata(name: str, error: str | None) -> dict[str, Any]:
+    if error is None:
+        return {"description": f"Model '{name}' provides no get_metadata()"}
+    return {"description": f"Model '{name}': the plugin's get_metadata() failed, so its own metadata is not shown"}
 
 
 def _declared(adapter: ModelAdapter, method: str) -> Any:
@@ -180,8 +232,21 @@ def response_schema_of(obj: Any) -> type[marshmallow.Schema] | None:
     )
 
 
+def _initial_metadata(name: str, adapter: ModelAdapter) -> tuple[dict[str, Any], str | None]:
+    """The plugin's metadata read in the server process; a failure is served, not fatal."""
+    if not adapter.has("get_metadata"):
+        return fallback_metadata(name, None), None
+    try:
+        with legacy_vocabulary_allowed():
+            return checked_metadata(adapter.call("get_metadata")), None
+    except Exception as exc:
+        error = f"get_metadata() failed: {type(exc).__name__}: {exc}"
+        LOG.warning("model %s: %s; serving it with fallback metadata\n%s", name, error, traceback.format_exc())
+        return fallback_metadata(name, error), error
+
+
 def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
-    """Read a plugin's declarations (in the server process) and give it a runner."""
+    """Read a plugin's declarations (in the server process) and give it its engine."""
     name = plugin.ref.name
     storage = str(settings.models_dir / name)
     adapter = ModelAdapter(name, plugin.obj, storage)
@@ -193,18 +258,17 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
             train_args = ArgumentSpec(name, "train", _declared(adapter, "get_train_args"))
             step = "schema"
             schema = response_schema_of(plugin.obj)
-            step = "get_metadata()"
-            metadata = read_metadata(name, adapter)
     except Exception as exc:
         raise PluginLoadError(name, f"{step} failed: {type(exc).__name__}: {exc}", traceback.format_exc()) from exc
+    metadata, metadata_error = _initial_metadata(name, adapter)
     options = settings.for_model(name)
     config = WorkerConfig(model=name, warm=settings.warm, storage_dir=storage, log_level=settings.log_level)
+    launcher = WorkerLauncher(plugin.ref, config, mp_context(settings.start_method))
     runner: Runner
     if options.executor == "thread":
-        runner = ThreadRunner(name, adapter, options.workers, warm=settings.warm, max_queue=options.max_queue)
+        runner = ThreadRunner(name, adapter, options.workers, warm=settings.warm)
     else:
-        runner = ProcessRunner(
-            name, plugin.ref, config, options.workers, mp_context(settings.start_method), max_queue=options.max_queue
-        )
+        runner = ProcessRunner(name, launcher, options.workers)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
-    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, runner, options, dispatcher)
+    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, options,
+                       launcher, runner, dispatcher, metadata_error)

@@ -7,6 +7,7 @@ blocks on a worker, and a worker that dies is noticed at once (end of stream).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -17,7 +18,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .adapter import CallFailure
+from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
+from .errors import ModelUnavailable
 from .loading import PluginRef
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
 
@@ -26,47 +28,44 @@ _HEADER = struct.Struct("!i")
 _LONG_HEADER = struct.Struct("!Q")
 
 
-class WorkerDied(Exception):
-    """The worker process ended while the server was waiting for it."""
+class WorkerLost(ModelUnavailable):
+    """The worker process ended while it ran a call (503; the runner replaces it)."""
 
-    def __init__(self, exitcode: int | None) -> None:
-        super().__init__(f"worker process ended (exit code {exitcode})")
+    def __init__(self, model: str, method: str, exitcode: int | None) -> None:
+        super().__init__(
+            f"The worker of model '{model}' died while running {method}() (exit code {exitcode}); "
+            "a replacement is starting, retry shortly",
+            model=model,
+        )
         self.exitcode = exitcode
-
-
-class NotStarted(Exception):
-    """The worker died before it began this call: it may safely run elsewhere."""
 
 
 class WorkerStartFailed(Exception):
     """The worker could not import or warm the plugin."""
 
     def __init__(self, failure: CallFailure | None, exitcode: int | None = None) -> None:
-        if failure is not None:
-            text = f"{failure.exc_type}: {failure.message}" if failure.message else failure.exc_type
-        else:
-            text = f"the worker process ended during start-up (exit code {exitcode})"
+        text = failure.text if failure is not None else f"the worker process ended during start-up (exit code {exitcode})"
         super().__init__(text)
         self.failure = failure
         self.exitcode = exitcode
 
 
+def mp_context(start_method: str) -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload(["deepaas_like.worker"])
+    return context
+
+
 @dataclass
 class _Group:
-    futures: list[asyncio.Future]
+    method: str
+    futures: list[asyncio.Future[Outcome]]
     together: bool
-
-
-def _consume_exception(future: asyncio.Future) -> None:
-    """Mark a failed future's exception as seen (not every caller awaits every row)."""
-    if not future.cancelled():
-        future.exception()
 
 
 class WorkerProcess:
     """One worker process: start it, call methods on its model, stop it."""
-
-    _ids = itertools.count(1)
 
     def __init__(
         self,
@@ -91,7 +90,6 @@ class WorkerProcess:
         self.killed = False
         self.exitcode: int | None = None
         self.pid: int | None = None
-        self.number = next(self._ids)
 
     @property
     def busy(self) -> bool:
@@ -129,32 +127,29 @@ class WorkerProcess:
             self.kill()
             raise
 
-    def submit(self, method: str, payloads: list[Any], *, together: bool = False) -> list[asyncio.Future]:
-        """Send a group of calls; one future per call, resolved as each result arrives.
+    def submit(self, method: str, payloads: list[Any], *, together: bool = False) -> list[asyncio.Future[Outcome]]:
+        """Send a group of calls; one future per call, resolved with its outcome as it arrives.
 
-        A future ends in ``("ok", value)`` / ``("err", CallFailure)``, or, if the worker
-        dies, :class:`WorkerDied` for the call it was running and :class:`NotStarted`
-        for the calls queued behind it (``together``: all were running, as in a batch).
+        If the worker dies, the call it was running ends :class:`Unserved` (a
+        :class:`WorkerLost`) and the calls queued behind it :data:`NOT_STARTED`
+        (``together``: every call was running, as in a batch). A worker that is already
+        gone answers every call :data:`NOT_STARTED` at once.
         """
-        if not self.accepting or self._writer is None or self._writer.is_closing():
-            raise WorkerDied(self.exitcode)
-        call_id = next(self._call_ids)
-        message = pickle.dumps(("group", call_id, method, payloads), protocol=PICKLE_PROTOCOL)
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in payloads]
-        for future in futures:
-            future.add_done_callback(_consume_exception)
-        self._pending[call_id] = _Group(futures, together)
-        self._write(message)
+        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in payloads]
+        if not self.accepting or self._writer is None or self._writer.is_closing():
+            for future in futures:
+                future.set_result(NOT_STARTED)
+            return futures
+        call_id = next(self._call_ids)
+        self._pending[call_id] = _Group(method, futures, together)
+        self._write(pickle.dumps(("group", call_id, method, payloads), protocol=PICKLE_PROTOCOL))
         return futures
 
-    async def call(self, method: str, payload: Any) -> tuple[str, Any]:
-        """Run one call in the worker: ``("ok", value)`` or ``("err", CallFailure)``."""
+    async def call(self, method: str, payload: Any) -> Outcome:
+        """Run one call in the worker and return its outcome."""
         (future,) = self.submit(method, [payload if payload is not None else {}])
-        try:
-            return await future
-        except NotStarted:
-            raise WorkerDied(self.exitcode) from None
+        return await future
 
     def _write(self, payload: bytes) -> None:
         assert self._writer is not None
@@ -191,7 +186,7 @@ class WorkerProcess:
             if self._on_progress is not None:
                 self._on_progress(message[1], message[2])
         else:
-            _, call_id, index, outcome = message
+            _, call_id, index, outcome = message  # a "row"
             group = self._pending.get(call_id)
             if group is None:
                 return
@@ -209,11 +204,12 @@ class WorkerProcess:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(WorkerStartFailed(None, self.exitcode))
         for group in self._pending.values():
+            lost = Unserved(WorkerLost(self.config.model, group.method, self.exitcode))
             running = True  # the first unanswered call was running; the later ones waited
             for future in group.futures:
                 if future.done():
                     continue
-                future.set_exception(WorkerDied(self.exitcode) if running or group.together else NotStarted())
+                future.set_result(lost if running or group.together else NOT_STARTED)
                 running = False
         self._pending.clear()
         if self._on_exit is not None:
@@ -263,3 +259,22 @@ class WorkerProcess:
         if self.exitcode is not None and self.process is not None:
             self.process.close()
             self.process = None
+
+
+@dataclass(frozen=True)
+class WorkerLauncher:
+    """How to start worker processes of one model: the plugin, its config, the start method."""
+
+    ref: PluginRef
+    config: WorkerConfig
+    context: multiprocessing.context.BaseContext
+
+    def worker(
+        self,
+        *,
+        log_file: str | None = None,
+        on_exit: Callable[[WorkerProcess], None] | None = None,
+        on_progress: Callable[[float, str | None], None] | None = None,
+    ) -> WorkerProcess:
+        config = dataclasses.replace(self.config, log_file=log_file) if log_file else self.config
+        return WorkerProcess(self.ref, config, self.context, on_exit=on_exit, on_progress=on_progress)

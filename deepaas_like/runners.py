@@ -1,9 +1,10 @@
 """Where a model's code runs: a pool of worker processes, or threads of the server.
 
-Both runners hand out *slots* (a worker process, or a thread's turn): a call takes an
-idle slot or waits for one (at most ``max_queue`` callers wait, then 503), runs on it
-with an optional timeout (504), and gives it back. The event loop only awaits them and
-never runs model code itself.
+Both runners hand out *slots* (a worker process, or a thread's turn) to the model's
+dispatcher (:mod:`deepaas_like.dispatch`), which owns the one queue of calls. A group
+of calls runs on a slot with an optional timeout per call and ends with one
+:data:`~deepaas_like.calls.Outcome` per call. The event loop only awaits them and never
+runs model code itself.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ import asyncio
 import collections
 import itertools
 import logging
-import multiprocessing
 import queue
 import threading
 import time
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from .adapter import ModelAdapter, execute_group, failure_from_exception, raise_failure
-from .errors import ModelUnavailable, PredictTimeout, QueueFull
-from .loading import PluginRef
-from .process import NotStarted, WorkerDied, WorkerProcess, WorkerStartFailed
-from .worker import WorkerConfig
+from .adapter import ModelAdapter, execute, execute_group
+from .calls import NOT_STARTED, CallFailure, Outcome, Unserved, failure_from_exception
+from .errors import ModelUnavailable, PredictTimeout
+from .process import WorkerLauncher, WorkerProcess, WorkerStartFailed
 
 LOG = logging.getLogger(__name__)
 RESPAWN_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -30,43 +29,24 @@ RESULT_POST_INTERVAL = 0.001  # a thread hands finished results to the event loo
 Slot = TypeVar("Slot")
 
 
-class _Requeue:
-    def __repr__(self) -> str:
-        return "REQUEUE"
-
-
-REQUEUE = _Requeue()
-"""Outcome of a call that never started (its worker died first): run it elsewhere."""
-
-
-def mp_context(start_method: str) -> multiprocessing.context.BaseContext:
-    context = multiprocessing.get_context(start_method)
-    if start_method == "forkserver":
-        context.set_forkserver_preload(["deepaas_like.worker"])
-    return context
-
-
 class Runner(Generic[Slot]):
-    """Idle slots, the callers waiting for one (bounded), and calls on a slot."""
+    """A model's slots (idle ones wait in a pool) and groups of calls run on a slot.
+
+    Subclasses say how a group starts on a slot (:meth:`_launch`) and what giving up
+    on it after a timeout means (:meth:`_abandon`); the rest is shared.
+    """
 
     kind = "runner"
 
-    def __init__(self, name: str, size: int, max_queue: int) -> None:
+    def __init__(self, name: str, size: int) -> None:
         self.name = name
         self.size = size
-        self.max_queue = max_queue
         self.restarts = 0
         self._idle: collections.deque[Slot] = collections.deque()
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
-        self._internal: set[asyncio.Future] = set()  # dispatch loops waiting: not a queue
+        self._slot_waiters: collections.deque[asyncio.Future[Slot]] = collections.deque()
         self._stopping = False
 
     # --- slots ------------------------------------------------------------------
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a slot (the dispatch loops' own waits do not count)."""
-        return sum(1 for f in self._waiters if not f.done() and f not in self._internal)
 
     @property
     def idle(self) -> int:
@@ -78,7 +58,7 @@ class Runner(Generic[Slot]):
     def _discard(self, slot: Slot) -> None:
         """A slot that was given back but may not serve again (old or dead worker)."""
 
-    def try_acquire(self) -> Slot | None:
+    def take_idle(self) -> Slot | None:
         """An idle slot now, or None (never waits)."""
         if self._stopping:
             return None
@@ -88,71 +68,64 @@ class Runner(Generic[Slot]):
                 return slot
         return None
 
-    async def acquire(self, bounded: bool = True) -> Slot:
-        """An idle slot, waiting for one if needed; QueueFull past ``max_queue`` waiters."""
-        if self._stopping:
-            raise ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name)
-        slot = self.try_acquire()
+    async def next_slot(self) -> Slot:
+        """The next slot that becomes idle (the dispatcher's loops wait here)."""
+        slot = self.take_idle()
         if slot is not None:
             return slot
-        if bounded and self.waiting >= self.max_queue:
-            raise QueueFull(self.name, self.max_queue)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        if not bounded:
-            self._internal.add(future)
+        future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(future)
         try:
             return await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
+            if future.done() and not future.cancelled():
                 self.release(future.result())
             raise
-        finally:
-            self._internal.discard(future)
 
     def release(self, slot: Slot) -> None:
         if self._stopping or not self._usable(slot):
             self._discard(slot)
             return
-        while self._waiters:
-            future = self._waiters.popleft()
+        while self._slot_waiters:
+            future = self._slot_waiters.popleft()
             if not future.done():
                 future.set_result(slot)
                 return
         self._idle.append(slot)
 
-    def _fail_waiters(self) -> None:
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_exception(ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name))
-
-    # --- calls ------------------------------------------------------------------
+    # --- groups of calls ------------------------------------------------------------
 
     async def run_group(
-        self, slot: Slot, method: str, payloads: list[Any], timeout: float | None, together: bool = False
-    ) -> list[Any]:
+        self, slot: Slot, method: str, payloads: Sequence[Any], timeout: float | None, together: bool = False
+    ) -> list[Outcome]:
         """Run a group of calls on ``slot`` (which this gives back), in order.
 
-        One outcome per call: ``("ok"|"err", value)``; a :class:`DeepaasError` (504 on
-        timeout, 503 if the worker died while running it); or :data:`REQUEUE` for a
-        call that never started and may run on another worker. ``timeout`` bounds each
-        call (``together``: the whole batch).
+        One outcome per call, as they come. ``timeout`` bounds each call (``together``:
+        the whole group, run as one batch); at a timeout the calls that had started are
+        :class:`Unserved` with a 504, the rest :data:`NOT_STARTED` (to run elsewhere).
         """
+        futures = self._launch(slot, method, payloads, together)
+        outcomes: list[Outcome] = []
+        for index, future in enumerate(futures):
+            wait = timeout if timeout and (index == 0 or not together) else None
+            try:
+                outcomes.append(await (asyncio.wait_for(asyncio.shield(future), wait) if wait else future))
+            except asyncio.TimeoutError:
+                started = len(futures) if together else self._abandon(slot, index, method)
+                late = Unserved(PredictTimeout(self.name, timeout or 0))
+                outcomes += [late] * (started - index) + [NOT_STARTED] * (len(futures) - started)
+                break
+        return outcomes
+
+    def _launch(
+        self, slot: Slot, method: str, payloads: Sequence[Any], together: bool
+    ) -> list[asyncio.Future[Outcome]]:
+        """Start the group on ``slot``; one future per call. Gives the slot back when done."""
         raise NotImplementedError
 
-    async def call(self, method: str, kwargs: Mapping[str, Any], timeout: float | None = None) -> Any:
-        """``method(**kwargs)`` on the model; raises the API error if it failed."""
-        slot = await self.acquire()
-        (outcome,) = await self.run_group(slot, method, [kwargs], timeout)
-        if outcome is REQUEUE:
-            raise ModelUnavailable(f"The worker of model '{self.name}' went away; retry shortly", model=self.name)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        kind, value = outcome
-        if kind == "err":
-            raise_failure(self.name, method, value)
-        return value
+    def _abandon(self, slot: Slot, index: int, method: str) -> int:
+        """Give up on the group running on ``slot`` (call ``index`` overran); how many calls started."""
+        raise NotImplementedError
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -160,7 +133,16 @@ class Runner(Generic[Slot]):
         raise NotImplementedError
 
     async def reload(self) -> None:
+        """Serve every later call with a freshly warmed model (after a training)."""
         raise NotImplementedError
+
+    def _stop_waiting(self) -> None:
+        self._stopping = True
+        self._idle.clear()
+        while self._slot_waiters:
+            future = self._slot_waiters.popleft()
+            if not future.done():
+                future.set_exception(ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name))
 
     async def stop(self, timeout: float = 5.0) -> None:
         raise NotImplementedError
@@ -184,19 +166,9 @@ class ProcessRunner(Runner[WorkerProcess]):
 
     kind = "process"
 
-    def __init__(
-        self,
-        name: str,
-        ref: PluginRef,
-        config: WorkerConfig,
-        size: int,
-        context: multiprocessing.context.BaseContext,
-        max_queue: int = 128,
-    ) -> None:
-        super().__init__(name, size, max_queue)
-        self._ref = ref
-        self._config = config
-        self._context = context
+    def __init__(self, name: str, launcher: WorkerLauncher, size: int) -> None:
+        super().__init__(name, size)
+        self._launcher = launcher
         self._current: set[WorkerProcess] = set()  # the generation that takes calls
         self._alive: set[WorkerProcess] = set()  # every process not yet reaped
         self._background: set[asyncio.Task] = set()
@@ -214,7 +186,6 @@ class ProcessRunner(Runner[WorkerProcess]):
             "workers": len([w for w in self._current if not w.dead]),
             "workers_wanted": self.size,
             "busy": sum(1 for w in self._current if w.busy),
-            "waiting": self.waiting,
             "restarts": self.restarts,
         }
 
@@ -231,7 +202,7 @@ class ProcessRunner(Runner[WorkerProcess]):
         task.add_done_callback(self._background.discard)
 
     def _new_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(self._ref, self._config, self._context, on_exit=self._on_exit)
+        worker = self._launcher.worker(on_exit=self._on_exit)
         self._alive.add(worker)
         return worker
 
@@ -262,37 +233,17 @@ class ProcessRunner(Runner[WorkerProcess]):
             self._discard(worker)
         LOG.info("model %s: workers reloaded: %s", self.name, self.worker_pids())
 
-    async def run_group(
-        self, worker: WorkerProcess, method: str, payloads: list[Any], timeout: float | None, together: bool = False
-    ) -> list[Any]:
-        try:
-            futures = worker.submit(method, payloads, together=together)
-        except WorkerDied:
-            self.release(worker)
-            return [REQUEUE] * len(payloads)
-        outcomes: list[Any] = []
-        try:
-            for index, future in enumerate(futures):
-                wait = timeout if timeout and (index == 0 or not together) else None
-                try:
-                    outcomes.append(await (asyncio.wait_for(asyncio.shield(future), wait) if wait else future))
-                except asyncio.TimeoutError:
-                    LOG.warning("model %s: %s() overran %ss; replacing worker %s", self.name, method, timeout, worker.pid)
-                    worker.kill()
-                    late = PredictTimeout(self.name, timeout or 0)
-                    outcomes += [late] + [late if together else REQUEUE] * (len(futures) - index - 1)
-                    break
-                except WorkerDied as exc:
-                    outcomes.append(ModelUnavailable(
-                        f"The worker of model '{self.name}' died while running {method}() "
-                        f"(exit code {exc.exitcode}); a replacement is starting, retry shortly",
-                        model=self.name,
-                    ))
-                except NotStarted:
-                    outcomes.append(REQUEUE)
-            return outcomes
-        finally:
-            self.release(worker)
+    def _launch(
+        self, worker: WorkerProcess, method: str, payloads: Sequence[Any], together: bool
+    ) -> list[asyncio.Future[Outcome]]:
+        futures = worker.submit(method, list(payloads), together=together)
+        futures[-1].add_done_callback(lambda _: self.release(worker))
+        return futures
+
+    def _abandon(self, worker: WorkerProcess, index: int, method: str) -> int:
+        LOG.warning("model %s: %s() overran its timeout; replacing worker %s", self.name, method, worker.pid)
+        worker.kill()  # the calls behind the late one never start
+        return index + 1
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         self._alive.discard(worker)
@@ -328,11 +279,9 @@ class ProcessRunner(Runner[WorkerProcess]):
             return
 
     async def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
+        self._stop_waiting()
         for task in list(self._background):
             task.cancel()
-        self._fail_waiters()
-        self._idle.clear()
         await asyncio.gather(*(w.stop(timeout) for w in list(self._alive)), return_exceptions=True)
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
@@ -358,22 +307,6 @@ class DaemonThreads:
     def submit(self, job: Callable[[], None]) -> None:
         self._queue.put(job)
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on one of the threads, awaited from the event loop."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-
-        def job() -> None:
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-                post(loop, _settle, future, None, exc)
-            else:
-                post(loop, _settle, future, result, None)
-
-        self.submit(job)
-        return await future
-
     def stop(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
@@ -388,33 +321,98 @@ def post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: 
             raise
 
 
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+class ThreadGroup:
+    """One group of calls run by a model thread, its results handed to the event loop.
+
+    The thread runs :meth:`run`; finished outcomes are posted to the loop in chunks
+    (at least every ``RESULT_POST_INTERVAL``, and at the end), so a group costs one
+    wake-up of the loop rather than one per call. A caller that gives up on the group
+    (:meth:`abandon`) stops it before its next call.
+    """
+
+    def __init__(self, runner: "ThreadRunner", slot: int, method: str, payloads: Sequence[Any]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.futures: list[asyncio.Future[Outcome]] = [self.loop.create_future() for _ in payloads]
+        self._runner = runner
+        self._slot = slot
+        self._method = method
+        self._payloads = payloads
+        self._finished: list[tuple[int, Outcome]] = []  # not yet posted (thread side)
+        self._last_post = time.monotonic()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._abandoned = False
+
+    # --- in the model's thread --------------------------------------------------------
+
+    def run(self) -> None:
+        error = None
+        try:
+            execute_group(self._runner.adapter, self._method, self._payloads, self._deliver, self._may_start)
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            error = exc
+        post(self.loop, self._finish, self._finished[:], error)
+
+    def _may_start(self, index: int) -> bool:
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._started = index + 1
+            return True
+
+    def _deliver(self, index: int, outcome: Outcome) -> None:
+        self._finished.append((index, outcome))
+        now = time.monotonic()
+        if now - self._last_post >= RESULT_POST_INTERVAL and index < len(self.futures) - 1:
+            chunk, self._finished = self._finished, []
+            self._last_post = now
+            post(self.loop, self._resolve, chunk)
+
+    # --- in the event loop ----------------------------------------------------------
+
+    def abandon(self) -> int:
+        """Start no further call; how many calls started."""
+        with self._lock:
+            self._abandoned = True
+            return self._started
+
+    def _resolve(self, chunk: list[tuple[int, Outcome]]) -> None:
+        for index, outcome in chunk:
+            if not self.futures[index].done():
+                self.futures[index].set_result(outcome)
+
+    def _finish(self, chunk: list[tuple[int, Outcome]], error: BaseException | None) -> None:
+        self._resolve(chunk)
+        self._runner.group_done(self._slot)  # the slot is free only when the thread is
+        for future in self.futures:  # calls not run (abandoned), or a bug of ours
+            if not future.done():
+                future.set_result(NOT_STARTED if error is None else failure_from_exception(error))
 
 
 class ThreadRunner(Runner[int]):
     """The model instance lives in the server process; calls run on ``size`` threads.
 
     No process hop: fastest for models that are cheap or release the GIL. A thread
-    that overruns the timeout cannot be stopped: the caller gets its 504 and the
-    thread's slot stays taken until the call returns. A crash of native code takes the
-    server down with it, which is why process workers are the default.
+    that overruns the timeout cannot be stopped: the caller gets its 504, the calls
+    queued behind it in its group run elsewhere, and the thread's slot stays taken
+    until the late call returns. A crash of native code takes the server down with
+    it, which is why process workers are the default.
     """
 
     kind = "thread"
 
-    def __init__(self, name: str, adapter: ModelAdapter, size: int, warm: bool = True, max_queue: int = 128) -> None:
-        super().__init__(name, size, max_queue)
-        self._adapter = adapter
+    def __init__(self, name: str, adapter: ModelAdapter, size: int, warm: bool = True) -> None:
+        super().__init__(name, size)
+        self.adapter = adapter
         self._warm = warm
         self._threads: DaemonThreads | None = None
+        self._groups: dict[int, ThreadGroup] = {}
         self._ready = False
-        self._busy = 0
 
     @property
     def ready(self) -> bool:
@@ -425,82 +423,62 @@ class ThreadRunner(Runner[int]):
             "executor": self.kind,
             "workers": self.size if self._ready else 0,
             "workers_wanted": self.size,
-            "busy": self._busy,
-            "waiting": self.waiting,
+            "busy": len(self._groups),
             "restarts": 0,
         }
 
     async def start(self) -> None:
         self._threads = DaemonThreads(self.size, f"deepaas-like-{self.name}")
         if self._warm:
-            try:
-                await self._threads.run(self._adapter.warm)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # as in a worker process: report, do not crash
-                raise WorkerStartFailed(failure_from_exception(exc)) from None
+            await self._run_warm()
         for slot in range(self.size):
             self.release(slot)
         self._ready = True
 
-    async def run_group(
-        self, slot: int, method: str, payloads: list[Any], timeout: float | None, together: bool = False
-    ) -> list[Any]:
+    async def _run_warm(self) -> None:
+        """``warm()`` on one of the threads (none is busy), as a worker process runs it."""
+        if not self.adapter.has("warm"):
+            return
+        assert self._threads is not None
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in payloads]
-        finished: list[tuple[int, Any]] = []
-        last_post = [time.monotonic()]
+        done: asyncio.Future[Outcome] = loop.create_future()
+        self._threads.submit(lambda: post(loop, _settle, done, execute(self.adapter, "warm", {})))
+        outcome = await done
+        if isinstance(outcome, CallFailure):
+            raise WorkerStartFailed(outcome)
 
-        def resolve(chunk: list[tuple[int, Any]]) -> None:
-            for index, outcome in chunk:
-                if not futures[index].done():
-                    futures[index].set_result(outcome)
-
-        def finish(chunk: list[tuple[int, Any]], error: BaseException | None) -> None:
-            resolve(chunk)
-            self._busy -= 1
-            self.release(slot)  # the slot is free only when the thread is
-            for future in futures:  # only after a bug of ours
-                if not future.done():
-                    future.set_exception(error or RuntimeError("the call ended without a result"))
-
-        def deliver(index: int, outcome: Any) -> None:  # in the model's thread
-            finished.append((index, outcome))
-            now = time.monotonic()
-            if now - last_post[0] >= RESULT_POST_INTERVAL and index < len(payloads) - 1:
-                chunk = finished[:]
-                finished.clear()
-                last_post[0] = now
-                post(loop, resolve, chunk)
-
-        def work() -> None:  # one wake-up of the event loop per group, at its end
-            error = None
-            try:
-                execute_group(self._adapter, method, payloads, deliver)
-            except BaseException as exc:  # noqa: BLE001 - handed to the event loop
-                error = exc
-            post(loop, finish, finished[:], error)
-
-        self._busy += 1
+    def _launch(self, slot: int, method: str, payloads: Sequence[Any], together: bool) -> list[asyncio.Future[Outcome]]:
         assert self._threads is not None, "the runner was not started"
-        self._threads.submit(work)
-        outcomes: list[Any] = []
-        for index, future in enumerate(futures):
-            wait = timeout if timeout and (index == 0 or not together) else None
-            try:
-                outcomes.append(await (asyncio.wait_for(asyncio.shield(future), wait) if wait else future))
-            except asyncio.TimeoutError:  # the thread cannot be stopped; it finishes in the background
-                late = PredictTimeout(self.name, timeout or 0)
-                outcomes += [late] * (len(futures) - index)
-                break
-        return outcomes
+        group = ThreadGroup(self, slot, method, payloads)
+        self._groups[slot] = group
+        self._threads.submit(group.run)
+        return group.futures
+
+    def _abandon(self, slot: int, index: int, method: str) -> int:
+        return self._groups[slot].abandon()
+
+    def group_done(self, slot: int) -> None:
+        self._groups.pop(slot, None)
+        if self._ready:
+            self.release(slot)
 
     async def reload(self) -> None:
-        await self.call("warm", {})
+        """Run ``warm()`` again on the shared instance, once every thread is idle.
+
+        The slots are taken as they come free (calls queued meanwhile wait), so no call
+        runs while the model reloads.
+        """
+        slots = []
+        try:
+            for _ in range(self.size):
+                slots.append(await self.next_slot())
+            await self._run_warm()
+        finally:
+            for slot in slots:
+                self.release(slot)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
         self._ready = False
-        self._fail_waiters()
+        self._stop_waiting()
         if self._threads is not None:
             self._threads.stop()

@@ -41,16 +41,14 @@ def option(
     choices: Sequence[str] | None = None,
     legacy_env: Sequence[str] = (),
     sample_default: str | None = None,
-    per_model: bool = False,
 ) -> Any:
     """Declare one setting (a dataclass field carrying its own documentation).
 
-    A ``per_model`` option may also be set for one model: ``--workers irisbench=4``,
-    ``DEEPAAS_WORKERS=2,irisbench=4``, or ``workers = 4`` in a ``[model:irisbench]``
-    section of the config file.
+    An option that :class:`ModelSettings` also has is *per model*: it may be set for one
+    model, ``--workers irisbench=4``, ``DEEPAAS_WORKERS=2,irisbench=4``, or
+    ``workers = 4`` in a ``[model:irisbench]`` section of the config file.
     """
     meta = {
-        "per_model": per_model,
         "help": help,
         "kind": kind,
         "choices": tuple(choices) if choices else None,
@@ -60,6 +58,40 @@ def option(
     if callable(default):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How one model is executed: the per-model options of :class:`Settings`.
+
+    Its fields are the one list of per-model options; each is also an option of
+    :class:`Settings` (the global value) with the same name.
+    """
+
+    executor: str
+    workers: int
+    predict_timeout: float
+    max_queue_wait: float
+    max_queue: int
+    max_batch_size: int
+    max_batch_time_ms: float
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise SettingsError(f"workers must be at least 1, got {self.workers}")
+        if self.predict_timeout < 0 or self.max_batch_time_ms < 0 or self.max_queue_wait < 0:
+            raise SettingsError("predict_timeout, max_queue_wait and max_batch_time_ms must not be negative")
+        if self.max_queue < 0:
+            raise SettingsError(f"max_queue must not be negative, got {self.max_queue}")
+        if self.max_batch_size < 1:
+            raise SettingsError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1
+
+
+PER_MODEL = tuple(f.name for f in dataclasses.fields(ModelSettings))
 
 
 @dataclass(frozen=True)
@@ -81,7 +113,6 @@ class Settings:
         "Workers per model (processes, or threads with --executor thread). Each process "
         "imports the plugin and runs warm() once, then serves one call at a time.",
         kind="int",
-        per_model=True,
     )
     executor: str = option(
         "process",
@@ -89,7 +120,6 @@ class Settings:
         "model never stalls the server) or 'thread' (threads of the server process; no "
         "process hop, for models that are cheap or release the GIL).",
         choices=("process", "thread"),
-        per_model=True,
     )
     predict_timeout: float = option(
         0.0,
@@ -97,14 +127,20 @@ class Settings:
         "process is replaced (a thread cannot be stopped: it finishes in the background). "
         "0: no limit.",
         kind="float",
-        per_model=True,
+    )
+    max_queue_wait: float = option(
+        10.0,
+        "Longest wait for a free worker, in seconds, that a new prediction is admitted to "
+        "(estimated from the queue depth and the model's recent service time). A request "
+        "that would wait longer is answered 503 at once, with Retry-After, instead of "
+        "letting latency grow without bound.",
+        kind="float",
     )
     max_queue: int = option(
-        128,
-        "Predictions that may wait for a free worker, per model; beyond that the server "
-        "answers 503 with Retry-After instead of letting latency grow without bound.",
+        0,
+        "Hard cap on the predictions waiting for a free worker, per model, on top of "
+        "--max-queue-wait; beyond it the server answers 503. 0: no cap.",
         kind="int",
-        per_model=True,
     )
     max_batch_size: int = option(
         1,
@@ -112,14 +148,12 @@ class Settings:
         "(the plugin's predict_batch(), else predict() row by row in one worker call). "
         "1: off.",
         kind="int",
-        per_model=True,
     )
     max_batch_time_ms: float = option(
         2.0,
         "Adaptive batching: longest wait, in milliseconds, for more predictions to fill "
         "a batch once a worker is free (a busy server fills batches without waiting).",
         kind="float",
-        per_model=True,
     )
     warm: bool = option(
         True,
@@ -212,38 +246,13 @@ class Settings:
         return ModelSettings(**{f: own.get(f, getattr(self, f)) for f in PER_MODEL})
 
 
-PER_MODEL = ("executor", "workers", "predict_timeout", "max_queue", "max_batch_size", "max_batch_time_ms")
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """How one model is executed (see the per-model options of :class:`Settings`)."""
-
-    executor: str
-    workers: int
-    predict_timeout: float
-    max_queue: int
-    max_batch_size: int
-    max_batch_time_ms: float
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise SettingsError(f"workers must be at least 1, got {self.workers}")
-        if self.predict_timeout < 0 or self.max_batch_time_ms < 0:
-            raise SettingsError("predict_timeout and max_batch_time_ms must not be negative")
-        if self.max_queue < 0:
-            raise SettingsError(f"max_queue must not be negative, got {self.max_queue}")
-        if self.max_batch_size < 1:
-            raise SettingsError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
-
-    @property
-    def batching(self) -> bool:
-        return self.max_batch_size > 1
-
-
 def settings_fields() -> tuple[dataclasses.Field, ...]:
     """The declared options, in declaration order."""
     return tuple(f for f in dataclasses.fields(Settings) if "help" in f.metadata)
+
+
+def is_per_model(f: dataclasses.Field) -> bool:
+    return f.name in PER_MODEL
 
 
 def env_name(name: str) -> str:
@@ -371,7 +380,7 @@ def build_parser(prog: str = "deepaas-run", description: str = DESCRIPTION) -> a
     for f in settings_fields():
         meta = f.metadata
         default = _display_default(f)
-        scope = "; repeatable, MODEL=VALUE sets one model" if meta["per_model"] else ""
+        scope = "; repeatable, MODEL=VALUE sets one model" if is_per_model(f) else ""
         help_text = f"{meta['help']} (default: {default}; env {env_name(f.name)}{scope})"
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text.replace("%", "%%")}
         kind = meta["kind"]
@@ -381,7 +390,7 @@ def build_parser(prog: str = "deepaas-run", description: str = DESCRIPTION) -> a
         elif kind == "list":
             kwargs["action"] = "append"
             kwargs["metavar"] = "NAME"
-        elif meta["per_model"]:
+        elif is_per_model(f):
             kwargs["action"] = "append"
             kwargs["metavar"] = f"[MODEL=]{value_name}"
         else:
@@ -464,7 +473,7 @@ def read_environment(environ: Mapping[str, str]) -> Layer:
         for name in (*f.metadata["legacy_env"], env_name(f.name)):
             if environ.get(name, "") == "":
                 continue
-            if f.metadata["per_model"]:
+            if is_per_model(f):
                 layer.add_per_model(f.name, parse_list(environ[name]))
             else:
                 layer.values[f.name] = environ[name]
@@ -535,7 +544,7 @@ def render_sample_config() -> str:
             lines.append(f"# One of: {', '.join(f.metadata['choices'])}.")
         envs = ", ".join((env_name(f.name), *f.metadata["legacy_env"]))
         lines.append(f"# Flag: {flag_name(f.name)}; environment: {envs}.")
-        if f.metadata["per_model"]:
+        if is_per_model(f):
             lines.append("# Per model too: a [model:NAME] section, --{0} NAME=VALUE, {1}=NAME=VALUE.".format(
                 f.name.replace("_", "-"), env_name(f.name)))
         default = _display_default(f)

@@ -7,7 +7,9 @@ Protocol (pickled tuples over a socketpair, framed like
   order (``"predict_batch"``: as one batch); or ``("stop", 0, None, None)``.
 * worker -> server: ``("ready", pid)`` once the plugin is imported and warm, or
   ``("failed", CallFailure)``; then, for each call of a group as soon as it is done,
-  ``("row", call_id, index, ("ok", result) | ("err", CallFailure))``.
+  ``("row", call_id, index, outcome)`` with an :class:`~deepaas_like.calls.Ok` or a
+  :class:`~deepaas_like.calls.CallFailure`; ``("progress", fraction, message)`` from a
+  training's ``report_progress()``.
 
 A group lets one message carry many queued requests (one process hop for all of
 them), while each result still goes back the moment it exists.
@@ -28,7 +30,8 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from .adapter import CallFailure, ModelAdapter, execute_group, failure_from_exception
+from .adapter import ModelAdapter, execute_group
+from .calls import CallFailure, Outcome, failure_from_exception
 from .loading import PluginRef
 from . import runtime
 from .runtime import STORAGE_ENV
@@ -82,7 +85,7 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
         if kind == "stop":
             return
 
-        def deliver(index: int, outcome: tuple) -> None:
+        def deliver(index: int, outcome: Outcome) -> None:
             try:
                 _send(conn, ("row", call_id, index, outcome))
             except (BrokenPipeError, ConnectionResetError):
@@ -92,7 +95,7 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
                     "UnsendableResult",
                     f"{method}() returned a value that cannot be sent to the server: {type(exc).__name__}: {exc}",
                 )
-                _send(conn, ("row", call_id, index, ("err", failure)))
+                _send(conn, ("row", call_id, index, failure))
 
         try:
             execute_group(adapter, method, payloads, deliver)

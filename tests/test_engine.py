@@ -1,6 +1,7 @@
 """Execution engine: crash recovery, timeouts, bounded queue, batching, readiness, metrics."""
 
 import asyncio
+import logging
 import re
 import time
 
@@ -21,6 +22,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_crashed_worker_fails_only_its_request_and_is_replaced(serve):
     client = await serve("echobench")
     first = await (await client.post(ECHO)).json()
+    assert first["predictions"]["top_k"] == 3
     crash = await client.post(ECHO + "&mode=crash")
     assert crash.status == 503
     body = await crash.json()
@@ -32,7 +34,6 @@ async def test_crashed_worker_fails_only_its_request_and_is_replaced(serve):
     assert metric(metrics, "deepaas_worker_restarts_total", model="echobench") == 1
     ready = await (await client.get("/v2/health/ready")).json()
     assert ready["models"]["echobench"]["restarts"] == 1
-    del first
 
 
 async def test_other_workers_keep_serving_while_one_is_replaced(serve):
@@ -65,7 +66,7 @@ async def test_predict_timeout_in_thread_mode(serve, plugins):
     assert (await client.post("/v2/models/slow/predict/")).status == 200  # the other thread
 
 
-async def test_full_queue_answers_503_at_once(serve, plugins):
+async def test_hard_queue_cap_answers_503_at_once(serve, plugins):
     plugins.install("slow")
     client = await serve("slow", max_queue=2)
     busy = asyncio.ensure_future(client.post("/v2/models/slow/predict/", json={"seconds": 3}))
@@ -77,9 +78,39 @@ async def test_full_queue_answers_503_at_once(serve, plugins):
     started = time.monotonic()
     refused = await client.post("/v2/models/slow/predict/")
     assert refused.status == 503 and time.monotonic() - started < 1
-    assert refused.headers["Retry-After"] == "1"
-    assert "2 requests are already waiting" in (await refused.json())["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "2 requests are already waiting (--max-queue 2)" in (await refused.json())["message"]
     assert all(r.status == 200 for r in await asyncio.gather(busy, *waiting))
+
+
+async def test_requests_are_shed_by_the_wait_they_would_face(serve, plugins):
+    plugins.install("slow")
+    client = await serve("slow", max_queue_wait=1.2)
+    for _ in range(2):  # the model's service time: about 0.4 s a call
+        assert (await client.post("/v2/models/slow/predict/", json={"seconds": 0.4})).status == 200
+    responses = []
+
+    async def one() -> None:
+        started = time.monotonic()
+        response = await client.post("/v2/models/slow/predict/", json={"seconds": 0.4})
+        responses.append((response, time.monotonic() - started, await response.json()))
+
+    await asyncio.gather(*(one() for _ in range(10)))
+    served = [r for r in responses if r[0].status == 200]
+    shed = [r for r in responses if r[0].status == 503]
+    assert len(served) + len(shed) == 10
+    # one runs, about 1.2 / 0.4 = 3 may wait (4 with the estimate's rounding); the rest are refused
+    assert 3 <= len(served) <= 6 and shed, [r[0].status for r in responses]
+    for response, seconds, body in shed:
+        assert seconds < 0.4, "a refusal is immediate"
+        assert "would wait about" in body["message"] and "--max-queue-wait 1.2 s" in body["message"]
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_many_clients_of_a_quick_model_are_all_served(serve):
+    client = await serve("echobench", executor="thread")
+    responses = await asyncio.gather(*(client.post(ECHO + f"&top_k={i % 5 + 1}") for i in range(256)))
+    assert [r.status for r in responses] == [200] * 256
 
 
 async def test_batching_returns_each_caller_its_own_result(serve, plugins):
@@ -189,3 +220,33 @@ async def test_batched_iris_answers_like_irisbench(serve):
     assert [strip(await b.json()) for b in batched] == [strip(await s.json()) for s in single]
     metrics = await (await client.get("/metrics")).text()
     assert metric(metrics, "deepaas_batch_size_count", model="irisbatch") < 40  # some rows shared a call
+
+
+async def test_a_flood_of_refusals_is_logged_as_a_count_not_line_by_line(serve, plugins, caplog):
+    plugins.install("slow")
+    client = await serve("slow", max_queue=1)
+    busy = asyncio.ensure_future(client.post("/v2/models/slow/predict/", json={"seconds": 1.5}))
+    await asyncio.sleep(0.3)
+    with caplog.at_level(logging.WARNING, logger="deepaas_like.api.middleware"):
+        responses = await asyncio.gather(*(client.post("/v2/models/slow/predict/") for _ in range(60)))
+    refused = sum(r.status == 503 for r in responses)
+    assert refused >= 55
+    lines = [r.getMessage() for r in caplog.records if "-> 503" in r.getMessage()]
+    assert len(lines) == 1, lines  # the first one; the others are counted
+    assert (await busy).status == 200
+
+
+async def test_repeated_warnings_are_summarised_once_per_interval(caplog):
+    from deepaas_like.api.quietlog import RepeatedWarnings
+
+    log = logging.getLogger("test.quiet")
+    quiet = RepeatedWarnings(log, interval=0.2)
+    with caplog.at_level(logging.WARNING, logger="test.quiet"):
+        for i in range(500):
+            quiet.warn(("503", "/predict"), "refused %d", i)
+        quiet.warn(("500", "/predict"), "another kind")
+        await asyncio.sleep(0.35)
+        quiet.warn(("503", "/predict"), "refused again")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["refused 0", "another kind", "499 more like it in the last 0.2 s, the last: refused 499",
+                        "refused again"]

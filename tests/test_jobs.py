@@ -100,8 +100,12 @@ async def test_asynchronous_prediction_errors_and_cancel(serve, plugins):
     done = await wait_for(client, f"/v2/models/failing/predictions/{job['id']}", finished)
     assert done["status"] == "error" and done["error_status"] == 500
     assert "ValueError: asked to fail" in done["message"]
-    assert (await client.get(f"/v2/models/failing/predictions/{job['id']}/result")).status == 404
-    long = await (await client.post("/v2/models/slow/predictions/", json={"seconds": 30})).json()
+    result = await client.get(f"/v2/models/failing/predictions/{job['id']}/result")
+    assert result.status == 409  # it exists, and failed: not a 404
+    body = await result.json()
+    assert "failed, so it has no result" in body["message"] and "asked to fail" in body["error"]
+    assert body["status"] == "error" and body["error_status"] == 500
+    long = await (await client.post("/v2/models/slow/predictions/", json={"seconds": 4})).json()
     await asyncio.sleep(0.3)
     cancelled = await client.delete(f"/v2/models/slow/predictions/{long['id']}")
     assert cancelled.status == 200 and (await cancelled.json())["status"] == "cancelled"

@@ -98,6 +98,7 @@ async def test_instance_plugin_is_warmed(serve, plugins):
 def test_basemodel_placeholder_is_not_a_batch_method():
     from deepaas_like import BaseModel
     from deepaas_like.adapter import ModelAdapter
+    from deepaas_like.calls import Ok
 
     class Plain(BaseModel):
         def get_metadata(self): return {}
@@ -112,4 +113,4 @@ def test_basemodel_placeholder_is_not_a_batch_method():
 
     assert not ModelAdapter("p", Plain()).has("predict_batch")
     assert ModelAdapter("b", Batched()).has("predict_batch")
-    assert ModelAdapter("b", Batched()).predict_many([{}, {}]) == [("ok", 1), ("ok", 1)]
+    assert ModelAdapter("b", Batched()).predict_many([{}, {}]) == [Ok(1), Ok(1)]

@@ -14,9 +14,11 @@ from ..models import ModelRegistry, build_model
 from ..settings import Settings
 from ..jobs.manager import JobManager
 from . import docs, handlers, job_handlers
-from .keys import JOBS, METRICS, MODELS, OPENAPI, SETTINGS
+from .keys import JOBS, METRICS, MODELS, OPENAPI, SETTINGS, WARNINGS
 from .metrics import Metrics
+from .middleware import LOG as ERRORS_LOG
 from .middleware import json_errors
+from .quietlog import RepeatedWarnings
 from .openapi import build_openapi
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app[MODELS] = models
     app[JOBS] = jobs
     app[METRICS] = metrics
+    app[WARNINGS] = RepeatedWarnings(ERRORS_LOG)
     app[OPENAPI] = json.dumps(build_openapi(models, settings)).encode()
     _add_routes(app, settings)
     app.cleanup_ctx.append(_run_jobs)  # first: it locks the data directory

@@ -17,9 +17,10 @@ from pathlib import Path
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from multidict import MultiDict
 
-from ..arguments import ArgumentSources
+from ..arguments import ArgumentSources, ArgumentSpec
 from ..errors import ArgumentError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..files import UploadedFile
+from .negotiation import negotiated_accept
 
 CHUNK = 256 * 1024
 ACCEPTED_TYPES = "application/json, application/x-www-form-urlencoded, multipart/form-data"
@@ -50,20 +51,14 @@ class UploadArea:
             self.path = None
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"Request body too large: the limit is {limit} bytes (--client-max-size)",
-        details={"limit": limit},
-    )
-
-
-async def read_sources(request: web.Request, uploads: UploadArea, limit: int) -> ArgumentSources:
-    """Collect the request's arguments from every place they may be sent."""
-    sources = ArgumentSources(query=request.query, accept_header=request.headers.get(hdrs.ACCEPT))
+async def read_sources(request: web.Request, spec: ArgumentSpec, uploads: UploadArea, limit: int) -> ArgumentSources:
+    """Collect the request's arguments for ``spec`` from every place they may be sent."""
+    sources = ArgumentSources(query=request.query,
+                              negotiated_accept=negotiated_accept(spec, request.headers.get(hdrs.ACCEPT)))
     if not request.body_exists:
         return sources
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise PayloadTooLarge(limit)
     declared = hdrs.CONTENT_TYPE in request.headers
     ctype = request.content_type
     if ctype == "multipart/form-data":
@@ -133,7 +128,7 @@ async def _read_multipart(
                 while chunk := await part.read_chunk(CHUNK):
                     total += len(chunk)
                     if total > limit:
-                        raise _too_large(limit)
+                        raise PayloadTooLarge(limit)
                     data.extend(chunk)
                 charset = part.get_charset(default="utf-8")
                 try:
@@ -157,7 +152,7 @@ async def _save_file(
         while chunk := await part.read_chunk(CHUNK):
             size += len(chunk)
             if already + size > limit:
-                raise _too_large(limit)
+                raise PayloadTooLarge(limit)
             fh.write(chunk)
     if size == 0 and not part.filename:
         os.unlink(path)

@@ -8,15 +8,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import DeepaasError
-from ..jsonutil import dumps_bytes
+from ..models import ServedModel
+from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
 from .keys import METRICS, MODELS, SETTINGS
-from ..outputs import prediction_output
 from .rendering import send_output
-
-
-def json_response(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=dumps_bytes(body), status=status, content_type="application/json")
+from .responses import json_response
 
 
 def base_path(request: web.Request) -> str:
@@ -64,7 +61,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
     model = request.app[MODELS].get_model(request.match_info["name"])
     uploads = UploadArea(parent=tempfile.gettempdir())
     try:
-        sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
+        sources = await read_sources(request, model.predict_args, uploads, request.app[SETTINGS].client_max_size)
         kwargs = model.predict_args.load(sources)
         result = await model.predict(kwargs)
         return await send_output(request, prediction_output(model, result, kwargs.get("accept")))
@@ -84,8 +81,8 @@ async def health_live(request: web.Request) -> web.Response:
     return json_response({"status": "alive"})
 
 
-def _readiness(model) -> dict:
-    entry = {"name": model.name, "ready": model.state == "ready" and model.runner.ready, "state": model.state,
+def _readiness(model: ServedModel) -> dict:
+    entry = {"name": model.name, "ready": model.is_ready, "state": model.state,
              **model.runner.describe(), "waiting": model.waiting}
     if model.error:
         entry["error"] = model.error

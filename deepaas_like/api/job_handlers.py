@@ -8,22 +8,18 @@ from aiohttp import web
 from multidict import MultiDict
 
 from ..arguments import ArgumentSources, ArgumentSpec
-from ..errors import ArgumentError, NotFound, NotImplementedByModel
+from ..errors import ArgumentError, Conflict, NotImplementedByModel
 from ..jobs.callbacks import check_callback_url
 from ..jobs.manager import JobManager
-from ..jobs.model import PREDICTION, STATUSES, TRAINING, Job
-from ..jsonutil import dumps_bytes
+from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
 from .bodies import UploadArea, read_sources
 from .keys import JOBS, MODELS, SETTINGS
 from .rendering import send_file
+from .responses import json_response
 
 CALLBACK = "callback_url"
 MAX_LIMIT = 1000
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps_bytes(body), status=status, headers=headers, content_type="application/json")
 
 
 def _take_callback(sources: ArgumentSources, spec: ArgumentSpec) -> str | None:
@@ -46,28 +42,29 @@ def _take_callback(sources: ArgumentSources, spec: ArgumentSpec) -> str | None:
     return check_callback_url(value)
 
 
-async def _submit(request: web.Request, kind: str) -> tuple[ServedModel, Job]:
+async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job]:
     model = request.app[MODELS].get_model(request.match_info["name"])
-    method = "train" if kind == TRAINING else "predict"
+    training = kind is JobKind.TRAINING
+    method = "train" if training else "predict"
     if not model.adapter.has(method):
         raise NotImplementedByModel(f"Model '{model.name}' does not implement {method}()", details={"model": model.name})
     jobs = request.app[JOBS]
-    spec = model.train_args if kind == TRAINING else model.predict_args
+    spec = model.train_args if training else model.predict_args
     job_id = jobs.new_id()
     uploads = UploadArea(directory=jobs.job_dir(job_id) / "inputs")
     try:
-        sources = await read_sources(request, uploads, request.app[SETTINGS].client_max_size)
+        sources = await read_sources(request, spec, uploads, request.app[SETTINGS].client_max_size)
         callback = _take_callback(sources, spec)
         kwargs = spec.load(sources)
         await model.wait_ready()
-        submit = jobs.submit_training if kind == TRAINING else jobs.submit_prediction
+        submit = jobs.submit_training if training else jobs.submit_prediction
         return model, await submit(model, job_id, kwargs, uploads.path, callback)
     except BaseException:
         uploads.remove()
         raise
 
 
-def _listing(request: web.Request, kind: str) -> web.Response:
+def _listing(request: web.Request, kind: JobKind) -> web.Response:
     """Jobs of a model, oldest first; ``?status=&limit=&offset=``; total in X-Total-Count."""
     model = request.app[MODELS].get_model(request.match_info["name"])
     query = request.query
@@ -83,9 +80,9 @@ def _listing(request: web.Request, kind: str) -> web.Response:
         raise ArgumentError(f"Invalid list arguments: {', '.join(errors)}", errors,
                             accepted=["limit", "offset", "status"])
     jobs = request.app[JOBS]
-    found = jobs.list(kind, model.name, status)
+    found = jobs.list(kind, model.name, JobStatus(status) if status else None)
     page = found[offset:offset + limit]
-    return _json([jobs.document(j) for j in page], headers={"X-Total-Count": str(len(found))})
+    return json_response([jobs.document(j) for j in page], headers={"X-Total-Count": str(len(found))})
 
 
 def _int(query: Any, name: str, default: int, low: int, high: int | None, errors: dict) -> int:
@@ -101,20 +98,20 @@ def _int(query: Any, name: str, default: int, low: int, high: int | None, errors
     return value
 
 
-def _job(request: web.Request, kind: str) -> tuple[JobManager, Job]:
+def _job(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
     model = request.app[MODELS].get_model(request.match_info["name"])
     jobs = request.app[JOBS]
     return jobs, jobs.get(kind, model.name, request.match_info["uuid"])
 
 
-def _show(request: web.Request, kind: str) -> web.Response:
+def _show(request: web.Request, kind: JobKind) -> web.Response:
     jobs, job = _job(request, kind)
-    return _json(jobs.document(job))
+    return json_response(jobs.document(job))
 
 
-async def _cancel(request: web.Request, kind: str) -> web.Response:
+async def _cancel(request: web.Request, kind: JobKind) -> web.Response:
     jobs, job = _job(request, kind)
-    return _json(jobs.document(await jobs.cancel(kind, job.model, job.id)))
+    return json_response(jobs.document(await jobs.cancel(kind, job.model, job.id)))
 
 
 # --- trainings -------------------------------------------------------------------
@@ -122,25 +119,25 @@ async def _cancel(request: web.Request, kind: str) -> web.Response:
 
 async def start_training(request: web.Request) -> web.Response:
     """``POST .../train/``: queue a training, answer its document (DEEPaaS answers 200)."""
-    _, job = await _submit(request, TRAINING)
-    return _json(request.app[JOBS].document(job))
+    _, job = await _submit(request, JobKind.TRAINING)
+    return json_response(request.app[JOBS].document(job))
 
 
 async def list_trainings(request: web.Request) -> web.Response:
-    return _listing(request, TRAINING)
+    return _listing(request, JobKind.TRAINING)
 
 
 async def get_training(request: web.Request) -> web.Response:
-    return _show(request, TRAINING)
+    return _show(request, JobKind.TRAINING)
 
 
 async def cancel_training(request: web.Request) -> web.Response:
-    return await _cancel(request, TRAINING)
+    return await _cancel(request, JobKind.TRAINING)
 
 
 async def training_log(request: web.Request) -> web.Response:
     """The training's captured output so far; ``?offset=N`` skips the first N bytes."""
-    jobs, job = _job(request, TRAINING)
+    jobs, job = _job(request, JobKind.TRAINING)
     errors: dict[str, list[str]] = {}
     offset = _int(request.query, "offset", 0, 0, None, errors)
     if errors:
@@ -162,30 +159,34 @@ async def training_log(request: web.Request) -> web.Response:
 
 async def submit_prediction(request: web.Request) -> web.Response:
     """``POST .../predictions/``: validated like predict; 202 with the job and its URL."""
-    _, job = await _submit(request, PREDICTION)
+    _, job = await _submit(request, JobKind.PREDICTION)
     document = request.app[JOBS].document(job)
-    return _json(document, status=202, headers={"Location": document["links"]["self"]})
+    return json_response(document, status=202, headers={"Location": document["links"]["self"]})
 
 
 async def list_predictions(request: web.Request) -> web.Response:
-    return _listing(request, PREDICTION)
+    return _listing(request, JobKind.PREDICTION)
 
 
 async def get_prediction(request: web.Request) -> web.Response:
-    return _show(request, PREDICTION)
+    return _show(request, JobKind.PREDICTION)
 
 
 async def cancel_prediction(request: web.Request) -> web.Response:
-    return await _cancel(request, PREDICTION)
+    return await _cancel(request, JobKind.PREDICTION)
 
 
 async def prediction_result(request: web.Request) -> web.StreamResponse:
     """The body a synchronous predict would have answered, with its content type."""
-    jobs, job = _job(request, PREDICTION)
-    if job.status != "done":
-        raise NotFound(f"Prediction '{job.id}' has no result: it is {job.status}",
+    jobs, job = _job(request, JobKind.PREDICTION)
+    if job.status is JobStatus.ERROR:
+        raise Conflict(f"Prediction '{job.id}' failed, so it has no result: {job.message}",
+                       details={"uuid": job.id, "status": job.status, "error": job.message,
+                                "error_status": job.error_status})
+    if job.status is not JobStatus.DONE:
+        raise Conflict(f"Prediction '{job.id}' has no result: it is {job.status}",
                        details={"uuid": job.id, "status": job.status})
     if job.result_type is None:
-        return _json(job.result)
+        return json_response(job.result)
     filename = (job.result or {}).get("filename") if isinstance(job.result, dict) else None
     return await send_file(request, str(jobs.result_path(job)), job.result_type, filename)

@@ -8,9 +8,11 @@ from ..models import ModelRegistry
 from ..settings import Settings
 from ..jobs.manager import JobManager
 from .metrics import Metrics
+from .quietlog import RepeatedWarnings
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelRegistry)
 JOBS = web.AppKey("jobs", JobManager)
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("metrics", Metrics)
+WARNINGS = web.AppKey("warnings", RepeatedWarnings)

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from ..models import ModelRegistry
 from ..jobs.manager import JobManager
-from ..jobs.model import STATUSES
+from ..jobs.model import JobKind, JobStatus
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -44,7 +44,7 @@ class ModelStateCollector:
         counts = self._jobs.counts()
         for name, model in self._models.items():
             state = model.runner.describe()
-            ready.add_metric([name], 1.0 if model.state == "ready" and model.runner.ready else 0.0)
+            ready.add_metric([name], 1.0 if model.is_ready else 0.0)
             workers.add_metric([name], state["workers"])
             busy.add_metric([name], state["busy"])
             queue.add_metric([name], model.waiting)
@@ -57,8 +57,8 @@ class ModelStateCollector:
                     buckets.append((str(bound), cumulative))
                 buckets.append(("+Inf", sum(sizes.values())))
                 batches.add_metric([name], buckets, sum_value=sum(size * count for size, count in sizes.items()))
-            for kind in ("training", "prediction"):
-                for status in STATUSES:
+            for kind in JobKind:
+                for status in JobStatus:
                     jobs.add_metric([name, kind, status], counts.get((name, kind, status), 0))
         yield from (ready, workers, busy, queue, restarts, batches, jobs, queued)
 

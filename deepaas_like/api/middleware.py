@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..errors import DeepaasError
-from ..jsonutil import dumps_bytes
-from .keys import SETTINGS
+from ..errors import DeepaasError, PayloadTooLarge
+from .keys import SETTINGS, WARNINGS
+from .responses import json_response
 
 LOG = logging.getLogger(__name__)
 _FORWARDED_HEADERS = ("Allow", "Retry-After", "Location")
-
-
-def error_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=dumps_bytes(dict(body)), status=status, headers=dict(headers or {}), content_type="application/json"
-    )
 
 
 def _http_error_body(exc: web.HTTPException, request: web.Request) -> dict[str, Any]:
@@ -33,11 +27,7 @@ def _http_error_body(exc: web.HTTPException, request: web.Request) -> dict[str, 
             "allowed": sorted(exc.allowed_methods),
         }
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        limit = request.app[SETTINGS].client_max_size
-        return {
-            "message": f"Request body too large: the limit is {limit} bytes (--client-max-size)",
-            "limit": limit,
-        }
+        return PayloadTooLarge(request.app[SETTINGS].client_max_size).body()
     return {"message": exc.reason or exc.text or f"HTTP {exc.status}"}
 
 
@@ -47,15 +37,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except DeepaasError as exc:
         if exc.status >= 500:
-            LOG.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
-        return error_response(exc.status, exc.body(), exc.headers)
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else request.path
+            request.app[WARNINGS].warn((exc.status, route, type(exc).__name__),
+                                       "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
+        return json_response(exc.body(), exc.status, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k in _FORWARDED_HEADERS}
-        return error_response(exc.status, _http_error_body(exc, request), headers)
+        return json_response(_http_error_body(exc, request), exc.status, headers)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
         LOG.exception("unexpected error answering %s %s", request.method, request.path)
-        return error_response(500, {"message": f"Internal server error: {type(exc).__name__}: {exc}"})
+        return json_response({"message": f"Internal server error: {type(exc).__name__}: {exc}"}, 500)

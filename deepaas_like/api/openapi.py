@@ -10,7 +10,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields as ma_fields
 
 from .. import __version__
-from ..arguments import ArgumentSpec, is_file_field, legacy_vocabulary_allowed
+from ..arguments import ArgumentSpec, is_file_field
+from ..jobs.model import STATUSES
+from ..legacy import legacy_vocabulary_allowed
 from ..models import ModelRegistry, ServedModel
 from ..settings import Settings
 
@@ -36,7 +38,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed body (JSON, form or multipart)",
         404: "Unknown model or job",
-        409: "The job is not in a state that allows this",
+        409: "The job is not in a state that allows this (a failed prediction's result: its error)",
         413: "Request body over --client-max-size",
         415: "Unsupported Content-Type",
         422: "Invalid or unknown arguments; `errors` has the detail per argument",
@@ -127,8 +129,7 @@ def _job_paths(model: ServedModel, kind: str) -> dict[str, dict[str, Any]]:
         submit["requestBody"] = body
     uuid_param = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
     filters = [
-        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [
-            "queued", "running", "done", "error", "cancelled", "interrupted"]}},
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in STATUSES]}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
     ]
@@ -172,7 +173,7 @@ def _job_paths(model: ServedModel, kind: str) -> dict[str, dict[str, Any]]:
             "tags": tag, "summary": "The finished prediction's body, as a synchronous predict answers it",
             "operationId": f"{slug}_prediction_result",
             "responses": {"200": {"description": "The prediction", "content": result_content},
-                          **_error_responses(404)}}}
+                          **_error_responses(404, 409)}}}
     return paths
 
 
@@ -202,7 +203,7 @@ def _components(spec: APISpec) -> None:
         "properties": {k: {"type": "string"} for k in ("id", "name", "description", "author", "license", "version", "url")}
         | {"links": links},
     })
-    statuses = {"type": "string", "enum": ["queued", "running", "done", "error", "cancelled", "interrupted"]}
+    statuses = {"type": "string", "enum": [s.value for s in STATUSES]}
     common = {
         "uuid": {"type": "string"},
         "model": {"type": "string"},

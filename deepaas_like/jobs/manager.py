@@ -8,9 +8,10 @@ when the server stopped becomes ``interrupted``, with the reason.
   ``warm()``; its stdout, stderr and logging go to the job's log file; it may report
   progress. At most ``--max-concurrent-trainings`` run at once; the others wait, in
   order. A successful training reloads the model's workers before it is ``done``.
-* An asynchronous prediction goes through the model's dispatcher like a synchronous
-  one (at most as many at once as the model has workers, so that they never crowd
-  out synchronous traffic); its response body is kept for ``--prediction-retention``.
+* An asynchronous prediction goes through the model's queue like a synchronous one,
+  as a background call: it runs when no synchronous call is waiting, so that it never
+  crowds out synchronous traffic. Its response body is kept for
+  ``--prediction-retention``.
 """
 
 from __future__ import annotations
@@ -24,18 +25,17 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..adapter import CallFailure
-from ..arguments import describe_arguments
-from ..errors import Conflict, DeepaasError, NotFound, QueueFull
+from ..calls import Ok, unwrap
+from ..errors import Conflict, DeepaasError, NotFound
+from ..files import UploadedFile
 from ..jsonutil import to_jsonable
 from ..models import ModelRegistry, ServedModel
 from ..outputs import PredictionOutput, prediction_output
-from ..process import WorkerDied, WorkerProcess, WorkerStartFailed
-from ..runners import mp_context
+from ..process import WorkerStartFailed
 from ..settings import Settings
-from ..worker import WorkerConfig
+from ..training import describe_failure
 from .callbacks import PENDING, CallbackSender
-from .model import CANCELLED, DONE, ERROR, INTERRUPTED, PREDICTION, QUEUED, RUNNING, TRAINING, Job
+from .model import Job, JobKind, JobStatus
 from .store import JobStore
 
 LOG = logging.getLogger(__name__)
@@ -56,8 +56,6 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._training_queue: collections.deque[Job] = collections.deque()
         self._trainings_running: set[Job] = set()
-        self._prediction_slots: dict[str, asyncio.Semaphore] = {}
-        self._context = mp_context(settings.start_method)
         self._background: set[asyncio.Task] = set()
         self._progress_saved: dict[str, float] = {}
         self._callbacks = CallbackSender(settings.callback_attempts, settings.callback_backoff,
@@ -69,9 +67,9 @@ class JobManager:
         return f"{self._settings.base_path}/v2/models/{model}"
 
     def document(self, job: Job) -> dict[str, Any]:
-        if job.kind == TRAINING:
+        if job.kind is JobKind.TRAINING:
             doc = job.training_document(self.base(job.model))
-            if job.status == QUEUED and job in self._training_queue:
+            if job.status is JobStatus.QUEUED and job in self._training_queue:
                 doc["queue_position"] = self._training_queue.index(job) + 1
             return doc
         return job.prediction_document(self.base(job.model))
@@ -82,21 +80,21 @@ class JobManager:
     def new_id(self) -> str:
         return uuid.uuid4().hex
 
-    def get(self, kind: str, model: str, job_id: str) -> Job:
+    def get(self, kind: JobKind, model: str, job_id: str) -> Job:
         job = self._jobs.get(job_id)
         if job is None or job.kind != kind or job.model != model:
-            what = "Training" if kind == TRAINING else "Prediction"
+            what = kind.capitalize()
             raise JobNotFound(f"{what} '{job_id}' of model '{model}' not found",
                               details={"model": model, "uuid": job_id})
         return job
 
-    def list(self, kind: str, model: str, status: str | None = None) -> list[Job]:
+    def list(self, kind: JobKind, model: str, status: JobStatus | None = None) -> list[Job]:
         """Oldest first."""
         return [j for j in self._jobs.values()
                 if j.kind == kind and j.model == model and (status is None or j.status == status)]
 
-    def counts(self) -> dict[tuple[str, str, str], int]:
-        counts: dict[tuple[str, str, str], int] = collections.Counter()
+    def counts(self) -> dict[tuple[str, JobKind, JobStatus], int]:
+        counts: dict[tuple[str, JobKind, JobStatus], int] = collections.Counter()
         for job in self._jobs.values():
             counts[(job.model, job.kind, job.status)] += 1
         return counts
@@ -119,7 +117,7 @@ class JobManager:
             self._jobs[job.id] = job
             if not job.is_finished:
                 was = job.status
-                job.status, job.finished = INTERRUPTED, time.time()
+                job.status, job.finished = JobStatus.INTERRUPTED, time.time()
                 job.message = f"the server stopped unexpectedly (crash or kill) while the job was {was}"
                 await self._store.save(job, "status", "finished", "message")
                 shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
@@ -133,12 +131,12 @@ class JobManager:
         """Server shutdown: queued and running jobs end as interrupted."""
         for job in list(self._jobs.values()):
             if not job.is_finished:
-                where = "before it started" if job.status == QUEUED else "while it was running"
-                await self._finish(job, INTERRUPTED, message=f"the server was stopped {where}")
+                where = "before it started" if job.status is JobStatus.QUEUED else "while it was running"
+                await self._finish(job, JobStatus.INTERRUPTED, message=f"the server was stopped {where}")
         self._training_queue.clear()
         for job in self._jobs.values():
-            if job.worker is not None:
-                job.worker.kill()
+            if job.training is not None:
+                job.training.kill()
         tasks = [t for t in self._background if not t.done()]
         for task in tasks:
             task.cancel()
@@ -152,14 +150,14 @@ class JobManager:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _finish(self, job: Job, status: str, *, result: Any = None, message: str | None = None,
+    async def _finish(self, job: Job, status: JobStatus, *, result: Any = None, message: str | None = None,
                       result_type: str | None = None, error_status: int | None = None) -> None:
         """Record a job's end (once), clean its inputs, send its callback."""
         if job.is_finished:
             return
         job.status, job.finished, job.message = status, time.time(), message
         job.result, job.result_type, job.error_status = result, result_type, error_status
-        if status == DONE and job.progress is not None:
+        if status is JobStatus.DONE and job.progress is not None:
             job.progress = 1.0
         job.kwargs = None
         shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
@@ -176,20 +174,21 @@ class JobManager:
 
     # --- cancel -----------------------------------------------------------------
 
-    async def cancel(self, kind: str, model: str, job_id: str) -> Job:
+    async def cancel(self, kind: JobKind, model: str, job_id: str) -> Job:
         job = self.get(kind, model, job_id)
         if job.is_finished:
             raise Conflict(
-                f"{'Training' if kind == TRAINING else 'Prediction'} '{job_id}' already finished "
+                f"{kind.capitalize()} '{job_id}' already finished "
                 f"({job.status}); only a queued or running job can be cancelled",
                 details={"model": model, "uuid": job_id, "status": job.status},
             )
         if job in self._training_queue:
             self._training_queue.remove(job)
-        started = job.status == RUNNING
-        await self._finish(job, CANCELLED, message="cancelled by request" + ("" if started else " before it started"))
-        if job.worker is not None:
-            job.worker.kill()
+        started = job.status is JobStatus.RUNNING
+        await self._finish(job, JobStatus.CANCELLED,
+                           message="cancelled by request" + ("" if started else " before it started"))
+        if job.training is not None:
+            job.training.kill()
         if job.task is not None and not job.task.done():
             job.task.cancel()
             await asyncio.wait({job.task}, timeout=10)
@@ -199,7 +198,7 @@ class JobManager:
 
     async def submit_training(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
                               inputs_dir: Path | None, callback_url: str | None = None) -> Job:
-        job = Job(job_id, TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
+        job = Job(job_id, JobKind.TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
         job.kwargs = dict(kwargs)
         await self._create(job, callback_url)
         self._training_queue.append(job)
@@ -210,58 +209,44 @@ class JobManager:
         while self._training_queue and len(self._trainings_running) < self._settings.max_concurrent_trainings:
             job = self._training_queue.popleft()
             self._trainings_running.add(job)
-            job.status, job.started = RUNNING, time.time()  # already in the answer to the POST
+            job.status, job.started = JobStatus.RUNNING, time.time()  # already in the answer to the POST
             job.task = self._spawn(self._run_training(job))
 
     async def _run_training(self, job: Job) -> None:
         model = self._models[job.model]
         await self._store.save(job, "status", "started")
         self.job_dir(job.id).mkdir(parents=True, exist_ok=True)
-        config = WorkerConfig(
-            model=model.name, warm=self._settings.warm, storage_dir=str(self._settings.models_dir / model.name),
-            log_level=self._settings.log_level, log_file=str(self.log_path(job)),
-        )
-        worker = WorkerProcess(model.ref, config, self._context,
-                               on_progress=lambda fraction, note: self._progress(job, fraction, note))
-        job.worker = worker
-        outcome: tuple[str, Any, str | None] = (ERROR, None, "the training did not finish")
+        job.training = model.new_training(log_file=str(self.log_path(job)),
+                                          on_progress=lambda fraction, note: self._progress(job, fraction, note))
+        ending: tuple[JobStatus, Any, str | None] = (JobStatus.ERROR, None, "the training did not finish")
         try:
-            outcome = await self._train(worker, model, job.kwargs or {})
-        except WorkerStartFailed as exc:
-            outcome = (ERROR, None, f"the training process could not load the model: {exc}")
-        except WorkerDied as exc:
-            outcome = (ERROR, None, f"the training process died (exit code {exc.exitcode})")
+            ending = await self._train(model, job)
         except asyncio.CancelledError:
-            outcome = (CANCELLED, None, "cancelled")
+            ending = (JobStatus.CANCELLED, None, "cancelled")
             raise
         except Exception as exc:  # keep the server alive whatever happens here
             LOG.exception("training %s of %s failed", job.id, model.name)
-            outcome = (ERROR, None, f"{type(exc).__name__}: {exc}")
+            ending = (JobStatus.ERROR, None, f"{type(exc).__name__}: {exc}")
         finally:
-            # Release everything before the status says the training is over.
-            await asyncio.shield(worker.stop(timeout=0 if job.is_finished else 2.0))
-            job.worker = None
-            status, result, message = outcome
+            job.training = None
+            status, result, message = ending
             await asyncio.shield(self._finish(job, status, result=result, message=message))
             self._trainings_running.discard(job)
             self._start_trainings()
 
-    async def _train(self, worker: WorkerProcess, model: ServedModel,
-                     kwargs: Mapping[str, Any]) -> tuple[str, Any, str | None]:
-        await worker.start()
-        kind, value = await worker.call("train", kwargs)
-        if kind == "err":
-            return ERROR, None, _failure_text(value)
+    async def _train(self, model: ServedModel, job: Job) -> tuple[JobStatus, Any, str | None]:
+        outcome = await job.training.run(job.kwargs or {})  # its process is gone when this returns
+        if not isinstance(outcome, Ok):
+            return JobStatus.ERROR, None, describe_failure(outcome)
         try:
-            output = to_jsonable(value)
+            output = to_jsonable(outcome.value)
         except (TypeError, ValueError) as exc:
-            return ERROR, None, f"train() returned a value that is not JSON: {exc}"
+            return JobStatus.ERROR, None, f"train() returned a value that is not JSON: {exc}"
         try:
-            await model.runner.reload()
+            await model.reload()
         except WorkerStartFailed as exc:
-            return ERROR, None, f"training finished, but the model could not be warmed again: {exc}"
-        await model.refresh_metadata()
-        return DONE, output, None
+            return JobStatus.ERROR, None, f"training finished, but the model could not be warmed again: {exc}"
+        return JobStatus.DONE, output, None
 
     def _progress(self, job: Job, fraction: float, message: str | None) -> None:
         job.progress, job.progress_message = fraction, message
@@ -274,47 +259,39 @@ class JobManager:
 
     async def submit_prediction(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
                                 inputs_dir: Path | None, callback_url: str | None = None) -> Job:
-        job = Job(job_id, PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
+        job = Job(job_id, JobKind.PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
         job.kwargs = dict(kwargs)
         await self._create(job, callback_url)
         job.task = self._spawn(self._run_prediction(job, model))
         return job
 
+    def _prediction_started(self, job: Job) -> None:
+        if not job.is_finished:
+            job.status, job.started = JobStatus.RUNNING, time.time()
+            self._spawn(self._store.save(job, "status", "started"))
+
     async def _run_prediction(self, job: Job, model: ServedModel) -> None:
-        slots = self._prediction_slots.setdefault(model.name, asyncio.Semaphore(model.options.workers))
+        kwargs = job.kwargs or {}
         try:
-            async with slots:
-                if job.is_finished:  # cancelled while queued
-                    return
-                job.status, job.started = RUNNING, time.time()
-                await self._store.save(job, "status", "started")
-                kwargs = job.kwargs or {}
-                try:
-                    result = await self._predict(model, kwargs)
-                    output = prediction_output(model, result, kwargs.get("accept"))
-                except DeepaasError as exc:
-                    await self._finish(job, ERROR, message=exc.message, error_status=exc.status)
-                    return
-                if output.is_json:
-                    await self._finish(job, DONE, result=output.json)
-                else:
-                    await asyncio.to_thread(self._keep_result, job, output)
-                    await self._finish(job, DONE, result={"filename": output.filename},
-                                       result_type=output.content_type)
+            try:
+                await model.wait_ready()
+                outcome = await model.dispatcher.call("predict", kwargs, admit=False, background=True,
+                                                      on_start=lambda: self._prediction_started(job))
+                output = prediction_output(model, unwrap(outcome, model.name, "predict"), kwargs.get("accept"))
+            except DeepaasError as exc:
+                await self._finish(job, JobStatus.ERROR, message=exc.message, error_status=exc.status)
+                return
+            if output.is_json:
+                await self._finish(job, JobStatus.DONE, result=output.json)
+            else:
+                await asyncio.to_thread(self._keep_result, job, output)
+                await self._finish(job, JobStatus.DONE, result={"filename": output.filename},
+                                   result_type=output.content_type)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep the server alive whatever happens here
             LOG.exception("prediction %s of %s failed", job.id, model.name)
-            await self._finish(job, ERROR, message=f"{type(exc).__name__}: {exc}", error_status=500)
-
-    async def _predict(self, model: ServedModel, kwargs: Mapping[str, Any]) -> Any:
-        delay = 0.05
-        while True:
-            try:
-                return await model.predict(kwargs)
-            except QueueFull:  # a job can wait; synchronous clients are the ones that cannot
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            await self._finish(job, JobStatus.ERROR, message=f"{type(exc).__name__}: {exc}", error_status=500)
 
     def _keep_result(self, job: Job, output: PredictionOutput) -> None:
         path = self.result_path(job)
@@ -330,7 +307,7 @@ class JobManager:
         """Remove asynchronous predictions finished longer than the retention ago."""
         cutoff = time.time() - self._settings.prediction_retention
         old = [j for j in self._jobs.values()
-               if j.kind == PREDICTION and j.is_finished and j.finished is not None and j.finished <= cutoff
+               if j.kind is JobKind.PREDICTION and j.is_finished and j.finished is not None and j.finished <= cutoff
                and j.callback_status != PENDING]
         if not old:
             return 0
@@ -351,6 +328,16 @@ class JobManager:
             await asyncio.sleep(interval)
 
 
-def _failure_text(failure: CallFailure) -> str:
-    return f"{failure.exc_type}: {failure.message}" if failure.message else failure.exc_type
+def describe_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-friendly copy of validated arguments (files shown by their metadata)."""
+    return {key: _describe(value) for key, value in values.items()}
 
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, UploadedFile):
+        return {"name": value.name, "content_type": value.content_type, "original_filename": value.original_filename}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _describe(v) for k, v in value.items()}
+    return value

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
+import enum
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TRAINING, PREDICTION = "training", "prediction"
-QUEUED, RUNNING, DONE, ERROR, CANCELLED, INTERRUPTED = (
-    "queued", "running", "done", "error", "cancelled", "interrupted")
-STATUSES = (QUEUED, RUNNING, DONE, ERROR, CANCELLED, INTERRUPTED)
-FINISHED = {DONE, ERROR, CANCELLED, INTERRUPTED}
+
+class JobKind(enum.StrEnum):
+    TRAINING = "training"
+    PREDICTION = "prediction"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+STATUSES = tuple(JobStatus)
+_RUNTIME = {"runtime": True}  # field metadata: exists only while the server runs the job
 
 
 def _stamp(epoch: float | None) -> str | None:
@@ -31,15 +49,15 @@ def _duration(start: float | None, end: float | None) -> str | None:
 class Job:
     """One training or asynchronous prediction of one model.
 
-    The persisted fields are the dataclass fields up to ``callback_error``; the rest
-    only exists while the server runs the job.
+    Every field is persisted in the job store except those marked runtime, which
+    only exist while the server runs the job.
     """
 
     id: str
-    kind: str
+    kind: JobKind
     model: str
     args: dict[str, Any]
-    status: str = QUEUED
+    status: JobStatus = JobStatus.QUEUED
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -54,14 +72,19 @@ class Job:
     callback_attempts: int = 0
     callback_error: str | None = None
     # --- runtime only -----------------------------------------------------------
-    task: asyncio.Task | None = field(default=None, repr=False)
-    worker: Any = field(default=None, repr=False)
-    inputs_dir: Path | None = field(default=None, repr=False)
-    kwargs: dict[str, Any] | None = field(default=None, repr=False)
+    task: asyncio.Task | None = field(default=None, repr=False, metadata=_RUNTIME)
+    training: Any = field(default=None, repr=False, metadata=_RUNTIME)  # its TrainingRun while it runs
+    inputs_dir: Path | None = field(default=None, repr=False, metadata=_RUNTIME)
+    kwargs: dict[str, Any] | None = field(default=None, repr=False, metadata=_RUNTIME)
 
     @property
     def is_finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status.is_finished
+
+    @classmethod
+    def persisted_fields(cls) -> list[str]:
+        """The names of the fields the job store keeps."""
+        return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("runtime")]
 
     def _common(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
@@ -94,7 +117,7 @@ class Job:
             "status": self.status,
             "model": self.model,
         }
-        if self.status == DONE:
+        if self.status is JobStatus.DONE:
             doc["result"] = {
                 "output": self.result,
                 "finish_date": _stamp(self.finished),
@@ -115,13 +138,13 @@ class Job:
             "date": _stamp(self.created),
             "args": self.args,
         }
-        if self.status == DONE:
+        if self.status is JobStatus.DONE:
             if self.result_type is None:
                 doc["result"] = self.result
             else:
                 doc["result_type"] = self.result_type
-        if self.status == ERROR and self.error_status is not None:
+        if self.status is JobStatus.ERROR and self.error_status is not None:
             doc["error_status"] = self.error_status
         doc.update(self._common())
-        doc["links"] = {"self": url, **({"result": f"{url}/result"} if self.status == DONE else {})}
+        doc["links"] = {"self": url, **({"result": f"{url}/result"} if self.status is JobStatus.DONE else {})}
         return doc

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import fcntl
 import json
 import os
@@ -18,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeepaasError
-from .model import Job
+from .model import Job, JobKind, JobStatus
 
 SCHEMA_VERSION = 1
-PERSISTED = [f.name for f in dataclasses.fields(Job) if f.name not in ("task", "worker", "inputs_dir", "kwargs")]
+"""Version of the database layout this code writes. A database of a newer version is
+refused (a newer server wrote it); an older one is migrated on open (see ``_migrate``)."""
+PERSISTED = Job.persisted_fields()
 JSON_COLUMNS = {"args", "result"}
 COLUMN_TYPES = {
     "id": "TEXT PRIMARY KEY", "created": "REAL", "started": "REAL", "finished": "REAL", "progress": "REAL",
@@ -31,6 +32,10 @@ COLUMN_TYPES = {
 
 class DataDirInUse(DeepaasError):
     pass
+
+
+class StoreTooNew(DeepaasError):
+    """The job database was written by a newer deepaas_like."""
 
 
 class JobStore:
@@ -61,18 +66,44 @@ class JobStore:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
 
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _open(self) -> list[Job]:
         self._lock()
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        columns = ", ".join(f"{name} {COLUMN_TYPES.get(name, 'TEXT')}" for name in PERSISTED)
-        db.execute(f"CREATE TABLE IF NOT EXISTS jobs (seq INTEGER UNIQUE, {columns})")
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            self._unlock()
+            raise
         self._db = db
         rows = db.execute(f"SELECT {', '.join(PERSISTED)} FROM jobs ORDER BY seq").fetchall()
         return [self._job(row) for row in rows]
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Create the tables, or bring an older database up to ``SCHEMA_VERSION``."""
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"the job database {self.path} has schema version {version}, newer than this deepaas_like "
+                f"understands ({SCHEMA_VERSION}); run the newer deepaas_like, or give this one another --data-dir"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        # Version 0 is an empty data directory; later versions add their steps here.
+        columns = ", ".join(f"{name} {COLUMN_TYPES.get(name, 'TEXT')}" for name in PERSISTED)
+        db.execute("BEGIN")
+        db.execute(f"CREATE TABLE IF NOT EXISTS jobs (seq INTEGER UNIQUE, {columns})")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
 
     async def open(self) -> list[Job]:
         """Lock the data directory, create or open the database, return every job."""
@@ -83,9 +114,7 @@ class JobStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._unlock()
 
         await self._run(close)
         self._executor.shutdown(wait=True)
@@ -108,6 +137,7 @@ class JobStore:
         for name in ("callback_attempts", "error_status"):
             values[name] = int(values[name]) if values[name] is not None else None
         values["callback_attempts"] = values["callback_attempts"] or 0
+        values["kind"], values["status"] = JobKind(values["kind"]), JobStatus(values["status"])
         return Job(**values)
 
     def _insert(self, job: Job) -> None:

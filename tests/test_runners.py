@@ -1,0 +1,166 @@
+"""The execution layer on its own: typed outcomes, timeouts that requeue what never ran,
+one queue with background calls behind the others, trainings beside the runners."""
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from deepaas_like.adapter import ModelAdapter
+from deepaas_like.calls import NOT_STARTED, CallFailure, Ok, Unserved, unwrap
+from deepaas_like.dispatch import Dispatcher
+from deepaas_like.errors import ModelError, ModelUnavailable, NotImplementedByModel, PredictTimeout
+from deepaas_like.jobs.store import JobStore, StoreTooNew
+from deepaas_like.loading import PluginRef
+from deepaas_like.process import WorkerLauncher, WorkerLost, mp_context
+from deepaas_like.runners import ProcessRunner, ThreadRunner
+from deepaas_like.settings import Settings
+from deepaas_like.training import TrainingRun, describe_failure
+from deepaas_like.worker import WorkerConfig
+
+
+class Sleeper:
+    """predict(seconds) sleeps; every call that started is recorded."""
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.lock = threading.Lock()
+
+    def predict(self, seconds: float = 0.0) -> dict:
+        with self.lock:
+            self.started.append(seconds)
+        time.sleep(seconds)
+        return {"slept": seconds}
+
+
+def test_unwrap_turns_each_outcome_into_a_value_or_its_error():
+    assert unwrap(Ok(3), "m", "predict") == 3
+    with pytest.raises(ModelError, match="Model 'm' failed in predict\\(\\): ValueError: bad"):
+        unwrap(CallFailure("ValueError", "bad"), "m", "predict")
+    with pytest.raises(NotImplementedByModel):
+        unwrap(CallFailure("MethodMissing", "train", missing_method=True), "m", "train")
+    with pytest.raises(PredictTimeout):
+        unwrap(Unserved(PredictTimeout("m", 1.0)), "m", "predict")
+    with pytest.raises(ModelUnavailable, match="went away"):
+        unwrap(NOT_STARTED, "m", "predict")
+
+
+async def test_thread_group_after_a_timeout_never_starts_the_rest():
+    model = Sleeper()
+    runner = ThreadRunner("sleeper", ModelAdapter("sleeper", model), size=1, warm=False)
+    await runner.start()
+    try:
+        slot = runner.take_idle()
+        outcomes = await runner.run_group(slot, "predict", [{"seconds": 0.6}, {"seconds": 0}, {"seconds": 0}], 0.2)
+        assert isinstance(outcomes[0], Unserved) and isinstance(outcomes[0].error, PredictTimeout)
+        assert outcomes[1:] == [NOT_STARTED, NOT_STARTED]  # the dispatcher runs these elsewhere
+        assert runner.take_idle() is None  # the late thread still holds its slot...
+        await asyncio.sleep(0.7)
+        assert runner.take_idle() == slot  # ...until its call returns
+        assert model.started == [0.6]
+    finally:
+        await runner.stop()
+
+
+async def test_process_group_after_a_timeout_kills_the_worker_and_requeues_the_rest(plugins):
+    plugins.install("slow")
+    launcher = WorkerLauncher(PluginRef("slow", "fixture_slow"), WorkerConfig(model="slow"), mp_context("spawn"))
+    runner = ProcessRunner("slow", launcher, size=1)
+    await runner.start()
+    try:
+        worker = runner.take_idle()
+        first_pid = worker.pid
+        outcomes = await runner.run_group(worker, "predict", [{"seconds": 0}, {"seconds": 5}, {"seconds": 0}], 0.5)
+        assert isinstance(outcomes[0], Ok) and outcomes[0].value["slept"] == 0
+        assert isinstance(outcomes[1], Unserved) and isinstance(outcomes[1].error, PredictTimeout)
+        assert outcomes[2] is NOT_STARTED
+        replacement = await asyncio.wait_for(runner.next_slot(), 30)
+        assert replacement.pid != first_pid and runner.restarts == 1
+        (after,) = await runner.run_group(replacement, "predict", [{"seconds": 0}], None)
+        assert isinstance(after, Ok)
+    finally:
+        await runner.stop()
+
+
+async def test_a_worker_that_dies_answers_worker_lost_then_not_started():
+    launcher = WorkerLauncher(PluginRef("echobench", "echobench.api"), WorkerConfig(model="echobench"),
+                              mp_context("spawn"))
+    runner = ProcessRunner("echobench", launcher, size=1)
+    await runner.start()
+    try:
+        worker = runner.take_idle()
+        row = {"sepal_length": 1.0, "sepal_width": 1.0, "petal_length": 1.0, "petal_width": 1.0, "top_k": 1,
+               "sleep_ms": 0}
+        outcomes = await runner.run_group(worker, "predict", [{**row, "mode": "crash"}, {**row, "mode": "echo"}], None)
+        assert isinstance(outcomes[0], Unserved) and isinstance(outcomes[0].error, WorkerLost)
+        assert "died while running predict()" in outcomes[0].error.message
+        assert outcomes[1] is NOT_STARTED
+    finally:
+        await runner.stop()
+
+
+async def test_background_calls_wait_behind_synchronous_ones(make_settings):
+    model = Sleeper()
+    runner = ThreadRunner("sleeper", ModelAdapter("sleeper", model), size=1, warm=False)
+    options = make_settings().for_model("sleeper")
+    dispatcher = Dispatcher(runner, options, has_predict_batch=False)
+    await runner.start()
+    dispatcher.start()
+    try:
+        busy = asyncio.ensure_future(dispatcher.call("predict", {"seconds": 0.3}))
+        await asyncio.sleep(0.05)
+        order = []
+        background = asyncio.ensure_future(dispatcher.call(
+            "predict", {"seconds": 0.01}, admit=False, background=True, on_start=lambda: order.append("background")))
+        await asyncio.sleep(0.01)
+        foreground = [asyncio.ensure_future(dispatcher.call("predict", {"seconds": 0.02})) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert dispatcher.waiting == 4 and dispatcher.expected_wait() > 0
+        results = await asyncio.gather(busy, background, *foreground)
+        assert all(isinstance(r, Ok) for r in results)
+        assert model.started == [0.3, 0.02, 0.02, 0.02, 0.01]  # the background call ran last
+        assert order == ["background"]
+    finally:
+        await dispatcher.stop()
+        await runner.stop()
+
+
+async def test_training_runs_in_its_own_process_and_can_be_killed(plugins, tmp_path):
+    plugins.install("slow")
+    launcher = WorkerLauncher(PluginRef("slow", "fixture_slow"), WorkerConfig(model="slow"), mp_context("spawn"))
+    quick = TrainingRun(launcher, log_file=str(tmp_path / "train.log"))
+    assert await quick.run({"seconds": 0}) == Ok({"slept": 0})
+    long = TrainingRun(launcher)
+    task = asyncio.ensure_future(long.run({"seconds": 30}))
+    await asyncio.sleep(2)
+    long.kill()
+    outcome = await asyncio.wait_for(task, 10)
+    assert isinstance(outcome, Unserved) and isinstance(outcome.error, WorkerLost)
+    assert describe_failure(outcome) == "the training process died (exit code -9)"
+
+
+async def test_a_job_store_written_by_a_newer_version_is_refused(tmp_path):
+    store = JobStore(tmp_path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    newer = JobStore(tmp_path)
+    with pytest.raises(StoreTooNew, match="schema version 99, newer than this deepaas_like understands"):
+        await newer.open()
+    await newer.close()
+    again = JobStore(tmp_path)  # the refusal released the data directory's lock
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    assert await again.open() == []
+    await again.close()
+
+
+def test_every_per_model_option_is_a_server_option():
+    from deepaas_like.settings import PER_MODEL, ModelSettings, settings_fields
+
+    names = {f.name for f in settings_fields()}
+    assert set(PER_MODEL) <= names
+    assert Settings().for_model("x") == ModelSettings(**{n: getattr(Settings(), n) for n in PER_MODEL})
