@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .calls import CallFailure, MethodMissing, Ok, Outcome, failure_from_exception
 from .files import ReturnedFile
-from .runtime import using_storage_dir
+from .runtime import storage_dir_var, using_storage_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -35,8 +35,11 @@ class ModelAdapter:
         fn = getattr(self.obj, method, None)
         if not callable(fn):
             raise MethodMissing(method)
-        with using_storage_dir(self.storage_dir):
+        token = storage_dir_var.set(self.storage_dir)
+        try:
             result = fn(**(kwargs or {}))
+        finally:
+            storage_dir_var.reset(token)
         if method == "predict":
             return normalize_output(result)
         return result

@@ -127,7 +127,7 @@ class ArgumentSpec:
         # Each field's own deserialize(): what Schema.load does for a dict of fields,
         # without its hook and error-store machinery on every request.
         self._fields = [
-            (f.data_key if f.data_key is not None else name, f.attribute or name, f)
+            (f.data_key if f.data_key is not None else name, f.attribute or name, f, _plain(f))
             for name, f in bound.items()
         ]
         self.accept_choices = field_choices(self.accept) if self.accept is not None else None
@@ -186,11 +186,22 @@ class ArgumentSpec:
             except ValueError:
                 errors[key] = [NOT_AN_INTEGER]
         result: dict[str, Any] = {}
-        for key, attribute, f in self._fields:
+        missing = marshmallow.missing
+        for key, attribute, f, plain in self._fields:
             if key in errors:
                 continue
+            raw = data.get(key, missing)
             try:
-                value = f.deserialize(data.get(key, marshmallow.missing), key, data)
+                if not plain:
+                    value = f.deserialize(raw, key, data)
+                elif raw is missing and not f.required:  # Field.deserialize's own steps, inlined
+                    value = f.load_default() if callable(f.load_default) else f.load_default
+                elif raw is None or raw is missing:
+                    value = f.deserialize(raw, key, data)
+                else:
+                    value = f._deserialize(raw, key, data)
+                    if f.validators:  # with none, marshmallow's _validate() only builds an empty And
+                        f._validate(value)
             except marshmallow.ValidationError as exc:
                 errors[key] = _string_keys(exc.messages)
                 continue
@@ -247,6 +258,11 @@ class ArgumentSpec:
 # --- helpers -----------------------------------------------------------------
 
 _UNAMBIGUOUS_ITEMS = (ma_fields.Number, ma_fields.Boolean)
+
+
+def _plain(f: ma_fields.Field) -> bool:
+    """``f`` uses marshmallow's own ``Field.deserialize`` and ``_validate`` (the load loop inlines them)."""
+    return type(f).deserialize is ma_fields.Field.deserialize and type(f)._validate is ma_fields.Field._validate
 
 
 def _integer_field(f: ma_fields.Field) -> ma_fields.Integer | None:

@@ -173,6 +173,8 @@ class Dispatcher:
 
     def _admit(self) -> None:
         depth = self._queue.foreground
+        if not depth:
+            return
         if self._max_queue and depth >= self._max_queue:
             raise QueueFull(
                 self.name,

@@ -22,7 +22,7 @@ from .arguments import ArgumentSpec
 from .calls import CallFailure, Ok, Outcome, unwrap
 from .dispatch import Dispatcher
 from .errors import ModelUnavailable, NotFound, PluginLoadError
-from .jsonutil import to_jsonable
+from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
 from .loading import LoadedPlugin, PluginRef
 from .process import WorkerLauncher, WorkerStartFailed, mp_context
@@ -65,6 +65,7 @@ class ServedModel:
     error: str | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
     _validator: marshmallow.Schema | None = None
+    _encoded: dict[str, bytes] = field(default_factory=dict)  # document() as JSON, by href
 
     def response_validator(self) -> marshmallow.Schema:
         """A (cached) instance of the response schema, for validating predictions."""
@@ -156,6 +157,7 @@ class ServedModel:
             self._take_metadata(await self.dispatcher.call("get_metadata", {}, admit=False))
 
     def _take_metadata(self, outcome: Outcome) -> None:
+        self._encoded.clear()
         if isinstance(outcome, Ok):
             try:
                 self.metadata, self.metadata_error = checked_metadata(outcome.value), None
@@ -176,6 +178,13 @@ class ServedModel:
         if self.metadata_error:
             doc["metadata_error"] = self.metadata_error
         return doc
+
+    def encoded_document(self, href: str) -> bytes:
+        """:meth:`document` as JSON, encoded once per change of the metadata."""
+        encoded = self._encoded.get(href)
+        if encoded is None:
+            encoded = self._encoded[href] = dumps_bytes(self.document(href))
+        return encoded
 
 
 class ModelRegistry(Mapping[str, ServedModel]):

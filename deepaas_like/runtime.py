@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 STORAGE_ENV = "DEEPAAS_LIKE_STORAGE_DIR"
-_storage: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+storage_dir_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "deepaas_like_storage_dir", default=None
 )
 # Set by a training process: where report_progress() sends its value.
@@ -30,7 +30,7 @@ def storage_dir() -> Path:
 
     Outside the server (a plugin's own tests) set ``DEEPAAS_LIKE_STORAGE_DIR``.
     """
-    value = _storage.get() or os.environ.get(STORAGE_ENV)
+    value = storage_dir_var.get() or os.environ.get(STORAGE_ENV)
     if not value:
         raise LookupError(
             "storage_dir() is only known while deepaas_like runs the model; "
@@ -44,11 +44,11 @@ def storage_dir() -> Path:
 @contextlib.contextmanager
 def using_storage_dir(path: str | os.PathLike[str] | None) -> Iterator[None]:
     """Make :func:`storage_dir` answer ``path`` for the code run inside the block."""
-    token = _storage.set(os.fspath(path) if path is not None else None)
+    token = storage_dir_var.set(os.fspath(path) if path is not None else None)
     try:
         yield
     finally:
-        _storage.reset(token)
+        storage_dir_var.reset(token)
 
 
 def report_progress(fraction: float, message: str | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from . import docs, handlers, job_handlers
 from .keys import JOBS, METRICS, MODELS, OPENAPI, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .middleware import LOG as ERRORS_LOG
-from .middleware import json_errors
+from .middleware import front_door
 from .quietlog import RepeatedWarnings
 from .openapi import build_openapi
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
             LOG.warning("per-model options given for '%s', which is not served", name)
     jobs = JobManager(settings, models)
     metrics = Metrics(models, jobs)
-    app = web.Application(middlewares=[metrics.middleware(), json_errors], client_max_size=settings.client_max_size)
+    app = web.Application(middlewares=[front_door(metrics)], client_max_size=settings.client_max_size)
     app[SETTINGS] = settings
     app[MODELS] = models
     app[JOBS] = jobs
@@ -52,6 +53,38 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app.cleanup_ctx.append(_run_jobs)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_models)
     return app
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route of the API; ``group`` names the flag that can turn it off."""
+
+    method: str
+    path: str
+    handler: Handler
+    group: str | None = None
+
+
+ROUTES = (
+    Route("POST", "/v2/models/{name}/predict/", handlers.predict, "predict"),
+    Route("GET", "/v2/models/{name}/", handlers.get_model),
+    Route("GET", "/v2/models/", handlers.list_models),
+    Route("GET", "/", handlers.versions),
+    Route("GET", "/v2/", handlers.v2_version),
+    Route("GET", "/v2/health/live", handlers.health_live),
+    Route("GET", "/v2/health/ready", handlers.health_ready),
+    Route("GET", "/v2/models/{name}/ready", handlers.model_ready),
+    Route("POST", "/v2/models/{name}/train/", job_handlers.start_training, "train"),
+    Route("GET", "/v2/models/{name}/train/", job_handlers.list_trainings, "train"),
+    Route("GET", "/v2/models/{name}/train/{uuid}", job_handlers.get_training, "train"),
+    Route("DELETE", "/v2/models/{name}/train/{uuid}", job_handlers.cancel_training, "train"),
+    Route("GET", "/v2/models/{name}/train/{uuid}/log", job_handlers.training_log, "train"),
+    Route("POST", "/v2/models/{name}/predictions/", job_handlers.submit_prediction, "predict"),
+    Route("GET", "/v2/models/{name}/predictions/", job_handlers.list_predictions, "predict"),
+    Route("GET", "/v2/models/{name}/predictions/{uuid}", job_handlers.get_prediction, "predict"),
+    Route("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, "predict"),
+    Route("GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, "predict"),
+)
 
 
 def _add_routes(app: web.Application, settings: Settings) -> None:
@@ -66,31 +99,14 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         elif not full.endswith("/"):
             router.add_route(method, full + "/", handler)
 
-    add("GET", "/", handlers.versions)
-    add("GET", "/v2/", handlers.v2_version)
-    add("GET", "/v2/models/", handlers.list_models)
-    add("GET", "/v2/models/{name}/", handlers.get_model)
-    add("GET", "/v2/health/live", handlers.health_live)
-    add("GET", "/v2/health/ready", handlers.health_ready)
-    add("GET", "/v2/models/{name}/ready", handlers.model_ready)
+    # Most requested first: routes under one path prefix are matched in this order.
+    enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
+    for route in ROUTES:
+        if enabled[route.group]:
+            add(route.method, route.path, route.handler)
+        else:
+            add(route.method, route.path, handlers.disabled(route.group, f"--no-{route.group}-endpoint"))
     router.add_get(base + "/metrics", handlers.metrics)
-    predict = handlers.predict if settings.predict_endpoint else handlers.disabled("predict", "--no-predict-endpoint")
-    add("POST", "/v2/models/{name}/predict/", predict)
-    routes = [
-        ("POST", "/v2/models/{name}/train/", job_handlers.start_training, "train"),
-        ("GET", "/v2/models/{name}/train/", job_handlers.list_trainings, "train"),
-        ("GET", "/v2/models/{name}/train/{uuid}", job_handlers.get_training, "train"),
-        ("DELETE", "/v2/models/{name}/train/{uuid}", job_handlers.cancel_training, "train"),
-        ("GET", "/v2/models/{name}/train/{uuid}/log", job_handlers.training_log, "train"),
-        ("POST", "/v2/models/{name}/predictions/", job_handlers.submit_prediction, "predict"),
-        ("GET", "/v2/models/{name}/predictions/", job_handlers.list_predictions, "predict"),
-        ("GET", "/v2/models/{name}/predictions/{uuid}", job_handlers.get_prediction, "predict"),
-        ("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, "predict"),
-        ("GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, "predict"),
-    ]
-    enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint}
-    for method, path, handler, group in routes:
-        add(method, path, handler if enabled[group] else handlers.disabled(group, f"--no-{group}-endpoint"))
     router.add_get(base + "/swagger.json", docs.openapi_document)
     if settings.doc_endpoint:
         add("GET", "/api", docs.swagger_ui)

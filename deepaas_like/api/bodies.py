@@ -29,9 +29,8 @@ ACCEPTED_TYPES = "application/json, application/x-www-form-urlencoded, multipart
 class UploadArea:
     """The directory holding one request's uploaded files; created on first use."""
 
-    def __init__(self, *, directory: Path | None = None, parent: str | None = None) -> None:
-        self._fixed = directory
-        self._parent = parent
+    def __init__(self, *, directory: Path | None = None) -> None:
+        self._fixed = directory  # else a new directory in the system's temporary directory
         self.path: Path | None = None
 
     def new_file(self, original_name: str) -> tuple[int, str]:
@@ -40,7 +39,7 @@ class UploadArea:
                 self._fixed.mkdir(parents=True, exist_ok=True)
                 self.path = self._fixed
             else:
-                self.path = Path(tempfile.mkdtemp(prefix="deepaas-like-upload-", dir=self._parent))
+                self.path = Path(tempfile.mkdtemp(prefix="deepaas-like-upload-"))
         suffix = os.path.splitext(os.path.basename(original_name))[1]
         suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,12}", suffix or "") else ""
         return tempfile.mkstemp(dir=self.path, suffix=suffix)

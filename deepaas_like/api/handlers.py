@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -14,6 +12,9 @@ from .bodies import UploadArea, read_sources
 from .keys import METRICS, MODELS, SETTINGS
 from .rendering import send_output
 from .responses import json_response
+
+
+JSON = "application/json"
 
 
 def base_path(request: web.Request) -> str:
@@ -53,13 +54,13 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     model = request.app[MODELS].get_model(request.match_info["name"])
-    return json_response(model.document(_model_href(request, model.name)))
+    return web.Response(body=model.encoded_document(_model_href(request, model.name)), content_type=JSON)
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
     """``POST /v2/models/{name}/predict/``: validate the arguments, run, answer."""
     model = request.app[MODELS].get_model(request.match_info["name"])
-    uploads = UploadArea(parent=tempfile.gettempdir())
+    uploads = UploadArea()
     try:
         sources = await read_sources(request, model.predict_args, uploads, request.app[SETTINGS].client_max_size)
         kwargs = model.predict_args.load(sources)

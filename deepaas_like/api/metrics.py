@@ -1,18 +1,20 @@
 """Prometheus metrics at ``/metrics``, in a registry owned by the application.
 
-Request counts and latencies are recorded by a middleware; model state (readiness,
-workers, queue depth, restarts, batch sizes, trainings) is read from the models when
-``/metrics`` is scraped, so the hot path does no extra work for it.
+Request counts and latencies are recorded by the front-door middleware as plain
+numbers (:class:`HttpStats`); model state (readiness, workers, queue depth, restarts,
+batch sizes, trainings) is read from the models when ``/metrics`` is scraped, so the
+hot path does no extra work for it.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Iterator
+import bisect
+import collections
+import itertools
+from typing import Any, Iterator
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ..models import ModelRegistry
@@ -63,57 +65,67 @@ class ModelStateCollector:
         yield from (ready, workers, busy, queue, restarts, batches, jobs, queued)
 
 
+class HttpStats:
+    """Counts and latency histograms of answered requests, kept as plain numbers.
+
+    Recording a request is a dict lookup, a bisection and three additions (no locks:
+    only the event loop records); the Prometheus families are built when scraped.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self._bounds = list(buckets)
+        self._rows: dict[tuple[str, str, str, int], list] = {}  # key -> [count, sum, bucket counts]
+
+    def record(self, model: str, route: str, method: str, status: int, seconds: float) -> None:
+        row = self._rows.get((model, route, method, status))
+        if row is None:
+            row = self._rows[(model, route, method, status)] = [0, 0.0, [0] * (len(self._bounds) + 1)]
+        row[0] += 1
+        row[1] += seconds
+        row[2][bisect.bisect_left(self._bounds, seconds)] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("deepaas_http_requests", "HTTP requests answered",
+                                       labels=["model", "route", "method", "status"])
+        errors = CounterMetricFamily("deepaas_http_errors", "HTTP error responses (4xx and 5xx)",
+                                     labels=["model", "route", "status"])
+        latency = HistogramMetricFamily("deepaas_http_request_duration_seconds", "Time to answer an HTTP request",
+                                        labels=["model", "route", "method"])
+        error_counts: dict[tuple[str, str, str], int] = collections.Counter()
+        merged: dict[tuple[str, str, str], list] = {}
+        for (model, route, method, status), (count, total, buckets) in list(self._rows.items()):
+            requests.add_metric([model, route, method, str(status)], count)
+            if status >= 400:
+                error_counts[(model, route, str(status))] += count
+            into = merged.setdefault((model, route, method), [0.0, [0] * len(buckets)])
+            into[0] += total
+            into[1] = [a + b for a, b in zip(into[1], buckets)]
+        for labels, count in error_counts.items():
+            errors.add_metric(list(labels), count)
+        for labels, (total, buckets) in merged.items():
+            cumulative = list(itertools.accumulate(buckets))
+            bounds = [*(format(b, "g") for b in self._bounds), "+Inf"]
+            latency.add_metric(list(labels), list(zip(bounds, cumulative)), sum_value=total)
+        yield from (requests, errors, latency)
+
+
 class Metrics:
     def __init__(self, models: ModelRegistry, jobs: JobManager) -> None:
         self.registry = CollectorRegistry()
         self._models = models
-        self._children: dict[tuple, tuple] = {}
-        self.requests = Counter(
-            "deepaas_http_requests", "HTTP requests answered", ["model", "route", "method", "status"],
-            registry=self.registry)
-        self.errors = Counter(
-            "deepaas_http_errors", "HTTP error responses (4xx and 5xx)", ["model", "route", "status"],
-            registry=self.registry)
-        self.latency = Histogram(
-            "deepaas_http_request_duration_seconds", "Time to answer an HTTP request", ["model", "route", "method"],
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.http = HttpStats()
+        self._labels: dict[Any, tuple[str, str]] = {}  # resource -> its route label; model name or ""
+        self.registry.register(self.http)
         self.registry.register(ModelStateCollector(models, jobs))
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
+        route = self._labels.get(resource)
+        if route is None:
+            route = self._labels[resource] = resource.canonical if resource is not None else "unmatched"
         name = request.match_info.get("name", "")
         model = name if name in self._models else ""  # never a label per arbitrary path
-        key = (model, route, request.method, status)
-        children = self._children.get(key)
-        if children is None:  # label lookups once per combination, not per request
-            children = self._children[key] = (
-                self.requests.labels(model, route, request.method, str(status)),
-                self.latency.labels(model, route, request.method),
-                self.errors.labels(model, route, str(status)) if status >= 400 else None,
-            )
-        requests, latency, errors = children
-        requests.inc()
-        latency.observe(seconds)
-        if errors is not None:
-            errors.inc()
-
-    def middleware(self) -> web.middleware:
-        @web.middleware
-        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                self.observe(request, status, time.perf_counter() - started)
-
-        return record
+        self.http.record(model, route, request.method, status, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,16 +1,19 @@
-"""One middleware renders every error as JSON: ``{"message": ..., ...}``."""
+"""The front door: one middleware records every request's metrics and renders every
+error as JSON: ``{"message": ..., ...}``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from ..errors import DeepaasError, PayloadTooLarge
 from .keys import SETTINGS, WARNINGS
+from .metrics import Metrics
 from .responses import json_response
 
 LOG = logging.getLogger(__name__)
@@ -31,24 +34,38 @@ def _http_error_body(exc: web.HTTPException, request: web.Request) -> dict[str, 
     return {"message": exc.reason or exc.text or f"HTTP {exc.status}"}
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except DeepaasError as exc:
-        if exc.status >= 500:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else request.path
-            request.app[WARNINGS].warn((exc.status, route, type(exc).__name__),
-                                       "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
-        return json_response(exc.body(), exc.status, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+def front_door(metrics: Metrics) -> Middleware:
+    """The application's only middleware: errors as JSON, each answer counted and timed."""
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except DeepaasError as exc:
+            response = _domain_error(request, exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # a redirect
+                metrics.observe(request, exc.status, time.perf_counter() - started)
+                raise
+            headers = {k: v for k, v in exc.headers.items() if k in _FORWARDED_HEADERS}
+            response = json_response(_http_error_body(exc, request), exc.status, headers)
+        except (asyncio.CancelledError, ConnectionResetError):  # the client went away
+            metrics.observe(request, 500, time.perf_counter() - started)
             raise
-        headers = {k: v for k, v in exc.headers.items() if k in _FORWARDED_HEADERS}
-        return json_response(_http_error_body(exc, request), exc.status, headers)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception as exc:
-        LOG.exception("unexpected error answering %s %s", request.method, request.path)
-        return json_response({"message": f"Internal server error: {type(exc).__name__}: {exc}"}, 500)
+        except Exception as exc:
+            LOG.exception("unexpected error answering %s %s", request.method, request.path)
+            response = json_response({"message": f"Internal server error: {type(exc).__name__}: {exc}"}, 500)
+        metrics.observe(request, response.status, time.perf_counter() - started)
+        return response
+
+    return handle
+
+
+def _domain_error(request: web.Request, exc: DeepaasError) -> web.Response:
+    if exc.status >= 500:  # worth a warning; a flood of them is counted, not logged line by line
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        request.app[WARNINGS].warn((exc.status, route, type(exc).__name__),
+                                   "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
+    return json_response(exc.body(), exc.status, exc.headers)
