@@ -123,9 +123,20 @@ def load_plugins(names: Sequence[str] = (), group: str = GROUP) -> list[LoadedPl
 
     def on_failure(_manager: Any, ep: importlib.metadata.EntryPoint, exc: Exception) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        failures.append(
-            PluginLoadError(ep.name, f"import of {ep.value} failed: {type(exc).__name__}: {exc}", tb)
+        message = f"import of {ep.value} failed: {type(exc).__name__}: {exc}"
+        # A plain OSError without errno is how Keras and h5py report a missing model file.
+        missing_file = isinstance(exc, (FileNotFoundError, NotADirectoryError)) or (
+            type(exc) is OSError and exc.errno is None
         )
+        dist = getattr(ep, "dist", None)
+        direct_url = (dist.read_text("direct_url.json") if dist is not None else None) or ""
+        if missing_file and '"editable":true' not in direct_url.replace(" ", ""):  # PEP 610, as pip writes it
+            message += (
+                "; if the plugin reads files from its source checkout (data/, models/, a metadata file "
+                "beside its package), they are not in its installed package: install it editable with "
+                "deepaas-install-plugin -e DIR"
+            )
+        failures.append(PluginLoadError(ep.name, message, tb))
 
     with legacy_vocabulary_allowed():
         manager = _FreshEntryPointManager(

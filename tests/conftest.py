@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import shutil
+import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -107,3 +109,14 @@ def serve(aiohttp_client, make_settings) -> Callable[..., Awaitable[Any]]:
         return client
 
     return start
+
+
+@pytest.fixture
+def layered_venv(tmp_path):
+    """A new virtualenv that sees this one's packages and installs into its own."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    parent = sysconfig.get_paths()["purelib"]
+    (site / "_layer_over_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    return venv / "bin" / "python", site

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import sysconfig
 import uuid
 from pathlib import Path
 
@@ -25,17 +24,6 @@ def test_deepaas_import_names_are_ours():
                                        original_filename="x.txt")
     assert isinstance(upload, LegacyUploaded)
     assert deepaas_like.UploadedFile(filename="/tmp/y").name is None  # DEEPaaS's defaults
-
-
-@pytest.fixture
-def layered_venv(tmp_path):
-    """A new virtualenv that sees this one's packages and installs into its own."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
-    parent = sysconfig.get_paths()["purelib"]
-    (site / "_layer_over_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
-    return venv / "bin" / "python", site
 
 
 def test_plain_pip_would_replace_our_libraries(layered_venv):

@@ -14,9 +14,19 @@ would replace our libraries if it could. This command:
    ``--no-deps``;
 4. imports the plugin through the same seam ``deepaas-run`` uses, and reports.
 
+``-e DIR`` installs a plugin's source checkout editable, as ``pip install -e .`` in
+DEEPaaS plugins' READMEs and Dockerfiles does: steps 1-3 are the same (the wheel is
+built only to read the requirements and entry points), then ``pip install --no-deps
+-e DIR`` makes the plugin import from ``DIR`` itself. Use it for plugins that read
+files beside their package in the repository (``Path(__file__).parents[1] / "data"``,
+a metadata YAML at the root, ``models/``): a wheel holds only the package, so such a
+plugin fails with ``FileNotFoundError`` when installed without ``-e``. Edits in
+``DIR`` take effect without installing again.
+
 Example::
 
     deepaas-install-plugin ./my_deepaas_plugin
+    deepaas-install-plugin -e ./my_deepaas_plugin     # runs from the checkout
     deepaas-install-plugin my-plugin-on-pypi==1.4 --dry-run
 """
 
@@ -45,12 +55,17 @@ OURS = "deepaas_like"
 
 @dataclass
 class Plan:
-    """What will be done with one plugin wheel's requirements."""
+    """What will be done with one plugin: its requirements, and how it is installed.
+
+    ``editable`` is the source checkout the plugin is installed from with ``pip
+    install -e``; ``None`` installs ``wheel``.
+    """
 
     wheel: Path
     name: str
     version: str
     entry_points: list[str]
+    editable: Path | None = None
     install: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
 
@@ -95,9 +110,9 @@ def read_wheel(wheel: Path) -> tuple[str, str, list[str], list[str]]:
     return metadata["Name"], metadata["Version"], metadata.get_all("Requires-Dist") or [], entry_points
 
 
-def plan_for(wheel: Path, protected: dict[str, str]) -> Plan:
+def plan_for(wheel: Path, protected: dict[str, str], editable: Path | None = None) -> Plan:
     name, version, requirements, entry_points = read_wheel(wheel)
-    plan = Plan(wheel, name, version, entry_points)
+    plan = Plan(wheel, name, version, entry_points, editable)
     for text in requirements:
         try:
             requirement = Requirement(text)
@@ -124,14 +139,19 @@ def _pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
 
 
-def build_wheels(specs: Sequence[str], into: Path) -> list[Path]:
-    for spec in specs:
-        if spec.endswith(".whl") and os.path.isfile(spec):
-            target = into / os.path.basename(spec)
-            target.write_bytes(Path(spec).read_bytes())
-        else:
-            subprocess.run(_pip("wheel", "--no-deps", "--wheel-dir", str(into), spec), check=True)
-    return sorted(into.glob("*.whl"))
+def build_wheel(spec: str, into: Path) -> Path:
+    """The wheel of one plugin ``spec``, built (or copied) into the empty directory ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    if spec.endswith(".whl") and os.path.isfile(spec):
+        (into / os.path.basename(spec)).write_bytes(Path(spec).read_bytes())
+    else:
+        subprocess.run(_pip("wheel", "--no-deps", "--wheel-dir", str(into), spec), check=True)
+    return next(into.glob("*.whl"))
+
+
+def is_project_dir(path: str) -> bool:
+    """Whether ``path`` is a project pip can install editable (what ``-e`` accepts here)."""
+    return any(os.path.isfile(os.path.join(path, name)) for name in ("pyproject.toml", "setup.py"))
 
 
 def verify(entry_points: Sequence[str]) -> subprocess.CompletedProcess:
@@ -154,22 +174,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Install DEEPaaS v2 model plugins next to deepaas_like without changing "
         "deepaas_like's own libraries (deepaas, webargs, marshmallow, aiohttp...).",
     )
-    parser.add_argument("specs", nargs="+", metavar="PLUGIN", help="a directory, PyPI name, VCS URL, sdist or wheel")
+    parser.add_argument("specs", nargs="*", metavar="PLUGIN", help="a directory, PyPI name, VCS URL, sdist or wheel")
+    parser.add_argument(
+        "-e", "--editable", action="append", default=[], metavar="DIR",
+        help="install the plugin in source directory DIR editable (like pip install -e): it runs from DIR, "
+        "so files it reads beside its package (data/, models/, a metadata YAML) are found and edits in DIR "
+        "take effect without installing again; repeatable",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show what would be installed, install nothing")
     args = parser.parse_args(argv)
+    if not args.specs and not args.editable:
+        parser.error("name at least one PLUGIN or -e DIR")
+    for directory in args.editable:
+        if not is_project_dir(directory):
+            parser.error(f"-e {directory}: not a project directory (no pyproject.toml or setup.py); "
+                         "-e takes a plugin's source checkout")
     protected = protected_distributions()
     if canonicalize_name(OURS) not in protected:
         print("deepaas-install-plugin: error: deepaas_like is not installed in this environment", file=sys.stderr)
         return 1
+    sources: list[tuple[str, Path | None]] = [(spec, None) for spec in args.specs]
+    sources += [(directory, Path(directory).resolve()) for directory in args.editable]
     with tempfile.TemporaryDirectory(prefix="deepaas-install-plugin-") as tmp:
-        try:
-            wheels = build_wheels(args.specs, Path(tmp))
-        except subprocess.CalledProcessError as exc:
-            print(f"deepaas-install-plugin: error: building the plugin failed (exit {exc.returncode})", file=sys.stderr)
-            return 1
-        plans = [plan_for(wheel, protected) for wheel in wheels]
+        plans = []
+        for index, (spec, editable) in enumerate(sources):
+            try:
+                wheel = build_wheel(spec, Path(tmp) / str(index))
+            except subprocess.CalledProcessError as exc:
+                print(f"deepaas-install-plugin: error: building {spec} failed (exit {exc.returncode})", file=sys.stderr)
+                return 1
+            plans.append(plan_for(wheel, protected, editable))
         for plan in plans:
             print(f"{plan.name} {plan.version}: models {', '.join(plan.entry_points) or '(none found!)'}")
+            if plan.editable is not None:
+                print(f"  editable runs from {plan.editable}")
             for line in plan.kept:
                 print(f"  keep     {line}")
             for requirement in plan.install:
@@ -180,10 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in protected.items()
                                        if name != canonicalize_name(OURS)))
         requirements = sorted({r for plan in plans for r in plan.install})
+        targets: list[str] = []
+        for plan in plans:
+            targets += ["-e", str(plan.editable)] if plan.editable is not None else [str(plan.wheel)]
         try:
             if requirements:
                 subprocess.run(_pip("install", "-c", str(constraints), *requirements), check=True)
-            subprocess.run(_pip("install", "--no-deps", *map(str, wheels)), check=True)
+            subprocess.run(_pip("install", "--no-deps", *targets), check=True)
         except subprocess.CalledProcessError as exc:
             print(
                 f"deepaas-install-plugin: error: pip failed (exit {exc.returncode}); deepaas_like's own "
@@ -198,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = verify(names)
     if result.returncode != 0:
         print(f"installed, but the plugin does not import:\n{result.stderr}", file=sys.stderr)
+        # deepaas_like.loading adds this hint when a plugin installed without -e misses a file.
+        if "deepaas-install-plugin -e" in result.stderr:
+            for spec in args.specs:
+                if is_project_dir(spec):
+                    print(f"hint: {spec} was installed as a wheel, which holds only its package; to run it "
+                          f"from its checkout: deepaas-install-plugin -e {spec}", file=sys.stderr)
         return 1
     print(f"installed and importable: {result.stdout.strip()}; serve it with: deepaas-run --model-name {names[0]}")
     return 0
