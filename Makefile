@@ -1,5 +1,6 @@
 # The two commands of the README. Both create the virtualenv on first use.
-#   make run    install deepaas_like + the demo plugin, start deepaas-run on 127.0.0.1:5000
+#   make run    install deepaas_like, the demo plugin and the framework plugins (uploaded
+#               model files), start deepaas-run on 127.0.0.1:5000
 #   make test   install everything (all framework extras, test tools, bench plugins), run the tests
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -14,8 +15,8 @@ $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: $(BIN)/python setup.py plugins/demo/pyproject.toml
-	$(PIP) install -e . -e plugins/demo
+$(VENV)/.installed-run: $(BIN)/python setup.py plugins/demo/pyproject.toml plugins/frameworks/pyproject.toml
+	$(PIP) install -e . -e plugins/demo -e plugins/frameworks
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml benchmarks/plugins/irisbatch/pyproject.toml

@@ -9,11 +9,13 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "deepaas_like" / "__init__.py").read_text()).group(1)
 
 FRAMEWORKS = {
-    "sklearn": ["scikit-learn>=1.5", "joblib>=1.3"],
+    # skops: scikit-learn models without pickle (loaded with an explicit list of trusted types).
+    "sklearn": ["scikit-learn>=1.5", "joblib>=1.3", "skops>=0.10"],
     "tensorflow": ["tensorflow-cpu~=2.21.0"],
     # Exact pin: an open range makes pip download the CUDA build and several GB of wheels.
     "torch": ["torch==2.13.0"],
-    "onnx": ["onnxruntime>=1.20", "onnx>=1.16"],
+    # skl2onnx: optimize=onnx converts an uploaded scikit-learn model.
+    "onnx": ["onnxruntime>=1.20", "onnx>=1.16", "skl2onnx>=1.17"],
 }
 
 setup(
@@ -39,6 +41,8 @@ setup(
         "orjson>=3.9",
         "packaging>=23",
         "prometheus-client>=0.20",
+        # output_schema and input_schema of uploaded models are JSON Schemas.
+        "jsonschema>=4.20",
         # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.
         "setuptools>=65,<82",
     ],
@@ -50,6 +54,11 @@ setup(
             "pytest-aiohttp>=1.1",
             "pytest-timeout>=2.3",
             "openapi-spec-validator>=0.7",
+            # tests fit scikit-learn models on named columns, as users do
+            "pandas>=2",
+            # tests/test_fuzz.py drives its checks and coverage phase from Python, which move
+            # between minor releases: the one it was written against, and its patches.
+            "schemathesis~=4.32.5",
         ],
     },
     entry_points={

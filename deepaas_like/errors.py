@@ -55,9 +55,10 @@ class PayloadTooLarge(DeepaasError):
 
     status = 413
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, message: str | None = None) -> None:
         super().__init__(
-            f"Request body too large: the limit is {limit} bytes (--client-max-size)", details={"limit": limit}
+            message or f"Request body too large: the limit is {limit} bytes (--client-max-size)",
+            details={"limit": limit},
         )
 
 

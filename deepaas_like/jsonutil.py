@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import pathlib
 import uuid
 from typing import Any
@@ -38,10 +39,19 @@ def json_default(value: Any) -> Any:
 
 
 def dumps_bytes(value: Any) -> bytes:
-    """UTF-8 JSON; raises TypeError for what cannot be represented."""
+    """UTF-8 JSON; raises TypeError for what cannot be represented.
+
+    Integers beyond 64 bits, which orjson refuses, are valid JSON: such a document is
+    encoded by the standard library instead (rare, and slower).
+    """
     try:
         return orjson.dumps(value, default=json_default, option=_OPTIONS)
     except orjson.JSONEncodeError as exc:
+        if "exceeds 64-bit range" not in str(exc):
+            raise TypeError(str(exc)) from None
+    try:
+        return json.dumps(value, default=json_default, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as exc:  # NaN next to a big integer: rare enough to refuse
         raise TypeError(str(exc)) from None
 
 

@@ -18,13 +18,13 @@ from typing import Any, Callable, Iterator, Mapping
 import marshmallow
 
 from .adapter import ModelAdapter
-from .arguments import ArgumentSpec
+from .arguments import ArgumentSources, ArgumentSpec
 from .calls import CallFailure, Ok, Outcome, unwrap
 from .dispatch import Dispatcher
 from .errors import ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
-from .loading import LoadedPlugin, PluginRef
+from .loading import LoadedPlugin
 from .process import WorkerLauncher, WorkerStartFailed, mp_context
 from .runners import ProcessRunner, Runner, ThreadRunner
 from .settings import ModelSettings, Settings
@@ -32,6 +32,7 @@ from .training import TrainingRun
 from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
+PLUGIN_METHODS = ("get_metadata", "warm", "predict", "predict_batch", "train")
 
 
 class ModelState(enum.StrEnum):
@@ -47,20 +48,26 @@ class ModelNotFound(NotFound):
 
 @dataclass(eq=False)
 class ServedModel:
-    """One model as the API sees it: its declarations, metadata, state and engine."""
+    """One model as the API sees it: its declarations, metadata, state and engine.
+
+    A plugin is one; so is each version of an uploaded model (served by the registry's
+    shared workers). ``methods`` are the plugin methods it has (``predict``, ``train``,
+    ``get_metadata``...); ``launcher`` starts processes of it, for trainings.
+    """
 
     name: str
-    ref: PluginRef
-    adapter: ModelAdapter
+    methods: frozenset[str]
     predict_args: ArgumentSpec
     train_args: ArgumentSpec
     response_schema: type[marshmallow.Schema] | None
     metadata: dict[str, Any]
     options: ModelSettings
-    launcher: WorkerLauncher
     runner: Runner
     dispatcher: Dispatcher
+    launcher: WorkerLauncher | None = None
     metadata_error: str | None = None
+    rows_args: Any = None  # uploaded models: the arguments of a request with many "rows"
+    on_predict: Callable[[str], None] | None = None  # told the model's name at each prediction
     state: ModelState = ModelState.STARTING
     error: str | None = None
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,13 +82,16 @@ class ServedModel:
                 self._validator = self.response_schema()
         return self._validator
 
+    def has(self, method: str) -> bool:
+        return method in self.methods
+
     @property
     def can_predict(self) -> bool:
-        return self.adapter.has("predict")
+        return self.has("predict")
 
     @property
     def can_train(self) -> bool:
-        return self.adapter.has("train")
+        return self.has("train") and self.launcher is not None
 
     @property
     def is_ready(self) -> bool:
@@ -130,15 +140,24 @@ class ServedModel:
 
     # --- calls -------------------------------------------------------------------------
 
+    def predict_arguments(self, sources: ArgumentSources) -> ArgumentSpec:
+        """The argument declaration a predict request is checked against."""
+        if self.rows_args is not None and sources.json and "rows" in sources.json:
+            return self.rows_args
+        return self.predict_args
+
     async def predict(self, kwargs: Mapping[str, Any]) -> Any:
         """One prediction through the model's queue (batched when batching is on)."""
         await self.wait_ready()
+        if self.on_predict is not None:
+            self.on_predict(self.name)
         return unwrap(await self.dispatcher.call("predict", kwargs), self.name, "predict")
 
     def new_training(
         self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
     ) -> TrainingRun:
         """A training of this model in a process of its own (see :class:`TrainingRun`)."""
+        assert self.launcher is not None, "only plugins train"
         return TrainingRun(self.launcher, log_file=log_file, on_progress=on_progress)
 
     async def reload(self) -> None:
@@ -153,7 +172,7 @@ class ServedModel:
         so the serving model itself is the one that knows, e.g., its trained version.
         A failure keeps the metadata known so far and shows the error in the document.
         """
-        if self.adapter.has("get_metadata"):
+        if self.has("get_metadata"):
             self._take_metadata(await self.dispatcher.call("get_metadata", {}, admit=False))
 
     def _take_metadata(self, outcome: Outcome) -> None:
@@ -175,6 +194,7 @@ class ServedModel:
         """The model's entry in ``GET /v2/models/`` (DEEPaaS's shape)."""
         doc: dict[str, Any] = {"id": self.name, "name": self.name, "links": [{"rel": "self", "href": href}]}
         doc.update(self.metadata)
+        doc["source"] = "plugin"
         if self.metadata_error:
             doc["metadata_error"] = self.metadata_error
         return doc
@@ -188,10 +208,14 @@ class ServedModel:
 
 
 class ModelRegistry(Mapping[str, ServedModel]):
-    """The served models by name."""
+    """The served plugins by name, and (``uploads``) the registry of uploaded models.
+
+    Iterating gives the plugins; :meth:`servable` finds either kind.
+    """
 
     def __init__(self, models: Mapping[str, ServedModel]) -> None:
         self._models = dict(models)
+        self.uploads: Any = None  # a deepaas_like.registry.service.Registry once the app has one
 
     def __getitem__(self, name: str) -> ServedModel:
         return self._models[name]
@@ -203,13 +227,35 @@ class ModelRegistry(Mapping[str, ServedModel]):
         return len(self._models)
 
     def get_model(self, name: str) -> ServedModel:
+        """A plugin by name (404 naming the served ones otherwise)."""
         try:
             return self._models[name]
         except KeyError:
-            raise ModelNotFound(
-                f"Model '{name}' not found. Served models: {', '.join(self._models) or '(none)'}",
-                details={"models": list(self._models)},
-            ) from None
+            raise self._not_found(name) from None
+
+    def _not_found(self, name: str) -> ModelNotFound:
+        names = [*self._models, *((m.name for m in self.uploads.models()) if self.uploads is not None else ())]
+        return ModelNotFound(f"Model '{name}' not found. Served models: {', '.join(names) or '(none)'}",
+                             details={"models": names})
+
+    def is_uploaded(self, name: str) -> bool:
+        return name not in self._models and self.uploads is not None and name in self.uploads
+
+    async def servable(self, name: str, version: int | None = None) -> ServedModel:
+        """A plugin, or a version (by default the current one) of an uploaded model."""
+        plugin = self._models.get(name)
+        if plugin is not None and version is None:
+            return plugin
+        if self.is_uploaded(name):
+            return await self.uploads.served(name, version)
+        if plugin is not None:
+            raise NotFound(f"Model '{name}' is a plugin: it has no versions", details={"model": name})
+        raise self._not_found(name)
+
+    def check_known(self, name: str) -> None:
+        """404 unless ``name`` is a plugin or an uploaded model (archived ones too)."""
+        if name not in self._models and not self.is_uploaded(name):
+            raise self._not_found(name)
 
 
 def checked_metadata(metadata: Any) -> dict[str, Any]:
@@ -279,5 +325,6 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     else:
         runner = ProcessRunner(name, launcher, options.workers)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
-    return ServedModel(name, plugin.ref, adapter, predict_args, train_args, schema, metadata, options,
-                       launcher, runner, dispatcher, metadata_error)
+    methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
+    return ServedModel(name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher,
+                       launcher, metadata_error)

@@ -74,8 +74,10 @@ class WorkerProcess:
         context: multiprocessing.context.BaseContext,
         on_exit: Callable[["WorkerProcess"], None] | None = None,
         on_progress: Callable[[float, str | None], None] | None = None,
+        on_event: Callable[["WorkerProcess", str, Any], None] | None = None,
     ) -> None:
         self.ref = ref
+        self._on_event = on_event
         self.config = config
         self._context = context
         self._on_exit = on_exit
@@ -127,7 +129,9 @@ class WorkerProcess:
             self.kill()
             raise
 
-    def submit(self, method: str, payloads: list[Any], *, together: bool = False) -> list[asyncio.Future[Outcome]]:
+    def submit(
+        self, method: str, payloads: list[Any], *, together: bool = False, target: Any = None
+    ) -> list[asyncio.Future[Outcome]]:
         """Send a group of calls; one future per call, resolved with its outcome as it arrives.
 
         If the worker dies, the call it was running ends :class:`Unserved` (a
@@ -143,7 +147,7 @@ class WorkerProcess:
             return futures
         call_id = next(self._call_ids)
         self._pending[call_id] = _Group(method, futures, together)
-        self._write(pickle.dumps(("group", call_id, method, payloads), protocol=PICKLE_PROTOCOL))
+        self._write(pickle.dumps(("group", call_id, method, payloads, target), protocol=PICKLE_PROTOCOL))
         return futures
 
     async def call(self, method: str, payload: Any) -> Outcome:
@@ -185,6 +189,9 @@ class WorkerProcess:
         elif kind == "progress":
             if self._on_progress is not None:
                 self._on_progress(message[1], message[2])
+        elif kind == "event":
+            if self._on_event is not None:
+                self._on_event(self, message[1], message[2])
         else:
             _, call_id, index, outcome = message  # a "row"
             group = self._pending.get(call_id)
@@ -231,7 +238,7 @@ class WorkerProcess:
             return
         if not self.dead and self._writer is not None and not self._writer.is_closing():
             try:
-                self._write(pickle.dumps(("stop", 0, None, None), protocol=PICKLE_PROTOCOL))
+                self._write(pickle.dumps(("stop", 0, None, None, None), protocol=PICKLE_PROTOCOL))
             except (ConnectionError, RuntimeError):
                 pass
         if await self._wait_exit(timeout if not self.busy else 0.0) is None:
@@ -275,6 +282,8 @@ class WorkerLauncher:
         log_file: str | None = None,
         on_exit: Callable[[WorkerProcess], None] | None = None,
         on_progress: Callable[[float, str | None], None] | None = None,
+        on_event: Callable[[WorkerProcess, str, Any], None] | None = None,
     ) -> WorkerProcess:
         config = dataclasses.replace(self.config, log_file=log_file) if log_file else self.config
-        return WorkerProcess(self.ref, config, self.context, on_exit=on_exit, on_progress=on_progress)
+        return WorkerProcess(self.ref, config, self.context, on_exit=on_exit, on_progress=on_progress,
+                             on_event=on_event)

@@ -37,13 +37,14 @@ class Runner(Generic[Slot]):
     """
 
     kind = "runner"
+    affine = False  # slots hold some keys (models loaded in a shared worker): prefer them
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
         self.size = size
         self.restarts = 0
         self._idle: collections.deque[Slot] = collections.deque()
-        self._slot_waiters: collections.deque[asyncio.Future[Slot]] = collections.deque()
+        self._slot_waiters: collections.deque[tuple[asyncio.Future[Slot], Any]] = collections.deque()
         self._stopping = False
 
     # --- slots ------------------------------------------------------------------
@@ -58,23 +59,32 @@ class Runner(Generic[Slot]):
     def _discard(self, slot: Slot) -> None:
         """A slot that was given back but may not serve again (old or dead worker)."""
 
-    def take_idle(self) -> Slot | None:
-        """An idle slot now, or None (never waits)."""
+    def _holds(self, slot: Slot, key: Any) -> bool:
+        """Whether ``slot`` already holds what a call for ``key`` needs (``affine`` runners)."""
+        return False
+
+    def take_idle(self, key: Any = None) -> Slot | None:
+        """An idle slot now (one that holds ``key``, if any does), or None (never waits)."""
         if self._stopping:
             return None
+        if self.affine and key is not None:
+            for slot in self._idle:
+                if self._holds(slot, key) and self._usable(slot):
+                    self._idle.remove(slot)
+                    return slot
         while self._idle:
             slot = self._idle.popleft()
             if self._usable(slot):
                 return slot
         return None
 
-    async def next_slot(self) -> Slot:
+    async def next_slot(self, key: Any = None) -> Slot:
         """The next slot that becomes idle (the dispatcher's loops wait here)."""
-        slot = self.take_idle()
+        slot = self.take_idle(key)
         if slot is not None:
             return slot
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append(future)
+        self._slot_waiters.append((future, key))
         try:
             return await future
         except asyncio.CancelledError:
@@ -86,25 +96,39 @@ class Runner(Generic[Slot]):
         if self._stopping or not self._usable(slot):
             self._discard(slot)
             return
-        while self._slot_waiters:
-            future = self._slot_waiters.popleft()
-            if not future.done():
-                future.set_result(slot)
-                return
-        self._idle.append(slot)
+        waiters = self._slot_waiters
+        while waiters and waiters[0][0].done():
+            waiters.popleft()
+        if not waiters:
+            self._idle.append(slot)
+            return
+        index = 0
+        if self.affine:  # the first waiter whose model this slot holds, else the first
+            index = next((i for i, (future, key) in enumerate(waiters)
+                          if not future.done() and key is not None and self._holds(slot, key)), 0)
+        future, _ = waiters[index]
+        del waiters[index]
+        future.set_result(slot)
 
     # --- groups of calls ------------------------------------------------------------
 
     async def run_group(
-        self, slot: Slot, method: str, payloads: Sequence[Any], timeout: float | None, together: bool = False
+        self,
+        slot: Slot,
+        method: str,
+        payloads: Sequence[Any],
+        timeout: float | None,
+        together: bool = False,
+        target: Any = None,
     ) -> list[Outcome]:
         """Run a group of calls on ``slot`` (which this gives back), in order.
 
         One outcome per call, as they come. ``timeout`` bounds each call (``together``:
         the whole group, run as one batch); at a timeout the calls that had started are
         :class:`Unserved` with a 504, the rest :data:`NOT_STARTED` (to run elsewhere).
+        ``target``: which of the models a shared worker hosts (see :mod:`deepaas_like.worker`).
         """
-        futures = self._launch(slot, method, payloads, together)
+        futures = self._launch(slot, method, payloads, together, target)
         outcomes: list[Outcome] = []
         for index, future in enumerate(futures):
             wait = timeout if timeout and (index == 0 or not together) else None
@@ -118,7 +142,7 @@ class Runner(Generic[Slot]):
         return outcomes
 
     def _launch(
-        self, slot: Slot, method: str, payloads: Sequence[Any], together: bool
+        self, slot: Slot, method: str, payloads: Sequence[Any], together: bool, target: Any
     ) -> list[asyncio.Future[Outcome]]:
         """Start the group on ``slot``; one future per call. Gives the slot back when done."""
         raise NotImplementedError
@@ -140,7 +164,7 @@ class Runner(Generic[Slot]):
         self._stopping = True
         self._idle.clear()
         while self._slot_waiters:
-            future = self._slot_waiters.popleft()
+            future, _ = self._slot_waiters.popleft()
             if not future.done():
                 future.set_exception(ModelUnavailable(f"Model '{self.name}' is stopping", model=self.name))
 
@@ -202,7 +226,7 @@ class ProcessRunner(Runner[WorkerProcess]):
         task.add_done_callback(self._background.discard)
 
     def _new_worker(self) -> WorkerProcess:
-        worker = self._launcher.worker(on_exit=self._on_exit)
+        worker = self._launcher.worker(on_exit=self._on_exit, on_event=self._on_event)
         self._alive.add(worker)
         return worker
 
@@ -234,9 +258,9 @@ class ProcessRunner(Runner[WorkerProcess]):
         LOG.info("model %s: workers reloaded: %s", self.name, self.worker_pids())
 
     def _launch(
-        self, worker: WorkerProcess, method: str, payloads: Sequence[Any], together: bool
+        self, worker: WorkerProcess, method: str, payloads: Sequence[Any], together: bool, target: Any
     ) -> list[asyncio.Future[Outcome]]:
-        futures = worker.submit(method, list(payloads), together=together)
+        futures = worker.submit(method, list(payloads), together=together, target=target)
         futures[-1].add_done_callback(lambda _: self.release(worker))
         return futures
 
@@ -244,6 +268,9 @@ class ProcessRunner(Runner[WorkerProcess]):
         LOG.warning("model %s: %s() overran its timeout; replacing worker %s", self.name, method, worker.pid)
         worker.kill()  # the calls behind the late one never start
         return index + 1
+
+    def _on_event(self, worker: WorkerProcess, name: str, data: Any) -> None:
+        """An event the worker's plugin reported (see :class:`SharedPool`)."""
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         self._alive.discard(worker)
@@ -447,8 +474,10 @@ class ThreadRunner(Runner[int]):
         if isinstance(outcome, CallFailure):
             raise WorkerStartFailed(outcome)
 
-    def _launch(self, slot: int, method: str, payloads: Sequence[Any], together: bool) -> list[asyncio.Future[Outcome]]:
-        assert self._threads is not None, "the runner was not started"
+    def _launch(
+        self, slot: int, method: str, payloads: Sequence[Any], together: bool, target: Any
+    ) -> list[asyncio.Future[Outcome]]:
+        assert self._threads is not None and target is None, "a started runner, and no shared workers here"
         group = ThreadGroup(self, slot, method, payloads)
         self._groups[slot] = group
         self._threads.submit(group.run)

@@ -12,8 +12,10 @@ STORAGE_ENV = "DEEPAAS_LIKE_STORAGE_DIR"
 storage_dir_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "deepaas_like_storage_dir", default=None
 )
-# Set by a training process: where report_progress() sends its value.
+# Set by a worker process: where report_progress() sends its value.
 progress_sink: Callable[[float, str | None], None] | None = None
+# Set by a worker process: where a hosting plugin (the registry's) reports events to the server.
+event_sink: Callable[[str, object], None] | None = None
 
 
 def storage_dir() -> Path:

@@ -179,9 +179,36 @@ class Settings:
     )
     data_dir: str = option(
         _default_data_dir,
-        "Directory for the server's own state: the job database (jobs.sqlite3), jobs' "
-        "files and logs, and models' storage_dir(). One server per directory.",
+        "Directory for the server's own state: its database (state.sqlite3: jobs and "
+        "uploaded models), uploaded model files, jobs' files and logs, and models' "
+        "storage_dir(). One server per directory.",
         sample_default="~/.local/share/deepaas_like",
+    )
+    enable_uploads: bool = option(
+        False,
+        "Serve the registry's write routes (upload, update, archive, config) on a "
+        "non-loopback --listen-ip. Loading an uploaded pickle runs code in a worker: "
+        "without authentication, allow it only on a network you trust. On 127.0.0.1 they "
+        "are always served.",
+        kind="bool",
+    )
+    max_upload_size: int = option(
+        1024 * MIB,
+        "Largest model file accepted by an upload, in bytes (suffixes KiB, MiB, GiB, KB, "
+        "MB, GB allowed); larger uploads are answered 413 and nothing is kept.",
+        kind="size",
+        sample_default="1GiB",
+    )
+    registry_workers: int = option(
+        1,
+        "Worker processes shared by every uploaded model (plugins keep their own).",
+        kind="int",
+    )
+    max_loaded_models: int = option(
+        20,
+        "Uploaded models each shared worker keeps loaded; the least recently used one is "
+        "unloaded to make room (and loaded again on its next call).",
+        kind="int",
     )
     max_concurrent_trainings: int = option(
         1,
@@ -239,6 +266,11 @@ class Settings:
     def models_dir(self) -> Path:
         """Parent of every model's storage_dir()."""
         return Path(self.data_dir) / "models"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Uploaded model files, by SHA-256."""
+        return Path(self.data_dir) / "artifacts"
 
     def for_model(self, name: str) -> "ModelSettings":
         """The per-model options of one model: its overrides, else the global values."""
@@ -341,6 +373,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")
     if s.shutdown_timeout < 0:
         raise SettingsError("shutdown_timeout must not be negative")
+    if s.registry_workers < 1 or s.max_loaded_models < 1 or s.max_upload_size < 1:
+        raise SettingsError("registry_workers, max_loaded_models and max_upload_size must be at least 1")
     if s.max_concurrent_trainings < 1:
         raise SettingsError(f"max_concurrent_trainings must be at least 1, got {s.max_concurrent_trainings}")
     if s.callback_attempts < 1 or s.callback_backoff < 0 or s.prediction_retention < 0:

@@ -3,13 +3,16 @@
 Protocol (pickled tuples over a socketpair, framed like
 ``multiprocessing.connection.Connection.send_bytes``):
 
-* server -> worker: ``("group", call_id, method, [payload, ...])``: run the calls in
-  order (``"predict_batch"``: as one batch); or ``("stop", 0, None, None)``.
+* server -> worker: ``("group", call_id, method, [payload, ...], target)``: run the
+  calls in order (``"predict_batch"``: as one batch) on the worker's model, or, when
+  ``target`` is set, on the model the plugin's ``adapter_for(target)`` gives (a worker
+  of the registry's shared pool hosts many uploaded models); or ``("stop", ...)``.
 * worker -> server: ``("ready", pid)`` once the plugin is imported and warm, or
   ``("failed", CallFailure)``; then, for each call of a group as soon as it is done,
   ``("row", call_id, index, outcome)`` with an :class:`~deepaas_like.calls.Ok` or a
   :class:`~deepaas_like.calls.CallFailure`; ``("progress", fraction, message)`` from a
-  training's ``report_progress()``.
+  training's ``report_progress()``; ``("event", name, data)`` from the plugin
+  (``runtime.event_sink``: the registry's host reports loads and evictions).
 
 A group lets one message carry many queued requests (one process hop for all of
 them), while each result still goes back the moment it exists.
@@ -28,6 +31,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from typing import Any
 from multiprocessing.connection import Connection
 
 from .adapter import ModelAdapter, execute_group
@@ -49,6 +53,7 @@ class WorkerConfig:
     storage_dir: str | None = None
     log_level: str = "INFO"
     log_file: str | None = None  # a training's log: the process's stdout, stderr and logging
+    environ: tuple[tuple[str, str], ...] = ()  # set in the worker's environment before the plugin loads
 
 
 def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
@@ -63,6 +68,7 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
     )
     if config.storage_dir:
         os.environ[STORAGE_ENV] = config.storage_dir
+    os.environ.update(dict(config.environ))
     try:
         adapter = ModelAdapter(config.model, ref.load_object(), config.storage_dir)
         if config.warm:
@@ -72,6 +78,7 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
         return
     _send(conn, ("ready", os.getpid()))
     runtime.progress_sink = lambda fraction, message: _send(conn, ("progress", fraction, message))
+    runtime.event_sink = lambda name, data: _send(conn, ("event", name, data))
     serve(conn, adapter)
 
 
@@ -79,7 +86,7 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
     """Answer groups of calls until the server says stop or goes away."""
     while True:
         try:
-            kind, call_id, method, payloads = pickle.loads(conn.recv_bytes())
+            kind, call_id, method, payloads, target = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if kind == "stop":
@@ -98,11 +105,26 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
                 _send(conn, ("row", call_id, index, failure))
 
         try:
-            execute_group(adapter, method, payloads, deliver)
+            if target is None:
+                execute_group(adapter, method, payloads, deliver)
+            else:
+                _on_target(adapter, target, method, payloads, deliver)
         except (BrokenPipeError, ConnectionResetError):
             return
         finally:
             sys.stdout.flush()
+
+
+def _on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:
+    """Run a group on the model the plugin hosts for ``target``; if it cannot load, say why per call."""
+    try:
+        hosted = adapter.obj.adapter_for(target)
+    except BaseException as exc:  # noqa: BLE001 - the load failure is every call's outcome
+        failure = failure_from_exception(exc)
+        for index in range(len(payloads)):
+            deliver(index, failure)
+        return
+    execute_group(hosted, method, payloads, deliver)
 
 
 _send_lock = threading.Lock()  # a plugin may report progress from a thread of its own

@@ -75,3 +75,24 @@ async def test_integer_arguments_take_integral_values_only(serve):
                                 json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
                                       "petal_width": 0.2, "top_k": 2.5})
     assert as_json.status == 422
+
+
+async def test_integers_beyond_64_bits_are_answered_and_listed(serve):
+    client = await serve("echobench", "irisbench", executor="thread")
+    huge = 2 ** 70
+    echo = await client.post(f"/v2/models/echobench/predict/?{IRIS_QUERY}&top_k={huge}")
+    assert echo.status == 200 and (await echo.json())["predictions"]["top_k"] == huge
+    job = await client.post(f"/v2/models/echobench/predictions/?{IRIS_QUERY}&top_k={huge}")
+    assert job.status == 202 and (await job.json())["args"]["top_k"] == huge
+    listed = await client.get("/v2/models/echobench/predictions/")
+    assert listed.status == 200 and (await listed.json())[0]["args"]["top_k"] == huge
+    training = await client.post(f"/v2/models/irisbench/train/?seed={huge}&n_estimators=2")
+    assert training.status == 200
+    assert (await client.get("/v2/models/irisbench/train/")).status == 200
+
+
+async def test_a_form_with_thousands_of_values_is_read(serve):
+    client = await serve("demo", executor="thread")
+    form = [("values", str(i)) for i in range(5000)]
+    response = await client.post("/v2/models/demo/predict/", data=form)
+    assert response.status == 200 and (await response.json())["predictions"]["count"] == 5000

@@ -2,7 +2,6 @@
 one queue with background calls behind the others, trainings beside the runners."""
 
 import asyncio
-import sqlite3
 import threading
 import time
 
@@ -12,7 +11,6 @@ from deepaas_like.adapter import ModelAdapter
 from deepaas_like.calls import NOT_STARTED, CallFailure, Ok, Unserved, unwrap
 from deepaas_like.dispatch import Dispatcher
 from deepaas_like.errors import ModelError, ModelUnavailable, NotImplementedByModel, PredictTimeout
-from deepaas_like.jobs.store import JobStore, StoreTooNew
 from deepaas_like.loading import PluginRef
 from deepaas_like.process import WorkerLauncher, WorkerLost, mp_context
 from deepaas_like.runners import ProcessRunner, ThreadRunner
@@ -139,23 +137,6 @@ async def test_training_runs_in_its_own_process_and_can_be_killed(plugins, tmp_p
     outcome = await asyncio.wait_for(task, 10)
     assert isinstance(outcome, Unserved) and isinstance(outcome.error, WorkerLost)
     assert describe_failure(outcome) == "the training process died (exit code -9)"
-
-
-async def test_a_job_store_written_by_a_newer_version_is_refused(tmp_path):
-    store = JobStore(tmp_path)
-    await store.open()
-    await store.close()
-    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    newer = JobStore(tmp_path)
-    with pytest.raises(StoreTooNew, match="schema version 99, newer than this deepaas_like understands"):
-        await newer.open()
-    await newer.close()
-    again = JobStore(tmp_path)  # the refusal released the data directory's lock
-    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
-        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    assert await again.open() == []
-    await again.close()
 
 
 def test_every_per_model_option_is_a_server_option():

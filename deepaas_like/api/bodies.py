@@ -23,6 +23,7 @@ from ..files import UploadedFile
 from .negotiation import negotiated_accept
 
 CHUNK = 256 * 1024
+MAX_FIELDS = 20000  # form fields or multipart parts in one request (aiohttp's default is 1000)
 ACCEPTED_TYPES = "application/json, application/x-www-form-urlencoded, multipart/form-data"
 
 
@@ -106,13 +107,16 @@ async def _read_multipart(
 ) -> tuple[MultiDict, MultiDict]:
     form: MultiDict = MultiDict()
     files: MultiDict = MultiDict()
-    total = 0
+    total = parts = 0
     try:
         reader = await request.multipart()
         while True:
             part = await reader.next()
             if part is None:
                 break
+            parts += 1
+            if parts > MAX_FIELDS:
+                raise PayloadTooLarge(limit, f"Too many multipart parts: the limit is {MAX_FIELDS}")
             if isinstance(part, MultipartReader):
                 raise BadRequest("Nested multipart bodies are not supported")
             if not part.name:

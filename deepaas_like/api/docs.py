@@ -53,7 +53,7 @@ async def swagger_ui(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+    return web.Response(body=request.app[OPENAPI].encoded(), content_type="application/json")
 
 
 async def redirect_to_ui(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
 from .keys import METRICS, MODELS, SETTINGS
 from .rendering import send_output
+from .registry_handlers import model_document, query_bool, query_int, uploaded_document, version_number
 from .responses import json_response
 
 
@@ -48,22 +49,34 @@ def _model_href(request: web.Request, name: str) -> str:
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """Every model: plugins, then uploaded models (``source`` says which); ``?deleted=true``
+    lists the archived uploads; ``?limit=&offset=`` paginate (the total in X-Total-Count)."""
     models = request.app[MODELS]
-    return json_response({"models": [m.document(_model_href(request, m.name)) for m in models.values()]})
+    deleted = query_bool(request, "deleted")
+    limit, offset = query_int(request, "limit", 1000, 1, 1000), query_int(request, "offset", 0, 0, None)
+    docs = [] if deleted else [m.document(_model_href(request, m.name)) for m in models.values()]
+    uploads = models.uploads
+    if uploads is not None:
+        docs += [model_document(uploads, record, base_path(request)) for record in uploads.models(deleted=deleted)]
+    return json_response({"models": docs[offset:offset + limit]}, headers={"X-Total-Count": str(len(docs))})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    model = request.app[MODELS].get_model(request.match_info["name"])
+    """A model's metadata: a plugin's (DEEPaaS's shape), or an uploaded model's record."""
+    models, name = request.app[MODELS], request.match_info["name"]
+    if models.is_uploaded(name):
+        return json_response(uploaded_document(request, name))
+    model = models.get_model(name)
     return web.Response(body=model.encoded_document(_model_href(request, model.name)), content_type=JSON)
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
     """``POST /v2/models/{name}/predict/``: validate the arguments, run, answer."""
-    model = request.app[MODELS].get_model(request.match_info["name"])
+    model = await request.app[MODELS].servable(request.match_info["name"], version_number(request))
     uploads = UploadArea()
     try:
         sources = await read_sources(request, model.predict_args, uploads, request.app[SETTINGS].client_max_size)
-        kwargs = model.predict_args.load(sources)
+        kwargs = model.predict_arguments(sources).load(sources)
         result = await model.predict(kwargs)
         return await send_output(request, prediction_output(model, result, kwargs.get("accept")))
     finally:
@@ -102,7 +115,7 @@ async def health_ready(request: web.Request) -> web.Response:
 
 async def model_ready(request: web.Request) -> web.Response:
     """Readiness of one model (the Open Inference Protocol's ``/v2/models/{name}/ready``)."""
-    entry = _readiness(request.app[MODELS].get_model(request.match_info["name"]))
+    entry = _readiness(await request.app[MODELS].servable(request.match_info["name"]))
     return json_response(entry, status=200 if entry["ready"] else 503)
 
 

@@ -15,6 +15,7 @@ from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
 from .bodies import UploadArea, read_sources
 from .keys import JOBS, MODELS, SETTINGS
+from .registry_handlers import version_number
 from .rendering import send_file
 from .responses import json_response
 
@@ -43,10 +44,10 @@ def _take_callback(sources: ArgumentSources, spec: ArgumentSpec) -> str | None:
 
 
 async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job]:
-    model = request.app[MODELS].get_model(request.match_info["name"])
+    model = await request.app[MODELS].servable(request.match_info["name"], version_number(request))
     training = kind is JobKind.TRAINING
     method = "train" if training else "predict"
-    if not model.adapter.has(method):
+    if not (model.can_train if training else model.can_predict):
         raise NotImplementedByModel(f"Model '{model.name}' does not implement {method}()", details={"model": model.name})
     jobs = request.app[JOBS]
     spec = model.train_args if training else model.predict_args
@@ -55,7 +56,7 @@ async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job
     try:
         sources = await read_sources(request, spec, uploads, request.app[SETTINGS].client_max_size)
         callback = _take_callback(sources, spec)
-        kwargs = spec.load(sources)
+        kwargs = (spec if training else model.predict_arguments(sources)).load(sources)
         await model.wait_ready()
         submit = jobs.submit_training if training else jobs.submit_prediction
         return model, await submit(model, job_id, kwargs, uploads.path, callback)
@@ -66,7 +67,8 @@ async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job
 
 def _listing(request: web.Request, kind: JobKind) -> web.Response:
     """Jobs of a model, oldest first; ``?status=&limit=&offset=``; total in X-Total-Count."""
-    model = request.app[MODELS].get_model(request.match_info["name"])
+    name = request.match_info["name"]
+    request.app[MODELS].check_known(name)
     query = request.query
     errors: dict[str, list[str]] = {}
     unknown = sorted(set(query) - {"status", "limit", "offset"})
@@ -80,7 +82,7 @@ def _listing(request: web.Request, kind: JobKind) -> web.Response:
         raise ArgumentError(f"Invalid list arguments: {', '.join(errors)}", errors,
                             accepted=["limit", "offset", "status"])
     jobs = request.app[JOBS]
-    found = jobs.list(kind, model.name, JobStatus(status) if status else None)
+    found = jobs.list(kind, name, JobStatus(status) if status else None)
     page = found[offset:offset + limit]
     return json_response([jobs.document(j) for j in page], headers={"X-Total-Count": str(len(found))})
 
@@ -99,9 +101,10 @@ def _int(query: Any, name: str, default: int, low: int, high: int | None, errors
 
 
 def _job(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
-    model = request.app[MODELS].get_model(request.match_info["name"])
+    name = request.match_info["name"]
+    request.app[MODELS].check_known(name)
     jobs = request.app[JOBS]
-    return jobs, jobs.get(kind, model.name, request.match_info["uuid"])
+    return jobs, jobs.get(kind, name, request.match_info["uuid"])
 
 
 def _show(request: web.Request, kind: JobKind) -> web.Response:

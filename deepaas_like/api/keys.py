@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..database import Database
 from ..models import ModelRegistry
 from ..settings import Settings
 from ..jobs.manager import JobManager
 from .metrics import Metrics
+from .openapi import OpenApiDocument
 from .quietlog import RepeatedWarnings
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelRegistry)
+DATABASE = web.AppKey("database", Database)
 JOBS = web.AppKey("jobs", JobManager)
-OPENAPI = web.AppKey("openapi", bytes)
+OPENAPI = web.AppKey("openapi", OpenApiDocument)
 METRICS = web.AppKey("metrics", Metrics)
 WARNINGS = web.AppKey("warnings", RepeatedWarnings)

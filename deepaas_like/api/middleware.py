@@ -30,6 +30,8 @@ def _http_error_body(exc: web.HTTPException, request: web.Request) -> dict[str, 
             "allowed": sorted(exc.allowed_methods),
         }
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        if "form fields" in (exc.text or ""):  # aiohttp's own limit on an urlencoded form
+            return {"message": f"{exc.text} Send that many values as JSON or multipart/form-data"}
         return PayloadTooLarge(request.app[SETTINGS].client_max_size).body()
     return {"message": exc.reason or exc.text or f"HTTP {exc.status}"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..jobs.model import STATUSES
 from ..legacy import legacy_vocabulary_allowed
 from ..models import ModelRegistry, ServedModel
 from ..settings import Settings
+from . import openapi_registry
 
 OPENAPI_VERSION = "3.0.3"
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -37,14 +39,17 @@ def _file_property(self: Any, field: ma_fields.Field, **kwargs: Any) -> dict[str
 def _error_responses(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed body (JSON, form or multipart)",
-        404: "Unknown model or job",
-        409: "The job is not in a state that allows this (a failed prediction's result: its error)",
+        403: "Refused on this server (the message says why and how to allow it)",
+        404: "Unknown model, version or job (or an archived model)",
+        409: "Not in a state that allows this: a job already finished, a failed prediction's result (its "
+             "error), a model with no servable version, a plugin's name for an upload",
         413: "Request body over --client-max-size",
         415: "Unsupported Content-Type",
         422: "Invalid or unknown arguments; `errors` has the detail per argument",
         500: "The model failed; the message names the model",
         501: "The model does not implement this method",
-        503: "The model is not available now (starting, restarting a worker, stopping)",
+        503: "The model is not available now (starting, restarting a worker, busy, stopping); see Retry-After",
+        504: "The model did not answer within --predict-timeout",
     }
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": ERROR}}} for c in codes}
 
@@ -92,7 +97,7 @@ def _predict_operation(model: ServedModel) -> dict[str, Any]:
         "operationId": f"{_slug(model.name)}_predict",
         "responses": {
             "200": {"description": "The prediction", "content": content},
-            **_error_responses(400, 413, 415, 422, 500, 501, 503),
+            **_error_responses(400, 413, 415, 422, 500, 501, 503, 504),
         },
     }
     body = _request_body(spec)
@@ -310,4 +315,27 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
             for path, operations in job_paths.items():
                 parameters = operations.pop("parameters", None)
                 spec.path(path, operations=operations, parameters=parameters)
+        openapi_registry.components(spec)
+        openapi_registry.registry_paths(spec, _error_responses, settings.predict_endpoint)
+        if models.uploads is not None:
+            openapi_registry.uploaded_model_paths(spec, models.uploads, _error_responses, _predict_operation,
+                                                  _job_paths, settings.predict_endpoint)
         return spec.to_dict()
+
+
+class OpenApiDocument:
+    """The encoded document, rebuilt when the registry's models change."""
+
+    def __init__(self, models: ModelRegistry, settings: Settings) -> None:
+        self._models = models
+        self._settings = settings
+        self._revision = -1
+        self._encoded = b""
+
+    def encoded(self) -> bytes:
+        uploads = self._models.uploads
+        revision = uploads.revision if uploads is not None else 0
+        if revision != self._revision:
+            self._encoded = json.dumps(build_openapi(self._models, self._settings)).encode()
+            self._revision = revision
+        return self._encoded

@@ -17,7 +17,15 @@ async def send_output(request: web.Request, output: PredictionOutput) -> web.Str
     return await send_file(request, output.path, output.content_type, output.filename)
 
 
-async def send_file(request: web.Request, path: str, content_type: str, filename: str | None) -> web.StreamResponse:
+async def send_file(
+    request: web.Request,
+    path: str,
+    content_type: str,
+    filename: str | None,
+    *,
+    disposition: str = "inline",
+    extra_headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
     """Stream a file completely before returning (the caller may delete it right after)."""
     fh = await asyncio.to_thread(open, path, "rb")
     try:
@@ -25,7 +33,8 @@ async def send_file(request: web.Request, path: str, content_type: str, filename
             headers={
                 hdrs.CONTENT_TYPE: content_type,
                 hdrs.CONTENT_LENGTH: str(os.fstat(fh.fileno()).st_size),
-                hdrs.CONTENT_DISPOSITION: f'inline; filename="{_ascii_name(filename or os.path.basename(path))}"',
+                hdrs.CONTENT_DISPOSITION: f'{disposition}; filename="{_ascii_name(filename or os.path.basename(path))}"',
+                **(extra_headers or {}),
             }
         )
         await response.prepare(request)

@@ -36,6 +36,7 @@ from ..settings import Settings
 from ..training import describe_failure
 from .callbacks import PENDING, CallbackSender
 from .model import Job, JobKind, JobStatus
+from ..database import Database
 from .store import JobStore
 
 LOG = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ class JobNotFound(NotFound):
 
 
 class JobManager:
-    def __init__(self, settings: Settings, models: ModelRegistry) -> None:
+    def __init__(self, settings: Settings, models: ModelRegistry, db: Database) -> None:
         self._settings = settings
         self._models = models
-        self._store = JobStore(settings.data_dir)
+        self._store = JobStore(db)
         self._jobs: dict[str, Job] = {}
         self._training_queue: collections.deque[Job] = collections.deque()
         self._trainings_running: set[Job] = set()
@@ -112,8 +113,8 @@ class JobManager:
     # --- life cycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store; jobs that were queued or running become interrupted."""
-        for job in await self._store.open():
+        """Read the jobs back; those that were queued or running become interrupted."""
+        for job in await self._store.load():
             self._jobs[job.id] = job
             if not job.is_finished:
                 was = job.status
@@ -142,7 +143,6 @@ class JobManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._callbacks.close()
-        await self._store.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -8,6 +8,13 @@ train(target_mean, epochs, epoch_seconds)
     "learns" an offset that moves the mean of future predictions toward
     ``target_mean``, saves it in ``storage_dir()``; ``warm()`` loads it, so after a
     training every worker predicts with the new offset.
+
+Every number it accepts is declared with its limits, so that a value it cannot summarise is
+refused with a 422 naming the argument instead of failing inside ``predict``: NaN and
+infinities are refused (``allow_nan=False``, which also refuses ``1e309`` or ``-1.8e308``,
+read as infinities), and ``values`` and ``target_mean`` stay within ``±LIMIT``. Within those
+limits the arithmetic cannot overflow: ``(value + offset) * scale`` is at most 2e301 and a
+sum of 10 000 of them 2e305, far below the largest float (1.8e308).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ PALETTES = {
     "mono": ((30, 30, 30), (120, 120, 120), (220, 220, 220)),
 }
 STATE_FILE = "demo_state.json"
+LIMIT = 1e300  # largest magnitude of `values` and `target_mean` (see the module docstring)
 
 
 def _mix(palette: tuple, t: float) -> tuple[int, int, int]:
@@ -39,28 +47,62 @@ def _mix(palette: tuple, t: float) -> tuple[int, int, int]:
     return tuple(int(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
 
 
+def finite_number(description: str, **kwargs: Any) -> fields.Float:
+    """A float argument that refuses NaN, infinities and magnitudes over ``LIMIT``."""
+    return fields.Float(
+        allow_nan=False,
+        validate=validate.Range(min=-LIMIT, max=LIMIT),
+        metadata={"description": f"{description} (a finite number within ±{LIMIT:g})"},
+        **kwargs,
+    )
+
+
+def mean(values: list[float]) -> float:
+    """The mean; ``fsum`` keeps the 1 of ``[1e300, 1.0, -1e300]`` that ``sum`` loses.
+
+    >>> mean([1e300, 1.0, -1e300])
+    0.3333333333333333
+    """
+    return math.fsum(values) / len(values)
+
+
 def histogram(values: list[float], bins: int) -> list[int]:
+    """Counts in ``bins`` equal-width bins from min to max, for any finite values.
+
+    >>> histogram([1.0, 2.0, 10.0], 3)
+    [2, 0, 1]
+    >>> histogram([-1e308, 1e308], 2)   # the span, 2e308, would overflow to inf
+    [1, 1]
+    >>> histogram([0.0, 5e-324, 1e-323], 2)   # denormals: the width would round to 0
+    [1, 2]
+    """
     low, high = min(values), max(values)
-    width = (high - low) / bins or 1.0
+    # Halve everything when the span overflows; the position within it is unchanged.
+    half = 0.5 if math.isinf(high - low) else 1.0
+    span = high * half - low * half
     counts = [0] * bins
     for v in values:
-        counts[min(int((v - low) / width), bins - 1)] += 1
+        position = (v * half - low * half) / span if span else 0.0  # 0 to 1
+        counts[min(int(position * bins), bins - 1)] += 1
     return counts
 
 
 def histogram_png(counts: list[int], palette: str, width: int = 320, height: int = 200) -> bytes:
+    """A bar chart of ``counts``, one colour of ``palette`` per bar, as PNG bytes."""
     top = max(counts) or 1
-    colours = PALETTES[palette]
-    rows = []
-    bar_width = width / len(counts)
+    bars = len(counts)
+    bar_width = width / bars
+    bar_of = [min(int(x / bar_width), bars - 1) for x in range(width)]  # the bar each column draws
+    gap = int(bar_width or 1)  # every gap-th column stays white, between bars
+    colours = [bytes(_mix(PALETTES[palette], i / max(bars - 1, 1))) for i in range(bars)]
+    white = b"\xff\xff\xff"
+    rows, drawn = [], {}  # a row depends only on which bars reach it: draw each kind once
     for y in range(height):
-        row = bytearray()
         level = (height - y) / height
-        for x in range(width):
-            i = min(int(x / bar_width), len(counts) - 1)
-            filled = counts[i] / top >= level and (x % int(bar_width or 1)) > 0
-            row += bytes(_mix(colours, i / max(len(counts) - 1, 1))) if filled else b"\xff\xff\xff"
-        rows.append(bytes(row))
+        reached = tuple(count / top >= level for count in counts)
+        if reached not in drawn:
+            drawn[reached] = b"".join(colours[i] if reached[i] and x % gap else white for x, i in enumerate(bar_of))
+        rows.append(drawn[reached])
     return png.encode_rgb(width, height, rows)
 
 
@@ -86,18 +128,22 @@ class DemoModel(BaseModel):
             state = json.loads((storage_dir() / STATE_FILE).read_text())
         except (FileNotFoundError, LookupError, ValueError):
             return
-        self.offset = float(state.get("offset", 0.0))
+        offset = float(state.get("offset", 0.0))
+        if math.isfinite(offset):  # a hand-edited file cannot make predict overflow
+            self.offset = max(-LIMIT, min(LIMIT, offset))
         self.trained_at = state.get("trained_at")
 
     def get_predict_args(self) -> dict[str, Any]:
         return {
             "values": fields.List(
-                fields.Float(),
+                finite_number("A number to summarise"),
                 load_default=[1.0, 2.0, 3.0, 5.0, 8.0],
                 validate=validate.Length(min=1, max=10000),
-                metadata={"description": "The numbers to summarise (repeat the field for several)"},
+                metadata={"description": "The numbers to summarise (repeat the field for several; "
+                          f"1 to 10000 finite numbers within ±{LIMIT:g})"},
             ),
             "scale": fields.Float(
+                allow_nan=False,
                 load_default=1.0,
                 validate=validate.Range(min=0.1, max=10.0),
                 metadata={"description": "Multiply every value by this (0.1 to 10)"},
@@ -134,7 +180,7 @@ class DemoModel(BaseModel):
             return histogram_png(counts, palette)
         answer: dict[str, Any] = {
             "count": len(adjusted),
-            "mean": sum(adjusted) / len(adjusted),
+            "mean": mean(adjusted),
             "min": min(adjusted),
             "max": max(adjusted),
             "histogram": [c / len(adjusted) for c in counts] if normalize else counts,
@@ -155,15 +201,14 @@ class DemoModel(BaseModel):
 
     def get_train_args(self) -> dict[str, Any]:
         return {
-            "target_mean": fields.Float(
-                load_default=0.0, metadata={"description": "Mean that predictions should move toward"}
-            ),
+            "target_mean": finite_number("Mean that predictions should move toward", load_default=0.0),
             "epochs": fields.Int(
                 load_default=10,
                 validate=validate.Range(min=1, max=1000),
                 metadata={"description": "Training steps"},
             ),
             "epoch_seconds": fields.Float(
+                allow_nan=False,
                 load_default=0.1,
                 validate=validate.Range(min=0.0, max=10.0),
                 metadata={"description": "How long each step takes (to watch or cancel a training)"},

@@ -1,0 +1,377 @@
+"""HTTP handlers of the model registry: upload, versions, download, config, archive.
+
+The native routes live under ``/v2/models/{name}``; the Neurodeploy-style routes under
+``/ml-models`` answer in that platform's shapes. Predictions of uploaded models use the
+ordinary predict handlers (the catalog finds the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any, AsyncIterator
+
+from aiohttp import BodyPartReader, web
+
+from ..errors import ArgumentError, BadRequest, DeepaasError
+from ..registry.records import ModelRecord, VersionRecord, stamp
+from ..registry.service import Registry, Upload, check_name, check_schema
+from ..settings import parse_bool
+from .keys import MODELS, SETTINGS
+from .rendering import send_file
+from .responses import json_response
+
+CHUNK = 256 * 1024
+FIELD_LIMIT = 1024 * 1024
+UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
+                 "optimize")
+
+
+class WritesRefused(DeepaasError):
+    status = 403
+
+
+def registry(request: web.Request) -> Registry:
+    return request.app[MODELS].uploads
+
+
+def base(request: web.Request) -> str:
+    return request.app[SETTINGS].base_path
+
+
+def version_number(request: web.Request) -> int | None:
+    """The ``{version}`` of a versioned route, as a number (None on other routes)."""
+    text = request.match_info.get("version")
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ArgumentError(f"Version must be a positive integer, got {text!r}", {"version": ["Not a valid version."]})
+    return int(text)
+
+
+def check_writes(request: web.Request) -> None:
+    """The registry's write routes: on a loopback address, or with --enable-uploads."""
+    settings = request.app[SETTINGS]
+    if settings.enable_uploads:
+        return
+    try:
+        loopback = ipaddress.ip_address(settings.listen_ip).is_loopback
+    except ValueError:
+        loopback = settings.listen_ip == "localhost"
+    if not loopback:
+        raise WritesRefused(
+            "Uploading and changing models is refused on this server: it listens on "
+            f"{settings.listen_ip}, and loading an uploaded file runs code. Start it with --enable-uploads "
+            "(on a network you trust), or listen on 127.0.0.1", details={"listen_ip": settings.listen_ip})
+
+
+# --- documents ---------------------------------------------------------------------
+
+
+def uploaded_document(request: web.Request, name: str) -> dict[str, Any]:
+    reg = registry(request)
+    model = reg.record(name, archived_ok=True)
+    return model_document(reg, model, base(request))
+
+
+def model_document(reg: Registry, model: ModelRecord, base_path: str) -> dict[str, Any]:
+    href = f"{base_path}/v2/models/{model.name}"
+    current = reg.current(model.name) if model.name in reg else None
+    doc: dict[str, Any] = {
+        "id": model.name,
+        "name": model.name,
+        "source": "upload",
+        "description": model.description,
+        "is_public": model.is_public,
+        "current_version": model.current_version,
+        "versions": len(reg.versions(model.name)),
+        "library": current.library if current else None,
+        "filetype": current.filetype if current else None,
+        "created_at": stamp(model.created),
+        "updated_at": stamp(model.updated),
+        "last_predict_at": stamp(model.last_predict),
+        "archived": model.archived is not None,
+    }
+    if model.archived is not None:
+        doc["archived_at"] = stamp(model.archived)
+    if current is not None and current.signature:
+        doc["signature"] = current.signature
+    doc["links"] = [{"rel": "self", "href": href}, {"rel": "versions", "href": f"{href}/versions/"},
+                    {"rel": "predict", "href": f"{href}/predict/"}]
+    return doc
+
+
+def _version_doc(request: web.Request, version: VersionRecord) -> dict[str, Any]:
+    return version.document(f"{base(request)}/v2/models/{version.model}/versions/{version.number}")
+
+
+# --- upload ------------------------------------------------------------------------
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK):
+        yield chunk
+
+
+async def _stream_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    while chunk := await request.content.read(CHUNK):
+        yield chunk
+
+
+async def _read_upload(request: web.Request, reg: Registry) -> Upload:
+    """The multipart body of ``PUT /v2/models/{name}``; the file streamed to the artifact store."""
+    if request.content_type != "multipart/form-data":
+        raise ArgumentError("Upload a model as multipart/form-data with a 'file' part (curl -F file=@model.joblib)",
+                            {"file": ["Missing data for required field."]})
+    values: dict[str, str] = {}
+    upload: Upload | None = None
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.name:
+                raise BadRequest("Every multipart part needs a name (Content-Disposition: form-data; name=...)")
+            if part.name not in UPLOAD_FIELDS:
+                raise ArgumentError(f"Unknown upload field {part.name!r}; accepted: {', '.join(UPLOAD_FIELDS)}",
+                                    {part.name: ["Unknown field."]}, accepted=list(UPLOAD_FIELDS))
+            if part.name == "file":
+                if upload is not None:
+                    raise ArgumentError("Send one file per upload", {"file": ["Only one file."]})
+                upload = Upload(await reg.artifacts.save(_part_chunks(part)), filename=part.filename)
+            else:
+                data = await part.read(decode=False)
+                if len(data) > FIELD_LIMIT:
+                    raise ArgumentError(f"Field {part.name} is over {FIELD_LIMIT} bytes", {part.name: ["Too long."]})
+                values[part.name] = data.decode("utf-8", errors="replace")
+        if upload is None or upload.artifact.size == 0:
+            raise ArgumentError("The upload has no model file: send it as the 'file' part",
+                                {"file": ["Missing data for required field."]})
+        _apply_fields(upload, values)
+        return upload
+    except BaseException as exc:
+        if upload is not None:
+            reg.discard_unused(upload.artifact.sha256)
+        if isinstance(exc, (DeepaasError, asyncio.CancelledError)) or not isinstance(exc, Exception):
+            raise
+        raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
+
+
+def _apply_fields(upload: Upload, values: dict[str, str]) -> None:
+    errors: dict[str, list[str]] = {}
+    upload.library = values.get("library") or None
+    upload.filetype = values.get("filetype") or None
+    upload.description = values.get("description")
+    upload.optimize = values.get("optimize") or None
+    if values.get("is_public"):
+        try:
+            upload.is_public = parse_bool(values["is_public"])
+        except ValueError:
+            errors["is_public"] = ["Not a valid boolean."]
+    if errors:
+        raise ArgumentError(f"Invalid upload fields: {', '.join(errors)}", errors)
+    upload.input_schema = check_schema("input_schema", values.get("input_schema"))
+    upload.output_schema = check_schema("output_schema", values.get("output_schema"))
+
+
+async def put_model(request: web.Request) -> web.Response:
+    """``PUT /v2/models/{name}``: create the model (201) or add a version (200)."""
+    check_writes(request)
+    name = check_name(request.match_info["name"])
+    reg = registry(request)
+    reg.check_writable(name)
+    upload = await _read_upload(request, reg)
+    try:
+        created, model, version = await reg.upload(name, upload)
+    except BaseException:
+        reg.discard_unused(upload.artifact.sha256)
+        raise
+    body = {**model_document(reg, model, base(request)), "version": _version_doc(request, version)}
+    if version.error:
+        body = {"message": f"Version {version.number} of model '{name}' was stored but does not load: {version.error}",
+                **body}
+        return json_response(body, status=422)
+    return json_response(body, status=201 if created else 200,
+                         headers={"Location": f"{base(request)}/v2/models/{name}"})
+
+
+# --- model ----------------------------------------------------------------------------
+
+
+async def patch_model(request: web.Request) -> web.Response:
+    """``PATCH /v2/models/{name}``: ``current_version``, ``is_public``, ``description``."""
+    check_writes(request)
+    name = request.match_info["name"]
+    registry(request).check_writable(name)
+    body = await _json_object(request)
+    known = {"current_version", "is_public", "description"}
+    errors = {key: ["Unknown field."] for key in sorted(set(body) - known)}
+    version = body.get("current_version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        errors["current_version"] = ["Must be a version number."]
+    if "is_public" in body and not isinstance(body["is_public"], bool):
+        errors["is_public"] = ["Must be true or false."]
+    if "description" in body and not isinstance(body["description"], str):
+        errors["description"] = ["Must be a string."]
+    if errors:
+        raise ArgumentError(f"Invalid fields: {', '.join(errors)}; accepted: {', '.join(sorted(known))}", errors)
+    reg = registry(request)
+    model = await reg.update(name, current_version=version, is_public=body.get("is_public"),
+                             description=body.get("description"))
+    return json_response(model_document(reg, model, base(request)))
+
+
+async def delete_model(request: web.Request) -> web.Response:
+    """Archive (files and history kept), or with ``?purge=true`` delete for good."""
+    check_writes(request)
+    name = request.match_info["name"]
+    reg = registry(request)
+    reg.check_writable(name)
+    purge = query_bool(request, "purge")
+    if purge:
+        await reg.purge(name)
+        return json_response({"message": f"Model '{name}' and every version of it were deleted", "model": name})
+    model = await reg.archive(name)
+    return json_response(model_document(reg, model, base(request)))
+
+
+async def restore_model(request: web.Request) -> web.Response:
+    check_writes(request)
+    reg = registry(request)
+    reg.check_writable(request.match_info["name"])
+    model = await reg.restore(request.match_info["name"])
+    return json_response(model_document(reg, model, base(request)))
+
+
+# --- versions ---------------------------------------------------------------------------
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    versions = registry(request).versions(request.match_info["name"])
+    return json_response({"versions": [_version_doc(request, v) for v in versions]})
+
+
+async def get_version(request: web.Request) -> web.Response:
+    version = registry(request).version(request.match_info["name"], version_number(request))
+    return json_response(_version_doc(request, version))
+
+
+async def download_version(request: web.Request) -> web.StreamResponse:
+    """The exact bytes that were uploaded, as an attachment."""
+    reg = registry(request)
+    version = reg.version(request.match_info["name"], version_number(request))
+    filename = version.filename or f"{version.model}-v{version.number}.{version.filetype}"
+    response = await send_file(request, str(reg.artifacts.path(version.sha256)), "application/octet-stream",
+                               filename, disposition="attachment", extra_headers={"X-Content-SHA256": version.sha256})
+    return response
+
+
+async def get_config(request: web.Request) -> web.Response:
+    version = registry(request).version(request.match_info["name"], version_number(request))
+    return json_response(_config(version))
+
+
+async def put_config(request: web.Request) -> web.Response:
+    check_writes(request)
+    body = await _json_object(request)
+    version = await registry(request).set_config(request.match_info["name"], version_number(request), body)
+    return json_response(_config(version))
+
+
+def _config(version: VersionRecord) -> dict[str, Any]:
+    return {key: version.config.get(key) for key in ("input_schema", "output_schema", "batching")}
+
+
+# --- the Neurodeploy-style routes -------------------------------------------------------
+
+
+def _neuro(model: ModelRecord, reg: Registry) -> dict[str, Any]:
+    current = reg.current(model.name) if model.name in reg else None
+    return {"model_name": model.name, "library": current.library if current else None,
+            "filetype": current.filetype if current else None, "is_public": model.is_public,
+            "created_at": stamp(model.created), "updated_at": stamp(model.last_predict)}
+
+
+async def ml_models(request: web.Request) -> web.Response:
+    """``GET /ml-models?limit=10&deleted=&used=``: ``{"models": [...]}`` (updated_at: the last predict)."""
+    reg = registry(request)
+    limit = query_int(request, "limit", 10, 1, 1000)
+    deleted = query_bool(request, "deleted")
+    used = request.query.get("used")
+    models = list(reg.models(deleted=deleted))
+    if used is not None:
+        wanted = query_bool(request, "used")
+        models = [m for m in models if (m.last_predict is not None) == wanted]
+    return json_response({"models": [_neuro(m, reg) for m in models[:limit]]})
+
+
+async def ml_model(request: web.Request) -> web.Response:
+    reg = registry(request)
+    return json_response(_neuro(reg.record(request.match_info["name"]), reg))
+
+
+async def ml_model_put(request: web.Request) -> web.Response:
+    """``PUT /ml-models/{name}?lib=&filetype=&is_public=`` with the file as the body."""
+    check_writes(request)
+    name = check_name(request.match_info["name"])
+    reg = registry(request)
+    query = request.query
+    reg.check_writable(name)
+    is_public = query_bool(request, "is_public") if "is_public" in query else None
+    upload = Upload(await reg.artifacts.save(_stream_chunks(request)), library=query.get("lib") or None,
+                    filetype=query.get("filetype") or None, filename=query.get("filename"), is_public=is_public)
+    try:
+        if upload.artifact.size == 0:
+            raise ArgumentError("The request body is the model file, and it is empty", {"file": ["Empty."]})
+        _, model, version = await reg.upload(name, upload)
+    except BaseException:
+        reg.discard_unused(upload.artifact.sha256)
+        raise
+    if version.error:
+        raise ArgumentError(f"The file was stored as version {version.number} but does not load: {version.error}",
+                            {"file": [version.error]})
+    return json_response({"model_name": name, "model_type": version.library, "persistence_type": version.filetype,
+                          "uploaded_at": stamp(version.created)})
+
+
+async def ml_model_delete(request: web.Request) -> web.Response:
+    check_writes(request)
+    name = request.match_info["name"]
+    registry(request).check_writable(name)
+    await registry(request).archive(name)
+    return json_response({"message": f"deleted model {name}"})
+
+
+# --- small readers ----------------------------------------------------------------------
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
+    return body
+
+
+def query_bool(request: web.Request, name: str) -> bool:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return False
+    try:
+        return parse_bool(text)
+    except ValueError:
+        raise ArgumentError(f"{name} must be true or false, got {text!r}", {name: ["Not a valid boolean."]}) from None
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentError(f"{name} must be an integer", {name: ["Not a valid integer."]}) from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ArgumentError(f"{name} must be {bounds}", {name: [f"Must be {bounds}."]})
+    return value

@@ -1,0 +1,1 @@
+"""The model registry: uploaded model files, served without code, with versions."""

@@ -1,0 +1,187 @@
+"""The worker side of the registry: one process hosts many uploaded models.
+
+Each worker of the registry's shared pool runs a :class:`RegistryHost` as its "plugin".
+A call names its *target* (a :class:`Target`: which file, how to read it, its columns);
+the host loads the file with its framework plugin on first use and keeps the most
+recently used models loaded, at most ``DEEPAAS_LIKE_MAX_LOADED_MODELS`` of them. Loads
+and evictions are reported to the server as events.
+
+This module runs in worker processes only: loading a pickle runs code, and the server
+process never loads an uploaded file.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .. import runtime
+from ..adapter import ModelAdapter
+from ..frameworks import Framework, LoadedModel, discover_frameworks
+
+CAPACITY_ENV = "DEEPAAS_LIKE_MAX_LOADED_MODELS"
+ROWS = "rows"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One servable version of an uploaded model, as a worker needs to know it (picklable).
+
+    ``columns``: the argument names whose values make a row, in order (``None``: the
+    model takes only ``rows``, lists of any width). ``output_schema``: a JSON Schema
+    that each row's prediction must match.
+    """
+
+    key: str
+    model: str
+    path: str
+    library: str
+    filetype: str
+    columns: tuple[str, ...] | None = None
+    output_schema: dict[str, Any] | None = field(default=None, hash=False)
+
+
+class OutputMismatch(Exception):
+    """A prediction does not match the version's declared output schema."""
+
+
+class RowError(ValueError):
+    """A row of ``rows`` is not what the model takes."""
+
+
+class UploadedModel:
+    """An uploaded model as a plugin object: ``predict``, ``predict_batch``, ``describe``."""
+
+    def __init__(self, loaded: LoadedModel, framework: Framework, target: Target) -> None:
+        self.loaded = loaded
+        self.framework = framework
+        self.target = target
+        self._validator = _validator(target.output_schema)
+
+    # --- what a call sends -------------------------------------------------------------
+
+    def _rows(self, kwargs: Mapping[str, Any]) -> tuple[list[list[Any]], bool]:
+        """The rows of one request, and whether it was a single row (given by columns)."""
+        columns = self.target.columns
+        if ROWS in kwargs and kwargs[ROWS] is not None:
+            rows = []
+            for index, row in enumerate(kwargs[ROWS]):
+                if isinstance(row, Mapping):
+                    if columns is None:
+                        raise RowError(f"rows[{index}] is an object, but this model's inputs have no names: "
+                                       "send each row as a list of values")
+                    missing = [c for c in columns if c not in row]
+                    if missing:
+                        raise RowError(f"rows[{index}] lacks {', '.join(missing)}")
+                    rows.append([row[c] for c in columns])
+                else:
+                    if columns is not None and len(row) != len(columns):
+                        raise RowError(f"rows[{index}] has {len(row)} values; the model takes {len(columns)}: "
+                                       f"{', '.join(columns)}")
+                    rows.append(list(row))
+            return rows, False
+        if columns is None:
+            raise RowError("this model's inputs are unknown: send {\"rows\": [[...], ...]}")
+        return [[kwargs[c] for c in columns]], True
+
+    def _checked(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self._validator is not None:
+            for index, output in enumerate(outputs):
+                errors = sorted(self._validator.iter_errors(output), key=str)
+                if errors:
+                    raise OutputMismatch(f"prediction {index} does not match the output schema: {errors[0].message}")
+        return outputs
+
+    # --- the plugin's methods ----------------------------------------------------------------
+
+    def predict(self, **kwargs: Any) -> Any:
+        rows, single = self._rows(kwargs)
+        outputs = self._checked(self.loaded.predict(rows))
+        return outputs[0] if single else outputs
+
+    def predict_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Every request's rows in one call of the model; a bad request fails alone."""
+        answers: list[Any] = [None] * len(requests)
+        rows: list[list[Any]] = []
+        spans: list[tuple[int, int, int, bool]] = []
+        for index, kwargs in enumerate(requests):
+            try:
+                own, single = self._rows(kwargs)
+            except RowError as exc:
+                answers[index] = exc
+                continue
+            spans.append((index, len(rows), len(own), single))
+            rows.extend(own)
+        outputs = self._checked(self.loaded.predict(rows)) if rows else []
+        for index, start, count, single in spans:
+            answers[index] = outputs[start] if single else outputs[start:start + count]
+        return answers
+
+    def describe(self) -> dict[str, Any]:
+        """The model's signature as its file tells it."""
+        return self.loaded.signature.to_json()
+
+    def to_onnx(self, probe: list[list[Any]]) -> dict[str, Any]:
+        """Convert to ONNX and compare with the original on ``probe``: the bytes and the figures."""
+        onnx_bytes = self.framework.to_onnx(self.loaded, probe)
+        return {"onnx": onnx_bytes, "original": self.loaded.predict(probe)}
+
+
+def _validator(schema: dict[str, Any] | None) -> Any:
+    if not schema:
+        return None
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+class RegistryHost:
+    """The plugin of a shared registry worker: the uploaded models it has loaded, LRU."""
+
+    def __init__(self) -> None:
+        self.capacity = max(1, int(os.environ.get(CAPACITY_ENV, "20")))
+        self._frameworks: dict[str, Framework] | None = None
+        self._broken: dict[str, str] = {}
+        self._loaded: collections.OrderedDict[str, ModelAdapter] = collections.OrderedDict()
+
+    def predict(self, **kwargs: Any) -> Any:
+        raise NotImplementedError("the registry host predicts only for a target (an uploaded model)")
+
+    def framework(self, library: str) -> Framework:
+        if self._frameworks is None:
+            self._frameworks, self._broken = discover_frameworks()
+        try:
+            return self._frameworks[library]
+        except KeyError:
+            reason = self._broken.get(library) or (f"no framework plugin for library '{library}' is installed "
+                                                   f"(installed: {', '.join(sorted(self._frameworks)) or 'none'})")
+            raise LookupError(reason) from None
+
+    def adapter_for(self, target: Target) -> ModelAdapter:
+        """The loaded model for ``target``, loading it (and evicting the least recently used)."""
+        adapter = self._loaded.get(target.key)
+        if adapter is not None:
+            self._loaded.move_to_end(target.key)
+            hosted = adapter.obj
+            if hosted.target != target:  # the same file, read with other columns or another schema
+                adapter = self._loaded[target.key] = ModelAdapter(target.model, UploadedModel(
+                    hosted.loaded, hosted.framework, target))
+            return adapter
+        started = time.perf_counter()
+        framework = self.framework(target.library)
+        loaded = framework.load(target.path, target.filetype)
+        adapter = ModelAdapter(target.model, UploadedModel(loaded, framework, target))
+        self._loaded[target.key] = adapter
+        evicted = []
+        while len(self._loaded) > self.capacity:
+            key, _ = self._loaded.popitem(last=False)
+            evicted.append(key)
+        if runtime.event_sink is not None:
+            runtime.event_sink("loaded", {"key": target.key, "seconds": time.perf_counter() - started,
+                                          "evicted": evicted})
+        return adapter

@@ -1,0 +1,140 @@
+"""The server side of the registry's shared workers.
+
+Plugins keep dedicated workers; uploaded models share one pool of worker processes
+(``--registry-workers``), each hosting up to ``--max-loaded-models`` of them, least
+recently used first out (:mod:`deepaas_like.registry.host`). A hundred uploaded models
+therefore cost a couple of processes, not a hundred.
+
+Each servable version sees the pool through a :class:`PoolView`, a runner of its own
+for its dispatcher: calls go to a worker that already holds the model when one is free
+(*affinity*), else to any free worker, which loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+from typing import Any, Sequence
+
+from ..calls import Outcome
+from ..process import WorkerLauncher, WorkerProcess, WorkerStartFailed
+from ..runners import ProcessRunner
+from .host import Target
+
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class LoadStats:
+    """Loads, evictions and load times of uploaded models (read by /metrics)."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self.evictions = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(LOAD_BUCKETS) + 1)
+
+    def loaded(self, seconds: float, evicted: int) -> None:
+        self.loads += 1
+        self.evictions += evicted
+        self.seconds += seconds
+        self.buckets[bisect.bisect_left(LOAD_BUCKETS, seconds)] += 1
+
+
+class SharedPool(ProcessRunner):
+    """The registry's worker processes, shared by every uploaded model."""
+
+    kind = "shared"
+    affine = True
+
+    def __init__(self, launcher: WorkerLauncher, size: int) -> None:
+        super().__init__("registry", launcher, size)
+        self._holding: dict[WorkerProcess, set[str]] = collections.defaultdict(set)
+        self.stats = LoadStats()
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        finally:
+            self.started.set()
+
+    def _holds(self, worker: WorkerProcess, key: Any) -> bool:
+        return key in self._holding.get(worker, ())
+
+    def loaded_keys(self) -> set[str]:
+        return {key for keys in self._holding.values() for key in keys}
+
+    def _on_event(self, worker: WorkerProcess, name: str, data: Any) -> None:
+        if name == "loaded":
+            held = self._holding[worker]
+            held.add(data["key"])
+            held.difference_update(data["evicted"])
+            self.stats.loaded(data["seconds"], len(data["evicted"]))
+
+    def _on_exit(self, worker: WorkerProcess) -> None:
+        self._holding.pop(worker, None)
+        super()._on_exit(worker)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "loaded_models": len(self.loaded_keys())}
+
+    def view(self, target: Target) -> "PoolView":
+        return PoolView(self, target)
+
+
+class PoolView:
+    """One uploaded version's runner: the shared pool, with its target and affinity key."""
+
+    kind = "shared"
+
+    def __init__(self, pool: SharedPool, target: Target) -> None:
+        self.pool = pool
+        self.target = target
+        self.name = target.model
+
+    @property
+    def size(self) -> int:
+        return self.pool.size
+
+    @property
+    def idle(self) -> int:
+        return self.pool.idle
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts
+
+    @property
+    def ready(self) -> bool:
+        return self.pool.ready
+
+    def take_idle(self) -> WorkerProcess | None:
+        return self.pool.take_idle(self.target.key)
+
+    async def next_slot(self) -> WorkerProcess:
+        return await self.pool.next_slot(self.target.key)
+
+    def release(self, worker: WorkerProcess) -> None:
+        self.pool.release(worker)
+
+    async def run_group(
+        self, worker: WorkerProcess, method: str, payloads: Sequence[Any], timeout: float | None,
+        together: bool = False, target: Any = None,
+    ) -> list[Outcome]:
+        return await self.pool.run_group(worker, method, payloads, timeout, together, self.target)
+
+    async def start(self) -> None:
+        """Wait for the shared workers; fails like a plugin's start when none could start."""
+        await self.pool.started.wait()
+        if not self.pool.ready:
+            raise WorkerStartFailed(None)
+
+    async def reload(self) -> None:
+        """Nothing to reload: a new version is a new view."""
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """The pool outlives its views; the registry stops it."""
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.pool.describe(), "loaded": self.target.key in self.pool.loaded_keys()}

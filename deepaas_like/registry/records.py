@@ -1,0 +1,152 @@
+"""The registry's records (uploaded models and their versions) and their tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..database import Database, encode_row
+
+
+class VersionStatus(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    ERROR = "error"
+
+
+def stamp(epoch: float | None) -> str | None:
+    """ISO 8601 in UTC: ``2026-11-23T14:00:59Z``."""
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class VersionRecord:
+    """One uploaded file of a model: its bytes (by SHA-256), what it is, whether it loads."""
+
+    model: str
+    number: int
+    sha256: str
+    size: int
+    library: str
+    filetype: str
+    filename: str | None
+    created: float
+    status: VersionStatus = VersionStatus.LOADING
+    error: str | None = None
+    signature: dict[str, Any] | None = None  # Signature.to_json() once loaded
+    config: dict[str, Any] = field(default_factory=dict)  # input_schema, output_schema, batching
+    optimization: dict[str, Any] | None = None  # optimize=onnx: what was asked, agreement, outcome
+
+    def document(self, href: str) -> dict[str, Any]:
+        signature = self.signature or {}
+        doc: dict[str, Any] = {
+            "model": self.model,
+            "version": self.number,
+            "sha256": self.sha256,
+            "size": self.size,
+            "library": self.library,
+            "filetype": self.filetype,
+            "filename": self.filename,
+            "library_versions": signature.get("library_versions", {}),
+            "created_at": stamp(self.created),
+            "status": self.status,
+        }
+        if self.error:
+            doc["error"] = self.error
+        if self.signature is not None:
+            doc["signature"] = self.signature
+        if self.optimization is not None:
+            doc["optimization"] = self.optimization
+        doc["links"] = {"self": href, "download": f"{href}/download", "config": f"{href}/config",
+                        "predict": f"{href}/predict/"}
+        return doc
+
+
+@dataclass
+class ModelRecord:
+    """An uploaded model: its versions' common facts and which version serves."""
+
+    name: str
+    created: float
+    updated: float
+    last_predict: float | None = None
+    current_version: int | None = None
+    is_public: bool = False
+    description: str = ""
+    owner: str | None = None
+    archived: float | None = None
+
+
+_JSON_VERSION_FIELDS = {"signature", "config", "optimization"}
+MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelRecord)]
+VERSION_FIELDS = [f.name for f in dataclasses.fields(VersionRecord)]
+
+
+class RegistryStore:
+    """The ``uploaded_models`` and ``model_versions`` tables."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self) -> tuple[list[ModelRecord], list[VersionRecord]]:
+        def load(conn: sqlite3.Connection) -> tuple[list[ModelRecord], list[VersionRecord]]:
+            models = [ModelRecord(**dict(zip(MODEL_FIELDS, row)))
+                      for row in conn.execute(f"SELECT {', '.join(MODEL_FIELDS)} FROM uploaded_models ORDER BY name")]
+            for model in models:
+                model.is_public = bool(model.is_public)
+            versions = []
+            for row in conn.execute(f"SELECT {', '.join(VERSION_FIELDS)} FROM model_versions ORDER BY model, number"):
+                values = dict(zip(VERSION_FIELDS, row))
+                for name in _JSON_VERSION_FIELDS:
+                    values[name] = json.loads(values[name]) if values[name] is not None else None
+                values["config"] = values["config"] or {}
+                values["status"] = VersionStatus(values["status"])
+                versions.append(VersionRecord(**values))
+            return models, versions
+
+        return await self._db.run(load)
+
+    async def insert_model(self, model: ModelRecord) -> None:
+        values = [getattr(model, n) for n in MODEL_FIELDS]
+        await self._db.run(lambda conn: conn.execute(
+            f"INSERT INTO uploaded_models ({', '.join(MODEL_FIELDS)}) VALUES ({', '.join('?' for _ in MODEL_FIELDS)})",
+            values))
+
+    async def save_model(self, model: ModelRecord, *names: str) -> None:
+        assignments, values = encode_row({n: getattr(model, n) for n in (names or MODEL_FIELDS)})
+        await self._db.run(lambda conn: conn.execute(
+            f"UPDATE uploaded_models SET {assignments} WHERE name = ?", [*values, model.name]))
+
+    @staticmethod
+    def _encode(version: VersionRecord, name: str) -> Any:
+        value = getattr(version, name)
+        return json.dumps(value) if name in _JSON_VERSION_FIELDS and value is not None else value
+
+    async def insert_version(self, version: VersionRecord) -> None:
+        values = [self._encode(version, n) for n in VERSION_FIELDS]
+        await self._db.run(lambda conn: conn.execute(
+            f"INSERT INTO model_versions ({', '.join(VERSION_FIELDS)}) "
+            f"VALUES ({', '.join('?' for _ in VERSION_FIELDS)})", values))
+
+    async def save_version(self, version: VersionRecord, *names: str) -> None:
+        assignments, values = encode_row({n: self._encode(version, n) for n in (names or VERSION_FIELDS)})
+        await self._db.run(lambda conn: conn.execute(
+            f"UPDATE model_versions SET {assignments} WHERE model = ? AND number = ?",
+            [*values, version.model, version.number]))
+
+    async def purge(self, name: str) -> None:
+        """Delete a model and every version of it, in one transaction."""
+        def purge(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                conn.execute("DELETE FROM model_versions WHERE model = ?", (name,))
+                conn.execute("DELETE FROM uploaded_models WHERE name = ?", (name,))
+
+        await self._db.run(purge)

@@ -1,0 +1,256 @@
+"""The model registry: upload real model files, serve them, version them, keep them."""
+
+import asyncio
+import hashlib
+import logging
+
+import aiohttp
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from conftest import wait_ready
+from deepaas_like.api import create_app
+
+COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+VIRGINICA = {"sepal_length": 6.9, "sepal_width": 3.1, "petal_length": 5.4, "petal_width": 2.1}
+
+
+def iris_frame():
+    data = load_iris()
+    return pd.DataFrame(data.data, columns=COLUMNS), np.array(data.target_names)[data.target]
+
+
+@pytest.fixture(scope="module")
+def iris_models(tmp_path_factory):
+    """A pipeline fitted on named columns (joblib), a forest on a bare array (pickle), in files."""
+    folder = tmp_path_factory.mktemp("models")
+    x, y = iris_frame()
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x.to_numpy(), y)
+    joblib.dump(pipeline, folder / "iris.joblib")
+    joblib.dump(forest, folder / "forest.pkl")
+    return {"pipeline": pipeline, "forest": forest, "joblib": folder / "iris.joblib", "pickle": folder / "forest.pkl"}
+
+
+def form(path, **fields) -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    data.add_field("file", path.read_bytes(), filename=path.name, content_type="application/octet-stream")
+    for key, value in fields.items():
+        data.add_field(key, str(value))
+    return data
+
+
+async def upload(client, name, path, expect=(200, 201), **fields):
+    response = await client.put(f"/v2/models/{name}", data=form(path, **fields))
+    body = await response.json()
+    assert response.status in ((expect,) if isinstance(expect, int) else expect), body
+    return body
+
+
+@pytest.fixture
+def registry_app(aiohttp_client, make_settings):
+    async def start(**overrides):
+        settings = make_settings(model_name=("echobench",), executor="thread", **overrides)
+        client = await aiohttp_client(create_app(settings))
+        await wait_ready(client)
+        return client
+
+    return start
+
+
+async def test_upload_then_predict_like_the_model_in_process(registry_app, iris_models):
+    client = await registry_app()
+    created = await upload(client, "iris", iris_models["joblib"], expect=201, description="Iris pipeline")
+    assert created["source"] == "upload" and created["current_version"] == 1
+    version = created["version"]
+    assert version["status"] == "ready" and version["library"] == "sklearn" and version["filetype"] == "joblib"
+    assert version["sha256"] == hashlib.sha256(iris_models["joblib"].read_bytes()).hexdigest()
+    assert version["library_versions"]["scikit-learn"]
+    assert [c["name"] for c in version["signature"]["columns"]] == COLUMNS
+    pipeline = iris_models["pipeline"]
+    expected = pipeline.predict(pd.DataFrame([ROW]))[0]
+    probabilities = pipeline.predict_proba(pd.DataFrame([ROW]))[0]
+    for response in (await client.post("/v2/models/iris/predict/", json=ROW),
+                     await client.post("/v2/models/iris/predict/", data={k: str(v) for k, v in ROW.items()}),
+                     await client.post("/v2/models/iris/predict/?" + "&".join(f"{k}={v}" for k, v in ROW.items()))):
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["status"] == "OK" and body["predictions"]["label"] == expected
+        got = body["predictions"]["probabilities"]
+        assert got.keys() == {str(c) for c in pipeline.classes_}
+        assert np.allclose([got[str(c)] for c in pipeline.classes_], probabilities)
+    many = await client.post("/v2/models/iris/predict/", json={"rows": [ROW, VIRGINICA]})
+    labels = [p["label"] for p in (await many.json())["predictions"]]
+    assert labels == list(pipeline.predict(pd.DataFrame([ROW, VIRGINICA])))
+    bad = await client.post("/v2/models/iris/predict/", json={**ROW, "petal_width": "wide"})
+    assert bad.status == 422 and "petal_width" in (await bad.json())["errors"]
+    missing = await client.post("/v2/models/iris/predict/", json={"sepal_length": 1})
+    assert missing.status == 422 and "petal_width" in (await missing.json())["errors"]
+    bad_rows = await client.post("/v2/models/iris/predict/", json={"rows": [ROW, {"sepal_length": 1}]})
+    assert bad_rows.status == 422 and "1" in (await bad_rows.json())["errors"]["rows"]
+    listed = await (await client.get("/v2/models/")).json()
+    assert [(m["name"], m["source"]) for m in listed["models"]] == [("echobench", "plugin"), ("iris", "upload")]
+    spec = await (await client.get("/swagger.json")).json()
+    properties = spec["paths"]["/v2/models/iris/predict/"]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"]["schema"]["properties"]
+    assert list(properties) == COLUMNS
+
+
+async def test_unnamed_inputs_take_rows_as_lists(registry_app, iris_models):
+    client = await registry_app()
+    await upload(client, "forest", iris_models["pickle"], expect=201)
+    forest = iris_models["forest"]
+    values = list(VIRGINICA.values())
+    single = await client.post("/v2/models/forest/predict/", json={f"x{i}": v for i, v in enumerate(values)})
+    assert (await single.json())["predictions"]["label"] == forest.predict([values])[0]
+    rows = await client.post("/v2/models/forest/predict/", json={"rows": [values, list(ROW.values())]})
+    assert [p["label"] for p in (await rows.json())["predictions"]] == list(forest.predict(
+        [values, list(ROW.values())]))
+    wrong = await client.post("/v2/models/forest/predict/", json={"rows": [[1, 2]]})
+    assert wrong.status == 422
+
+
+async def test_versions_rollback_archive_restore_purge_and_download(registry_app, iris_models, tmp_path):
+    client = await registry_app()
+    await upload(client, "iris", iris_models["joblib"], expect=201)
+    second = await upload(client, "iris", iris_models["pickle"], expect=200)
+    assert second["current_version"] == 2 and second["version"]["filetype"] == "pickle"
+    versions = (await (await client.get("/v2/models/iris/versions/")).json())["versions"]
+    assert [(v["version"], v["status"]) for v in versions] == [(1, "ready"), (2, "ready")]
+    # version 2 has unnamed inputs: the current version decides the form
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 422
+    one = await client.post("/v2/models/iris/versions/1/predict/", json=ROW)
+    assert one.status == 200
+    rolled = await client.patch("/v2/models/iris", json={"current_version": 1, "is_public": True})
+    assert rolled.status == 200 and (await rolled.json())["current_version"] == 1
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200
+    download = await client.get("/v2/models/iris/versions/2/download")
+    data = await download.read()
+    assert data == iris_models["pickle"].read_bytes()
+    assert download.headers["Content-Disposition"] == 'attachment; filename="forest.pkl"'
+    assert download.headers["X-Content-SHA256"] == hashlib.sha256(data).hexdigest()
+    archived = await client.delete("/v2/models/iris")
+    assert archived.status == 200 and (await archived.json())["archived"] is True
+    gone = await client.post("/v2/models/iris/predict/", json=ROW)
+    assert gone.status == 404 and "archived" in (await gone.json())["message"]
+    assert [m["name"] for m in (await (await client.get("/v2/models/?deleted=true")).json())["models"]] == ["iris"]
+    assert (await client.post("/v2/models/iris/restore")).status == 200
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200
+    purged = await client.delete("/v2/models/iris?purge=true")
+    assert purged.status == 200
+    assert (await client.get("/v2/models/iris/")).status == 404
+    assert not list((tmp_path / "data" / "artifacts" / "sha256").rglob("*/*")), "the files went with it"
+
+
+async def test_everything_survives_a_restart(registry_app, iris_models):
+    first = await registry_app()
+    await upload(first, "iris", iris_models["joblib"], expect=201)
+    await upload(first, "iris", iris_models["joblib"], expect=200)
+    await first.patch("/v2/models/iris", json={"current_version": 1, "description": "kept"})
+    answer = await (await first.post("/v2/models/iris/predict/", json=ROW)).json()
+    await first.close()
+    second = await registry_app()
+    document = await (await second.get("/v2/models/iris/")).json()
+    assert (document["current_version"], document["versions"], document["description"]) == (1, 2, "kept")
+    assert document["last_predict_at"] is not None
+    again = await (await second.post("/v2/models/iris/predict/", json=ROW)).json()
+    assert again == answer
+
+
+async def test_a_corrupt_file_is_an_error_version_and_the_current_one_keeps_serving(registry_app, iris_models,
+                                                                                       tmp_path):
+    client = await registry_app()
+    await upload(client, "iris", iris_models["joblib"], expect=201)
+    corrupt = tmp_path / "broken.joblib"
+    corrupt.write_bytes(iris_models["joblib"].read_bytes()[:200])
+    body = await upload(client, "iris", corrupt, expect=422)
+    assert "does not load" in body["message"] and body["version"]["status"] == "error"
+    assert body["version"]["version"] == 2 and body["current_version"] == 1
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200
+    switch = await client.patch("/v2/models/iris", json={"current_version": 2})
+    assert switch.status == 409 and "only a ready version can serve" in (await switch.json())["message"]
+
+
+async def test_bad_uploads_are_clear_4xx_and_leave_nothing(registry_app, iris_models, tmp_path):
+    client = await registry_app(max_upload_size=4096)
+    wrong = await client.put("/v2/models/iris", data=form(iris_models["joblib"], filetype="onnx"))
+    assert wrong.status == 422 and "not a onnx file" in (await wrong.json())["message"]
+    for bad in ("Iris", "-iris", "iris_2", "x" * 64):
+        response = await client.put(f"/v2/models/{bad}", data=form(iris_models["joblib"]))
+        assert response.status == 422 and "DNS" in (await response.json())["message"], bad
+    plugin = await client.put("/v2/models/echobench", data=form(iris_models["joblib"]))
+    assert plugin.status == 409 and "plugin" in (await plugin.json())["message"]
+    unknown = tmp_path / "notes.txt"
+    unknown.write_bytes(b"just some text")
+    guess = await client.put("/v2/models/notes", data=form(unknown))
+    assert guess.status == 422 and "filetype" in (await guess.json())["errors"]
+    big = tmp_path / "big.joblib"
+    big.write_bytes(b"\x80" + b"0" * 10000)
+    too_large = await client.put("/v2/models/big", data=form(big))
+    assert too_large.status == 413 and "--max-upload-size" in (await too_large.json())["message"]
+    assert (await client.get("/v2/models/big/")).status == 404
+    artifacts = tmp_path / "data" / "artifacts"
+    assert not list((artifacts / "sha256").rglob("*/*")) and not list((artifacts / "tmp").iterdir())
+
+
+async def test_concurrent_uploads_are_numbered_without_gaps(registry_app, iris_models):
+    client = await registry_app()
+    answers = await asyncio.gather(*(client.put("/v2/models/iris", data=form(iris_models["joblib"]))
+                                     for _ in range(6)))
+    assert sorted(r.status for r in answers) == [200] * 5 + [201]
+    versions = (await (await client.get("/v2/models/iris/versions/")).json())["versions"]
+    assert [v["version"] for v in versions] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_predictions_during_version_switches_never_fail(registry_app, iris_models):
+    client = await registry_app()
+    await upload(client, "iris", iris_models["joblib"], expect=201)
+    await upload(client, "iris", iris_models["joblib"], expect=200)
+    stop = asyncio.Event()
+
+    async def switch():
+        number = 1
+        while not stop.is_set():
+            number = 3 - number
+            assert (await client.patch("/v2/models/iris", json={"current_version": number})).status == 200
+            await asyncio.sleep(0.005)
+
+    switching = asyncio.ensure_future(switch())
+    responses = await asyncio.gather(*(client.post("/v2/models/iris/predict/", json=ROW) for _ in range(200)))
+    stop.set()
+    await switching
+    assert [r.status for r in responses] == [200] * 200
+
+
+async def test_write_routes_are_refused_off_loopback_without_enable_uploads(registry_app, iris_models):
+    client = await registry_app(listen_ip="0.0.0.0")
+    refused = await client.put("/v2/models/iris", data=form(iris_models["joblib"]))
+    assert refused.status == 403 and "--enable-uploads" in (await refused.json())["message"]
+    assert (await client.post("/v2/models/echobench/predict/?sepal_length=1&sepal_width=1&petal_length=1"
+                              "&petal_width=1")).status == 200  # predict stays open
+
+
+async def test_neurodeploy_routes(registry_app, iris_models):
+    client = await registry_app()
+    put = await client.put("/ml-models/iris?lib=sklearn&filetype=joblib&is_public=true",
+                           data=iris_models["joblib"].read_bytes())
+    body = await put.json()
+    assert put.status == 200 and (body["model_name"], body["model_type"], body["persistence_type"]) == (
+        "iris", "sklearn", "joblib")
+    listed = await (await client.get("/ml-models")).json()
+    assert listed["models"][0]["model_name"] == "iris" and listed["models"][0]["updated_at"] is None
+    assert (await (await client.get("/ml-models?used=true")).json())["models"] == []
+    await client.post("/v2/models/iris/predict/", json=ROW)
+    one = await (await client.get("/ml-models/iris")).json()
+    assert one["is_public"] is True and one["updated_at"] is not None
+    deleted = await client.delete("/ml-models/iris")
+    assert (await deleted.json()) == {"message": "deleted model iris"}
+    assert (await (await client.get("/ml-models?deleted=true")).json())["models"][0]["model_name"] == "iris"
