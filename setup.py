@@ -10,7 +10,8 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "deepaas_like" / "__init
 
 FRAMEWORKS = {
     # skops: scikit-learn models without pickle (loaded with an explicit list of trusted types).
-    "sklearn": ["scikit-learn>=1.5", "joblib>=1.3", "skops>=0.10"],
+    # pandas: uploaded pipelines that pick their columns by name get a DataFrame.
+    "sklearn": ["scikit-learn>=1.5", "joblib>=1.3", "skops>=0.10", "pandas>=2"],
     "tensorflow": ["tensorflow-cpu~=2.21.0"],
     # Exact pin: an open range makes pip download the CUDA build and several GB of wheels.
     "torch": ["torch==2.13.0"],
