@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import wait_ready
 from deepaas_like.api import create_app
+from model_files import build_keras_files, build_torch_files
 
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -254,3 +255,70 @@ async def test_neurodeploy_routes(registry_app, iris_models):
     deleted = await client.delete("/ml-models/iris")
     assert (await deleted.json()) == {"message": "deleted model iris"}
     assert (await (await client.get("/ml-models?deleted=true")).json())["models"][0]["model_name"] == "iris"
+
+
+@pytest.fixture(scope="module")
+def other_files(tmp_path_factory, iris_models):
+    """Keras, TorchScript, torch.export and ONNX files, with what the models answer in process."""
+    from skl2onnx import to_onnx
+
+    where = tmp_path_factory.mktemp("others")
+    keras_files = build_keras_files(where)
+    torch_files = build_torch_files(where)
+    forest = iris_models["forest"]
+    x = load_iris().data.astype(np.float32)
+    (where / "forest.onnx").write_bytes(
+        to_onnx(forest, x[:1], options={id(forest): {"zipmap": False}}).SerializeToString())
+    return {"keras": keras_files, "torch": torch_files, "onnx": where / "forest.onnx"}
+
+
+@pytest.mark.parametrize("name, filetype", [("softmax.keras", "keras"), ("softmax.h5", "h5")])
+async def test_keras_files_answer_like_keras(registry_app, other_files, name, filetype):
+    client = await registry_app()
+    keras_files = other_files["keras"]
+    await upload(client, "net", keras_files["dir"] / name, expect=201)
+    rows = keras_files["x"].tolist()
+    body = await (await client.post("/v2/models/net/predict/", json={"rows": rows})).json()
+    expected = keras_files["softmax"]
+    assert [p["label"] for p in body["predictions"]] == expected.argmax(axis=1).tolist()
+    got = np.array([[p["probabilities"][str(c)] for c in range(3)] for p in body["predictions"]])
+    assert np.allclose(got, expected, atol=1e-5)
+    single = await client.post("/v2/models/net/predict/", json={f"x{i}": v for i, v in enumerate(rows[0])})
+    assert (await single.json())["predictions"]["label"] == int(expected[0].argmax())
+    unsafe = await client.put("/v2/models/unsafe", data=form(keras_files["dir"] / f"lambda.{filetype}"))
+    assert unsafe.status == 422 and "Lambda" in (await unsafe.json())["message"]
+
+
+@pytest.mark.parametrize("name", ["scripted.pt", "dynamic.pt2"])
+async def test_torch_files_answer_like_torch(registry_app, other_files, name):
+    client = await registry_app()
+    torch_files = other_files["torch"]
+    created = await upload(client, "net", torch_files["dir"] / name, expect=201,
+                           **({"filetype": "torchscript"} if name.endswith(".pt") else {}))
+    assert created["version"]["library"] == "pytorch"
+    body = await (await client.post("/v2/models/net/predict/", json={"rows": torch_files["x"].tolist()})).json()
+    got = np.array([p["output"] for p in body["predictions"]])
+    assert np.allclose(got, torch_files["expected"], atol=1e-6)
+
+
+async def test_onnx_files_answer_like_the_model_they_came_from(registry_app, other_files, iris_models):
+    client = await registry_app()
+    await upload(client, "forest", other_files["onnx"], expect=201)
+    forest = iris_models["forest"]
+    rows = load_iris().data[::10].tolist()
+    body = await (await client.post("/v2/models/forest/predict/", json={"rows": rows})).json()
+    assert [p["label"] for p in body["predictions"]] == list(forest.predict(np.array(rows)))
+
+
+async def test_optimize_onnx_serves_the_graph_when_it_agrees(registry_app, iris_models):
+    client = await registry_app()
+    created = await upload(client, "forest", iris_models["pickle"], expect=201, optimize="onnx")
+    optimization = created["version"]["optimization"]
+    assert optimization["serving"] == "onnx", optimization
+    assert optimization["labels_agree"] == 1.0 and optimization["max_probability_difference"] <= 1e-4
+    assert optimization["probe_rows"] > 0 and len(optimization["onnx_sha256"]) == 64
+    rows = load_iris().data[::7].tolist()
+    body = await (await client.post("/v2/models/forest/predict/", json={"rows": rows})).json()
+    assert [p["label"] for p in body["predictions"]] == list(iris_models["forest"].predict(np.array(rows)))
+    download = await client.get("/v2/models/forest/versions/1/download")
+    assert await download.read() == iris_models["pickle"].read_bytes()  # the upload, not the graph

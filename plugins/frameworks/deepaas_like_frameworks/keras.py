@@ -23,9 +23,12 @@ With the TensorFlow backend, rows go through one traced ``tf.function`` of the m
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 import zipfile
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from deepaas_like.frameworks import Framework, FrameworkMissing, LoadedModel, Signature
 
@@ -74,8 +77,22 @@ class KerasFramework(Framework):
         except ImportError as exc:
             raise FrameworkMissing(self.library, self.extra, exc) from exc
         saved = _saved_with(path, filetype)
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        with _named_for_keras(path, filetype) as named:
+            model = keras.saving.load_model(named, safe_mode=True, compile=False)
         return KerasModel(model, saved, np)
+
+
+@contextlib.contextmanager
+def _named_for_keras(path: str, filetype: str) -> Iterator[str]:
+    """``path``, or a link to it named with the extension Keras insists on (stored uploads have none)."""
+    suffix = ".keras" if filetype == "keras" else ".h5"
+    if path.endswith(suffix):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="deepaas-like-keras-") as folder:
+        link = os.path.join(folder, "model" + suffix)
+        os.symlink(os.path.abspath(path), link)
+        yield link
 
 
 class KerasModel(LoadedModel):
