@@ -44,6 +44,8 @@ setup(
         "prometheus-client>=0.20",
         # output_schema and input_schema of uploaded models are JSON Schemas.
         "jsonschema>=4.20",
+        # --auth: HS256 JWTs as Datrics clients send them.
+        "PyJWT>=2.8",
         # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.
         "setuptools>=65,<82",
     ],
@@ -66,6 +68,7 @@ setup(
         "console_scripts": [
             "deepaas-run=deepaas_like.cli.run:main",
             "deepaas-install-plugin=deepaas_like.cli.install_plugin:main",
+            "deepaas-token=deepaas_like.cli.token:main",
         ],
     },
     classifiers=[

@@ -47,9 +47,24 @@ REGISTRY_V2 = (
         status TEXT NOT NULL, error TEXT, signature TEXT, config TEXT, optimization TEXT,
         PRIMARY KEY (model, number))""",
 )
+AUTH_V3 = (
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, scopes TEXT NOT NULL, models TEXT,
+        user_id TEXT, created REAL NOT NULL, expires REAL, last_used REAL, revoked REAL)""",
+    """CREATE TABLE users (
+        id TEXT PRIMARY KEY, username TEXT UNIQUE, email TEXT, created REAL NOT NULL)""",
+    """CREATE TABLE model_access (
+        model TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, can_share INTEGER NOT NULL,
+        PRIMARY KEY (model, user_id))""",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT, action TEXT NOT NULL,
+        target TEXT, detail TEXT)""",
+    "ALTER TABLE jobs ADD COLUMN owner TEXT",
+)
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (JOBS_V1,),
     2: REGISTRY_V2,
+    3: AUTH_V3,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 """Version of the database layout this code writes."""
@@ -66,12 +81,16 @@ class StoreTooNew(DeepaasError):
 class Database:
     """``<data-dir>/state.sqlite3``, opened by one server, used from one thread."""
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, exclusive: bool = True) -> None:
+        """``exclusive``: lock the data directory (the server); tools that only read or make a
+        small change while the server may run (``deepaas-token``) open it shared."""
+        self.exclusive = exclusive
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / FILENAME
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepaas-like-db")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._data_version = -1
 
     # --- life cycle --------------------------------------------------------------
 
@@ -124,10 +143,13 @@ class Database:
             self._lock_fd = None
 
     def _open(self) -> None:
-        self._lock()
+        if self.exclusive:
+            self._lock()
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._adopt_old_file()
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -139,6 +161,15 @@ class Database:
             self._unlock()
             raise
         self._conn = conn
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process committed to the database since the last call."""
+        def check(conn: sqlite3.Connection) -> bool:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            changed, self._data_version = version != self._data_version, version
+            return changed
+
+        return await self.run(check)
 
     def _adopt_old_file(self) -> None:
         """A data directory of a server from before the registry: its jobs.sqlite3 becomes ours."""
@@ -160,7 +191,7 @@ class Database:
                 f"understands ({SCHEMA_VERSION}); run the newer deepaas_like, or give this one another --data-dir"
             )
         for step in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN")
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in MIGRATIONS[step]:
                     conn.execute(statement)

@@ -135,7 +135,7 @@ class Dispatcher:
         self._queue = CallQueue()
         self._arrived = asyncio.Event()
         self._loops: list[asyncio.Task] = []
-        self._running: dict[int, float] = {}  # id of a running group -> when it started
+        self._running: dict[int, tuple[float, int]] = {}  # id of a running group -> (when it started, its calls)
         self._service_time = 0.0  # seconds per call, moving average of the recent groups
         self.stats = BatchStats()
 
@@ -167,8 +167,9 @@ class Dispatcher:
         if not depth:
             return 0.0
         per_call = self._service_time
-        if self._running:  # a call running longer than the average says more
-            per_call = max(per_call, asyncio.get_running_loop().time() - min(self._running.values()))
+        if self._running:  # a group running longer than the average says more (a slow model's first call)
+            now = asyncio.get_running_loop().time()
+            per_call = max(per_call, *((now - started) / calls for started, calls in self._running.values()))
         return depth * per_call / self._runner.size
 
     def _admit(self) -> None:
@@ -228,7 +229,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         key = id(rows)
-        self._running[key] = started
+        self._running[key] = (started, len(rows))
         try:
             return await self._runner.run_group(
                 slot,

@@ -44,6 +44,22 @@ class NotFound(DeepaasError):
     status = 404
 
 
+class Unauthorized(DeepaasError):
+    """No credential, or one that is malformed, expired or revoked."""
+
+    status = 401
+
+    def __init__(self, message: str, *, error: str = "invalid_token") -> None:
+        super().__init__(message, headers={
+            "WWW-Authenticate": f'Bearer realm="deepaas_like"' + (f', error="{error}"' if error else "")})
+
+
+class Forbidden(DeepaasError):
+    """A valid credential without the scope or role the route needs (or a refusal of the server's)."""
+
+    status = 403
+
+
 class Conflict(DeepaasError):
     """The request is valid but not in the resource's current state."""
 

@@ -184,6 +184,48 @@ class Settings:
         "storage_dir(). One server per directory.",
         sample_default="~/.local/share/deepaas_like",
     )
+    auth: bool = option(
+        False,
+        "Require a credential: a bearer API token (deepaas-token) or, with "
+        "--jwt-secret-file, an HS256 JWT. Public models answer metadata and predict "
+        "without one. Off: anyone who reaches the port may use the models, and on a "
+        "non-loopback address uploads and admin routes are refused.",
+        kind="bool",
+    )
+    jwt_secret_file: str = option(
+        "",
+        "File holding the shared secret (at least 32 bytes) that HS256 JWTs are signed with; "
+        "their claims name a user (userId, email). Empty: JWTs are not accepted.",
+    )
+    jwt_allow_no_exp: bool = option(
+        False,
+        "Accept JWTs without an 'exp' claim (Datrics clients send such tokens); by default a "
+        "JWT must expire.",
+        kind="bool",
+    )
+    jwt_leeway: float = option(
+        30.0,
+        "Clock difference, in seconds, tolerated when checking a JWT's exp and nbf (0 to 300).",
+        kind="float",
+    )
+    jwt_scopes: tuple[str, ...] = option(
+        ("models:read", "models:predict", "models:train", "models:write"),
+        "Scopes of a user named by a JWT (never admin): per-model roles then decide what "
+        "they may do with uploaded models.",
+        kind="list",
+    )
+    public_models: tuple[str, ...] = option(
+        (),
+        "Plugins whose metadata and predict answer without a credential (uploaded models "
+        "are made public with is_public).",
+        kind="list",
+    )
+    metrics_auth: bool = option(
+        False,
+        "With --auth, /metrics needs a credential with the admin scope too (health routes "
+        "stay open).",
+        kind="bool",
+    )
     enable_uploads: bool = option(
         False,
         "Serve the registry's write routes (upload, update, archive, config) on a "
@@ -373,6 +415,14 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")
     if s.shutdown_timeout < 0:
         raise SettingsError("shutdown_timeout must not be negative")
+    if not 0 <= s.jwt_leeway <= 300:
+        raise SettingsError(f"jwt_leeway must be between 0 and 300 seconds, got {s.jwt_leeway}")
+    from .auth.principal import SCOPES  # the scope names
+
+    unknown = [scope for scope in s.jwt_scopes if scope not in SCOPES or scope == "admin"]
+    if unknown:
+        raise SettingsError(f"jwt_scopes may hold {', '.join(x for x in SCOPES if x != 'admin')}; "
+                            f"not {', '.join(unknown)}")
     if s.registry_workers < 1 or s.max_loaded_models < 1 or s.max_upload_size < 1:
         raise SettingsError("registry_workers, max_loaded_models and max_upload_size must be at least 1")
     if s.max_concurrent_trainings < 1:
@@ -526,8 +576,9 @@ def load_settings(
         layers.append(read_config_file(config_file))
     layers.append(read_environment(environ))
     cli = Layer("command line")
+    lists = {f.name for f in settings_fields() if f.metadata["kind"] == "list"}
     for name, value in args.items():
-        if name == "model_name":  # repeated flags, each possibly comma-separated
+        if name in lists:  # repeated flags, each possibly comma-separated
             cli.values[name] = tuple(n for item in value for n in parse_list(item))
         elif name in PER_MODEL:
             cli.add_per_model(name, value)

@@ -5,9 +5,9 @@ import sqlite3
 
 import pytest
 
-from deepaas_like.database import SCHEMA_VERSION, Database, DataDirInUse, StoreTooNew, columns_of
+from deepaas_like.database import JOBS_V1, SCHEMA_VERSION, Database, DataDirInUse, StoreTooNew, columns_of
 from deepaas_like.jobs.model import Job, JobKind, JobStatus
-from deepaas_like.jobs.store import PERSISTED, JobStore
+from deepaas_like.jobs.store import JobStore
 
 
 async def test_a_database_written_by_a_newer_version_is_refused(tmp_path):
@@ -41,14 +41,14 @@ async def test_a_version_1_job_database_is_adopted_and_migrated(tmp_path):
     """A data directory of a server from before the registry: jobs.sqlite3 at schema 1."""
     old = sqlite3.connect(tmp_path / "jobs.sqlite3")
     old.execute("PRAGMA journal_mode=WAL")
-    columns = ", ".join(f"{name} TEXT" for name in PERSISTED)
-    old.execute(f"CREATE TABLE jobs (seq INTEGER UNIQUE, {columns})")
+    old.execute(JOBS_V1)
     old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
     old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    values = {name: None for name in PERSISTED} | {
+    v1 = [c for c in columns_of(old, "jobs") if c != "seq"]
+    values = {name: None for name in v1} | {
         "id": "abc", "kind": "training", "model": "demo", "args": json.dumps({"epochs": 2}), "status": "done",
         "created": 1.0, "result": json.dumps({"loss": 0.5}), "callback_attempts": 0}
-    old.execute(f"INSERT INTO jobs VALUES (1, {', '.join('?' for _ in PERSISTED)})", [values[n] for n in PERSISTED])
+    old.execute(f"INSERT INTO jobs VALUES (1, {', '.join('?' for _ in v1)})", [values[n] for n in v1])
     old.commit()
     old.close()
     db = Database(tmp_path)
@@ -56,10 +56,12 @@ async def test_a_version_1_job_database_is_adopted_and_migrated(tmp_path):
     try:
         assert not (tmp_path / "jobs.sqlite3").exists() and (tmp_path / "state.sqlite3").exists()
         (job,) = await JobStore(db).load()
-        assert (job.id, job.kind, job.status, job.args, job.result) == (
-            "abc", JobKind.TRAINING, JobStatus.DONE, {"epochs": 2}, {"loss": 0.5})
-        tables = await db.run(lambda conn: {t: columns_of(conn, t) for t in ("uploaded_models", "model_versions")})
+        assert (job.id, job.kind, job.status, job.args, job.result, job.owner) == (
+            "abc", JobKind.TRAINING, JobStatus.DONE, {"epochs": 2}, {"loss": 0.5}, None)
+        tables = await db.run(lambda conn: {t: columns_of(conn, t) for t in (
+            "uploaded_models", "model_versions", "tokens", "users", "model_access", "audit")})
         assert "current_version" in tables["uploaded_models"] and "sha256" in tables["model_versions"]
+        assert "hash" in tables["tokens"] and "role" in tables["model_access"] and "actor" in tables["audit"]
         version = await db.run(lambda conn: conn.execute(
             "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
         assert int(version) == SCHEMA_VERSION

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from typing import AsyncIterator, Sequence
 
 from aiohttp import web
 
@@ -15,17 +14,17 @@ from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelRegistry, build_model
 from ..settings import Settings
 from ..jobs.manager import JobManager
-from . import docs, handlers, job_handlers, registry_handlers
+from ..auth.gate import Gate
 from .bodies import MAX_FIELDS
-from .keys import DATABASE, JOBS, METRICS, MODELS, OPENAPI, SETTINGS, WARNINGS
+from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .middleware import LOG as ERRORS_LOG
 from .middleware import front_door
 from .quietlog import RepeatedWarnings
 from .openapi import OpenApiDocument
+from .routes import add_routes, policy_of
 
 LOG = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None) -> web.Application:
@@ -43,105 +42,28 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
         if name not in models:
             LOG.warning("per-model options given for '%s', which is not served", name)
     db = Database(settings.data_dir)
-    models.uploads = Registry(settings, db, set(models))
+    gate = Gate(settings, db)
+    models.uploads = gate.uploads = Registry(settings, db, set(models))
     jobs = JobManager(settings, models, db)
     metrics = Metrics(models, jobs)
-    app = web.Application(middlewares=[front_door(metrics)], client_max_size=settings.client_max_size,
+    app = web.Application(middlewares=[front_door(metrics, gate)], client_max_size=settings.client_max_size,
                           client_max_fields=MAX_FIELDS)
     app[SETTINGS] = settings
     app[MODELS] = models
     app[DATABASE] = db
+    app[GATE] = gate
     app[JOBS] = jobs
     app[METRICS] = metrics
     app[WARNINGS] = RepeatedWarnings(ERRORS_LOG)
-    app[OPENAPI] = OpenApiDocument(models, settings)
+    app[OPENAPI] = OpenApiDocument(models, settings, policy_of)
     app[OPENAPI].encoded()  # a plugin whose declarations cannot be documented fails here, at once
-    _add_routes(app, settings)
+    add_routes(app, settings)
     app.cleanup_ctx.append(_open_database)  # first: it locks the data directory
+    app.cleanup_ctx.append(_run_gate)
     app.cleanup_ctx.append(_run_registry)
     app.cleanup_ctx.append(_run_jobs)
     app.cleanup_ctx.append(_run_models)
     return app
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route of the API; ``group`` names the flag that can turn it off; ``exact``:
-    served only as written (no variant with or without the trailing slash)."""
-
-    method: str
-    path: str
-    handler: Handler
-    group: str | None = None
-    exact: bool = False
-
-
-ROUTES = (
-    Route("POST", "/v2/models/{name}/predict/", handlers.predict, "predict"),
-    Route("GET", "/v2/models/{name}/", handlers.get_model),
-    Route("GET", "/v2/models/", handlers.list_models),
-    Route("GET", "/", handlers.versions),
-    Route("GET", "/v2/", handlers.v2_version),
-    Route("GET", "/v2/health/live", handlers.health_live),
-    Route("GET", "/v2/health/ready", handlers.health_ready),
-    Route("GET", "/v2/models/{name}/ready", handlers.model_ready),
-    Route("POST", "/v2/models/{name}/train/", job_handlers.start_training, "train"),
-    Route("GET", "/v2/models/{name}/train/", job_handlers.list_trainings, "train"),
-    Route("GET", "/v2/models/{name}/train/{uuid}", job_handlers.get_training, "train"),
-    Route("DELETE", "/v2/models/{name}/train/{uuid}", job_handlers.cancel_training, "train"),
-    Route("GET", "/v2/models/{name}/train/{uuid}/log", job_handlers.training_log, "train"),
-    Route("POST", "/v2/models/{name}/predictions/", job_handlers.submit_prediction, "predict"),
-    Route("GET", "/v2/models/{name}/predictions/", job_handlers.list_predictions, "predict"),
-    Route("GET", "/v2/models/{name}/predictions/{uuid}", job_handlers.get_prediction, "predict"),
-    Route("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, "predict"),
-    Route("GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, "predict"),
-    # the registry (uploaded models)
-    Route("PUT", "/v2/models/{name}", exact=True, handler=registry_handlers.put_model),
-    Route("PATCH", "/v2/models/{name}", exact=True, handler=registry_handlers.patch_model),
-    Route("DELETE", "/v2/models/{name}", exact=True, handler=registry_handlers.delete_model),
-    Route("POST", "/v2/models/{name}/restore", registry_handlers.restore_model),
-    Route("GET", "/v2/models/{name}/versions/", registry_handlers.list_versions),
-    Route("GET", "/v2/models/{name}/versions/{version}", registry_handlers.get_version),
-    Route("GET", "/v2/models/{name}/versions/{version}/download", registry_handlers.download_version),
-    Route("GET", "/v2/models/{name}/versions/{version}/config", registry_handlers.get_config),
-    Route("PUT", "/v2/models/{name}/versions/{version}/config", registry_handlers.put_config),
-    Route("POST", "/v2/models/{name}/versions/{version}/predict/", handlers.predict, "predict"),
-    Route("POST", "/v2/models/{name}/versions/{version}/predictions/", job_handlers.submit_prediction, "predict"),
-    # the same registry, in the shapes of Neurodeploy's API
-    Route("GET", "/ml-models", registry_handlers.ml_models),
-    Route("GET", "/ml-models/{name}", registry_handlers.ml_model),
-    Route("PUT", "/ml-models/{name}", registry_handlers.ml_model_put),
-    Route("DELETE", "/ml-models/{name}", registry_handlers.ml_model_delete),
-)
-
-
-def _add_routes(app: web.Application, settings: Settings) -> None:
-    base = settings.base_path
-    router = app.router
-
-    def add(method: str, path: str, handler: Handler, exact: bool = False) -> None:
-        full = base + path
-        router.add_route(method, full, handler)
-        if exact:
-            return
-        if full.endswith("/") and len(full) > 1:
-            router.add_route(method, full.rstrip("/"), handler)
-        elif not full.endswith("/"):
-            router.add_route(method, full + "/", handler)
-
-    # Most requested first: routes under one path prefix are matched in this order.
-    enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
-    for route in ROUTES:
-        if enabled[route.group]:
-            add(route.method, route.path, route.handler, route.exact)
-        else:
-            add(route.method, route.path, handlers.disabled(route.group, f"--no-{route.group}-endpoint"))
-    router.add_get(base + "/metrics", handlers.metrics)
-    router.add_get(base + "/swagger.json", docs.openapi_document)
-    if settings.doc_endpoint:
-        add("GET", "/api", docs.swagger_ui)
-        router.add_static(base + "/api/static", docs.static_directory())
-        add("GET", "/ui", docs.redirect_to_ui)
 
 
 async def _run_models(app: web.Application) -> AsyncIterator[None]:
@@ -165,6 +87,15 @@ async def _open_database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[DATABASE].close()
+
+
+async def _run_gate(app: web.Application) -> AsyncIterator[None]:
+    """Read tokens, users and access lists; keep them in step with the database."""
+    await app[GATE].start()
+    try:
+        yield
+    finally:
+        await app[GATE].close()
 
 
 async def _run_registry(app: web.Application) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from ..errors import DeepaasError
 from ..models import ServedModel
 from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
-from .keys import METRICS, MODELS, SETTINGS
+from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
 from .rendering import send_output
 from .registry_handlers import model_document, query_bool, query_int, uploaded_document, version_number
 from .responses import json_response
@@ -54,10 +54,13 @@ async def list_models(request: web.Request) -> web.Response:
     models = request.app[MODELS]
     deleted = query_bool(request, "deleted")
     limit, offset = query_int(request, "limit", 1000, 1, 1000), query_int(request, "offset", 0, 0, None)
-    docs = [] if deleted else [m.document(_model_href(request, m.name)) for m in models.values()]
+    gate, principal = request.app[GATE], request[PRINCIPAL]
+    docs = [] if deleted else [m.document(_model_href(request, m.name)) for m in models.values()
+                               if gate.sees_model(principal, m.name)]
     uploads = models.uploads
     if uploads is not None:
-        docs += [model_document(uploads, record, base_path(request)) for record in uploads.models(deleted=deleted)]
+        docs += [model_document(uploads, record, base_path(request)) for record in uploads.models(deleted=deleted)
+                 if gate.sees_model(principal, record.name)]
     return json_response({"models": docs[offset:offset + limit]}, headers={"X-Total-Count": str(len(docs))})
 
 

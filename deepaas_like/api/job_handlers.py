@@ -14,7 +14,7 @@ from ..jobs.manager import JobManager
 from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
 from .bodies import UploadArea, read_sources
-from .keys import JOBS, MODELS, SETTINGS
+from .keys import GATE, JOBS, MODELS, PRINCIPAL, SETTINGS
 from .registry_handlers import version_number
 from .rendering import send_file
 from .responses import json_response
@@ -59,7 +59,7 @@ async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job
         kwargs = (spec if training else model.predict_arguments(sources)).load(sources)
         await model.wait_ready()
         submit = jobs.submit_training if training else jobs.submit_prediction
-        return model, await submit(model, job_id, kwargs, uploads.path, callback)
+        return model, await submit(model, job_id, kwargs, uploads.path, callback, owner=request[PRINCIPAL].identity)
     except BaseException:
         uploads.remove()
         raise
@@ -81,8 +81,9 @@ def _listing(request: web.Request, kind: JobKind) -> web.Response:
     if errors:
         raise ArgumentError(f"Invalid list arguments: {', '.join(errors)}", errors,
                             accepted=["limit", "offset", "status"])
-    jobs = request.app[JOBS]
-    found = jobs.list(kind, name, JobStatus(status) if status else None)
+    jobs, gate, principal = request.app[JOBS], request.app[GATE], request[PRINCIPAL]
+    found = [job for job in jobs.list(kind, name, JobStatus(status) if status else None)
+             if gate.sees_job(principal, job.owner, name)]
     page = found[offset:offset + limit]
     return json_response([jobs.document(j) for j in page], headers={"X-Total-Count": str(len(found))})
 
@@ -103,8 +104,9 @@ def _int(query: Any, name: str, default: int, low: int, high: int | None, errors
 def _job(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
     name = request.match_info["name"]
     request.app[MODELS].check_known(name)
-    jobs = request.app[JOBS]
-    return jobs, jobs.get(kind, name, request.match_info["uuid"])
+    jobs, gate, principal = request.app[JOBS], request.app[GATE], request[PRINCIPAL]
+    return jobs, jobs.get(kind, name, request.match_info["uuid"],
+                          visible=lambda job: gate.sees_job(principal, job.owner, name))
 
 
 def _show(request: web.Request, kind: JobKind) -> web.Response:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth.gate import Gate
+from ..auth.principal import Principal
 from ..database import Database
 from ..models import ModelRegistry
 from ..settings import Settings
@@ -19,3 +21,6 @@ JOBS = web.AppKey("jobs", JobManager)
 OPENAPI = web.AppKey("openapi", OpenApiDocument)
 METRICS = web.AppKey("metrics", Metrics)
 WARNINGS = web.AppKey("warnings", RepeatedWarnings)
+GATE = web.AppKey("gate", Gate)
+PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request (set by the front door)
+POLICIES = web.AppKey("policies", dict)  # aiohttp route -> its access Policy (api/routes.py)

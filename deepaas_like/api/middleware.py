@@ -8,11 +8,13 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..errors import DeepaasError, PayloadTooLarge
-from .keys import SETTINGS, WARNINGS
+from ..auth.gate import Gate
+from ..auth.policy import OPEN
+from ..errors import DeepaasError, Forbidden, PayloadTooLarge
+from .keys import POLICIES, PRINCIPAL, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .responses import json_response
 
@@ -36,13 +38,22 @@ def _http_error_body(exc: web.HTTPException, request: web.Request) -> dict[str, 
     return {"message": exc.reason or exc.text or f"HTTP {exc.status}"}
 
 
-def front_door(metrics: Metrics) -> Middleware:
-    """The application's only middleware: errors as JSON, each answer counted and timed."""
+def front_door(metrics: Metrics, gate: Gate) -> Middleware:
+    """The application's only middleware: who calls and whether the route's policy lets
+    them, errors as JSON, each answer counted and timed."""
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            principal = request[PRINCIPAL] = gate.identify(request.headers.get(hdrs.AUTHORIZATION))
+            match = request.match_info
+            policy = request.app[POLICIES].get(match.route)
+            if policy is None:  # a route without a policy: closed (a 404 or 405 of the router: open)
+                if match.http_exception is None:
+                    raise Forbidden(f"No access policy is declared for {request.method} {request.path}")
+                policy = OPEN
+            gate.authorize(principal, policy, match.get("name"))
             response = await handler(request)
         except DeepaasError as exc:
             response = _domain_error(request, exc)

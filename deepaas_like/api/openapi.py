@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
@@ -12,6 +12,7 @@ from marshmallow import fields as ma_fields
 
 from .. import __version__
 from ..arguments import ArgumentSpec, is_file_field
+from ..auth.policy import Policy
 from ..jobs.model import STATUSES
 from ..legacy import legacy_vocabulary_allowed
 from ..models import ModelRegistry, ServedModel
@@ -39,6 +40,7 @@ def _file_property(self: Any, field: ma_fields.Field, **kwargs: Any) -> dict[str
 def _error_responses(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed body (JSON, form or multipart)",
+        401: "No credential, or a malformed, expired or revoked one (WWW-Authenticate: Bearer)",
         403: "Refused on this server (the message says why and how to allow it)",
         404: "Unknown model, version or job (or an archived model)",
         409: "Not in a state that allows this: a job already finished, a failed prediction's result (its "
@@ -323,12 +325,41 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
         return spec.to_dict()
 
 
+BEARER = "bearerAuth"
+
+
+def declare_security(document: dict[str, Any], policy_of: Callable[[str, str], Policy | None],
+                     models: set[str]) -> None:
+    """The bearer scheme, and each operation's requirement from its route's policy."""
+    document.setdefault("components", {})["securitySchemes"] = {BEARER: {
+        "type": "http", "scheme": "bearer",
+        "description": "An API token (deepaas-token create) or an HS256 JWT (--jwt-secret-file)"}}
+    for path, item in document["paths"].items():
+        parts = path.split("/")
+        template = path
+        if len(parts) > 3 and parts[1:3] == ["v2", "models"] and parts[3] in models:
+            template = "/".join([*parts[:3], "{name}", *parts[4:]])
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "patch", "delete"):
+                continue
+            policy = policy_of(template, method)
+            if policy is None or policy.open:
+                operation["security"] = []
+                continue
+            operation["security"] = [{BEARER: []}, {}] if policy.public else [{BEARER: []}]
+            operation["x-required-scope"] = str(policy.scope) if policy.scope else None
+            operation["description"] = (operation.get("description", "") + "\n\nAccess: " + policy.describe()).strip()
+            operation.setdefault("responses", {}).update(_error_responses(401, 403))
+
+
 class OpenApiDocument:
     """The encoded document, rebuilt when the registry's models change."""
 
-    def __init__(self, models: ModelRegistry, settings: Settings) -> None:
+    def __init__(self, models: ModelRegistry, settings: Settings,
+                 policy_of: Callable[[str, str], Policy | None] | None = None) -> None:
         self._models = models
         self._settings = settings
+        self._policy_of = policy_of
         self._revision = -1
         self._encoded = b""
 
@@ -336,6 +367,10 @@ class OpenApiDocument:
         uploads = self._models.uploads
         revision = uploads.revision if uploads is not None else 0
         if revision != self._revision:
-            self._encoded = json.dumps(build_openapi(self._models, self._settings)).encode()
+            document = build_openapi(self._models, self._settings)
+            if self._settings.auth and self._policy_of is not None:
+                names = {*self._models, *((m.name for m in uploads.models()) if uploads is not None else ())}
+                declare_security(document, self._policy_of, names)
+            self._encoded = json.dumps(document).encode()
             self._revision = revision
         return self._encoded

@@ -8,16 +8,16 @@ ordinary predict handlers (the catalog finds the model).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import Any, AsyncIterator
 
 from aiohttp import BodyPartReader, web
 
+from ..auth.policy import OWN
 from ..errors import ArgumentError, BadRequest, DeepaasError
 from ..registry.records import ModelRecord, VersionRecord, stamp
 from ..registry.service import Registry, Upload, check_name, check_schema
 from ..settings import parse_bool
-from .keys import MODELS, SETTINGS
+from .keys import GATE, MODELS, PRINCIPAL, SETTINGS
 from .rendering import send_file
 from .responses import json_response
 
@@ -25,10 +25,6 @@ CHUNK = 256 * 1024
 FIELD_LIMIT = 1024 * 1024
 UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
                  "optimize")
-
-
-class WritesRefused(DeepaasError):
-    status = 403
 
 
 def registry(request: web.Request) -> Registry:
@@ -47,22 +43,6 @@ def version_number(request: web.Request) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise ArgumentError(f"Version must be a positive integer, got {text!r}", {"version": ["Not a valid version."]})
     return int(text)
-
-
-def check_writes(request: web.Request) -> None:
-    """The registry's write routes: on a loopback address, or with --enable-uploads."""
-    settings = request.app[SETTINGS]
-    if settings.enable_uploads:
-        return
-    try:
-        loopback = ipaddress.ip_address(settings.listen_ip).is_loopback
-    except ValueError:
-        loopback = settings.listen_ip == "localhost"
-    if not loopback:
-        raise WritesRefused(
-            "Uploading and changing models is refused on this server: it listens on "
-            f"{settings.listen_ip}, and loading an uploaded file runs code. Start it with --enable-uploads "
-            "(on a network you trust), or listen on 127.0.0.1", details={"listen_ip": settings.listen_ip})
 
 
 # --- documents ---------------------------------------------------------------------
@@ -174,16 +154,17 @@ def _apply_fields(upload: Upload, values: dict[str, str]) -> None:
 
 async def put_model(request: web.Request) -> web.Response:
     """``PUT /v2/models/{name}``: create the model (201) or add a version (200)."""
-    check_writes(request)
     name = check_name(request.match_info["name"])
     reg = registry(request)
     reg.check_writable(name)
     upload = await _read_upload(request, reg)
     try:
-        created, model, version = await reg.upload(name, upload)
+        created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
     except BaseException:
         reg.discard_unused(upload.artifact.sha256)
         raise
+    await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
+                                                 "status": version.status, "created": created})
     body = {**model_document(reg, model, base(request)), "version": _version_doc(request, version)}
     if version.error:
         body = {"message": f"Version {version.number} of model '{name}' was stored but does not load: {version.error}",
@@ -198,7 +179,6 @@ async def put_model(request: web.Request) -> web.Response:
 
 async def patch_model(request: web.Request) -> web.Response:
     """``PATCH /v2/models/{name}``: ``current_version``, ``is_public``, ``description``."""
-    check_writes(request)
     name = request.match_info["name"]
     registry(request).check_writable(name)
     body = await _json_object(request)
@@ -214,30 +194,34 @@ async def patch_model(request: web.Request) -> web.Response:
     if errors:
         raise ArgumentError(f"Invalid fields: {', '.join(errors)}; accepted: {', '.join(sorted(known))}", errors)
     reg = registry(request)
+    if "is_public" in body:  # who may see the model: its owner decides
+        request.app[GATE].authorize(request[PRINCIPAL], OWN, name)
     model = await reg.update(name, current_version=version, is_public=body.get("is_public"),
                              description=body.get("description"))
+    await _audit(request, "model.update", name, body)
     return json_response(model_document(reg, model, base(request)))
 
 
 async def delete_model(request: web.Request) -> web.Response:
     """Archive (files and history kept), or with ``?purge=true`` delete for good."""
-    check_writes(request)
     name = request.match_info["name"]
     reg = registry(request)
     reg.check_writable(name)
     purge = query_bool(request, "purge")
     if purge:
         await reg.purge(name)
+        await _audit(request, "model.purge", name, {})
         return json_response({"message": f"Model '{name}' and every version of it were deleted", "model": name})
     model = await reg.archive(name)
+    await _audit(request, "model.archive", name, {})
     return json_response(model_document(reg, model, base(request)))
 
 
 async def restore_model(request: web.Request) -> web.Response:
-    check_writes(request)
     reg = registry(request)
     reg.check_writable(request.match_info["name"])
     model = await reg.restore(request.match_info["name"])
+    await _audit(request, "model.restore", model.name, {})
     return json_response(model_document(reg, model, base(request)))
 
 
@@ -270,9 +254,9 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def put_config(request: web.Request) -> web.Response:
-    check_writes(request)
     body = await _json_object(request)
     version = await registry(request).set_config(request.match_info["name"], version_number(request), body)
+    await _audit(request, "version.config", version.model, {"version": version.number, "config": version.config})
     return json_response(_config(version))
 
 
@@ -310,7 +294,6 @@ async def ml_model(request: web.Request) -> web.Response:
 
 async def ml_model_put(request: web.Request) -> web.Response:
     """``PUT /ml-models/{name}?lib=&filetype=&is_public=`` with the file as the body."""
-    check_writes(request)
     name = check_name(request.match_info["name"])
     reg = registry(request)
     query = request.query
@@ -321,10 +304,12 @@ async def ml_model_put(request: web.Request) -> web.Response:
     try:
         if upload.artifact.size == 0:
             raise ArgumentError("The request body is the model file, and it is empty", {"file": ["Empty."]})
-        _, model, version = await reg.upload(name, upload)
+        created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
     except BaseException:
         reg.discard_unused(upload.artifact.sha256)
         raise
+    await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
+                                                 "status": version.status, "created": created})
     if version.error:
         raise ArgumentError(f"The file was stored as version {version.number} but does not load: {version.error}",
                             {"file": [version.error]})
@@ -333,11 +318,15 @@ async def ml_model_put(request: web.Request) -> web.Response:
 
 
 async def ml_model_delete(request: web.Request) -> web.Response:
-    check_writes(request)
     name = request.match_info["name"]
     registry(request).check_writable(name)
     await registry(request).archive(name)
+    await _audit(request, "model.archive", name, {})
     return json_response({"message": f"deleted model {name}"})
+
+
+async def _audit(request: web.Request, action: str, target: str, detail: dict[str, Any]) -> None:
+    await request.app[GATE].audit(request[PRINCIPAL], action, target, detail)
 
 
 # --- small readers ----------------------------------------------------------------------

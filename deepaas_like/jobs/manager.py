@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..calls import Ok, unwrap
 from ..errors import Conflict, DeepaasError, NotFound
@@ -81,9 +81,10 @@ class JobManager:
     def new_id(self) -> str:
         return uuid.uuid4().hex
 
-    def get(self, kind: JobKind, model: str, job_id: str) -> Job:
+    def get(self, kind: JobKind, model: str, job_id: str, visible: Callable[[Job], bool] | None = None) -> Job:
+        """The job (404 if it does not exist, or ``visible`` says the caller may not see it)."""
         job = self._jobs.get(job_id)
-        if job is None or job.kind != kind or job.model != model:
+        if job is None or job.kind != kind or job.model != model or (visible is not None and not visible(job)):
             what = kind.capitalize()
             raise JobNotFound(f"{what} '{job_id}' of model '{model}' not found",
                               details={"model": model, "uuid": job_id})
@@ -197,8 +198,9 @@ class JobManager:
     # --- trainings --------------------------------------------------------------
 
     async def submit_training(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
-                              inputs_dir: Path | None, callback_url: str | None = None) -> Job:
-        job = Job(job_id, JobKind.TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
+                              inputs_dir: Path | None, callback_url: str | None = None, owner: str | None = None) -> Job:
+        job = Job(job_id, JobKind.TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir,
+                  owner=owner)
         job.kwargs = dict(kwargs)
         await self._create(job, callback_url)
         self._training_queue.append(job)
@@ -258,8 +260,10 @@ class JobManager:
     # --- asynchronous predictions -------------------------------------------------
 
     async def submit_prediction(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
-                                inputs_dir: Path | None, callback_url: str | None = None) -> Job:
-        job = Job(job_id, JobKind.PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir)
+                                inputs_dir: Path | None, callback_url: str | None = None,
+                                owner: str | None = None) -> Job:
+        job = Job(job_id, JobKind.PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir,
+                  owner=owner)
         job.kwargs = dict(kwargs)
         await self._create(job, callback_url)
         job.task = self._spawn(self._run_prediction(job, model))

@@ -71,6 +71,7 @@ class Job:
     callback_status: str | None = None  # pending, delivered, failed
     callback_attempts: int = 0
     callback_error: str | None = None
+    owner: str | None = None  # who started it (a user or a token): they, admins and the model's owner see it
     # --- runtime only -----------------------------------------------------------
     task: asyncio.Task | None = field(default=None, repr=False, metadata=_RUNTIME)
     training: Any = field(default=None, repr=False, metadata=_RUNTIME)  # its TrainingRun while it runs

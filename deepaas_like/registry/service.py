@@ -499,7 +499,7 @@ class Registry:
             raise ArgumentError(f"The file is not a {filetype} file: {reason}", {"filetype": [reason]})
         return expected, filetype
 
-    async def upload(self, name: str, upload: Upload) -> tuple[bool, ModelRecord, VersionRecord]:
+    async def upload(self, name: str, upload: Upload, owner: str | None = None) -> tuple[bool, ModelRecord, VersionRecord]:
         """Record the stored file as the next version of ``name`` and load it once.
 
         Returns whether the model was created. A version that does not load is kept,
@@ -517,7 +517,7 @@ class Registry:
             created = model is None
             if model is None:
                 model = ModelRecord(name, created=now, updated=now, is_public=bool(upload.is_public),
-                                    description=upload.description or "")
+                                    description=upload.description or "", owner=owner)
                 await self.store.insert_model(model)
                 self._models[name] = model
             elif model.archived is not None:

@@ -1,0 +1,129 @@
+"""HTTP handlers of keys and access: tokens, users, the audit log, models' access lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..auth.tokens import check_scopes, parse_duration
+from ..errors import ArgumentError, BadRequest
+from .keys import GATE, MODELS, PRINCIPAL
+from .registry_handlers import query_int
+from .responses import json_response
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
+    return body
+
+
+def _strings(body: dict[str, Any], name: str) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ArgumentError(f"{name} must be a list of strings", {name: ["Must be a list of strings."]})
+    return value
+
+
+# --- tokens --------------------------------------------------------------------------
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """``POST /v2/tokens``: ``{name, scopes, models?, user?, expires?}``; the token is shown once."""
+    body = await _json_object(request)
+    known = {"name", "scopes", "models", "user", "expires"}
+    errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - known)}
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["A name is required (what the token is for)."]
+    expires = body.get("expires")
+    expires_in = None
+    if expires is not None:
+        try:
+            expires_in = parse_duration(str(expires))
+        except ValueError as exc:
+            errors["expires"] = [str(exc)]
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        errors["user"] = ["Must be a user id."]
+    if errors:
+        raise ArgumentError(f"Invalid token request: {', '.join(errors)}", errors, accepted=sorted(known))
+    scopes = check_scopes(_strings(body, "scopes") or [])
+    issued = await request.app[GATE].create_token(
+        request[PRINCIPAL], name=name.strip(), scopes=scopes, models=_strings(body, "models"), user_id=user,
+        expires_in=expires_in)
+    return json_response({**issued.record.document(), "token": issued.token}, status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return json_response({"tokens": [t.document() for t in request.app[GATE].tokens()]})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    record = await request.app[GATE].revoke_token(request[PRINCIPAL], request.match_info["id"])
+    return json_response(record.document())
+
+
+# --- users and the audit log ------------------------------------------------------------
+
+
+async def list_users(request: web.Request) -> web.Response:
+    return json_response({"users": [u.document() for u in request.app[GATE].users()]})
+
+
+async def create_user(request: web.Request) -> web.Response:
+    """``POST /v2/users``: ``{userId, username?, email?}`` (JWT users are added when first seen)."""
+    body = await _json_object(request)
+    errors = {k: ["Unknown field."] for k in sorted(set(body) - {"userId", "username", "email"})}
+    for key in ("userId", "username", "email"):
+        if key in body and body[key] is not None and (not isinstance(body[key], str) or not body[key]):
+            errors[key] = ["Must be a non-empty string."]
+    if not body.get("userId"):
+        errors["userId"] = ["Missing data for required field."]
+    if errors:
+        raise ArgumentError(f"Invalid user: {', '.join(errors)}", errors)
+    user = await request.app[GATE].add_user(request[PRINCIPAL], body["userId"], body.get("username"),
+                                            body.get("email"))
+    return json_response(user.document(), status=201)
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    """``GET /v2/audit?limit=&offset=``: the writes, newest first (the total in X-Total-Count)."""
+    limit, offset = query_int(request, "limit", 100, 1, 1000), query_int(request, "offset", 0, 0, None)
+    total, entries = await request.app[GATE].audit_entries(limit, offset)
+    return json_response({"entries": entries}, headers={"X-Total-Count": str(total)})
+
+
+# --- a model's access list (DataRobot's shape) ------------------------------------------------
+
+
+def _uploaded(request: web.Request) -> str:
+    name = request.match_info["name"]
+    models = request.app[MODELS]
+    if not models.is_uploaded(name):
+        models.check_known(name)  # 404 for an unknown name
+        raise ArgumentError(f"'{name}' is a plugin: access lists are for uploaded models; plugins are "
+                            "shared with scopes (and --public-models)", {"name": ["Not an uploaded model."]})
+    return name
+
+
+async def get_access(request: web.Request) -> web.Response:
+    """``{count, data: [{userId, username, role, canShare}], totalCount}``."""
+    items = request.app[GATE].access_list(_uploaded(request))
+    return json_response({"count": len(items), "totalCount": len(items), "next": None, "previous": None,
+                          "data": items})
+
+
+async def patch_access(request: web.Request) -> web.Response:
+    """``{"data": [{userId | username, role | null, canShare}]}``; 204 when applied."""
+    name = _uploaded(request)
+    body = await _json_object(request)
+    await request.app[GATE].change_access(request[PRINCIPAL], name, body.get("data"))
+    return web.Response(status=204)

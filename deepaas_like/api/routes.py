@@ -1,0 +1,126 @@
+"""Every route of the API, once: method, path, handler, the flag that turns it off, and its
+access policy. Registration, the access check and the OpenAPI document all read this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from ..auth import policy as p
+from ..auth.policy import Policy
+from ..settings import Settings
+from . import auth_handlers, docs, handlers, job_handlers, registry_handlers
+from .keys import POLICIES
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route; ``group`` names the flag that can turn it off; ``exact``: served only as
+    written (no variant with or without the trailing slash)."""
+
+    method: str
+    path: str
+    handler: Handler
+    policy: Policy
+    group: str | None = None
+    exact: bool = False
+
+
+# Most requested first: routes under one path prefix are matched in this order.
+ROUTES = (
+    Route("POST", "/v2/models/{name}/predict/", handlers.predict, p.PREDICT, "predict"),
+    Route("GET", "/v2/models/{name}/", handlers.get_model, p.METADATA),
+    Route("GET", "/v2/models/", handlers.list_models, p.LIST),
+    Route("GET", "/", handlers.versions, p.OPEN),
+    Route("GET", "/v2/", handlers.v2_version, p.OPEN),
+    Route("GET", "/v2/health/live", handlers.health_live, p.OPEN),
+    Route("GET", "/v2/health/ready", handlers.health_ready, p.OPEN),
+    Route("GET", "/v2/models/{name}/ready", handlers.model_ready, p.METADATA),
+    Route("POST", "/v2/models/{name}/train/", job_handlers.start_training, p.TRAIN, "train"),
+    Route("GET", "/v2/models/{name}/train/", job_handlers.list_trainings, p.TRAININGS, "train"),
+    Route("GET", "/v2/models/{name}/train/{uuid}", job_handlers.get_training, p.TRAININGS, "train"),
+    Route("DELETE", "/v2/models/{name}/train/{uuid}", job_handlers.cancel_training, p.TRAININGS, "train"),
+    Route("GET", "/v2/models/{name}/train/{uuid}/log", job_handlers.training_log, p.TRAININGS, "train"),
+    Route("POST", "/v2/models/{name}/predictions/", job_handlers.submit_prediction, p.PREDICT_LATER, "predict"),
+    Route("GET", "/v2/models/{name}/predictions/", job_handlers.list_predictions, p.PREDICTIONS, "predict"),
+    Route("GET", "/v2/models/{name}/predictions/{uuid}", job_handlers.get_prediction, p.PREDICTIONS, "predict"),
+    Route("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, p.PREDICTIONS,
+          "predict"),
+    Route("GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, p.PREDICTIONS,
+          "predict"),
+    # the registry (uploaded models)
+    Route("PUT", "/v2/models/{name}", registry_handlers.put_model, p.UPLOAD, exact=True),
+    Route("PATCH", "/v2/models/{name}", registry_handlers.patch_model, p.EDIT, exact=True),
+    Route("DELETE", "/v2/models/{name}", registry_handlers.delete_model, p.OWN, exact=True),
+    Route("POST", "/v2/models/{name}/restore", registry_handlers.restore_model, p.OWN),
+    Route("GET", "/v2/models/{name}/versions/", registry_handlers.list_versions, p.READ),
+    Route("GET", "/v2/models/{name}/versions/{version}", registry_handlers.get_version, p.READ),
+    Route("GET", "/v2/models/{name}/versions/{version}/download", registry_handlers.download_version, p.READ),
+    Route("GET", "/v2/models/{name}/versions/{version}/config", registry_handlers.get_config, p.READ),
+    Route("PUT", "/v2/models/{name}/versions/{version}/config", registry_handlers.put_config, p.EDIT),
+    Route("POST", "/v2/models/{name}/versions/{version}/predict/", handlers.predict, p.PREDICT, "predict"),
+    Route("POST", "/v2/models/{name}/versions/{version}/predictions/", job_handlers.submit_prediction,
+          p.PREDICT_LATER, "predict"),
+    Route("GET", "/v2/models/{name}/access-control", auth_handlers.get_access, p.SHARING),
+    Route("PATCH", "/v2/models/{name}/access-control", auth_handlers.patch_access, p.SHARE),
+    # the same registry, in the shapes of Neurodeploy's API
+    Route("GET", "/ml-models", registry_handlers.ml_models, p.LIST),
+    Route("GET", "/ml-models/{name}", registry_handlers.ml_model, p.METADATA),
+    Route("PUT", "/ml-models/{name}", registry_handlers.ml_model_put, p.UPLOAD),
+    Route("DELETE", "/ml-models/{name}", registry_handlers.ml_model_delete, p.OWN),
+    # keys and access
+    Route("POST", "/v2/tokens", auth_handlers.create_token, p.ADMIN),
+    Route("GET", "/v2/tokens", auth_handlers.list_tokens, p.ADMIN),
+    Route("DELETE", "/v2/tokens/{id}", auth_handlers.revoke_token, p.ADMIN),
+    Route("GET", "/v2/users", auth_handlers.list_users, p.ADMIN),
+    Route("POST", "/v2/users", auth_handlers.create_user, p.ADMIN),
+    Route("GET", "/v2/audit", auth_handlers.audit_log, p.ADMIN),
+    Route("GET", "/swagger.json", docs.openapi_document, p.OPEN, exact=True),
+)
+DOC_ROUTES = (
+    Route("GET", "/api", docs.swagger_ui, p.OPEN),
+    Route("GET", "/ui", docs.redirect_to_ui, p.OPEN),
+)
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    """Register every route (and Swagger UI's files), each with its policy."""
+    base = settings.base_path
+    router = app.router
+    policies: dict[web.AbstractRoute, Policy] = {}
+
+    def add(route: Route, handler: Handler) -> None:
+        full = base + route.path
+        paths = [full]
+        if not route.exact and len(full) > 1:
+            paths.append(full.rstrip("/") if full.endswith("/") else full + "/")
+        for path in paths:
+            policies[router.add_route(route.method, path, handler)] = route.policy
+
+    enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
+    for route in ROUTES:
+        add(route, route.handler if enabled[route.group] else
+            handlers.disabled(route.group, f"--no-{route.group}-endpoint"))
+    metrics = Route("GET", "/metrics", handlers.metrics, p.ADMIN if settings.auth and settings.metrics_auth
+                    else p.OPEN, exact=True)
+    add(metrics, metrics.handler)
+    if settings.doc_endpoint:
+        for route in DOC_ROUTES:
+            add(route, route.handler)
+        static = router.add_static(base + "/api/static", docs.static_directory())
+        for route in static:
+            policies[route] = p.OPEN
+    app[POLICIES] = policies
+
+
+def policy_of(path: str, method: str) -> Policy | None:
+    """The policy of a documented path (the OpenAPI document shows it)."""
+    for route in (*ROUTES, *DOC_ROUTES):
+        if route.method == method.upper() and route.path.rstrip("/") == path.rstrip("/"):
+            return route.policy
+    return None

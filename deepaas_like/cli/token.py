@@ -1,0 +1,112 @@
+"""``deepaas-token``: create, list and revoke the server's API tokens, offline.
+
+Works on the server's data directory directly, whether the server runs or not (a running
+server reads the change back within a second)::
+
+    deepaas-token create --name ci --scope models:predict --model iris --expires 30d
+    deepaas-token list
+    deepaas-token revoke 3f9a0c1b2d4e
+
+``create`` prints the token once, as the last line of its output; only a keyed hash of
+it is stored. The same is served to admins over HTTP at ``/v2/tokens``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+import time
+from typing import Sequence
+
+from ..auth.access import AccessTables
+from ..auth.principal import SCOPES
+from ..auth.tokens import TokenTable, check_scopes, issue_token, parse_duration, server_key
+from ..database import Database
+from ..errors import DeepaasError
+from ..settings import CONFIG_FILE_ENV, SettingsError, load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepaas-token", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", help="the server's --data-dir (default: as deepaas-run would use it: "
+                        "its config file, DEEPAAS_DATA_DIR, ~/.local/share/deepaas_like)")
+    parser.add_argument("--config-file", help=f"deepaas-run's config file (also ${CONFIG_FILE_ENV})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create a token; it is printed once, as the last line")
+    create.add_argument("--name", required=True, help="what the token is for (shown in lists)")
+    create.add_argument("--scope", action="append", required=True, choices=SCOPES, metavar="SCOPE",
+                        help=f"repeatable: {', '.join(SCOPES)}")
+    create.add_argument("--model", action="append", metavar="NAME", help="limit the token to these models "
+                        "(repeatable); by default it reaches every model its scopes allow")
+    create.add_argument("--expires", metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w (default: never)")
+    create.add_argument("--user", metavar="USER_ID", help="the user the token acts for (owner of what it uploads)")
+    commands.add_parser("list", help="list the tokens (never their secrets)")
+    revoke = commands.add_parser("revoke", help="revoke a token: refused from the next request on")
+    revoke.add_argument("id", help="the token's id (deepaas-token list)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        flags = [*(["--config-file", args.config_file] if args.config_file else []),
+                 *(["--data-dir", args.data_dir] if args.data_dir else [])]
+        data_dir = load_settings(flags).data_dir
+        expires_in = parse_duration(args.expires) if getattr(args, "expires", None) else None
+    except (SettingsError, ValueError) as exc:
+        print(f"deepaas-token: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args, data_dir, expires_in))
+    except DeepaasError as exc:
+        print(f"deepaas-token: error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+async def _run(args: argparse.Namespace, data_dir: str, expires_in: float | None) -> int:
+    db = Database(data_dir, exclusive=False)
+    await db.open()
+    try:
+        table = TokenTable(db)
+        audit = AccessTables(db)
+        if args.command == "create":
+            issued = issue_token(server_key(data_dir), name=args.name, scopes=check_scopes(args.scope),
+                                 models=args.model, user_id=args.user, expires_in=expires_in)
+            await table.insert(issued.record)
+            record = issued.record
+            await audit.record(_actor(), "token.create", record.id, {"name": record.name, "scopes": record.scopes})
+            print(f"created token {record.id} ({record.name}): scopes {', '.join(record.scopes)}"
+                  + (f"; models {', '.join(record.models)}" if record.models else "")
+                  + (f"; expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(record.expires))}"
+                     if record.expires else "; never expires"))
+            print("keep it now: it is not stored and cannot be shown again")
+            print(issued.token)
+            return 0
+        if args.command == "list":
+            now = time.time()
+            for record in await table.load():
+                state = record.usable(now) or "active"
+                print(f"{record.id}  {record.name:20}  {','.join(record.scopes):40}  "
+                      f"{','.join(record.models or ['*']):20}  {state}")
+            return 0
+        if not await table.revoke(args.id, time.time()):
+            print(f"deepaas-token: error: no active token with id {args.id}", file=sys.stderr)
+            return 1
+        await audit.record(_actor(), "token.revoke", args.id, {})
+        print(f"revoked token {args.id}")
+        return 0
+    finally:
+        await db.close()
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in this environment
+        return "cli"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

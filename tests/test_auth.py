@@ -1,0 +1,310 @@
+"""Keys and access: modes, API tokens, public models, JWTs, per-model roles, audit, and a
+policy for every route of the application."""
+
+import asyncio
+import base64
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+
+from conftest import wait_ready
+from deepaas_like.api import create_app
+from deepaas_like.api.keys import POLICIES
+from deepaas_like.api.routes import ROUTES
+from test_registry import ROW, form, iris_models  # noqa: F401 (a fixture)
+
+IRIS_QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+ECHO = f"/v2/models/echobench/predict/?{IRIS_QUERY}"
+TOKEN_CLI = str(Path(sys.executable).parent / "deepaas-token")
+SECRET = "s" * 40
+
+
+def mint(data_dir: Path, *args: str) -> str:
+    """A token from the real deepaas-token command (its last line of output)."""
+    result = subprocess.run([TOKEN_CLI, "--data-dir", str(data_dir), "create", *args],
+                            capture_output=True, text=True, timeout=60, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def auth_app(aiohttp_client, make_settings, tmp_path):
+    async def start(**overrides):
+        secret = tmp_path / "jwt.secret"
+        secret.write_text(SECRET)
+        values = {"model_name": ("echobench", "irisbench"), "executor": "thread", "auth": True,
+                  "jwt_secret_file": str(secret), **overrides}
+        client = await aiohttp_client(create_app(make_settings(**values)))
+        await wait_ready(client)
+        return client
+
+    return start
+
+
+def user_jwt(user_id: str, email: str | None = None, expires_in: float | None = 600, secret: str = SECRET,
+             **claims) -> str:
+    payload = {"userId": user_id, **({"email": email} if email else {}), **claims}
+    if expires_in is not None:
+        payload["exp"] = int(time.time() + expires_in)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+async def test_without_a_credential_only_open_routes_answer(auth_app):
+    client = await auth_app()
+    assert (await client.get("/v2/health/live")).status == 200
+    assert (await client.get("/swagger.json")).status == 200
+    refused = await client.post(ECHO)
+    assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "Authorization: Bearer" in (await refused.json())["message"]
+    assert (await (await client.get("/v2/models/")).json())["models"] == []  # nothing is public
+    for bad in ("Bearer", "Basic dXNlcjpwYXNz", "Bearer dlk_nope", "Bearer a.b.c"):
+        response = await client.post(ECHO, headers={"Authorization": bad})
+        assert response.status == 401 and "WWW-Authenticate" in response.headers, bad
+
+
+async def test_tokens_from_the_command_line_scopes_revocation_and_expiry(auth_app, data_dir):
+    predict = mint(data_dir, "--name", "predictor", "--scope", "models:predict")
+    reader = mint(data_dir, "--name", "reader", "--scope", "models:read", "--model", "irisbench")
+    client = await auth_app()
+    assert re.fullmatch(r"dlk_[0-9a-f]{12}_[\w-]{43}", predict)
+    assert (await client.post(ECHO, headers=bearer(predict))).status == 200
+    wrong_scope = await client.post("/v2/models/echobench/train/", headers=bearer(predict))
+    assert wrong_scope.status == 403 and "models:train" in (await wrong_scope.json())["message"]
+    assert (await client.get("/v2/models/irisbench/", headers=bearer(reader))).status == 200
+    assert (await client.get("/v2/models/echobench/", headers=bearer(reader))).status == 404  # not its model
+    listed = await (await client.get("/v2/models/", headers=bearer(reader))).json()
+    assert [m["name"] for m in listed["models"]] == ["irisbench"]
+    stored = sqlite3.connect(data_dir / "state.sqlite3").execute("SELECT hash, last_used FROM tokens").fetchall()
+    assert all(predict.split("_")[2] not in h for h, _ in stored)  # only a keyed hash is kept
+    token_id = predict.split("_")[1]
+    revoke = subprocess.run([TOKEN_CLI, "--data-dir", str(data_dir), "revoke", token_id], capture_output=True,
+                            text=True, timeout=60)
+    assert revoke.returncode == 0, revoke.stderr
+    deadline = time.monotonic() + 5  # the running server reads the change back within a second
+    while (await client.post(ECHO, headers=bearer(predict))).status == 200:
+        assert time.monotonic() < deadline, "revoked on the command line, still accepted"
+        await asyncio.sleep(0.2)
+    gone = await client.post(ECHO, headers=bearer(predict))
+    assert gone.status == 401 and "revoked" in (await gone.json())["message"]
+    short = mint(data_dir, "--name", "short", "--scope", "models:predict", "--expires", "3s")
+    deadline = time.monotonic() + 10
+    while (await client.post(ECHO, headers=bearer(short))).status != 200:  # created while the server runs
+        assert time.monotonic() < deadline, "a token created on the command line is never accepted"
+        await asyncio.sleep(0.2)
+    while (await client.post(ECHO, headers=bearer(short))).status == 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert "expired" in (await (await client.post(ECHO, headers=bearer(short))).json())["message"]
+
+
+async def test_admins_manage_tokens_over_http_and_revocation_is_immediate(auth_app, data_dir):
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    client = await auth_app()
+    created = await client.post("/v2/tokens", json={"name": "svc", "scopes": ["models:predict"], "expires": "30d"},
+                                headers=bearer(admin))
+    body = await created.json()
+    assert created.status == 201 and body["token"].startswith("dlk_") and body["expires_at"]
+    token = body["token"]
+    assert (await client.post(ECHO, headers=bearer(token))).status == 200
+    listed = await (await client.get("/v2/tokens", headers=bearer(admin))).json()
+    mine = next(t for t in listed["tokens"] if t["id"] == body["id"])
+    assert "token" not in mine and "hash" not in mine and mine["last_used_at"] is not None
+    assert (await client.get("/v2/tokens", headers=bearer(token))).status == 403
+    assert (await client.delete(f"/v2/tokens/{body['id']}", headers=bearer(admin))).status == 200
+    assert (await client.post(ECHO, headers=bearer(token))).status == 401  # the very next request
+    bad = await client.post("/v2/tokens", json={"name": "x", "scopes": ["models:everything"]}, headers=bearer(admin))
+    assert bad.status == 422 and "models:everything" in (await bad.json())["message"]
+    audit = await (await client.get("/v2/audit", headers=bearer(admin))).json()
+    actions = [entry["action"] for entry in audit["entries"]]
+    assert actions[:2] == ["token.revoke", "token.create"] and "token.create" in actions[2:]
+
+
+async def test_public_models_answer_metadata_and_predict_without_a_key(auth_app, data_dir, iris_models):
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    client = await auth_app(public_models=("irisbench",))
+    assert (await client.get("/v2/models/irisbench/")).status == 200
+    assert (await client.post(f"/v2/models/irisbench/predict/?{IRIS_QUERY}")).status == 200
+    assert (await client.post("/v2/models/irisbench/train/")).status == 401
+    assert (await client.post(ECHO)).status == 401
+    upload = await client.put("/v2/models/iris", data=form(iris_models["joblib"], is_public="true"),
+                              headers=bearer(admin))
+    assert upload.status == 201
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200
+    assert (await client.get("/v2/models/iris/")).status == 200
+    assert (await client.get("/v2/models/iris/versions/")).status == 401  # everything else needs a key
+    listed = await (await client.get("/v2/models/")).json()
+    assert sorted(m["name"] for m in listed["models"]) == ["iris", "irisbench"]
+
+
+async def test_jwt_users_and_their_edge_cases(auth_app, tmp_path):
+    client = await auth_app()
+    good = user_jwt("42", "ada@example.org")
+    assert (await client.post(ECHO, headers=bearer(good))).status == 200
+    cases = {
+        "expired": user_jwt("42", expires_in=-120),
+        "wrong secret": user_jwt("42", secret="t" * 40),
+        "no exp": user_jwt("42", expires_in=None),
+        "alg none": jwt.encode({"userId": "42", "exp": int(time.time()) + 600}, None, algorithm="none"),
+        "no user": jwt.encode({"exp": int(time.time()) + 600}, SECRET, algorithm="HS256"),
+    }
+    header, payload, signature = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, "userId": "1"}).encode()).rstrip(b"=").decode()
+    cases["tampered payload"] = f"{header}.{forged}.{signature}"
+    rs_header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()).rstrip(b"=").decode()
+    cases["RS256 header"] = f"{rs_header}.{payload}.{signature}"
+    for what, token in cases.items():
+        response = await client.post(ECHO, headers=bearer(token))
+        assert response.status == 401, what
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), what
+    assert "expired" in (await (await client.post(ECHO, headers=bearer(cases["expired"]))).json())["message"]
+    lenient = await auth_app(jwt_allow_no_exp=True, data_dir=str(tmp_path / "other"))
+    assert (await lenient.post(ECHO, headers=bearer(cases["no exp"]))).status == 200
+    assert (await lenient.get("/v2/tokens", headers=bearer(good))).status == 403  # a JWT user is no admin
+
+
+async def test_owners_share_uploaded_models_with_roles(auth_app, data_dir, iris_models):
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    client = await auth_app()
+    ada, bob, cyd = user_jwt("1", "ada@example.org"), user_jwt("2", "bob@example.org"), user_jwt("3", "cyd@x.org")
+    for token in (bob, cyd):  # users are known once seen
+        await client.get("/v2/models/", headers=bearer(token))
+    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(ada))).status == 201
+    assert (await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(ada))).status == 200
+    hidden = await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(bob))
+    assert hidden.status == 404 and (await client.get("/v2/models/iris/", headers=bearer(bob))).status == 404
+    access = await (await client.get("/v2/models/iris/access-control", headers=bearer(ada))).json()
+    assert access["data"] == [{"userId": "1", "username": "ada@example.org", "role": "OWNER", "canShare": True}]
+    share = await client.patch("/v2/models/iris/access-control", headers=bearer(ada),
+                               json={"data": [{"username": "bob@example.org", "role": "CONSUMER"}]})
+    assert share.status == 204
+    assert (await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(bob))).status == 200
+    new_version = await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(bob))
+    assert new_version.status == 403 and "EDITOR" in (await new_version.json())["message"]
+    cases = [
+        ({"data": [{"userId": "2", "username": "bob@example.org", "role": "EDITOR"}]}, 400),
+        ({"data": [{"userId": "999", "role": "EDITOR"}]}, 422),
+        ({"data": [{"userId": "1", "role": None}]}, 409),  # it would leave no owner
+        ({"data": [{"userId": "2", "role": "EDITOR"}] * 101}, 422),
+        ({"data": [{"userId": "2", "role": "KING"}]}, 422),
+    ]
+    for body, status in cases:
+        response = await client.patch("/v2/models/iris/access-control", json=body, headers=bearer(ada))
+        assert response.status == status, (body, await response.text())
+    assert (await client.patch("/v2/models/iris/access-control", headers=bearer(bob),
+                               json={"data": [{"userId": "3", "role": "CONSUMER"}]})).status == 403
+    await client.patch("/v2/models/iris/access-control", headers=bearer(ada),
+                       json={"data": [{"userId": "2", "role": "EDITOR", "canShare": True}]})
+    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(bob))).status == 200
+    assert (await client.patch("/v2/models/iris/access-control", headers=bearer(bob),
+                               json={"data": [{"userId": "3", "role": "OBSERVER"}]})).status == 204
+    assert (await client.get("/v2/models/iris/", headers=bearer(cyd))).status == 200
+    assert (await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(cyd))).status == 403
+    assert (await client.delete("/v2/models/iris", headers=bearer(bob))).status == 403  # only the owner
+    job = await (await client.post("/v2/models/iris/predictions/", json=ROW, headers=bearer(bob))).json()
+    seen = {who: (await client.get(f"/v2/models/iris/predictions/{job['id']}", headers=bearer(token))).status
+            for who, token in (("bob", bob), ("ada (owner)", ada), ("admin", admin))}
+    assert seen == {"bob": 200, "ada (owner)": 200, "admin": 200}
+    cyd_view = await client.get("/v2/models/iris/predictions/", headers=bearer(cyd))
+    assert cyd_view.status == 200 and await cyd_view.json() == []  # others' jobs are not shown
+    await client.patch("/v2/models/iris/access-control", headers=bearer(ada),
+                       json={"data": [{"userId": "3", "role": "CONSUMER"}]})
+    assert (await client.get(f"/v2/models/iris/predictions/{job['id']}", headers=bearer(cyd))).status == 404
+    assert await (await client.get("/v2/models/iris/predictions/", headers=bearer(cyd))).json() == []
+    audit = await (await client.get("/v2/audit?limit=50", headers=bearer(admin))).json()
+    actions = {(e["action"], e["actor"]) for e in audit["entries"]}
+    assert {("model.upload", "1"), ("access.change", "1"), ("model.upload", "2"), ("access.change", "2")} <= actions
+
+
+async def test_without_auth_off_loopback_writes_and_admin_are_refused(aiohttp_client, make_settings, iris_models):
+    client = await aiohttp_client(create_app(make_settings(model_name=("echobench",), executor="thread",
+                                                           listen_ip="0.0.0.0")))
+    await wait_ready(client)
+    assert (await client.post(ECHO)).status == 200
+    upload = await client.put("/v2/models/iris", data=form(iris_models["joblib"]))
+    message = (await upload.json())["message"]
+    assert upload.status == 403 and "--auth" in message and "--enable-uploads" in message
+    admin = await client.get("/v2/tokens")
+    assert admin.status == 403 and "--auth" in (await admin.json())["message"]
+
+
+async def test_the_document_declares_the_bearer_scheme_and_each_requirement(auth_app):
+    client = await auth_app(public_models=("irisbench",))
+    spec = await (await client.get("/swagger.json")).json()
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearerAuth"][
+            "description"]}
+    paths = spec["paths"]
+    assert paths["/v2/health/live"]["get"]["security"] == []
+    assert paths["/v2/models/echobench/predict/"]["post"]["security"] == [{"bearerAuth": []}, {}]
+    assert paths["/v2/models/echobench/train/"]["post"]["security"] == [{"bearerAuth": []}]
+    assert paths["/v2/models/echobench/train/"]["post"]["x-required-scope"] == "models:train"
+    assert "401" in paths["/v2/models/echobench/train/"]["post"]["responses"]
+
+
+# --- every route has a policy, and each is exercised ----------------------------------------------
+
+
+def test_every_route_of_the_application_has_a_policy(make_settings):
+    app = create_app(make_settings(model_name=("echobench",), auth=True))
+    policies = app[POLICIES]
+    missing = [f"{route.method} {route.resource.canonical}" for route in app.router.routes()
+               if route not in policies]
+    assert not missing, f"routes without an access policy: {missing}"
+
+
+def _concrete(path: str, ids: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+
+
+async def test_each_route_with_no_credential_a_wrong_scope_and_a_right_one(auth_app, data_dir, iris_models):
+    """For every route of the table: nothing → 401 (open routes: not 401); a token without the
+    scope → 403; the right scope → neither 401 nor 403. Every token acts for the user who owns
+    the uploaded model, so that scopes alone decide."""
+    admin = mint(data_dir, "--name", "root", "--scope", "admin", "--user", "root")
+    client = await auth_app()
+    await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(admin))
+    job = await (await client.post("/v2/models/iris/predictions/", json=ROW, headers=bearer(admin))).json()
+    training = await (await client.post("/v2/models/echobench/train/", headers=bearer(admin))).json()
+    token = await (await client.post("/v2/tokens", json={"name": "victim", "scopes": ["models:read"]},
+                                     headers=bearer(admin))).json()
+    ids = {"version": "1", "id": token["id"]}
+    by_scope = {scope: (await (await client.post("/v2/tokens", json={"name": scope, "scopes": [scope], "user": "root"},
+                                                 headers=bearer(admin))).json())["token"]
+                for scope in ("models:read", "models:predict", "models:train", "models:write", "admin")}
+    checked = 0
+    for route in ROUTES:
+        model = "echobench" if "train" in route.path else "iris"
+        uuid = training["uuid"] if "train" in route.path else job["id"]
+        path = _concrete(route.path, {**ids, "name": model, "uuid": uuid})
+        if route.method == "PUT" and "{name}" in route.path and "config" not in route.path:
+            path = path.replace("/iris", "/iris-other")
+        anonymous = await client.request(route.method, path)
+        if route.policy.open:
+            assert anonymous.status != 401, (route.method, route.path)
+            continue
+        assert anonymous.status == 401, (route.method, route.path, anonymous.status)
+        scope = str(route.policy.scope)
+        wrong = by_scope["models:read" if scope != "models:read" else "models:predict"]
+        refused = await client.request(route.method, path, headers=bearer(wrong))
+        assert refused.status == 403, (route.method, route.path, refused.status, await refused.text())
+        allowed = await client.request(route.method, path, headers=bearer(by_scope[scope]))
+        assert allowed.status not in (401, 403), (route.method, route.path, allowed.status, await allowed.text())
+        checked += 1
+    assert checked >= 30
