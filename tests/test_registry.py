@@ -322,3 +322,27 @@ async def test_optimize_onnx_serves_the_graph_when_it_agrees(registry_app, iris_
     assert [p["label"] for p in body["predictions"]] == list(iris_models["forest"].predict(np.array(rows)))
     download = await client.get("/v2/models/forest/versions/1/download")
     assert await download.read() == iris_models["pickle"].read_bytes()  # the upload, not the graph
+
+
+async def test_many_models_share_few_workers_with_an_lru(registry_app, tmp_path):
+    client = await registry_app(max_loaded_models=2, registry_workers=1)
+    x, y = iris_frame()
+    for strength, name in enumerate(("a", "b", "c"), start=1):  # three models, three files
+        joblib.dump(LogisticRegression(C=strength, max_iter=500).fit(x, y), tmp_path / f"{name}.joblib")
+        await upload(client, name, tmp_path / f"{name}.joblib", expect=201)
+
+    async def registry_metrics() -> dict[str, float]:
+        text = await (await client.get("/metrics")).text()
+        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+                if line.startswith("deepaas_registry_")}
+
+    before = await registry_metrics()  # each upload loaded its file once, to learn its signature
+    for name in ("a", "b", "c", "a"):  # a, b, c (a goes), a again (b goes)
+        assert (await client.post(f"/v2/models/{name}/predict/", json=ROW)).status == 200
+    after = await registry_metrics()
+    assert after["deepaas_registry_loaded_models"] == 2 and after["deepaas_registry_models"] == 3
+    assert after["deepaas_registry_loads_total"] - before["deepaas_registry_loads_total"] >= 2
+    assert after["deepaas_registry_evictions_total"] > before["deepaas_registry_evictions_total"]
+    assert after["deepaas_registry_load_seconds_count"] == after["deepaas_registry_loads_total"]
+    ready = await (await client.get("/v2/models/a/ready")).json()
+    assert ready["executor"] == "shared" and ready["workers"] == 1

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from ..models import ModelRegistry
 from ..jobs.manager import JobManager
 from ..jobs.model import JobKind, JobStatus
+from ..registry.pool import LOAD_BUCKETS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -63,6 +64,28 @@ class ModelStateCollector:
                 for status in JobStatus:
                     jobs.add_metric([name, kind, status], counts.get((name, kind, status), 0))
         yield from (ready, workers, busy, queue, restarts, batches, jobs, queued)
+        yield from self._registry()
+
+    def _registry(self) -> Iterator[Metric]:
+        """The shared workers of uploaded models: loads, evictions, load times, loaded models."""
+        uploads = self._models.uploads
+        if uploads is None:
+            return
+        stats = uploads.pool.stats
+        loads = CounterMetricFamily("deepaas_registry_loads", "Uploaded models loaded into a shared worker")
+        loads.add_metric([], stats.loads)
+        evictions = CounterMetricFamily("deepaas_registry_evictions",
+                                        "Uploaded models unloaded to make room (--max-loaded-models)")
+        evictions.add_metric([], stats.evictions)
+        seconds = HistogramMetricFamily("deepaas_registry_load_seconds", "Time to load an uploaded model")
+        cumulative = list(itertools.accumulate(stats.buckets))
+        bounds = [*(format(b, "g") for b in LOAD_BUCKETS), "+Inf"]
+        seconds.add_metric([], list(zip(bounds, cumulative)), sum_value=stats.seconds)
+        loaded = GaugeMetricFamily("deepaas_registry_loaded_models", "Uploaded models loaded in the shared workers")
+        loaded.add_metric([], len(uploads.pool.loaded_keys()))
+        uploaded = GaugeMetricFamily("deepaas_registry_models", "Uploaded models (archived ones apart)")
+        uploaded.add_metric([], sum(1 for _ in uploads.models()))
+        yield from (loads, evictions, seconds, loaded, uploaded)
 
 
 class HttpStats:
