@@ -62,6 +62,8 @@ setup(
             # tests/test_fuzz.py drives its checks and coverage phase from Python, which move
             # between minor releases: the one it was written against, and its patches.
             "schemathesis~=4.32.5",
+            # Swagger UI (and later the what-if page) in Debian's chromium
+            "playwright>=1.45",
         ],
     },
     entry_points={
