@@ -17,6 +17,8 @@ FRAMEWORKS = {
     "torch": ["torch==2.13.0"],
     # skl2onnx: optimize=onnx converts an uploaded scikit-learn model.
     "onnx": ["onnxruntime>=1.20", "onnx>=1.16", "skl2onnx>=1.17"],
+    # the feature impact bar chart (Agg backend: no display needed)
+    "plots": ["matplotlib>=3.8"],
 }
 
 setup(

@@ -119,6 +119,11 @@ async def _cancel(request: web.Request, kind: JobKind) -> web.Response:
     return json_response(jobs.document(await jobs.cancel(kind, job.model, job.id)))
 
 
+def job_of(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
+    """The job the route names, if the caller may see it (404 otherwise)."""
+    return _job(request, kind)
+
+
 # --- trainings -------------------------------------------------------------------
 
 
@@ -195,3 +200,30 @@ async def prediction_result(request: web.Request) -> web.StreamResponse:
         return json_response(job.result)
     filename = (job.result or {}).get("filename") if isinstance(job.result, dict) else None
     return await send_file(request, str(jobs.result_path(job)), job.result_type, filename)
+
+
+# --- model tests and feature impact (started by api/quality_handlers.py) -----------------------
+
+
+async def list_tests(request: web.Request) -> web.Response:
+    return _listing(request, JobKind.TEST)
+
+
+async def get_test(request: web.Request) -> web.Response:
+    return _show(request, JobKind.TEST)
+
+
+async def cancel_test(request: web.Request) -> web.Response:
+    return await _cancel(request, JobKind.TEST)
+
+
+async def list_impacts(request: web.Request) -> web.Response:
+    return _listing(request, JobKind.IMPACT)
+
+
+async def get_impact(request: web.Request) -> web.Response:
+    return _show(request, JobKind.IMPACT)
+
+
+async def cancel_impact(request: web.Request) -> web.Response:
+    return await _cancel(request, JobKind.IMPACT)

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..auth import policy as p
 from ..auth.policy import Policy
 from ..settings import Settings
-from . import auth_handlers, docs, handlers, job_handlers, registry_handlers
+from . import auth_handlers, docs, handlers, job_handlers, quality_handlers, registry_handlers
 from .keys import POLICIES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,6 +66,25 @@ ROUTES = (
     Route("POST", "/v2/models/{name}/versions/{version}/predict/", handlers.predict, p.PREDICT, "predict"),
     Route("POST", "/v2/models/{name}/versions/{version}/predictions/", job_handlers.submit_prediction,
           p.PREDICT_LATER, "predict"),
+    Route("GET", "/v2/models/{name}/versions/{version}/dataset", quality_handlers.get_dataset, p.READ),
+    Route("PUT", "/v2/models/{name}/versions/{version}/dataset", quality_handlers.put_dataset, p.EDIT),
+    # knowing the model: tests and feature impact
+    Route("POST", "/v2/models/{name}/tests/", quality_handlers.start_tests, p.PREDICT_LATER, "predict"),
+    Route("GET", "/v2/models/{name}/tests/", job_handlers.list_tests, p.PREDICTIONS, "predict"),
+    Route("GET", "/v2/models/{name}/tests/{uuid}", job_handlers.get_test, p.PREDICTIONS, "predict"),
+    Route("DELETE", "/v2/models/{name}/tests/{uuid}", job_handlers.cancel_test, p.PREDICTIONS, "predict"),
+    Route("GET", "/v2/models/{name}/tests/{uuid}/log", quality_handlers.test_log, p.PREDICTIONS, "predict"),
+    Route("GET", "/v2/models/{name}/tests/{uuid}/log/tail", quality_handlers.test_log_tail, p.PREDICTIONS,
+          "predict"),
+    Route("POST", "/v2/models/{name}/feature-impact/", quality_handlers.start_impact, p.PREDICT_LATER, "predict"),
+    Route("GET", "/v2/models/{name}/feature-impact/", job_handlers.list_impacts, p.PREDICTIONS, "predict"),
+    Route("GET", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.get_impact, p.PREDICTIONS, "predict"),
+    Route("DELETE", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.cancel_impact, p.PREDICTIONS,
+          "predict"),
+    Route("GET", "/v2/models/{name}/feature-impact/{uuid}/log", quality_handlers.impact_log, p.PREDICTIONS,
+          "predict"),
+    Route("GET", "/v2/models/{name}/feature-impact/{uuid}/plot.png", quality_handlers.impact_plot_png,
+          p.PREDICTIONS, "predict"),
     Route("GET", "/v2/models/{name}/access-control", auth_handlers.get_access, p.SHARING),
     Route("PATCH", "/v2/models/{name}/access-control", auth_handlers.patch_access, p.SHARE),
     # the same registry, in the shapes of Neurodeploy's API

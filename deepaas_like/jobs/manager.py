@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from ..calls import Ok, unwrap
 from ..errors import Conflict, DeepaasError, NotFound
@@ -41,6 +41,7 @@ from .store import JobStore
 
 LOG = logging.getLogger(__name__)
 LOG_NAME = "train.log"
+TASK_LOG_NAME = "job.log"
 RESULT_NAME = "result"
 PROGRESS_SAVE_INTERVAL = 1.0
 
@@ -68,6 +69,8 @@ class JobManager:
         return f"{self._settings.base_path}/v2/models/{model}"
 
     def document(self, job: Job) -> dict[str, Any]:
+        if job.kind in (JobKind.TEST, JobKind.IMPACT):
+            return job.task_document(self.base(job.model))
         if job.kind is JobKind.TRAINING:
             doc = job.training_document(self.base(job.model))
             if job.status is JobStatus.QUEUED and job in self._training_queue:
@@ -85,7 +88,7 @@ class JobManager:
         """The job (404 if it does not exist, or ``visible`` says the caller may not see it)."""
         job = self._jobs.get(job_id)
         if job is None or job.kind != kind or job.model != model or (visible is not None and not visible(job)):
-            what = kind.capitalize()
+            what = kind.replace("_", " ").capitalize()
             raise JobNotFound(f"{what} '{job_id}' of model '{model}' not found",
                               details={"model": model, "uuid": job_id})
         return job
@@ -106,7 +109,7 @@ class JobManager:
         return len(self._training_queue)
 
     def log_path(self, job: Job) -> Path:
-        return self.job_dir(job.id) / LOG_NAME
+        return self.job_dir(job.id) / (LOG_NAME if job.kind is JobKind.TRAINING else TASK_LOG_NAME)
 
     def result_path(self, job: Job) -> Path:
         return self.job_dir(job.id) / RESULT_NAME
@@ -175,18 +178,22 @@ class JobManager:
 
     # --- cancel -----------------------------------------------------------------
 
-    async def cancel(self, kind: JobKind, model: str, job_id: str) -> Job:
-        job = self.get(kind, model, job_id)
+    async def cancel(self, kind: JobKind, model: str, job_id: str,
+                     visible: Callable[[Job], bool] | None = None) -> Job:
+        job = self.get(kind, model, job_id, visible)
         if job.is_finished:
             raise Conflict(
-                f"{kind.capitalize()} '{job_id}' already finished "
+                f"{kind.replace('_', ' ').capitalize()} '{job_id}' already finished "
                 f"({job.status}); only a queued or running job can be cancelled",
                 details={"model": model, "uuid": job_id, "status": job.status},
             )
         if job in self._training_queue:
             self._training_queue.remove(job)
         started = job.status is JobStatus.RUNNING
-        await self._finish(job, JobStatus.CANCELLED,
+        if job.kind in (JobKind.TEST, JobKind.IMPACT) and job.task is not None and not job.task.done():
+            job.task.cancel()  # the task records what it had done, then ends cancelled
+            await asyncio.wait({job.task}, timeout=10)
+        await self._finish(job, JobStatus.CANCELLED, result=job.result,
                            message="cancelled by request" + ("" if started else " before it started"))
         if job.training is not None:
             job.training.kill()
@@ -256,6 +263,51 @@ class JobManager:
         if now - self._progress_saved.get(job.id, 0.0) >= PROGRESS_SAVE_INTERVAL:
             self._progress_saved[job.id] = now
             self._spawn(self._store.save(job, "progress", "progress_message"))
+
+    # --- tasks: model tests, feature impact ----------------------------------------------
+
+    async def submit_task(self, kind: JobKind, model: ServedModel, job_id: str, args: dict[str, Any],
+                          work: Callable[[Job, Callable[[str], None]], Awaitable[Any]],
+                          owner: str | None = None) -> Job:
+        """A job that runs ``work(job, log)`` in the server (it asks the model through its queue).
+
+        ``work`` may update ``job.result`` as it goes (the document shows it live) and
+        returns the final result; ``log`` appends a line to the job's log.
+        """
+        job = Job(job_id, kind, model.name, args, owner=owner)
+        await self._create(job, None)
+        job.task = self._spawn(self._run_task(job, work))
+        return job
+
+    async def _run_task(self, job: Job, work: Callable[[Job, Callable[[str], None]], Awaitable[Any]]) -> None:
+        path = self.log_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def log(line: str) -> None:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+        job.status, job.started = JobStatus.RUNNING, time.time()
+        await self._store.save(job, "status", "started")
+        try:
+            result = await work(job, log)
+        except asyncio.CancelledError:
+            log("cancelled")
+            if not job.is_finished:
+                await asyncio.shield(self._finish(job, JobStatus.CANCELLED, result=job.result, message="cancelled"))
+            raise
+        except DeepaasError as exc:
+            log(f"failed: {exc.message}")
+            await self._finish(job, JobStatus.ERROR, result=job.result, message=exc.message, error_status=exc.status)
+        except Exception as exc:  # keep the server alive whatever happens here
+            LOG.exception("%s %s of %s failed", job.kind, job.id, job.model)
+            log(f"failed: {type(exc).__name__}: {exc}")
+            await self._finish(job, JobStatus.ERROR, result=job.result, message=f"{type(exc).__name__}: {exc}")
+        else:
+            await self._finish(job, JobStatus.DONE, result=result)
+
+    def report_progress(self, job: Job, fraction: float, message: str | None) -> None:
+        self._progress(job, fraction, message)
 
     # --- asynchronous predictions -------------------------------------------------
 

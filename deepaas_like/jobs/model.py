@@ -15,6 +15,14 @@ from typing import Any
 class JobKind(enum.StrEnum):
     TRAINING = "training"
     PREDICTION = "prediction"
+    TEST = "test"  # model tests (deepaas_like.quality.checks)
+    IMPACT = "feature_impact"
+
+    @property
+    def path(self) -> str:
+        """The segment of the model's URL its jobs live under."""
+        return {"training": "train", "prediction": "predictions", "test": "tests",
+                "feature_impact": "feature-impact"}[self.value]
 
 
 class JobStatus(enum.StrEnum):
@@ -126,6 +134,20 @@ class Job:
             }
         doc.update(self._common())
         doc["links"] = {"self": f"{base}/train/{self.id}", "log": f"{base}/train/{self.id}/log"}
+        return doc
+
+    def task_document(self, base: str) -> dict[str, Any]:
+        """A model test or a feature impact: its status, and its result (live for tests)."""
+        url = f"{base}/{self.kind.path}/{self.id}"
+        doc: dict[str, Any] = {"id": self.id, "model": self.model, "kind": self.kind, "status": self.status,
+                               "date": _stamp(self.created), "args": self.args}
+        doc.update(self._common())
+        if isinstance(self.result, dict):
+            doc.update(self.result)
+        links = {"self": url, "log": f"{url}/log"}
+        if self.kind is JobKind.IMPACT and self.status is JobStatus.DONE:
+            links["plot"] = f"{url}/plot.png"
+        doc["links"] = links
         return doc
 
     def prediction_document(self, base: str) -> dict[str, Any]:

@@ -589,13 +589,42 @@ class Registry:
             raise ArgumentError(f"Unknown config keys: {', '.join(unknown)}; known: {', '.join(checked)}",
                                 {k: ["Unknown key."] for k in unknown})
         async with self._lock(name):
+            dataset = version.config.get("dataset")
             version.config = {k: v for k, v in checked.items() if v}
+            if dataset:
+                version.config["dataset"] = dataset
             await self.store.save_version(version, "config")
             old = self._served.pop((name, number), None)
             if old is not None:  # in-flight calls finish on the old one
                 self._spawn(_stop_when_idle(old))
             self.revision += 1
         return version
+
+    async def set_dataset(self, name: str, number: int, data: bytes, rows: list[dict[str, Any]]) -> VersionRecord:
+        """Keep a CSV of sample rows with a version: model tests and feature impact use it by default."""
+        self.record(name)
+        version = self.version(name, number)
+        artifact = await self.artifacts.save(_chunks(data))
+        async with self._lock(name):
+            version.config = {**version.config, "dataset": {
+                "sha256": artifact.sha256, "rows": len(rows), "columns": list(rows[0]) if rows else []}}
+            await self.store.save_version(version, "config")
+        return version
+
+    def dataset_path(self, name: str, number: int) -> Any:
+        dataset = self.version(name, number).config.get("dataset")
+        if not dataset:
+            raise NotFound(f"Version {number} of model '{name}' has no reference dataset",
+                           details={"model": name, "version": number})
+        return self.artifacts.path(dataset["sha256"])
+
+    def dataset_rows(self, name: str) -> list[dict[str, Any]] | None:
+        """The rows of the current version's reference dataset, if it has one."""
+        from ..quality.samples import rows_from_csv
+
+        current = self.current(name)
+        dataset = current.config.get("dataset") if current is not None else None
+        return rows_from_csv(self.artifacts.path(dataset["sha256"]).read_bytes()) if dataset else None
 
     async def archive(self, name: str) -> ModelRecord:
         model = self.record(name)
@@ -675,7 +704,8 @@ def unwrap_error(outcome: Any, name: str) -> DeepaasError:
 
 def _files(version: VersionRecord) -> list[str]:
     optimized = (version.optimization or {}).get("onnx_sha256")
-    return [version.sha256, *([optimized] if optimized else [])]
+    dataset = (version.config.get("dataset") or {}).get("sha256")
+    return [version.sha256, *([optimized] if optimized else []), *([dataset] if dataset else [])]
 
 
 async def _stop_when_idle(served: ServedModel, timeout: float = 60.0) -> None:

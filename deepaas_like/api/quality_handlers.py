@@ -1,0 +1,240 @@
+"""HTTP handlers of model tests and feature impact (durable jobs), and of an uploaded
+version's reference dataset."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from ..errors import ArgumentError, BadRequest, Conflict
+from ..jobs.model import Job, JobKind, JobStatus
+from ..models import ServedModel
+from ..quality.checks import IGNORED, TestRun, configuration_of, run_checks
+from ..quality.impact import REPEATS, feature_impact, impact_plot
+from ..quality.predictor import ServedPredictor, check_tabular
+from ..quality.samples import checked_rows, features_of, rows_from_csv
+from .job_handlers import job_of
+from .keys import JOBS, MODELS, PRINCIPAL, SETTINGS
+from .registry_handlers import registry, version_number
+from .responses import json_response
+
+FIELD_LIMIT = 1024 * 1024
+
+
+async def _request_body(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """The options (JSON, or the fields of a multipart form) and the rows (JSON ``rows`` or a CSV ``data``)."""
+    if request.content_type == "multipart/form-data":
+        options: dict[str, Any] = {}
+        rows = None
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.name:
+                raise BadRequest("Every multipart part needs a name")
+            data = await part.read(decode=False)
+            if part.name == "data":
+                if len(data) > request.app[SETTINGS].client_max_size:
+                    raise ArgumentError("The CSV file is too large", {"data": ["Too large."]})
+                rows = rows_from_csv(bytes(data))
+            elif len(data) > FIELD_LIMIT:
+                raise ArgumentError(f"Field {part.name} is too long", {part.name: ["Too long."]})
+            else:
+                text = data.decode("utf-8", errors="replace")
+                options[part.name] = _json_or_text(text)
+        return options, rows
+    if not request.body_exists:
+        return {}, None
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
+    rows = checked_rows(body.pop("rows")) if "rows" in body else None
+    return body, rows
+
+
+def _json_or_text(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _sample_rows(request: web.Request, rows: list[dict[str, Any]] | None, row_count: Any, seed: int) -> list[dict]:
+    """The rows given, or the reference dataset of an uploaded model's current version."""
+    name = request.match_info["name"]
+    if rows is None:
+        models = request.app[MODELS]
+        if models.is_uploaded(name):
+            rows = registry(request).dataset_rows(name)
+        if rows is None:
+            raise ArgumentError("Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "
+                                "(an uploaded model may keep a reference dataset: PUT .../versions/{n}/dataset)",
+                                {"rows": ["Missing data for required field."]})
+    if row_count is not None:
+        if not isinstance(row_count, int) or isinstance(row_count, bool) or row_count < 1:
+            raise ArgumentError("rowCount must be a positive integer", {"rowCount": ["Must be a positive integer."]})
+        if row_count < len(rows):
+            rows = random.Random(seed).sample(rows, row_count)
+    return rows
+
+
+def _known(options: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ArgumentError(f"Unknown fields: {', '.join(unknown)}; accepted: {', '.join(sorted(allowed | {'rows'}))}",
+                            {key: ["Unknown field."] for key in unknown})
+
+
+async def _model(request: web.Request) -> ServedModel:
+    model = await request.app[MODELS].servable(request.match_info["name"])
+    if not model.can_predict:
+        raise Conflict(f"Model '{model.name}' does not predict", details={"model": model.name})
+    await model.wait_ready()
+    return model
+
+
+def _accepted(request: web.Request, job: Job) -> web.Response:
+    document = request.app[JOBS].document(job)
+    return json_response(document, status=202, headers={"Location": document["links"]["self"]})
+
+
+# --- model tests --------------------------------------------------------------------------
+
+
+async def start_tests(request: web.Request) -> web.Response:
+    """``POST .../tests/``: ``{rows, configuration, ignore}`` (or a CSV ``data`` part); 202."""
+    model = await _model(request)
+    options, rows = await _request_body(request)
+    _known(options, {"configuration", "ignore", "rowCount", "seed"})
+    configuration = configuration_of(options.get("configuration"))
+    ignore = options.get("ignore", list(IGNORED))
+    if not isinstance(ignore, list) or not all(isinstance(k, str) for k in ignore):
+        raise ArgumentError("ignore must be a list of keys", {"ignore": ["Must be a list of strings."]})
+    rows = _sample_rows(request, rows, options.get("rowCount"), int(options.get("seed") or 0))
+    predictor = ServedPredictor(model)
+    for row in rows[:1]:  # a row the model's declaration refuses is a 422 now, not a failed check later
+        model.predict_args.load(_sources(row))
+
+    async def work(job: Job, log: Any) -> dict[str, Any]:
+        run = TestRun(configuration, tuple(ignore))
+        job.result = run.document()
+        log(f"model tests of {model.name}: {len(rows)} sample rows; configuration {configuration}")
+        await run_checks(predictor, rows, run, log, on_change=lambda r: job.result.update(r.document()))
+        return run.document()
+
+    args = {"rows": len(rows), "configuration": configuration, "ignore": ignore}
+    job = await request.app[JOBS].submit_task(JobKind.TEST, model, request.app[JOBS].new_id(), args, work,
+                                              owner=request[PRINCIPAL].identity)
+    return _accepted(request, job)
+
+
+def _sources(row: dict[str, Any]) -> Any:
+    from ..arguments import ArgumentSources
+
+    return ArgumentSources(json=row)
+
+
+# --- feature impact ----------------------------------------------------------------------
+
+
+async def start_impact(request: web.Request) -> web.Response:
+    """``POST .../feature-impact/``: ``{rows, rowCount, seed, repeats}`` (or a CSV ``data`` part); 202."""
+    model = await _model(request)
+    options, rows = await _request_body(request)
+    _known(options, {"rowCount", "seed", "repeats"})
+    seed = options.get("seed", 0)
+    repeats = options.get("repeats", REPEATS)
+    for key, value, low in (("seed", seed, 0), ("repeats", repeats, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or value > 1000:
+            raise ArgumentError(f"{key} must be an integer from {low} to 1000", {key: ["Not a valid integer."]})
+    rows = _sample_rows(request, rows, options.get("rowCount"), seed)
+    features = features_of(rows)
+    check_tabular(model.name, model.predict_args, features)
+    predictor = ServedPredictor(model)
+    jobs = request.app[JOBS]
+
+    async def work(job: Job, log: Any) -> dict[str, Any]:
+        log(f"feature impact of {model.name}: {len(rows)} rows, {len(features)} features, {repeats} repeats, "
+            f"seed {seed}")
+        return await feature_impact(predictor, rows, features, seed=seed, repeats=repeats, log=log,
+                                    progress=lambda fraction, note: jobs.report_progress(job, fraction, note))
+
+    args = {"rowCount": len(rows), "features": features, "seed": seed, "repeats": repeats}
+    job = await jobs.submit_task(JobKind.IMPACT, model, jobs.new_id(), args, work, owner=request[PRINCIPAL].identity)
+    return _accepted(request, job)
+
+
+async def impact_plot_png(request: web.Request) -> web.Response:
+    """``GET .../feature-impact/{uuid}/plot.png``: the impacts as a bar chart."""
+    _, job = job_of(request, JobKind.IMPACT)
+    if job.status is not JobStatus.DONE:
+        raise Conflict(f"Feature impact '{job.id}' has no plot: it is {job.status}",
+                       details={"uuid": job.id, "status": job.status})
+    import asyncio
+
+    png = await asyncio.to_thread(impact_plot, job.result, f"Feature impact of {job.model} "
+                                                           f"({job.result['rowCount']} rows)")
+    return web.Response(body=png, content_type="image/png")
+
+
+# --- logs of either ------------------------------------------------------------------------
+
+
+def _log_text(request: web.Request, kind: JobKind) -> tuple[Job, str]:
+    jobs, job = job_of(request, kind)
+    try:
+        return job, jobs.log_path(job).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return job, ""
+
+
+def log_handlers(kind: JobKind) -> tuple[Any, Any]:
+    """``GET .../{uuid}/log`` (everything) and ``.../log/tail?lines=N`` (the last lines)."""
+    async def whole(request: web.Request) -> web.Response:
+        job, text = _log_text(request, kind)
+        return web.Response(text=text, content_type="text/plain", headers={"X-Job-Status": job.status})
+
+    async def tail(request: web.Request) -> web.Response:
+        from .registry_handlers import query_int
+
+        lines = query_int(request, "lines", 20, 1, 10000)
+        job, text = _log_text(request, kind)
+        return web.Response(text="".join(text.splitlines(keepends=True)[-lines:]), content_type="text/plain",
+                            headers={"X-Job-Status": job.status})
+
+    return whole, tail
+
+
+test_log, test_log_tail = log_handlers(JobKind.TEST)
+impact_log, impact_log_tail = log_handlers(JobKind.IMPACT)
+
+
+# --- an uploaded version's reference dataset ---------------------------------------------------
+
+
+async def put_dataset(request: web.Request) -> web.Response:
+    """``PUT .../versions/{n}/dataset``: a CSV (the body, or a multipart ``file``) kept with the version."""
+    reg = registry(request)
+    name, number = request.match_info["name"], version_number(request)
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name not in ("file", "data"):
+            raise ArgumentError("Send the CSV as the 'file' part", {"file": ["Missing data for required field."]})
+        data = bytes(await part.read(decode=False))
+    else:
+        data = await request.read()
+    rows = rows_from_csv(data)
+    version = await reg.set_dataset(name, number, data, rows)
+    return json_response(version.config["dataset"])
+
+
+async def get_dataset(request: web.Request) -> web.StreamResponse:
+    reg = registry(request)
+    path = reg.dataset_path(request.match_info["name"], version_number(request))
+    return web.Response(body=path.read_bytes(), content_type="text/csv")

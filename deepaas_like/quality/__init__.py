@@ -1,0 +1,1 @@
+"""Knowing a model: model tests (checks) and feature impact."""
