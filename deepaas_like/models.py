@@ -199,11 +199,11 @@ class ServedModel:
             doc["metadata_error"] = self.metadata_error
         return doc
 
-    def encoded_document(self, href: str) -> bytes:
-        """:meth:`document` as JSON, encoded once per change of the metadata."""
+    def encoded_document(self, href: str, extra: Callable[[], dict[str, Any]] | None = None) -> bytes:
+        """:meth:`document` (with what ``extra`` adds) as JSON, encoded once per change of the metadata."""
         encoded = self._encoded.get(href)
         if encoded is None:
-            encoded = self._encoded[href] = dumps_bytes(self.document(href))
+            encoded = self._encoded[href] = dumps_bytes({**self.document(href), **(extra() if extra else {})})
         return encoded
 
 

@@ -11,6 +11,7 @@ from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
 from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
 from .rendering import send_output
+from .oip_handlers import plugin_metadata, server_metadata, uploaded_metadata
 from .registry_handlers import model_document, query_bool, query_int, uploaded_document, version_number
 from .responses import json_response
 
@@ -41,7 +42,8 @@ async def versions(request: web.Request) -> web.Response:
 
 
 async def v2_version(request: web.Request) -> web.Response:
-    return json_response(_v2_document(request))
+    """``GET /v2``: DEEPaaS's version document and the Open Inference Protocol's server metadata."""
+    return json_response({**_v2_document(request), **server_metadata()})
 
 
 def _model_href(request: web.Request, name: str) -> str:
@@ -67,10 +69,11 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """A model's metadata: a plugin's (DEEPaaS's shape), or an uploaded model's record."""
     models, name = request.app[MODELS], request.match_info["name"]
-    if models.is_uploaded(name):
-        return json_response(uploaded_document(request, name))
+    if models.is_uploaded(name):  # with the Open Inference Protocol's keys, for both kinds of client
+        return json_response({**uploaded_document(request, name), **uploaded_metadata(request, name)})
     model = models.get_model(name)
-    return web.Response(body=model.encoded_document(_model_href(request, model.name)), content_type=JSON)
+    return web.Response(body=model.encoded_document(_model_href(request, model.name),
+                                                    lambda: plugin_metadata(model)), content_type=JSON)
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
@@ -118,7 +121,10 @@ async def health_ready(request: web.Request) -> web.Response:
 
 async def model_ready(request: web.Request) -> web.Response:
     """Readiness of one model (the Open Inference Protocol's ``/v2/models/{name}/ready``)."""
-    entry = _readiness(await request.app[MODELS].servable(request.match_info["name"]))
+    models, name, version = request.app[MODELS], request.match_info["name"], version_number(request)
+    if version == 1 and not models.is_uploaded(name):  # a plugin's one version
+        version = None
+    entry = _readiness(await models.servable(name, version))
     return json_response(entry, status=200 if entry["ready"] else 503)
 
 

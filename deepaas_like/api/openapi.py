@@ -17,7 +17,7 @@ from ..jobs.model import STATUSES
 from ..legacy import legacy_vocabulary_allowed
 from ..models import ModelRegistry, ServedModel
 from ..settings import Settings
-from . import openapi_registry
+from . import openapi_oip, openapi_quality, openapi_registry
 
 OPENAPI_VERSION = "3.0.3"
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -311,17 +311,22 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
             job_paths: dict[str, dict[str, Any]] = {}
             if settings.predict_endpoint and model.can_predict:
                 spec.path(f"/v2/models/{model.name}/predict/", operations={"post": _predict_operation(model)})
+                spec.path(f"/v2/models/{model.name}/infer", operations={
+                    "post": openapi_oip.infer_operation(model.name, _slug(model.name), _error_responses)})
                 job_paths.update(_job_paths(model, "prediction"))
+                job_paths.update(openapi_quality.quality_paths(model.name, _slug(model.name), _error_responses))
             if settings.train_endpoint and model.can_train:
                 job_paths.update(_job_paths(model, "training"))
             for path, operations in job_paths.items():
                 parameters = operations.pop("parameters", None)
                 spec.path(path, operations=operations, parameters=parameters)
         openapi_registry.components(spec)
+        openapi_oip.components(spec)
+        openapi_quality.components(spec)
         openapi_registry.registry_paths(spec, _error_responses, settings.predict_endpoint)
         if models.uploads is not None:
             openapi_registry.uploaded_model_paths(spec, models.uploads, _error_responses, _predict_operation,
-                                                  _job_paths, settings.predict_endpoint)
+                                                  _job_paths, settings.predict_endpoint, _extra_model_paths)
         return spec.to_dict()
 
 
@@ -350,6 +355,12 @@ def declare_security(document: dict[str, Any], policy_of: Callable[[str, str], P
             operation["x-required-scope"] = str(policy.scope) if policy.scope else None
             operation["description"] = (operation.get("description", "") + "\n\nAccess: " + policy.describe()).strip()
             operation.setdefault("responses", {}).update(_error_responses(401, 403))
+
+
+def _extra_model_paths(name: str) -> dict[str, dict[str, Any]]:
+    """The inference protocol's and the quality jobs' paths of a model (uploaded ones too)."""
+    return {f"/v2/models/{name}/infer": {"post": openapi_oip.infer_operation(name, _slug(name), _error_responses)},
+            **openapi_quality.quality_paths(name, _slug(name), _error_responses)}
 
 
 class OpenApiDocument:

@@ -106,6 +106,14 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
     spec.path("/v2/models/{name}/versions/{version}", parameters=[NAME, VERSION], operations={"get": {
         "tags": tag, "summary": "One version: sha256, size, library versions, status", "operationId": "get_version",
         "responses": {"200": _json(VERSION_DOC, "The version"), **errors(404, 422)}}})
+    csv = {"text/csv": {"schema": {"type": "string"}}}
+    spec.path("/v2/models/{name}/versions/{version}/dataset", parameters=[NAME, VERSION], operations={
+        "get": {"tags": tag, "summary": "The version's reference dataset (CSV)", "operationId": "get_dataset",
+                "responses": {"200": {"description": "The CSV", "content": csv}, **errors(404, 422)}},
+        "put": {"tags": tag, "summary": "Keep a reference dataset (CSV) with the version: model tests and feature "
+                "impact use it when no rows are given", "operationId": "put_dataset",
+                "requestBody": {"required": True, "content": csv},
+                "responses": {"200": _json({"type": "object"}, "What was kept"), **errors(400, 403, 404, 422)}}})
     spec.path("/v2/models/{name}/versions/{version}/download", parameters=[NAME, VERSION], operations={"get": {
         "tags": tag, "summary": "The exact bytes uploaded", "operationId": "download_version",
         "responses": {"200": {"description": "The file (Content-Disposition: attachment; X-Content-SHA256)",
@@ -132,6 +140,14 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
         "requestBody": {"content": {"application/json": {"schema": body}}},
         "responses": {"200": _json(prediction, "The prediction"), **errors(400, 404, 409, 413, 415, 422, 500, 503,
                                                                            504)}}})
+    from .openapi_oip import infer_operation
+
+    spec.path("/v2/models/{name}/versions/{version}/infer", parameters=[NAME, VERSION], operations={
+        "post": infer_operation("registry", "registry", errors, versioned=True)})
+    spec.path("/v2/models/{name}/versions/{version}/ready", parameters=[NAME, VERSION], operations={"get": {
+        "tags": tag, "summary": "Readiness of a version (Open Inference Protocol)", "operationId": "version_ready",
+        "responses": {"200": _json({"type": "object"}, "Ready"), "503": _json({"type": "object"}, "Not ready"),
+                      **errors(404, 409, 422)}}})
     spec.path("/v2/models/{name}/versions/{version}/predictions/", parameters=[NAME, VERSION], operations={"post": {
         "tags": tag, "summary": "Predict with a given version, asynchronously", "operationId": "submit_version_prediction",
         "requestBody": {"content": {"application/json": {"schema": body}}},
@@ -171,8 +187,9 @@ def _neurodeploy_paths(spec: Any, errors: Responses) -> None:
     })
 
 
-def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses,
-                         predict_operation: Callable, job_paths: Callable, predict_endpoint: bool = True) -> None:
+def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predict_operation: Callable,
+                         job_paths: Callable, predict_endpoint: bool = True,
+                         extra_paths: Callable[[str], dict] | None = None) -> None:
     """Each uploaded model's own paths, like a plugin's: its form is its input columns."""
     for record in registry.models():
         name = record.name
@@ -193,7 +210,8 @@ def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses,
         content["application/json"] = {"schema": {"oneOf": [single, rows]} if single else rows}
         operation["requestBody"]["required"] = True
         spec.path(f"/v2/models/{name}/predict/", operations={"post": operation})
-        for path, operations in job_paths(served, "prediction").items():
+        more = {**job_paths(served, "prediction"), **(extra_paths(name) if extra_paths else {})}
+        for path, operations in more.items():
             parameters = operations.pop("parameters", None)
             spec.path(path, operations=operations, parameters=parameters)
 

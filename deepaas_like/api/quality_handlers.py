@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from ..errors import ArgumentError, BadRequest, Conflict
+from ..errors import ArgumentError, BadRequest, Conflict, DeepaasError
 from ..jobs.model import Job, JobKind, JobStatus
 from ..models import ServedModel
 from ..quality.checks import IGNORED, TestRun, configuration_of, run_checks
@@ -26,23 +26,12 @@ FIELD_LIMIT = 1024 * 1024
 async def _request_body(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """The options (JSON, or the fields of a multipart form) and the rows (JSON ``rows`` or a CSV ``data``)."""
     if request.content_type == "multipart/form-data":
-        options: dict[str, Any] = {}
-        rows = None
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or not part.name:
-                raise BadRequest("Every multipart part needs a name")
-            data = await part.read(decode=False)
-            if part.name == "data":
-                if len(data) > request.app[SETTINGS].client_max_size:
-                    raise ArgumentError("The CSV file is too large", {"data": ["Too large."]})
-                rows = rows_from_csv(bytes(data))
-            elif len(data) > FIELD_LIMIT:
-                raise ArgumentError(f"Field {part.name} is too long", {part.name: ["Too long."]})
-            else:
-                text = data.decode("utf-8", errors="replace")
-                options[part.name] = _json_or_text(text)
-        return options, rows
+        try:
+            return await _multipart_body(request)
+        except DeepaasError:
+            raise
+        except Exception as exc:  # aiohttp raises several kinds on malformed input
+            raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
     if not request.body_exists:
         return {}, None
     try:
@@ -53,6 +42,26 @@ async def _request_body(request: web.Request) -> tuple[dict[str, Any], list[dict
         raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
     rows = checked_rows(body.pop("rows")) if "rows" in body else None
     return body, rows
+
+
+async def _multipart_body(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    options: dict[str, Any] = {}
+    rows = None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise BadRequest("Every multipart part needs a name")
+        data = await part.read(decode=False)
+        if part.name == "data":
+            if len(data) > request.app[SETTINGS].client_max_size:
+                raise ArgumentError("The CSV file is too large", {"data": ["Too large."]})
+            rows = rows_from_csv(bytes(data))
+        elif len(data) > FIELD_LIMIT:
+            raise ArgumentError(f"Field {part.name} is too long", {part.name: ["Too long."]})
+        else:
+            text = data.decode("utf-8", errors="replace")
+            options[part.name] = _json_or_text(text)
+    return options, rows
 
 
 def _json_or_text(text: str) -> Any:
@@ -115,7 +124,10 @@ async def start_tests(request: web.Request) -> web.Response:
     ignore = options.get("ignore", list(IGNORED))
     if not isinstance(ignore, list) or not all(isinstance(k, str) for k in ignore):
         raise ArgumentError("ignore must be a list of keys", {"ignore": ["Must be a list of strings."]})
-    rows = _sample_rows(request, rows, options.get("rowCount"), int(options.get("seed") or 0))
+    seed = options.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ArgumentError("seed must be a non-negative integer", {"seed": ["Not a valid integer."]})
+    rows = _sample_rows(request, rows, options.get("rowCount"), seed)
     predictor = ServedPredictor(model)
     for row in rows[:1]:  # a row the model's declaration refuses is a 422 now, not a failed check later
         model.predict_args.load(_sources(row))
@@ -222,11 +234,16 @@ async def put_dataset(request: web.Request) -> web.Response:
     reg = registry(request)
     name, number = request.match_info["name"], version_number(request)
     if request.content_type == "multipart/form-data":
-        reader = await request.multipart()
-        part = await reader.next()
-        if not isinstance(part, BodyPartReader) or part.name not in ("file", "data"):
-            raise ArgumentError("Send the CSV as the 'file' part", {"file": ["Missing data for required field."]})
-        data = bytes(await part.read(decode=False))
+        try:
+            reader = await request.multipart()
+            part = await reader.next()
+            if not isinstance(part, BodyPartReader) or part.name not in ("file", "data"):
+                raise ArgumentError("Send the CSV as the 'file' part", {"file": ["Missing data for required field."]})
+            data = bytes(await part.read(decode=False))
+        except DeepaasError:
+            raise
+        except Exception as exc:  # aiohttp raises several kinds on malformed input
+            raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
     else:
         data = await request.read()
     rows = rows_from_csv(data)

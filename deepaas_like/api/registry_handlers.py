@@ -234,8 +234,20 @@ async def list_versions(request: web.Request) -> web.Response:
 
 
 async def get_version(request: web.Request) -> web.Response:
-    version = registry(request).version(request.match_info["name"], version_number(request))
-    return json_response(_version_doc(request, version))
+    """A version's record, with the Open Inference Protocol's model metadata of it."""
+    from .oip_handlers import uploaded_metadata
+
+    number = version_number(request)
+    name = request.match_info["name"]
+    models = request.app[MODELS]
+    if not models.is_uploaded(name) and name in models and number == 1:  # a plugin has one version
+        from .oip_handlers import plugin_metadata
+
+        model = models.get_model(name)
+        return json_response({**model.document(f"{base(request)}/v2/models/{name}"), **plugin_metadata(model)})
+    version = registry(request).version(name, number)
+    return json_response({**_version_doc(request, version), "name": version.model,
+                          **uploaded_metadata(request, version.model, number)})
 
 
 async def download_version(request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..auth import policy as p
 from ..auth.policy import Policy
 from ..settings import Settings
-from . import auth_handlers, docs, handlers, job_handlers, quality_handlers, registry_handlers
+from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers
 from .keys import POLICIES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,6 +35,7 @@ class Route:
 ROUTES = (
     Route("POST", "/v2/models/{name}/predict/", handlers.predict, p.PREDICT, "predict"),
     Route("GET", "/v2/models/{name}/", handlers.get_model, p.METADATA),
+    Route("POST", "/v2/models/{name}/infer", oip_handlers.infer, p.PREDICT, "predict"),
     Route("GET", "/v2/models/", handlers.list_models, p.LIST),
     Route("GET", "/", handlers.versions, p.OPEN),
     Route("GET", "/v2/", handlers.v2_version, p.OPEN),
@@ -66,6 +67,8 @@ ROUTES = (
     Route("POST", "/v2/models/{name}/versions/{version}/predict/", handlers.predict, p.PREDICT, "predict"),
     Route("POST", "/v2/models/{name}/versions/{version}/predictions/", job_handlers.submit_prediction,
           p.PREDICT_LATER, "predict"),
+    Route("POST", "/v2/models/{name}/versions/{version}/infer", oip_handlers.infer, p.PREDICT, "predict"),
+    Route("GET", "/v2/models/{name}/versions/{version}/ready", handlers.model_ready, p.METADATA),
     Route("GET", "/v2/models/{name}/versions/{version}/dataset", quality_handlers.get_dataset, p.READ),
     Route("PUT", "/v2/models/{name}/versions/{version}/dataset", quality_handlers.put_dataset, p.EDIT),
     # knowing the model: tests and feature impact

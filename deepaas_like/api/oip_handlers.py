@@ -1,0 +1,105 @@
+"""HTTP handlers of the Open Inference Protocol (V2 REST): ``/v2/models/{name}/infer`` and
+the protocol's keys in the model documents. The protocol itself is :mod:`deepaas_like.oip`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..arguments import ArgumentSources
+from ..errors import DeepaasError, PayloadTooLarge
+from ..models import ServedModel
+from ..oip import HEADER_LENGTH, ProtocolError, input_metadata, output_metadata, output_tensors, parse_request, \
+    rows_from_tensors
+from .keys import MODELS, SETTINGS
+from .registry_handlers import registry, version_number
+from .responses import json_response
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def server_metadata() -> dict[str, Any]:
+    """The protocol's server metadata (merged into ``GET /v2``)."""
+    return {"name": "deepaas_like", "server_version": __version__, "extensions": EXTENSIONS}
+
+
+def plugin_metadata(model: ServedModel) -> dict[str, Any]:
+    """The protocol's model metadata of a plugin (merged into its DEEPaaS document)."""
+    return {"versions": ["1"], "platform": "deepaas_like_plugin", "inputs": input_metadata(model.predict_args),
+            "outputs": []}
+
+
+def uploaded_metadata(request: web.Request, name: str, number: int | None = None) -> dict[str, Any]:
+    """The protocol's model metadata of an uploaded model (its current version, or ``number``)."""
+    reg = registry(request)
+    ready = [str(v.number) for v in reg.versions(name) if v.status == "ready"]
+    version = reg.version(name, number) if number is not None else reg.current(name)
+    if version is None:
+        return {"versions": ready, "platform": "", "inputs": [], "outputs": []}
+    served = reg.described(name) if number is None else None
+    inputs = input_metadata(served.predict_args) if served is not None else []
+    signature = version.signature or {}
+    if not inputs or not signature.get("columns"):
+        width = signature.get("n_inputs") or (len(inputs) if inputs else -1)
+        inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, width]}, *inputs]
+    return {"versions": ready, "platform": f"{version.library}_{version.filetype}", "inputs": inputs,
+            "outputs": output_metadata(signature)}
+
+
+def _error(message: str, status: int = 400) -> web.Response:
+    return json_response({"error": message}, status=status)
+
+
+async def infer(request: web.Request) -> web.Response:
+    """``POST /v2/models/{name}[/versions/{v}]/infer``: input tensors in, output tensors out."""
+    name = request.match_info["name"]
+    try:
+        model = await request.app[MODELS].servable(name, version_number(request))
+        limit = request.app[SETTINGS].client_max_size
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(limit)
+        body = await request.read()
+        payload, tensors = parse_request(body, request.headers.get(HEADER_LENGTH))
+        parameters = payload.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ProtocolError("parameters must be an object")
+        arguments = [a for a in model.predict_args.accepted if a != "accept"]
+        uploaded = model.rows_args is not None
+        width = len(arguments) if uploaded else None
+        rows, _ = rows_from_tensors(tensors, arguments, width, parameters)
+        answers = await _predict(model, rows)
+        names = _requested_outputs(payload.get("outputs"))
+        outputs = output_tensors(answers, names)
+    except ProtocolError as exc:
+        return _error(str(exc))
+    except DeepaasError as exc:
+        return _error(exc.message, 400 if exc.status < 500 else exc.status)
+    answer: dict[str, Any] = {"model_name": name, "outputs": outputs}
+    if model.metadata.get("version") is not None and model.rows_args is not None:
+        answer["model_version"] = str(model.metadata["version"])
+    if "id" in payload:
+        answer["id"] = payload["id"]
+    if parameters:
+        answer["parameters"] = parameters
+    return json_response(answer)
+
+
+def _requested_outputs(wanted: Any) -> list[str] | None:
+    if wanted is None:
+        return None
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                 for o in wanted):
+        raise ProtocolError("outputs must be a list of objects with a name")
+    return [o["name"] for o in wanted]
+
+
+async def _predict(model: ServedModel, rows: list[Any]) -> list[Any]:
+    """Every row's answer, through the model's batching path."""
+    if model.rows_args is not None:  # an uploaded model: all the rows in one call
+        kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}))
+        return list(await model.predict(kwargs))
+    kwargs = [model.predict_args.load(ArgumentSources(json=row)) for row in rows]
+    return list(await asyncio.gather(*(model.predict(k) for k in kwargs)))
