@@ -19,8 +19,8 @@ $(VENV)/.installed-run: $(BIN)/python setup.py plugins/demo/pyproject.toml plugi
 	$(PIP) install -e . -e plugins/demo -e plugins/frameworks
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml benchmarks/plugins/irisbatch/pyproject.toml
-	$(PIP) install -e '.[all,test]' -e tests/bench_plugins/echobench -e tests/bench_plugins/irisbench -e benchmarks/plugins/irisbatch
+$(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml benchmarks/plugins/irisbatch/pyproject.toml benchmarks/plugins/slowbench/pyproject.toml
+	$(PIP) install -e '.[all,test]' -e tests/bench_plugins/echobench -e tests/bench_plugins/irisbench -e benchmarks/plugins/irisbatch -e benchmarks/plugins/slowbench
 	touch $@
 
 run: $(VENV)/.installed-run

@@ -73,6 +73,7 @@ setup(
             "deepaas-run=deepaas_like.cli.run:main",
             "deepaas-install-plugin=deepaas_like.cli.install_plugin:main",
             "deepaas-token=deepaas_like.cli.token:main",
+            "deepaas-cli=deepaas_like.cli.cli:main",
         ],
     },
     classifiers=[

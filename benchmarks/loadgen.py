@@ -11,7 +11,8 @@ server under test.
         --method POST -c 8 -n 2000 --server-pid 1234
 
 prints one JSON object: rps, latency percentiles (ms), status counts, errors, and the
-CPU seconds the server process and its descendants used during the run.
+CPU seconds the server process and its descendants used during the run. Several
+``--url`` (same host and port) are requested in turn, round-robin.
 """
 
 from __future__ import annotations
@@ -117,7 +118,11 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    host, port, request = build_request(args.url, args.method, args.body, args.content_type)
+    built = [build_request(url, args.method, args.body, args.content_type) for url in args.url]
+    host, port = built[0][0], built[0][1]
+    if any((h, p) != (host, port) for h, p, _ in built):
+        raise SystemExit("every --url must have the same host and port")
+    requests = [request for _, _, request in built]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
@@ -129,7 +134,7 @@ async def run(args: argparse.Namespace) -> dict:
         writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return reader, writer
 
-    async def one(conn, record: bool):
+    async def one(conn, record: bool, request: bytes):
         nonlocal errors
         reader, writer = conn
         started = time.perf_counter()
@@ -156,12 +161,12 @@ async def run(args: argparse.Namespace) -> dict:
         conn = await connect()
         while issued < args.requests and time.perf_counter() < stop_at:
             issued += 1
-            conn = await one(conn, True)
+            conn = await one(conn, True, requests[issued % len(requests)])
         conn[1].close()
 
     warm = await connect()
-    for _ in range(args.warmup):
-        warm = await one(warm, False)
+    for i in range(args.warmup):
+        warm = await one(warm, False, requests[i % len(requests)])
     warm[1].close()
     cpu_before = process_tree_cpu(args.server_pid) if args.server_pid else None
     started = time.perf_counter()
@@ -175,7 +180,8 @@ async def run(args: argparse.Namespace) -> dict:
         return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 3) if latencies else 0.0
 
     result = {
-        "url": args.url, "method": args.method, "concurrency": args.concurrency,
+        "url": args.url[0] if len(args.url) == 1 else f"{len(args.url)} URLs in turn",
+        "method": args.method, "concurrency": args.concurrency,
         "completed": len(latencies), "errors": errors, "status_counts": statuses,
         "duration_s": round(elapsed, 3), "rps": round(len(latencies) / elapsed, 1),
         "lat_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0),
@@ -189,7 +195,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, action="append", help="repeat to request several in turn")
     parser.add_argument("--method", default="POST")
     parser.add_argument("-c", "--concurrency", type=int, default=1)
     parser.add_argument("-n", "--requests", type=int, default=2000)

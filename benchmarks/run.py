@@ -1,331 +1,371 @@
 #!/usr/bin/env python3
 """deepaas_like against DEEPaaS 2.6.0, same plugins, same machine, same run.
 
-    make bench                       # or: .venv/bin/python benchmarks/run.py [--quick]
+    make bench                       # or: .venv/bin/python benchmarks/run.py [--quick] [--skip flood,registry]
 
 Installs DEEPaaS 2.6.0 (with scikit-learn and the bench plugins) in a virtualenv of
-its own on first use, then, for every repeat, starts each server in turn on
-127.0.0.1 (DEEPaaS with --workers 1 and 2; ours configured per model), drives it with
-benchmarks/loadgen.py at each concurrency, and stops it by PID. It also measures, in
-the same run, the plugins' in-process call rate (the physical limit) and our own
-``GET /v2/models/echobench/`` rate (the framework's floor). Prints one table of
-medians and writes benchmarks/results/latest.{json,md}.
+its own on first use, then measures, in one run, on 127.0.0.1, every server started
+and stopped by PID:
+
+* loadgen: every repeat starts each server in turn (DEEPaaS with --workers 1 and 2;
+  ours configured per model) and drives it with benchmarks/loadgen.py at each
+  concurrency; plus the plugins' in-process call rate (the physical limit).
+* wrk: at c=64, for --wrk-duration seconds, our echobench predict and metadata GET
+  against a bare aiohttp server (benchmarks/bare_aiohttp.py), and DEEPaaS's.
+* overload: c=256 for --overload-duration seconds on irisbench and echobench, with
+  the servers' defaults (last repeat only).
+* flood: --flood-connections on slowbench (50 ms per prediction): share of 503s,
+  Retry-After, health-check latency from a separate probe, log volume.
+* registry (ours only): upload to first prediction; irisbench's forest uploaded, plain
+  and optimize=onnx; many small models round-robin through a bounded set of loaded ones.
+
+Prints one table of cases and one of targets, which cases were skipped and why, and
+writes benchmarks/results/latest.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import os
-import signal
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import registry_bench as registry  # noqa: E402
 from loadgen import process_tree_rss_mib  # noqa: E402
+from measure import LOADGEN, Case, in_process_rates, run_loadgen  # noqa: E402
+from report import summarize  # noqa: E402
+from servers import (Server, bare_command, bare_listen, ensure_deepaas, log, ours_command,  # noqa: E402
+                     raise_fd_limit)
+from stress import QUERY, flood, overload  # noqa: E402
+from wrk import run_wrk, wrk_path  # noqa: E402
 
-PLUGINS = ROOT / "tests" / "bench_plugins"  # copies of ../shared/bench/plugins (a test keeps them equal)
-QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 OURS_FLAGS = {  # how we serve each model
     "echobench": ["--executor", "thread"],
     "irisbench": ["--workers", "2"],
     "irisbatch": ["--workers", "2", "--max-batch-size", "32", "--max-batch-time-ms", "2"],
 }
+REGISTRY_WORKERS = 2
+PHASES = ("loadgen", "wrk", "overload", "flood", "registry")
+QUICK = {  # --quick: every case, smoke-sized
+    "repeats": 1, "requests": 300, "in_process_seconds": 1.0, "wrk_duration": 2, "overload_duration": 2,
+    "flood_duration": 2, "flood_connections": 1024, "registry_models": 20, "max_loaded_models": 5,
+    "registry_requests": 200, "cold_sample": 5, "upload_repeats": 3,
+}
+FULL = {
+    "repeats": 3, "requests": 3000, "in_process_seconds": 3.0, "wrk_duration": 10, "overload_duration": 60,
+    "flood_duration": 20, "flood_connections": 4096, "registry_models": 200, "max_loaded_models": 50,
+    "registry_requests": 2000, "cold_sample": 20, "upload_repeats": 5,
+}
 
 
 @dataclass
-class Case:
-    framework: str  # "deepaas" or "ours"
+class ServerPlan:
+    """One server to start in every repeat, and what to measure on it."""
+    framework: str
+    config: str
     model: str
-    kind: str  # "predict" or "metadata"
-    concurrency: int
-    config: str = ""
-    runs: list[dict] = field(default_factory=list)
-
-    @property
-    def key(self) -> tuple:
-        return (self.framework, self.model, self.kind, self.concurrency, self.config)
-
-    def median(self, path: str) -> float:
-        values = []
-        for run in self.runs:
-            value = run
-            for part in path.split("."):
-                value = value[part]
-            values.append(value)
-        return statistics.median(values) if values else float("nan")
+    command: list[str]
+    cases: list[tuple[str, int]]
+    ready_path: str = "/v2/health/ready"
+    bare: bool = False
+    overload: bool = False  # also the overload case, in the last repeat
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@dataclass
+class Run:
+    """Everything measured in this run, and what was left out."""
+    args: argparse.Namespace
+    raw: Path
+    scratch: Path
+    results: dict[tuple, Case] = field(default_factory=dict)
+    phases: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def case(self, framework: str, model: str, kind: str, level: int, config: str) -> Case:
+        key = (framework, model, kind, level, config)
+        return self.results.setdefault(key, Case(framework, model, kind, level, config))
+
+    def record(self, case: Case, result: dict) -> None:
+        case.runs.append(result)
+        lat = result.get("lat_ms", {})
+        log(f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: "
+            f"{result.get('rps', '–')} req/s p50 {lat.get('p50', '–')} ms p99 {lat.get('p99', '–')} ms "
+            f"errors {result.get('errors', '–')}")
+
+    def data_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="data-", dir=self.scratch))
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def ensure_deepaas(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", "import deepaas, sklearn, irisbench.api, echobench.api"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return venv / "bin" / "deepaas-run"
-    log(f"installing DEEPaaS 2.6.0 into {venv}")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "deepaas==2.6.0", "scikit-learn", "joblib"], check=True)
-    subprocess.run([*pip, str(PLUGINS / "echobench"), str(PLUGINS / "irisbench")], check=True)
-    return venv / "bin" / "deepaas-run"
-
-
-class Server:
-    """One server process on a free loopback port, stopped by PID."""
-
-    def __init__(self, command: list[str], ready_path: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen(
-            [*command, "--listen-ip", "127.0.0.1", "--listen-port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited ({self.process.returncode}); see {log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{ready_path}", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready after 180 s; see {log_path}")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)  # DEEPaaS 2.6 may hang on SIGTERM; its group is killed below
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        try:  # anything left in its session (DEEPaaS's pool processes)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.log.close()
-
-
-def drive(server: Server, case: Case, requests: int, loadgen: Path) -> None:
-    if case.kind == "metadata":
-        args = ["--url", server.url(f"/v2/models/{case.model}/"), "--method", "GET"]
-    else:
-        args = ["--url", server.url(f"/v2/models/{case.model}/predict/?{QUERY}"), "--method", "POST"]
-    out = subprocess.run(
-        [sys.executable, str(loadgen), *args, "-c", str(case.concurrency), "-n", str(requests),
-         "--duration-max", "30", "--server-pid", str(server.process.pid)],
-        capture_output=True, text=True, check=True, timeout=120,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.setdefault("server_cpu_ms_per_req", round(result["server_cpu_s"] / max(1, result["completed"]) * 1000, 3))
-    result["rss_mib"] = round(process_tree_rss_mib(server.process.pid), 1)
-    case.runs.append(result)
-    log(f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: "
-        f"{result['rps']} req/s p50 {result['lat_ms']['p50']} ms p99 {result['lat_ms']['p99']} ms "
-        f"errors {result['errors']}")
-
-
-def in_process_rates(seconds: float) -> dict[str, float]:
-    code = f"""
-import json, time
-import irisbench.api as iris, echobench.api as echo
-iris.warm()
-args = dict(sepal_length=5.1, sepal_width=3.5, petal_length=1.4, petal_width=0.2, top_k=3)
-out = {{}}
-for name, fn in (("irisbench", iris.predict), ("echobench", echo.predict)):
-    for _ in range(200):
-        fn(**args)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < {seconds}:
-        fn(**args)
-        n += 1
-    out[name] = n / (time.perf_counter() - start)
-print(json.dumps(out))
-"""
-    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=3000, help="per run (each run also stops after 30 s)")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--requests", type=int, help="per loadgen run (each run also stops after 30 s)")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--frameworks", default="deepaas,ours")
+    parser.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {', '.join(PHASES)}")
     parser.add_argument("--deepaas-venv", type=Path,
                         default=Path(tempfile.gettempdir()) / "deepaas-like-bench" / "deepaas-2.6.0")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--loadgen", type=Path, default=HERE / "loadgen.py",
+    parser.add_argument("--loadgen", type=Path, default=LOADGEN,
                         help="load generator script with loadgen.py's flags and JSON output "
                         "(e.g. ../shared/bench/loadgen.py, the one DEEPaaS's baseline was measured with)")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 300 requests: a smoke run")
+    parser.add_argument("--wrk-duration", type=int, help="seconds per wrk case at c=64")
+    parser.add_argument("--overload-duration", type=int, help="seconds of the c=256 overload cases")
+    parser.add_argument("--overload-connections", type=int, default=256)
+    parser.add_argument("--flood-duration", type=int, help="seconds of the flood")
+    parser.add_argument("--flood-connections", type=int)
+    parser.add_argument("--registry-models", type=int, help="small models uploaded for the many-models case")
+    parser.add_argument("--max-loaded-models", type=int, help="the registry server's --max-loaded-models")
+    parser.add_argument("--registry-requests", type=int, help="predictions round-robin over the small models")
+    parser.add_argument("--quick", action="store_true", help="every case, smoke-sized: " + ", ".join(
+        f"{k}={v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.requests = 1, 300
-    levels = [int(c) for c in args.concurrency.split(",")]
-    frameworks = args.frameworks.split(",")
-    raw = args.out / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="deepaas-like-bench-data-"))
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    args.frameworks = args.frameworks.split(",")
+    args.skip = {p for p in args.skip.split(",") if p}
+    if unknown := args.skip - set(PHASES):
+        parser.error(f"unknown phase(s) in --skip: {', '.join(sorted(unknown))}")
+    return args
 
-    servers: list[tuple[str, str, str, list[str], list[tuple[str, int]]]] = []  # framework, config, model, cmd, cases
-    if "deepaas" in frameworks:
-        deepaas_run = ensure_deepaas(args.deepaas_venv)
+
+def plan_servers(run: Run, deepaas_run: Path | None) -> list[ServerPlan]:
+    args, plans = run.args, []
+    wrk_cases = [("predict-wrk", 64), ("metadata-wrk", 64)] if "wrk" in run.phases else []
+    loadgen = "loadgen" in run.phases
+    if deepaas_run:
         for workers in (1, 2):
             for model in ("echobench", "irisbench"):
-                cases = [("predict", c) for c in levels] + ([("metadata", 64)] if model == "echobench" else [])
-                servers.append(("deepaas", f"w{workers}", model,
-                                [str(deepaas_run), "--model-name", model, "--workers", str(workers)], cases))
-    if "ours" in frameworks:
-        ours = [sys.executable, "-m", "deepaas_like.cli.run", "--data-dir", str(data_dir), "--log-level", "WARNING"]
+                cases = [("predict", c) for c in args.levels] if loadgen else []
+                if model == "echobench":
+                    cases += ([("metadata", 64)] if loadgen else []) + wrk_cases
+                plans.append(ServerPlan("deepaas", f"w{workers}", model,
+                                        [str(deepaas_run), "--model-name", model, "--workers", str(workers)],
+                                        cases, ready_path="/v2/", overload=workers == 2))
+    if "ours" in args.frameworks:
         for model, flags in OURS_FLAGS.items():
-            cases = [("predict", c) for c in (levels if model != "irisbatch" else [max(levels)])]
+            cases = [("predict", c) for c in (args.levels if model != "irisbatch" else [max(args.levels)])]
+            cases = cases if loadgen else []
             if model == "echobench":
-                cases.append(("metadata", 64))
-            servers.append(("ours", " ".join(flags), model, [*ours, "--model-name", model, *flags], cases))
+                cases += ([("metadata", 64)] if loadgen else []) + wrk_cases
+            plans.append(ServerPlan("ours", " ".join(flags), model,
+                                    ours_command(run.data_dir(), [model], flags), cases,
+                                    overload=model != "irisbatch"))
+        if wrk_cases:
+            plans.append(ServerPlan("bare", "", "bare", bare_command(), wrk_cases, ready_path="/ready", bare=True))
+    return [p for p in plans if p.cases or (p.overload and "overload" in run.phases)]
 
-    results: dict[tuple, Case] = {}
+
+def measure(run: Run, server: Server, plan: ServerPlan, kind: str, level: int) -> dict:
+    args = run.args
+    if kind in ("predict", "metadata"):
+        path = f"/v2/models/{plan.model}/predict/?{QUERY}" if kind == "predict" else f"/v2/models/{plan.model}/"
+        return run_loadgen([server.url(path)], method="POST" if kind == "predict" else "GET",
+                           concurrency=level, requests=args.requests, server_pid=server.pid, loadgen=args.loadgen)
+    if kind in ("predict-wrk", "metadata-wrk"):
+        predict = kind == "predict-wrk"
+        if plan.bare:
+            path = f"/predict?{QUERY}" if predict else "/meta"
+        else:
+            path = f"/v2/models/{plan.model}/predict/?{QUERY}" if predict else f"/v2/models/{plan.model}/"
+        result = run_wrk(server.url(path), method="POST" if predict else "GET", connections=level,
+                         seconds=args.wrk_duration, server_pid=server.pid)
+        result["rss_mib"] = round(process_tree_rss_mib(server.pid), 1)
+        return result
+    if kind == "overload":
+        return overload(server, plan.model, level, args.overload_duration)
+    raise ValueError(kind)
+
+
+def run_repeats(run: Run, plans: list[ServerPlan]) -> dict[str, float]:
+    """Every plan's cases in every repeat (alternating the order); the in-process rates between repeats."""
+    args = run.args
     log("in-process call rate (the physical limit)")
-    inprocess = [in_process_rates(3.0)]
+    inprocess = [in_process_rates(args.in_process_seconds)]
     for repeat in range(1, args.repeats + 1):
-        order = servers if repeat % 2 else list(reversed(servers))  # alternate, so drift hits both alike
-        for framework, config, model, command, cases in order:
-            log(f"repeat {repeat}: {framework} {model} ({config})")
-            ready = "/v2/health/ready" if framework == "ours" else "/v2/"
-            server = Server(command, ready, raw / f"{framework}-{model}-{config.replace(' ', '_')}-{repeat}.log")
-            try:
-                for kind, level in cases:
-                    case = results.setdefault((framework, model, kind, level, config),
-                                              Case(framework, model, kind, level, config))
-                    drive(server, case, args.requests, args.loadgen)
-            finally:
-                server.stop()
-        inprocess.append(in_process_rates(3.0))
-    limits = {name: statistics.median(r[name] for r in inprocess) for name in inprocess[0]}
-    report = summarize(results, limits, levels, args.loadgen)
+        last = repeat == args.repeats
+        order = plans if repeat % 2 else list(reversed(plans))  # alternate, so drift hits both alike
+        for plan in order:
+            cases = list(plan.cases)
+            if last and plan.overload and "overload" in run.phases:
+                cases.append(("overload", args.overload_connections))
+            if not cases:
+                continue
+            log(f"repeat {repeat}: {plan.framework} {plan.model} ({plan.config})")
+            guarded(run, f"{plan.framework} {plan.model} ({plan.config}), repeat {repeat}",
+                    lambda: measure_plan(run, plan, cases, repeat))
+        if args.repeats > 1:
+            inprocess.append(in_process_rates(args.in_process_seconds))
+    return {name: statistics.median(r[name] for r in inprocess) for name in inprocess[0]}
+
+
+def measure_plan(run: Run, plan: ServerPlan, cases: list[tuple[str, int]], repeat: int) -> None:
+    listen = {"listen": bare_listen} if plan.bare else {}
+    server = Server(plan.command, plan.ready_path,
+                    run.raw / f"{plan.framework}-{plan.model}-{plan.config.replace(' ', '_')}-{repeat}.log", **listen)
+    try:
+        for kind, level in cases:
+            guarded(run, f"{plan.framework} {plan.model} {kind} c={level} ({plan.config})",
+                    lambda: run.record(run.case(plan.framework, plan.model, kind, level, plan.config),
+                                       measure(run, server, plan, kind, level)))
+    finally:
+        server.stop()
+
+
+def run_floods(run: Run, deepaas_run: Path | None) -> None:
+    args = run.args
+    servers = []
+    if "ours" in args.frameworks and importlib.util.find_spec("slowbench") is not None:
+        servers.append(("ours", ours_command(run.data_dir(), ["slowbench"], [], log_level=None),
+                        "/v2/health/ready", "/v2/health/live"))
+    if deepaas_run:  # DEEPaaS 2.6 has no health route: its cheapest GET stands in
+        servers.append(("deepaas", [str(deepaas_run), "--model-name", "slowbench"], "/v2/", "/v2/"))
+    for framework, command, ready, health in servers:
+        log(f"flood: {framework} slowbench, {args.flood_connections} connections, {args.flood_duration:g} s")
+        server = Server(command, ready, run.raw / f"{framework}-slowbench-flood.log")
+        try:
+            run.record(run.case(framework, "slowbench", "flood", args.flood_connections, "defaults"),
+                       flood(server, "slowbench", args.flood_connections, args.flood_duration, health))
+        finally:
+            server.stop(grace_s=1.0)  # what it still has queued would take seconds to finish
+
+
+def run_registry(run: Run) -> None:
+    args = run.args
+    files = registry.ModelFiles.write(Path(tempfile.mkdtemp(prefix="models-", dir=run.scratch)), args.registry_models)
+    flags = ["--executor", "thread", "--registry-workers", str(REGISTRY_WORKERS),
+             "--max-loaded-models", str(args.max_loaded_models)]
+    config = f"--registry-workers {REGISTRY_WORKERS} --max-loaded-models {args.max_loaded_models}"
+    log(f"registry: {config}")
+    server = Server(ours_command(run.data_dir(), ["echobench"], flags), "/v2/health/ready",
+                    run.raw / "ours-registry.log")
+    try:
+        registry_first_prediction(run, server, files, config)
+        registry_forest(run, server, files, config)
+        registry_many(run, server, files, config)
+    finally:
+        server.stop()
+
+
+def registry_first_prediction(run: Run, server: Server, files: registry.ModelFiles, config: str) -> None:
+    """(a) upload -> first prediction: the first upload on a fresh server, then a few more (other files)."""
+    first = registry.upload_to_first_prediction(server.port, "first-upload", files.small[0])
+    later = [registry.upload_to_first_prediction(server.port, f"later-upload-{i}", files.small[i % len(files.small)])
+             for i in range(1, run.args.upload_repeats + 1)]
+    result = {"first_s": round(first["total_s"], 3), "first": first, "later_s": [round(s["total_s"], 3) for s in later],
+              "later_p50_s": round(statistics.median(s["total_s"] for s in later), 3), "errors": 0}
+    run.record(run.case("ours", "small-model", "registry-first-prediction", 1, config), result)
+
+
+def registry_forest(run: Run, server: Server, files: registry.ModelFiles, config: str) -> None:
+    """(b), (c) irisbench's forest uploaded as it is and with optimize=onnx, at the top concurrency."""
+    level, uploads = max(run.args.levels), {}
+    for name, fields in (("iris-forest", {}), ("iris-forest-onnx", {"optimize": "onnx"})):
+        status, body, seconds = registry.upload(server.port, name, files.forest, **fields)
+        if status not in (200, 201):
+            run.skipped.append(f"registry {name}: upload answered {status}: {json.dumps(body)[:300]}")
+            continue
+        optimization = (body.get("version") or {}).get("optimization")
+        uploads[name] = {"upload_s": round(seconds, 3), "optimization": optimization,
+                         "serving": (optimization or {}).get("serving", "original")}
+    for _ in range(run.args.repeats):
+        for name, extra in uploads.items():
+            result = run_loadgen([server.url(f"/v2/models/{name}/predict/?{registry.QUERY}")], method="POST",
+                                 concurrency=level, requests=run.args.requests, server_pid=server.pid,
+                                 loadgen=run.args.loadgen)
+            result["extra"] = extra
+            run.record(run.case("ours", name, "registry-predict", level, config), result)
+
+
+def registry_many(run: Run, server: Server, files: registry.ModelFiles, config: str) -> None:
+    """(d) many small models, predictions round-robin over all of them, c=8."""
+    names, upload_errors = [], 0
+    for i, path in enumerate(files.small):
+        name = f"small-{i:04d}"
+        status, _, _ = registry.upload(server.port, name, path)
+        upload_errors += status not in (200, 201)
+        names.append(name)
+    log(f"  uploaded {len(names)} small models ({upload_errors} failed)")
+    cold = registry.cold_loads(server.port, names, run.args.cold_sample)
+    metrics_before = registry.registry_load_metrics(server.port)
+    result = run_loadgen([server.url(f"/v2/models/{n}/predict/?{registry.QUERY}") for n in names], method="POST",
+                         concurrency=8, requests=run.args.registry_requests, server_pid=server.pid,
+                         duration_max=max(60.0, run.args.registry_requests / 10))
+    result["extra"] = {"models": len(names), "upload_errors": upload_errors, "cold": cold,
+                       "max_loaded_models": run.args.max_loaded_models, "registry_workers": REGISTRY_WORKERS,
+                       "metrics": registry.load_stats_between(metrics_before,
+                                                              registry.registry_load_metrics(server.port))}
+    result["errors"] += upload_errors + cold["errors"]
+    run.record(run.case("ours", "small-models", "registry-many", 8, config), result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = Run(args, raw=args.out / "raw", scratch=Path(tempfile.mkdtemp(prefix="deepaas-like-bench-")),
+              phases=[p for p in PHASES if p not in args.skip])
+    run.raw.mkdir(parents=True, exist_ok=True)
+    run.skipped += [f"{p}: left out with --skip" for p in PHASES if p in args.skip]
+    check_tools(run)
+    try:
+        deepaas_run = ensure_deepaas(args.deepaas_venv) if "deepaas" in args.frameworks else None
+        limits = run_repeats(run, plan_servers(run, deepaas_run))
+        if "flood" in run.phases:
+            guarded(run, "flood", lambda: run_floods(run, deepaas_run))
+        if "registry" in run.phases:
+            guarded(run, "registry", lambda: run_registry(run))
+    finally:
+        shutil.rmtree(run.scratch, ignore_errors=True)
+    report = summarize(run.results, limits, args, run.skipped + run.notes)
     print(report["markdown"])
     (args.out / "latest.md").write_text(report["markdown"])
     (args.out / "latest.json").write_text(json.dumps(report["json"], indent=1))
     return 0
 
 
-def _fmt(values: dict | None, keys: tuple[str, ...], spec: str = ".0f") -> str:
-    return " / ".join(format(values[k], spec) for k in keys) if values else "–"
+def check_tools(run: Run) -> None:
+    """Leave out what this machine cannot run, and say why."""
+    args = run.args
+    if not wrk_path():
+        run.skipped.append("wrk cases and the flood: wrk is not installed (overload runs with loadgen)")
+        run.phases = [p for p in run.phases if p not in ("wrk", "flood")]
+    if "registry" in run.phases and (why := registry.sklearn_missing()):
+        run.skipped.append(f"registry: {why}")
+        run.phases.remove("registry")
+    if "flood" in run.phases and "ours" in args.frameworks and importlib.util.find_spec("slowbench") is None:
+        run.skipped.append("flood (ours): the slowbench plugin is not installed in this Python "
+                           "(pip install -e benchmarks/plugins/slowbench; `make test` does it)")
+        if "deepaas" not in args.frameworks:
+            run.phases.remove("flood")
+    if "registry" in run.phases and "ours" not in args.frameworks:
+        run.skipped.append("registry: only ours has a registry, and ours is not in --frameworks")
+        run.phases.remove("registry")
+    if "deepaas" not in args.frameworks:
+        run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
+    wanted = max(args.flood_connections, args.overload_connections) + 512
+    allowed = raise_fd_limit(wanted)
+    if allowed < wanted:
+        args.flood_connections = max(64, allowed - 512)
+        run.notes.append(f"flood: open-file limit {allowed}, so {args.flood_connections} connections")
 
 
-def summarize(results: dict[tuple, Case], limits: dict[str, float], levels: list[int], loadgen: Path) -> dict:
-    def best_deepaas(model: str, kind: str, level: int) -> Case | None:
-        candidates = [c for c in results.values()
-                      if c.framework == "deepaas" and c.model == model and c.kind == kind and c.concurrency == level]
-        return max(candidates, key=lambda c: c.median("rps"), default=None)
-
-    def ours(model: str, kind: str, level: int) -> Case | None:
-        return next((c for c in results.values() if c.framework == "ours" and c.model == model
-                     and c.kind == kind and c.concurrency == level), None)
-
-    rows, table = [], []
-    header = ("| case | DEEPaaS req/s | ours req/s | ratio | DEEPaaS p50 / p99 ms | ours p50 / p99 ms "
-              "| server CPU ms/req D / ours | RSS MiB D / ours |")
-    table += [header, "|" + "---|" * 8]
-    for model in ("echobench", "irisbench", "irisbatch"):
-        for kind in ("predict", "metadata"):
-            for level in sorted({c.concurrency for c in results.values() if c.model == model and c.kind == kind}):
-                mine, theirs = ours(model, kind, level), best_deepaas("irisbench" if model == "irisbatch" else model, kind, level)
-                row = {"model": model, "kind": kind, "concurrency": level}
-                for label, case in (("deepaas", theirs), ("ours", mine)):
-                    if case is not None:
-                        row[label] = {"config": case.config, "rps": case.median("rps"),
-                                      "p50_ms": case.median("lat_ms.p50"), "p99_ms": case.median("lat_ms.p99"),
-                                      "cpu_ms_per_req": case.median("server_cpu_ms_per_req"),
-                                      "rss_mib": max(r["rss_mib"] for r in case.runs),
-                                      "errors": sum(r["errors"] for r in case.runs), "runs": len(case.runs),
-                                      "rps_all": [r["rps"] for r in case.runs]}
-                if "deepaas" in row and "ours" in row:
-                    row["ratio"] = row["ours"]["rps"] / row["deepaas"]["rps"]
-                rows.append(row)
-                d, o = row.get("deepaas"), row.get("ours")
-                name = f"{model} {kind} c={level}" + (" (batching; DEEPaaS: irisbench)" if model == "irisbatch" else "")
-                ratio = f"{row['ratio']:.2f}×" if "ratio" in row else "–"
-                deepaas_rps = f"{d['rps']:.0f} ({d['config']})" if d else "–"
-                table.append(
-                    f"| {name} | {deepaas_rps} | {_fmt(o, ('rps',))} | {ratio} | {_fmt(d, ('p50_ms', 'p99_ms'), '.2f')} "
-                    f"| {_fmt(o, ('p50_ms', 'p99_ms'), '.2f')} | {_fmt(d, ('cpu_ms_per_req',), '.3f')} / "
-                    f"{_fmt(o, ('cpu_ms_per_req',), '.3f')} | {_fmt(d, ('rss_mib',))} / {_fmt(o, ('rss_mib',))} |"
-                )
-
-    def get(model: str, kind: str, level: int, who: str, key: str) -> float | None:
-        for row in rows:
-            if (row["model"], row["kind"], row["concurrency"]) == (model, kind, level) and who in row:
-                return row[who][key]
-        return None
-
-    top = max(levels)
-    checks = []
-
-    def check(text: str, value: float | None, target: float, higher: bool = True) -> None:
-        if value is None:
-            return
-        met = value >= target if higher else value <= target
-        checks.append({"check": text, "value": round(value, 3), "target": target, "met": met})
-
-    div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
-    check(f"echobench c={top}: ours / DEEPaaS req/s", div(get("echobench", "predict", top, "ours", "rps"),
-          get("echobench", "predict", top, "deepaas", "rps")), 5.0)
-    check(f"echobench c={top}: ours predict / ours GET metadata req/s", div(get("echobench", "predict", top, "ours", "rps"),
-          get("echobench", "metadata", 64, "ours", "rps")), 0.7)
-    check(f"irisbench c={top} (no batching): ours / DEEPaaS req/s", div(get("irisbench", "predict", top, "ours", "rps"),
-          get("irisbench", "predict", top, "deepaas", "rps")), 3.0)
-    check(f"irisbench c={top} (no batching): ours / in-process limit", div(get("irisbench", "predict", top, "ours", "rps"),
-          limits.get("irisbench")), 0.85)
-    check(f"irisbatch c={top} (batching): ours / in-process single-row limit",
-          div(get("irisbatch", "predict", top, "ours", "rps"), limits.get("irisbench")), 2.0)
-    check(f"irisbatch c={top} (batching): ours p99 / DEEPaaS irisbench p99",
-          div(get("irisbatch", "predict", top, "ours", "p99_ms"), get("irisbench", "predict", top, "deepaas", "p99_ms")),
-          1.0, higher=False)
-    check("echobench c=1: ours p50 / DEEPaaS p50", div(get("echobench", "predict", 1, "ours", "p50_ms"),
-          get("echobench", "predict", 1, "deepaas", "p50_ms")), 0.5, higher=False)
-
-    lines = [
-        f"Run of {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
-        "medians of the repeats; DEEPaaS 2.6.0 at its better of --workers 1 and 2 for each case; "
-        "ours: " + "; ".join(f"{m} `{' '.join(f)}`" for m, f in OURS_FLAGS.items()) + f"; load generator: {loadgen.name}"
-        + (f" ({loadgen.parent.name}/)" if loadgen.parent != HERE else "") + ".",
-        "",
-        *table,
-        "",
-        f"In-process call rate (the physical limit, one core): irisbench {limits.get('irisbench', 0):.0f} calls/s, "
-        f"echobench {limits.get('echobench', 0):.0f} calls/s.",
-        "",
-        "| target | measured | goal | met |",
-        "|---|---|---|---|",
-        *[f"| {c['check']} | {c['value']:.2f} | {'≥' if 'p50' not in c['check'] and 'p99' not in c['check'] else '≤'} "
-          f"{c['target']} | {'yes' if c['met'] else 'no'} |" for c in checks],
-        "",
-    ]
-    return {"markdown": "\n".join(lines), "json": {"rows": rows, "in_process": limits, "checks": checks}}
+def guarded(run: Run, phase: str, function) -> None:
+    """Run a phase; a failure is reported as a skipped phase, not a crash."""
+    try:
+        function()
+    except Exception as exc:  # noqa: BLE001 - the rest of the run still reports
+        log(f"{phase} failed: {exc!r}")
+        run.skipped.append(f"{phase}: failed: {exc!r:.300}")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,119 @@
-"""The benchmark script runs end to end (ours only, a smoke-sized run)."""
+"""The benchmark script runs end to end (ours only, a smoke-sized run of every case).
+
+Only that each case ran and its answers are sane: no timing is asserted here; speed is
+judged by the benchmark's own target table.
+"""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from wrk import parse_wrk_output  # noqa: E402
+
+WRK_REPORT = """\
+Running 2s test @ http://127.0.0.1:5000/v2/models/slowbench/predict/
+  4 threads and 1024 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   478.07ms  640.46ms   6.06s    93.25%
+    Req/Sec     1.86k     1.45k    7.91k    72.40%
+  Latency Distribution
+     50%  357.42ms
+     75%  453.83ms
+     90%  586.28ms
+     99%  950.00us
+  52885 requests in 8.06s, 16.70MB read
+  Socket errors: connect 0, read 12, write 0, timeout 3
+  Non-2xx or 3xx responses: 52788
+Requests/sec:   6560.75
+Transfer/sec:      2.07MB
+STATUSES {"statuses": {"200": 97, "503": 52788}, "retry_after_503": 52788}
+"""
 
 
-def test_benchmark_smoke_run(tmp_path):
+def test_wrk_report_is_read_as_numbers():
+    result = parse_wrk_output(WRK_REPORT)
+    assert result["rps"] == 6560.8 and result["completed"] == 52885 and result["duration_s"] == 8.06
+    assert result["lat_ms"] == {"mean": 478.07, "max": 6060.0, "p50": 357.42, "p75": 453.83, "p90": 586.28,
+                                "p99": 0.95}
+    assert result["socket_errors"] == {"connect": 0, "read": 12, "write": 0, "timeout": 3}
+    assert result["non_2xx"] == 52788 and result["errors"] == 52788 + 15
+    assert result["status_counts"] == {200: 97, 503: 52788} and result["retry_after_503"] == 52788
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--frameworks", "ours", "--quick",
-         "--requests", "200", "--concurrency", "1,8", "--out", str(tmp_path)],
+         "--requests", "200", "--concurrency", "1,8", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| echobench predict c=8 |" in result.stdout
-    report = json.loads((tmp_path / "latest.json").read_text())
+    report = json.loads((out / "latest.json").read_text())
     rows = {(r["model"], r["kind"], r["concurrency"]): r for r in report["rows"]}
+    return result.stdout, report, rows, out
+
+
+def test_plugin_cases_and_in_process_limit(quick_run):
+    stdout, report, rows, out = quick_run
+    assert "| echobench predict c=8 |" in stdout
     assert rows[("irisbench", "predict", 8)]["ours"]["errors"] == 0
+    assert rows[("irisbench", "predict", 1)]["ours"]["p50_ms"] > 0
     assert rows[("irisbatch", "predict", 8)]["ours"]["rps"] > 0
     assert rows[("echobench", "metadata", 64)]["ours"]["rps"] > 0
     assert report["in_process"]["irisbench"] > 0
-    assert (tmp_path / "latest.md").read_text().startswith("Run of ")
+    assert (out / "latest.md").read_text().startswith("Run of ")
+    assert any(s.startswith("DEEPaaS: not in --frameworks") for s in report["skipped"])
+    checks = {c["check"] for c in report["checks"]}
+    assert "irisbench c=1: ours p50 ms ≤ in-process call time + echobench c=1 p50" in checks
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk_cases_against_bare_aiohttp(quick_run):
+    _, report, rows, _ = quick_run
+    for kind in ("predict-wrk", "metadata-wrk"):
+        assert rows[("bare", kind, 64)]["bare"]["rps"] > 0
+        ours = rows[("echobench", kind, 64)]["ours"]
+        assert ours["rps"] > 0 and ours["errors"] == 0 and ours["cpu_ms_per_req"] > 0
+    checks = {c["check"] for c in report["checks"]}
+    assert "echobench predict c=64 (wrk): ours / bare aiohttp POST req/s" in checks
+
+
+def test_overload_answers_every_request(quick_run):
+    _, _, rows, _ = quick_run
+    for model in ("irisbench", "echobench"):
+        ours = rows[(model, "overload", 256)]["ours"]
+        assert ours["rps"] > 0
+        assert ours["errors"] == 0, f"{model} at c=256 with the defaults: {ours.get('status_counts')}"
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_flood_is_shed_with_retry_after_while_health_answers(quick_run):
+    _, report, rows, _ = quick_run
+    floods = [k for k in rows if k[:2] == ("slowbench", "flood")]
+    assert floods, f"no flood case (is benchmarks/plugins/slowbench installed?): {report['skipped']}"
+    (key,) = floods
+    flood = rows[key]["ours"]
+    extra = flood["extra"]
+    assert extra["share_503"] > 0.5 and extra["retry_after_share"] == 1.0
+    assert set(flood["status_counts"]) <= {"200", "503"}
+    assert extra["health"]["probes"] > 0 and extra["health"]["status_counts"].get("200", 0) > 0
+    assert extra["log_lines"] >= 0 and extra["log_bytes"] >= 0
+
+
+def test_registry_cases(quick_run):
+    _, _, rows, _ = quick_run
+    first = rows[("small-model", "registry-first-prediction", 1)]["ours"]
+    assert first["first_s"] > 0 and len(first["later_s"]) == 3
+    for name in ("iris-forest", "iris-forest-onnx"):
+        served = rows[(name, "registry-predict", 8)]["ours"]
+        assert served["rps"] > 0 and served["errors"] == 0
+    assert rows[("iris-forest-onnx", "registry-predict", 8)]["ours"]["extra"]["serving"] == "onnx"
+    many = rows[("small-models", "registry-many", 8)]["ours"]
+    assert many["errors"] == 0 and many["rps"] > 0 and many["rss_mib"] > 0
+    assert many["extra"]["models"] == 20 and many["extra"]["cold"]["sampled"] > 0

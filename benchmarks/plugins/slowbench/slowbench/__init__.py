@@ -1,0 +1,1 @@
+"""slowbench: a prediction that takes ~50 ms (see slowbench.api)."""

@@ -1,0 +1,291 @@
+"""The run's report: one table of cases, one of targets, the list of what was skipped.
+
+:func:`summarize` turns the measured :class:`measure.Case` objects into rows (one per
+model, kind and concurrency, with a ``deepaas``, ``ours`` or ``bare`` side holding
+medians over the repeats), checks the targets against them, and renders both as
+Markdown and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from measure import LOADGEN, Case
+from wrk import wrk_path
+
+HERE = Path(__file__).resolve().parent
+ROW_ORDER = (  # (model, kind): the table's order
+    ("echobench", "predict"), ("echobench", "metadata"), ("irisbench", "predict"), ("irisbatch", "predict"),
+    ("bare", "predict-wrk"), ("echobench", "predict-wrk"), ("bare", "metadata-wrk"), ("echobench", "metadata-wrk"),
+    ("irisbench", "overload"), ("echobench", "overload"), ("slowbench", "flood"),
+    ("small-model", "registry-first-prediction"), ("iris-forest", "registry-predict"),
+    ("iris-forest-onnx", "registry-predict"), ("small-models", "registry-many"),
+)
+
+
+def side(case: Case) -> dict:
+    """Medians over a case's runs (whatever of rps, latency, CPU, errors it has)."""
+    first = case.runs[0]
+    values: dict = {"config": case.config, "runs": len(case.runs)}
+    if "rps" in first:
+        values.update(rps=case.median("rps"), rps_all=[r["rps"] for r in case.runs])
+    if "p50" in first.get("lat_ms", {}):
+        values.update(p50_ms=case.median("lat_ms.p50"), p99_ms=case.median("lat_ms.p99"))
+    if "server_cpu_ms_per_req" in first:
+        values["cpu_ms_per_req"] = case.median("server_cpu_ms_per_req")
+    if "rss_mib" in first:
+        values["rss_mib"] = max(r["rss_mib"] for r in case.runs)
+    values["errors"] = sum(r.get("errors", 0) for r in case.runs)
+    for key in ("non_2xx", "socket_errors", "status_counts", "tool", "first_s", "first", "later_s", "later_p50_s",
+                "extra"):
+        if key in case.runs[-1]:
+            values[key] = case.runs[-1][key]
+    return values
+
+
+def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
+    if model == "bare":
+        what = "POST /predict" if kind == "predict-wrk" else "GET /meta"
+        return f"bare aiohttp (reference) {what} c={level} (wrk)"
+    return {
+        "predict": f"{model} predict c={level}" + (" (batching; DEEPaaS: irisbench)" if model == "irisbatch" else ""),
+        "metadata": f"{model} metadata c={level}",
+        "predict-wrk": f"{model} predict c={level} (wrk)",
+        "metadata-wrk": f"{model} metadata GET c={level} (wrk)",
+        "overload": f"{model} overload c={level}, {args.overload_duration:g} s",
+        "flood": f"{model} flood c={level}, {args.flood_duration:g} s (wrk)",
+        "registry-first-prediction": "registry: upload → first prediction (small LogisticRegression)",
+        "registry-predict": f"registry: {model} predict c={level}",
+        "registry-many": f"registry: {args.registry_models} models round-robin c={level}",
+    }[kind]
+
+
+def build_rows(results: dict[tuple, Case]) -> list[dict]:
+    def best(framework: str, model: str, kind: str, level: int) -> Case | None:
+        candidates = [c for c in results.values() if (c.framework, c.model, c.kind, c.concurrency) ==
+                      (framework, model, kind, level) and c.runs]
+        return max(candidates, key=lambda c: c.median("rps") if "rps" in c.runs[0] else 0, default=None)
+
+    rows = []
+    for model, kind in ROW_ORDER:
+        for level in sorted({c.concurrency for c in results.values() if (c.model, c.kind) == (model, kind) and c.runs}):
+            row = {"model": model, "kind": kind, "concurrency": level}
+            theirs_model = "irisbench" if model == "irisbatch" else model
+            for framework, name in (("deepaas", theirs_model), ("ours", model), ("bare", model)):
+                if case := best(framework, name, kind, level):
+                    row[framework] = side(case)
+            if kind != "flood" and "rps" in row.get("deepaas", {}) and "rps" in row.get("ours", {}):
+                row["ratio"] = row["ours"]["rps"] / row["deepaas"]["rps"]
+            rows.append(row)
+    return rows
+
+
+def _fmt(values: dict | None, keys: tuple[str, ...], spec: str = ".0f") -> str:
+    if not values or any(k not in values for k in keys):
+        return "–"
+    return " / ".join(format(values[k], spec) for k in keys)
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def notes(row: dict, rows: list[dict]) -> str:
+    """The row's own numbers that have no column."""
+    mine = row.get("ours") or row.get("bare") or {}
+    extra = mine.get("extra", {})
+    kind = row["kind"]
+    if kind.endswith("-wrk") and row["model"] != "bare":
+        bare = find(rows, "bare", kind, row["concurrency"], "bare")
+        ratio = f"{mine['rps'] / bare['rps']:.2f}× bare aiohttp" if bare and mine.get("rps") else ""
+        return "; ".join(x for x in (ratio, _errors(mine)) if x)
+    if kind == "overload":
+        return "; ".join(f"{who}: {_errors(row[who])}" for who in ("deepaas", "ours") if who in row)
+    if kind == "flood":
+        return " · ".join(f"{who}: {_flood_note(row[who])}" for who in ("ours", "deepaas") if who in row)
+    if kind == "registry-first-prediction":
+        return (f"first upload on a fresh server {mine['first_s']:.2f} s (its PUT answered in "
+                f"{mine['first']['upload_s']:.2f} s); the next {len(mine['later_s'])} (other files): "
+                f"{', '.join(f'{s:.2f}' for s in mine['later_s'])} s")
+    if kind == "registry-predict":
+        plugin = find(rows, "irisbench", "predict", row["concurrency"], "ours")
+        ratio = f"{mine['rps'] / plugin['rps']:.2f}× irisbench plugin; " if plugin else ""
+        return f"{ratio}serving {extra.get('serving', '?')}; upload {extra.get('upload_s', 0):.2f} s"
+    if kind == "registry-many":
+        cold = extra.get("cold", {})
+        metrics = extra.get("metrics") or {}
+        from_metrics = (f"; during the round-robin, /metrics: {metrics['loads']:.0f} loads, "
+                        f"{metrics['evictions']:.0f} evictions, load mean {_ms(metrics['load_mean_ms'])} ms "
+                        f"(p50 ≤ {metrics['load_p50_s_at_most']} s)"
+                        if metrics.get("loads") is not None else "; no registry load stats in /metrics")
+        return (f"--max-loaded-models {extra.get('max_loaded_models')}, --registry-workers "
+                f"{extra.get('registry_workers')}; cold load (client, first predict of an unloaded model, "
+                f"n={cold.get('sampled')}) p50 {_ms(cold.get('cold_ms', {}).get('p50'))} ms, then warm p50 "
+                f"{_ms(cold.get('warm_ms', {}).get('p50'))} ms{from_metrics}")
+    return ""
+
+
+def _errors(values: dict) -> str:
+    sockets = values.get("socket_errors") or {}
+    broken = ", ".join(f"{k} {v}" for k, v in sockets.items() if v)
+    others = ", ".join(f"{code}: {count}" for code, count in sorted((values.get("status_counts") or {}).items())
+                       if not 200 <= int(code) < 300)
+    return (f"non-2xx {values.get('non_2xx', values.get('errors', 0))}" + (f" ({others})" if others else "")
+            + (f", socket errors: {broken}" if broken else ""))
+
+
+def _flood_note(values: dict) -> str:
+    extra = values.get("extra", {})
+    health, newcomer = extra.get("health", {}), extra.get("newcomer_503", {})
+    share = extra.get("share_503")
+    retry = extra.get("retry_after_share")
+    sockets = ", ".join(f"{k} {v}" for k, v in (values.get("socket_errors") or {}).items() if v) or "none"
+    return (f"{extra.get('answered', 0)} answers, 503 {_pct(share)}, Retry-After on {_pct(retry)} of 503s; "
+            f"a new client's 503 in p50 {_ms(newcomer.get('lat_ms', {}).get('p50'))} ms "
+            f"(n={newcomer.get('counted', 0)}); GET {health.get('path')} p50 / p99 "
+            f"{_ms(health.get('lat_ms', {}).get('p50'))} / "
+            f"{_ms(health.get('lat_ms', {}).get('p99'))} ms (new connection each, n={health.get('probes', 0)}, "
+            f"{health.get('failed', 0)} failed; keep-alive p99 "
+            f"{_ms(extra.get('health_keep_alive', {}).get('lat_ms', {}).get('p99'))} ms, "
+            f"{extra.get('health_keep_alive', {}).get('failed', 0)} failed); "
+            f"log {extra.get('log_lines', 0)} lines / {extra.get('log_bytes', 0)} B; socket errors {sockets}; "
+            f"listen-queue overflows (kernel, all sockets) {extra.get('listen_overflows', '–')}")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+def find(rows: list[dict], model: str, kind: str, level: int, who: str) -> dict | None:
+    for row in rows:
+        if (row["model"], row["kind"], row["concurrency"]) == (model, kind, level) and who in row:
+            return row[who]
+    return None
+
+
+def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace) -> list[dict]:
+    top = max(args.levels)
+    checks: list[dict] = []
+
+    def get(model: str, kind: str, level: int, who: str, key: str) -> float | None:
+        values = find(rows, model, kind, level, who)
+        return values.get(key) if values else None
+
+    def check(text: str, value: float | None, op: str, goal: float | None) -> None:
+        if value is None or goal is None:
+            return
+        met = {"≥": value >= goal, "≤": value <= goal, "=": value == goal}[op]
+        checks.append({"check": text, "value": round(value, 3), "op": op, "target": round(goal, 3), "met": met})
+
+    div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
+    ours_iris_top = get("irisbench", "predict", top, "ours", "rps")
+    check(f"echobench c={top}: ours / DEEPaaS req/s", div(get("echobench", "predict", top, "ours", "rps"),
+          get("echobench", "predict", top, "deepaas", "rps")), "≥", 5.0)
+    check(f"echobench c={top}: ours predict / ours GET metadata req/s",
+          div(get("echobench", "predict", top, "ours", "rps"), get("echobench", "metadata", 64, "ours", "rps")),
+          "≥", 0.7)
+    check(f"irisbench c={top} (no batching): ours / DEEPaaS req/s",
+          div(ours_iris_top, get("irisbench", "predict", top, "deepaas", "rps")), "≥", 3.0)
+    check(f"irisbench c={top} (no batching): ours / in-process limit", div(ours_iris_top, limits.get("irisbench")),
+          "≥", 0.85)
+    check(f"irisbatch c={top} (batching): ours / in-process single-row limit",
+          div(get("irisbatch", "predict", top, "ours", "rps"), limits.get("irisbench")), "≥", 2.0)
+    check(f"irisbatch c={top} (batching): ours p99 / DEEPaaS irisbench p99",
+          div(get("irisbatch", "predict", top, "ours", "p99_ms"),
+              get("irisbench", "predict", top, "deepaas", "p99_ms")),
+          "≤", 1.0)
+    check("echobench c=1: ours p50 / DEEPaaS p50", div(get("echobench", "predict", 1, "ours", "p50_ms"),
+          get("echobench", "predict", 1, "deepaas", "p50_ms")), "≤", 0.5)
+    check("irisbench c=1: ours p50 / DEEPaaS p50", div(get("irisbench", "predict", 1, "ours", "p50_ms"),
+          get("irisbench", "predict", 1, "deepaas", "p50_ms")), "≤", 0.7)
+    echo_p50 = get("echobench", "predict", 1, "ours", "p50_ms")
+    call_ms = 1000 / limits["irisbench"] if limits.get("irisbench") else None
+    check("irisbench c=1: ours p50 ms ≤ in-process call time + echobench c=1 p50",
+          get("irisbench", "predict", 1, "ours", "p50_ms"), "≤",
+          call_ms + echo_p50 if call_ms is not None and echo_p50 is not None else None)
+    check("echobench predict c=64 (wrk): ours / bare aiohttp POST req/s",
+          div(get("echobench", "predict-wrk", 64, "ours", "rps"), get("bare", "predict-wrk", 64, "bare", "rps")),
+          "≥", 0.7)
+    check("echobench metadata GET c=64 (wrk): ours / bare aiohttp GET req/s",
+          div(get("echobench", "metadata-wrk", 64, "ours", "rps"), get("bare", "metadata-wrk", 64, "bare", "rps")),
+          "≥", 0.85)
+    for model in ("irisbench", "echobench"):
+        check(f"{model} overload c={args.overload_connections} (ours defaults): errors",
+              get(model, "overload", args.overload_connections, "ours", "errors"), "=", 0)
+    flood = find(rows, "slowbench", "flood", args.flood_connections, "ours")
+    if flood:
+        extra = flood.get("extra", {})
+        check(f"slowbench flood c={args.flood_connections}: GET /v2/health/live p99 ms (new connection per probe)",
+              extra.get("health", {}).get("lat_ms", {}).get("p99"), "≤", 100)
+        check(f"slowbench flood c={args.flood_connections}: share of 503s with Retry-After",
+              extra.get("retry_after_share"), "≥", 1.0)
+    check("registry: upload → first prediction s (first upload on a fresh server)",
+          get("small-model", "registry-first-prediction", 1, "ours", "first_s"), "≤", 2.0)
+    check(f"registry: uploaded iris forest c={top} / irisbench plugin c={top} req/s",
+          div(get("iris-forest", "registry-predict", top, "ours", "rps"), ours_iris_top), "≥", 0.9)
+    check(f"registry: uploaded iris forest, optimize=onnx, c={top} / irisbench plugin c={top} req/s",
+          div(get("iris-forest-onnx", "registry-predict", top, "ours", "rps"), ours_iris_top), "≥", 2.0)
+    check(f"registry: {args.registry_models} models round-robin: errors",
+          get("small-models", "registry-many", 8, "ours", "errors"), "=", 0)
+    check(f"registry: {args.registry_models} models: server RSS MiB (process tree)",
+          get("small-models", "registry-many", 8, "ours", "rss_mib"), "≤", 2048)
+    return checks
+
+
+def cases_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    table = ["| case | DEEPaaS req/s | ours req/s | ratio | DEEPaaS p50 / p99 ms | ours p50 / p99 ms "
+             "| server CPU ms/req D / ours | RSS MiB D / ours | errors D / ours | notes |", "|" + "---|" * 10]
+    for row in rows:
+        d, o = row.get("deepaas"), row.get("ours") or row.get("bare")
+        ratio = f"{row['ratio']:.2f}×" if "ratio" in row else "–"
+        deepaas_rps = f"{d['rps']:.0f} ({d['config']})" if d and "rps" in d else "–"
+        errors = f"{d['errors'] if d else '–'} / {o['errors'] if o else '–'}"
+        table.append(
+            f"| {label(row['model'], row['kind'], row['concurrency'], args)} | {deepaas_rps} | {_fmt(o, ('rps',))} "
+            f"| {ratio} | {_fmt(d, ('p50_ms', 'p99_ms'), '.2f')} | {_fmt(o, ('p50_ms', 'p99_ms'), '.2f')} "
+            f"| {_fmt(d, ('cpu_ms_per_req',), '.3f')} / {_fmt(o, ('cpu_ms_per_req',), '.3f')} "
+            f"| {_fmt(d, ('rss_mib',))} / {_fmt(o, ('rss_mib',))} | {errors} | {notes(row, rows)} |"
+        )
+    return table
+
+
+def summarize(results: dict[tuple, Case], limits: dict[str, float], args: argparse.Namespace,
+              skipped: list[str]) -> dict:
+    rows = build_rows(results)
+    checks = targets(rows, limits, args)
+    loadgen = args.loadgen
+    lines = [
+        f"Run of {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+        f"medians of {args.repeats} repeat(s); DEEPaaS 2.6.0 at its better of --workers 1 and 2 for each case "
+        "(overload: --workers 2; flood: its defaults); ours: echobench `--executor thread`; irisbench `--workers 2`; "
+        "irisbatch `--workers 2 --max-batch-size 32 --max-batch-time-ms 2`; slowbench and the registry server: "
+        "defaults (registry: `--registry-workers 2`); load generator: " + loadgen.name
+        + (f" ({loadgen.parent.name}/)" if loadgen != LOADGEN else "")
+        + (f", and wrk for the (wrk) cases ({args.wrk_duration:g} s each), the overload and the flood."
+           if wrk_path() else "; wrk not installed: loadgen for the overload, no (wrk) cases and no flood."),
+        "",
+        *cases_table(rows, args),
+        "",
+        "bare aiohttp rows: the reference server (benchmarks/bare_aiohttp.py), its numbers in the ours columns. "
+        "errors: non-2xx answers plus failed requests (wrk: plus socket errors).",
+        "",
+        f"In-process call rate (the physical limit, one core): irisbench {limits.get('irisbench', 0):.0f} calls/s, "
+        f"echobench {limits.get('echobench', 0):.0f} calls/s.",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+        *[f"| {c['check']} | {c['value']:.2f} | {c['op']} {c['target']:g} | {'yes' if c['met'] else 'no'} |"
+          for c in checks],
+        "",
+    ]
+    if skipped:
+        lines += ["Skipped or adjusted:", "", *[f"* {s}" for s in skipped], ""]
+    settings = {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
+                for k, v in vars(args).items()}
+    return {"markdown": "\n".join(lines),
+            "json": {"rows": rows, "in_process": limits, "checks": checks, "skipped": skipped, "settings": settings}}
