@@ -143,6 +143,11 @@ class Framework:
         library is not installed, any other exception when the file is not usable."""
         raise NotImplementedError
 
+    def preload(self) -> None:
+        """Import, ahead of the first upload, what loading needs (in each shared worker at its
+        start). Optional; only for libraries that import in a second or two and take little
+        memory: the first upload of their models then answers at once."""
+
     def to_onnx(self, model: LoadedModel, probe: Sequence[Sequence[Any]]) -> bytes:
         """Convert a loaded model to an ONNX graph (optional; ``optimize=onnx``)."""
         raise NotImplementedError(f"{self.library} models cannot be converted to ONNX")

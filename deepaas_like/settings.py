@@ -246,6 +246,13 @@ class Settings:
         "Worker processes shared by every uploaded model (plugins keep their own).",
         kind="int",
     )
+    registry_preload: bool = option(
+        True,
+        "Start the shared workers with the server, importing the framework plugins' light "
+        "libraries (scikit-learn, onnxruntime) ahead of the first upload, which then answers "
+        "at once. Off: they start, and import, with the first upload.",
+        kind="bool",
+    )
     max_loaded_models: int = option(
         20,
         "Uploaded models each shared worker keeps loaded; the least recently used one is "

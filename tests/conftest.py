@@ -71,7 +71,10 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "shutdown_timeout": 2.0}
+        # The registry's shared workers start with the first upload, not with every test's app
+        # (tests/test_registry.py covers the default, preloading at start).
+        values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "shutdown_timeout": 2.0,
+                                  "registry_preload": False}
         values.update(overrides)
         if isinstance(values.get("model_name"), str):
             values["model_name"] = (values["model_name"],)

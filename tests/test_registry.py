@@ -160,7 +160,8 @@ async def test_everything_survives_a_restart(registry_app, iris_models):
     await first.close()
     second = await registry_app()
     document = await (await second.get("/v2/models/iris/")).json()
-    assert (document["current_version"], document["versions"], document["description"]) == (1, 2, "kept")
+    assert (document["current_version"], document["version_count"], document["description"]) == (1, 2, "kept")
+    assert document["versions"] == ["1", "2"]  # the Open Inference Protocol's list of versions
     assert document["last_predict_at"] is not None
     again = await (await second.post("/v2/models/iris/predict/", json=ROW)).json()
     assert again == answer
@@ -346,3 +347,20 @@ async def test_many_models_share_few_workers_with_an_lru(registry_app, tmp_path)
     assert after["deepaas_registry_load_seconds_count"] == after["deepaas_registry_loads_total"]
     ready = await (await client.get("/v2/models/a/ready")).json()
     assert ready["executor"] == "shared" and ready["workers"] == 1
+
+
+async def test_shared_workers_start_with_the_server_and_import_scikit_learn_ahead(registry_app, iris_models):
+    from deepaas_like.api.keys import MODELS
+
+    client = await registry_app(registry_preload=True)
+    pool = client.server.app[MODELS].uploads.pool
+    for _ in range(600):  # started in the background, before any upload
+        if pool.ready:
+            break
+        await asyncio.sleep(0.1)
+    assert pool.ready and not list(client.server.app[MODELS].uploads.models())
+    (pid,) = pool.worker_pids()
+    with open(f"/proc/{pid}/maps") as maps:
+        assert "sklearn" in maps.read(), "scikit-learn's extensions are loaded in the worker"
+    await upload(client, "iris", iris_models["joblib"], expect=201)
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200

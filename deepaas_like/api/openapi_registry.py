@@ -37,7 +37,8 @@ def components(spec: Any) -> None:
     spec.components.schema("UploadedModel", {**obj, "required": ["id", "name", "source"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "source": {"type": "string", "enum": ["upload"]},
         "description": {"type": "string"}, "is_public": {"type": "boolean"},
-        "current_version": {"type": "integer", "nullable": True}, "versions": {"type": "integer"},
+        "current_version": {"type": "integer", "nullable": True}, "version_count": {"type": "integer"},
+        "versions": {"type": "array", "items": {"type": "string"}, "description": "The versions that serve (Open Inference Protocol)"},
         "library": {"type": "string", "nullable": True}, "filetype": {"type": "string", "nullable": True},
         "created_at": {"type": "string"}, "updated_at": {"type": "string"},
         "last_predict_at": {"type": "string", "nullable": True}, "archived": {"type": "boolean"},

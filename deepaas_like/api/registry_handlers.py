@@ -64,7 +64,7 @@ def model_document(reg: Registry, model: ModelRecord, base_path: str) -> dict[st
         "description": model.description,
         "is_public": model.is_public,
         "current_version": model.current_version,
-        "versions": len(reg.versions(model.name)),
+        "version_count": len(reg.versions(model.name)),
         "library": current.library if current else None,
         "filetype": current.filetype if current else None,
         "created_at": stamp(model.created),

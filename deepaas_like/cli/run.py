@@ -19,6 +19,7 @@ from ..loading import GROUP
 from ..settings import Settings, SettingsError, load_settings
 
 LOG = logging.getLogger("deepaas_like")
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 BANNER = """
 deepaas_like {version}: serving {count} model(s): {names}
@@ -75,7 +76,8 @@ async def serve(app: web.Application, settings: Settings) -> int:
         print(f"deepaas-run: error: {exc.message}", file=sys.stderr)
         await runner.cleanup()
         return 1
-    site = web.TCPSite(runner, settings.listen_ip, settings.listen_port)
+    # A deep accept queue: under a flood, connections wait for the kernel, not in SYN retries.
+    site = web.TCPSite(runner, settings.listen_ip, settings.listen_port, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except OSError as exc:

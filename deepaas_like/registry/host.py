@@ -23,6 +23,7 @@ from ..adapter import ModelAdapter
 from ..frameworks import Framework, LoadedModel, discover_frameworks
 
 CAPACITY_ENV = "DEEPAAS_LIKE_MAX_LOADED_MODELS"
+PRELOAD_ENV = "DEEPAAS_LIKE_PRELOAD_FRAMEWORKS"
 ROWS = "rows"
 
 
@@ -151,6 +152,15 @@ class RegistryHost:
 
     def predict(self, **kwargs: Any) -> Any:
         raise NotImplementedError("the registry host predicts only for a target (an uploaded model)")
+
+    def warm(self) -> None:
+        """At the worker's start: the framework plugins' cheap imports (see Framework.preload)."""
+        if os.environ.get(PRELOAD_ENV) != "1":
+            return
+        if self._frameworks is None:
+            self._frameworks, self._broken = discover_frameworks()
+        for framework in self._frameworks.values():
+            framework.preload()
 
     def framework(self, library: str) -> Framework:
         if self._frameworks is None:

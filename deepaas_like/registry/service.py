@@ -38,7 +38,7 @@ from ..process import WorkerLauncher, mp_context
 from ..settings import Settings
 from ..worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
-from .host import CAPACITY_ENV, ROWS, Target
+from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
 from .pool import SharedPool
 from .records import ModelRecord, RegistryStore, VersionRecord, VersionStatus, stamp
 
@@ -201,8 +201,9 @@ class Registry:
         self._plugins = plugin_names
         self.store = RegistryStore(db)
         self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
-        config = WorkerConfig(model="registry", log_level=settings.log_level,
-                              environ=((CAPACITY_ENV, str(settings.max_loaded_models)),))
+        config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
+            (CAPACITY_ENV, str(settings.max_loaded_models)),
+            (PRELOAD_ENV, "1" if settings.registry_preload else "0")))
         self.pool = SharedPool(WorkerLauncher(HOST, config, mp_context(settings.start_method)), settings.registry_workers)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
@@ -230,8 +231,8 @@ class Registry:
                 version.status, version.error = VersionStatus.ERROR, "the server stopped while loading it; upload again"
                 await self.store.save_version(version, "status", "error")
         self.revision += 1
-        if self._models:  # else the shared workers start with the first upload
-            self.ensure_pool()
+        if self._models or (self._settings.registry_preload and self.frameworks):
+            self.ensure_pool()  # else the shared workers start with the first upload
             LOG.info("registry: %d uploaded models", len(self._models))
 
     def ensure_pool(self) -> None:

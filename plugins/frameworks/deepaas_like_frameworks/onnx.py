@@ -61,6 +61,13 @@ class OnnxFramework(Framework):
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
 
+    def preload(self) -> None:
+        """onnxruntime (well under a second to import)."""
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:  # the library is missing: loading will say which extra to install
+            pass
+
     def sniff(self, head: bytes, filename: str) -> str | None:
         filetype = super().sniff(head, filename)
         return filetype if filetype is not None and self.check(head, filetype) is None else None

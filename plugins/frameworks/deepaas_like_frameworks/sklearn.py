@@ -76,6 +76,16 @@ class SklearnFramework(Framework):
             return None
         return f"{filetype} is not a scikit-learn filetype"
 
+    def preload(self) -> None:
+        """scikit-learn's common estimators and joblib (about 2 s to import, once per worker)."""
+        try:
+            import joblib  # noqa: F401
+            import sklearn.ensemble  # noqa: F401
+            import sklearn.linear_model  # noqa: F401
+            import sklearn.pipeline  # noqa: F401
+        except ImportError:  # the library is missing: loading will say which extra to install
+            pass
+
     def load(self, path: str, filetype: str) -> LoadedModel:
         """Load the estimator; raise if the file holds something without ``predict`` or unfitted.
 
