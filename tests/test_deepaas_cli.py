@@ -307,3 +307,27 @@ def test_url_with_auth_needs_a_token(tmp_path):
         assert ok_json(result)["result"]["output"]["ok"] is True
     finally:
         server.kill()
+
+
+# --- model tests, for a plugin's CI ------------------------------------------------------
+
+
+def test_model_tests_in_process_pass_and_fail_with_the_exit_status(plugins, tmp_path, data):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.9,3.1,5.4,2.1\n")
+    passed = run_cli(*data, "--model-name", "irisbench", "test", "--data", str(rows), "--check", "performance=skip")
+    report = ok_json(passed)
+    assert report["overallStatus"] == "succeeded" and "errorCheck: started" in passed.stderr
+    plugins.install("stateful")
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text('[{"x": 1}, {"x": 2}, {"x": 3}]')
+    env = {"PYTHONPATH": str(plugins.path)}
+    failed = run_cli(*data, "--model-name", "stateful", "test", "--data", str(numbers), "--check", "sideEffects=fail",
+                     env=env)
+    assert failed.returncode == 1, failed.stderr
+    report = json.loads(failed.stdout)
+    assert report["testingStatus"]["sideEffects"]["status"] == "failed"
+    warned = run_cli(*data, "--model-name", "stateful", "test", "--data", str(numbers), env=env)
+    assert warned.returncode == 0 and json.loads(warned.stdout)["overallStatus"] == "warning"  # warn: not a failure
+    bad = run_cli(*data, "--model-name", "irisbench", "test", "--data", str(rows), "--check", "speed=fail")
+    assert bad.returncode == 2 and "speed" in bad.stderr

@@ -8,6 +8,7 @@ paths, booleans are ``--flag/--no-flag``)::
     deepaas-cli --model-name demo predict --accept image/png --output histogram.png
     deepaas-cli --model-name demo train --epochs 5
     deepaas-cli --model-name demo predict --help
+    deepaas-cli --model-name irisbench test --data rows.csv      # model tests, for a plugin's CI
 
 By default the plugin runs in this process, as a server's worker runs it (one ``warm()``,
 the server's validation, ``storage_dir()`` in deepaas-run's ``--data-dir``). With
@@ -37,6 +38,8 @@ from ..jsonutil import dumps
 from ..loading import GROUP, discover_entry_points, load_plugins
 from ..settings import CONFIG_FILE_ENV, SettingsError, load_settings
 from .arguments_cli import ArgumentFlag, add_flags, collect
+from .checks_cli import SUMMARY as TEST_SUMMARY
+from .checks_cli import add_test_arguments, run_test_command
 from .models_cli import CommandFailed, LocalModel, ModelOutput, TrainingReport, plugin_output_to
 from .progress_cli import ProgressBar
 from .remote_cli import RemoteModel, ServedModels, ServerClient
@@ -49,6 +52,7 @@ COMMANDS = {
     "train": "run train() with the model's arguments and print the training's document "
              "('train --help' lists them)",
     "warm": "run warm() in this process (for example to fetch a model's weights ahead of time)",
+    "test": TEST_SUMMARY,
 }
 OUTPUT_OPTIONS = ("-o", "--output", "--deepaas_method_output")
 # Global options that take a value: what comes before the command word.
@@ -62,7 +66,7 @@ def global_parser(add_help: bool = True, epilog: str | None = None) -> argparse.
         description="Run a DEEPaaS model's methods from the command line: in this process, "
                     "or on a running server with --url.",
         usage=f"{PROG} [--model-name NAME] [--url URL [--token T]] [--output FILE] "
-              "{get_metadata,predict,train,warm} [--ARGUMENT VALUE ...]",
+              "{get_metadata,predict,train,warm,test} [--ARGUMENT VALUE ...]",
     )
     parser.add_argument("--model-name", metavar="NAME",
                         help="the model: a plugin's name (entry-point group 'deepaas.v2.model'), or a model "
@@ -98,6 +102,8 @@ def build_parser(model: Model | None, epilog: str | None = None) -> argparse.Arg
                          help="write the result into FILE instead of stdout")
         if flags:
             add_flags(sub.add_argument_group(f"arguments of {model.name if model else 'the model'}"), flags)
+        if name == "test":
+            add_test_arguments(sub)
     return parser
 
 
@@ -195,6 +201,8 @@ def run(model: Model, args: argparse.Namespace) -> int:
     if command == "get_metadata":
         write(ModelOutput(json=model.metadata()), output)
         return 0
+    if command == "test":
+        return run_test_command(model, args)
     values, files = collect(args, _flags(model, command))
     if command == "predict":
         write(model.predict(values, files), output)
