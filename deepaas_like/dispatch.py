@@ -167,9 +167,9 @@ class Dispatcher:
         if not depth:
             return 0.0
         per_call = self._service_time
-        if self._running:  # a group running longer than the average says more (a slow model's first call)
-            now = asyncio.get_running_loop().time()
-            per_call = max(per_call, *((now - started) / calls for started, calls in self._running.values()))
+        if self._running:  # the oldest running group (the first one in) says more if it is slow
+            started, calls = next(iter(self._running.values()))
+            per_call = max(per_call, (asyncio.get_running_loop().time() - started) / calls)
         return depth * per_call / self._runner.size
 
     def _admit(self) -> None:

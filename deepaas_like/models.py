@@ -226,6 +226,9 @@ class ModelRegistry(Mapping[str, ServedModel]):
     def __len__(self) -> int:
         return len(self._models)
 
+    def __contains__(self, name: object) -> bool:  # Mapping's own goes through __getitem__ and KeyError
+        return name in self._models
+
     def get_model(self, name: str) -> ServedModel:
         """A plugin by name (404 naming the served ones otherwise)."""
         try:

@@ -69,7 +69,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """A model's metadata: a plugin's (DEEPaaS's shape), or an uploaded model's record."""
     models, name = request.app[MODELS], request.match_info["name"]
-    if models.is_uploaded(name):  # with the Open Inference Protocol's keys, for both kinds of client
+    if name not in models and models.is_uploaded(name):  # with the protocol's keys, for both kinds of client
         return json_response({**uploaded_document(request, name), **uploaded_metadata(request, name)})
     model = models.get_model(name)
     return web.Response(body=model.encoded_document(_model_href(request, model.name),

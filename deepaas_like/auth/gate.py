@@ -66,7 +66,7 @@ class Gate:
         self.public_plugins = frozenset(settings.public_models)
         self.uploads: Any = None  # the registry: owners and public flags of uploaded models
         self.loopback = is_loopback(settings.listen_ip)
-        self._open_principal = LOCAL if self.loopback else (
+        self.open_principal = LOCAL if self.loopback else (
             REMOTE if not settings.enable_uploads else Principal(Kind.REMOTE, REMOTE.scopes | {Scope.WRITE},
                                                                  roles_apply=False))
 
@@ -131,7 +131,7 @@ class Gate:
     def identify(self, authorization: str | None) -> Principal:
         """The caller named by an ``Authorization`` header (401 for a bad credential)."""
         if not self.enabled:
-            return self._open_principal
+            return self.open_principal
         if not authorization:
             return ANONYMOUS
         scheme, _, credential = authorization.partition(" ")
@@ -203,7 +203,7 @@ class Gate:
 
     def authorize(self, principal: Principal, policy: Policy, name: str | None) -> None:
         """Raise 401/403/404 unless ``policy`` lets ``principal`` act (on model ``name``)."""
-        if policy.open:
+        if policy.open or principal is LOCAL:  # the local operator, authentication off: anything
             return
         if policy.target is Target.ADMIN or name is None:
             self._need_scope(principal, policy)
