@@ -41,7 +41,7 @@ import registry_bench as registry  # noqa: E402
 from loadgen import process_tree_rss_mib  # noqa: E402
 from measure import LOADGEN, Case, in_process_rates, run_loadgen  # noqa: E402
 from report import summarize  # noqa: E402
-from servers import (Server, bare_command, bare_listen, ensure_deepaas, log, ours_command,  # noqa: E402
+from servers import (Server, free_port, bare_command, bare_listen, ensure_deepaas, log, ours_command,  # noqa: E402
                      raise_fd_limit)
 from stress import QUERY, flood, overload  # noqa: E402
 from wrk import run_wrk, wrk_path  # noqa: E402
@@ -226,16 +226,17 @@ def run_floods(run: Run, deepaas_run: Path | None) -> None:
     args = run.args
     servers = []
     if "ours" in args.frameworks and importlib.util.find_spec("slowbench") is not None:
-        servers.append(("ours", ours_command(run.data_dir(), ["slowbench"], [], log_level=None),
-                        "/v2/health/ready", "/v2/health/live"))
+        health_port = free_port()  # probes on the health port, beside those on the flooded one
+        servers.append(("ours", ours_command(run.data_dir(), ["slowbench"], ["--health-port", str(health_port)],
+                                                log_level=None), "/v2/health/ready", "/v2/health/live", health_port))
     if deepaas_run:  # DEEPaaS 2.6 has no health route: its cheapest GET stands in
-        servers.append(("deepaas", [str(deepaas_run), "--model-name", "slowbench"], "/v2/", "/v2/"))
-    for framework, command, ready, health in servers:
+        servers.append(("deepaas", [str(deepaas_run), "--model-name", "slowbench"], "/v2/", "/v2/", None))
+    for framework, command, ready, health, health_port in servers:
         log(f"flood: {framework} slowbench, {args.flood_connections} connections, {args.flood_duration:g} s")
         server = Server(command, ready, run.raw / f"{framework}-slowbench-flood.log")
         try:
             run.record(run.case(framework, "slowbench", "flood", args.flood_connections, "defaults"),
-                       flood(server, "slowbench", args.flood_connections, args.flood_duration, health))
+                       flood(server, "slowbench", args.flood_connections, args.flood_duration, health, health_port))
         finally:
             server.stop(grace_s=1.0)  # what it still has queued would take seconds to finish
 

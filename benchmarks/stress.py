@@ -49,7 +49,8 @@ def listen_overflows() -> int | None:
         return None
 
 
-def flood(server: Server, model: str, connections: int, seconds: float, health_path: str) -> dict:
+def flood(server: Server, model: str, connections: int, seconds: float, health_path: str,
+          health_port: int | None = None) -> dict:
     """wrk with ``connections`` on ``model`` for ``seconds``, probes beside it; the answers by status.
 
     Probes: ``GET health_path`` on a new connection each time, the same on one kept-alive
@@ -57,6 +58,9 @@ def flood(server: Server, model: str, connections: int, seconds: float, health_p
     at once; one that is admitted instead gives up after 2 s and counts as failed)."""
     lines_before, bytes_before = server.log_size()
     overflows_before = listen_overflows()
+    own_port = Probe(health_port, "GET", health_path, start_delay_s=0.25) if health_port else None
+    if own_port is not None:
+        own_port.start()
     with Probe(server.port, "GET", health_path, start_delay_s=0.25) as health, \
             Probe(server.port, "GET", health_path, keep_alive=True, start_delay_s=0.25) as health_keep_alive, \
             Probe(server.port, "POST", predict_path(model), timeout_s=2.0, start_delay_s=min(1.0, seconds / 4)) \
@@ -64,6 +68,8 @@ def flood(server: Server, model: str, connections: int, seconds: float, health_p
         result = run_wrk(server.url(predict_path(model)), method="POST", connections=connections, seconds=seconds,
                          threads=4, timeout_s=WRK_TIMEOUT_S, server_pid=server.pid, count_statuses=True)
         result["rss_mib"] = round(process_tree_rss_mib(server.pid), 1)
+    if own_port is not None:
+        own_port.__exit__(None, None, None)
     overflows_after = listen_overflows()
     time.sleep(1.0)  # what the server logs about the flood right after it
     lines_after, bytes_after = server.log_size()
@@ -77,6 +83,7 @@ def flood(server: Server, model: str, connections: int, seconds: float, health_p
         "retry_after_share": round(result.get("retry_after_503", 0) / refused, 4) if refused else None,
         "health": health.summary(),
         "health_keep_alive": health_keep_alive.summary(),
+        "health_port": own_port.summary() if own_port is not None else None,
         "newcomer_503": newcomer.summary(status=503),
         "newcomer_all": newcomer.summary(),
         "log_lines": lines_after - lines_before,

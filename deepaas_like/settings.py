@@ -161,6 +161,13 @@ class Settings:
         "without it and the model is ready at once.",
         kind="bool",
     )
+    health_port: int = option(
+        0,
+        "Also answer /v2/health/live and /v2/health/ready on this port, from a thread of "
+        "their own: probes get an answer in milliseconds even when the main port is "
+        "flooded, and liveness fails when the server's event loop stalls. 0: off.",
+        kind="int",
+    )
     base_path: str = option(
         "",
         "Serve every route under this path prefix (for a reverse proxy), e.g. /deepaas.",
@@ -415,8 +422,9 @@ def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
 
 
 def _validate(s: Settings) -> None:
-    if not 0 <= s.listen_port <= 65535:
-        raise SettingsError(f"listen_port must be between 0 and 65535, got {s.listen_port}")
+    if not 0 <= s.listen_port <= 65535 or not 0 <= s.health_port <= 65535:
+        raise SettingsError(f"listen_port and health_port must be between 0 and 65535, got {s.listen_port} and "
+                            f"{s.health_port}")
     s.for_model("")  # the global per-model values
     if s.client_max_size < 1:
         raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")

@@ -1,9 +1,11 @@
 """`deepaas-run` as a real subprocess: banner, HTTP, clean shutdown, startup errors."""
 
+import json
 import signal
 import subprocess
 import threading
 import time
+import urllib.error
 
 import pytest
 
@@ -108,3 +110,37 @@ def test_stops_promptly_with_a_stuck_thread_mode_prediction(server_factory, plug
     assert time.monotonic() - started < 10
     client.join(10)
     assert outcome and isinstance(outcome[0], OSError)  # the stuck request did not hold the server
+
+
+def test_health_on_a_port_of_its_own(tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = Server(["--model-name", "echobench", "--data-dir", str(tmp_path / "data"), "--health-port", str(port),
+                     "--no-registry-preload"])
+    try:
+        server.wait_banner()
+        assert f"http://127.0.0.1:{port}/v2/health/ready" in server.output
+        server.wait_ready()
+        deadline = time.monotonic() + 10
+        while True:  # the snapshot is at most half a second old
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as response:
+                    body = json.loads(response.read())
+                    break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert body["status"] == "ready" and body["models"]["echobench"]["ready"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5) as response:
+            assert json.loads(response.read()) == {"status": "alive"}
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/", timeout=5)
+            raise AssertionError("the health port serves only health")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+    finally:
+        assert server.stop() == 0

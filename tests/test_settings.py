@@ -43,7 +43,7 @@ def test_lists_sizes_and_legacy_environment():
     "argv, environ, text",
     [
         (["--workers", "0"], {}, "workers must be at least 1"),
-        (["--listen-port", "70000"], {}, "listen_port must be between"),
+        (["--listen-port", "70000"], {}, "listen_port and health_port must be between"),
         (["--base-path", "api"], {}, "base_path must start with '/'"),
         ([], {"DEEPAAS_WORKERS": "many"}, "environment: invalid value for workers"),
         ([], {"DEEPAAS_WARM": "perhaps"}, "expected true/false"),

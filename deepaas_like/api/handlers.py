@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import DeepaasError
-from ..models import ServedModel
+from ..models import ModelRegistry, ServedModel
 from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
 from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
@@ -109,14 +109,17 @@ def _readiness(model: ServedModel) -> dict:
     return entry
 
 
+def readiness(models: ModelRegistry) -> tuple[int, dict]:
+    """200 only when every served model is warm and has a live worker; each model's detail."""
+    entries = {m.name: _readiness(m) for m in models.values()}
+    all_ready = bool(entries) and all(m["ready"] for m in entries.values())
+    return (200 if all_ready else 503), {"status": "ready" if all_ready else "not ready", "models": entries}
+
+
 async def health_ready(request: web.Request) -> web.Response:
     """Readiness: 200 only when every served model is warm and has a live worker."""
-    models = {m.name: _readiness(m) for m in request.app[MODELS].values()}
-    all_ready = bool(models) and all(m["ready"] for m in models.values())
-    return json_response(
-        {"status": "ready" if all_ready else "not ready", "models": models},
-        status=200 if all_ready else 503,
-    )
+    status, body = readiness(request.app[MODELS])
+    return json_response(body, status=status)
 
 
 async def model_ready(request: web.Request) -> web.Response:

@@ -13,6 +13,8 @@ from aiohttp import web
 
 from .. import __version__
 from ..api import create_app
+from ..api.handlers import readiness
+from ..api.health_port import HealthListener
 from ..api.keys import MODELS
 from ..errors import DeepaasError, PluginLoadError
 from ..loading import GROUP
@@ -88,11 +90,23 @@ async def serve(app: web.Application, settings: Settings) -> int:
         )
         await runner.cleanup()
         return 1
+    health = None
+    if settings.health_port:
+        health = HealthListener(settings.listen_ip, settings.health_port, lambda: readiness(app[MODELS]))
+        try:
+            health.start()
+        except OSError as exc:
+            print(f"deepaas-run: error: cannot listen on {settings.listen_ip}:{settings.health_port} "
+                  f"(--health-port): {exc.strerror or exc}", file=sys.stderr)
+            await runner.cleanup()
+            return 1
     host, port = runner.addresses[0][:2]
     host = f"[{host}]" if ":" in host else host
     base = f"http://{host}:{port}{settings.base_path}"
     names = ", ".join(app[MODELS])
     print(BANNER.format(version=__version__, count=len(app[MODELS]), names=names, base=base), flush=True)
+    if health is not None:
+        print(f"    Health (its own port):          http://{host}:{health.port}/v2/health/ready\n", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,6 +124,8 @@ async def serve(app: web.Application, settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, first_signal, signum)
     await stop.wait()
+    if health is not None:
+        health.stop()
     await runner.cleanup()
     LOG.info("stopped")
     return 0
