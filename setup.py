@@ -33,6 +33,8 @@ setup(
     + ["deepaas", "deepaas.model", "deepaas.model.v2"],
     # DEEPaaS v2 plugins import `deepaas.model.v2...`: a small compatibility package.
     package_dir={"deepaas": "deepaas_like/compat/deepaas"},
+    # the what-if page at /ui/: plain HTML, JS and CSS served by the server itself
+    package_data={"deepaas_like": ["ui/*"]},
     install_requires=[
         "aiohttp>=3.14,<3.15",
         # marshmallow 4 rejects missing=, description=, type= that DEEPaaS plugins use.

@@ -54,7 +54,3 @@ async def swagger_ui(request: web.Request) -> web.Response:
 
 async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI].encoded(), content_type="application/json")
-
-
-async def redirect_to_ui(request: web.Request) -> web.Response:
-    raise web.HTTPFound(f"{request.app[SETTINGS].base_path}/api")

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..auth import policy as p
 from ..auth.policy import Policy
 from ..settings import Settings
-from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers
+from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers, ui
 from .keys import POLICIES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -106,7 +106,11 @@ ROUTES = (
 )
 DOC_ROUTES = (
     Route("GET", "/api", docs.swagger_ui, p.OPEN),
-    Route("GET", "/ui", docs.redirect_to_ui, p.OPEN),
+    # the what-if page (deepaas_like/ui): static, so open; the API calls it makes carry the access
+    Route("GET", "/ui/", ui.index, p.OPEN),
+    Route("GET", "/ui/models/{name}", ui.model_page, p.OPEN),
+    Route("GET", "/ui/static/{file}", ui.asset, p.OPEN, exact=True),
+    Route("GET", "/ui/{path:.*}", ui.not_found, p.OPEN, exact=True),
 )
 
 
