@@ -7,20 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from ..auth.tokens import check_scopes, parse_duration
-from ..errors import ArgumentError, BadRequest
+from ..errors import ArgumentError
+from .bodies import read_json_object
 from .keys import GATE, MODELS, PRINCIPAL
 from .registry_handlers import query_int
 from .responses import json_response
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest(f"Malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
-    return body
 
 
 def _strings(body: dict[str, Any], name: str) -> list[str] | None:
@@ -37,7 +28,7 @@ def _strings(body: dict[str, Any], name: str) -> list[str] | None:
 
 async def create_token(request: web.Request) -> web.Response:
     """``POST /v2/tokens``: ``{name, scopes, models?, user?, expires?}``; the token is shown once."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     known = {"name", "scopes", "models", "user", "expires"}
     errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - known)}
     name = body.get("name")
@@ -80,7 +71,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def create_user(request: web.Request) -> web.Response:
     """``POST /v2/users``: ``{userId, username?, email?}`` (JWT users are added when first seen)."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     errors = {k: ["Unknown field."] for k in sorted(set(body) - {"userId", "username", "email"})}
     for key in ("userId", "username", "email"):
         if key in body and body[key] is not None and (not isinstance(body[key], str) or not body[key]):
@@ -124,6 +115,6 @@ async def get_access(request: web.Request) -> web.Response:
 async def patch_access(request: web.Request) -> web.Response:
     """``{"data": [{userId | username, role | null, canShare}]}``; 204 when applied."""
     name = _uploaded(request)
-    body = await _json_object(request)
+    body = await read_json_object(request)
     await request.app[GATE].change_access(request[PRINCIPAL], name, body.get("data"))
     return web.Response(status=204)

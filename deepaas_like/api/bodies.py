@@ -162,3 +162,14 @@ async def _save_file(
         return None, 0
     content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
     return UploadedFile(name=part.name, filename=path, content_type=content_type, original_filename=part.filename), size
+
+
+async def read_json_object(request: web.Request) -> dict:
+    """The request's body as a JSON object (400 if it is not JSON, 422 if not an object)."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
+    return body

@@ -15,6 +15,7 @@ from ..quality.checks import IGNORED, TestRun, configuration_of, run_checks
 from ..quality.impact import REPEATS, feature_impact, impact_plot
 from ..quality.predictor import ServedPredictor, check_tabular
 from ..quality.samples import checked_rows, features_of, rows_from_csv
+from .bodies import read_json_object
 from .job_handlers import job_of
 from .keys import JOBS, MODELS, PRINCIPAL, SETTINGS
 from .registry_handlers import registry, version_number
@@ -34,12 +35,7 @@ async def _request_body(request: web.Request) -> tuple[dict[str, Any], list[dict
             raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
     if not request.body_exists:
         return {}, None
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest(f"Malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
+    body = await read_json_object(request)
     rows = checked_rows(body.pop("rows")) if "rows" in body else None
     return body, rows
 

@@ -17,6 +17,7 @@ from ..errors import ArgumentError, BadRequest, DeepaasError
 from ..registry.records import ModelRecord, VersionRecord, stamp
 from ..registry.service import Registry, Upload, check_name, check_schema
 from ..settings import parse_bool
+from .bodies import read_json_object
 from .keys import GATE, MODELS, PRINCIPAL, SETTINGS
 from .rendering import send_file
 from .responses import json_response
@@ -157,14 +158,7 @@ async def put_model(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     reg = registry(request)
     reg.check_writable(name)
-    upload = await _read_upload(request, reg)
-    try:
-        created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
-    except BaseException:
-        reg.discard_unused(upload.artifact.sha256)
-        raise
-    await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
-                                                 "status": version.status, "created": created})
+    created, model, version = await _record_upload(request, reg, name, await _read_upload(request, reg))
     body = {**model_document(reg, model, base(request)), "version": _version_doc(request, version)}
     if version.error:
         body = {"message": f"Version {version.number} of model '{name}' was stored but does not load: {version.error}",
@@ -181,7 +175,7 @@ async def patch_model(request: web.Request) -> web.Response:
     """``PATCH /v2/models/{name}``: ``current_version``, ``is_public``, ``description``."""
     name = request.match_info["name"]
     registry(request).check_writable(name)
-    body = await _json_object(request)
+    body = await read_json_object(request)
     known = {"current_version", "is_public", "description"}
     errors = {key: ["Unknown field."] for key in sorted(set(body) - known)}
     version = body.get("current_version")
@@ -266,7 +260,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def put_config(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await read_json_object(request)
     version = await registry(request).set_config(request.match_info["name"], version_number(request), body)
     await _audit(request, "version.config", version.model, {"version": version.number, "config": version.config})
     return json_response(_config(version))
@@ -313,15 +307,10 @@ async def ml_model_put(request: web.Request) -> web.Response:
     is_public = query_bool(request, "is_public") if "is_public" in query else None
     upload = Upload(await reg.artifacts.save(_stream_chunks(request)), library=query.get("lib") or None,
                     filetype=query.get("filetype") or None, filename=query.get("filename"), is_public=is_public)
-    try:
-        if upload.artifact.size == 0:
-            raise ArgumentError("The request body is the model file, and it is empty", {"file": ["Empty."]})
-        created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
-    except BaseException:
+    if upload.artifact.size == 0:
         reg.discard_unused(upload.artifact.sha256)
-        raise
-    await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
-                                                 "status": version.status, "created": created})
+        raise ArgumentError("The request body is the model file, and it is empty", {"file": ["Empty."]})
+    _, model, version = await _record_upload(request, reg, name, upload)
     if version.error:
         raise ArgumentError(f"The file was stored as version {version.number} but does not load: {version.error}",
                             {"file": [version.error]})
@@ -337,21 +326,24 @@ async def ml_model_delete(request: web.Request) -> web.Response:
     return json_response({"message": f"deleted model {name}"})
 
 
+async def _record_upload(request: web.Request, reg: Registry, name: str,
+                         upload: Upload) -> tuple[bool, ModelRecord, VersionRecord]:
+    """The stored file as the model's next version (the file is dropped if that fails); audited."""
+    try:
+        created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
+    except BaseException:
+        reg.discard_unused(upload.artifact.sha256)
+        raise
+    await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
+                                                 "status": version.status, "created": created})
+    return created, model, version
+
+
 async def _audit(request: web.Request, action: str, target: str, detail: dict[str, Any]) -> None:
     await request.app[GATE].audit(request[PRINCIPAL], action, target, detail)
 
 
 # --- small readers ----------------------------------------------------------------------
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest(f"Malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})
-    return body
 
 
 def query_bool(request: web.Request, name: str) -> bool:
