@@ -203,6 +203,8 @@ async def test_owners_share_uploaded_models_with_roles(auth_app, data_dir, iris_
         ({"data": [{"userId": "1", "role": None}]}, 409),  # it would leave no owner
         ({"data": [{"userId": "2", "role": "EDITOR"}] * 101}, 422),
         ({"data": [{"userId": "2", "role": "KING"}]}, 422),
+        ({"data": [{"userId": "2"}]}, 422),  # no role: refused, not read as a removal
+        ({"data": [{"userId": 2, "role": "EDITOR"}]}, 422),  # ids are strings
     ]
     for body, status in cases:
         response = await client.patch("/v2/models/iris/access-control", json=body, headers=bearer(ada))

@@ -2,7 +2,16 @@
 
 import re
 
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
+
+from conftest import wait_ready
+from deepaas_like.api import create_app
+from deepaas_like.api.auth_handlers import TOKEN_FIELDS
+from deepaas_like.auth.gate import MAX_ACCESS_ITEMS
+from deepaas_like.auth.principal import SCOPES, Role
+from deepaas_like.auth.tokens import parse_duration
+from test_auth import ECHO, bearer, mint
 
 
 async def spec_of(client):
@@ -106,3 +115,125 @@ async def test_jobs_in_the_spec(serve):
     assert {"progress", "queue_position", "callback"} <= set(schemas["TrainingJob"]["properties"])
     assert {"result", "result_type", "error_status"} <= set(schemas["PredictionJob"]["properties"])
     assert "/metrics" in paths and "/v2/models/irisbench/ready" in paths
+
+
+# --- keys and access ---------------------------------------------------------------------------
+
+KEYS_AND_ACCESS = {
+    ("/v2/tokens", "post"): "create_token", ("/v2/tokens", "get"): "list_tokens",
+    ("/v2/tokens/{id}", "delete"): "revoke_token", ("/v2/users", "get"): "list_users",
+    ("/v2/users", "post"): "create_user", ("/v2/audit", "get"): "audit_log",
+    ("/v2/models/{name}/access-control", "get"): "get_access_control",
+    ("/v2/models/{name}/access-control", "patch"): "update_access_control",
+}
+
+
+def schema_of(spec, path, method, status=None):
+    """The documented JSON schema of an operation's request body (or of its answer with ``status``),
+    as a validator that resolves the document's ``#/components/...``."""
+    operation = spec["paths"][path][method]
+    where = operation["responses"][status] if status else operation["requestBody"]
+    return OAS30Validator({**where["content"]["application/json"]["schema"], "components": spec["components"]})
+
+
+async def test_keys_and_access_operations_in_the_spec(serve):
+    client = await serve("echobench", executor="thread")
+    spec = await spec_of(client)
+    validate(spec)
+    for (path, method), operation_id in KEYS_AND_ACCESS.items():
+        operation = spec["paths"][path][method]
+        assert operation["operationId"] == operation_id
+        assert "security" not in operation  # authentication is off
+        assert all("Error" in str(answer) for code, answer in operation["responses"].items() if code >= "400")
+    schemas = spec["components"]["schemas"]
+    token_request = schemas["TokenRequest"]
+    assert token_request["required"] == ["name", "scopes"] and token_request["additionalProperties"] is False
+    assert set(token_request["properties"]) == set(TOKEN_FIELDS)
+    assert token_request["properties"]["scopes"]["items"]["enum"] == [str(s) for s in SCOPES]
+    assert spec["paths"]["/v2/tokens"]["post"]["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/IssuedToken"}
+    assert schemas["UserRequest"]["required"] == ["userId"] and schemas["UserRequest"]["additionalProperties"] is False
+    assert {"200", "404", "409"} <= set(spec["paths"]["/v2/tokens/{id}"]["delete"]["responses"])
+    audit = spec["paths"]["/v2/audit"]["get"]
+    assert {p["name"] for p in audit["parameters"]} == {"limit", "offset"}
+    assert "X-Total-Count" in audit["responses"]["200"]["headers"]
+    access = spec["paths"]["/v2/models/{name}/access-control"]
+    assert access["parameters"][0]["name"] == "name"  # once for every uploaded model, as the registry's routes
+    assert "/v2/models/echobench/access-control" not in spec["paths"]
+    assert {"204", "400", "409", "422"} <= set(access["patch"]["responses"])
+    data = access["patch"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["data"]
+    assert data["maxItems"] == MAX_ACCESS_ITEMS
+    assert schemas["AccessChange"]["properties"]["role"]["enum"] == [*(str(r) for r in Role), None]
+    change = schema_of(spec, "/v2/models/{name}/access-control", "patch")
+    assert change.is_valid({"data": [{"username": "bob", "role": None}]})
+    assert not change.is_valid({"data": [{"userId": "2", "username": "bob", "role": "EDITOR"}]})  # 400
+    assert not change.is_valid({"data": [{"userId": "2"}]})  # no role: refused, not read as a removal
+    expires = re.compile(token_request["properties"]["expires"]["anyOf"][0]["pattern"])
+    for text in ("30d", "12h", "90m", "2w", "45s", "3600", "0", "9999w", "99999w", "1e9", "١٢", " 30d", "30 d"):
+        try:
+            parse_duration(text)
+            parsed = True
+        except ValueError:
+            parsed = False
+        assert parsed == bool(expires.search(text)), text  # the document's pattern is the parser's
+
+
+async def test_a_token_created_through_the_api_matches_its_documented_schemas(aiohttp_client, make_settings,
+                                                                               tmp_path):
+    admin = mint(tmp_path / "data", "--name", "root", "--scope", "admin")
+    client = await aiohttp_client(create_app(make_settings(model_name=("echobench",), executor="thread", auth=True)))
+    await wait_ready(client)
+    spec = await spec_of(client)
+    validate(spec)
+    for path, method in KEYS_AND_ACCESS:
+        operation = spec["paths"][path][method]
+        assert operation["security"] == [{"bearerAuth": []}], (path, method)
+        assert "401" in operation["responses"] and "403" in operation["responses"]
+    assert spec["paths"]["/v2/tokens"]["post"]["x-required-scope"] == "admin"
+    assert spec["paths"]["/v2/models/{name}/access-control"]["patch"]["x-required-scope"] == "models:write"
+
+    request = {"name": "ci", "scopes": ["models:predict"], "models": ["echobench"], "expires": "30d"}
+    schema_of(spec, "/v2/tokens", "post").validate(request)
+    created = await client.post("/v2/tokens", json=request, headers=bearer(admin))
+    assert created.status == 201
+    issued = await created.json()
+    schema_of(spec, "/v2/tokens", "post", "201").validate(issued)
+    assert issued["models"] == ["echobench"] and issued["expires_at"] is not None
+    assert (await client.post(ECHO, headers=bearer(issued["token"]))).status == 200
+    listed = await client.get("/v2/tokens", headers=bearer(admin))
+    schema_of(spec, "/v2/tokens", "get", "200").validate(await listed.json())
+
+    refused = {  # invalid by the document, and refused by the server naming the field
+        "unknown field": ({**request, "ttl": 5}, "ttl"),
+        "no scope": ({**request, "scopes": []}, "scopes"),
+        "unknown scope": ({**request, "scopes": ["models:everything"]}, "scopes"),
+        "no model (not every model)": ({**request, "models": []}, "models"),
+        "empty user": ({**request, "user": ""}, "user"),
+        "beyond a date": ({**request, "expires": "99999999999w"}, "expires"),
+        "not ASCII digits": ({**request, "expires": "١٢"}, "expires"),
+        "blank name": ({**request, "name": "  "}, "name"),
+    }
+    for what, (body, field) in refused.items():
+        assert not schema_of(spec, "/v2/tokens", "post").is_valid(body), what
+        answer = await client.post("/v2/tokens", json=body, headers=bearer(admin))
+        assert answer.status == 422 and field in (await answer.json())["errors"], what
+    malformed = await client.post("/v2/tokens", data=b"{", headers={**bearer(admin), "Content-Type":
+                                                                      "application/json; charset=nope"})
+    assert malformed.status == 400 and "message" in await malformed.json()
+    at_once = await (await client.post("/v2/tokens", json={**request, "expires": 0}, headers=bearer(admin))).json()
+    assert at_once["expires_at"] is not None  # 0 seconds: expired at once, not "never"
+    assert (await client.post(ECHO, headers=bearer(at_once["token"]))).status == 401
+
+    user = {"userId": "7", "username": "grace", "email": None}
+    schema_of(spec, "/v2/users", "post").validate(user)
+    added = await client.post("/v2/users", json=user, headers=bearer(admin))
+    assert added.status == 201
+    schema_of(spec, "/v2/users", "post", "201").validate(await added.json())
+    revoked = await client.delete(f"/v2/tokens/{issued['id']}", headers=bearer(admin))
+    schema_of(spec, "/v2/tokens/{id}", "delete", "200").validate(await revoked.json())
+    assert (await client.post(ECHO, headers=bearer(issued["token"]))).status == 401
+    audit = await client.get("/v2/audit?offset=0", headers=bearer(admin))
+    schema_of(spec, "/v2/audit", "get", "200").validate(await audit.json())
+    assert int(audit.headers["X-Total-Count"]) >= 3
+    past_the_end = await client.get(f"/v2/audit?offset={2 ** 70}", headers=bearer(admin))
+    assert past_the_end.status == 200 and (await past_the_end.json())["entries"] == []

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..auth.principal import SCOPES
 from ..auth.tokens import check_scopes, parse_duration
 from ..errors import ArgumentError
 from .bodies import read_json_object
@@ -14,41 +15,54 @@ from .registry_handlers import query_int
 from .responses import json_response
 
 
-def _strings(body: dict[str, Any], name: str) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ArgumentError(f"{name} must be a list of strings", {name: ["Must be a list of strings."]})
-    return value
+def _strings(value: Any) -> list[str] | None:
+    """A list of at least one non-empty string, else None."""
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return value
+    return None
 
 
 # --- tokens --------------------------------------------------------------------------
 
+TOKEN_FIELDS = ("name", "scopes", "models", "user", "expires")
+
 
 async def create_token(request: web.Request) -> web.Response:
-    """``POST /v2/tokens``: ``{name, scopes, models?, user?, expires?}``; the token is shown once."""
+    """``POST /v2/tokens``: ``{name, scopes, models?, user?, expires?}``; the token is shown once.
+
+    ``models`` limits the token to those models (null or left out: every model its scopes
+    allow); ``expires`` is a duration (``30d``) or seconds; every mistake is named in one 422.
+    """
     body = await read_json_object(request)
-    known = {"name", "scopes", "models", "user", "expires"}
-    errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - known)}
+    errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - set(TOKEN_FIELDS))}
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         errors["name"] = ["A name is required (what the token is for)."]
+    scopes = _strings(body.get("scopes"))
+    unknown = [s for s in scopes or () if s not in SCOPES]
+    if scopes is None or unknown:
+        errors["scopes"] = [(f"Unknown: {', '.join(unknown)}. " if unknown else "")
+                            + f"A list of at least one of: {', '.join(SCOPES)}."]
+    models = body.get("models")
+    if models is not None and _strings(models) is None:
+        errors["models"] = ["A list of at least one model name, or null for every model."]
+    user = body.get("user")
+    if user is not None and (not isinstance(user, str) or not user):
+        errors["user"] = ["Must be a user id (a non-empty string)."]
     expires = body.get("expires")
     expires_in = None
     if expires is not None:
         try:
+            if isinstance(expires, bool) or not isinstance(expires, (str, int)):
+                raise ValueError(f"expected a duration such as 30d or a number of seconds, got {expires!r}")
             expires_in = parse_duration(str(expires))
         except ValueError as exc:
             errors["expires"] = [str(exc)]
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        errors["user"] = ["Must be a user id."]
     if errors:
-        raise ArgumentError(f"Invalid token request: {', '.join(errors)}", errors, accepted=sorted(known))
-    scopes = check_scopes(_strings(body, "scopes") or [])
+        raise ArgumentError("Invalid token request: " + "; ".join(f"{k}: {v[0]}" for k, v in errors.items()),
+                            errors, accepted=list(TOKEN_FIELDS))
     issued = await request.app[GATE].create_token(
-        request[PRINCIPAL], name=name.strip(), scopes=scopes, models=_strings(body, "models"), user_id=user,
+        request[PRINCIPAL], name=name.strip(), scopes=check_scopes(scopes), models=models, user_id=user,
         expires_in=expires_in)
     return json_response({**issued.record.document(), "token": issued.token}, status=201)
 

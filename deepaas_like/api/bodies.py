@@ -168,7 +168,7 @@ async def read_json_object(request: web.Request) -> dict:
     """The request's body as a JSON object (400 if it is not JSON, 422 if not an object)."""
     try:
         body = await request.json()
-    except ValueError as exc:
+    except (ValueError, LookupError) as exc:  # LookupError: an unknown charset in the Content-Type
         raise BadRequest(f"Malformed JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise ArgumentError("The body must be a JSON object", {"_body": ["Must be a JSON object."]})

@@ -17,7 +17,7 @@ from ..jobs.model import STATUSES
 from ..legacy import legacy_vocabulary_allowed
 from ..models import ModelRegistry, ServedModel
 from ..settings import Settings
-from . import openapi_oip, openapi_quality, openapi_registry
+from . import openapi_auth, openapi_oip, openapi_quality, openapi_registry
 
 OPENAPI_VERSION = "3.0.3"
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -323,7 +323,9 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
         openapi_registry.components(spec)
         openapi_oip.components(spec)
         openapi_quality.components(spec)
+        openapi_auth.components(spec)
         openapi_registry.registry_paths(spec, _error_responses, settings.predict_endpoint)
+        openapi_auth.auth_paths(spec, _error_responses)
         if models.uploads is not None:
             openapi_registry.uploaded_model_paths(spec, models.uploads, _error_responses, _predict_operation,
                                                   _job_paths, settings.predict_endpoint, _extra_model_paths)

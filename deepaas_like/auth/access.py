@@ -11,6 +11,8 @@ from typing import Any
 from ..database import Database
 from .principal import Role
 
+SQLITE_MAX_INT = 2**63 - 1
+
 
 @dataclass
 class User:
@@ -72,6 +74,8 @@ class AccessTables:
 
     async def entries(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         from ..registry.records import stamp
+
+        offset = min(offset, SQLITE_MAX_INT)  # past every row anyway; SQLite's integers stop there
 
         def read(conn: sqlite3.Connection) -> tuple[int, list[dict[str, Any]]]:
             total = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]

@@ -385,19 +385,20 @@ class Gate:
             raise ArgumentError(f"data[{index}] must be an object", {f"data.{index}": ["Must be an object."]})
         if "userId" in item and "username" in item:
             raise _BothGiven(f"data[{index}] gives both userId and username; give one")
-        if "userId" in item:
-            user_id = str(item["userId"])
-            if user_id not in self._users:
-                raise ArgumentError(f"data[{index}]: unknown user {user_id!r}", {f"data.{index}": ["Unknown user."]})
-        elif "username" in item:
-            user_id = self._usernames.get(str(item["username"]), "")
-            if not user_id:
-                raise ArgumentError(f"data[{index}]: unknown username {item['username']!r}",
-                                    {f"data.{index}": ["Unknown user."]})
-        else:
+        key = "userId" if "userId" in item else "username" if "username" in item else None
+        if key is None:
             raise ArgumentError(f"data[{index}] names no user (userId or username)",
                                 {f"data.{index}": ["userId or username is required."]})
-        role = item.get("role")
+        if not isinstance(item[key], str):
+            raise ArgumentError(f"data[{index}]: {key} must be a string", {f"data.{index}": ["Not a string."]})
+        user_id = item[key] if key == "userId" else self._usernames.get(item[key], "")
+        if user_id not in self._users:
+            raise ArgumentError(f"data[{index}]: unknown {'user' if key == 'userId' else 'username'} "
+                                f"{item[key]!r}", {f"data.{index}": ["Unknown user."]})
+        if "role" not in item:  # left out, it would read as null: removing the user
+            raise ArgumentError(f"data[{index}] gives no role (null removes the user)",
+                                {f"data.{index}": ["role is required."]})
+        role = item["role"]
         if role is not None:
             try:
                 role = Role(role)

@@ -31,8 +31,13 @@ from .principal import SCOPES
 PREFIX = "dlk_"
 TOKEN_FORMAT = re.compile(r"dlk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 KEY_FILE = "auth.key"
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A token's lifetime: a number of a unit (seconds without one), each with the most digits it
+# may have, so that an expiry stays a few centuries ahead, well inside what a date can hold.
+# The parser and the OpenAPI document both read this table.
+DURATION_UNITS = {"s": (1, 10), "m": (60, 8), "h": (3600, 7), "d": (86400, 5), "w": (604800, 4)}
+DURATION_PATTERN = "^(" + "|".join(f"[0-9]{{1,{digits}}}{unit}{'?' if unit == 's' else ''}"
+                                   for unit, (_, digits) in DURATION_UNITS.items()) + ")$"
+_DURATION = re.compile(DURATION_PATTERN, re.ASCII)
 
 
 @dataclass
@@ -94,13 +99,17 @@ def keyed_hash(key: bytes, secret: str) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``2w``, or seconds."""
-    if text.isdigit():
-        return float(text)
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"expected a duration such as 30d, 12h, 90m or 2w, got {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """Seconds in ``30d``, ``12h``, ``90m``, ``2w``, ``45s`` or ``3600`` (at most a few centuries)::
+
+        parse_duration("2w")     # 1209600.0
+        parse_duration("1e9")    # ValueError
+    """
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"expected a duration such as 30d, 12h, 90m, 2w or seconds, at most "
+                         f"{', '.join('9' * digits + unit for unit, (_, digits) in DURATION_UNITS.items())}; "
+                         f"got {text!r}")
+    unit = text[-1] if text[-1] in DURATION_UNITS else "s"
+    return float(text.rstrip(unit)) * DURATION_UNITS[unit][0]
 
 
 def check_scopes(scopes: Iterable[str]) -> list[str]:
@@ -119,7 +128,7 @@ def issue_token(key: bytes, *, name: str, scopes: Iterable[str], models: list[st
     secret = secrets.token_urlsafe(32)
     now = time.time()
     record = TokenRecord(token_id, name, keyed_hash(key, secret), check_scopes(scopes), models or None, user_id,
-                         now, now + expires_in if expires_in else None)
+                         now, now + expires_in if expires_in is not None else None)
     return IssuedToken(f"{PREFIX}{token_id}_{secret}", record)
 
 
