@@ -51,7 +51,7 @@ class Unauthorized(DeepaasError):
 
     def __init__(self, message: str, *, error: str = "invalid_token") -> None:
         super().__init__(message, headers={
-            "WWW-Authenticate": f'Bearer realm="deepaas_like"' + (f', error="{error}"' if error else "")})
+            "WWW-Authenticate": 'Bearer realm="deepaas_like"' + (f', error="{error}"' if error else "")})
 
 
 class Forbidden(DeepaasError):

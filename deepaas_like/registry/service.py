@@ -151,7 +151,7 @@ class RowsArguments:
         unknown = sorted({*sources.query.keys(), *sources.form.keys(), *body.keys()} - {ROWS})
         if unknown or ROWS not in body:
             raise ArgumentError(
-                f"Send many rows as a JSON object {{\"rows\": [...]}} and nothing else"
+                "Send many rows as a JSON object {\"rows\": [...]} and nothing else"
                 + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
                 {name: ["Unknown argument."] for name in unknown} or {ROWS: ["Missing data for required field."]},
                 accepted=self.accepted)
