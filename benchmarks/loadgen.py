@@ -12,7 +12,9 @@ server under test.
 
 prints one JSON object: rps, latency percentiles (ms), status counts, errors, and the
 CPU seconds the server process and its descendants used during the run. Several
-``--url`` (same host and port) are requested in turn, round-robin.
+``--url`` (same host and port) are requested in turn, round-robin. ``--json`` or
+``--json-file`` sends a JSON body, ``--header 'Name: value'`` (repeatable) adds a header
+to every request: the same flags as ``../shared/bench/loadgen.py``.
 """
 
 from __future__ import annotations
@@ -82,13 +84,19 @@ def _tree(pid: int) -> set[int]:
     return tree
 
 
-def build_request(url: str, method: str, body: bytes | None, content_type: str | None) -> tuple[str, int, bytes]:
+def build_request(url: str, method: str, body: bytes | None, content_type: str | None,
+                  headers: list[str] = ()) -> tuple[str, int, bytes]:
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise SystemExit(f"loadgen only targets loopback addresses, not {host}")
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{parts.port}", "Connection: keep-alive"]
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip() or "\r" in header or "\n" in header:
+            raise SystemExit(f"--header takes 'Name: value', not {header!r}")
+        lines.append(f"{name.strip()}: {value.strip()}")
     if body is not None:
         lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     elif method in ("POST", "PUT"):
@@ -118,7 +126,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    built = [build_request(url, args.method, args.body, args.content_type) for url in args.url]
+    built = [build_request(url, args.method, args.body, args.content_type, args.header) for url in args.url]
     host, port = built[0][0], built[0][1]
     if any((h, p) != (host, port) for h, p, _ in built):
         raise SystemExit("every --url must have the same host and port")
@@ -202,10 +210,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration-max", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--json", dest="json_body", help="send this JSON object as the body")
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("--json", dest="json_body", help="send this JSON object as the body")
+    body.add_argument("--json-file", type=argparse.FileType("rb"), help="send this file's JSON as the body")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     parser.add_argument("--expect-status", type=int, default=200)
     parser.add_argument("--server-pid", type=int)
     args = parser.parse_args(argv)
+    if args.json_file:
+        with args.json_file as fh:
+            args.json_body = fh.read().decode()
+    if args.json_body:
+        json.loads(args.json_body)  # a body the server would refuse as malformed measures nothing
     args.body = args.json_body.encode() if args.json_body else None
     args.content_type = "application/json" if args.json_body else None
     return args

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from api_cases import IMPACT_ROWS
 from measure import LOADGEN, Case
 from wrk import wrk_path
 
@@ -22,7 +23,9 @@ HERE = Path(__file__).resolve().parent
 ROW_ORDER = (  # (model, kind): the table's order
     ("echobench", "predict"), ("echobench", "metadata"), ("irisbench", "predict"), ("irisbatch", "predict"),
     ("bare", "predict-wrk"), ("echobench", "predict-wrk"), ("bare", "metadata-wrk"), ("echobench", "metadata-wrk"),
-    ("irisbench", "overload"), ("echobench", "overload"), ("slowbench", "flood"),
+    ("echobench", "predict-auth"), ("echobench", "predict-auth-wrk"), ("irisbench", "infer"),
+    ("irisbench", "infer-rows"), ("irisbench", "impact"), ("irisbench", "overload"), ("echobench", "overload"),
+    ("slowbench", "flood"),
     ("small-model", "registry-first-prediction"), ("iris-forest", "registry-predict"),
     ("iris-forest-onnx", "registry-predict"), ("small-models", "registry-many"),
 )
@@ -38,6 +41,9 @@ def side(case: Case) -> dict:
         values.update(p50_ms=case.median("lat_ms.p50"), p99_ms=case.median("lat_ms.p99"))
     if "server_cpu_ms_per_req" in first:
         values["cpu_ms_per_req"] = case.median("server_cpu_ms_per_req")
+    for key in ("wall_s", "ms_per_prediction"):  # feature impact
+        if key in first:
+            values[key] = case.median(key)
     if "rss_mib" in first:
         values["rss_mib"] = max(r["rss_mib"] for r in case.runs)
     values["errors"] = sum(r.get("errors", 0) for r in case.runs)
@@ -57,6 +63,13 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         "metadata": f"{model} metadata c={level}",
         "predict-wrk": f"{model} predict c={level} (wrk)",
         "metadata-wrk": f"{model} metadata GET c={level} (wrk)",
+        "predict-auth": f"{model} predict c={level}, --auth (bearer token)",
+        "predict-auth-wrk": f"{model} predict c={level}, --auth (bearer token) (wrk)",
+        "infer": f"{model} OIP infer, 1 row, c={level}",
+        "infer-rows": f"{model} OIP infer, {args.infer_rows} rows per request, one at a time",
+        "impact": f"{model} feature impact, {args.impact_rows} rows × 4 features × 5 repeats" + (
+            f" ({'--quick: ' if args.quick else ''}fewer rows than a full run's {IMPACT_ROWS})"
+            if args.impact_rows < IMPACT_ROWS else ""),
         "overload": f"{model} overload c={level}, {args.overload_duration:g} s",
         "flood": f"{model} flood c={level}, {args.flood_duration:g} s (wrk)",
         "registry-first-prediction": "registry: upload → first prediction (small LogisticRegression)",
@@ -100,10 +113,28 @@ def notes(row: dict, rows: list[dict]) -> str:
     mine = row.get("ours") or row.get("bare") or {}
     extra = mine.get("extra", {})
     kind = row["kind"]
+    if kind in ("predict-auth", "predict-auth-wrk"):
+        plain = find(rows, row["model"], kind.replace("-auth", ""), row["concurrency"], "ours")
+        ratio = f"{mine['rps'] / plain['rps']:.2f}× without --auth" if plain and mine.get("rps") else ""
+        return "; ".join(x for x in (ratio, _errors(mine) if kind.endswith("-wrk") else "") if x)
     if kind.endswith("-wrk") and row["model"] != "bare":
         bare = find(rows, "bare", kind, row["concurrency"], "bare")
         ratio = f"{mine['rps'] / bare['rps']:.2f}× bare aiohttp" if bare and mine.get("rps") else ""
         return "; ".join(x for x in (ratio, _errors(mine)) if x)
+    if kind == "infer":
+        predict = find(rows, row["model"], "predict", row["concurrency"], "ours")
+        return f"{mine['rps'] / predict['rps']:.2f}× predict/?... c={row['concurrency']}" if predict else ""
+    if kind == "infer-rows":
+        return (f"{extra['ms_per_row']:.3f} ms/row ({extra['requests']} requests of {extra['rows']} rows, "
+                f"mean {extra['request_mean_ms']:.1f} ms each; server CPU {extra['server_cpu_ms_per_row']:.3f} "
+                f"ms/row); single-row predict/?..., one at a time: {extra['predict_mean_ms']:.2f} ms/request "
+                f"(p50 {extra['predict_p50_ms']:.2f}; server CPU {extra['predict_server_cpu_ms']:.3f} ms), "
+                f"{extra['predict_mean_ms'] / extra['ms_per_row']:.1f}× the time per row")
+    if kind == "impact":
+        return (f"wall {mine['wall_s']:.2f} s for {extra['predictions']} predictions ({extra['rows']} rows + "
+                f"{extra['rows']}×{extra['features']}×{extra['repeats']} shuffled): {mine['ms_per_prediction']:.3f} "
+                f"ms/prediction; the job's own duration {extra.get('job_duration_s') or 0:.2f} s; server CPU "
+                f"{extra['server_cpu_ms_per_prediction']:.3f} ms/prediction; top feature {extra.get('top_feature')}")
     if kind == "overload":
         return "; ".join(f"{who}: {_errors(row[who])}" for who in ("deepaas", "ours") if who in row)
     if kind == "flood":
@@ -216,6 +247,14 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
     check("echobench metadata GET c=64 (wrk): ours / bare aiohttp GET req/s",
           div(get("echobench", "metadata-wrk", 64, "ours", "rps"), get("bare", "metadata-wrk", 64, "bare", "rps")),
           "≥", 0.85)
+    for kind, tool in (("predict-auth", "loadgen"), ("predict-auth-wrk", "wrk")):
+        check(f"echobench predict c=64 ({tool}): with --auth and a bearer token / without req/s",
+              div(get("echobench", kind, 64, "ours", "rps"),
+                  get("echobench", kind.replace("-auth", ""), 64, "ours", "rps")), "≥", 0.95)
+    check("irisbench c=64: OIP infer (1 row) / predict/?... req/s (the same server)",
+          div(get("irisbench", "infer", 64, "ours", "rps"), get("irisbench", "predict", 64, "ours", "rps")), "≥", 0.9)
+    check(f"irisbench feature impact, {args.impact_rows} rows: wall s", get("irisbench", "impact", 1, "ours", "wall_s"),
+          "≤", 10.0)
     for model in ("irisbench", "echobench"):
         check(f"{model} overload c={args.overload_connections} (ours defaults): errors",
               get(model, "overload", args.overload_connections, "ours", "errors"), "=", 0)
@@ -268,7 +307,9 @@ def summarize(results: dict[tuple, Case], limits: dict[str, float], args: argpar
         f"medians of {args.repeats} repeat(s); DEEPaaS 2.6.0 at its better of --workers 1 and 2 for each case "
         "(overload: --workers 2; flood: its defaults); ours: echobench `--executor thread`; irisbench `--workers 2`; "
         "irisbatch `--workers 2 --max-batch-size 32 --max-batch-time-ms 2`; slowbench and the registry server: "
-        "defaults (registry: `--registry-workers 2`); load generator: " + loadgen.name
+        "defaults (registry: `--registry-workers 2`); --auth rows: echobench `--executor thread --auth`, a "
+        "models:predict token on every request; OIP and feature impact: the irisbench server; load generator: "
+        + loadgen.name
         + (f" ({loadgen.parent.name}/)" if loadgen != LOADGEN else "")
         + (f", and wrk for the (wrk) cases ({args.wrk_duration:g} s each), the overload and the flood."
            if wrk_path() else "; wrk not installed: loadgen for the overload, no (wrk) cases and no flood."),

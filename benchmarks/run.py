@@ -5,13 +5,22 @@
 
 Installs DEEPaaS 2.6.0 (with scikit-learn and the bench plugins) in a virtualenv of
 its own on first use, then measures, in one run, on 127.0.0.1, every server started
-and stopped by PID:
+and stopped by PID (every server but the flood one once idle after it answers ready: see
+benchmarks/servers.py):
 
 * loadgen: every repeat starts each server in turn (DEEPaaS with --workers 1 and 2;
   ours configured per model) and drives it with benchmarks/loadgen.py at each
   concurrency; plus the plugins' in-process call rate (the physical limit).
 * wrk: at c=64, for --wrk-duration seconds, our echobench predict and metadata GET
   against a bare aiohttp server (benchmarks/bare_aiohttp.py), and DEEPaaS's.
+* auth (ours only): echobench predict at c=64 (loadgen, and wrk unless --skip wrk) on a
+  server started with --auth, every request with a models:predict bearer token, against
+  the same cases without --auth (added to the plain echobench server if left out).
+* oip (ours only): irisbench's Open Inference Protocol infer, one row per request, at c=64
+  against its predict/?... (c=64) on the same server; and --infer-requests requests of
+  --infer-rows rows each, one at a time, in ms per row (see benchmarks/api_cases.py).
+* impact (ours only): a feature-impact job on irisbench, --impact-rows iris rows, 4
+  features, the default 5 repeats, seed 0, polled until done: wall time and per prediction.
 * overload: c=256 for --overload-duration seconds on irisbench and echobench, with
   the servers' defaults (last repeat only).
 * flood: --flood-connections on slowbench (50 ms per prediction): share of 503s,
@@ -30,6 +39,7 @@ import importlib.util
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -37,6 +47,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from api_cases import (IMPACT_ROWS, bearer, create_token, feature_impact, infer_body, infer_per_row,  # noqa: E402
+                       iris_rows, write_json)
 import registry_bench as registry  # noqa: E402
 from loadgen import process_tree_rss_mib  # noqa: E402
 from measure import LOADGEN, Case, in_process_rates, run_loadgen  # noqa: E402
@@ -52,16 +64,19 @@ OURS_FLAGS = {  # how we serve each model
     "irisbatch": ["--workers", "2", "--max-batch-size", "32", "--max-batch-time-ms", "2"],
 }
 REGISTRY_WORKERS = 2
-PHASES = ("loadgen", "wrk", "overload", "flood", "registry")
+PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "registry")
+FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
 QUICK = {  # --quick: every case, smoke-sized
     "repeats": 1, "requests": 300, "in_process_seconds": 1.0, "wrk_duration": 2, "overload_duration": 2,
     "flood_duration": 2, "flood_connections": 1024, "registry_models": 20, "max_loaded_models": 5,
-    "registry_requests": 200, "cold_sample": 5, "upload_repeats": 3,
+    "registry_requests": 200, "cold_sample": 5, "upload_repeats": 3, "infer_rows": 100, "infer_requests": 10,
+    "impact_rows": 50,
 }
 FULL = {
     "repeats": 3, "requests": 3000, "in_process_seconds": 3.0, "wrk_duration": 10, "overload_duration": 60,
     "flood_duration": 20, "flood_connections": 4096, "registry_models": 200, "max_loaded_models": 50,
-    "registry_requests": 2000, "cold_sample": 20, "upload_repeats": 5,
+    "registry_requests": 2000, "cold_sample": 20, "upload_repeats": 5, "infer_rows": 100, "infer_requests": 20,
+    "impact_rows": IMPACT_ROWS,
 }
 
 
@@ -76,6 +91,7 @@ class ServerPlan:
     ready_path: str = "/v2/health/ready"
     bare: bool = False
     overload: bool = False  # also the overload case, in the last repeat
+    headers: list[str] = field(default_factory=list)  # 'Name: value', with every request of its cases
 
 
 @dataclass
@@ -96,12 +112,18 @@ class Run:
     def record(self, case: Case, result: dict) -> None:
         case.runs.append(result)
         lat = result.get("lat_ms", {})
-        log(f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: "
+        wall = f"wall {result['wall_s']} s " if "wall_s" in result else ""
+        log(f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: {wall}"
             f"{result.get('rps', '–')} req/s p50 {lat.get('p50', '–')} ms p99 {lat.get('p99', '–')} ms "
             f"errors {result.get('errors', '–')}")
 
     def data_dir(self) -> Path:
         return Path(tempfile.mkdtemp(prefix="data-", dir=self.scratch))
+
+    def infer_body(self, rows: int) -> Path:
+        """An Open Inference Protocol request of ``rows`` iris rows, as a JSON file (written once)."""
+        path = self.scratch / f"infer-{rows}.json"
+        return path if path.exists() else write_json(path, infer_body(iris_rows(rows)))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -125,6 +147,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--registry-models", type=int, help="small models uploaded for the many-models case")
     parser.add_argument("--max-loaded-models", type=int, help="the registry server's --max-loaded-models")
     parser.add_argument("--registry-requests", type=int, help="predictions round-robin over the small models")
+    parser.add_argument("--infer-rows", type=int, help="rows per request of the many-rows OIP infer case")
+    parser.add_argument("--infer-requests", type=int, help="sequential requests of the many-rows OIP infer case")
+    parser.add_argument("--impact-rows", type=int, help="iris rows (repeated) sent to the feature-impact job")
     parser.add_argument("--quick", action="store_true", help="every case, smoke-sized: " + ", ".join(
         f"{k}={v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
@@ -158,30 +183,71 @@ def plan_servers(run: Run, deepaas_run: Path | None) -> list[ServerPlan]:
             cases = cases if loadgen else []
             if model == "echobench":
                 cases += ([("metadata", 64)] if loadgen else []) + wrk_cases
+                if "auth" in run.phases:  # what the --auth server is compared with
+                    cases += [c for c in [("predict", FEATURE_LEVEL)] if c not in cases]
+            if model == "irisbench":
+                cases += feature_cases(run, cases)
             plans.append(ServerPlan("ours", " ".join(flags), model,
                                     ours_command(run.data_dir(), [model], flags), cases,
                                     overload=model != "irisbatch"))
+            if model == "echobench" and "auth" in run.phases:  # next to the plain one: the same drift
+                plans += auth_plan(run)
         if wrk_cases:
             plans.append(ServerPlan("bare", "", "bare", bare_command(), wrk_cases, ready_path="/ready", bare=True))
     return [p for p in plans if p.cases or (p.overload and "overload" in run.phases)]
 
 
+def feature_cases(run: Run, cases: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The OIP and feature-impact cases on our irisbench server (and the predict c=64 that infer is compared with)."""
+    extra = []
+    if "oip" in run.phases:
+        extra += [c for c in [("predict", FEATURE_LEVEL)] if c not in cases]
+        extra += [("infer", FEATURE_LEVEL), ("infer-rows", 1)]
+    if "impact" in run.phases:
+        extra.append(("impact", 1))
+    return extra
+
+
+def auth_plan(run: Run) -> list[ServerPlan]:
+    """echobench as the plain server serves it, plus --auth; a token on its data directory, made now."""
+    data_dir = run.data_dir()
+    try:
+        token = create_token(data_dir)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        run.skipped.append(f"auth: no token: {exc}")
+        return []
+    flags = [*OURS_FLAGS["echobench"], "--auth"]
+    cases = [("predict-auth", FEATURE_LEVEL)] + ([("predict-auth-wrk", 64)] if "wrk" in run.phases else [])
+    return [ServerPlan("ours", " ".join(flags), "echobench", ours_command(data_dir, ["echobench"], flags), cases,
+                       headers=bearer(token))]
+
+
 def measure(run: Run, server: Server, plan: ServerPlan, kind: str, level: int) -> dict:
     args = run.args
-    if kind in ("predict", "metadata"):
-        path = f"/v2/models/{plan.model}/predict/?{QUERY}" if kind == "predict" else f"/v2/models/{plan.model}/"
-        return run_loadgen([server.url(path)], method="POST" if kind == "predict" else "GET",
-                           concurrency=level, requests=args.requests, server_pid=server.pid, loadgen=args.loadgen)
-    if kind in ("predict-wrk", "metadata-wrk"):
-        predict = kind == "predict-wrk"
+    if kind in ("predict", "metadata", "predict-auth"):
+        predict = kind != "metadata"
+        path = f"/v2/models/{plan.model}/predict/?{QUERY}" if predict else f"/v2/models/{plan.model}/"
+        return run_loadgen([server.url(path)], method="POST" if predict else "GET", concurrency=level,
+                           requests=args.requests, server_pid=server.pid, loadgen=args.loadgen, headers=plan.headers)
+    if kind in ("predict-wrk", "metadata-wrk", "predict-auth-wrk"):
+        predict = kind != "metadata-wrk"
         if plan.bare:
             path = f"/predict?{QUERY}" if predict else "/meta"
         else:
             path = f"/v2/models/{plan.model}/predict/?{QUERY}" if predict else f"/v2/models/{plan.model}/"
         result = run_wrk(server.url(path), method="POST" if predict else "GET", connections=level,
-                         seconds=args.wrk_duration, server_pid=server.pid)
+                         seconds=args.wrk_duration, server_pid=server.pid, headers=plan.headers)
         result["rss_mib"] = round(process_tree_rss_mib(server.pid), 1)
         return result
+    if kind == "infer":
+        return run_loadgen([server.url(f"/v2/models/{plan.model}/infer")], method="POST", concurrency=level,
+                           requests=args.requests, server_pid=server.pid, loadgen=args.loadgen,
+                           headers=plan.headers, json_file=run.infer_body(1))
+    if kind == "infer-rows":
+        return infer_per_row(server, plan.model, run.infer_body(args.infer_rows), rows=args.infer_rows,
+                             requests=args.infer_requests, loadgen=args.loadgen)
+    if kind == "impact":
+        return feature_impact(server, plan.model, iris_rows(args.impact_rows), seed=0)
     if kind == "overload":
         return overload(server, plan.model, level, args.overload_duration)
     raise ValueError(kind)
@@ -212,7 +278,8 @@ def run_repeats(run: Run, plans: list[ServerPlan]) -> dict[str, float]:
 def measure_plan(run: Run, plan: ServerPlan, cases: list[tuple[str, int]], repeat: int) -> None:
     listen = {"listen": bare_listen} if plan.bare else {}
     server = Server(plan.command, plan.ready_path,
-                    run.raw / f"{plan.framework}-{plan.model}-{plan.config.replace(' ', '_')}-{repeat}.log", **listen)
+                    run.raw / f"{plan.framework}-{plan.model}-{plan.config.replace(' ', '_')}-{repeat}.log", **listen,
+                    settle=True)
     try:
         for kind, level in cases:
             guarded(run, f"{plan.framework} {plan.model} {kind} c={level} ({plan.config})",
@@ -249,7 +316,7 @@ def run_registry(run: Run) -> None:
     config = f"--registry-workers {REGISTRY_WORKERS} --max-loaded-models {args.max_loaded_models}"
     log(f"registry: {config}")
     server = Server(ours_command(run.data_dir(), ["echobench"], flags), "/v2/health/ready",
-                    run.raw / "ours-registry.log")
+                    run.raw / "ours-registry.log", settle=True)  # once the preload is done: a running server
     try:
         registry_first_prediction(run, server, files, config)
         registry_forest(run, server, files, config)
@@ -259,7 +326,7 @@ def run_registry(run: Run) -> None:
 
 
 def registry_first_prediction(run: Run, server: Server, files: registry.ModelFiles, config: str) -> None:
-    """(a) upload -> first prediction: the first upload on a fresh server, then a few more (other files)."""
+    """(a) upload -> first prediction: the first upload on a started (idle) server, then a few more (other files)."""
     first = registry.upload_to_first_prediction(server.port, "first-upload", files.small[0])
     later = [registry.upload_to_first_prediction(server.port, f"later-upload-{i}", files.small[i % len(files.small)])
              for i in range(1, run.args.upload_repeats + 1)]
@@ -353,6 +420,9 @@ def check_tools(run: Run) -> None:
         run.phases.remove("registry")
     if "deepaas" not in args.frameworks:
         run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
+    if "ours" not in args.frameworks and (ours_only := [p for p in ("auth", "oip", "impact") if p in run.phases]):
+        run.skipped.append(f"{', '.join(ours_only)}: only ours has these, and ours is not in --frameworks")
+        run.phases = [p for p in run.phases if p not in ours_only]
     wanted = max(args.flood_connections, args.overload_connections) + 512
     allowed = raise_fd_limit(wanted)
     if allowed < wanted:

@@ -6,7 +6,8 @@
 The result has the shape of ``loadgen.py``'s (rps, lat_ms, completed, errors,
 server CPU), plus wrk's own counts: ``non_2xx`` and ``socket_errors``. With
 ``count_statuses=True`` wrk runs ``lua/statuses.lua``, which adds ``status_counts``
-and ``retry_after_503`` (the 503 answers that carried a Retry-After header).
+and ``retry_after_503`` (the 503 answers that carried a Retry-After header). ``headers``
+('Name: value') are sent with every request (wrk's ``-H``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def parse_wrk_output(text: str) -> dict:
 
 
 def run_wrk(url: str, *, method: str = "GET", connections: int, seconds: float, threads: int = 2,
-            timeout_s: float = 30.0, server_pid: int | None = None, count_statuses: bool = False) -> dict:
+            timeout_s: float = 30.0, server_pid: int | None = None, count_statuses: bool = False,
+            headers: list[str] = ()) -> dict:
     """Run wrk against ``url`` (loopback only) for ``seconds`` (rounded to whole seconds)
     and return its numbers and the server's CPU."""
     if not url.startswith("http://127.0.0.1:"):
@@ -77,6 +79,8 @@ def run_wrk(url: str, *, method: str = "GET", connections: int, seconds: float, 
                f"--timeout={timeout_s:g}s", "--latency"]
     if script:
         command += ["-s", str(LUA / script)]
+    for header in headers:
+        command += ["-H", header]
     cpu_before = process_tree_cpu(server_pid) if server_pid else None
     out = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + timeout_s + 30)
     cpu_after = process_tree_cpu(server_pid) if server_pid else None

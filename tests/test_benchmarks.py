@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from loadgen import build_request, parse_args  # noqa: E402
 from wrk import parse_wrk_output  # noqa: E402
 
 WRK_REPORT = """\
@@ -44,6 +45,17 @@ def test_wrk_report_is_read_as_numbers():
     assert result["socket_errors"] == {"connect": 0, "read": 12, "write": 0, "timeout": 3}
     assert result["non_2xx"] == 52788 and result["errors"] == 52788 + 15
     assert result["status_counts"] == {200: 97, 503: 52788} and result["retry_after_503"] == 52788
+
+
+def test_loadgen_sends_headers_and_a_json_file(tmp_path):
+    body = tmp_path / "body.json"
+    body.write_text('{"inputs": []}')
+    args = parse_args(["--url", "http://127.0.0.1:5000/v2/models/m/infer", "--json-file", str(body),
+                       "--header", "Authorization: Bearer dlk_x"])
+    _, _, request = build_request(args.url[0], args.method, args.body, args.content_type, args.header)
+    head, _, sent = request.partition(b"\r\n\r\n")
+    assert b"\r\nAuthorization: Bearer dlk_x" in head and b"\r\nContent-Type: application/json" in head
+    assert sent == b'{"inputs": []}' and b"Content-Length: 14" in head
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +129,38 @@ def test_registry_cases(quick_run):
     many = rows[("small-models", "registry-many", 8)]["ours"]
     assert many["errors"] == 0 and many["rps"] > 0 and many["rss_mib"] > 0
     assert many["extra"]["models"] == 20 and many["extra"]["cold"]["sampled"] > 0
+
+
+def test_auth_cases(quick_run):
+    _, report, rows, _ = quick_run
+    kinds = ["predict-auth"] + (["predict-auth-wrk"] if shutil.which("wrk") else [])
+    for kind in kinds:  # a request the server refused (401) would count as an error
+        with_auth = rows[("echobench", kind, 64)]["ours"]
+        assert with_auth["rps"] > 0 and with_auth["errors"] == 0, with_auth
+        assert "--auth" in with_auth["config"]
+        assert rows[("echobench", kind.replace("-auth", ""), 64)]["ours"]["rps"] > 0  # the same case without
+    checks = {c["check"] for c in report["checks"]}
+    assert "echobench predict c=64 (loadgen): with --auth and a bearer token / without req/s" in checks
+
+
+def test_open_inference_protocol_cases(quick_run):
+    _, report, rows, _ = quick_run
+    infer = rows[("irisbench", "infer", 64)]["ours"]
+    assert infer["rps"] > 0 and infer["errors"] == 0
+    assert rows[("irisbench", "predict", 64)]["ours"]["rps"] > 0
+    many = rows[("irisbench", "infer-rows", 1)]["ours"]
+    assert many["errors"] == 0 and many["extra"]["rows"] == 100 and many["extra"]["requests"] == 10
+    assert many["extra"]["ms_per_row"] > 0 and many["extra"]["predict_mean_ms"] > 0
+    checks = {c["check"] for c in report["checks"]}
+    assert "irisbench c=64: OIP infer (1 row) / predict/?... req/s (the same server)" in checks
+
+
+def test_feature_impact_case(quick_run):
+    stdout, report, rows, _ = quick_run
+    impact = rows[("irisbench", "impact", 1)]["ours"]
+    extra = impact["extra"]
+    assert (extra["rows"], extra["features"], extra["repeats"]) == (50, 4, 5)
+    assert extra["predictions"] == 50 + 50 * 4 * 5 and impact["wall_s"] > 0 and impact["ms_per_prediction"] > 0
+    assert extra["top_feature"] in ("petal_length", "petal_width")  # the rows mix the three classes
+    assert "feature impact, 50 rows" in stdout and "(--quick: fewer rows than a full run's 500)" in stdout
+    assert any(c["check"] == "irisbench feature impact, 50 rows: wall s" for c in report["checks"])
