@@ -84,6 +84,9 @@ async def test_tokens_from_the_command_line_scopes_revocation_and_expiry(auth_ap
     client = await auth_app()
     assert re.fullmatch(r"dlk_[0-9a-f]{12}_[\w-]{43}", predict)
     assert (await client.post(ECHO, headers=bearer(predict))).status == 200
+    tampered = predict[:-1] + ("A" if predict[-1] != "A" else "B")  # its id, once accepted, and a wrong secret
+    assert (await client.post(ECHO, headers=bearer(tampered))).status == 401
+    assert (await client.post(ECHO, headers=bearer(predict))).status == 200
     wrong_scope = await client.post("/v2/models/echobench/train/", headers=bearer(predict))
     assert wrong_scope.status == 403 and "models:train" in (await wrong_scope.json())["message"]
     assert (await client.get("/v2/models/irisbench/", headers=bearer(reader))).status == 200

@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 REFRESH_INTERVAL = 1.0
 LAST_USED_SAVE_INTERVAL = 5.0
 JWT_CACHE = 1024
+CHECKED_TOKENS = 4096  # API tokens remembered as checked (forgotten all at once past it)
 MAX_ACCESS_ITEMS = 100
 
 
@@ -56,6 +57,8 @@ class Gate:
         self._tables = AccessTables(db)
         self._key = b""
         self._by_id: dict[str, TokenRecord] = {}
+        self._principals: dict[str, Principal] = {}  # token id -> its principal (built on each reload)
+        self._checked: dict[str, str] = {}  # tokens whose hash matched -> their id (cleared on each reload)
         self._users: dict[str, User] = {}
         self._usernames: dict[str, str] = {}
         self._grants: dict[str, dict[str, Grant]] = {}
@@ -101,7 +104,9 @@ class Gate:
         users, grants = await self._tables.load()
         for record in tokens:  # this process's newer last-used times win
             record.last_used = max(record.last_used or 0, self._used.get(record.id, 0)) or None
-        self._by_id = {t.id: t for t in tokens}
+        self._by_id, self._principals, self._checked = {}, {}, {}
+        for record in tokens:
+            self._add_token(record)
         self._users = {u.id: u for u in users}
         self._usernames = {u.username: u.id for u in users if u.username}
         self._grants = {}
@@ -145,17 +150,21 @@ class Gate:
         raise Unauthorized("The bearer credential is neither an API token (dlk_...) nor a JWT this server accepts")
 
     def _token_principal(self, token: str) -> Principal:
-        parts = split_token(token)
-        record = self._by_id.get(parts[0]) if parts is not None else None
-        if record is None or not _same(keyed_hash(self._key, parts[1]), record.hash):  # type: ignore[index]
-            raise Unauthorized("Invalid API token")
+        record = self._by_id.get(self._checked.get(token, ""))
+        if record is None:  # not seen since the last reload: check its hash
+            parts = split_token(token)
+            record = self._by_id.get(parts[0]) if parts is not None else None
+            if record is None or not _same(keyed_hash(self._key, parts[1]), record.hash):  # type: ignore[index]
+                raise Unauthorized("Invalid API token")
+            if len(self._checked) >= CHECKED_TOKENS:
+                self._checked.clear()
+            self._checked[token] = record.id
         now = time.time()
-        reason = record.usable(now)
+        reason = record.usable(now)  # revoked (in this process) or expired: checked every time
         if reason is not None:
             raise Unauthorized(f"Invalid API token: {reason}")
         self._used[record.id] = record.last_used = now
-        return Principal.for_token(record.id, frozenset(record.scopes), record.user_id,
-                                   frozenset(record.models) if record.models else None)
+        return self._principals[record.id]
 
     def _jwt_principal(self, token: str) -> Principal:
         cached = self._jwt_cache.get(token)
@@ -297,9 +306,14 @@ class Gate:
         issued = issue_token(self._key, name=name, scopes=scopes, models=models, user_id=user_id,
                              expires_in=expires_in)
         await self._tokens.insert(issued.record)
-        self._by_id[issued.record.id] = issued.record
+        self._add_token(issued.record)
         await self.audit(actor, "token.create", issued.record.id, {"name": name, "scopes": issued.record.scopes})
         return issued
+
+    def _add_token(self, record: TokenRecord) -> None:
+        self._by_id[record.id] = record
+        self._principals[record.id] = Principal.for_token(record.id, frozenset(record.scopes), record.user_id,
+                                                          frozenset(record.models) if record.models else None)
 
     def tokens(self) -> list[TokenRecord]:
         return list(self._by_id.values())
