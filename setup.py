@@ -66,8 +66,10 @@ setup(
             # tests/test_fuzz.py drives its checks and coverage phase from Python, which move
             # between minor releases: the one it was written against, and its patches.
             "schemathesis~=4.32.5",
-            # Swagger UI (and later the what-if page) in Debian's chromium
+            # Swagger UI and the what-if page in Debian's chromium
             "playwright>=1.45",
+            # tests/test_oip.py calls the Open Inference Protocol routes with Triton's own client
+            "tritonclient[http]>=2.40",
         ],
     },
     entry_points={
