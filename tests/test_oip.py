@@ -1,7 +1,9 @@
 """The Open Inference Protocol, driven by a real client (tritonclient's HTTP client)."""
 
 import asyncio
+import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,15 +24,19 @@ def tensor(name: str, values, binary: bool = True) -> triton.InferInput:
     return item
 
 
+# tritonclient's HTTP client is synchronous and built on gevent, whose hub belongs to one
+# thread: the client is made and used in this one thread, beside the test's event loop.
+TRITON_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tritonclient")
+
+
 async def call(fn, *args, **kwargs):
-    """tritonclient is synchronous: run it beside the test's event loop."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(TRITON_THREAD, functools.partial(fn, *args, **kwargs))
 
 
 async def test_tritonclient_against_a_plugin(serve):
     client = await serve("irisbench", workers=2)
     url = str(client.make_url("")).split("://")[1].rstrip("/")
-    triton_client = triton.InferenceServerClient(url=url)
+    triton_client = await call(triton.InferenceServerClient, url=url)
     try:
         assert await call(triton_client.is_server_live)
         assert await call(triton_client.is_server_ready)
@@ -71,7 +77,7 @@ async def test_tritonclient_against_an_uploaded_model(serve, iris_models):
     assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]))).status == 201
     assert (await client.put("/v2/models/forest", data=form(iris_models["pickle"]))).status == 201
     url = str(client.make_url("")).split("://")[1].rstrip("/")
-    triton_client = triton.InferenceServerClient(url=url)
+    triton_client = await call(triton.InferenceServerClient, url=url)
     try:
         metadata = await call(triton_client.get_model_metadata, "iris")
         assert metadata["platform"] == "sklearn_joblib" and metadata["versions"] == ["1"]
