@@ -1,14 +1,30 @@
 """tests/bench_plugins are copies of ../shared/bench/plugins (the CEO's reference plugins),
-vendored so that `make test` works from a clean clone anywhere; they must not drift."""
+vendored so that `make test` works from a clean clone anywhere; they must not drift.
 
+``tests/bench_plugins/SHA256SUMS`` records the reference files' hashes: the copies are checked
+against it in every clone, and it is checked against ../shared wherever that is present.
+"""
+
+import hashlib
 from pathlib import Path
 
 import echobench.api
-import pytest
 import irisbench.api
 
 HERE = Path(__file__).parent / "bench_plugins"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "plugins"
+
+
+def recorded() -> dict[str, str]:
+    lines = (HERE / "SHA256SUMS").read_text().splitlines()
+    return {path.removeprefix("./"): digest for digest, path in (line.split(maxsplit=1) for line in lines)}
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path)
+            and "build" not in path.relative_to(root).parts[1:2] and path.name != "SHA256SUMS"}
 
 
 def test_installed_bench_plugins_are_the_vendored_copies():
@@ -16,10 +32,11 @@ def test_installed_bench_plugins_are_the_vendored_copies():
     assert Path(irisbench.api.__file__).resolve() == (HERE / "irisbench" / "irisbench" / "api.py").resolve()
 
 
-def test_vendored_copies_match_shared_when_it_is_present():
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (a clone outside the workplace): nothing to compare the copies with")
-    for source in SHARED.rglob("*"):
-        if source.is_file() and "__pycache__" not in source.parts and ".egg-info" not in str(source):
-            copy = HERE / source.relative_to(SHARED)
-            assert copy.read_bytes() == source.read_bytes(), f"{copy} differs from {source}"
+def test_vendored_copies_are_the_reference_files():
+    expected = recorded()
+    assert set(expected) == {"echobench/echobench/__init__.py", "echobench/echobench/api.py",
+                             "echobench/pyproject.toml", "irisbench/irisbench/__init__.py",
+                             "irisbench/irisbench/api.py", "irisbench/pyproject.toml"}
+    assert hashes(HERE) == expected
+    if SHARED.is_dir():  # in the workplace: the record is that of the reference plugins as they are now
+        assert hashes(SHARED) == expected
