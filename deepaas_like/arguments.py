@@ -57,6 +57,19 @@ def is_file_field(f: ma_fields.Field) -> bool:
     return meta.get("type") == "file" or (meta.get("type") == "string" and meta.get("format") == "binary")
 
 
+def field_kind(f: ma_fields.Field) -> str:
+    """What a field takes, in the words the CLI and the tensor protocol build on: ``file``,
+    ``boolean``, ``integer``, ``number``, ``object``, ``string`` or ``other`` (lists, dates, ...)."""
+    if is_file_field(f):
+        return "file"
+    for kind, types in (("boolean", ma_fields.Boolean), ("integer", ma_fields.Integer),
+                        ("number", ma_fields.Number), ("object", (ma_fields.Mapping, ma_fields.Nested)),
+                        ("string", ma_fields.String)):
+        if isinstance(f, types):
+            return kind
+    return "other"
+
+
 def field_choices(f: ma_fields.Field) -> list[Any] | None:
     """The allowed values of a field: a OneOf validator, else an ``enum`` in metadata."""
     for validator in f.validators:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from marshmallow import fields as ma_fields
 
-from .arguments import ArgumentSpec, is_file_field
+from .arguments import ArgumentSpec, field_kind
 
 INTS = {"INT8": (1, "b"), "INT16": (2, "h"), "INT32": (4, "i"), "INT64": (8, "q"),
         "UINT8": (1, "B"), "UINT16": (2, "H"), "UINT32": (4, "I"), "UINT64": (8, "Q")}
@@ -236,19 +236,12 @@ def _output(name: str, values: list[Any]) -> dict[str, Any]:
 # --- metadata ---------------------------------------------------------------------------------------
 
 
+DATATYPE_OF_KIND = {"boolean": "BOOL", "integer": "INT64", "number": "FP64", "string": "BYTES"}
+
+
 def datatype_of(field: ma_fields.Field) -> str | None:
     """The tensor datatype of a scalar argument (None: not a tensor input)."""
-    if is_file_field(field):
-        return None
-    if isinstance(field, ma_fields.Boolean):
-        return "BOOL"
-    if isinstance(field, ma_fields.Integer):
-        return "INT64"
-    if isinstance(field, ma_fields.Number):
-        return "FP64"
-    if isinstance(field, ma_fields.String):
-        return "BYTES"
-    return None
+    return DATATYPE_OF_KIND.get(field_kind(field))
 
 
 def input_metadata(spec: ArgumentSpec) -> list[dict[str, Any]]:

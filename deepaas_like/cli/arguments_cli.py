@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import marshmallow
 from marshmallow import fields as ma_fields
 
-from ..arguments import ArgumentSpec, field_choices, is_file_field
+from ..arguments import ArgumentSpec, field_choices, field_kind
 from ..jsonutil import dumps
 
 NO_DEFAULT: Any = marshmallow.missing
@@ -91,17 +91,8 @@ def flags_from_spec(spec: ArgumentSpec) -> list[ArgumentFlag]:
 
 
 def _field_kind(f: ma_fields.Field) -> str:
-    if is_file_field(f):
-        return "file"
-    if isinstance(f, ma_fields.Boolean):
-        return "boolean"
-    if isinstance(f, ma_fields.Integer):
-        return "integer"
-    if isinstance(f, ma_fields.Number):
-        return "number"
-    if isinstance(f, (ma_fields.Mapping, ma_fields.Nested)):
-        return "object"
-    return "string"
+    kind = field_kind(f)
+    return "string" if kind == "other" else kind
 
 
 def _description(f: ma_fields.Field) -> str:
