@@ -50,12 +50,18 @@ setup(
         "jsonschema>=4.20",
         # --auth: HS256 JWTs as Datrics clients send them.
         "PyJWT>=2.8",
+        # the server's state (jobs, registry, tokens): SQLite by default, PostgreSQL for replicas,
+        # one schema migrated by Alembic
+        "SQLAlchemy>=2.0.30,<2.2",
+        "alembic>=1.13,<2",
         # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.
         "setuptools>=65,<82",
     ],
     extras_require={
         **FRAMEWORKS,
         "all": sorted({req for reqs in FRAMEWORKS.values() for req in reqs}),
+        # --store postgresql://...: psycopg 3 with its bundled libpq
+        "postgresql": ["psycopg[binary]>=3.2,<4"],
         "test": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",
@@ -70,6 +76,8 @@ setup(
             "playwright>=1.45",
             # tests/test_oip.py calls the Open Inference Protocol routes with Triton's own client
             "tritonclient[http]>=2.40",
+            # the job, registry and auth suites run against a throwaway PostgreSQL too
+            "psycopg[binary]>=3.2,<4",
         ],
     },
     entry_points={

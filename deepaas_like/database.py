@@ -1,17 +1,20 @@
-"""The server's own state: one SQLite database in the data directory, one writer thread.
+"""The server's own state: one store, SQLite by default or PostgreSQL, one thread for SQL.
 
-Jobs, and the registry's models and versions, are tables of ``<data-dir>/state.sqlite3``.
-Every change is a transaction (WAL journal): a server killed at any moment leaves a
-consistent database. All SQL runs on one dedicated thread, so the event loop never
-waits on the disk, and writes happen in the order they were asked for.
+Jobs, the registry's models and versions, tokens, users, roles and the audit log are the
+tables of :mod:`deepaas_like.tables`. The store is chosen by URL (``--store``): empty
+means ``<data-dir>/state.sqlite3``, or ``postgresql://user@host/db`` for a database that
+several replicas share. Every :meth:`Database.run` is one transaction (on SQLite with a
+WAL journal): a server killed at any moment leaves a consistent store. All SQL runs on
+one dedicated thread, so the event loop never waits on the disk or the network, and
+writes happen in the order they were asked for.
 
-Opening the database locks the data directory (one server per directory) and brings
-the schema up to :data:`SCHEMA_VERSION`, one numbered step at a time; a database
-written by a newer server is refused with a clear error::
+Opening locks the data directory (one server per directory) and brings the schema up to
+date with Alembic (:mod:`deepaas_like.migrations`), one step at a time; a store written
+by a newer server is refused with a clear error::
 
-    db = Database("/var/lib/deepaas_like")
+    db = Database("/var/lib/deepaas_like")          # or Database(dir, url="postgresql://...")
     await db.open()
-    rows = await db.run(lambda conn: conn.execute("SELECT id FROM jobs").fetchall())
+    rows = await db.run(lambda conn: conn.execute(sa.select(tables.jobs.c.id)).all())
     await db.close()
 """
 
@@ -20,54 +23,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import fcntl
+import logging
 import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy.pool import StaticPool
+
+from . import tables
 from .errors import DeepaasError
 
 T = TypeVar("T")
 FILENAME = "state.sqlite3"
 OLD_FILENAME = "jobs.sqlite3"  # before the registry, the database held only jobs
-
-JOBS_V1 = """CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER UNIQUE, id TEXT PRIMARY KEY, kind TEXT, model TEXT, args TEXT, status TEXT,
-    created REAL, started REAL, finished REAL, result TEXT, result_type TEXT, error_status INTEGER,
-    message TEXT, progress REAL, progress_message TEXT, callback_url TEXT, callback_status TEXT,
-    callback_attempts INTEGER, callback_error TEXT)"""
-REGISTRY_V2 = (
-    """CREATE TABLE uploaded_models (
-        name TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, last_predict REAL,
-        current_version INTEGER, is_public INTEGER NOT NULL DEFAULT 0, description TEXT NOT NULL DEFAULT '',
-        owner TEXT, archived REAL)""",
-    """CREATE TABLE model_versions (
-        model TEXT NOT NULL, number INTEGER NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-        library TEXT NOT NULL, filetype TEXT NOT NULL, filename TEXT, created REAL NOT NULL,
-        status TEXT NOT NULL, error TEXT, signature TEXT, config TEXT, optimization TEXT,
-        PRIMARY KEY (model, number))""",
-)
-AUTH_V3 = (
-    """CREATE TABLE tokens (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, scopes TEXT NOT NULL, models TEXT,
-        user_id TEXT, created REAL NOT NULL, expires REAL, last_used REAL, revoked REAL)""",
-    """CREATE TABLE users (
-        id TEXT PRIMARY KEY, username TEXT UNIQUE, email TEXT, created REAL NOT NULL)""",
-    """CREATE TABLE model_access (
-        model TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, can_share INTEGER NOT NULL,
-        PRIMARY KEY (model, user_id))""",
-    """CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT, action TEXT NOT NULL,
-        target TEXT, detail TEXT)""",
-    "ALTER TABLE jobs ADD COLUMN owner TEXT",
-)
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (JOBS_V1,),
-    2: REGISTRY_V2,
-    3: AUTH_V3,
-}
-SCHEMA_VERSION = max(MIGRATIONS)
-"""Version of the database layout this code writes."""
+MIGRATIONS = Path(__file__).parent / "migrations"
+LOG = logging.getLogger(__name__)
 
 
 class DataDirInUse(DeepaasError):
@@ -75,44 +52,83 @@ class DataDirInUse(DeepaasError):
 
 
 class StoreTooNew(DeepaasError):
-    """The database was written by a newer deepaas_like."""
+    """The store was written by a newer deepaas_like."""
+
+
+class StoreUnavailable(DeepaasError):
+    """The store's URL is wrong, or its server cannot be reached."""
+
+
+def _alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+HEAD = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+"""The schema revision this code writes."""
+
+
+def describe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(malformed store URL)"
 
 
 class Database:
-    """``<data-dir>/state.sqlite3``, opened by one server, used from one thread."""
+    """The server's store, opened by one server (per data directory), used from one thread."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, exclusive: bool = True) -> None:
-        """``exclusive``: lock the data directory (the server); tools that only read or make a
-        small change while the server may run (``deepaas-token``) open it shared."""
+    def __init__(self, data_dir: str | os.PathLike[str], *, url: str = "", exclusive: bool = True) -> None:
+        """``url``: the store (empty: ``<data_dir>/state.sqlite3``). ``exclusive``: lock the
+        data directory (the server); tools that only read or make a small change while the
+        server may run (``deepaas-token``) open it shared."""
         self.exclusive = exclusive
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / FILENAME
+        self.url = url or f"sqlite:///{self.path}"
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepaas-like-db")
-        self._conn: sqlite3.Connection | None = None
+        self._engine: sa.Engine | None = None
         self._lock_fd: int | None = None
-        self._data_version = -1
+        self._seen: Any = None
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return sa.engine.make_url(self.url).get_backend_name()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other servers may use this store at the same time (replicas on PostgreSQL)."""
+        return self.dialect != "sqlite"
+
+    def __str__(self) -> str:
+        return str(self.path) if self.dialect == "sqlite" else describe_url(self.url)
 
     # --- life cycle --------------------------------------------------------------
 
     async def open(self) -> None:
-        """Lock the data directory, then create, migrate or open the database."""
+        """Lock the data directory, then create, migrate or open the store."""
         await self._in_thread(self._open)
 
     async def close(self) -> None:
         def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
             self._unlock()
 
         await self._in_thread(close)
         self._executor.shutdown(wait=True)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` on the database thread; its return value."""
+    async def run(self, fn: Callable[[sa.Connection], T]) -> T:
+        """``fn(connection)`` in one transaction on the database thread; its return value."""
         def call() -> T:
-            assert self._conn is not None, "the database is not open"
-            return fn(self._conn)
+            assert self._engine is not None, "the database is not open"
+            with self._engine.begin() as conn:
+                return fn(conn)
 
         return await self._in_thread(call)
 
@@ -148,65 +164,116 @@ class Database:
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._adopt_old_file()
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            engine = self._create_engine()
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                self._migrate(conn)
+                with engine.begin() as conn:
+                    self._migrate(conn)
+            except sa.exc.OperationalError as exc:
+                engine.dispose()
+                raise StoreUnavailable(f"cannot open the store {self}: {exc.orig}") from None
             except BaseException:
-                conn.close()
+                engine.dispose()
                 raise
         except BaseException:
             self._unlock()
             raise
-        self._conn = conn
+        self._engine = engine
 
-    async def changed_elsewhere(self) -> bool:
-        """Whether another process committed to the database since the last call."""
-        def check(conn: sqlite3.Connection) -> bool:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            changed, self._data_version = version != self._data_version, version
-            return changed
-
-        return await self.run(check)
+    def _create_engine(self) -> sa.Engine:
+        try:
+            url = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise StoreUnavailable(f"the store URL {self.url!r} is not a database URL; give "
+                                   "sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            self._adopt_old_file()
+            # one connection, used only by the database thread; transactions begun by us
+            engine = sa.create_engine(url, poolclass=StaticPool,
+                                      connect_args={"check_same_thread": False, "timeout": 10})
+            sa.event.listen(engine, "connect", _sqlite_connected)
+            sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            return engine
+        if backend == "postgresql":
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg")  # psycopg 3, not the older psycopg2
+            try:
+                return sa.create_engine(url, pool_size=2, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:
+                raise StoreUnavailable(f"a PostgreSQL store needs {exc.name}: pip install 'deepaas_like[postgresql]'") \
+                    from None
+        raise StoreUnavailable(f"unsupported store {backend!r}: give sqlite:///PATH or postgresql://...")
 
     def _adopt_old_file(self) -> None:
         """A data directory of a server from before the registry: its jobs.sqlite3 becomes ours."""
         old = self.data_dir / OLD_FILENAME
-        if old.exists() and not self.path.exists():
+        if self.url == f"sqlite:///{self.path}" and old.exists() and not self.path.exists():
             for suffix in ("-wal", "-shm", ""):  # the database file last: it marks the move done
                 part = Path(str(old) + suffix)
                 if part.exists():
                     os.replace(part, Path(str(self.path) + suffix))
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Bring the schema up to ``SCHEMA_VERSION``, one step per version, each atomic."""
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreTooNew(
-                f"the database {self.path} has schema version {version}, newer than this deepaas_like "
-                f"understands ({SCHEMA_VERSION}); run the newer deepaas_like, or give this one another --data-dir"
-            )
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN IMMEDIATE")
+    def _migrate(self, conn: sa.Connection) -> None:
+        """Bring the schema up to :data:`HEAD`, one step at a time."""
+        config = _alembic_config(conn)
+        script = ScriptDirectory.from_config(config)
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current is None:
+            current = self._legacy_revision(conn, script)
+            if current is not None:  # a store from before Alembic: its steps are ours, numbered alike
+                command.stamp(config, current)
+        else:
             try:
-                for statement in MIGRATIONS[step]:
-                    conn.execute(statement)
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(step),))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                script.get_revision(current)
+            except CommandError:
+                raise StoreTooNew(
+                    f"the store {self} has schema revision {current}, newer than this deepaas_like "
+                    f"understands ({HEAD}); run the newer deepaas_like, or give this one another store"
+                ) from None
+        if current != HEAD:
+            LOG.info("store %s: migrating the schema from %s to %s", self, current or "nothing", HEAD)
+            command.upgrade(config, "head")
+
+    def _legacy_revision(self, conn: sa.Connection, script: ScriptDirectory) -> str | None:
+        """The revision of a store whose ``meta`` table says ``schema_version`` (before Alembic)."""
+        if not sa.inspect(conn).has_table("meta"):
+            return None
+        row = conn.execute(sa.select(tables.meta.c.value).where(tables.meta.c.key == "schema_version")).first()
+        if row is None:
+            return None
+        number = int(row[0])
+        by_number = {int(rev.revision.split("_")[0]): rev.revision for rev in script.walk_revisions()}
+        if number not in by_number:
+            raise StoreTooNew(
+                f"the store {self} has schema version {number}, newer than this deepaas_like understands "
+                f"({HEAD}); run the newer deepaas_like, or give this one another store")
+        conn.execute(sa.delete(tables.meta).where(tables.meta.c.key == "schema_version"))
+        return by_number[number]
+
+    # --- changes by other processes --------------------------------------------------
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether tokens, users, roles or uploaded models may have changed since the last
+        call (another process: ``deepaas-token``, or a replica on the same PostgreSQL)."""
+        def check(conn: sa.Connection) -> bool:
+            if conn.dialect.name == "sqlite":  # any commit by another connection
+                seen = conn.exec_driver_sql("PRAGMA data_version").scalar()
+            else:
+                seen = conn.execute(sa.select(tables.meta.c.value).where(tables.meta.c.key == "revision")).scalar()
+            changed, self._seen = seen != self._seen, seen
+            return changed
+
+        return await self.run(check)
 
 
-def columns_of(conn: sqlite3.Connection, table: str) -> list[str]:
-    """The column names of ``table``."""
-    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+def bump_revision(conn: sa.Connection) -> None:
+    """Say, in the current transaction, that access facts changed (see :meth:`Database.changed_elsewhere`)."""
+    meta = tables.meta
+    conn.execute(sa.update(meta).where(meta.c.key == "revision")
+                 .values(value=sa.cast(sa.cast(meta.c.value, sa.Integer) + 1, sa.Text)))
 
 
-def encode_row(values: dict[str, Any]) -> tuple[str, list[Any]]:
-    """``"a = ?, b = ?"`` and the values, for an UPDATE of these columns."""
-    return ", ".join(f"{name} = ?" for name in values), list(values.values())
+def _sqlite_connected(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event says BEGIN itself
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")

@@ -191,6 +191,23 @@ class Settings:
         "storage_dir(). One server per directory.",
         sample_default="~/.local/share/deepaas_like",
     )
+    store: str = option(
+        "",
+        "Where the server keeps its state (jobs, uploaded models' records, tokens, users, "
+        "roles, audit log), as a URL: empty for <data-dir>/state.sqlite3, or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (needs deepaas_like[postgresql]). "
+        "The schema is created or migrated on start.",
+    )
+    artifact_dir: str = option(
+        "",
+        "Directory of uploaded model files, stored by SHA-256 (empty: <data-dir>/artifacts). "
+        "Replicas on one PostgreSQL --store share one, e.g. on a network file system.",
+    )
+    auth_key_file: str = option(
+        "",
+        "File holding the key that API tokens are hashed with, created on first use "
+        "(empty: <data-dir>/auth.key). Replicas share one, so a token works on all.",
+    )
     auth: bool = option(
         False,
         "Require a credential: a bearer API token (deepaas-token) or, with "
@@ -280,6 +297,14 @@ class Settings:
         kind="duration",
         sample_default="1d",
     )
+    job_lease: float = option(
+        15.0,
+        "Replicas on one PostgreSQL --store: a replica renews the lease on the jobs it runs "
+        "every third of this (seconds; suffixes allowed); when a replica has not renewed it for "
+        "this long, another one marks its unfinished jobs interrupted.",
+        kind="duration",
+        sample_default="15s",
+    )
     callback_attempts: int = option(
         5,
         "Attempts to POST a finished job to its callback_url before the delivery is "
@@ -326,7 +351,12 @@ class Settings:
     @property
     def artifacts_dir(self) -> Path:
         """Uploaded model files, by SHA-256."""
-        return Path(self.data_dir) / "artifacts"
+        return Path(self.artifact_dir) if self.artifact_dir else Path(self.data_dir) / "artifacts"
+
+    @property
+    def auth_key_path(self) -> Path:
+        """The key API tokens are hashed with."""
+        return Path(self.auth_key_file) if self.auth_key_file else Path(self.data_dir) / "auth.key"
 
     def for_model(self, name: str) -> "ModelSettings":
         """The per-model options of one model: its overrides, else the global values."""
@@ -445,8 +475,12 @@ def _validate(s: Settings) -> None:
     if s.callback_attempts < 1 or s.callback_backoff < 0 or s.prediction_retention < 0:
         raise SettingsError("callback_attempts must be at least 1; callback_backoff and prediction_retention "
                             "must not be negative")
+    if s.job_lease < 1:
+        raise SettingsError(f"job_lease must be at least 1 second, got {s.job_lease}")
     if s.base_path and (not s.base_path.startswith("/") or s.base_path == "/"):
         raise SettingsError(f"base_path must start with '/' and name a path, got {s.base_path!r}")
+    if s.store and not re.match(r"(sqlite|postgresql)(\+\w+)?://", s.store):
+        raise SettingsError(f"store must be empty, sqlite:///PATH or postgresql://..., got {s.store!r}")
     for name in s.model_name:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
             raise SettingsError(f"model name {name!r} may only use letters, digits, '_', '.', '-'")
@@ -616,8 +650,9 @@ def settings_from_layers(layers: Iterable[Layer]) -> Settings:
                 raise SettingsError(f"{layer.origin}: {model!r} is not a model name")
             for name, raw in options.items():
                 overrides.setdefault(model, {})[name] = _convert(by_name[name], raw, f"{layer.origin} ({model})")
-    if "data_dir" in values:
-        values["data_dir"] = os.path.abspath(os.path.expanduser(values["data_dir"]))
+    for name in ("data_dir", "artifact_dir", "auth_key_file"):
+        if values.get(name):
+            values[name] = os.path.abspath(os.path.expanduser(values[name]))
     if len(values.get("base_path", "")) > 1:
         values["base_path"] = values["base_path"].rstrip("/")
     return Settings(**values, model_overrides=overrides)

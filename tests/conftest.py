@@ -18,6 +18,54 @@ from deepaas_like.api import create_app
 from deepaas_like.settings import Settings
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "stores(*names): run the test on each of these stores "
+                            "(sqlite, postgresql) through the ``store`` fixture")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is not None and "store" in metafunc.fixturenames:
+        assert set(marker.args) <= set(STORES), marker.args
+        metafunc.parametrize("store", marker.args, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the whole session (see tests/postgres.py)."""
+    from postgres import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``--store`` URL of a test: empty (SQLite in the data directory) unless the test
+    is marked ``stores(...)``, which runs it once per store, each time on a fresh one.
+    The commands a test starts (``deepaas-run``, ``deepaas-token``) get it as DEEPAAS_STORE."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return ""
+    url = request.getfixturevalue("postgres").new_database()
+    monkeypatch.setenv("DEEPAAS_STORE", url)
+    return url
+
+
+def store_rows(data_dir: Path, store: str, sql: str) -> list[tuple]:
+    """The rows of a query on a test's store, read the way another program would."""
+    import sqlalchemy as sa
+
+    url = store.replace("postgresql://", "postgresql+psycopg://", 1) if store else f"sqlite:///{data_dir}/state.sqlite3"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +117,11 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, store: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         # The registry's shared workers start with the first upload, not with every test's app
         # (tests/test_registry.py covers the default, preloading at start).
-        values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "shutdown_timeout": 2.0,
+        values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "store": store, "shutdown_timeout": 2.0,
                                   "registry_preload": False}
         values.update(overrides)
         if isinstance(values.get("model_name"), str):

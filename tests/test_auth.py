@@ -5,7 +5,6 @@ import asyncio
 import base64
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,11 +14,13 @@ import aiohttp
 import jwt
 import pytest
 
-from conftest import wait_ready
+from conftest import store_rows, wait_ready
 from deepaas_like.api import create_app
 from deepaas_like.api.keys import POLICIES
 from deepaas_like.api.routes import ROUTES
 from test_registry import ROW, form, iris_models  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
 
 IRIS_QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 ECHO = f"/v2/models/echobench/predict/?{IRIS_QUERY}"
@@ -78,7 +79,7 @@ async def test_without_a_credential_only_open_routes_answer(auth_app):
         assert response.status == 401 and "WWW-Authenticate" in response.headers, bad
 
 
-async def test_tokens_from_the_command_line_scopes_revocation_and_expiry(auth_app, data_dir):
+async def test_tokens_from_the_command_line_scopes_revocation_and_expiry(auth_app, data_dir, store):
     predict = mint(data_dir, "--name", "predictor", "--scope", "models:predict")
     reader = mint(data_dir, "--name", "reader", "--scope", "models:read", "--model", "irisbench")
     client = await auth_app()
@@ -93,7 +94,7 @@ async def test_tokens_from_the_command_line_scopes_revocation_and_expiry(auth_ap
     assert (await client.get("/v2/models/echobench/", headers=bearer(reader))).status == 404  # not its model
     listed = await (await client.get("/v2/models/", headers=bearer(reader))).json()
     assert [m["name"] for m in listed["models"]] == ["irisbench"]
-    stored = sqlite3.connect(data_dir / "state.sqlite3").execute("SELECT hash, last_used FROM tokens").fetchall()
+    stored = store_rows(data_dir, store, "SELECT hash, last_used FROM tokens")
     assert all(predict.split("_")[2] not in h for h, _ in stored)  # only a keyed hash is kept
     token_id = predict.split("_")[1]
     revoke = subprocess.run([TOKEN_CLI, "--data-dir", str(data_dir), "revoke", token_id], capture_output=True,

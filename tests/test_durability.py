@@ -9,12 +9,14 @@ import pytest
 
 from processes import Server, alive, descendants
 
+pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
+
 IRIS_JSON = json.dumps({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}).encode()
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def start(tmp_path, plugins):
+def start(tmp_path, plugins, store):  # store: DEEPAAS_STORE for the servers
     plugins.install("slow")
     servers: list[Server] = []
     env = {"PYTHONPATH": str(plugins.path)}

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from polling import finished, wait_for
 
+pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
+
 IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 

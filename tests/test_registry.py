@@ -19,6 +19,8 @@ from conftest import wait_ready
 from deepaas_like.api import create_app
 from model_files import build_keras_files, build_torch_files
 
+pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
+
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 VIRGINICA = {"sepal_length": 6.9, "sepal_width": 3.1, "petal_length": 5.4, "petal_width": 2.1}

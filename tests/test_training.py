@@ -6,8 +6,11 @@ import os
 import time
 
 import aiohttp
+import pytest
 
 from polling import wait_for
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
 
 
 async def test_training_lifecycle_deepaas_shapes(serve):

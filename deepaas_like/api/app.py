@@ -25,6 +25,7 @@ from .openapi import OpenApiDocument
 from .routes import add_routes, policy_of
 
 LOG = logging.getLogger(__name__)
+STORE_POLL_INTERVAL = 0.5  # seconds between two looks for changes made by other processes
 
 
 def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None) -> web.Application:
@@ -41,7 +42,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     for name in settings.model_overrides:
         if name not in models:
             LOG.warning("per-model options given for '%s', which is not served", name)
-    db = Database(settings.data_dir)
+    db = Database(settings.data_dir, url=settings.store)
     gate = Gate(settings, db)
     models.uploads = gate.uploads = Registry(settings, db, set(models))
     jobs = JobManager(settings, models, db)
@@ -61,6 +62,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app.cleanup_ctx.append(_open_database)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_gate)
     app.cleanup_ctx.append(_run_registry)
+    app.cleanup_ctx.append(_watch_store)
     app.cleanup_ctx.append(_run_jobs)
     app.cleanup_ctx.append(_run_models)
     return app
@@ -83,6 +85,7 @@ async def _run_models(app: web.Application) -> AsyncIterator[None]:
 async def _open_database(app: web.Application) -> AsyncIterator[None]:
     """Lock the data directory and open (or migrate) the server's database."""
     await app[DATABASE].open()
+    await app[DATABASE].changed_elsewhere()  # the baseline, before anything is read
     try:
         yield
     finally:
@@ -106,6 +109,29 @@ async def _run_registry(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await registry.close()
+
+
+async def _watch_store(app: web.Application) -> AsyncIterator[None]:
+    """Take in what other processes write to the store: ``deepaas-token`` on the same data
+    directory, other replicas on the same PostgreSQL (tokens, roles, uploaded models)."""
+    db, gate, registry = app[DATABASE], app[GATE], app[MODELS].uploads
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(STORE_POLL_INTERVAL)
+            try:
+                if await db.changed_elsewhere():
+                    await gate.reload()
+                    await registry.refresh()
+            except Exception:  # the next round tries again
+                LOG.exception("reading changes of the store %s back failed", db)
+
+    task = asyncio.create_task(watch(), name="watch the store")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _run_jobs(app: web.Application) -> AsyncIterator[None]:

@@ -152,16 +152,9 @@ async def training_log(request: web.Request) -> web.Response:
     offset = _int(request.query, "offset", 0, 0, None, errors)
     if errors:
         raise ArgumentError("Invalid offset", errors)
-    path = jobs.log_path(job)
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-            size = fh.tell()
-    except FileNotFoundError:
-        data, size = b"", 0
+    data = await jobs.read_log(job, offset)
     return web.Response(body=data, content_type="text/plain", charset="utf-8",
-                        headers={"X-Log-Size": str(max(size, offset)), "X-Job-Status": job.status})
+                        headers={"X-Log-Size": str(offset + len(data)), "X-Job-Status": job.status})
 
 
 # --- asynchronous predictions -------------------------------------------------------
@@ -199,7 +192,11 @@ async def prediction_result(request: web.Request) -> web.StreamResponse:
     if job.result_type is None:
         return json_response(job.result)
     filename = (job.result or {}).get("filename") if isinstance(job.result, dict) else None
-    return await send_file(request, str(jobs.result_path(job)), job.result_type, filename)
+    path = jobs.result_path(job)
+    if not path.exists() and job.node != jobs.node:
+        raise Conflict(f"Prediction '{job.id}' answered a file ({job.result_type}), which the replica that ran it "
+                       f"({job.node}) keeps; ask that replica", details={"uuid": job.id, "node": job.node})
+    return await send_file(request, str(path), job.result_type, filename)
 
 
 # --- model tests and feature impact (started by api/quality_handlers.py) -----------------------

@@ -193,25 +193,22 @@ async def impact_plot_png(request: web.Request) -> web.Response:
 # --- logs of either ------------------------------------------------------------------------
 
 
-def _log_text(request: web.Request, kind: JobKind) -> tuple[Job, str]:
+async def _log_text(request: web.Request, kind: JobKind) -> tuple[Job, str]:
     jobs, job = job_of(request, kind)
-    try:
-        return job, jobs.log_path(job).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return job, ""
+    return job, (await jobs.read_log(job)).decode("utf-8", errors="replace")
 
 
 def log_handlers(kind: JobKind) -> tuple[Any, Any]:
     """``GET .../{uuid}/log`` (everything) and ``.../log/tail?lines=N`` (the last lines)."""
     async def whole(request: web.Request) -> web.Response:
-        job, text = _log_text(request, kind)
+        job, text = await _log_text(request, kind)
         return web.Response(text=text, content_type="text/plain", headers={"X-Job-Status": job.status})
 
     async def tail(request: web.Request) -> web.Response:
         from .registry_handlers import query_int
 
         lines = query_int(request, "lines", 20, 1, 10000)
-        job, text = _log_text(request, kind)
+        job, text = await _log_text(request, kind)
         return web.Response(text="".join(text.splitlines(keepends=True)[-lines:]), content_type="text/plain",
                             headers={"X-Job-Status": job.status})
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..database import Database
+import sqlalchemy as sa
+
+from ..database import Database, bump_revision
+from ..tables import audit, model_access, users
 from .principal import Role
 
-SQLITE_MAX_INT = 2**63 - 1
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass
@@ -42,47 +44,62 @@ class AccessTables:
         self._db = db
 
     async def load(self) -> tuple[list[User], list[Grant]]:
-        def load(conn: sqlite3.Connection) -> tuple[list[User], list[Grant]]:
-            users = [User(*row) for row in conn.execute("SELECT id, username, email, created FROM users")]
+        def load(conn: sa.Connection) -> tuple[list[User], list[Grant]]:
+            found = [User(*row) for row in conn.execute(
+                sa.select(users.c.id, users.c.username, users.c.email, users.c.created))]
             grants = [Grant(model, user, Role(role), bool(share)) for model, user, role, share in conn.execute(
-                "SELECT model, user_id, role, can_share FROM model_access")]
-            return users, grants
+                sa.select(model_access.c.model, model_access.c.user_id, model_access.c.role, model_access.c.can_share))]
+            return found, grants
 
         return await self._db.run(load)
 
     async def save_user(self, user: User) -> None:
-        await self._db.run(lambda conn: conn.execute(
-            "INSERT INTO users (id, username, email, created) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-            "SET username = excluded.username, email = excluded.email",
-            (user.id, user.username, user.email, user.created)))
+        def save(conn: sa.Connection) -> None:
+            insert = _insert_for(conn)(users).values(id=user.id, username=user.username, email=user.email,
+                                                     created=user.created)
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=[users.c.id],
+                set_={"username": insert.excluded.username, "email": insert.excluded.email}))
+            bump_revision(conn)
+
+        await self._db.run(save)
 
     async def replace_grants(self, model: str, grants: list[Grant]) -> None:
         """The model's whole access list, in one transaction."""
-        def replace(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute("BEGIN")
-                conn.execute("DELETE FROM model_access WHERE model = ?", (model,))
-                conn.executemany("INSERT INTO model_access VALUES (?, ?, ?, ?)",
-                                 [(g.model, g.user_id, str(g.role), int(g.can_share)) for g in grants])
+        def replace(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(model_access).where(model_access.c.model == model))
+            if grants:
+                conn.execute(sa.insert(model_access), [
+                    {"model": g.model, "user_id": g.user_id, "role": str(g.role), "can_share": int(g.can_share)}
+                    for g in grants])
+            bump_revision(conn)
 
         await self._db.run(replace)
 
     async def record(self, actor: str | None, action: str, target: str | None, detail: dict[str, Any]) -> None:
-        await self._db.run(lambda conn: conn.execute(
-            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), actor, action, target, json.dumps(detail))))
+        await self._db.run(lambda conn: conn.execute(sa.insert(audit).values(
+            at=time.time(), actor=actor, action=action, target=target, detail=json.dumps(detail))))
 
     async def entries(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         from ..registry.records import stamp
 
-        offset = min(offset, SQLITE_MAX_INT)  # past every row anyway; SQLite's integers stop there
+        offset = min(offset, MAX_OFFSET)  # past every row anyway; the stores' integers stop there
 
-        def read(conn: sqlite3.Connection) -> tuple[int, list[dict[str, Any]]]:
-            total = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-            rows = conn.execute("SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq DESC "
-                                "LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        def read(conn: sa.Connection) -> tuple[int, list[dict[str, Any]]]:
+            total = conn.execute(sa.select(sa.func.count()).select_from(audit)).scalar_one()
+            rows = conn.execute(sa.select(audit.c.seq, audit.c.at, audit.c.actor, audit.c.action, audit.c.target,
+                                          audit.c.detail).order_by(audit.c.seq.desc()).limit(limit).offset(offset))
             return total, [{"id": seq, "at": stamp(at), "actor": actor, "action": action, "target": target,
                             "detail": json.loads(detail) if detail else {}}
                            for seq, at, actor, action, target, detail in rows]
 
         return await self._db.run(read)
+
+
+def _insert_for(conn: sa.Connection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert

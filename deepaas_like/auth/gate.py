@@ -34,7 +34,6 @@ from .principal import ANONYMOUS, LOCAL, REMOTE, Kind, Principal, Role, Scope
 from .tokens import IssuedToken, TokenRecord, TokenTable, issue_token, keyed_hash, server_key, split_token
 
 LOG = logging.getLogger(__name__)
-REFRESH_INTERVAL = 1.0
 LAST_USED_SAVE_INTERVAL = 5.0
 JWT_CACHE = 1024
 CHECKED_TOKENS = 4096  # API tokens remembered as checked (forgotten all at once past it)
@@ -78,11 +77,10 @@ class Gate:
     async def start(self) -> None:
         if self._settings.jwt_secret_file:
             self._jwt_secret = await asyncio.to_thread(_read_secret, self._settings.jwt_secret_file)
-        self._key = await asyncio.to_thread(server_key, self._settings.data_dir)
-        await self._reload()
-        await self._db.changed_elsewhere()  # the baseline
+        self._key = await asyncio.to_thread(server_key, self._settings.auth_key_path)
+        await self.reload()
         if self.enabled:
-            self._spawn(self._refresh_loop())
+            self._spawn(self._save_loop())
         elif not self.loopback:
             LOG.warning("authentication is off (--auth) and the server listens on %s: uploads, changes of "
                         "models and admin routes are refused; metadata, predict and train are open to anyone "
@@ -99,7 +97,8 @@ class Gate:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _reload(self) -> None:
+    async def reload(self) -> None:
+        """Read tokens, users and roles back (at start, and when another process changed them)."""
         tokens = await self._tokens.load()
         users, grants = await self._tables.load()
         for record in tokens:  # this process's newer last-used times win
@@ -113,18 +112,13 @@ class Gate:
         for grant in grants:
             self._grants.setdefault(grant.model, {})[grant.user_id] = grant
 
-    async def _refresh_loop(self) -> None:
-        saved = time.monotonic()
+    async def _save_loop(self) -> None:
         while True:
-            await asyncio.sleep(REFRESH_INTERVAL)
+            await asyncio.sleep(LAST_USED_SAVE_INTERVAL)
             try:
-                if await self._db.changed_elsewhere():
-                    await self._reload()
-                if time.monotonic() - saved >= LAST_USED_SAVE_INTERVAL:
-                    saved = time.monotonic()
-                    await self._save_last_used()
+                await self._save_last_used()
             except Exception:  # the next round tries again
-                LOG.exception("reading tokens and access lists back failed")
+                LOG.exception("saving the tokens' last use failed")
 
     async def _save_last_used(self) -> None:
         if self._used:

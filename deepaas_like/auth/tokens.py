@@ -2,8 +2,9 @@
 
 A token reads ``dlk_<id>_<secret>``: ``id`` (12 hex characters) names it in lists and
 revocations; ``secret`` is 256 random bits. The database keeps HMAC-SHA256(key,
-secret), where ``key`` is the server's own random key (``<data-dir>/auth.key``, readable
-by its owner only): a copy of the database alone does not let anyone use a token::
+secret), where ``key`` is the server's own random key (``--auth-key-file``, by default
+``<data-dir>/auth.key``, readable by its owner only): a copy of the database alone does
+not let anyone use a token::
 
     issued = issue_token(key, name="ci", scopes={"models:predict"})
     issued.token          # 'dlk_3f9a...'  (give it to the client; it is not stored)
@@ -18,19 +19,20 @@ import json
 import os
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..database import Database
+import sqlalchemy as sa
+
+from ..database import Database, bump_revision
 from ..errors import ArgumentError
+from ..tables import tokens
 from .principal import SCOPES
 
 PREFIX = "dlk_"
 TOKEN_FORMAT = re.compile(r"dlk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
-KEY_FILE = "auth.key"
 # A token's lifetime: a number of a unit (seconds without one), each with the most digits it
 # may have, so that an expiry stays a few centuries ahead, well inside what a date can hold.
 # The parser and the OpenAPI document both read this table.
@@ -76,9 +78,9 @@ class IssuedToken:
     record: TokenRecord
 
 
-def server_key(data_dir: str | os.PathLike[str]) -> bytes:
-    """The server's HMAC key, created on first use (mode 0600)."""
-    path = Path(data_dir) / KEY_FILE
+def server_key(path: str | os.PathLike[str]) -> bytes:
+    """The server's HMAC key (``--auth-key-file``), created on first use (mode 0600)."""
+    path = Path(path)
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -148,9 +150,9 @@ class TokenTable:
         self._db = db
 
     async def load(self) -> list[TokenRecord]:
-        def load(conn: sqlite3.Connection) -> list[TokenRecord]:
+        def load(conn: sa.Connection) -> list[TokenRecord]:
             records = []
-            for row in conn.execute(f"SELECT {', '.join(FIELDS)} FROM tokens ORDER BY created"):
+            for row in conn.execute(sa.select(*(tokens.c[f] for f in FIELDS)).order_by(tokens.c.created)):
                 values = dict(zip(FIELDS, row))
                 values["scopes"] = json.loads(values["scopes"])
                 values["models"] = json.loads(values["models"]) if values["models"] else None
@@ -160,18 +162,27 @@ class TokenTable:
         return await self._db.run(load)
 
     async def insert(self, record: TokenRecord) -> None:
-        values = [json.dumps(getattr(record, f)) if f in ("scopes", "models") and getattr(record, f) is not None
-                  else getattr(record, f) for f in FIELDS]
-        await self._db.run(lambda conn: conn.execute(
-            f"INSERT INTO tokens ({', '.join(FIELDS)}) VALUES ({', '.join('?' for _ in FIELDS)})", values))
+        values = {f: json.dumps(getattr(record, f)) if f in ("scopes", "models") and getattr(record, f) is not None
+                  else getattr(record, f) for f in FIELDS}
+
+        def insert(conn: sa.Connection) -> None:
+            conn.execute(sa.insert(tokens).values(values))
+            bump_revision(conn)
+
+        await self._db.run(insert)
 
     async def revoke(self, token_id: str, when: float) -> bool:
-        def revoke(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (when, token_id))
-            return cursor.rowcount == 1
+        def revoke(conn: sa.Connection) -> bool:
+            result = conn.execute(sa.update(tokens).where(tokens.c.id == token_id, tokens.c.revoked.is_(None))
+                                  .values(revoked=when))
+            bump_revision(conn)
+            return result.rowcount == 1
 
         return await self._db.run(revoke)
 
     async def save_last_used(self, used: dict[str, float]) -> None:
-        await self._db.run(lambda conn: conn.executemany(
-            "UPDATE tokens SET last_used = ? WHERE id = ?", [(when, token_id) for token_id, when in used.items()]))
+        if not used:
+            return
+        await self._db.run(lambda conn: conn.execute(
+            sa.update(tokens).where(tokens.c.id == sa.bindparam("token_id")).values(last_used=sa.bindparam("when")),
+            [{"token_id": token_id, "when": when} for token_id, when in used.items()]))

@@ -25,13 +25,17 @@ from ..auth.principal import SCOPES
 from ..auth.tokens import TokenTable, check_scopes, issue_token, parse_duration, server_key
 from ..database import Database
 from ..errors import DeepaasError
-from ..settings import CONFIG_FILE_ENV, SettingsError, load_settings
+from ..settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepaas-token", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="the server's --data-dir (default: as deepaas-run would use it: "
                         "its config file, DEEPAAS_DATA_DIR, ~/.local/share/deepaas_like)")
+    parser.add_argument("--store", help="the server's --store (default: as deepaas-run would use it: its config "
+                        "file, DEEPAAS_STORE, else <data-dir>/state.sqlite3)")
+    parser.add_argument("--auth-key-file", help="the server's --auth-key-file (default: as deepaas-run would "
+                        "use it, else <data-dir>/auth.key)")
     parser.add_argument("--config-file", help=f"deepaas-run's config file (also ${CONFIG_FILE_ENV})")
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create a token; it is printed once, as the last line")
@@ -52,27 +56,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         flags = [*(["--config-file", args.config_file] if args.config_file else []),
-                 *(["--data-dir", args.data_dir] if args.data_dir else [])]
-        data_dir = load_settings(flags).data_dir
+                 *(["--data-dir", args.data_dir] if args.data_dir else []),
+                 *(["--store", args.store] if args.store else []),
+                 *(["--auth-key-file", args.auth_key_file] if args.auth_key_file else [])]
+        settings = load_settings(flags)
         expires_in = parse_duration(args.expires) if getattr(args, "expires", None) else None
     except (SettingsError, ValueError) as exc:
         print(f"deepaas-token: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run(args, data_dir, expires_in))
+        return asyncio.run(_run(args, settings, expires_in))
     except DeepaasError as exc:
         print(f"deepaas-token: error: {exc.message}", file=sys.stderr)
         return 1
 
 
-async def _run(args: argparse.Namespace, data_dir: str, expires_in: float | None) -> int:
-    db = Database(data_dir, exclusive=False)
+async def _run(args: argparse.Namespace, settings: Settings, expires_in: float | None) -> int:
+    db = Database(settings.data_dir, url=settings.store, exclusive=False)
     await db.open()
     try:
         table = TokenTable(db)
         audit = AccessTables(db)
         if args.command == "create":
-            issued = issue_token(server_key(data_dir), name=args.name, scopes=check_scopes(args.scope),
+            issued = issue_token(server_key(settings.auth_key_path), name=args.name, scopes=check_scopes(args.scope),
                                  models=args.model, user_id=args.user, expires_in=expires_in)
             await table.insert(issued.record)
             record = issued.record

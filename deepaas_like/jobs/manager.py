@@ -37,6 +37,7 @@ from ..training import describe_failure
 from .callbacks import PENDING, CallbackSender
 from .model import Job, JobKind, JobStatus
 from ..database import Database
+from .replicas import Replicas, node_id
 from .store import JobStore
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ LOG_NAME = "train.log"
 TASK_LOG_NAME = "job.log"
 RESULT_NAME = "result"
 PROGRESS_SAVE_INTERVAL = 1.0
+CANCEL_WAIT = 10.0  # seconds a cancel on one replica waits for the replica that runs the job
 
 
 class JobNotFound(NotFound):
@@ -62,6 +64,9 @@ class JobManager:
         self._progress_saved: dict[str, float] = {}
         self._callbacks = CallbackSender(settings.callback_attempts, settings.callback_backoff,
                                          self.document, self._store.save)
+        self._shared = db.shared
+        self.node: str | None = None  # known once the data directory is ours (start)
+        self._replicas: Replicas | None = None  # replicas on one store (see jobs/replicas.py)
 
     # --- documents and lookups ----------------------------------------------------
 
@@ -117,9 +122,19 @@ class JobManager:
     # --- life cycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read the jobs back; those that were queued or running become interrupted."""
-        for job in await self._store.load():
-            self._jobs[job.id] = job
+        """Read the jobs back; those that were queued or running become interrupted (on a
+        shared store: those whose replica's lease ran out; the others run elsewhere)."""
+        self.node = await asyncio.to_thread(node_id, self._settings.data_dir)
+        if self._shared:
+            self._replicas = Replicas(self, self._store, self.node, self._settings.job_lease)
+        loaded = await self._store.load()
+        self._jobs.update((job.id, job) for job in loaded)
+        if self._replicas is not None:
+            for job in await self._replicas.adopt([j for j in loaded if self._foreign(j)]):
+                self._callbacks.schedule(job)
+        for job in loaded:
+            if self._foreign(job):
+                continue
             if not job.is_finished:
                 was = job.status
                 job.status, job.finished = JobStatus.INTERRUPTED, time.time()
@@ -130,14 +145,15 @@ class JobManager:
             self._callbacks.schedule(job)
         if self._jobs:
             LOG.info("job store %s: %d jobs", self._store.path, len(self._jobs))
+        if self._replicas is not None:
+            self._spawn(self._replicas.run())
         self._spawn(self._expire_loop())
 
     async def close(self) -> None:
-        """Server shutdown: queued and running jobs end as interrupted."""
-        for job in list(self._jobs.values()):
-            if not job.is_finished:
-                where = "before it started" if job.status is JobStatus.QUEUED else "while it was running"
-                await self._finish(job, JobStatus.INTERRUPTED, message=f"the server was stopped {where}")
+        """Server shutdown: queued and running jobs end as interrupted (this server's own)."""
+        for job in self.own_unfinished():
+            where = "before it started" if job.status is JobStatus.QUEUED else "while it was running"
+            await self._finish(job, JobStatus.INTERRUPTED, message=f"the server was stopped {where}")
         self._training_queue.clear()
         for job in self._jobs.values():
             if job.training is not None:
@@ -147,6 +163,39 @@ class JobManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._callbacks.close()
+
+    # --- replicas --------------------------------------------------------------------
+
+    def local(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def own_unfinished(self) -> list[Job]:
+        return [j for j in self._jobs.values() if not j.is_finished and j.node in (None, self.node)]
+
+    def _foreign(self, job: Job) -> bool:
+        """Whether another replica runs ``job``."""
+        return self._replicas is not None and job.node not in (None, self.node)
+
+    def mirror(self, row: Job) -> None:
+        """Another replica's job as the store has it now (its copy here is replaced)."""
+        if row.node == self.node:
+            return
+        self._jobs[row.id] = row
+
+    async def read_log(self, job: Job, offset: int = 0) -> bytes:
+        """The job's log from byte ``offset`` on: its file here, or what its replica shipped."""
+        if self._foreign(job):
+            return await self._store.read_log(job.id, offset)
+
+        def read() -> bytes:
+            try:
+                with open(self.log_path(job), "rb") as fh:
+                    fh.seek(offset)
+                    return fh.read()
+            except FileNotFoundError:
+                return b""
+
+        return await asyncio.to_thread(read)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -165,11 +214,14 @@ class JobManager:
             job.progress = 1.0
         job.kwargs = None
         shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
+        if self._replicas is not None:
+            await self._replicas.ship_logs(job)  # complete before the others see it ended
         await self._store.save(job)
         LOG.info("%s %s of %s: %s%s", job.kind, job.id, job.model, status, f" ({message})" if message else "")
         self._callbacks.schedule(job)
 
     async def _create(self, job: Job, callback_url: str | None) -> Job:
+        job.node, job.heartbeat = self.node, time.time()
         if callback_url:
             job.callback_url, job.callback_status = callback_url, PENDING
         await self._store.insert(job)  # durable before the client hears of the job
@@ -181,6 +233,8 @@ class JobManager:
     async def cancel(self, kind: JobKind, model: str, job_id: str,
                      visible: Callable[[Job], bool] | None = None) -> Job:
         job = self.get(kind, model, job_id, visible)
+        if not job.is_finished and self._foreign(job):
+            return await self._cancel_elsewhere(job)
         if job.is_finished:
             raise Conflict(
                 f"{kind.replace('_', ' ').capitalize()} '{job_id}' already finished "
@@ -201,6 +255,18 @@ class JobManager:
             job.task.cancel()
             await asyncio.wait({job.task}, timeout=10)
         return job
+
+    async def _cancel_elsewhere(self, job: Job) -> Job:
+        """Ask the replica that runs ``job`` to cancel it; the job once it did (or as it is after 10 s)."""
+        assert self._replicas is not None
+        await self._store.request_cancel(job.id)
+        deadline = time.monotonic() + CANCEL_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            current = self._jobs.get(job.id, job)
+            if current.is_finished:
+                return current
+        return self._jobs.get(job.id, job)
 
     # --- trainings --------------------------------------------------------------
 

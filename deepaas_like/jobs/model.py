@@ -80,6 +80,10 @@ class Job:
     callback_attempts: int = 0
     callback_error: str | None = None
     owner: str | None = None  # who started it (a user or a token): they, admins and the model's owner see it
+    node: str | None = None  # the server that runs it (replicas on one store)
+    heartbeat: float | None = None  # when that server last said it still runs it
+    updated: float | None = None  # the last write
+    cancel_requested: int | None = None  # another replica asked the one that runs it to cancel it
     # --- runtime only -----------------------------------------------------------
     task: asyncio.Task | None = field(default=None, repr=False, metadata=_RUNTIME)
     training: Any = field(default=None, repr=False, metadata=_RUNTIME)  # its TrainingRun while it runs

@@ -1,4 +1,4 @@
-"""The jobs table of the server's database (see :mod:`deepaas_like.database`).
+"""The jobs table of the server's store (see :mod:`deepaas_like.database`).
 
 Each job is written when it is created and whenever its status changes, as of its last
 completed write; a restart reads them all back.
@@ -7,14 +7,18 @@ completed write; a restart reads them all back.
 from __future__ import annotations
 
 import json
-import sqlite3
+import time
 from typing import Any
 
-from ..database import Database, columns_of, encode_row
+import sqlalchemy as sa
+
+from ..database import Database
+from ..tables import job_logs, jobs
 from .model import Job, JobKind, JobStatus
 
 PERSISTED = Job.persisted_fields()
 JSON_COLUMNS = {"args", "result"}
+UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 class JobStore:
@@ -23,17 +27,12 @@ class JobStore:
 
     @property
     def path(self) -> str:
-        return str(self._db.path)
+        return str(self._db)
 
     async def load(self) -> list[Job]:
         """Every job, oldest first."""
-        def load(conn: sqlite3.Connection) -> list[Job]:
-            missing = set(PERSISTED) - set(columns_of(conn, "jobs"))
-            assert not missing, f"the jobs table lacks {missing}: a migration step is missing"
-            rows = conn.execute(f"SELECT {', '.join(PERSISTED)} FROM jobs ORDER BY seq").fetchall()
-            return [self._job(row) for row in rows]
-
-        return await self._db.run(load)
+        query = sa.select(*(jobs.c[name] for name in PERSISTED)).order_by(jobs.c.seq)
+        return await self._db.run(lambda conn: [self._job(row) for row in conn.execute(query)])
 
     @staticmethod
     def _encode(name: str, value: Any) -> Any:
@@ -42,7 +41,7 @@ class JobStore:
         return value
 
     @staticmethod
-    def _job(row: tuple) -> Job:
+    def _job(row: sa.Row) -> Job:
         values = dict(zip(PERSISTED, row, strict=True))
         for name in JSON_COLUMNS:
             values[name] = json.loads(values[name]) if values[name] is not None else None
@@ -51,18 +50,71 @@ class JobStore:
         return Job(**values)
 
     async def insert(self, job: Job) -> None:
-        names = ", ".join(PERSISTED)
-        marks = ", ".join("?" for _ in PERSISTED)
-        values = [self._encode(n, getattr(job, n)) for n in PERSISTED]
-        await self._db.run(lambda conn: conn.execute(
-            f"INSERT INTO jobs (seq, {names}) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), {marks})",
-            values))
+        next_seq = sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1).scalar_subquery()
+        job.updated = time.time()
+        values = {n: self._encode(n, getattr(job, n)) for n in PERSISTED}
+        await self._db.run(lambda conn: conn.execute(sa.insert(jobs).values(seq=next_seq, **values)))
 
     async def save(self, job: Job, *names: str) -> None:
         """Write the named fields of ``job`` (all persisted fields if none are named)."""
-        assignments, values = encode_row({n: self._encode(n, getattr(job, n)) for n in (names or PERSISTED)})
-        await self._db.run(lambda conn: conn.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job.id]))
+        job.updated = time.time()
+        values = {n: self._encode(n, getattr(job, n)) for n in (*(names or PERSISTED), "updated")}
+        await self._db.run(lambda conn: conn.execute(sa.update(jobs).where(jobs.c.id == job.id).values(values)))
 
     async def delete(self, job_ids: list[str]) -> None:
-        await self._db.run(lambda conn: conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids]))
+        def delete(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(jobs).where(jobs.c.id.in_(job_ids)))
+            conn.execute(sa.delete(job_logs).where(job_logs.c.job_id.in_(job_ids)))
+
+        await self._db.run(delete)
+
+    # --- replicas on one store (see deepaas_like.jobs.replicas) --------------------------
+
+    async def changed_since(self, since: float) -> list[Job]:
+        """Jobs written at or after ``since`` (by this server's clock or another's)."""
+        query = sa.select(*(jobs.c[name] for name in PERSISTED)).where(jobs.c.updated >= since).order_by(jobs.c.seq)
+        return await self._db.run(lambda conn: [self._job(row) for row in conn.execute(query)])
+
+    async def heartbeat(self, node: str, now: float) -> None:
+        """This server still runs its unfinished jobs."""
+        await self._db.run(lambda conn: conn.execute(
+            sa.update(jobs).where(jobs.c.node == node, jobs.c.status.in_(UNFINISHED)).values(heartbeat=now)))
+
+    async def stale(self, before: float, node: str) -> list[Job]:
+        """Unfinished jobs of other servers whose last heartbeat is older than ``before``."""
+        query = sa.select(*(jobs.c[name] for name in PERSISTED)).where(
+            jobs.c.status.in_(UNFINISHED), sa.or_(jobs.c.node.is_(None), jobs.c.node != node),
+            sa.or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < before))
+        return await self._db.run(lambda conn: [self._job(row) for row in conn.execute(query)])
+
+    async def end_if(self, job: Job, *, unless_beat_since: float | None = None) -> bool:
+        """Write ``job`` (ended) only if the store still has it unfinished (and, with
+        ``unless_beat_since``, without a heartbeat since then): whether this call ended it.
+        One replica wins, however many try."""
+        job.updated = time.time()
+        values = {n: self._encode(n, getattr(job, n)) for n in PERSISTED}
+        condition = [jobs.c.id == job.id, jobs.c.status.in_(UNFINISHED)]
+        if unless_beat_since is not None:
+            condition.append(sa.or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < unless_beat_since))
+        return await self._db.run(lambda conn: conn.execute(
+            sa.update(jobs).where(*condition).values(values)).rowcount == 1)
+
+    async def request_cancel(self, job_id: str) -> bool:
+        """Ask the replica that runs an unfinished job to cancel it; whether it was unfinished."""
+        return await self._db.run(lambda conn: conn.execute(
+            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED))
+            .values(cancel_requested=1, updated=time.time())).rowcount == 1)
+
+    async def append_log(self, job_id: str, offset: int, data: bytes) -> None:
+        await self._db.run(lambda conn: conn.execute(sa.insert(job_logs).values(job_id=job_id, offset=offset,
+                                                                               data=data)))
+
+    async def read_log(self, job_id: str, offset: int = 0) -> bytes:
+        """The shipped log of a job from byte ``offset`` on."""
+        def read(conn: sa.Connection) -> bytes:
+            rows = conn.execute(sa.select(job_logs.c.offset, job_logs.c.data).where(job_logs.c.job_id == job_id)
+                                .order_by(job_logs.c.offset)).all()
+            return b"".join(rows_data[max(0, offset - start):] for start, rows_data in rows
+                            if start + len(rows_data) > offset)
+
+        return await self._db.run(read)

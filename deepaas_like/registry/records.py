@@ -6,11 +6,13 @@ import dataclasses
 import datetime
 import enum
 import json
-import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
-from ..database import Database, encode_row
+import sqlalchemy as sa
+
+from ..database import Database, bump_revision
+from ..tables import model_versions, uploaded_models
 
 
 class VersionStatus(enum.StrEnum):
@@ -94,15 +96,17 @@ class RegistryStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.writes = 0  # grows when a write starts and when it ends
 
     async def load(self) -> tuple[list[ModelRecord], list[VersionRecord]]:
-        def load(conn: sqlite3.Connection) -> tuple[list[ModelRecord], list[VersionRecord]]:
-            models = [ModelRecord(**dict(zip(MODEL_FIELDS, row)))
-                      for row in conn.execute(f"SELECT {', '.join(MODEL_FIELDS)} FROM uploaded_models ORDER BY name")]
+        def load(conn: sa.Connection) -> tuple[list[ModelRecord], list[VersionRecord]]:
+            models = [ModelRecord(**dict(zip(MODEL_FIELDS, row))) for row in conn.execute(
+                sa.select(*(uploaded_models.c[n] for n in MODEL_FIELDS)).order_by(uploaded_models.c.name))]
             for model in models:
                 model.is_public = bool(model.is_public)
             versions = []
-            for row in conn.execute(f"SELECT {', '.join(VERSION_FIELDS)} FROM model_versions ORDER BY model, number"):
+            for row in conn.execute(sa.select(*(model_versions.c[n] for n in VERSION_FIELDS))
+                                    .order_by(model_versions.c.model, model_versions.c.number)):
                 values = dict(zip(VERSION_FIELDS, row))
                 for name in _JSON_VERSION_FIELDS:
                     values[name] = json.loads(values[name]) if values[name] is not None else None
@@ -113,16 +117,33 @@ class RegistryStore:
 
         return await self._db.run(load)
 
+    @staticmethod
+    def _model_values(model: ModelRecord, names: Iterable[str]) -> dict[str, Any]:
+        return {n: int(model.is_public) if n == "is_public" else getattr(model, n) for n in names}
+
+    async def _write(self, fn: Callable[[sa.Connection], Any], *, announce: bool = True) -> None:
+        """One write; ``announce``: replicas reload the registry (not for last-predict times)."""
+        self.writes += 1  # a load that overlaps a write is read again (see Registry.refresh)
+
+        def write(conn: sa.Connection) -> None:
+            fn(conn)
+            if announce:
+                bump_revision(conn)
+
+        try:
+            await self._db.run(write)
+        finally:
+            self.writes += 1
+
     async def insert_model(self, model: ModelRecord) -> None:
-        values = [getattr(model, n) for n in MODEL_FIELDS]
-        await self._db.run(lambda conn: conn.execute(
-            f"INSERT INTO uploaded_models ({', '.join(MODEL_FIELDS)}) VALUES ({', '.join('?' for _ in MODEL_FIELDS)})",
-            values))
+        values = self._model_values(model, MODEL_FIELDS)
+        await self._write(lambda conn: conn.execute(sa.insert(uploaded_models).values(values)))
 
     async def save_model(self, model: ModelRecord, *names: str) -> None:
-        assignments, values = encode_row({n: getattr(model, n) for n in (names or MODEL_FIELDS)})
-        await self._db.run(lambda conn: conn.execute(
-            f"UPDATE uploaded_models SET {assignments} WHERE name = ?", [*values, model.name]))
+        values = self._model_values(model, names or MODEL_FIELDS)
+        await self._write(lambda conn: conn.execute(
+            sa.update(uploaded_models).where(uploaded_models.c.name == model.name).values(values)),
+            announce=set(values) != {"last_predict"})
 
     @staticmethod
     def _encode(version: VersionRecord, name: str) -> Any:
@@ -130,23 +151,20 @@ class RegistryStore:
         return json.dumps(value) if name in _JSON_VERSION_FIELDS and value is not None else value
 
     async def insert_version(self, version: VersionRecord) -> None:
-        values = [self._encode(version, n) for n in VERSION_FIELDS]
-        await self._db.run(lambda conn: conn.execute(
-            f"INSERT INTO model_versions ({', '.join(VERSION_FIELDS)}) "
-            f"VALUES ({', '.join('?' for _ in VERSION_FIELDS)})", values))
+        values = {n: self._encode(version, n) for n in VERSION_FIELDS}
+        await self._write(lambda conn: conn.execute(sa.insert(model_versions).values(values)))
 
     async def save_version(self, version: VersionRecord, *names: str) -> None:
-        assignments, values = encode_row({n: self._encode(version, n) for n in (names or VERSION_FIELDS)})
-        await self._db.run(lambda conn: conn.execute(
-            f"UPDATE model_versions SET {assignments} WHERE model = ? AND number = ?",
-            [*values, version.model, version.number]))
+        values = {n: self._encode(version, n) for n in (names or VERSION_FIELDS)}
+        await self._write(lambda conn: conn.execute(
+            sa.update(model_versions)
+            .where(model_versions.c.model == version.model, model_versions.c.number == version.number)
+            .values(values)))
 
     async def purge(self, name: str) -> None:
         """Delete a model and every version of it, in one transaction."""
-        def purge(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute("BEGIN")
-                conn.execute("DELETE FROM model_versions WHERE model = ?", (name,))
-                conn.execute("DELETE FROM uploaded_models WHERE name = ?", (name,))
+        def purge(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(model_versions).where(model_versions.c.model == name))
+            conn.execute(sa.delete(uploaded_models).where(uploaded_models.c.name == name))
 
-        await self._db.run(purge)
+        await self._write(purge)

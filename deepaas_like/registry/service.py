@@ -40,7 +40,7 @@ from ..worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
 from .pool import SharedPool
-from .records import ModelRecord, RegistryStore, VersionRecord, VersionStatus, stamp
+from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus, stamp
 
 LOG = logging.getLogger(__name__)
 NAME_RULE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -200,6 +200,7 @@ class Registry:
         self._settings = settings
         self._plugins = plugin_names
         self.store = RegistryStore(db)
+        self._shared = db.shared  # replicas share the store: another may be loading a version right now
         self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
         config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
             (CAPACITY_ENV, str(settings.max_loaded_models)),
@@ -227,7 +228,7 @@ class Registry:
         self._models = {m.name: m for m in models}
         for version in versions:
             self._versions.setdefault(version.model, {})[version.number] = version
-            if version.status is VersionStatus.LOADING:  # the server stopped during its first load
+            if version.status is VersionStatus.LOADING and not self._shared:  # we stopped during its first load
                 version.status, version.error = VersionStatus.ERROR, "the server stopped while loading it; upload again"
                 await self.store.save_version(version, "status", "error")
         self.revision += 1
@@ -262,6 +263,68 @@ class Registry:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def refresh(self) -> None:
+        """Take in what other replicas wrote to the store: models and versions created,
+        changed (current version, public flag, archive, config, load status) or purged.
+        What this server is writing itself (a name whose lock is held, a version it is
+        loading) stays as it is here; the next refresh sees it settled."""
+        for _ in range(5):
+            before = self.store.writes
+            models, versions = await self.store.load()
+            if self.store.writes == before:  # no write of ours overlapped the read: apply it, without a pause
+                break
+        else:
+            return  # writes all along: the next round
+        changed = False
+        busy = {name for name, lock in self._locks.items() if lock.locked()}
+        theirs = {m.name: m for m in models if m.name not in busy}
+        for name in [n for n in self._models if n not in theirs and n not in busy]:
+            self._forget(name)
+            changed = True
+        for name, record in theirs.items():
+            mine = self._models.get(name)
+            if mine is None:
+                self._models[name] = record
+                changed = True
+                continue
+            last_predict = max(mine.last_predict or 0, record.last_predict or 0) or None
+            if dataclasses.astuple(dataclasses.replace(record, last_predict=None)) != \
+                    dataclasses.astuple(dataclasses.replace(mine, last_predict=None)):
+                changed = True
+            for field_name in MODEL_FIELDS:
+                setattr(mine, field_name, getattr(record, field_name))
+            mine.last_predict = last_predict
+        for version in versions:
+            if version.model not in theirs:
+                continue
+            mine_versions = self._versions.setdefault(version.model, {})
+            mine = mine_versions.get(version.number)
+            if mine is None:
+                mine_versions[version.number] = version
+                changed = True
+            elif version.status is not VersionStatus.LOADING and version != mine:
+                if (version.config, version.optimization, version.sha256) != (mine.config, mine.optimization,
+                                                                              mine.sha256):
+                    self._retire(version.model, version.number)
+                mine_versions[version.number] = version
+                changed = True
+        if changed:
+            self.revision += 1
+            if self._models:
+                self.ensure_pool()
+
+    def _forget(self, name: str) -> None:
+        """A model purged elsewhere: drop it here (its files went with the purge)."""
+        self._models.pop(name, None)
+        for number in self._versions.pop(name, {}):
+            self._retire(name, number)
+
+    def _retire(self, name: str, number: int) -> None:
+        """Stop serving a version from its current ServedModel; in-flight calls finish on it."""
+        old = self._served.pop((name, number), None)
+        if old is not None:
+            self._spawn(_stop_when_idle(old))
 
     # --- reading ----------------------------------------------------------------------
 
@@ -595,9 +658,7 @@ class Registry:
             if dataset:
                 version.config["dataset"] = dataset
             await self.store.save_version(version, "config")
-            old = self._served.pop((name, number), None)
-            if old is not None:  # in-flight calls finish on the old one
-                self._spawn(_stop_when_idle(old))
+            self._retire(name, number)
             self.revision += 1
         return version
 
@@ -651,9 +712,7 @@ class Registry:
             del self._models[name]
             await self.store.purge(name)
             for number in versions:
-                served = self._served.pop((name, number), None)
-                if served is not None:
-                    self._spawn(_stop_when_idle(served))
+                self._retire(name, number)
             still_used = {s for vs in self._versions.values() for v in vs.values() for s in _files(v)}
             for version in versions.values():
                 for sha in _files(version):

@@ -1,0 +1,154 @@
+"""Jobs on a store that several replicas share (PostgreSQL): who runs what, and what
+becomes of the jobs of a replica that died.
+
+Each server runs the jobs submitted to it, so each job runs exactly once, and keeps a
+heartbeat on them (its lease). It mirrors the others' jobs, so that their status, log
+and cancel work from any replica:
+
+* every :data:`SYNC_INTERVAL`: the jobs written since the last look (with a margin for
+  clocks that differ) are read; the others' jobs replace this server's copies of them,
+  and its own are checked for a cancel request made on another replica;
+* every lease / 3: a heartbeat on its own unfinished jobs; the new bytes of their logs
+  are shipped to the store (``job_logs``) for the others to serve;
+* every lease / 2: unfinished jobs of others whose heartbeat is older than the lease
+  become ``interrupted``; the write happens only if the job is still unfinished and
+  has no newer heartbeat, so one replica wins and a live one is never overruled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .model import Job, JobStatus
+from .store import JobStore
+
+if TYPE_CHECKING:
+    from .manager import JobManager
+
+LOG = logging.getLogger(__name__)
+SYNC_INTERVAL = 0.5
+CLOCK_MARGIN = 10.0  # seconds: rows are read again this far back, for clocks that differ between hosts
+LOG_CHUNK = 1 << 20
+
+
+NODE_FILE = "node-id"
+
+
+def node_id(data_dir: str | os.PathLike[str]) -> str:
+    """This server's name in the jobs it runs: its host and a random id kept in its data
+    directory, which only one server at a time may use. A server that restarts on the
+    same directory knows its own jobs again (and that the one who ran them is gone)."""
+    path = Path(data_dir) / NODE_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        node = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(node + "\n")
+        return node
+
+
+class Replicas:
+    """The replica side of a :class:`~deepaas_like.jobs.manager.JobManager` on a shared store."""
+
+    def __init__(self, manager: JobManager, store: JobStore, node: str, lease: float) -> None:
+        self._manager = manager
+        self._store = store
+        self.node = node
+        self.lease = lease
+        self._shipped: dict[str, int] = {}  # job id -> bytes of its log already in the store
+        self._since = 0.0
+
+    def stale_message(self, job: Job) -> str:
+        return (f"the replica running it ({job.node or 'unknown'}) stopped answering: no heartbeat for "
+                f"{self.lease:g} s (crash, kill or lost connection) while the job was {job.status}")
+
+    async def adopt(self, jobs: list[Job]) -> list[Job]:
+        """At start: end the other replicas' unfinished jobs whose lease ran out; the
+        others run elsewhere and are mirrored. The jobs this call ended."""
+        ended = []
+        before = time.time() - self.lease
+        for job in jobs:
+            if not job.is_finished and (job.heartbeat or 0) < before:
+                if await self._end_stale(job, before):
+                    ended.append(job)
+        self._since = time.time() - CLOCK_MARGIN
+        return ended
+
+    async def _end_stale(self, job: Job, before: float) -> bool:
+        was = job.status
+        job.message = self.stale_message(job)
+        job.status, job.finished = JobStatus.INTERRUPTED, time.time()
+        if await self._store.end_if(job, unless_beat_since=before):
+            LOG.warning("job %s (%s of %s) %s", job.id, job.kind, job.model, job.message)
+            return True
+        job.status, job.finished = was, None  # another replica ended it, or its server is back: the sync says
+        return False
+
+    async def run(self) -> None:
+        beat = sweep = 0.0
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL)
+            try:
+                now = time.monotonic()
+                await self.sync()
+                if now - beat >= self.lease / 3:
+                    beat = now
+                    await self.ship_logs()
+                    await self._store.heartbeat(self.node, time.time())
+                if now - sweep >= self.lease / 2:
+                    sweep = now
+                    await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store may be away for a moment: the next round tries again
+                LOG.exception("keeping jobs in step with the other replicas failed")
+
+    async def sync(self) -> None:
+        """Take in the jobs written since the last look."""
+        started = time.time()
+        rows = await self._store.changed_since(self._since)
+        self._since = started - CLOCK_MARGIN
+        for row in rows:
+            if row.node == self.node:
+                mine = self._manager.local(row.id)
+                if row.cancel_requested and mine is not None and not mine.is_finished:
+                    LOG.info("job %s: cancel requested on another replica", row.id)
+                    await self._manager.cancel(mine.kind, mine.model, mine.id)
+            else:
+                self._manager.mirror(row)
+
+    async def sweep(self) -> None:
+        """Interrupt the unfinished jobs of replicas whose lease ran out."""
+        before = time.time() - self.lease
+        for job in await self._store.stale(before, self.node):
+            if await self._end_stale(job, before):
+                self._manager.mirror(job)
+
+    async def ship_logs(self, only: Job | None = None) -> None:
+        """Send the new bytes of this server's unfinished jobs' logs (or of ``only``) to the store."""
+        for job in [only] if only is not None else self._manager.own_unfinished():
+            path = self._manager.log_path(job)
+            offset = self._shipped.get(job.id, 0)
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = await asyncio.to_thread(fh.read, LOG_CHUNK)
+            except FileNotFoundError:
+                continue
+            while data:
+                await self._store.append_log(job.id, offset, data)
+                offset += len(data)
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read(LOG_CHUNK)
+            self._shipped[job.id] = offset
+        if only is not None:
+            self._shipped.pop(only.id, None)

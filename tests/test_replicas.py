@@ -1,0 +1,175 @@
+"""Replicas: several servers on one PostgreSQL and one artifact directory behave as one.
+
+Real apps on a real (throwaway) PostgreSQL; the replica killed with SIGKILL is a real
+``deepaas-run`` process.
+"""
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+
+from conftest import wait_ready
+from deepaas_like.api import create_app
+from processes import Server
+from test_registry import ROW, form, iris_models  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.stores("postgresql")
+LEASE = 2.0
+
+
+async def eventually(check, timeout=10.0, what="the other replica to catch up"):
+    """Poll ``check()`` (async, truthy when done) until it holds; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def replicas(aiohttp_client, make_settings, tmp_path, store):
+    """Start N servers on the test's PostgreSQL, each with its own data directory; they
+    share the artifact directory and the token key, as replicas behind a balancer do."""
+    async def start(n=2, **overrides):
+        clients = []
+        for i in range(n):
+            settings = make_settings(data_dir=str(tmp_path / f"replica{i}"), artifact_dir=str(tmp_path / "artifacts"),
+                                     auth_key_file=str(tmp_path / "auth.key"), job_lease=LEASE, **overrides)
+            assert settings.store == store and store.startswith("postgresql://")
+            client = await aiohttp_client(create_app(settings))
+            await wait_ready(client)
+            clients.append(client)
+        return clients
+
+    return start
+
+
+async def test_a_model_uploaded_on_one_replica_is_served_by_the_others(replicas, iris_models):
+    a, b = await replicas(model_name=("echobench",), executor="thread")
+    created = await a.put("/v2/models/iris", data=form(iris_models["joblib"]))
+    assert created.status == 201, await created.json()
+
+    async def predicts_on_b():
+        response = await b.post("/v2/models/iris/predict/", json=ROW)
+        return response.status == 200 and await response.json()
+
+    answer = await eventually(predicts_on_b)
+    assert answer["predictions"]["label"] == "setosa"
+    listed = await (await b.get("/v2/models/")).json()
+    assert {"iris", "echobench"} <= {m["name"] for m in listed["models"]}
+    # a change on B (a second version, then a roll back) is seen on A
+    second = await b.put("/v2/models/iris", data=form(iris_models["pickle"], library="sklearn"))
+    assert second.status == 200, await second.json()
+    assert (await b.patch("/v2/models/iris", json={"current_version": 1})).status == 200
+
+    async def a_sees_two_versions():
+        versions = await (await a.get("/v2/models/iris/versions/")).json()
+        current = await (await a.get("/v2/models/iris")).json()
+        return len(versions["versions"]) == 2 and current.get("current_version") == 1
+
+    await eventually(a_sees_two_versions)
+    download = await a.get("/v2/models/iris/versions/2/download")  # the file lies in the shared directory
+    assert download.status == 200 and await download.read() == iris_models["pickle"].read_bytes()
+    assert (await a.delete("/v2/models/iris")).status in (200, 204)  # archived on A
+
+    async def archived_on_b():
+        response = await b.post("/v2/models/iris/predict/", json=ROW)
+        return response.status == 404 and "archived" in (await response.json())["message"]
+
+    await eventually(archived_on_b)
+
+
+async def test_a_token_made_on_one_replica_works_on_all_and_its_revocation_too(replicas, tmp_path, store):
+    from deepaas_like.auth.tokens import issue_token, server_key
+    from deepaas_like.database import Database
+    from deepaas_like.auth.tokens import TokenTable
+
+    db = Database(tmp_path / "tool", url=store, exclusive=False)
+    await db.open()
+    admin = issue_token(server_key(tmp_path / "auth.key"), name="admin", scopes={"admin"})
+    await TokenTable(db).insert(admin.record)
+    await db.close()
+    a, b = await replicas(model_name=("echobench",), executor="thread", auth=True)
+    headers = {"Authorization": f"Bearer {admin.token}"}
+    made = await a.post("/v2/tokens", json={"name": "client", "scopes": ["models:predict"]}, headers=headers)
+    assert made.status == 201, await made.json()
+    token = (await made.json())["token"]
+    query = "/v2/models/echobench/predict/?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+    client_headers = {"Authorization": f"Bearer {token}"}
+
+    async def accepted_on_b():
+        return (await b.post(query, headers=client_headers)).status == 200
+
+    await eventually(accepted_on_b)
+    token_id = (await made.json())["id"]
+    assert (await a.delete(f"/v2/tokens/{token_id}", headers=headers)).status in (200, 204)
+    assert (await a.post(query, headers=client_headers)).status == 401  # on A at once
+
+    async def refused_on_b():
+        return (await b.post(query, headers=client_headers)).status == 401
+
+    await eventually(refused_on_b, timeout=3.0)
+
+
+async def test_a_training_runs_once_and_any_replica_shows_and_cancels_it(replicas, plugins):
+    plugins.install("chatty", fixture="chatty_trainer")
+    a, b = await replicas(model_name=("chatty",))
+    job = await (await a.post("/v2/models/chatty/train/", json={"steps": 40, "step_seconds": 0.25})).json()
+    url = f"/v2/models/chatty/train/{job['uuid']}"
+
+    async def running_on_b():
+        response = await b.get(url)
+        body = await response.json() if response.status == 200 else {}
+        return body.get("status") == "running" and (body.get("progress") or 0) > 0 and body
+
+    await eventually(running_on_b)
+    assert [j["uuid"] for j in await (await b.get("/v2/models/chatty/train/")).json()] == [job["uuid"]]
+
+    async def log_on_b():
+        text = await (await b.get(f"{url}/log")).text()
+        return "print: step 2/40" in text and text
+
+    await eventually(log_on_b)
+    cancelled = await b.delete(url)  # on B; A runs it, so A kills its process
+    body = await cancelled.json()
+    assert cancelled.status == 200 and body["status"] == "cancelled", body
+    on_a = await (await a.get(url)).json()
+    assert on_a["status"] == "cancelled" and on_a["message"].startswith("cancelled by request")
+    ran_once = await (await a.get(f"{url}/log")).text()
+    assert ran_once.count("print: step 1/40") == 1
+
+
+async def test_a_replica_killed_mid_job_has_its_jobs_interrupted_by_a_survivor(
+        replicas, plugins, tmp_path, store):
+    plugins.install("chatty", fixture="chatty_trainer")
+    doomed = Server(["--model-name", "chatty", "--data-dir", str(tmp_path / "doomed"),
+                     "--artifact-dir", str(tmp_path / "artifacts"), "--job-lease", str(LEASE)],
+                    env={"PYTHONPATH": str(plugins.path), "DEEPAAS_STORE": store})
+    try:
+        doomed.wait_banner()
+        doomed.wait_ready()
+        status, job = doomed.request("POST", "/v2/models/chatty/train/",
+                                     json.dumps({"steps": 400, "step_seconds": 0.25}).encode(),
+                                     {"Content-Type": "application/json"})
+        assert status == 200 and job["status"] == "running", job
+        (survivor,) = await replicas(1, model_name=("chatty",))  # starting leaves the live replica's job alone
+        url = f"/v2/models/chatty/train/{job['uuid']}"
+        await asyncio.sleep(LEASE * 1.5)
+        assert (await (await survivor.get(url)).json())["status"] == "running"
+        doomed.process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+
+        async def interrupted():
+            body = await (await survivor.get(url)).json()
+            return body["status"] == "interrupted" and body
+
+        body = await eventually(interrupted, timeout=LEASE * 4)
+        assert time.monotonic() - killed <= LEASE * 4
+        assert "stopped answering" in body["message"] and "no heartbeat" in body["message"]
+    finally:
+        doomed.kill()
