@@ -62,6 +62,8 @@ setup(
         "all": sorted({req for reqs in FRAMEWORKS.values() for req in reqs}),
         # --store postgresql://...: psycopg 3 with its bundled libpq
         "postgresql": ["psycopg[binary]>=3.2,<4"],
+        # --executor ray: model workers as Ray actors
+        "ray": ["ray>=2.40,<3"],
         "test": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",
@@ -78,6 +80,8 @@ setup(
             "tritonclient[http]>=2.40",
             # the job, registry and auth suites run against a throwaway PostgreSQL too
             "psycopg[binary]>=3.2,<4",
+            # tests/test_ray.py starts a local Ray head
+            "ray>=2.40,<3",
         ],
     },
     entry_points={

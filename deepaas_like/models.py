@@ -325,6 +325,11 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     runner: Runner
     if options.executor == "thread":
         runner = ThreadRunner(name, adapter, options.workers, warm=settings.warm)
+    elif options.executor == "ray":
+        from .ray_runner import RayRunner
+
+        runner = RayRunner(name, plugin.ref, config, options.workers, address=settings.ray_address,
+                           num_cpus=options.ray_num_cpus, num_gpus=options.ray_num_gpus)
     else:
         runner = ProcessRunner(name, launcher, options.workers)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))

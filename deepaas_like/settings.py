@@ -75,6 +75,8 @@ class ModelSettings:
     max_queue: int
     max_batch_size: int
     max_batch_time_ms: float
+    ray_num_cpus: float
+    ray_num_gpus: float
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -85,6 +87,8 @@ class ModelSettings:
             raise SettingsError(f"max_queue must not be negative, got {self.max_queue}")
         if self.max_batch_size < 1:
             raise SettingsError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.ray_num_cpus < 0 or self.ray_num_gpus < 0:
+            raise SettingsError("ray_num_cpus and ray_num_gpus must not be negative")
 
     @property
     def batching(self) -> bool:
@@ -117,9 +121,20 @@ class Settings:
     executor: str = option(
         "process",
         "Where model code runs: 'process' (worker processes; a crash or a GIL-bound "
-        "model never stalls the server) or 'thread' (threads of the server process; no "
-        "process hop, for models that are cheap or release the GIL).",
-        choices=("process", "thread"),
+        "model never stalls the server), 'thread' (threads of the server process; no "
+        "process hop, for models that are cheap or release the GIL) or 'ray' (actors on a "
+        "Ray cluster, see --ray-address; needs deepaas_like[ray]).",
+        choices=("process", "thread", "ray"),
+    )
+    ray_num_cpus: float = option(
+        1.0,
+        "With --executor ray: CPUs each of the model's actors reserves on the cluster.",
+        kind="float",
+    )
+    ray_num_gpus: float = option(
+        0.0,
+        "With --executor ray: GPUs (or fractions of one) each of the model's actors reserves.",
+        kind="float",
     )
     predict_timeout: float = option(
         0.0,
@@ -190,6 +205,11 @@ class Settings:
         "uploaded models), uploaded model files, jobs' files and logs, and models' "
         "storage_dir(). One server per directory.",
         sample_default="~/.local/share/deepaas_like",
+    )
+    ray_address: str = option(
+        "",
+        "With --executor ray: the Ray cluster to use (e.g. ray://head:10001 or HOST:6379). "
+        "Empty: a local Ray head is started with the server, on 127.0.0.1.",
     )
     store: str = option(
         "",

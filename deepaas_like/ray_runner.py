@@ -1,0 +1,293 @@
+"""``--executor ray``: a model's workers are Ray actors on a Ray cluster.
+
+aiohttp stays the front door (validation, auth, the DEEPaaS and OIP routes, batching,
+queue and timeouts: the :class:`~deepaas_like.dispatch.Dispatcher` sees a runner like
+any other); each slot is one actor that imports the plugin and runs ``warm()`` once,
+with the resources the model's options ask for (``--ray-num-cpus``, ``--ray-num-gpus``;
+``--workers`` actors). A call travels as a Ray task on the actor; its outcome comes back
+as the same :mod:`~deepaas_like.calls` types the worker processes send.
+
+An actor that dies (its process crashed, its node went away) fails the call it ran
+with a 503 and is replaced in the background; one that overruns ``--predict-timeout``
+is killed (504) and replaced. The cluster is the one at ``--ray-address``, or a local
+head started with the server (on 127.0.0.1) when that is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .adapter import ModelAdapter, execute_group
+from .calls import NOT_STARTED, Outcome, Unserved, failure_from_exception
+from .loading import PluginRef
+from .process import WorkerLost, WorkerStartFailed
+from .runners import RESPAWN_BACKOFF, Runner
+from .runtime import STORAGE_ENV
+from .worker import WorkerConfig
+
+LOG = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str = "") -> Any:
+    """The ``ray`` module, connected to the cluster (a local head when ``address`` is empty)."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise WorkerStartFailed(failure_from_exception(ModuleNotFoundError(
+            "--executor ray needs Ray: pip install 'deepaas_like[ray]'"))) from None
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
+        LOG.info("ray: connected to %s", address or "a local head on 127.0.0.1")
+    return ray
+
+
+class ModelActor:
+    """The body of one Ray actor: a warm instance of the plugin (see :func:`_actor_class`)."""
+
+    def __init__(self, ref: PluginRef, config: WorkerConfig) -> None:
+        if config.storage_dir:
+            os.environ[STORAGE_ENV] = config.storage_dir
+        os.environ.update(dict(config.environ))
+        self.adapter = ModelAdapter(config.model, ref.load_object(), config.storage_dir)
+        if config.warm:
+            self.adapter.warm()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def group(self, method: str, payloads: list[Any]) -> list[Outcome]:
+        outcomes: list[Outcome] = [NOT_STARTED] * len(payloads)
+
+        def deliver(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+
+        execute_group(self.adapter, method, payloads, deliver)
+        return outcomes
+
+
+_ACTOR_CLASS: Any = None
+
+
+def _actor_class(ray: Any) -> Any:
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        _ACTOR_CLASS = ray.remote(max_restarts=0, max_task_retries=0)(ModelActor)
+    return _ACTOR_CLASS
+
+
+@dataclass(eq=False)
+class Actor:
+    """One slot: an actor handle, the process it runs in, and whether it may take calls."""
+
+    handle: Any
+    pid: int | None = None
+    busy: bool = False
+    dead: bool = False
+    calls: set[asyncio.Task] = field(default_factory=set)
+
+
+class RayRunner(Runner[Actor]):
+    """``size`` Ray actors, each owning a warm instance of the model."""
+
+    kind = "ray"
+
+    def __init__(self, name: str, ref: PluginRef, config: WorkerConfig, size: int, *, address: str = "",
+                 num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+        super().__init__(name, size)
+        self._ref = ref
+        self._config = config
+        self._address = address
+        self._resources = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self._current: set[Actor] = set()
+        self._background: set[asyncio.Task] = set()
+        self._ray: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return any(not a.dead for a in self._current)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "executor": self.kind,
+            "workers": len([a for a in self._current if not a.dead]),
+            "workers_wanted": self.size,
+            "busy": sum(1 for a in self._current if a.busy),
+            "restarts": self.restarts,
+            "resources": dict(self._resources),
+        }
+
+    def worker_pids(self) -> list[int]:
+        return sorted(a.pid for a in self._current if a.pid is not None and not a.dead)
+
+    def _usable(self, actor: Actor) -> bool:
+        return not actor.dead and actor in self._current
+
+    def _discard(self, actor: Actor) -> None:
+        self._kill(actor)
+
+    def _in_background(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # --- actors ---------------------------------------------------------------------------
+
+    async def _new_actor(self) -> Actor:
+        ray = self._ray
+        handle = _actor_class(ray).options(**self._resources).remote(self._ref, self._config)
+        actor = Actor(handle)
+        try:
+            actor.pid = await handle.pid.remote()
+        except ray.exceptions.RayActorError as exc:
+            self._kill(actor)
+            cause = getattr(exc, "cause", None) or exc
+            raise WorkerStartFailed(failure_from_exception(cause)) from None
+        except BaseException:
+            self._kill(actor)
+            raise
+        return actor
+
+    def _kill(self, actor: Actor) -> None:
+        if not actor.dead:
+            actor.dead = True
+            try:
+                self._ray.kill(actor.handle, no_restart=True)
+            except Exception:  # already gone
+                pass
+
+    async def _start_set(self) -> list[Actor]:
+        results = await asyncio.gather(*(self._new_actor() for _ in range(self.size)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for actor in results:
+                if isinstance(actor, Actor):
+                    self._kill(actor)
+            if isinstance(failures[0], WorkerStartFailed):
+                raise failures[0]
+            raise WorkerStartFailed(failure_from_exception(failures[0]))
+        return [r for r in results if isinstance(r, Actor)]
+
+    async def start(self) -> None:
+        try:
+            self._ray = await asyncio.to_thread(ensure_ray, self._address)
+        except WorkerStartFailed:
+            raise
+        except Exception as exc:
+            raise WorkerStartFailed(failure_from_exception(exc)) from None
+        self._check_fits()
+        for actor in await self._start_set():
+            self._current.add(actor)
+            self.release(actor)
+        LOG.info("model %s: %d ray actor(s) ready: %s", self.name, self.size, self.worker_pids())
+
+    def _check_fits(self) -> None:
+        """Refuse at once what the cluster could never place (else the actors wait for it forever)."""
+        total = self._ray.cluster_resources()
+        wanted = {"CPU": self._resources["num_cpus"] * self.size, "GPU": self._resources["num_gpus"] * self.size}
+        short = {k: v for k, v in wanted.items() if v > total.get(k, 0.0) + 1e-9}
+        if short:
+            text = ", ".join(f"{v:g} {k} ({self.size} actors × {v / self.size:g})" for k, v in short.items())
+            have = ", ".join(f"{total.get(k, 0.0):g} {k}" for k in short)
+            raise WorkerStartFailed(failure_from_exception(RuntimeError(
+                f"the Ray cluster has {have} in all; model {self.name} asks for {text}: lower --workers, "
+                f"--ray-num-cpus or --ray-num-gpus for it, or add nodes")))
+
+    async def reload(self) -> None:
+        fresh = await self._start_set()
+        old_idle = list(self._idle)
+        self._idle.clear()
+        self._current = set(fresh)  # busy old actors are killed when their call ends (release -> _discard)
+        for actor in fresh:
+            self.release(actor)
+        for actor in old_idle:
+            self._kill(actor)
+        LOG.info("model %s: ray actors reloaded: %s", self.name, self.worker_pids())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stop_waiting()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        for actor in list(self._current):
+            self._kill(actor)
+        self._current.clear()
+
+    # --- calls ----------------------------------------------------------------------------
+
+    def _launch(
+        self, actor: Actor, method: str, payloads: Sequence[Any], together: bool, target: Any
+    ) -> list[asyncio.Future[Outcome]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in payloads]
+        actor.busy = True
+        task = self._in_background(self._run(actor, method, list(payloads), futures, together))
+        actor.calls.add(task)
+        task.add_done_callback(actor.calls.discard)
+        return futures
+
+    async def _run(self, actor: Actor, method: str, payloads: list[Any],
+                   futures: list[asyncio.Future[Outcome]], together: bool) -> None:
+        ray = self._ray
+        try:
+            outcomes = await actor.handle.group.remote(method, payloads)
+        except ray.exceptions.RayActorError:  # the first call was running; a batch ran as one
+            lost = Unserved(WorkerLost(self.name, method, None))
+            outcomes = [lost] * len(payloads) if together else [lost] + [NOT_STARTED] * (len(payloads) - 1)
+            self._lost(actor)
+        except ray.exceptions.RayError as exc:  # a task that could not run or return
+            outcomes = [failure_from_exception(exc)] * len(payloads)
+        except asyncio.CancelledError:
+            outcomes = [NOT_STARTED] * len(payloads)
+        for future, outcome in zip(futures, outcomes):
+            if not future.done():
+                future.set_result(outcome)
+        actor.busy = False
+        self.release(actor)
+
+    def _abandon(self, actor: Actor, index: int, method: str) -> int:
+        LOG.warning("model %s: %s() overran its timeout; replacing ray actor %s", self.name, method, actor.pid)
+        self._lost(actor)
+        return index + 1
+
+    def _lost(self, actor: Actor) -> None:
+        """An actor that died or was given up on: kill it, start a replacement."""
+        if actor not in self._current:
+            self._kill(actor)
+            return
+        self._current.discard(actor)
+        self._kill(actor)
+        if self._stopping:
+            return
+        self.restarts += 1
+        LOG.error("model %s: ray actor %s lost; starting a replacement", self.name, actor.pid)
+        self._in_background(self._replace())
+
+    async def _replace(self) -> None:
+        for attempt in itertools.count():
+            if self._stopping:
+                return
+            try:
+                actor = await self._new_actor()
+            except WorkerStartFailed as exc:
+                delay = RESPAWN_BACKOFF[min(attempt, len(RESPAWN_BACKOFF) - 1)]
+                LOG.error("model %s: replacement actor failed to start: %s; retrying in %ss", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if self._stopping:
+                self._kill(actor)
+                return
+            self._current.add(actor)
+            self.release(actor)
+            LOG.info("model %s: replacement ray actor %s ready", self.name, actor.pid)
+            return

@@ -1,0 +1,77 @@
+"""``--executor ray``: model workers are Ray actors on a local Ray head (127.0.0.1, 2 CPUs);
+aiohttp stays the front door, so the DEEPaaS and OIP routes answer as with processes."""
+
+import asyncio
+import os
+
+import pytest
+
+from conftest import wait_ready
+from deepaas_like.api.keys import MODELS
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed") if not os.environ.get(
+    "DEEPAAS_LIKE_CI") else __import__("ray")
+
+IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+ECHO = "/v2/models/echobench/predict/?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A local Ray head for the module: 2 CPUs, on 127.0.0.1, no dashboard."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+async def test_predictions_run_in_ray_actors_behind_the_same_routes(serve, ray_head):
+    import irisbench.api
+
+    client = await serve("irisbench", "echobench", executor="ray", workers=2, ray_num_cpus=0.5)
+    ready = await (await client.get("/v2/health/ready")).json()
+    assert ready["models"]["irisbench"]["executor"] == "ray"
+    assert ready["models"]["irisbench"]["workers"] == 2
+    irisbench.api.warm()
+    expected = irisbench.api.predict(**IRIS, top_k=3)
+    body = await (await client.post("/v2/models/irisbench/predict/", json=IRIS)).json()
+    assert body["predictions"]["label"] == expected["label"]
+    infer = await client.post("/v2/models/irisbench/infer", json={"inputs": [
+        {"name": name, "datatype": "FP64", "shape": [2], "data": [value, value]} for name, value in IRIS.items()]})
+    assert infer.status == 200, await infer.json()
+    metadata = await (await client.get("/v2/models/irisbench/")).json()
+    assert metadata["name"] == "irisbench"
+    pids = client.server.app[MODELS]["irisbench"].runner.worker_pids()
+    assert len(set(pids)) == 2 and os.getpid() not in pids  # two actors, neither in the server process
+
+
+async def test_a_dead_actor_fails_its_call_with_503_and_is_replaced(serve, ray_head):
+    client = await serve("echobench", executor="ray", ray_num_cpus=0.5)
+    crashed = await client.post(ECHO + "&mode=crash")
+    assert crashed.status == 503, await crashed.text()
+    assert "died while running predict()" in (await crashed.json())["message"]
+    for _ in range(100):
+        response = await client.post(ECHO)
+        if response.status == 200:
+            break
+    assert response.status == 200
+    described = (await (await client.get("/v2/health/ready")).json())["models"]["echobench"]
+    assert described["restarts"] == 1
+
+
+async def test_a_model_that_cannot_fit_the_cluster_says_so(serve, ray_head):
+    client = await serve("echobench", executor="ray", workers=3, ready=False)  # 3 × 1 CPU on 2
+    for _ in range(200):
+        body = await (await client.get("/v2/health/ready")).json()
+        if body["models"]["echobench"]["state"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    assert "the Ray cluster has 2 CPU in all; model echobench asks for 3 CPU" in body["models"]["echobench"]["error"]
+
+
+async def test_an_overrun_is_a_504_and_the_actor_is_replaced(serve, ray_head):
+    client = await serve("echobench", executor="ray", ray_num_cpus=0.5, predict_timeout=0.5)
+    late = await client.post(ECHO + "&mode=sleep&sleep_ms=5000")
+    assert late.status == 504, await late.text()
+    quick = await client.post(ECHO)
+    assert quick.status in (200, 503)  # the replacement may still be warming
+    await wait_ready(client)
