@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -44,7 +45,9 @@ T = TypeVar("T")
 FILENAME = "state.sqlite3"
 OLD_FILENAME = "jobs.sqlite3"  # before the registry, the database held only jobs
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x64656570  # PostgreSQL advisory lock held while a server checks and migrates the schema
 LOG = logging.getLogger(__name__)
+_ALEMBIC = threading.Lock()
 
 
 class DataDirInUse(DeepaasError):
@@ -167,6 +170,8 @@ class Database:
             engine = self._create_engine()
             try:
                 with engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":  # replicas starting together: one migrates at a time
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                     self._migrate(conn)
             except sa.exc.OperationalError as exc:
                 engine.dispose()
@@ -215,6 +220,10 @@ class Database:
 
     def _migrate(self, conn: sa.Connection) -> None:
         """Bring the schema up to :data:`HEAD`, one step at a time."""
+        with _ALEMBIC:  # Alembic's context is global to the process: one migration at a time in it
+            self._migrate_locked(conn)
+
+    def _migrate_locked(self, conn: sa.Connection) -> None:
         config = _alembic_config(conn)
         script = ScriptDirectory.from_config(config)
         current = MigrationContext.configure(conn).get_current_revision()

@@ -3,6 +3,8 @@ on SQLite and on PostgreSQL alike (the ``store`` fixture runs each test on both)
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -101,6 +103,27 @@ async def test_another_process_s_change_is_seen(tmp_path, store):
     finally:
         await tool.close()
         await server.close()
+
+
+@pytest.mark.stores("postgresql")
+def test_replicas_opening_a_new_store_together_migrate_it_once(tmp_path, store):
+    """Four processes open one empty PostgreSQL database at the same moment, as replicas
+    started together do: one migrates, the others wait for it and find the schema there."""
+    code = ("import asyncio, sys\n"
+            "from deepaas_like.database import Database\n"
+            "async def main():\n"
+            "    db = Database(sys.argv[1], url=sys.argv[2])\n"
+            "    await db.open()\n"
+            "    await db.close()\n"
+            "asyncio.run(main())\n")
+    starts = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"replica{i}"), store],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in starts]
+    assert [code for _, _, code in results] == [0] * 4, [err[-2000:] for _, err, _ in results]
+    engine = sa.create_engine(store.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD
+    engine.dispose()
 
 
 @pytest.mark.stores("sqlite")

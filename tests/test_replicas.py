@@ -5,10 +5,10 @@ Real apps on a real (throwaway) PostgreSQL; the replica killed with SIGKILL is a
 """
 
 import asyncio
-import json
 import signal
 import time
 
+import aiohttp
 import pytest
 
 from conftest import wait_ready
@@ -144,32 +144,79 @@ async def test_a_training_runs_once_and_any_replica_shows_and_cancels_it(replica
     assert ran_once.count("print: step 1/40") == 1
 
 
-async def test_a_replica_killed_mid_job_has_its_jobs_interrupted_by_a_survivor(
-        replicas, plugins, tmp_path, store):
-    plugins.install("chatty", fixture="chatty_trainer")
-    doomed = Server(["--model-name", "chatty", "--data-dir", str(tmp_path / "doomed"),
-                     "--artifact-dir", str(tmp_path / "artifacts"), "--job-lease", str(LEASE)],
+def replica_process(tmp_path, plugins, store, name: str) -> Server:
+    server = Server(["--model-name", "chatty", "--model-name", "echobench", "--executor", "echobench=thread",
+                     "--data-dir", str(tmp_path / name), "--artifact-dir", str(tmp_path / "artifacts"),
+                     "--auth-key-file", str(tmp_path / "auth.key"), "--job-lease", str(LEASE)],
                     env={"PYTHONPATH": str(plugins.path), "DEEPAAS_STORE": store})
+    server.wait_banner()
+    server.wait_ready()
+    return server
+
+
+async def test_two_server_processes_behave_as_one_and_a_killed_one_loses_no_job(
+        plugins, tmp_path, store, iris_models):
+    """Two real deepaas-run processes on one PostgreSQL: jobs before, during and after a
+    SIGKILL of one of them; none is lost, none runs twice, none stays running."""
+    plugins.install("chatty", fixture="chatty_trainer")
+    a = replica_process(tmp_path, plugins, store, "a")
+    b = replica_process(tmp_path, plugins, store, "b")
+    train = "/v2/models/chatty/train/"
+    echo = "/v2/models/echobench/predictions/?sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
     try:
-        doomed.wait_banner()
-        doomed.wait_ready()
-        status, job = doomed.request("POST", "/v2/models/chatty/train/",
-                                     json.dumps({"steps": 400, "step_seconds": 0.25}).encode(),
-                                     {"Content-Type": "application/json"})
-        assert status == 200 and job["status"] == "running", job
-        (survivor,) = await replicas(1, model_name=("chatty",))  # starting leaves the live replica's job alone
-        url = f"/v2/models/chatty/train/{job['uuid']}"
-        await asyncio.sleep(LEASE * 1.5)
-        assert (await (await survivor.get(url)).json())["status"] == "running"
-        doomed.process.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
+        async with aiohttp.ClientSession() as http:
+            async def call(server, method, path, **kwargs):
+                async with http.request(method, server.base + path, **kwargs) as response:
+                    return response.status, await response.json(content_type=None)
 
-        async def interrupted():
-            body = await (await survivor.get(url)).json()
-            return body["status"] == "interrupted" and body
+            assert (await call(a, "PUT", "/v2/models/iris", data=form(iris_models["joblib"])))[0] == 201
 
-        body = await eventually(interrupted, timeout=LEASE * 4)
-        assert time.monotonic() - killed <= LEASE * 4
-        assert "stopped answering" in body["message"] and "no heartbeat" in body["message"]
+            async def predicts_on_b():
+                status, body = await call(b, "POST", "/v2/models/iris/predict/", json=ROW)
+                return status == 200 and body
+
+            assert (await eventually(predicts_on_b))["predictions"]["label"] == "setosa"
+            # before: a training and an asynchronous prediction that finish on A, seen from B
+            _, before = await call(a, "POST", train, json={"steps": 2, "step_seconds": 0.05})
+            _, async_before = await call(a, "POST", echo)
+
+            async def both_done_on_b():
+                first = (await call(b, "GET", f"{train}{before['uuid']}"))[1]
+                second = (await call(b, "GET", f"/v2/models/echobench/predictions/{async_before['uuid']}"))[1]
+                return first.get("status") == "done" and second.get("status") == "done"
+
+            await eventually(both_done_on_b)
+            # during: a long training on A, running when A is killed
+            _, during = await call(a, "POST", train, json={"steps": 400, "step_seconds": 0.25})
+
+            async def running_and_logging_on_b():
+                status = (await call(b, "GET", f"{train}{during['uuid']}"))[1].get("status")
+                log = await (await http.get(f"{b.base}{train}{during['uuid']}/log")).text()
+                return status == "running" and "print: step 2/400" in log
+
+            await eventually(running_and_logging_on_b)
+            a.process.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+
+            async def interrupted_on_b():
+                body = (await call(b, "GET", f"{train}{during['uuid']}"))[1]
+                return body.get("status") == "interrupted" and body
+
+            ended = await eventually(interrupted_on_b, timeout=LEASE * 4, what="the survivor to end the job")
+            assert time.monotonic() - killed <= LEASE * 4
+            assert "stopped answering" in ended["message"]
+            # after: B serves new jobs; the earlier ones are as they were
+            _, after = await call(b, "POST", train, json={"steps": 2, "step_seconds": 0.05})
+
+            async def after_done():
+                return (await call(b, "GET", f"{train}{after['uuid']}"))[1].get("status") == "done"
+
+            await eventually(after_done)
+            _, listed = await call(b, "GET", train)
+            assert {j["uuid"]: j["status"] for j in listed} == {
+                before["uuid"]: "done", during["uuid"]: "interrupted", after["uuid"]: "done"}
+            log = await (await http.get(f"{b.base}{train}{during['uuid']}/log")).text()
+            assert log.count("print: step 1/400") == 1  # it ran once, on A; its log reached the store
     finally:
-        doomed.kill()
+        a.kill()
+        b.kill()
