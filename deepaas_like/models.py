@@ -158,7 +158,8 @@ class ServedModel:
     ) -> TrainingRun:
         """A training of this model in a process of its own (see :class:`TrainingRun`)."""
         assert self.launcher is not None, "only plugins train"
-        return TrainingRun(self.launcher, log_file=log_file, on_progress=on_progress)
+        elsewhere = self.runner.new_training(log_file=log_file, on_progress=on_progress)  # e.g. a Ray task
+        return elsewhere or TrainingRun(self.launcher, log_file=log_file, on_progress=on_progress)
 
     async def reload(self) -> None:
         """Serve every later call with a freshly warmed model (after a training)."""

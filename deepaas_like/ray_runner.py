@@ -10,7 +10,13 @@ as the same :mod:`~deepaas_like.calls` types the worker processes send.
 An actor that dies (its process crashed, its node went away) fails the call it ran
 with a 503 and is replaced in the background; one that overruns ``--predict-timeout``
 is killed (504) and replaced. The cluster is the one at ``--ray-address``, or a local
-head started with the server (on 127.0.0.1) when that is empty.
+head started with the server (on 127.0.0.1) when that is empty; a local head's workers
+see the server's ``sys.path``.
+
+A training is a Ray task of its own (:class:`RayTrainingRun`), with the model's
+resources, in a worker process that serves only it: what it prints and logs, and its
+``report_progress()``, come back through a Ray queue into the job's log and document;
+cancelling it cancels the task (its process is killed).
 """
 
 from __future__ import annotations
@@ -19,15 +25,20 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from .adapter import ModelAdapter, execute_group
+from . import runtime
+from .adapter import ModelAdapter, execute, execute_group
 from .calls import NOT_STARTED, Outcome, Unserved, failure_from_exception
 from .loading import PluginRef
 from .process import WorkerLost, WorkerStartFailed
 from .runners import RESPAWN_BACKOFF, Runner
 from .runtime import STORAGE_ENV
+from .training import TrainingStartFailed
 from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
@@ -48,6 +59,13 @@ def ensure_ray(address: str = "") -> Any:
                      _node_ip_address="127.0.0.1")
         LOG.info("ray: connected to %s", address or "a local head on 127.0.0.1")
     return ray
+
+
+def runtime_env(address: str) -> dict[str, Any]:
+    """What Ray workers need to import what the server imports: on a local head, its sys.path."""
+    if address:
+        return {}
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
 
 
 class ModelActor:
@@ -144,7 +162,8 @@ class RayRunner(Runner[Actor]):
 
     async def _new_actor(self) -> Actor:
         ray = self._ray
-        handle = _actor_class(ray).options(**self._resources).remote(self._ref, self._config)
+        handle = _actor_class(ray).options(**self._resources, runtime_env=runtime_env(self._address)).remote(
+            self._ref, self._config)
         actor = Actor(handle)
         try:
             actor.pid = await handle.pid.remote()
@@ -189,6 +208,12 @@ class RayRunner(Runner[Actor]):
             self._current.add(actor)
             self.release(actor)
         LOG.info("model %s: %d ray actor(s) ready: %s", self.name, self.size, self.worker_pids())
+
+    def new_training(self, *, log_file: str | None = None,
+                     on_progress: Callable[[float, str | None], None] | None = None) -> RayTrainingRun:
+        """A training of this model as a Ray task with the model's resources."""
+        return RayTrainingRun(self._ref, self._config, address=self._address, resources=self._resources,
+                              log_file=log_file, on_progress=on_progress)
 
     def _check_fits(self) -> None:
         """Refuse at once what the cluster could never place (else the actors wait for it forever)."""
@@ -291,3 +316,125 @@ class RayRunner(Runner[Actor]):
             self.release(actor)
             LOG.info("model %s: replacement ray actor %s ready", self.name, actor.pid)
             return
+
+
+# --- trainings as Ray tasks ---------------------------------------------------------------
+
+PUMP_INTERVAL = 0.2
+
+
+def _train_task(ref: PluginRef, config: WorkerConfig, kwargs: dict[str, Any], queue: Any) -> Outcome:
+    """The body of a training's Ray task, in a worker process that serves only it (``max_calls=1``):
+    its stdout and stderr (native writes too) go to a file whose new bytes, and each
+    ``report_progress()``, are put on ``queue`` for the server."""
+    import logging as task_logging
+
+    fd, path = tempfile.mkstemp(prefix="deepaas-like-train-", suffix=".log")
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.reconfigure(line_buffering=True)
+    task_logging.basicConfig(level=config.log_level, stream=sys.stderr, force=True,
+                             format=f"%(asctime)s %(levelname)s [{config.model} training] %(name)s: %(message)s")
+    done = threading.Event()
+
+    def ship() -> None:
+        with open(path, "rb") as log:
+            while True:
+                finished = done.wait(PUMP_INTERVAL)
+                data = log.read()
+                if data:
+                    queue.put(("log", data))
+                if finished:
+                    return
+
+    shipper = threading.Thread(target=ship, daemon=True)
+    shipper.start()
+    runtime.progress_sink = lambda fraction, message: queue.put(("progress", fraction, message))
+    try:
+        if config.storage_dir:
+            os.environ[STORAGE_ENV] = config.storage_dir
+        try:
+            adapter = ModelAdapter(config.model, ref.load_object(), config.storage_dir)
+            if config.warm:
+                adapter.warm()
+        except BaseException as exc:  # noqa: BLE001 - reported as the outcome
+            return Unserved(TrainingStartFailed(f"the training task could not load the model: "
+                                                f"{failure_from_exception(exc).text}"))
+        return execute(adapter, "train", kwargs)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        done.set()
+        shipper.join(timeout=10)
+        os.unlink(path)
+
+
+class RayTrainingRun:
+    """One training of one model as a Ray task (the same surface as :class:`~deepaas_like.training.TrainingRun`)."""
+
+    def __init__(self, ref: PluginRef, config: WorkerConfig, *, address: str, resources: dict[str, float],
+                 log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None) -> None:
+        self._ref, self._config, self._address, self._resources = ref, config, address, resources
+        self._log_file, self._on_progress = log_file, on_progress
+        self._task: Any = None
+        self._ray: Any = None
+        self.killed = False
+
+    async def run(self, kwargs: Mapping[str, Any]) -> Outcome:
+        ray = self._ray = await asyncio.to_thread(ensure_ray, self._address)
+        from ray.util.queue import Queue
+
+        queue = await asyncio.to_thread(Queue, actor_options={"num_cpus": 0})
+        remote = ray.remote(max_calls=1, max_retries=0)(_train_task)
+        self._task = remote.options(**self._resources, runtime_env=runtime_env(self._address)).remote(
+            self._ref, self._config, dict(kwargs), queue)
+        if self.killed:
+            ray.cancel(self._task, force=True)
+        pump = asyncio.get_running_loop().create_task(self._pump(queue))
+        try:
+            return await self._task
+        except ray.exceptions.RayError:  # cancelled, or its process or node died under it
+            return Unserved(WorkerLost(self._config.model, "train", None))
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            await self._take(queue)
+            try:
+                queue.shutdown(force=True)
+            except Exception:  # already gone
+                pass
+
+    async def _pump(self, queue: Any) -> None:
+        while True:
+            await asyncio.sleep(PUMP_INTERVAL)
+            await self._take(queue)
+
+    async def _take(self, queue: Any) -> None:
+        """What the task has put on the queue so far: log bytes to the log file (in a thread),
+        the last progress to the job (here, on the event loop)."""
+        progress = await asyncio.to_thread(self._drain, queue)
+        if progress is not None and self._on_progress is not None:
+            self._on_progress(*progress)
+
+    def _drain(self, queue: Any) -> tuple[float, str | None] | None:
+        try:
+            items = queue.get_nowait_batch(queue.qsize())
+        except Exception:  # the queue's actor is gone: nothing more will come
+            return None
+        progress = None
+        with open(self._log_file or os.devnull, "ab") as log:
+            for item in items:
+                if item[0] == "log":
+                    log.write(item[1])
+                else:
+                    progress = (item[1], item[2])
+        return progress
+
+    def kill(self) -> None:
+        """Cancel the training: its task's process is killed."""
+        self.killed = True
+        if self._task is not None and self._ray is not None:
+            self._ray.cancel(self._task, force=True)

@@ -160,6 +160,11 @@ class Runner(Generic[Slot]):
         """Serve every later call with a freshly warmed model (after a training)."""
         raise NotImplementedError
 
+    def new_training(self, *, log_file: str | None = None,
+                     on_progress: Callable[[float, str | None], None] | None = None) -> Any:
+        """A training run where this runner's workers live, or None: a process of the server's own."""
+        return None
+
     def _stop_waiting(self) -> None:
         self._stopping = True
         self._idle.clear()

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from conftest import wait_ready
+from polling import finished, wait_for
 from deepaas_like.api.keys import MODELS
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed") if not os.environ.get(
@@ -75,3 +76,25 @@ async def test_an_overrun_is_a_504_and_the_actor_is_replaced(serve, ray_head):
     quick = await client.post(ECHO)
     assert quick.status in (200, 503)  # the replacement may still be warming
     await wait_ready(client)
+
+
+async def test_a_training_is_a_ray_task_with_its_log_progress_and_cancel(serve, plugins, ray_head):
+    plugins.install("chatty", fixture="chatty_trainer")
+    client = await serve("chatty", executor="ray", ray_num_cpus=0.5)
+    job = await (await client.post("/v2/models/chatty/train/", json={"steps": 3, "step_seconds": 0.2})).json()
+    url = f"/v2/models/chatty/train/{job['uuid']}"
+    done = await wait_for(client, url, finished, timeout=120)
+    assert done["status"] == "done", done
+    assert done["progress"] == 1.0 and done["result"]["output"] == {"steps": 3}
+    log = await (await client.get(f"{url}/log")).text()
+    for line in ("print: step 3/3", "logging: step 3", "stderr: step 3", "fd1: step 3"):
+        assert line in log, log
+    long = await (await client.post("/v2/models/chatty/train/", json={"steps": 400, "step_seconds": 0.25})).json()
+    url = f"/v2/models/chatty/train/{long['uuid']}"
+    midway = await wait_for(client, url, lambda b: (b.get("progress") or 0) > 0, timeout=120)
+    assert midway["status"] == "running" and midway["progress_message"].startswith("step ")
+    cancelled = await client.delete(url)
+    assert cancelled.status == 200 and (await cancelled.json())["status"] == "cancelled"
+    steps = (await (await client.get(f"{url}/log")).text()).count("print: step")
+    await asyncio.sleep(1.0)
+    assert (await (await client.get(f"{url}/log")).text()).count("print: step") == steps  # it stopped
