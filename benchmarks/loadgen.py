@@ -12,7 +12,8 @@ server under test.
 
 prints one JSON object: rps, latency percentiles (ms), status counts, errors, and the
 CPU seconds the server process and its descendants used during the run. Several
-``--url`` (same host and port) are requested in turn, round-robin. ``--json`` or
+``--url`` are requested in turn, round-robin; on several servers (replicas) too, each of
+the ``-c`` clients then keeping one keep-alive connection per host and port. ``--json`` or
 ``--json-file`` sends a JSON body, ``--header 'Name: value'`` (repeatable) adds a header
 to every request: the same flags as ``../shared/bench/loadgen.py``.
 """
@@ -127,24 +128,24 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 async def run(args: argparse.Namespace) -> dict:
     built = [build_request(url, args.method, args.body, args.content_type, args.header) for url in args.url]
-    host, port = built[0][0], built[0][1]
-    if any((h, p) != (host, port) for h, p, _ in built):
-        raise SystemExit("every --url must have the same host and port")
-    requests = [request for _, _, request in built]
+    requests = [((host, port), request) for host, port, request in built]  # (target, bytes), in turn
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
     issued = 0
     stop_at = 0.0
 
-    async def connect():
-        reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
+    async def connect(target: tuple[str, int]):
+        reader, writer = await asyncio.open_connection(*target, limit=1 << 22)
         writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return reader, writer
 
-    async def one(conn, record: bool, request: bytes):
+    async def one(conns: dict, record: bool, target: tuple[str, int], request: bytes) -> None:
+        """One request on this client's connection to ``target`` (opened, or reopened, as needed)."""
         nonlocal errors
-        reader, writer = conn
+        if target not in conns:
+            conns[target] = await connect(target)
+        reader, writer = conns[target]
         started = time.perf_counter()
         try:
             writer.write(request)
@@ -153,7 +154,8 @@ async def run(args: argparse.Namespace) -> dict:
             if record:
                 errors += 1
             writer.close()
-            return await connect()
+            del conns[target]
+            return
         if record:
             latencies.append(time.perf_counter() - started)
             statuses[status] = statuses.get(status, 0) + 1
@@ -161,21 +163,28 @@ async def run(args: argparse.Namespace) -> dict:
                 errors += 1
         if not keep:
             writer.close()
-            return await connect()
-        return conn
+            del conns[target]
 
     async def client():
         nonlocal issued
-        conn = await connect()
+        conns: dict = {}
+        await one_connection_each(conns)
         while issued < args.requests and time.perf_counter() < stop_at:
             issued += 1
-            conn = await one(conn, True, requests[issued % len(requests)])
-        conn[1].close()
+            await one(conns, True, *requests[issued % len(requests)])
+        for _, writer in conns.values():
+            writer.close()
 
-    warm = await connect()
+    async def one_connection_each(conns: dict) -> None:
+        for target, _ in requests:
+            if target not in conns:
+                conns[target] = await connect(target)
+
+    warm: dict = {}
     for i in range(args.warmup):
-        warm = await one(warm, False, requests[i % len(requests)])
-    warm[1].close()
+        await one(warm, False, *requests[i % len(requests)])
+    for _, writer in warm.values():
+        writer.close()
     cpu_before = process_tree_cpu(args.server_pid) if args.server_pid else None
     started = time.perf_counter()
     stop_at = started + args.duration_max

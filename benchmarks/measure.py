@@ -46,12 +46,14 @@ class Case:
 
 def run_loadgen(urls: list[str], *, method: str, concurrency: int, requests: int, server_pid: int,
                 loadgen: Path = LOADGEN, duration_max: float = 30.0, timeout: float = 30.0,
-                headers: list[str] = (), json_file: Path | None = None, warmup: int | None = None) -> dict:
+                headers: list[str] = (), json_file: Path | None = None, warmup: int | None = None,
+                expect_status: int | None = None) -> dict:
     """One closed-loop run of ``loadgen`` (several URLs: requested in turn) with the server's CPU and RSS.
 
-    ``headers`` ('Name: value') go with every request, ``json_file`` is sent as a JSON body
-    (both flags are also ``../shared/bench/loadgen.py``'s); ``warmup``: untimed requests first
-    (the tool's default when None)."""
+    ``headers`` ('Name: value') go with every request, ``json_file`` is sent as a JSON body,
+    ``expect_status``: the one status that is not an error (200 when None; the three flags
+    are also ``../shared/bench/loadgen.py``'s); ``warmup``: untimed requests first (the
+    tool's default when None)."""
     command = [sys.executable, str(loadgen), "--method", method, "-c", str(concurrency), "-n", str(requests),
                "--duration-max", str(duration_max), "--timeout", str(timeout), "--server-pid", str(server_pid)]
     for url in urls:
@@ -62,6 +64,8 @@ def run_loadgen(urls: list[str], *, method: str, concurrency: int, requests: int
         command += ["--json-file", str(json_file)]
     if warmup is not None:
         command += ["--warmup", str(warmup)]
+    if expect_status is not None:
+        command += ["--expect-status", str(expect_status)]
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration_max + timeout + 90)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.setdefault("server_cpu_ms_per_req", round(result["server_cpu_s"] / max(1, result["completed"]) * 1000, 3))

@@ -27,6 +27,10 @@ benchmarks/servers.py):
   Retry-After, health-check latency from a separate probe, log volume.
 * registry (ours only): upload to first prediction; irisbench's forest uploaded, plain
   and optimize=onnx; many small models round-robin through a bounded set of loaded ones.
+* scaleout (ours only; see benchmarks/scaleout.py): on a throwaway PostgreSQL, echobench
+  c=64 on one replica and on two replicas of one database (round-robin); asynchronous
+  prediction submissions (c=8, --submissions of them) on SQLite and on PostgreSQL;
+  irisbench c=64 and c=1 with --executor ray (a local Ray head) against --executor process.
 
 Prints one table of cases and one of targets, which cases were skipped and why, and
 writes benchmarks/results/latest.{json,md}.
@@ -50,6 +54,7 @@ sys.path.insert(0, str(HERE))
 from api_cases import (IMPACT_ROWS, bearer, create_token, feature_impact, infer_body, infer_per_row,  # noqa: E402
                        iris_rows, write_json)
 import registry_bench as registry  # noqa: E402
+import scaleout  # noqa: E402
 from loadgen import process_tree_rss_mib  # noqa: E402
 from measure import LOADGEN, Case, in_process_rates, run_loadgen  # noqa: E402
 from report import summarize  # noqa: E402
@@ -64,19 +69,19 @@ OURS_FLAGS = {  # how we serve each model
     "irisbatch": ["--workers", "2", "--max-batch-size", "32", "--max-batch-time-ms", "2"],
 }
 REGISTRY_WORKERS = 2
-PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "registry")
+PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "registry", "scaleout")
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
 QUICK = {  # --quick: every case, smoke-sized
     "repeats": 1, "requests": 300, "in_process_seconds": 1.0, "wrk_duration": 2, "overload_duration": 2,
     "flood_duration": 2, "flood_connections": 1024, "registry_models": 20, "max_loaded_models": 5,
     "registry_requests": 200, "cold_sample": 5, "upload_repeats": 3, "infer_rows": 100, "infer_requests": 10,
-    "impact_rows": 50,
+    "impact_rows": 50, "submissions": 150,
 }
 FULL = {
     "repeats": 3, "requests": 3000, "in_process_seconds": 3.0, "wrk_duration": 10, "overload_duration": 60,
     "flood_duration": 20, "flood_connections": 4096, "registry_models": 200, "max_loaded_models": 50,
     "registry_requests": 2000, "cold_sample": 20, "upload_repeats": 5, "infer_rows": 100, "infer_requests": 20,
-    "impact_rows": IMPACT_ROWS,
+    "impact_rows": IMPACT_ROWS, "submissions": 3000,
 }
 
 
@@ -150,6 +155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--infer-rows", type=int, help="rows per request of the many-rows OIP infer case")
     parser.add_argument("--infer-requests", type=int, help="sequential requests of the many-rows OIP infer case")
     parser.add_argument("--impact-rows", type=int, help="iris rows (repeated) sent to the feature-impact job")
+    parser.add_argument("--submissions", type=int, help="asynchronous predictions submitted per store (scaleout)")
     parser.add_argument("--quick", action="store_true", help="every case, smoke-sized: " + ", ".join(
         f"{k}={v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
@@ -377,6 +383,87 @@ def registry_many(run: Run, server: Server, files: registry.ModelFiles, config: 
     run.record(run.case("ours", "small-models", "registry-many", 8, config), result)
 
 
+def run_scaleout(run: Run) -> None:
+    """Replicas and submissions on a throwaway PostgreSQL (SQLite submissions beside them), then Ray;
+    what cannot run is reported as skipped, the rest still runs."""
+    try:
+        postgres = scaleout.start_postgres()
+    except Exception as exc:  # noqa: BLE001 - SQLite and Ray still run
+        run.skipped.append(f"scaleout: replicas and PostgreSQL submissions: no PostgreSQL: {exc!r:.300}")
+        postgres = None
+    try:
+        if postgres is not None:
+            guarded(run, "scaleout: replicas on PostgreSQL", lambda: scaleout_replicas(run, postgres))
+        stores = ["sqlite"] + (["postgresql"] if postgres is not None else [])
+        for repeat in range(1, run.args.repeats + 1):
+            for store in stores if repeat % 2 else reversed(stores):
+                guarded(run, f"scaleout: submissions on {store}, repeat {repeat}",
+                        lambda: scaleout_submissions(run, postgres.new_database() if store == "postgresql" else ""))
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    if why := scaleout.ray_missing():
+        run.skipped.append(f"scaleout: Ray executor: {why}")
+        return
+    for name, flags in (("process", scaleout.PROCESS_FLAGS), ("ray", scaleout.RAY_FLAGS)):
+        guarded(run, f"scaleout: irisbench --executor {name}", lambda: scaleout_executor(run, name, flags))
+
+
+def scaleout_replicas(run: Run, postgres) -> None:
+    """Two echobench replicas on one new database, sharing artifacts and token key; one, then both, at c=64."""
+    args, servers = run.args, []
+    store = postgres.new_database()
+    shared = scaleout.SharedFiles.make(Path(tempfile.mkdtemp(prefix="shared-", dir=run.scratch)))
+    config = " ".join(scaleout.REPLICA_FLAGS) + " --store postgresql://..."
+    log(f"scaleout: two echobench replicas on one PostgreSQL ({config})")
+    try:
+        for i in (1, 2):
+            servers.append(Server(ours_command(run.data_dir(), ["echobench"], scaleout.replica_flags(store, shared)),
+                                  "/v2/health/ready", run.raw / f"ours-echobench-replica-{i}.log", settle=True))
+        for repeat in range(1, args.repeats + 1):
+            for count in (1, 2) if repeat % 2 else (2, 1):
+                guarded(run, f"scaleout: {count} replica(s) c={scaleout.LEVEL}, repeat {repeat}",
+                        lambda: run.record(run.case("ours", "echobench", f"replicas-{count}", scaleout.LEVEL, config),
+                                           scaleout.round_robin(servers[:count], "echobench",
+                                                                concurrency=scaleout.LEVEL, requests=args.requests)))
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def scaleout_submissions(run: Run, store: str) -> None:
+    """Asynchronous echobench predictions submitted at c=8 to a new server (``store`` empty: SQLite)."""
+    name = "postgresql" if store else "sqlite"
+    flags = [*scaleout.REPLICA_FLAGS, *(["--store", store] if store else [])]
+    config = " ".join(scaleout.REPLICA_FLAGS) + (" --store postgresql://..." if store else "")
+    log(f"scaleout: asynchronous predictions on {name} ({config})")
+    server = Server(ours_command(run.data_dir(), ["echobench"], flags), "/v2/health/ready",
+                    run.raw / f"ours-echobench-submit-{name}.log", settle=True)
+    try:
+        run.record(run.case("ours", "echobench", f"submit-{name}", scaleout.SUBMIT_CONCURRENCY, config),
+                   scaleout.submissions(server, "echobench", concurrency=scaleout.SUBMIT_CONCURRENCY,
+                                        requests=run.args.submissions, loadgen=run.args.loadgen))
+    finally:
+        server.stop()
+
+
+def scaleout_executor(run: Run, name: str, flags: list[str]) -> None:
+    """irisbench served with ``flags`` (--executor ``name``), at c=64 and c=1 in every repeat."""
+    args, config = run.args, " ".join(flags)
+    log(f"scaleout: irisbench {config}")
+    server = Server(ours_command(run.data_dir(), ["irisbench"], flags), "/v2/health/ready",
+                    run.raw / f"ours-irisbench-{name}.log", settle=True, start_timeout_s=scaleout.RAY_START_TIMEOUT_S)
+    try:
+        for repeat in range(1, args.repeats + 1):
+            for level in scaleout.RAY_LEVELS:
+                guarded(run, f"scaleout: irisbench --executor {name} c={level}, repeat {repeat}",
+                        lambda: run.record(run.case("ours", "irisbench", f"predict-{name}", level, config),
+                                           scaleout.predict(server, "irisbench", concurrency=level,
+                                                            requests=args.requests, loadgen=args.loadgen)))
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -392,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "flood", lambda: run_floods(run, deepaas_run))
         if "registry" in run.phases:
             guarded(run, "registry", lambda: run_registry(run))
+        if "scaleout" in run.phases:
+            guarded(run, "scaleout", lambda: run_scaleout(run))
     finally:
         shutil.rmtree(run.scratch, ignore_errors=True)
     report = summarize(run.results, limits, args, run.skipped + run.notes)
@@ -420,7 +509,8 @@ def check_tools(run: Run) -> None:
         run.phases.remove("registry")
     if "deepaas" not in args.frameworks:
         run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
-    if "ours" not in args.frameworks and (ours_only := [p for p in ("auth", "oip", "impact") if p in run.phases]):
+    if "ours" not in args.frameworks and (ours_only := [p for p in ("auth", "oip", "impact", "scaleout")
+                                                        if p in run.phases]):
         run.skipped.append(f"{', '.join(ours_only)}: only ours has these, and ours is not in --frameworks")
         run.phases = [p for p in run.phases if p not in ours_only]
     wanted = max(args.flood_connections, args.overload_connections) + 512

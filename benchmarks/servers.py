@@ -87,7 +87,8 @@ class Server:
     """One server process on a free loopback port, stopped by PID."""
 
     def __init__(self, command: list[str], ready_path: str, log_path: Path,
-                 listen: Callable[[int], list[str]] = deepaas_listen, settle: bool = False) -> None:
+                 listen: Callable[[int], list[str]] = deepaas_listen, settle: bool = False,
+                 start_timeout_s: float = START_TIMEOUT_S) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "w")
@@ -95,9 +96,10 @@ class Server:
             [*command, *listen(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()  # and whatever it started in its session (a local Ray head)
                 raise RuntimeError(f"server exited ({self.process.returncode}); see {log_path}")
             try:
                 with urllib.request.urlopen(self.url(ready_path), timeout=2) as response:
@@ -108,7 +110,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server not ready after {START_TIMEOUT_S} s; see {log_path}")
+        raise RuntimeError(f"server not ready after {start_timeout_s:g} s; see {log_path}")
 
     def _settle(self) -> float:
         """Wait (at most SETTLE_TIMEOUT_S) until the process tree uses less than SETTLE_CPU_SHARE
