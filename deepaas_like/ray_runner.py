@@ -39,7 +39,7 @@ from .process import WorkerLost, WorkerStartFailed
 from .runners import RESPAWN_BACKOFF, Runner
 from .runtime import STORAGE_ENV
 from .training import TrainingStartFailed
-from .worker import WorkerConfig
+from .worker import WorkerConfig, run_on_target
 
 LOG = logging.getLogger(__name__)
 
@@ -82,14 +82,24 @@ class ModelActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def group(self, method: str, payloads: list[Any]) -> list[Outcome]:
+    def group(self, method: str, payloads: list[Any], target: Any = None) -> tuple[list[Outcome], list[tuple]]:
+        """Run a group as a worker process does (``target``: which model a shared host
+        serves); the outcomes, and the events the plugin reported meanwhile."""
         outcomes: list[Outcome] = [NOT_STARTED] * len(payloads)
+        events: list[tuple] = []
 
         def deliver(index: int, outcome: Outcome) -> None:
             outcomes[index] = outcome
 
-        execute_group(self.adapter, method, payloads, deliver)
-        return outcomes
+        runtime.event_sink = lambda name, data: events.append((name, data))
+        try:
+            if target is None:
+                execute_group(self.adapter, method, payloads, deliver)
+            else:
+                run_on_target(self.adapter, target, method, payloads, deliver)
+        finally:
+            runtime.event_sink = None
+        return outcomes, events
 
 
 _ACTOR_CLASS: Any = None
@@ -135,7 +145,7 @@ class RayRunner(Runner[Actor]):
 
     def describe(self) -> dict[str, Any]:
         return {
-            "executor": self.kind,
+            "executor": "ray",  # also for the registry's shared pool of actors
             "workers": len([a for a in self._current if not a.dead]),
             "workers_wanted": self.size,
             "busy": sum(1 for a in self._current if a.busy),
@@ -256,16 +266,18 @@ class RayRunner(Runner[Actor]):
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in payloads]
         actor.busy = True
-        task = self._in_background(self._run(actor, method, list(payloads), futures, together))
+        task = self._in_background(self._run(actor, method, list(payloads), futures, together, target))
         actor.calls.add(task)
         task.add_done_callback(actor.calls.discard)
         return futures
 
     async def _run(self, actor: Actor, method: str, payloads: list[Any],
-                   futures: list[asyncio.Future[Outcome]], together: bool) -> None:
+                   futures: list[asyncio.Future[Outcome]], together: bool, target: Any) -> None:
         ray = self._ray
         try:
-            outcomes = await actor.handle.group.remote(method, payloads)
+            outcomes, events = await actor.handle.group.remote(method, payloads, target)
+            for name, data in events:
+                self._on_event(actor, name, data)
         except ray.exceptions.RayActorError:  # the first call was running; a batch ran as one
             lost = Unserved(WorkerLost(self.name, method, None))
             outcomes = [lost] * len(payloads) if together else [lost] + [NOT_STARTED] * (len(payloads) - 1)
@@ -279,6 +291,9 @@ class RayRunner(Runner[Actor]):
                 future.set_result(outcome)
         actor.busy = False
         self.release(actor)
+
+    def _on_event(self, actor: Actor, name: str, data: Any) -> None:
+        """An event the actor's plugin reported during a call (see the registry's shared pool)."""
 
     def _abandon(self, actor: Actor, index: int, method: str) -> int:
         LOG.warning("model %s: %s() overran its timeout; replacing ray actor %s", self.name, method, actor.pid)

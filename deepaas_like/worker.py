@@ -108,14 +108,14 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
             if target is None:
                 execute_group(adapter, method, payloads, deliver)
             else:
-                _on_target(adapter, target, method, payloads, deliver)
+                run_on_target(adapter, target, method, payloads, deliver)
         except (BrokenPipeError, ConnectionResetError):
             return
         finally:
             sys.stdout.flush()
 
 
-def _on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:
+def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:
     """Run a group on the model the plugin hosts for ``target``; if it cannot load, say why per call."""
     try:
         hosted = adapter.obj.adapter_for(target)

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import wait_ready
 from polling import finished, wait_for
+from test_registry import ROW, form, iris_models  # noqa: F401 (a fixture)
 from deepaas_like.api.keys import MODELS
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed") if not os.environ.get(
@@ -98,3 +99,24 @@ async def test_a_training_is_a_ray_task_with_its_log_progress_and_cancel(serve, 
     steps = (await (await client.get(f"{url}/log")).text()).count("print: step")
     await asyncio.sleep(1.0)
     assert (await (await client.get(f"{url}/log")).text()).count("print: step") == steps  # it stopped
+
+
+async def test_uploaded_models_are_multiplexed_across_ray_actors(serve, ray_head, iris_models):
+    client = await serve("echobench", executor="ray", ray_num_cpus=0.5, registry_workers=1, max_loaded_models=1)
+    for name, path in (("iris", iris_models["joblib"]), ("forest", iris_models["pickle"])):
+        assert (await client.put(f"/v2/models/{name}", data=form(path))).status == 201
+    expected = {"iris": iris_models["pipeline"], "forest": iris_models["forest"]}
+    for _ in range(2):  # one actor keeps one model: each turn loads the other one again
+        for name in ("iris", "forest"):
+            body = ROW if name == "iris" else {"rows": [list(ROW.values())]}
+            answer = await client.post(f"/v2/models/{name}/predict/", json=body)
+            assert answer.status == 200, await answer.text()
+            got = (await answer.json())["predictions"]
+            label = got["label"] if name == "iris" else got[0]["label"]
+            row = [list(ROW.values())] if name == "forest" else None
+            want = (expected[name].predict(row)[0] if row is not None
+                    else expected[name].predict(__import__("pandas").DataFrame([ROW]))[0])
+            assert label == want
+    pool = client.server.app[MODELS].uploads.pool
+    assert pool.kind == "shared" and pool.describe()["executor"] == "ray"
+    assert pool.stats.loads >= 4 and pool.stats.evictions >= 3 and len(pool.loaded_keys()) == 1

@@ -1,7 +1,7 @@
 """The server side of the registry's shared workers.
 
-Plugins keep dedicated workers; uploaded models share one pool of worker processes
-(``--registry-workers``), each hosting up to ``--max-loaded-models`` of them, least
+Plugins keep dedicated workers; uploaded models share one pool of worker processes (or
+of Ray actors, with ``--executor ray``; ``--registry-workers`` of them), each hosting up to ``--max-loaded-models`` of them, least
 recently used first out (:mod:`deepaas_like.registry.host`). A hundred uploaded models
 therefore cost a couple of processes, not a hundred.
 
@@ -18,8 +18,11 @@ import collections
 from typing import Any, Sequence
 
 from ..calls import Outcome
+from ..loading import PluginRef
 from ..process import WorkerLauncher, WorkerProcess, WorkerStartFailed
+from ..ray_runner import RayRunner
 from ..runners import ProcessRunner
+from ..worker import WorkerConfig
 from .host import Target
 
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -41,46 +44,68 @@ class LoadStats:
         self.buckets[bisect.bisect_left(LOAD_BUCKETS, seconds)] += 1
 
 
-class SharedPool(ProcessRunner):
-    """The registry's worker processes, shared by every uploaded model."""
+class Hosting:
+    """What a pool of shared hosts knows besides its slots: which uploaded models each
+    slot holds (from the hosts' "loaded" events), and the load statistics. Mixed into a
+    runner: :class:`SharedPool` (worker processes) or :class:`RaySharedPool` (Ray actors)."""
 
     kind = "shared"
     affine = True
 
-    def __init__(self, launcher: WorkerLauncher, size: int) -> None:
-        super().__init__("registry", launcher, size)
-        self._holding: dict[WorkerProcess, set[str]] = collections.defaultdict(set)
+    def _init_hosting(self) -> None:
+        self._holding: dict[Any, set[str]] = collections.defaultdict(set)
         self.stats = LoadStats()
         self.started = asyncio.Event()
 
     async def start(self) -> None:
         try:
-            await super().start()
+            await super().start()  # type: ignore[misc]
         finally:
             self.started.set()
 
-    def _holds(self, worker: WorkerProcess, key: Any) -> bool:
-        return key in self._holding.get(worker, ())
+    def _holds(self, slot: Any, key: Any) -> bool:
+        return key in self._holding.get(slot, ())
 
     def loaded_keys(self) -> set[str]:
         return {key for keys in self._holding.values() for key in keys}
 
-    def _on_event(self, worker: WorkerProcess, name: str, data: Any) -> None:
+    def _on_event(self, slot: Any, name: str, data: Any) -> None:
         if name == "loaded":
-            held = self._holding[worker]
+            held = self._holding[slot]
             held.add(data["key"])
             held.difference_update(data["evicted"])
             self.stats.loaded(data["seconds"], len(data["evicted"]))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "loaded_models": len(self.loaded_keys())}  # type: ignore[misc]
+
+    def view(self, target: Target) -> "PoolView":
+        return PoolView(self, target)  # type: ignore[arg-type]
+
+
+class SharedPool(Hosting, ProcessRunner):
+    """The registry's worker processes, shared by every uploaded model."""
+
+    def __init__(self, launcher: WorkerLauncher, size: int) -> None:
+        ProcessRunner.__init__(self, "registry", launcher, size)
+        self._init_hosting()
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         self._holding.pop(worker, None)
         super()._on_exit(worker)
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "loaded_models": len(self.loaded_keys())}
 
-    def view(self, target: Target) -> "PoolView":
-        return PoolView(self, target)
+class RaySharedPool(Hosting, RayRunner):
+    """The registry's hosts as Ray actors (``--executor ray``): uploaded models multiplexed
+    across them, each keeping its most recently used models loaded, as worker processes do."""
+
+    def __init__(self, ref: PluginRef, config: WorkerConfig, size: int, **ray_options: Any) -> None:
+        RayRunner.__init__(self, "registry", ref, config, size, **ray_options)
+        self._init_hosting()
+
+    def _lost(self, actor: Any) -> None:
+        self._holding.pop(actor, None)
+        super()._lost(actor)
 
 
 class PoolView:
@@ -88,7 +113,7 @@ class PoolView:
 
     kind = "shared"
 
-    def __init__(self, pool: SharedPool, target: Target) -> None:
+    def __init__(self, pool: SharedPool | RaySharedPool, target: Target) -> None:
         self.pool = pool
         self.target = target
         self.name = target.model
@@ -109,17 +134,17 @@ class PoolView:
     def ready(self) -> bool:
         return self.pool.ready
 
-    def take_idle(self) -> WorkerProcess | None:
+    def take_idle(self) -> Any:
         return self.pool.take_idle(self.target.key)
 
-    async def next_slot(self) -> WorkerProcess:
+    async def next_slot(self) -> Any:
         return await self.pool.next_slot(self.target.key)
 
-    def release(self, worker: WorkerProcess) -> None:
+    def release(self, worker: Any) -> None:
         self.pool.release(worker)
 
     async def run_group(
-        self, worker: WorkerProcess, method: str, payloads: Sequence[Any], timeout: float | None,
+        self, worker: Any, method: str, payloads: Sequence[Any], timeout: float | None,
         together: bool = False, target: Any = None,
     ) -> list[Outcome]:
         return await self.pool.run_group(worker, method, payloads, timeout, together, self.target)

@@ -39,7 +39,7 @@ from ..settings import Settings
 from ..worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
-from .pool import SharedPool
+from .pool import RaySharedPool, SharedPool
 from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus, stamp
 
 LOG = logging.getLogger(__name__)
@@ -205,7 +205,13 @@ class Registry:
         config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
             (CAPACITY_ENV, str(settings.max_loaded_models)),
             (PRELOAD_ENV, "1" if settings.registry_preload else "0")))
-        self.pool = SharedPool(WorkerLauncher(HOST, config, mp_context(settings.start_method)), settings.registry_workers)
+        self.pool: SharedPool | RaySharedPool
+        if settings.executor == "ray":  # uploaded models on the Ray cluster too, with the global resources
+            self.pool = RaySharedPool(HOST, config, settings.registry_workers, address=settings.ray_address,
+                                      num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
+        else:
+            self.pool = SharedPool(WorkerLauncher(HOST, config, mp_context(settings.start_method)),
+                                   settings.registry_workers)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
         self._models: dict[str, ModelRecord] = {}
