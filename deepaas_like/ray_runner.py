@@ -44,21 +44,43 @@ from .worker import WorkerConfig, run_on_target
 LOG = logging.getLogger(__name__)
 
 
+_RAY_LOCK = threading.Lock()
+_RAY_USERS = 0  # runners and trainings using the connection this process opened
+_RAY_OURS = False  # whether this process called ray.init (and so shuts it down)
+
+
 def ensure_ray(address: str = "") -> Any:
-    """The ``ray`` module, connected to the cluster (a local head when ``address`` is empty)."""
+    """The ``ray`` module, connected to the cluster (a local head when ``address`` is empty);
+    each call is one user of the connection, given back with :func:`release_ray`."""
+    global _RAY_USERS, _RAY_OURS
     try:
         import ray
     except ModuleNotFoundError:
         raise WorkerStartFailed(failure_from_exception(ModuleNotFoundError(
             "--executor ray needs Ray: pip install 'deepaas_like[ray]'"))) from None
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
-        LOG.info("ray: connected to %s", address or "a local head on 127.0.0.1")
+    with _RAY_LOCK:  # the models' runners start at once: one of them connects
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")
+            _RAY_OURS = True
+            LOG.info("ray: connected to %s", address or "a local head on 127.0.0.1")
+        _RAY_USERS += 1
     return ray
+
+
+def release_ray() -> None:
+    """One user less; the last one disconnects (and stops the local head) if this process connected."""
+    global _RAY_USERS, _RAY_OURS
+    with _RAY_LOCK:
+        _RAY_USERS -= 1
+        if _RAY_USERS <= 0 and _RAY_OURS:
+            import ray
+
+            ray.shutdown()
+            _RAY_USERS, _RAY_OURS = 0, False
 
 
 def runtime_env(address: str) -> dict[str, Any]:
@@ -257,6 +279,9 @@ class RayRunner(Runner[Actor]):
         for actor in list(self._current):
             self._kill(actor)
         self._current.clear()
+        if self._ray is not None:
+            self._ray = None
+            await asyncio.to_thread(release_ray)
 
     # --- calls ----------------------------------------------------------------------------
 
@@ -400,6 +425,12 @@ class RayTrainingRun:
 
     async def run(self, kwargs: Mapping[str, Any]) -> Outcome:
         ray = self._ray = await asyncio.to_thread(ensure_ray, self._address)
+        try:
+            return await self._run(ray, kwargs)
+        finally:
+            await asyncio.to_thread(release_ray)
+
+    async def _run(self, ray: Any, kwargs: Mapping[str, Any]) -> Outcome:
         from ray.util.queue import Queue
 
         queue = await asyncio.to_thread(Queue, actor_options={"num_cpus": 0})

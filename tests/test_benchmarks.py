@@ -164,3 +164,17 @@ def test_feature_impact_case(quick_run):
     assert extra["top_feature"] in ("petal_length", "petal_width")  # the rows mix the three classes
     assert "feature impact, 50 rows" in stdout and "(--quick: fewer rows than a full run's 500)" in stdout
     assert any(c["check"] == "irisbench feature impact, 50 rows: wall s" for c in report["checks"])
+
+
+def test_scale_out_cases(quick_run):
+    """Replicas on one PostgreSQL, job submissions by store, the Ray executor (benchmarks/scaleout.py)."""
+    _, report, rows, _ = quick_run
+    for key in (("echobench", "replicas-1", 64), ("echobench", "replicas-2", 64), ("echobench", "submit-sqlite", 8),
+                ("echobench", "submit-postgresql", 8), ("irisbench", "predict-process", 64),
+                ("irisbench", "predict-ray", 64), ("irisbench", "predict-ray", 1)):
+        assert key in rows, f"no {key} row; skipped: {report['skipped']}"
+        case = rows[key]["ours"]
+        assert case["rps"] > 0 and case["errors"] == 0, (key, case)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["scaleout: echobench c=64 on replicas (one and two): errors"]["met"] is True
+    assert checks["scaleout: Ray per-call overhead, irisbench c=1 p50 ray − process (ms)"]["value"] is not None

@@ -3,11 +3,14 @@ aiohttp stays the front door, so the DEEPaaS and OIP routes answer as with proce
 
 import asyncio
 import os
+import signal
+import time
 
 import pytest
 
 from conftest import wait_ready
 from polling import finished, wait_for
+from processes import Server, alive, descendants
 from test_registry import ROW, form, iris_models  # noqa: F401 (a fixture)
 from deepaas_like.api.keys import MODELS
 
@@ -120,3 +123,42 @@ async def test_uploaded_models_are_multiplexed_across_ray_actors(serve, ray_head
     pool = client.server.app[MODELS].uploads.pool
     assert pool.kind == "shared" and pool.describe()["executor"] == "ray"
     assert pool.stats.loads >= 4 and pool.stats.evictions >= 3 and len(pool.loaded_keys()) == 1
+
+
+def test_deepaas_run_with_ray_stops_on_sigterm_and_takes_its_local_head_with_it(tmp_path):
+    """A real deepaas-run: the model's actors and the registry's hosts connect at once (one
+    local head), SIGTERM still stops the server, and the head it started stops with it."""
+    server = Server(["--model-name", "echobench", "--executor", "ray", "--ray-num-cpus", "0.25",
+                     "--data-dir", str(tmp_path / "data")])
+    try:
+        server.wait_banner()
+        server.wait_ready(timeout=180)
+        status, body = server.request("POST", ECHO)
+        assert status == 200, body
+        heads = _ray_heads_of(server.process.pid)
+        assert len(heads) == 1, heads  # one cluster, however many runners connected at once
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while _alive(heads) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(heads), "the local Ray head outlived the server"
+    finally:
+        server.kill()
+
+
+def _ray_heads_of(pid: int) -> list[int]:
+    """The GCS servers (one per Ray cluster) among ``pid``'s descendants."""
+    return [p for p in descendants(pid) if "gcs_server" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pids: list[int]) -> bool:
+    return bool(alive(set(pids)))

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import pytest
 
-from polling import wait_for
+from polling import finished, wait_for
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
 
@@ -36,7 +36,7 @@ async def test_training_errors_are_reported_even_for_http_exceptions(serve, plug
     client = await serve("failing")
     for how, text in (("http", "training data missing"), ("boom", "RuntimeError: training exploded")):
         job = await (await client.post("/v2/models/failing/train/", json={"how": how})).json()
-        done = await wait_for(client, f"/v2/models/failing/train/{job['uuid']}", lambda b: b["status"] != "running")
+        done = await wait_for(client, f"/v2/models/failing/train/{job['uuid']}", finished)
         assert done["status"] == "error"
         assert text in done["message"]
 
