@@ -1,6 +1,7 @@
 """The server's store: one per data directory, versioned by Alembic, migrated on open,
 on SQLite and on PostgreSQL alike (the ``store`` fixture runs each test on both)."""
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -86,6 +87,23 @@ async def test_jobs_round_trip_through_the_store(tmp_path, store):
     await store_.delete(["j1", "j2"])
     assert await store_.load() == []
     await db.close()
+
+
+@pytest.mark.stores("postgresql")
+async def test_replicas_inserting_jobs_at_once_all_get_their_own_place(tmp_path, store):
+    replicas = [Database(tmp_path / f"replica{i}", url=store) for i in range(3)]
+    for db in replicas:
+        await db.open()
+    try:
+        stores = [JobStore(db) for db in replicas]
+        await asyncio.gather(*(stores[i % 3].insert(Job(f"j{i}", JobKind.PREDICTION, "iris", {})) for i in range(60)))
+        loaded = await stores[0].load()
+        assert sorted(j.id for j in loaded) == sorted(f"j{i}" for i in range(60))
+        seqs = await replicas[0].run(lambda conn: [row[0] for row in conn.execute(sa.text("SELECT seq FROM jobs"))])
+        assert sorted(seqs) == list(range(1, 61))
+    finally:
+        for db in replicas:
+            await db.close()
 
 
 async def test_another_process_s_change_is_seen(tmp_path, store):

@@ -220,3 +220,22 @@ async def test_two_server_processes_behave_as_one_and_a_killed_one_loses_no_job(
     finally:
         a.kill()
         b.kill()
+
+
+async def test_two_replicas_uploading_one_name_at_once_never_answer_500(replicas, iris_models):
+    a, b = await replicas(model_name=("echobench",), executor="thread")
+    for round_ in range(3):
+        name = f"race{round_}"
+        answers = await asyncio.gather(a.put(f"/v2/models/{name}", data=form(iris_models["joblib"])),
+                                       b.put(f"/v2/models/{name}", data=form(iris_models["joblib"])))
+        statuses = sorted(r.status for r in answers)
+        assert statuses in ([200, 201], [201, 409]), [await r.text() for r in answers]
+        for response in answers:
+            if response.status == 409:
+                assert "another replica" in (await response.json())["message"]
+
+        async def served_on_both():
+            done = [await c.post(f"/v2/models/{name}/predict/", json=ROW) for c in (a, b)]
+            return all(r.status == 200 for r in done)
+
+        await eventually(served_on_both)

@@ -19,6 +19,7 @@ from .model import Job, JobKind, JobStatus
 PERSISTED = Job.persisted_fields()
 JSON_COLUMNS = {"args", "result"}
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+INSERT_ATTEMPTS = 20  # a job's seq (its place in lists) is the next free one: replicas may race for it
 
 
 class JobStore:
@@ -53,7 +54,13 @@ class JobStore:
         next_seq = sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1).scalar_subquery()
         job.updated = time.time()
         values = {n: self._encode(n, getattr(job, n)) for n in PERSISTED}
-        await self._db.run(lambda conn: conn.execute(sa.insert(jobs).values(seq=next_seq, **values)))
+        for attempt in range(INSERT_ATTEMPTS):
+            try:
+                await self._db.run(lambda conn: conn.execute(sa.insert(jobs).values(seq=next_seq, **values)))
+                return
+            except sa.exc.IntegrityError:  # another replica took the same seq at the same moment
+                if attempt == INSERT_ATTEMPTS - 1:
+                    raise
 
     async def save(self, job: Job, *names: str) -> None:
         """Write the named fields of ``job`` (all persisted fields if none are named)."""

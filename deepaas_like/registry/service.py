@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import sqlalchemy as sa
 from webargs import fields, validate
 
 from ..arguments import ArgumentSpec
@@ -522,7 +523,12 @@ class Registry:
     # --- writing ----------------------------------------------------------------------
 
     def discard_unused(self, sha256: str) -> None:
-        """Remove a stored file that no version refers to (an upload refused after it was stored)."""
+        """Remove a stored file that no version refers to (an upload refused after it was stored).
+
+        Not with a shared store: another replica may be recording the same bytes right now,
+        and its version would lose its file (the refused upload's file stays, unused)."""
+        if self._shared:
+            return
         if not any(sha256 in _files(v) for versions in self._versions.values() for v in versions.values()):
             self.artifacts.delete(sha256)
 
@@ -588,7 +594,10 @@ class Registry:
             if model is None:
                 model = ModelRecord(name, created=now, updated=now, is_public=bool(upload.is_public),
                                     description=upload.description or "", owner=owner)
-                await self.store.insert_model(model)
+                try:
+                    await self.store.insert_model(model)
+                except sa.exc.IntegrityError:
+                    raise _raced(name) from None
                 self._models[name] = model
             elif model.archived is not None:
                 raise ModelArchived(f"Model '{name}' is archived; restore it before uploading a new version",
@@ -598,8 +607,11 @@ class Registry:
                                         ("output_schema", upload.output_schema)) if v is not None}
             version = VersionRecord(name, max(versions, default=0) + 1, upload.artifact.sha256, upload.artifact.size,
                                     library, filetype, upload.filename, now, config=config)
+            try:
+                await self.store.insert_version(version)
+            except sa.exc.IntegrityError:
+                raise _raced(name) from None
             versions[version.number] = version
-            await self.store.insert_version(version)
         await self._probe(model, version)
         if version.status is VersionStatus.READY and upload.optimize:
             await self._optimize(model, version)
@@ -725,6 +737,12 @@ class Registry:
                     if sha not in still_used:
                         await asyncio.to_thread(self.artifacts.delete, sha)
             self.revision += 1
+
+
+def _raced(name: str) -> Conflict:
+    """Another replica created the model, or its next version, at the same moment."""
+    return Conflict(f"Model '{name}' was being written by another replica at the same moment; upload again",
+                    details={"model": name})
 
 
 BATCHING = ("max_batch_size", "max_batch_time_ms", "predict_timeout")
