@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import wait_ready
 from deepaas_like.api import create_app
+from deepaas_like.registry.artifacts import ArtifactStore
 from model_files import build_keras_files, build_torch_files
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
@@ -202,7 +203,29 @@ async def test_bad_uploads_are_clear_4xx_and_leave_nothing(registry_app, iris_mo
     assert too_large.status == 413 and "--max-upload-size" in (await too_large.json())["message"]
     assert (await client.get("/v2/models/big/")).status == 404
     artifacts = tmp_path / "data" / "artifacts"
-    assert not list((artifacts / "sha256").rglob("*/*")) and not list((artifacts / "tmp").iterdir())
+    assert not list((artifacts / "sha256").rglob("*/*"))
+    assert not [p for p in (artifacts / "tmp").rglob("*") if p.is_file()]
+
+
+async def test_a_replica_starting_keeps_another_replicas_upload_in_flight(tmp_path):
+    """Replicas share the artifact directory: each stages under its own tmp/<node>, and a
+    file reaches the shared content-addressed place only when it is committed."""
+    first = ArtifactStore(tmp_path, 1 << 20, node="host:aaa")
+    second = ArtifactStore(tmp_path, 1 << 20, node="host:bbb")
+    first.prepare()
+
+    async def chunks():
+        yield b"model bytes"
+
+    staged = await first.stage(chunks())
+    assert staged.staged.exists() and not first.path(staged.sha256).exists()
+    second.prepare()  # a second replica starts and clears what *it* left
+    committed = first.commit(staged)
+    assert committed.staged is None and first.path(staged.sha256).read_bytes() == b"model bytes"
+    refused = await second.stage(chunks())
+    second.discard(refused)
+    assert not refused.staged.exists() and first.path(staged.sha256).exists()
+    assert hashlib.sha256(b"model bytes").hexdigest() == staged.sha256
 
 
 async def test_concurrent_uploads_are_numbered_without_gaps(registry_app, iris_models):

@@ -117,7 +117,7 @@ async def _read_upload(request: web.Request, reg: Registry) -> Upload:
             if part.name == "file":
                 if upload is not None:
                     raise ArgumentError("Send one file per upload", {"file": ["Only one file."]})
-                upload = Upload(await reg.artifacts.save(_part_chunks(part)), filename=part.filename)
+                upload = Upload(await reg.artifacts.stage(_part_chunks(part)), filename=part.filename)
             else:
                 data = await part.read(decode=False)
                 if len(data) > FIELD_LIMIT:
@@ -130,7 +130,7 @@ async def _read_upload(request: web.Request, reg: Registry) -> Upload:
         return upload
     except BaseException as exc:
         if upload is not None:
-            reg.discard_unused(upload.artifact.sha256)
+            reg.discard(upload.artifact)
         if isinstance(exc, (DeepaasError, asyncio.CancelledError)) or not isinstance(exc, Exception):
             raise
         raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
@@ -305,10 +305,10 @@ async def ml_model_put(request: web.Request) -> web.Response:
     query = request.query
     reg.check_writable(name)
     is_public = query_bool(request, "is_public") if "is_public" in query else None
-    upload = Upload(await reg.artifacts.save(_stream_chunks(request)), library=query.get("lib") or None,
+    upload = Upload(await reg.artifacts.stage(_stream_chunks(request)), library=query.get("lib") or None,
                     filetype=query.get("filetype") or None, filename=query.get("filename"), is_public=is_public)
     if upload.artifact.size == 0:
-        reg.discard_unused(upload.artifact.sha256)
+        reg.discard(upload.artifact)
         raise ArgumentError("The request body is the model file, and it is empty", {"file": ["Empty."]})
     _, model, version = await _record_upload(request, reg, name, upload)
     if version.error:
@@ -332,7 +332,7 @@ async def _record_upload(request: web.Request, reg: Registry, name: str,
     try:
         created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
     except BaseException:
-        reg.discard_unused(upload.artifact.sha256)
+        reg.discard(upload.artifact)
         raise
     await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
                                                  "status": version.status, "created": created})

@@ -1,20 +1,27 @@
 """Uploaded model files, content-addressed under ``<data-dir>/artifacts``.
 
-A file is streamed to a temporary file while it is hashed, then renamed to
-``artifacts/sha256/ab/abcdef...`` (its SHA-256): a crash mid-upload leaves at most a
-temporary file, which the next start removes, never a half-written artifact. The same
-bytes uploaded twice are stored once; a download returns exactly what was uploaded::
+A file is streamed to a temporary file while it is hashed (it is *staged*), checked, and
+only then renamed to ``artifacts/sha256/ab/abcdef...`` (its SHA-256, *committed*): an
+upload refused on its contents never touches the content-addressed files, which other
+replicas sharing the directory may be using, and a crash mid-upload leaves at most a
+temporary file, which the next start removes, never a half-written artifact. Each server
+stages under its own ``tmp/<node>`` so that a replica starting does not remove another's
+upload in flight. The same bytes uploaded twice are stored once; a download returns
+exactly what was uploaded::
 
-    store = ArtifactStore(Path("/data/artifacts"), max_size=1 << 30)
-    artifact = await store.save(chunks)          # chunks: an async iterator of bytes
+    store = ArtifactStore(Path("/data/artifacts"), max_size=1 << 30, node="host:1a2b")
+    artifact = await store.stage(chunks)         # chunks: an async iterator of bytes
+    artifact = store.commit(artifact)            # or store.discard(artifact)
     store.path(artifact.sha256).read_bytes()     # the exact bytes
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ class Artifact:
     sha256: str
     size: int
     head: bytes  # the first bytes, to recognise the file type without reading it again
+    staged: Path | None = None  # the temporary file until it is committed
 
 
 class UploadTooLarge(PayloadTooLarge):
@@ -40,13 +48,13 @@ class UploadTooLarge(PayloadTooLarge):
 
 
 class ArtifactStore:
-    def __init__(self, root: Path, max_size: int) -> None:
+    def __init__(self, root: Path, max_size: int, node: str = "local") -> None:
         self.root = root
         self.max_size = max_size
-        self._tmp = root / "tmp"
+        self._tmp = root / "tmp" / re.sub(r"[^A-Za-z0-9_.-]", "_", node)
 
     def prepare(self) -> None:
-        """Create the directories; remove what an interrupted upload left."""
+        """Create the directories; remove what an interrupted upload of this server left."""
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
 
@@ -54,7 +62,12 @@ class ArtifactStore:
         return self.root / "sha256" / sha256[:2] / sha256
 
     async def save(self, chunks: AsyncIterator[bytes]) -> Artifact:
-        """Stream ``chunks`` to disk while hashing; 413 beyond ``max_size`` (nothing kept)."""
+        """:meth:`stage` and :meth:`commit` at once (for files the server makes itself)."""
+        return self.commit(await self.stage(chunks))
+
+    async def stage(self, chunks: AsyncIterator[bytes]) -> Artifact:
+        """Stream ``chunks`` to a temporary file while hashing; 413 beyond ``max_size``
+        (nothing kept)."""
         digest = hashlib.sha256()
         size = 0
         head = b""
@@ -70,20 +83,31 @@ class ArtifactStore:
                     digest.update(chunk)
                     fh.write(chunk)
                 await asyncio.to_thread(os.fsync, fh.fileno())
-            sha = digest.hexdigest()
-            final = self.path(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, final)  # atomic; the same bytes twice: one file
         except BaseException:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+            _unlink(Path(temp))
             raise
-        return Artifact(sha, size, head)
+        return Artifact(digest.hexdigest(), size, head, Path(temp))
+
+    def commit(self, artifact: Artifact) -> Artifact:
+        """Move a staged file to its content address (atomic; the same bytes twice: one file)."""
+        if artifact.staged is None:
+            return artifact
+        final = self.path(artifact.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(artifact.staged, final)
+        return dataclasses.replace(artifact, staged=None)
+
+    def discard(self, artifact: Artifact) -> None:
+        """Remove a staged file (an upload refused before it was committed)."""
+        if artifact.staged is not None:
+            _unlink(artifact.staged)
 
     def delete(self, sha256: str) -> None:
-        try:
-            os.unlink(self.path(sha256))
-        except FileNotFoundError:
-            pass
+        _unlink(self.path(sha256))
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

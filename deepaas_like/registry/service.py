@@ -32,6 +32,7 @@ from ..database import Database
 from ..dispatch import Dispatcher
 from ..errors import ArgumentError, Conflict, DeepaasError, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
+from ..jobs.replicas import node_id
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
@@ -68,7 +69,7 @@ class ModelArchived(NotFound):
 
 @dataclass
 class Upload:
-    """What ``PUT /v2/models/{name}`` carries, once the file is stored."""
+    """What ``PUT /v2/models/{name}`` carries, once the file is staged."""
 
     artifact: Artifact
     filename: str | None = None
@@ -202,7 +203,8 @@ class Registry:
         self._plugins = plugin_names
         self.store = RegistryStore(db)
         self._shared = db.shared  # replicas share the store: another may be loading a version right now
-        self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
+        self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size,
+                                       node=node_id(settings.data_dir) if db.shared else "local")
         config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
             (CAPACITY_ENV, str(settings.max_loaded_models)),
             (PRELOAD_ENV, "1" if settings.registry_preload else "0")))
@@ -522,11 +524,19 @@ class Registry:
 
     # --- writing ----------------------------------------------------------------------
 
+    def discard(self, artifact: Artifact) -> None:
+        """Drop the file of a refused upload: staged, or committed and used by no version."""
+        if artifact.staged is not None:
+            self.artifacts.discard(artifact)
+        else:
+            self.discard_unused(artifact.sha256)
+
     def discard_unused(self, sha256: str) -> None:
         """Remove a stored file that no version refers to (an upload refused after it was stored).
 
         Not with a shared store: another replica may be recording the same bytes right now,
-        and its version would lose its file (the refused upload's file stays, unused)."""
+        and its version would lose its file. Uploads are committed only once they are
+        checked, so what stays is a race's loser (two uploads of one name at once)."""
         if self._shared:
             return
         if not any(sha256 in _files(v) for versions in self._versions.values() for v in versions.values()):
@@ -603,6 +613,7 @@ class Registry:
                 raise ModelArchived(f"Model '{name}' is archived; restore it before uploading a new version",
                                     details={"model": name, "archived": True})
             versions = self._versions.setdefault(name, {})
+            upload.artifact = await asyncio.to_thread(self.artifacts.commit, upload.artifact)
             config = {k: v for k, v in (("input_schema", upload.input_schema),
                                         ("output_schema", upload.output_schema)) if v is not None}
             version = VersionRecord(name, max(versions, default=0) + 1, upload.artifact.sha256, upload.artifact.size,
