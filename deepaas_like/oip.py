@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import orjson
 from marshmallow import fields as ma_fields
 
 from .arguments import ArgumentSpec, field_kind
@@ -68,9 +69,12 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     else:
         head, buffers = body, memoryview(b"")
     try:
-        request = json.loads(head)
-    except ValueError as exc:
-        raise ProtocolError(f"the request is not JSON: {exc}") from None
+        request = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and the standard library reads (NaN, integers past 64 bits), or its message
+            request = json.loads(head)
+        except ValueError as exc:
+            raise ProtocolError(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise ProtocolError("the request must be an object with a non-empty list 'inputs'")
     tensors, offset = [], 0

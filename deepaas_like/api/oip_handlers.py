@@ -102,4 +102,6 @@ async def _predict(model: ServedModel, rows: list[Any]) -> list[Any]:
         kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}))
         return list(await model.predict(kwargs))
     kwargs = [model.predict_args.load(ArgumentSources(json=row)) for row in rows]
+    if len(kwargs) == 1:  # the common case: no task to make and gather
+        return [await model.predict(kwargs[0])]
     return list(await asyncio.gather(*(model.predict(k) for k in kwargs)))
