@@ -43,7 +43,16 @@ class ModelState(enum.StrEnum):
 
 
 class ModelNotFound(NotFound):
-    pass
+    """A model that is not served; the message names the ones that are."""
+
+    def __init__(self, name: str, served: list[str]) -> None:
+        super().__init__(f"Model '{name}' not found. Served models: {', '.join(served) or '(none)'}",
+                         details={"models": served})
+        self.name, self.served = name, served
+
+    def seen_by(self, sees: Callable[[str], bool]) -> ModelNotFound:
+        """The same answer naming only the models ``sees`` lets the caller know of."""
+        return ModelNotFound(self.name, [m for m in self.served if sees(m)])
 
 
 @dataclass(eq=False)
@@ -239,8 +248,7 @@ class ModelRegistry(Mapping[str, ServedModel]):
 
     def _not_found(self, name: str) -> ModelNotFound:
         names = [*self._models, *((m.name for m in self.uploads.models()) if self.uploads is not None else ())]
-        return ModelNotFound(f"Model '{name}' not found. Served models: {', '.join(names) or '(none)'}",
-                             details={"models": names})
+        return ModelNotFound(name, names)
 
     def is_uploaded(self, name: str) -> bool:
         return name not in self._models and self.uploads is not None and name in self.uploads

@@ -154,6 +154,14 @@ async def test_public_models_answer_metadata_and_predict_without_a_key(auth_app,
     assert (await client.get("/v2/models/iris/versions/")).status == 401  # everything else needs a key
     listed = await (await client.get("/v2/models/")).json()
     assert sorted(m["name"] for m in listed["models"]) == ["iris", "irisbench"]
+    # the OpenAPI document is open to all: it shows a public uploaded model's own paths, not a private one's
+    private = await client.put("/v2/models/hidden", data=form(iris_models["joblib"]), headers=bearer(admin))
+    assert private.status == 201
+    paths = (await (await client.get("/swagger.json")).json())["paths"]
+    assert "/v2/models/iris/predict/" in paths and not [p for p in paths if p.startswith("/v2/models/hidden/")]
+    opened = await client.patch("/v2/models/hidden", json={"is_public": True}, headers=bearer(admin))
+    assert opened.status == 200
+    assert "/v2/models/hidden/predict/" in (await (await client.get("/swagger.json")).json())["paths"]
 
 
 async def test_jwt_users_and_their_edge_cases(auth_app, tmp_path):
@@ -193,6 +201,12 @@ async def test_owners_share_uploaded_models_with_roles(auth_app, data_dir, iris_
     assert (await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(ada))).status == 200
     hidden = await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(bob))
     assert hidden.status == 404 and (await client.get("/v2/models/iris/", headers=bearer(bob))).status == 404
+    # an unknown model's 404 names the served models: only those the caller may know of
+    unknown = {who: await (await client.get("/v2/models/nosuch/", headers=bearer(token))).json()
+               for who, token in (("ada", ada), ("bob", bob))}
+    named = {who: body["message"].rsplit(": ", 1)[-1].split(", ") for who, body in unknown.items()}
+    assert "iris" in unknown["ada"]["models"] and "iris" in named["ada"]
+    assert "iris" not in unknown["bob"]["models"] and "iris" not in named["bob"] and "irisbench" in named["bob"]
     access = await (await client.get("/v2/models/iris/access-control", headers=bearer(ada))).json()
     assert access["data"] == [{"userId": "1", "username": "ada@example.org", "role": "OWNER", "canShare": True}]
     share = await client.patch("/v2/models/iris/access-control", headers=bearer(ada),

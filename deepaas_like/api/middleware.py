@@ -4,6 +4,7 @@ error as JSON: ``{"message": ..., ...}``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from aiohttp.typedefs import Handler, Middleware
 from ..auth.gate import Gate
 from ..auth.policy import OPEN
 from ..errors import DeepaasError, Forbidden, PayloadTooLarge
+from ..models import ModelNotFound
 from .keys import POLICIES, PRINCIPAL, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .responses import json_response
@@ -61,6 +63,10 @@ def front_door(metrics: Metrics, gate: Gate) -> Middleware:
                 policy = OPEN
             gate.authorize(principal, policy, match.get("name"))
             response = await handler(request)
+        except ModelNotFound as exc:  # it names the served models: only those the caller may know of
+            if gate.enabled and PRINCIPAL in request:
+                exc = exc.seen_by(functools.partial(gate.sees_model, request[PRINCIPAL]))
+            response = _domain_error(request, exc)
         except DeepaasError as exc:
             response = _domain_error(request, exc)
         except web.HTTPException as exc:

@@ -328,7 +328,8 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
         openapi_auth.auth_paths(spec, _error_responses)
         if models.uploads is not None:
             openapi_registry.uploaded_model_paths(spec, models.uploads, _error_responses, _predict_operation,
-                                                  _job_paths, settings.predict_endpoint, _extra_model_paths)
+                                                  _job_paths, settings.predict_endpoint, _extra_model_paths,
+                                                  public_only=settings.auth)
         return spec.to_dict()
 
 

@@ -190,9 +190,14 @@ def _neurodeploy_paths(spec: Any, errors: Responses) -> None:
 
 def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predict_operation: Callable,
                          job_paths: Callable, predict_endpoint: bool = True,
-                         extra_paths: Callable[[str], dict] | None = None) -> None:
-    """Each uploaded model's own paths, like a plugin's: its form is its input columns."""
+                         extra_paths: Callable[[str], dict] | None = None, public_only: bool = False) -> None:
+    """Each uploaded model's own paths, like a plugin's: its form is its input columns.
+
+    ``public_only`` (with --auth: the document is open to all): a private model's name and
+    columns are not shown; it is called through the generic ``/v2/models/{name}/...`` routes."""
     for record in registry.models():
+        if public_only and not record.is_public:
+            continue
         name = record.name
         spec.path(f"/v2/models/{name}/", operations={"get": {
             "tags": [name], "summary": f"Metadata of {name} (uploaded)", "operationId": f"{_slug(name)}_metadata",
