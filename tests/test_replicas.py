@@ -204,6 +204,8 @@ async def test_two_server_processes_behave_as_one_and_a_killed_one_loses_no_job(
 
             ended = await eventually(interrupted_on_b, timeout=LEASE * 4, what="the survivor to end the job")
             assert time.monotonic() - killed <= LEASE * 4
+            print(f"\nSIGKILL of replica A -> its running training 'interrupted' on B after "
+                  f"{time.monotonic() - killed:.1f} s (--job-lease {LEASE:g} s)")
             assert "stopped answering" in ended["message"]
             # after: B serves new jobs; the earlier ones are as they were
             _, after = await call(b, "POST", train, json={"steps": 2, "step_seconds": 0.05})
