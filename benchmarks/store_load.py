@@ -8,11 +8,12 @@ with a models:predict/train token), on 127.0.0.1. Every SQL statement the store 
 counted (SQLAlchemy's ``before_cursor_execute``) with every transaction (``commit``),
 while the server does one kind of work at a time:
 
-* idle: nothing for ``IDLE_S`` seconds (a replica's background: revision and job
-  mirroring polls, heartbeats, the stale-lease sweep; on SQLite none of it runs);
-* predict: ``N_PREDICT`` synchronous predictions with a token;
-* async prediction: ``N_ASYNC`` submissions, each waited for until ``done``;
-* training: ``N_TRAIN`` trainings of ``TRAIN_S`` seconds each, one at a time;
+* idle: nothing for 10 s (a replica's background: revision and job mirroring polls,
+  heartbeats, the stale-lease sweep; on SQLite only the revision poll, which sees
+  ``deepaas-token``'s offline changes);
+* predict: 200 synchronous predictions with a token;
+* async prediction: 50 submissions, each waited for until ``done``;
+* training: 3 trainings of 3 s each, one at a time;
 * polling: one GET of a job's status (what clients do while they wait).
 
 The idle rate is subtracted from the other phases (scaled by their duration), so each
@@ -44,12 +45,8 @@ from stress import QUERY  # noqa: E402
 from deepaas_like.api import create_app  # noqa: E402
 from deepaas_like.settings import Settings  # noqa: E402
 
-IDLE_S = 10.0
-N_PREDICT = 200
-N_ASYNC = 50
-N_TRAIN = 3
-TRAIN_S = 3.0
-N_POLL = 100
+SIZES = {"idle_s": 10.0, "predict": 200, "async": 50, "train": 3, "train_s": 3.0, "poll": 100}
+QUICK = {"idle_s": 2.0, "predict": 20, "async": 5, "train": 1, "train_s": 0.5, "poll": 10}
 
 
 class Counter:
@@ -98,7 +95,7 @@ async def wait_done(session: aiohttp.ClientSession, url: str, headers: dict[str,
         await asyncio.sleep(0.05)
 
 
-async def measure(store: str, counter: Counter) -> dict[str, dict[str, float]]:
+async def measure(store: str, counter: Counter, sizes: dict[str, float]) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="deepaas-store-load-") as folder:
         settings = Settings(data_dir=folder, store=store, model_name=("echobench",), executor="thread", auth=True,
                             registry_preload=False, shutdown_timeout=2.0)
@@ -112,42 +109,43 @@ async def measure(store: str, counter: Counter) -> dict[str, dict[str, float]]:
             async with aiohttp.ClientSession(base) as session:
                 await asyncio.sleep(2.0)  # past the start's own reads
                 before = counter.snapshot()
-                await asyncio.sleep(IDLE_S)
+                await asyncio.sleep(sizes["idle_s"])
                 idle = difference(counter, before)
                 idle_rate = {k: v / idle["seconds"] for k, v in idle.items() if k != "seconds"}
                 rows["idle, per second"] = {k: v for k, v in idle_rate.items()} | {"seconds": idle["seconds"]}
 
                 before = counter.snapshot()
-                for _ in range(N_PREDICT):
+                n_predict, n_async, n_poll, n_train = (int(sizes[k]) for k in ("predict", "async", "poll", "train"))
+                train_s = sizes["train_s"]
+                for _ in range(n_predict):
                     async with session.post(f"/v2/models/echobench/predict/?{QUERY}", headers=headers) as r:
                         assert r.status == 200, await r.text()
-                rows["predict (token), per request"] = per(difference(counter, before, idle_rate), N_PREDICT)
+                rows["predict (token), per request"] = per(difference(counter, before, idle_rate), n_predict)
 
                 # submissions and completions together, measured as one phase
                 before = counter.snapshot()
                 locations = []
-                for _ in range(N_ASYNC):
+                for _ in range(n_async):
                     async with session.post(f"/v2/models/echobench/predictions/?{QUERY}", headers=headers) as r:
                         assert r.status == 202, await r.text()
                         locations.append(r.headers["Location"])
                 for location in locations:
                     await wait_done(session, location, headers)
-                rows["async prediction, per job (submit + run)"] = per(difference(counter, before, idle_rate), N_ASYNC)
+                rows["async prediction, per job (submit + run)"] = per(difference(counter, before, idle_rate), n_async)
 
                 before = counter.snapshot()
-                for _ in range(N_POLL):
+                for _ in range(n_poll):
                     async with session.get(locations[0], headers=headers) as r:
                         assert r.status == 200
-                rows["status GET of a job, per request"] = per(difference(counter, before, idle_rate), N_POLL)
+                rows["status GET of a job, per request"] = per(difference(counter, before, idle_rate), n_poll)
 
                 before = counter.snapshot()
-                for _ in range(N_TRAIN):
-                    async with session.post(f"/v2/models/echobench/train/?delay_s={TRAIN_S}", headers=headers) as r:
+                for _ in range(n_train):
+                    async with session.post(f"/v2/models/echobench/train/?delay_s={train_s}", headers=headers) as r:
                         assert r.status in (200, 201, 202), await r.text()
                         body = await r.json()
                     await wait_done(session, f"/v2/models/echobench/train/{body['uuid']}", headers)
-                rows[f"training of {TRAIN_S:g} s, per training"] = per(difference(counter, before, idle_rate),
-                                                                       N_TRAIN)
+                rows["training, per training"] = per(difference(counter, before, idle_rate), n_train)
         finally:
             await server.close()
         return rows
@@ -166,14 +164,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--no-postgresql", action="store_true", help="SQLite only")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized (the test suite's run)")
     args = parser.parse_args()
     counter = Counter()
     results: dict[str, dict[str, dict[str, float]]] = {}
-    results["sqlite"] = asyncio.run(measure("", counter))
+    sizes = QUICK if args.quick else SIZES
+    results["sqlite"] = asyncio.run(measure("", counter, sizes))
     if not args.no_postgresql:
         postgres = start_postgres()
         try:
-            results["postgresql"] = asyncio.run(measure(postgres.new_database(), counter))
+            results["postgresql"] = asyncio.run(measure(postgres.new_database(), counter, sizes))
         finally:
             postgres.stop()
     for store, rows in results.items():

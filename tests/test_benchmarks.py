@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from loadgen import build_request, parse_args  # noqa: E402
 from wrk import parse_wrk_output  # noqa: E402
 
+import postgres  # noqa: E402
+
 WRK_REPORT = """\
 Running 2s test @ http://127.0.0.1:5000/v2/models/slowbench/predict/
   4 threads and 1024 connections
@@ -178,3 +180,23 @@ def test_scale_out_cases(quick_run):
     checks = {c["check"]: c for c in report["checks"]}
     assert checks["scaleout: echobench c=64 on replicas (one and two): errors"]["met"] is True
     assert checks["scaleout: Ray per-call overhead, irisbench c=1 p50 ray − process (ms)"]["value"] is not None
+
+
+def test_store_load_counts_what_each_kind_of_work_writes(tmp_path):
+    """benchmarks/store_load.py on both stores (smoke-sized): the figures of the capacity
+    model. A synchronous prediction touches no store; an asynchronous one inserts its job
+    once and updates it twice; a training inserts once."""
+    if postgres._binaries() is None:
+        postgres.start_postgres()  # fails in CI, skips elsewhere: PostgreSQL is not installed
+    out = tmp_path / "store_load.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "store_load.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"sqlite", "postgresql"}
+    for store, rows in figures.items():
+        assert abs(rows["predict (token), per request"]["total"]) < 0.2, (store, rows)
+        job = rows["async prediction, per job (submit + run)"]
+        assert round(job["INSERT"]) == 1 and round(job["UPDATE"]) == 2, (store, job)
+        assert round(rows["training, per training"]["INSERT"]) == 1, (store, rows)
+    assert figures["postgresql"]["idle, per second"]["SELECT"] > 1  # the replica's polls
