@@ -221,7 +221,8 @@ class Settings:
     artifact_dir: str = option(
         "",
         "Directory of uploaded model files, stored by SHA-256 (empty: <data-dir>/artifacts). "
-        "Replicas on one PostgreSQL --store share one, e.g. on a network file system.",
+        "Replicas on one PostgreSQL --store share one, e.g. on a network file system; they "
+        "also keep the files that asynchronous predictions answer there (results/).",
     )
     auth_key_file: str = option(
         "",

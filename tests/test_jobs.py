@@ -162,13 +162,17 @@ async def test_retention_removes_old_predictions_and_their_files(serve, make_set
     job = await (await client.post("/v2/models/demo/predictions/", headers={"Accept": "image/png"})).json()
     url = f"/v2/models/demo/predictions/{job['id']}"
     await wait_for(client, url, finished)
-    job_dir = Path(make_settings().data_dir) / "jobs" / job["id"]
-    assert (job_dir / "result").exists()
+    settings = make_settings()
+    job_dir = Path(settings.data_dir) / "jobs" / job["id"]
+    # the file answer: in the job's directory; with replicas, in the shared artifact directory
+    result = (settings.artifacts_dir / "results" / job["id"] if settings.store.startswith("postgresql")
+              else job_dir / "result")
+    assert result.read_bytes().startswith(b"\x89PNG")
     deadline = time.monotonic() + 10
     while (await client.get(url)).status != 404:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
-    assert not job_dir.exists()
+    assert not job_dir.exists() and not result.exists()
 
 
 @pytest.fixture

@@ -144,6 +144,27 @@ async def test_a_training_runs_once_and_any_replica_shows_and_cancels_it(replica
     assert ran_once.count("print: step 1/40") == 1
 
 
+async def test_a_file_answer_of_an_async_prediction_is_served_by_every_replica(replicas, tmp_path):
+    """The demo's PNG answer, predicted later on A, downloaded from B: the same bytes."""
+    a, b = await replicas(model_name=("demo",), executor="thread")
+    submitted = await a.post("/v2/models/demo/predictions/?values=1&values=5&values=9",
+                             headers={"Accept": "image/png"})
+    assert submitted.status == 202, await submitted.text()
+    job = await submitted.json()
+
+    async def done_on_b():
+        body = await (await b.get(f"/v2/models/demo/predictions/{job['uuid']}")).json()
+        return body.get("status") == "done" and body
+
+    await eventually(done_on_b)
+    from_a = await a.get(f"/v2/models/demo/predictions/{job['uuid']}/result")
+    from_b = await b.get(f"/v2/models/demo/predictions/{job['uuid']}/result")
+    assert from_a.status == from_b.status == 200 and from_b.content_type == "image/png"
+    png = await from_b.read()
+    assert png.startswith(b"\x89PNG") and png == await from_a.read()
+    assert (tmp_path / "artifacts" / "results" / job["uuid"]).read_bytes() == png
+
+
 def replica_process(tmp_path, plugins, store, name: str) -> Server:
     server = Server(["--model-name", "chatty", "--model-name", "echobench", "--executor", "echobench=thread",
                      "--data-dir", str(tmp_path / name), "--artifact-dir", str(tmp_path / "artifacts"),

@@ -195,7 +195,8 @@ async def prediction_result(request: web.Request) -> web.StreamResponse:
     path = jobs.result_path(job)
     if not path.exists() and job.node != jobs.node:
         raise Conflict(f"Prediction '{job.id}' answered a file ({job.result_type}), which the replica that ran it "
-                       f"({job.node}) keeps; ask that replica", details={"uuid": job.id, "node": job.node})
+                       f"({job.node}) wrote to {path}; this replica does not see it there (is --artifact-dir "
+                       f"shared by the replicas?)", details={"uuid": job.id, "node": job.node})
     return await send_file(request, str(path), job.result_type, filename)
 
 

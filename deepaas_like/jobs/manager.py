@@ -44,6 +44,7 @@ LOG = logging.getLogger(__name__)
 LOG_NAME = "train.log"
 TASK_LOG_NAME = "job.log"
 RESULT_NAME = "result"
+SHARED_RESULTS = "results"  # with replicas: <artifact-dir>/results/<job id>, seen by all
 PROGRESS_SAVE_INTERVAL = 1.0
 CANCEL_WAIT = 10.0  # seconds a cancel on one replica waits for the replica that runs the job
 
@@ -117,6 +118,10 @@ class JobManager:
         return self.job_dir(job.id) / (LOG_NAME if job.kind is JobKind.TRAINING else TASK_LOG_NAME)
 
     def result_path(self, job: Job) -> Path:
+        """Where a prediction's file answer is kept: with replicas, in the shared artifact
+        directory (every replica serves it); else in the job's own directory."""
+        if self._shared:
+            return self._settings.artifacts_dir / SHARED_RESULTS / job.id
         return self.job_dir(job.id) / RESULT_NAME
 
     # --- life cycle -------------------------------------------------------------
@@ -437,6 +442,8 @@ class JobManager:
         for job in old:
             del self._jobs[job.id]
             await asyncio.to_thread(shutil.rmtree, self.job_dir(job.id), True)
+            if self._shared and job.result_type is not None:
+                await asyncio.to_thread(self.result_path(job).unlink, True)
         LOG.info("removed %d asynchronous predictions older than %ss", len(old), self._settings.prediction_retention)
         return len(old)
 
