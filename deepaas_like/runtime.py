@@ -21,8 +21,9 @@ event_sink: Callable[[str, object], None] | None = None
 def storage_dir() -> Path:
     """Return the directory where this model may keep state (created if needed).
 
-    It is ``<data-dir>/models/<model name>``: it survives restarts and is shared by
-    every worker and training of the model, which makes it the place where ``train``
+    It is ``<data-dir>/models/<model name>`` (with replicas on a PostgreSQL ``--store``,
+    ``<artifact-dir>/models/<model name>``, shared by them): it survives restarts and is
+    shared by every worker and training of the model, which makes it the place where ``train``
     saves what ``warm`` loads::
 
         from deepaas_like import storage_dir

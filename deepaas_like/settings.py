@@ -222,7 +222,8 @@ class Settings:
         "",
         "Directory of uploaded model files, stored by SHA-256 (empty: <data-dir>/artifacts). "
         "Replicas on one PostgreSQL --store share one, e.g. on a network file system; they "
-        "also keep the files that asynchronous predictions answer there (results/).",
+        "also keep there the plugins' storage_dir() (models/) and the files that "
+        "asynchronous predictions answer (results/).",
     )
     auth_key_file: str = option(
         "",
@@ -365,9 +366,15 @@ class Settings:
             self.for_model(name)  # validates the overridden values
 
     @property
+    def shared_store(self) -> bool:
+        """Whether --store is one that replicas share (PostgreSQL), not a SQLite file."""
+        return bool(self.store) and not self.store.startswith("sqlite")
+
+    @property
     def models_dir(self) -> Path:
-        """Parent of every model's storage_dir()."""
-        return Path(self.data_dir) / "models"
+        """Parent of every model's storage_dir(): in the data directory; with replicas, in the
+        shared artifact directory, so that what a training saves is what every replica loads."""
+        return (self.artifacts_dir if self.shared_store else Path(self.data_dir)) / "models"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -165,6 +165,34 @@ async def test_a_file_answer_of_an_async_prediction_is_served_by_every_replica(r
     assert (tmp_path / "artifacts" / "results" / job["uuid"]).read_bytes() == png
 
 
+async def test_a_training_on_one_replica_is_served_by_all(replicas, tmp_path):
+    """The demo saves its trained offset in storage_dir(), which replicas share (under
+    --artifact-dir); the replica that did not train re-warms its workers and serves it."""
+    a, b = await replicas(model_name=("demo",))
+    predict = "/v2/models/demo/predict/?values=1&values=5"
+
+    async def model_on(server):
+        return (await (await server.post(predict)).json())["predictions"]["model"]
+
+    assert (await model_on(b))["trained_at"] is None
+    started = await a.post("/v2/models/demo/train/", json={"target_mean": 10, "epochs": 3, "epoch_seconds": 0})
+    job = await started.json()
+
+    async def done_on_a():
+        return (await (await a.get(f"/v2/models/demo/train/{job['uuid']}")).json()).get("status") == "done"
+
+    await eventually(done_on_a)
+    trained = await model_on(a)
+    assert trained["trained_at"] is not None and trained["offset"] != 0.0
+
+    async def trained_on_b():
+        model = await model_on(b)
+        return model["trained_at"] is not None and model
+
+    assert (await eventually(trained_on_b))["offset"] == trained["offset"]
+    assert (tmp_path / "artifacts" / "models" / "demo").is_dir()
+
+
 def replica_process(tmp_path, plugins, store, name: str) -> Server:
     server = Server(["--model-name", "chatty", "--model-name", "echobench", "--executor", "echobench=thread",
                      "--data-dir", str(tmp_path / name), "--artifact-dir", str(tmp_path / "artifacts"),

@@ -68,6 +68,7 @@ class JobManager:
         self._shared = db.shared
         self.node: str | None = None  # known once the data directory is ours (start)
         self._replicas: Replicas | None = None  # replicas on one store (see jobs/replicas.py)
+        self._started_at = time.time()
 
     # --- documents and lookups ----------------------------------------------------
 
@@ -182,10 +183,27 @@ class JobManager:
         return self._replicas is not None and job.node not in (None, self.node)
 
     def mirror(self, row: Job) -> None:
-        """Another replica's job as the store has it now (its copy here is replaced)."""
+        """Another replica's job as the store has it now (its copy here is replaced). A
+        training that has just ended well there re-warms the model's workers here too: they
+        load what it saved in the shared storage_dir()."""
         if row.node == self.node:
             return
+        before = self._jobs.get(row.id)
         self._jobs[row.id] = row
+        if (row.kind is JobKind.TRAINING and row.status is JobStatus.DONE and (before is None or not before.is_finished)
+                and (row.finished or 0) >= self._started_at):
+            model = self._models.get(row.model)
+            if model is not None:
+                self._spawn(self._reload_trained(model, row))
+
+    async def _reload_trained(self, model: ServedModel, job: Job) -> None:
+        try:
+            await model.reload()
+        except WorkerStartFailed as exc:
+            LOG.error("model %s: training %s ended on replica %s, but the model could not be warmed again here: %s",
+                      model.name, job.id, job.node, exc)
+        else:
+            LOG.info("model %s: workers re-warmed after training %s on replica %s", model.name, job.id, job.node)
 
     async def read_log(self, job: Job, offset: int = 0) -> bytes:
         """The job's log from byte ``offset`` on: its file here, or what its replica shipped."""
