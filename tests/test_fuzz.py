@@ -14,6 +14,10 @@ Then the jobs the fuzzing created (asynchronous predictions, trainings) are foll
 real ids: status, result, log, list and cancel are checked the same way, and the result of a
 failed prediction must be a 409 carrying its error.
 
+Twice: the server as it runs by default, and with ``--auth`` and a typical client's token
+(read, predict, train), where the write and admin routes answer 403 and schemathesis's own
+variations of the credential 401, each declared by the document.
+
 Bounded: ``FUZZ_EXAMPLES`` examples per operation and mode (default 10), no shrinking, a time
 budget; ``FUZZ_SEED`` picks another sequence. ``pytest -s tests/test_fuzz.py`` prints the counts.
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -136,13 +142,24 @@ class LoggedServer(Server):
                 pass
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    work = tmp_path_factory.mktemp("fuzz")
+@pytest.fixture(scope="module", params=["open", "auth"])
+def server(request, tmp_path_factory):
+    """The server fuzzed: as it runs by default, and with --auth, every request carrying the
+    token of a typical client (read, predict, train: the write and admin routes answer 403,
+    which the document must declare)."""
+    work = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     models = [arg for name in MODELS for arg in ("--model-name", name)]
+    data = work / "data"
+    extra, token = [], None
+    if request.param == "auth":
+        made = subprocess.run([str(Path(sys.executable).parent / "deepaas-token"), "--data-dir", str(data), "create",
+                               "--name", "fuzz", "--scope", "models:read", "--scope", "models:predict",
+                               "--scope", "models:train"], capture_output=True, text=True, timeout=120, check=True)
+        extra, token = ["--auth"], made.stdout.strip().splitlines()[-1]
     # process executor (the default): echobench's mode=crash kills a worker, not the server.
-    running = LoggedServer([*models, "--data-dir", str(work / "data"), "--predict-timeout", "5",
-                            "--shutdown-timeout", "5"], log_path=work / "server.log")
+    running = LoggedServer([*models, "--data-dir", str(data), "--predict-timeout", "5",
+                            "--shutdown-timeout", "5", *extra], log_path=work / "server.log")
+    running.token = token
     try:
         running.wait_banner()
         running.wait_ready()
@@ -366,6 +383,8 @@ def test_fuzz_every_operation_of_the_demo_and_benchmark_plugins(server):
     schema = schemathesis.openapi.from_dict(spec, config=schemathesis.Config())
     tally = Tally(deadline=started + BUDGET_S)
     with requests.Session() as session:
+        if server.token:
+            session.headers["Authorization"] = f"Bearer {server.token}"
         operations = [result.ok() for result in schema.get_all_operations()]
         assert {op.path.split("/")[3] for op in operations if op.path.startswith("/v2/models/") and
                 op.path.count("/") > 3} == {*MODELS, "{name}"}  # {name}: the registry's routes
