@@ -112,7 +112,7 @@ async def measure(store: str, counter: Counter, sizes: dict[str, float]) -> dict
                 await asyncio.sleep(sizes["idle_s"])
                 idle = difference(counter, before)
                 idle_rate = {k: v / idle["seconds"] for k, v in idle.items() if k != "seconds"}
-                rows["idle, per second"] = {k: v for k, v in idle_rate.items()} | {"seconds": idle["seconds"]}
+                rows["idle, per second"] = idle_rate | {"seconds": idle["seconds"]}
 
                 before = counter.snapshot()
                 n_predict, n_async, n_poll, n_train = (int(sizes[k]) for k in ("predict", "async", "poll", "train"))

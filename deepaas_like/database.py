@@ -40,6 +40,7 @@ from sqlalchemy.pool import StaticPool
 
 from . import tables
 from .errors import DeepaasError
+from .settings import is_shared_store
 
 T = TypeVar("T")
 FILENAME = "state.sqlite3"
@@ -105,7 +106,7 @@ class Database:
     @property
     def shared(self) -> bool:
         """Whether other servers may use this store at the same time (replicas on PostgreSQL)."""
-        return self.dialect != "sqlite"
+        return is_shared_store(self.url)
 
     def __str__(self) -> str:
         return str(self.path) if self.dialect == "sqlite" else describe_url(self.url)

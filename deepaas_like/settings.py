@@ -28,6 +28,12 @@ class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message says which and why."""
 
 
+def is_shared_store(url: str) -> bool:
+    """Whether a --store URL is one that several servers share: any but SQLite (empty: the
+    SQLite file in --data-dir)."""
+    return bool(url) and url.split(":", 1)[0].split("+", 1)[0] != "sqlite"
+
+
 def _default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "deepaas_like")
@@ -368,7 +374,7 @@ class Settings:
     @property
     def shared_store(self) -> bool:
         """Whether --store is one that replicas share (PostgreSQL), not a SQLite file."""
-        return bool(self.store) and not self.store.startswith("sqlite")
+        return is_shared_store(self.store)
 
     @property
     def models_dir(self) -> Path:

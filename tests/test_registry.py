@@ -210,16 +210,15 @@ async def test_bad_uploads_are_clear_4xx_and_leave_nothing(registry_app, iris_mo
 async def test_a_replica_starting_keeps_another_replicas_upload_in_flight(tmp_path):
     """Replicas share the artifact directory: each stages under its own tmp/<node>, and a
     file reaches the shared content-addressed place only when it is committed."""
-    first = ArtifactStore(tmp_path, 1 << 20, node="host:aaa")
-    second = ArtifactStore(tmp_path, 1 << 20, node="host:bbb")
-    first.prepare()
+    first, second = ArtifactStore(tmp_path, 1 << 20), ArtifactStore(tmp_path, 1 << 20)
+    first.prepare(node="host:aaa")
 
     async def chunks():
         yield b"model bytes"
 
     staged = await first.stage(chunks())
     assert staged.staged.exists() and not first.path(staged.sha256).exists()
-    second.prepare()  # a second replica starts and clears what *it* left
+    second.prepare(node="host:bbb")  # a second replica starts and clears what *it* left
     committed = first.commit(staged)
     assert committed.staged is None and first.path(staged.sha256).read_bytes() == b"model bytes"
     refused = await second.stage(chunks())

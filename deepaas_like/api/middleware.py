@@ -63,11 +63,10 @@ def front_door(metrics: Metrics, gate: Gate) -> Middleware:
                 policy = OPEN
             gate.authorize(principal, policy, match.get("name"))
             response = await handler(request)
-        except ModelNotFound as exc:  # it names the served models: only those the caller may know of
-            if gate.enabled and PRINCIPAL in request:
-                exc = exc.seen_by(functools.partial(gate.sees_model, request[PRINCIPAL]))
-            response = _domain_error(request, exc)
         except DeepaasError as exc:
+            if isinstance(exc, ModelNotFound) and gate.enabled and PRINCIPAL in request:
+                # it names the served models: only those the caller may know of
+                exc = exc.seen_by(functools.partial(gate.sees_model, request[PRINCIPAL]))
             response = _domain_error(request, exc)
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect

@@ -9,7 +9,8 @@ stages under its own ``tmp/<node>`` so that a replica starting does not remove a
 upload in flight. The same bytes uploaded twice are stored once; a download returns
 exactly what was uploaded::
 
-    store = ArtifactStore(Path("/data/artifacts"), max_size=1 << 30, node="host:1a2b")
+    store = ArtifactStore(Path("/data/artifacts"), max_size=1 << 30)
+    store.prepare(node="host:1a2b")              # at start: this server's staging directory
     artifact = await store.stage(chunks)         # chunks: an async iterator of bytes
     artifact = store.commit(artifact)            # or store.discard(artifact)
     store.path(artifact.sha256).read_bytes()     # the exact bytes
@@ -48,13 +49,15 @@ class UploadTooLarge(PayloadTooLarge):
 
 
 class ArtifactStore:
-    def __init__(self, root: Path, max_size: int, node: str = "local") -> None:
+    def __init__(self, root: Path, max_size: int) -> None:
         self.root = root
         self.max_size = max_size
-        self._tmp = root / "tmp" / re.sub(r"[^A-Za-z0-9_.-]", "_", node)
+        self._tmp = root / "tmp" / "local"
 
-    def prepare(self) -> None:
-        """Create the directories; remove what an interrupted upload of this server left."""
+    def prepare(self, node: str = "local") -> None:
+        """Create the directories; remove what an interrupted upload of this server (``node``,
+        its name among replicas sharing the directory) left."""
+        self._tmp = self.root / "tmp" / re.sub(r"[^A-Za-z0-9_.-]", "_", node)
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
 
@@ -84,7 +87,7 @@ class ArtifactStore:
                     fh.write(chunk)
                 await asyncio.to_thread(os.fsync, fh.fileno())
         except BaseException:
-            _unlink(Path(temp))
+            Path(temp).unlink(missing_ok=True)
             raise
         return Artifact(digest.hexdigest(), size, head, Path(temp))
 
@@ -100,14 +103,7 @@ class ArtifactStore:
     def discard(self, artifact: Artifact) -> None:
         """Remove a staged file (an upload refused before it was committed)."""
         if artifact.staged is not None:
-            _unlink(artifact.staged)
+            artifact.staged.unlink(missing_ok=True)
 
     def delete(self, sha256: str) -> None:
-        _unlink(self.path(sha256))
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        self.path(sha256).unlink(missing_ok=True)

@@ -203,8 +203,7 @@ class Registry:
         self._plugins = plugin_names
         self.store = RegistryStore(db)
         self._shared = db.shared  # replicas share the store: another may be loading a version right now
-        self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size,
-                                       node=node_id(settings.data_dir) if db.shared else "local")
+        self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
         config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
             (CAPACITY_ENV, str(settings.max_loaded_models)),
             (PRELOAD_ENV, "1" if settings.registry_preload else "0")))
@@ -232,7 +231,8 @@ class Registry:
         self.frameworks, self.broken_frameworks = discover_frameworks()
         for reason in self.broken_frameworks.values():
             LOG.error("registry: %s", reason)
-        await asyncio.to_thread(self.artifacts.prepare)
+        await asyncio.to_thread(lambda: self.artifacts.prepare(
+            node_id(self._settings.data_dir) if self._shared else "local"))
         models, versions = await self.store.load()
         self._models = {m.name: m for m in models}
         for version in versions:
