@@ -1,7 +1,7 @@
 """Swagger UI in a real browser (Debian's chromium through Playwright): what a newcomer
 clicks first must work."""
 
-import pytest
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from browser import page  # noqa: F401 (a fixture)
 from conftest import wait_ready
@@ -14,9 +14,19 @@ async def open_operation(page, base: str, tag: str, operation_id: str):
     await page.goto(f"{base}/api#/{tag}/{operation_id}")
     operation = page.locator(f"#operations-{tag}-{operation_id}")
     await operation.wait_for()
-    if not await operation.locator(".try-out__btn").count():
-        await operation.locator(".opblock-summary").click()
-    await operation.locator(".try-out__btn").click()
+    try_out = operation.locator(".try-out__btn")
+    # Swagger UI opens a deep-linked operation itself, some time after the block appears: a
+    # click on the summary in that moment closes it again (CI saw exactly this), so look at
+    # the block's state before each click and give the page a few tries.
+    for _ in range(5):
+        if "is-open" not in (await operation.get_attribute("class") or ""):
+            await operation.locator(".opblock-summary").click()
+        try:
+            await try_out.wait_for(timeout=5000)
+            break
+        except PlaywrightTimeout:
+            continue
+    await try_out.click()
     return operation
 
 
