@@ -9,6 +9,7 @@ or threads) → the worker. A training runs beside the runner, in a process of i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import traceback
@@ -29,7 +30,7 @@ from .process import WorkerLauncher, WorkerStartFailed, mp_context
 from .runners import ProcessRunner, Runner, ThreadRunner
 from .settings import ModelSettings, Settings
 from .training import TrainingRun
-from .worker import WorkerConfig
+from .worker import WorkerConfig, library_threads
 
 LOG = logging.getLogger(__name__)
 PLUGIN_METHODS = ("get_metadata", "warm", "predict", "predict_batch", "train")
@@ -330,7 +331,7 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     metadata, metadata_error = _initial_metadata(name, adapter)
     options = settings.for_model(name)
     config = WorkerConfig(model=name, warm=settings.warm, storage_dir=storage, log_level=settings.log_level)
-    launcher = WorkerLauncher(plugin.ref, config, mp_context(settings.start_method))
+    launcher = WorkerLauncher(plugin.ref, config, mp_context(settings.start_method))  # trainings: the whole machine
     runner: Runner
     if options.executor == "thread":
         runner = ThreadRunner(name, adapter, options.workers, warm=settings.warm)
@@ -340,7 +341,8 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
         runner = RayRunner(name, plugin.ref, config, options.workers, address=settings.ray_address,
                            num_cpus=options.ray_num_cpus, num_gpus=options.ray_num_gpus)
     else:
-        runner = ProcessRunner(name, launcher, options.workers)
+        serving = dataclasses.replace(config, environ=library_threads(options.workers), poll_us=settings.worker_poll_us)
+        runner = ProcessRunner(name, dataclasses.replace(launcher, config=serving), options.workers)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
     return ServedModel(name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher,

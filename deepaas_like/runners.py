@@ -73,7 +73,7 @@ class Runner(Generic[Slot]):
                     self._idle.remove(slot)
                     return slot
         while self._idle:
-            slot = self._idle.popleft()
+            slot = self._idle.pop()  # the one that served last: its caches are warm
             if self._usable(slot):
                 return slot
         return None

@@ -27,9 +27,11 @@ import ctypes
 import logging
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from multiprocessing.connection import Connection
@@ -54,6 +56,26 @@ class WorkerConfig:
     log_level: str = "INFO"
     log_file: str | None = None  # a training's log: the process's stdout, stderr and logging
     environ: tuple[tuple[str, str], ...] = ()  # set in the worker's environment before the plugin loads
+    poll_us: int = 0  # longest poll for the next call before sleeping (see CallWaiter); 0: sleep at once
+
+
+# Thread pools of the numeric libraries a plugin may load (OpenMP: scikit-learn, torch;
+# OpenBLAS, MKL, Accelerate: numpy; numexpr). Each sizes itself to every CPU of the machine.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+              "NUMEXPR_NUM_THREADS")
+
+
+def library_threads(workers: int, environ: Any = os.environ) -> tuple[tuple[str, str], ...]:
+    """The numeric libraries' thread-pool sizes for one of ``workers`` serving processes.
+
+    Left alone, each of N workers starts a pool as large as the machine, N × CPUs threads
+    in all, and those threads spin for a while after each call, competing with the
+    server and the other workers for the CPUs. Here the CPUs this server may use are
+    shared among the workers (at least one thread each). A variable already set in the
+    server's environment is the operator's choice and is kept.
+    """
+    share = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+    return tuple((name, str(share)) for name in THREAD_ENV if name not in environ)
 
 
 def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
@@ -79,13 +101,15 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
     _send(conn, ("ready", os.getpid()))
     runtime.progress_sink = lambda fraction, message: _send(conn, ("progress", fraction, message))
     runtime.event_sink = lambda name, data: _send(conn, ("event", name, data))
-    serve(conn, adapter)
+    serve(conn, adapter, config.poll_us)
 
 
-def serve(conn: Connection, adapter: ModelAdapter) -> None:
+def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
     """Answer groups of calls until the server says stop or goes away."""
+    waiter = CallWaiter(conn.fileno(), poll_us / 1e6)
     while True:
         try:
+            waiter.wait()
             kind, call_id, method, payloads, target = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
@@ -113,6 +137,46 @@ def serve(conn: Connection, adapter: ModelAdapter) -> None:
             return
         finally:
             sys.stdout.flush()
+
+
+class CallWaiter:
+    """Waits for the server's next message: polls for it a short while before sleeping.
+
+    A process that sleeps between calls pays for its CPU's wake-up on every call, and on
+    a virtual machine an idle CPU's wake-up costs tenths of a millisecond (the
+    hypervisor must schedule it again). When calls follow each other closely, polling
+    for the next one keeps the CPU awake and saves that, at the price of the polling's
+    CPU time. The window adapts, as Linux's haltpoll does for an idle guest CPU: it
+    grows when the next call came within the longest window (polling would have caught
+    it) and shrinks to nothing when calls come further apart, so a quiet server sleeps
+    and costs nothing. Each poll yields the CPU to any other process that wants it.
+    """
+
+    GROW_FROM = 50e-6  # the first window after a sleep that polling would have saved
+
+    def __init__(self, fd: int, longest: float) -> None:
+        self.longest = longest
+        self.window = longest
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+
+    def wait(self) -> None:
+        """Return once a message (or the end of the connection) can be read."""
+        started = time.perf_counter()
+        deadline = started + self.window
+        while time.perf_counter() < deadline:
+            if self._poller.poll(0):
+                return
+            os.sched_yield()
+        self._poller.poll()
+        if self.longest > 0:
+            self._adapt(time.perf_counter() - started)
+
+    def _adapt(self, waited: float) -> None:
+        if waited <= self.longest:  # polling longer would have caught it
+            self.window = min(self.longest, max(self.window * 2, self.GROW_FROM))
+        else:
+            self.window = self.window / 2 if self.window >= 2 * self.GROW_FROM else 0.0
 
 
 def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:

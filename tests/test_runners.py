@@ -2,12 +2,16 @@
 one queue with background calls behind the others, trainings beside the runners."""
 
 import asyncio
+import os
+import socket
 import threading
 import time
 
 import pytest
 
+from conftest import wait_ready
 from deepaas_like.adapter import ModelAdapter
+from deepaas_like.api import create_app
 from deepaas_like.calls import NOT_STARTED, CallFailure, Ok, Unserved, unwrap
 from deepaas_like.dispatch import Dispatcher
 from deepaas_like.errors import ModelError, ModelUnavailable, NotImplementedByModel, PredictTimeout
@@ -16,7 +20,7 @@ from deepaas_like.process import WorkerLauncher, WorkerLost, mp_context
 from deepaas_like.runners import ProcessRunner, ThreadRunner
 from deepaas_like.settings import Settings
 from deepaas_like.training import TrainingRun, describe_failure
-from deepaas_like.worker import WorkerConfig
+from deepaas_like.worker import CallWaiter, WorkerConfig, library_threads
 
 
 class Sleeper:
@@ -145,3 +149,83 @@ def test_every_per_model_option_is_a_server_option():
     names = {f.name for f in settings_fields()}
     assert set(PER_MODEL) <= names
     assert Settings().for_model("x") == ModelSettings(**{n: getattr(Settings(), n) for n in PER_MODEL})
+
+
+PROBE = '''
+import os
+
+def get_metadata():
+    return {"name": "probe", "description": "says which worker answered and its thread-pool variables"}
+
+def get_predict_args():
+    return {}
+
+def predict():
+    return {"pid": os.getpid(), **{name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+'''
+
+
+async def test_serving_workers_share_the_cpus_and_the_last_one_used_serves_next(
+        aiohttp_client, make_settings, plugins, monkeypatch):
+    plugins.install("probe", source=PROBE)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the operator's own choice stays
+    client = await aiohttp_client(create_app(make_settings(model_name="probe", workers=2)))
+    await wait_ready(client)
+    answers = []
+    for _ in range(6):
+        response = await client.post("/v2/models/probe/predict/")
+        assert response.status == 200
+        answers.append((await response.json())["predictions"])
+    assert {a["OMP_NUM_THREADS"] for a in answers} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
+    assert {a["MKL_NUM_THREADS"] for a in answers} == {"3"}
+    # One request at a time: the worker that answered last (its caches warm) takes the next.
+    assert len({a["pid"] for a in answers}) == 1
+
+
+def test_library_threads_give_each_worker_its_share():
+    cpus = len(os.sched_getaffinity(0))
+    assert dict(library_threads(1, environ={}))["OMP_NUM_THREADS"] == str(cpus)
+    assert dict(library_threads(cpus * 4, environ={}))["OPENBLAS_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in dict(library_threads(2, environ={"OMP_NUM_THREADS": "8"}))
+
+
+def test_a_worker_polls_for_close_calls_and_sleeps_through_far_ones():
+    server, worker = socket.socketpair()
+    waiter = CallWaiter(worker.fileno(), 0.002)
+
+    def next_call(delay: float) -> None:
+        if delay:
+            threading.Timer(delay, server.send, (b"x",)).start()
+        else:
+            server.send(b"x")
+        waiter.wait()
+        assert worker.recv(1) == b"x"
+
+    try:
+        assert waiter.window == 0.002
+        for _ in range(8):  # 20 ms apart: polling 2 ms would never catch them
+            next_call(0.02)
+        assert waiter.window == 0.0  # so it sleeps at once
+        next_call(0)  # a call that came at once: polling would have caught it
+        assert waiter.window == CallWaiter.GROW_FROM
+        for _ in range(3):  # calls that come within the window: it stays
+            next_call(0)
+        assert waiter.window == CallWaiter.GROW_FROM
+        next_call(0.02)
+        assert waiter.window == 0.0
+    finally:
+        server.close()
+        worker.close()
+
+
+def test_without_a_poll_window_a_worker_sleeps_at_once():
+    server, worker = socket.socketpair()
+    waiter = CallWaiter(worker.fileno(), 0.0)
+    try:
+        server.send(b"x")
+        waiter.wait()
+        assert waiter.window == 0.0 and worker.recv(1) == b"x"
+    finally:
+        server.close()
+        worker.close()
