@@ -107,9 +107,10 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
 def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
     """Answer groups of calls until the server says stop or goes away."""
     waiter = CallWaiter(conn.fileno(), poll_us / 1e6)
+    payloads: list = []
     while True:
         try:
-            waiter.wait()
+            waiter.wait(poll=len(payloads) == 1)
             kind, call_id, method, payloads, target = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
@@ -160,8 +161,15 @@ class CallWaiter:
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
 
-    def wait(self) -> None:
-        """Return once a message (or the end of the connection) can be read."""
+    def wait(self, poll: bool = True) -> None:
+        """Return once a message (or the end of the connection) can be read.
+
+        ``poll``: whether polling may pay; the server loop passes False after a group of
+        several calls (a loaded server: the polling's CPU would be the event loop's loss).
+        """
+        if not poll:
+            self._poller.poll()
+            return
         started = time.perf_counter()
         deadline = started + self.window
         while time.perf_counter() < deadline:
