@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -108,6 +109,10 @@ async def serve(app: web.Application, settings: Settings) -> int:
     if health is not None:
         print(f"    Health (its own port):          http://{host}:{health.port}/v2/health/ready\n", flush=True)
 
+    # The server's modules, routes and tables live as long as it does: out of the cyclic
+    # collector's sight, its full collections no longer pause every request (35-60 ms each).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
