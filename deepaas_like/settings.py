@@ -178,8 +178,9 @@ class Settings:
     )
     worker_poll_us: int = option(
         2000,
-        "Microseconds a worker process keeps polling for its next call before it sleeps. "
-        "When calls follow each other closely this saves the CPU's wake-up on every call "
+        "Microseconds a worker process keeps polling for its next call before it sleeps, "
+        "after a call that came alone. When calls follow each other closely this saves the "
+        "CPU's wake-up on every call "
         "(tenths of a millisecond on a virtual machine) for some CPU time; the window "
         "adapts, so a quiet server sleeps at once. 0: always sleep (e.g. under a tight "
         "container CPU quota, which counts the polling).",
