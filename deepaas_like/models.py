@@ -9,11 +9,10 @@ or threads) → the worker. A training runs beside the runner, in a process of i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import logging
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping
 
 import marshmallow
@@ -30,7 +29,7 @@ from .process import WorkerLauncher, WorkerStartFailed, mp_context
 from .runners import ProcessRunner, Runner, ThreadRunner
 from .settings import ModelSettings, Settings
 from .training import TrainingRun
-from .worker import WorkerConfig, library_threads
+from .worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
 PLUGIN_METHODS = ("get_metadata", "warm", "predict", "predict_batch", "train")
@@ -341,8 +340,8 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
         runner = RayRunner(name, plugin.ref, config, options.workers, address=settings.ray_address,
                            num_cpus=options.ray_num_cpus, num_gpus=options.ray_num_gpus)
     else:
-        serving = dataclasses.replace(config, environ=library_threads(options.workers), poll_us=settings.worker_poll_us)
-        runner = ProcessRunner(name, dataclasses.replace(launcher, config=serving), options.workers)
+        serving = config.serving(options.workers, settings.worker_poll_us)
+        runner = ProcessRunner(name, replace(launcher, config=serving), options.workers)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
     return ServedModel(name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher,

@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from multiprocessing.connection import Connection
 
@@ -58,6 +58,11 @@ class WorkerConfig:
     log_file: str | None = None  # a training's log: the process's stdout, stderr and logging
     environ: tuple[tuple[str, str], ...] = ()  # set in the worker's environment before the plugin loads
     poll_us: int = 0  # longest poll for the next call before sleeping (see CallWaiter); 0: sleep at once
+
+    def serving(self, workers: int, poll_us: int) -> WorkerConfig:
+        """This config for one of ``workers`` processes that serve calls (trainings keep the
+        plain one): its share of the CPUs for the libraries' thread pools, and polling."""
+        return replace(self, environ=self.environ + library_threads(workers), poll_us=poll_us)
 
 
 # Thread pools of the numeric libraries a plugin may load (OpenMP: scikit-learn, torch;

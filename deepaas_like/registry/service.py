@@ -38,7 +38,7 @@ from ..loading import PluginRef
 from ..models import ModelState, ServedModel
 from ..process import WorkerLauncher, mp_context
 from ..settings import Settings
-from ..worker import WorkerConfig, library_threads
+from ..worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
 from .pool import RaySharedPool, SharedPool
@@ -212,9 +212,8 @@ class Registry:
             self.pool = RaySharedPool(HOST, config, settings.registry_workers, address=settings.ray_address,
                                       num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
         else:
-            local = dataclasses.replace(config, environ=config.environ + library_threads(settings.registry_workers),
-                                        poll_us=settings.worker_poll_us)
-            self.pool = SharedPool(WorkerLauncher(HOST, local, mp_context(settings.start_method)),
+            serving = config.serving(settings.registry_workers, settings.worker_poll_us)
+            self.pool = SharedPool(WorkerLauncher(HOST, serving, mp_context(settings.start_method)),
                                    settings.registry_workers)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
