@@ -15,13 +15,13 @@ left empty) means the file was not given.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+
 from typing import Any, Mapping
 
 import marshmallow
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
-from multidict import MultiDict
+from multidict import MultiDict, MultiDictProxy
 
 from .errors import ArgumentError
 from .files import UploadedFile
@@ -85,19 +85,28 @@ def _has_default(f: ma_fields.Field) -> bool:
     return f.load_default is not marshmallow.missing
 
 
-@dataclass
+NOTHING: Mapping[str, Any] = MultiDictProxy(MultiDict())  # a source that carries no argument (read-only)
+
+
 class ArgumentSources:
     """The places one request carries arguments in, already read from the body.
 
     ``negotiated_accept`` is the ``accept`` choice the request's ``Accept`` header
     picked (the API layer negotiates it); an explicit ``accept`` argument wins over it.
+    A plain class: one is made for every request, and empty sources share one
+    read-only mapping.
     """
 
-    query: Mapping[str, str] = field(default_factory=MultiDict)
-    form: Mapping[str, str] = field(default_factory=MultiDict)
-    files: Mapping[str, UploadedFile] = field(default_factory=MultiDict)
-    json: Mapping[str, Any] | None = None
-    negotiated_accept: str | None = None
+    __slots__ = ("query", "form", "files", "json", "negotiated_accept")
+
+    def __init__(self, query: Mapping[str, str] = NOTHING, form: Mapping[str, str] = NOTHING,
+                 files: Mapping[str, UploadedFile] = NOTHING, json: Mapping[str, Any] | None = None,
+                 negotiated_accept: str | None = None) -> None:
+        self.query = query
+        self.form = form
+        self.files = files
+        self.json = json
+        self.negotiated_accept = negotiated_accept
 
 
 class ArgumentSpec:

@@ -133,9 +133,14 @@ class Dispatcher:
         self._max_queue = options.max_queue
         self._wait_budget = options.max_queue_wait
         self._queue = CallQueue()
+        # The event loop, kept: on Python 3.11 each asyncio.get_running_loop() makes a
+        # getpid() system call (its check for a fork), and this is asked on every call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
         self._loops: list[asyncio.Task] = []
-        self._running: dict[int, tuple[float, int]] = {}  # id of a running group -> (when it started, its calls)
+        # The running groups, oldest first: [when it started, its calls, finished]; a
+        # finished group leaves once every group older than it has finished.
+        self._running: collections.deque[list] = collections.deque()
         self._service_time = 0.0  # seconds per call, moving average of the recent groups
         self.stats = BatchStats()
 
@@ -145,7 +150,7 @@ class Dispatcher:
         return len(self._queue)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._dispatch(), name=f"dispatch {self.name} {i}") for i in range(self._runner.size)
         ]
@@ -168,9 +173,12 @@ class Dispatcher:
             return 0.0
         per_call = self._service_time
         if self._running:  # the oldest running group (the first one in) says more if it is slow
-            started, calls = next(iter(self._running.values()))
-            per_call = max(per_call, (asyncio.get_running_loop().time() - started) / calls)
+            started, calls, _ = self._running[0]
+            per_call = max(per_call, (self._event_loop().time() - started) / calls)
         return depth * per_call / self._runner.size
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop or asyncio.get_running_loop()
 
     def _admit(self) -> None:
         depth = self._queue.foreground
@@ -217,7 +225,7 @@ class Dispatcher:
                 (outcome,) = await self._run(slot, method, [kwargs])
                 if not isinstance(outcome, NotStarted):
                     return outcome
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         call = Call(method, kwargs, loop.create_future(), loop.time(), background, on_start)
         self._queue.append(call)
         self._arrived.set()
@@ -226,10 +234,10 @@ class Dispatcher:
     async def _run(self, slot: Any, method: str, rows: list[Mapping[str, Any]]) -> list[Outcome]:
         """Run ``rows`` of ``method`` on ``slot``, timing it for the admission estimate."""
         predict = method == PREDICT
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         started = loop.time()
-        key = id(rows)
-        self._running[key] = (started, len(rows))
+        group = [started, len(rows), False]
+        self._running.append(group)
         try:
             return await self._runner.run_group(
                 slot,
@@ -239,7 +247,9 @@ class Dispatcher:
                 together=predict and self._predict_method != PREDICT,
             )
         finally:
-            del self._running[key]
+            group[2] = True
+            while self._running and self._running[0][2]:
+                self._running.popleft()
             if predict:
                 per_call = (loop.time() - started) / len(rows)
                 weight = SERVICE_TIME_WEIGHT if self._service_time else 1.0
@@ -277,7 +287,7 @@ class Dispatcher:
 
     async def _fill(self, deadline: float) -> None:
         """Wait for more predictions until the batch is full or ``deadline`` passes."""
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         while len(self._queue) < self._limit and (left := deadline - loop.time()) > 0:
             self._arrived.clear()
             try:

@@ -1,7 +1,7 @@
 """Domain errors. Each carries the HTTP status it is answered with.
 
 The model and execution layers raise these without knowing about HTTP; one
-middleware in :mod:`deepaas_like.api.middleware` renders them as JSON bodies
+front door in :mod:`deepaas_like.api.front_door` renders them as JSON bodies
 ``{"message": ..., **details}``.
 """
 

@@ -73,6 +73,27 @@ async def test_errors_are_json(serve):
         assert text in (await response.json())["message"], (method, path)
 
 
+async def test_what_no_route_takes_is_a_json_404_or_405(serve):
+    """The last-resort route: any method and path no other route takes, the static files'
+    misses included."""
+    client = await serve("echobench", executor="thread")
+    for method, path in [("GET", "/nowhere/at/all"), ("DELETE", "/"), ("GET", "/v2/models/echobench/x/y/z"),
+                         ("GET", "/a%0Ab"), ("PATCH", "/api/static/index.css/"), ("GET", "/api/static/nothing.js"),
+                         ("GET", "/api/static/..%2F..%2F__init__.py"), ("GET", "/api/static/.hidden")]:
+        response = await client.request(method, path)
+        body = await response.json()
+        assert response.content_type == "application/json", (method, path)
+        if response.status == 405:
+            assert method in ("DELETE", "PATCH") and response.headers["Allow"] == "GET", (method, path)
+            assert body["allowed"] == ["GET"] and f"Method {method} is not allowed" in body["message"]
+        else:
+            assert response.status == 404 and body["message"].startswith("Not found: "), (method, path)
+    wrong = await client.request("PUT", "/v2/models/echobench/predict/")
+    assert wrong.status == 405 and wrong.headers["Allow"] == "POST"
+    css = await client.get("/api/static/swagger-ui.css")
+    assert css.status == 200 and css.content_type == "text/css" and b".swagger-ui" in await css.read()
+
+
 async def test_base_path_prefixes_every_route(serve):
     client = await serve("echobench", executor="thread", base_path="/deepaas")
     body = await (await client.get("/deepaas/")).json()

@@ -192,8 +192,10 @@ async def test_metrics_are_present_and_move(serve):
     assert running_or_done == 1
     assert metric(text, "deepaas_http_requests_total", model="", route="unmatched") == 0
     await client.get("/v2/models/nonexistent-model-name/")
+    await client.get("/nowhere/nonexistent-path")
     text = await (await client.get("/metrics")).text()
-    assert "nonexistent-model-name" not in text  # no label per arbitrary path
+    assert "nonexistent-model-name" not in text and "nonexistent-path" not in text  # no label per arbitrary path
+    assert metric(text, "deepaas_http_requests_total", model="", route="unmatched", status="404") == 1
 
 
 async def test_requests_grouped_behind_a_crash_run_on_the_replacement(serve):
@@ -227,7 +229,7 @@ async def test_a_flood_of_refusals_is_logged_as_a_count_not_line_by_line(serve, 
     client = await serve("slow", max_queue=1)
     busy = asyncio.ensure_future(client.post("/v2/models/slow/predict/", json={"seconds": 1.5}))
     await asyncio.sleep(0.3)
-    with caplog.at_level(logging.WARNING, logger="deepaas_like.api.middleware"):
+    with caplog.at_level(logging.WARNING, logger="deepaas_like.api.front_door"):
         responses = await asyncio.gather(*(client.post("/v2/models/slow/predict/") for _ in range(60)))
     refused = sum(r.status == 503 for r in responses)
     assert refused >= 55

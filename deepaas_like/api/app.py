@@ -18,8 +18,8 @@ from ..auth.gate import Gate
 from .bodies import MAX_FIELDS
 from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, SETTINGS, WARNINGS
 from .metrics import Metrics
-from .middleware import LOG as ERRORS_LOG
-from .middleware import front_door
+from .front_door import LOG as ERRORS_LOG
+from .front_door import FrontDoor
 from .quietlog import RepeatedWarnings
 from .openapi import OpenApiDocument
 from .routes import add_routes, policy_of
@@ -47,8 +47,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     models.uploads = gate.uploads = Registry(settings, db, set(models))
     jobs = JobManager(settings, models, db)
     metrics = Metrics(models, jobs)
-    app = web.Application(middlewares=[front_door(metrics, gate)], client_max_size=settings.client_max_size,
-                          client_max_fields=MAX_FIELDS)
+    app = web.Application(client_max_size=settings.client_max_size, client_max_fields=MAX_FIELDS)
     app[SETTINGS] = settings
     app[MODELS] = models
     app[DATABASE] = db
@@ -58,7 +57,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app[WARNINGS] = RepeatedWarnings(ERRORS_LOG)
     app[OPENAPI] = OpenApiDocument(models, settings, policy_of)
     app[OPENAPI].encoded()  # a plugin whose declarations cannot be documented fails here, at once
-    add_routes(app, settings)
+    add_routes(app, settings, FrontDoor(metrics, gate))
     app.cleanup_ctx.append(_open_database)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_gate)
     app.cleanup_ctx.append(_run_registry)

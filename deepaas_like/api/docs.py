@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
@@ -38,8 +39,15 @@ PAGE = """<!DOCTYPE html>
 """
 
 
-def static_directory() -> str:
-    return str(swagger_ui_path)
+STATIC_DIRECTORY = Path(swagger_ui_path).resolve()
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """``GET /api/static/{file}``: one of Swagger UI's files, else the JSON 404."""
+    path = (STATIC_DIRECTORY / request.match_info["file"]).resolve()  # "..%2F" decodes to "../": resolve
+    if path.parent != STATIC_DIRECTORY or path.name.startswith(".") or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
 
 
 async def swagger_ui(request: web.Request) -> web.Response:

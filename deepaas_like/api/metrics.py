@@ -1,9 +1,9 @@
 """Prometheus metrics at ``/metrics``, in a registry owned by the application.
 
-Request counts and latencies are recorded by the front-door middleware as plain
-numbers (:class:`HttpStats`); model state (readiness, workers, queue depth, restarts,
-batch sizes, trainings) is read from the models when ``/metrics`` is scraped, so the
-hot path does no extra work for it.
+Request counts and latencies are recorded by the front door
+(:mod:`deepaas_like.api.front_door`) as plain numbers (:class:`HttpStats`); model
+state (readiness, workers, queue depth, restarts, batch sizes, trainings) is read from
+the models when ``/metrics`` is scraped, so the hot path does no extra work for it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import collections
 import itertools
-from typing import Any, Iterator
+from typing import Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -137,15 +137,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._models = models
         self.http = HttpStats()
-        self._labels: dict[Any, tuple[str, str]] = {}  # resource -> its route label; model name or ""
         self.registry.register(self.http)
         self.registry.register(ModelStateCollector(models, jobs))
 
-    def observe(self, request: web.Request, status: int, seconds: float) -> None:
-        resource = request.match_info.route.resource
-        route = self._labels.get(resource)
-        if route is None:
-            route = self._labels[resource] = resource.canonical if resource is not None else "unmatched"
+    def observe(self, request: web.Request, route: str, status: int, seconds: float) -> None:
+        """One answered request of ``route`` (its path template, or ``unmatched``)."""
         name = request.match_info.get("name", "")
         model = name if name in self._models else ""  # never a label per arbitrary path
         self.http.record(model, route, request.method, status, seconds)

@@ -4,6 +4,7 @@ access policy. Registration, the access check and the OpenAPI document all read 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -13,6 +14,7 @@ from ..auth import policy as p
 from ..auth.policy import Policy
 from ..settings import Settings
 from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers, ui
+from .front_door import FrontDoor
 from .keys import POLICIES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -106,6 +108,7 @@ ROUTES = (
 )
 DOC_ROUTES = (
     Route("GET", "/api", docs.swagger_ui, p.OPEN),
+    Route("GET", "/api/static/{file}", docs.static_file, p.OPEN, exact=True),
     # the what-if page (deepaas_like/ui): static, so open; the API calls it makes carry the access
     Route("GET", "/ui/", ui.index, p.OPEN),
     Route("GET", "/ui/models/{name}", ui.model_page, p.OPEN),
@@ -114,8 +117,9 @@ DOC_ROUTES = (
 )
 
 
-def add_routes(app: web.Application, settings: Settings) -> None:
-    """Register every route (and Swagger UI's files), each with its policy."""
+def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> None:
+    """Register every route, each behind the front door with its policy; last, the route
+    that answers what no other route takes."""
     base = settings.base_path
     router = app.router
     policies: dict[web.AbstractRoute, Policy] = {}
@@ -126,7 +130,8 @@ def add_routes(app: web.Application, settings: Settings) -> None:
         if not route.exact and len(full) > 1:
             paths.append(full.rstrip("/") if full.endswith("/") else full + "/")
         for path in paths:
-            policies[router.add_route(route.method, path, handler)] = route.policy
+            guarded = front.wrap(handler, route.policy, _TEMPLATE_REGEX.sub(r"{\1}", path))
+            policies[router.add_route(route.method, path, guarded)] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
     for route in ROUTES:
@@ -138,10 +143,11 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     if settings.doc_endpoint:
         for route in DOC_ROUTES:
             add(route, route.handler)
-        static = router.add_static(base + "/api/static", docs.static_directory())
-        for route in static:
-            policies[route] = p.OPEN
+    policies[front.add_last_resort(router)] = p.OPEN
     app[POLICIES] = policies
+
+
+_TEMPLATE_REGEX = re.compile(r"\{(\w+):[^}]*\}")  # "{path:.*}" -> "{path}", as aiohttp's canonical path
 
 
 def policy_of(path: str, method: str) -> Policy | None:
