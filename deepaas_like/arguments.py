@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import marshmallow
 from marshmallow import fields as ma_fields
@@ -149,7 +149,7 @@ class ArgumentSpec:
         # Each field's own deserialize(): what Schema.load does for a dict of fields,
         # without its hook and error-store machinery on every request.
         self._fields = [
-            (f.data_key if f.data_key is not None else name, f.attribute or name, f, _plain(f))
+            (f.data_key if f.data_key is not None else name, f.attribute or name, f, _plain(f), _quick_conversion(f))
             for name, f in bound.items()
         ]
         self.accept_choices = field_choices(self.accept) if self.accept is not None else None
@@ -209,7 +209,7 @@ class ArgumentSpec:
                 errors[key] = [NOT_AN_INTEGER]
         result: dict[str, Any] = {}
         missing = marshmallow.missing
-        for key, attribute, f, plain in self._fields:
+        for key, attribute, f, plain, quick in self._fields:
             if key in errors:
                 continue
             raw = data.get(key, missing)
@@ -221,7 +221,9 @@ class ArgumentSpec:
                 elif raw is None or raw is missing:
                     value = f.deserialize(raw, key, data)
                 else:
-                    value = f._deserialize(raw, key, data)
+                    value = quick(raw) if quick is not None else _UNDECIDED
+                    if value is _UNDECIDED:
+                        value = f._deserialize(raw, key, data)
                     if f.validators:  # with none, marshmallow's _validate() only builds an empty And
                         f._validate(value)
             except marshmallow.ValidationError as exc:
@@ -280,6 +282,44 @@ class ArgumentSpec:
 # --- helpers -----------------------------------------------------------------
 
 _UNAMBIGUOUS_ITEMS = (ma_fields.Number, ma_fields.Boolean)
+
+
+_UNDECIDED = object()  # a quick conversion's answer when marshmallow must decide (and word the error)
+
+
+def _quick_conversion(f: ma_fields.Field) -> Callable[[Any], Any] | None:
+    """For a field of exactly marshmallow's Float, Integer (not strict) or String: the
+    value its ``_deserialize`` gives for an input it simply accepts, in one call instead
+    of four; :data:`_UNDECIDED` for any other input, which marshmallow then takes."""
+    kind = type(f)
+    if kind is ma_fields.Float:
+        allow_nan = f.allow_nan is not False
+
+        def to_float(raw: Any) -> Any:
+            if type(raw) is str or type(raw) is float or type(raw) is int:  # not bool: marshmallow refuses it
+                try:
+                    value = float(raw)
+                except (ValueError, OverflowError):
+                    return _UNDECIDED
+                if allow_nan or math.isfinite(value):
+                    return value
+            return _UNDECIDED
+
+        return to_float
+    if kind is ma_fields.Integer and not f.strict:
+
+        def to_int(raw: Any) -> Any:
+            if type(raw) is int or type(raw) is str:
+                try:
+                    return int(raw)
+                except ValueError:
+                    return _UNDECIDED
+            return _UNDECIDED
+
+        return to_int
+    if kind is ma_fields.String:
+        return lambda raw: raw if type(raw) is str else _UNDECIDED
+    return None
 
 
 def _plain(f: ma_fields.Field) -> bool:
