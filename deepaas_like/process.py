@@ -21,6 +21,7 @@ from typing import Any, Callable
 from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
 from .errors import ModelUnavailable
 from .loading import PluginRef
+from .polling import AWAITED
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
 
 LOG = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class WorkerProcess:
             return futures
         call_id = next(self._call_ids)
         self._pending[call_id] = _Group(method, futures, together)
+        AWAITED.count += 1
         self._write(pickle.dumps(("group", call_id, method, payloads, target), protocol=PICKLE_PROTOCOL))
         return futures
 
@@ -202,6 +204,7 @@ class WorkerProcess:
                 future.set_result(outcome)
             if index == len(group.futures) - 1:
                 del self._pending[call_id]
+                AWAITED.count -= 1
 
     async def _mark_dead(self) -> None:
         self.dead = True
@@ -218,6 +221,7 @@ class WorkerProcess:
                     continue
                 future.set_result(lost if running or group.together else NOT_STARTED)
                 running = False
+        AWAITED.count -= len(self._pending)
         self._pending.clear()
         if self._on_exit is not None:
             self._on_exit(self)

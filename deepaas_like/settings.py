@@ -179,11 +179,11 @@ class Settings:
     worker_poll_us: int = option(
         2000,
         "Microseconds a worker process keeps polling for its next call before it sleeps, "
-        "after a call that came alone. When calls follow each other closely this saves the "
-        "CPU's wake-up on every call "
-        "(tenths of a millisecond on a virtual machine) for some CPU time; the window "
-        "adapts, so a quiet server sleeps at once. 0: always sleep (e.g. under a tight "
-        "container CPU quota, which counts the polling).",
+        "after a call that came alone; and the server for a worker's answer, while a CPU "
+        "is free for it. When messages follow each other closely this saves the CPU's "
+        "wake-up on each (tenths of a millisecond on a virtual machine) for some CPU time; "
+        "the windows adapt, so a quiet server sleeps at once. 0: always sleep (e.g. under "
+        "a tight container CPU quota, which counts the polling).",
         kind="int",
     )
     warm: bool = option(

@@ -40,6 +40,7 @@ from multiprocessing.connection import Connection
 from .adapter import ModelAdapter, execute_group
 from .calls import CallFailure, Outcome, failure_from_exception
 from .loading import PluginRef
+from .polling import PollWindow
 from . import runtime
 from .runtime import STORAGE_ENV
 
@@ -152,25 +153,18 @@ def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
 
 
 class CallWaiter:
-    """Waits for the server's next message: polls for it a short while before sleeping.
-
-    A process that sleeps between calls pays for its CPU's wake-up on every call, and on
-    a virtual machine an idle CPU's wake-up costs tenths of a millisecond (the
-    hypervisor must schedule it again). When calls follow each other closely, polling
-    for the next one keeps the CPU awake and saves that, at the price of the polling's
-    CPU time. The window adapts, as Linux's haltpoll does for an idle guest CPU: it
-    grows when the next call came within the longest window (polling would have caught
-    it) and shrinks to nothing when calls come further apart, so a quiet server sleeps
-    and costs nothing. Each poll yields the CPU to any other process that wants it.
-    """
-
-    GROW_FROM = 50e-6  # the first window after a sleep that polling would have saved
+    """Waits for the server's next message: polls for it a short while before sleeping
+    (see :mod:`deepaas_like.polling`). Each poll yields the CPU to any other process
+    that wants it."""
 
     def __init__(self, fd: int, longest: float) -> None:
-        self.longest = longest
-        self.window = longest
+        self._window = PollWindow(longest)
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
+
+    @property
+    def window(self) -> float:
+        return self._window.window
 
     def wait(self, poll: bool = True) -> None:
         """Return once a message (or the end of the connection) can be read.
@@ -182,20 +176,13 @@ class CallWaiter:
             self._poller.poll()
             return
         started = time.perf_counter()
-        deadline = started + self.window
+        deadline = started + self._window.window
         while time.perf_counter() < deadline:
             if self._poller.poll(0):
                 return
             os.sched_yield()
         self._poller.poll()
-        if self.longest > 0:
-            self._adapt(time.perf_counter() - started)
-
-    def _adapt(self, waited: float) -> None:
-        if waited <= self.longest:  # polling longer would have caught it
-            self.window = min(self.longest, max(self.window * 2, self.GROW_FROM))
-        else:
-            self.window = self.window / 2 if self.window >= 2 * self.GROW_FROM else 0.0
+        self._window.slept(time.perf_counter() - started)
 
 
 def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:

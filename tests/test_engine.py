@@ -5,6 +5,8 @@ import logging
 import re
 import time
 
+from deepaas_like.polling import AWAITED
+
 IRIS_QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 ECHO = f"/v2/models/echobench/predict/?{IRIS_QUERY}"
 
@@ -20,6 +22,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_crashed_worker_fails_only_its_request_and_is_replaced(serve):
+    awaited = AWAITED.count  # answers the server awaits from workers (its event loop polls while any are)
     client = await serve("echobench")
     first = await (await client.post(ECHO)).json()
     assert first["predictions"]["top_k"] == 3
@@ -34,6 +37,7 @@ async def test_crashed_worker_fails_only_its_request_and_is_replaced(serve):
     assert metric(metrics, "deepaas_worker_restarts_total", model="echobench") == 1
     ready = await (await client.get("/v2/health/ready")).json()
     assert ready["models"]["echobench"]["restarts"] == 1
+    assert AWAITED.count == awaited  # the crashed call's included
 
 
 async def test_other_workers_keep_serving_while_one_is_replaced(serve):

@@ -3,6 +3,7 @@ one queue with background calls behind the others, trainings beside the runners.
 
 import asyncio
 import os
+import selectors
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from deepaas_like.process import WorkerLauncher, WorkerLost, mp_context
 from deepaas_like.runners import ProcessRunner, ThreadRunner
 from deepaas_like.settings import Settings
 from deepaas_like.training import TrainingRun, describe_failure
+from deepaas_like.polling import AWAITED, PollingSelector, PollWindow, new_event_loop
 from deepaas_like.worker import CallWaiter, WorkerConfig, library_threads
 
 
@@ -212,10 +214,10 @@ def test_a_worker_polls_for_close_calls_and_sleeps_through_far_ones():
             next_call(0.02)
         assert waiter.window == 0.0  # so it sleeps at once
         next_call(0)  # a call that came at once: polling would have caught it
-        assert waiter.window == CallWaiter.GROW_FROM
+        assert waiter.window == PollWindow.GROW_FROM
         for _ in range(3):  # calls that come within the window: it stays
             next_call(0)
-        assert waiter.window == CallWaiter.GROW_FROM
+        assert waiter.window == PollWindow.GROW_FROM
         next_call(0.02)
         assert waiter.window == 0.0
     finally:
@@ -233,3 +235,63 @@ def test_without_a_poll_window_a_worker_sleeps_at_once():
     finally:
         server.close()
         worker.close()
+
+
+class _CountingEpoll(selectors.EpollSelector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout=None):
+        self.timeouts.append(timeout)
+        return super().select(timeout)
+
+
+class _ProbedSelector(PollingSelector, _CountingEpoll):
+    """PollingSelector whose underlying epoll waits are recorded (polls are timeout 0)."""
+
+
+def test_the_event_loop_polls_for_a_workers_answer_only_while_a_cpu_is_free(monkeypatch):
+    server, worker = socket.socketpair()
+    selector = _ProbedSelector(0.002, cpus=2)
+    selector.register(server, selectors.EVENT_READ)
+
+    def wait(delay: float | None, awaited: int, timeout: float | None = None) -> list:
+        monkeypatch.setattr(AWAITED, "count", awaited)
+        selector.timeouts.clear()
+        if delay is not None:
+            threading.Timer(delay, worker.send, (b"x",)).start()
+        events = selector.select(timeout)
+        if events:
+            assert server.recv(1) == b"x"
+        return events
+
+    try:
+        assert wait(None, 0, 0.02) == [] and selector.timeouts == [0.02]  # nothing awaited: it sleeps at once
+        assert wait(None, 2, 0.02) == [] and selector.timeouts == [0.02]  # both CPUs are the workers'
+        assert selector.window.window == 0.002
+        assert wait(0.02, 1)  # an answer awaited, a CPU free: it polls its window, then sleeps
+        polls = selector.timeouts[:-1]
+        assert len(polls) > 1 and set(polls) == {0} and selector.timeouts[-1] is None
+        assert selector.window.window == 0.001  # 20 ms: polling would not have caught it
+        for _ in range(8):
+            wait(0.02, 1)
+        assert selector.window.window == 0.0
+        assert wait(0.02, 1) and selector.timeouts == [None]  # no window left: it sleeps at once
+        worker.send(b"x")
+        assert wait(None, 1) and selector.window.window == PollWindow.GROW_FROM  # a close one: it grows
+        worker.send(b"x")
+        assert wait(None, 1) and selector.timeouts == [0]  # already there: the first poll has it
+    finally:
+        selector.close()
+        server.close()
+        worker.close()
+
+
+def test_the_servers_event_loop_polls_unless_worker_poll_us_is_0():
+    for poll_us, polling in ((2000, True), (0, False)):
+        loop = new_event_loop(poll_us)
+        try:
+            assert isinstance(loop._selector, PollingSelector) is polling
+        finally:
+            loop.close()

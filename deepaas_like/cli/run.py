@@ -19,6 +19,7 @@ from ..api.health_port import HealthListener
 from ..api.keys import MODELS
 from ..errors import DeepaasError, PluginLoadError
 from ..loading import GROUP
+from ..polling import new_event_loop
 from ..settings import Settings, SettingsError, load_settings
 
 LOG = logging.getLogger("deepaas_like")
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return asyncio.run(serve(app, settings))
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(settings.worker_poll_us)) as runner:
+        return runner.run(serve(app, settings))
 
 
 async def serve(app: web.Application, settings: Settings) -> int:
