@@ -9,6 +9,7 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from .keys import OPENAPI, SETTINGS
+from .rendering import file_in
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -44,8 +45,8 @@ STATIC_DIRECTORY = Path(swagger_ui_path).resolve()
 
 async def static_file(request: web.Request) -> web.StreamResponse:
     """``GET /api/static/{file}``: one of Swagger UI's files, else the JSON 404."""
-    path = (STATIC_DIRECTORY / request.match_info["file"]).resolve()  # "..%2F" decodes to "../": resolve
-    if path.parent != STATIC_DIRECTORY or path.name.startswith(".") or not path.is_file():
+    path = file_in(STATIC_DIRECTORY, request.match_info["file"])
+    if path is None:
         raise web.HTTPNotFound()
     return web.FileResponse(path)
 

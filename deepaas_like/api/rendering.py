@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from pathlib import Path
 
 from aiohttp import hdrs, web
 
@@ -48,3 +49,12 @@ async def send_file(
 
 def _ascii_name(name: str) -> str:
     return re.sub(r'[^A-Za-z0-9._ -]', "_", name)[:200] or "file"
+
+
+def file_in(directory: Path, name: str) -> Path | None:
+    """The plain file ``name`` directly in ``directory`` (resolved: ``..%2F`` decodes to
+    ``../``), not a hidden one; None for anything else."""
+    path = (directory / name).resolve()
+    if path.parent != directory or path.name.startswith(".") or not path.is_file():
+        return None
+    return path

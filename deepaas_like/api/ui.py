@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .keys import SETTINGS
+from .rendering import file_in
 from .responses import json_response
 
 UI_DIRECTORY = Path(__file__).resolve().parent.parent / "ui"
@@ -60,9 +61,9 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
     ``no-cache``: the browser revalidates (ETag, Last-Modified), so an upgrade shows at once.
     """
-    path = (UI_DIRECTORY / request.match_info["file"]).resolve()  # "..%2F" decodes to "../": resolve
-    content_type = ASSET_TYPES.get(path.suffix)
-    if content_type is None or path.parent != UI_DIRECTORY or path.name.startswith(".") or not path.is_file():
+    path = file_in(UI_DIRECTORY, request.match_info["file"])
+    content_type = ASSET_TYPES.get(path.suffix) if path is not None else None
+    if path is None or content_type is None:
         return await not_found(request)
     return web.FileResponse(path, headers={**HEADERS, "Content-Type": content_type, "Cache-Control": "no-cache"})
 
