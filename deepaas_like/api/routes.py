@@ -4,7 +4,6 @@ access policy. Registration, the access check and the OpenAPI document all read 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -130,8 +129,9 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
         if not route.exact and len(full) > 1:
             paths.append(full.rstrip("/") if full.endswith("/") else full + "/")
         for path in paths:
-            guarded = front.wrap(handler, route.policy, _TEMPLATE_REGEX.sub(r"{\1}", path))
-            policies[router.add_route(route.method, path, guarded)] = route.policy
+            resource = router.add_resource(path)  # its canonical path is the route's label in /metrics
+            added = resource.add_route(route.method, front.wrap(handler, route.policy, resource.canonical))
+            policies[added] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
     for route in ROUTES:
@@ -145,9 +145,6 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
             add(route, route.handler)
     policies[front.add_last_resort(router)] = p.OPEN
     app[POLICIES] = policies
-
-
-_TEMPLATE_REGEX = re.compile(r"\{(\w+):[^}]*\}")  # "{path:.*}" -> "{path}", as aiohttp's canonical path
 
 
 def policy_of(path: str, method: str) -> Policy | None:
