@@ -15,7 +15,6 @@ left empty) means the file was not given.
 from __future__ import annotations
 
 import math
-
 from typing import Any, Callable, Mapping
 
 import marshmallow

@@ -22,6 +22,9 @@ import asyncio
 import os
 import selectors
 import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class PollWindow:
@@ -35,6 +38,22 @@ class PollWindow:
     def __init__(self, longest: float) -> None:
         self.longest = longest
         self.window = longest
+
+    def wait(self, poll: Callable[[], T], sleep: Callable[[float], T], *, limit: float | None = None,
+             worth: Callable[[], bool] = lambda: True) -> T:
+        """What ``poll()`` finds within the window (and ``limit``), polling while ``worth()``
+        and yielding the CPU between polls; else what ``sleep(seconds_spent)`` waits for.
+        A wait that ended in a sleep adapts the window."""
+        started = time.perf_counter()
+        window = self.window if limit is None else min(self.window, limit)
+        while time.perf_counter() - started < window and worth():
+            found = poll()
+            if found:
+                return found
+            os.sched_yield()
+        found = sleep(time.perf_counter() - started)
+        self.slept(time.perf_counter() - started)
+        return found
 
     def slept(self, waited: float) -> None:
         """The wait ended only after a sleep, ``waited`` seconds after it began."""
@@ -68,19 +87,12 @@ class PollingSelector(selectors.EpollSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         awaited = AWAITED.count
+        epoll = super().select
         if not awaited or awaited >= self._cpus or (timeout is not None and timeout <= 0):
-            return super().select(timeout)
-        started = time.perf_counter()
-        window = self.window.window if timeout is None else min(self.window.window, timeout)
-        while time.perf_counter() - started < window and AWAITED.count:
-            events = super().select(0)
-            if events:
-                return events
-            os.sched_yield()
-        left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
-        events = super().select(left)
-        self.window.slept(time.perf_counter() - started)
-        return events
+            return epoll(timeout)
+        return self.window.wait(lambda: epoll(0),
+                                lambda spent: epoll(None if timeout is None else max(0.0, timeout - spent)),
+                                limit=timeout, worth=lambda: AWAITED.count > 0)
 
 
 def new_event_loop(poll_us: int) -> asyncio.AbstractEventLoop:

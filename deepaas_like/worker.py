@@ -32,7 +32,6 @@ import select
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 from multiprocessing.connection import Connection
@@ -175,14 +174,7 @@ class CallWaiter:
         if not poll:
             self._poller.poll()
             return
-        started = time.perf_counter()
-        deadline = started + self._window.window
-        while time.perf_counter() < deadline:
-            if self._poller.poll(0):
-                return
-            os.sched_yield()
-        self._poller.poll()
-        self._window.slept(time.perf_counter() - started)
+        self._window.wait(lambda: self._poller.poll(0), lambda spent: self._poller.poll())
 
 
 def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:
