@@ -194,9 +194,9 @@ class Settings:
     )
     health_port: int = option(
         0,
-        "Also answer /v2/health/live and /v2/health/ready on this port, from a thread of "
-        "their own: probes get an answer in milliseconds even when the main port is "
-        "flooded, and liveness fails when the server's event loop stalls. 0: off.",
+        "Also answer /v2/health/live and /v2/health/ready on this port, from a small "
+        "process of their own: probes get an answer in milliseconds even when the main "
+        "port is flooded, and liveness fails when the server's event loop stalls. 0: off.",
         kind="int",
     )
     base_path: str = option(

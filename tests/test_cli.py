@@ -1,6 +1,7 @@
 """`deepaas-run` as a real subprocess: banner, HTTP, clean shutdown, startup errors."""
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -112,35 +113,114 @@ def test_stops_promptly_with_a_stuck_thread_mode_prediction(server_factory, plug
     assert outcome and isinstance(outcome[0], OSError)  # the stuck request did not hold the server
 
 
-def test_health_on_a_port_of_its_own(tmp_path):
+def _free_port() -> int:
     import socket
-    import urllib.request
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = Server(["--model-name", "echobench", "--data-dir", str(tmp_path / "data"), "--health-port", str(port),
-                     "--no-registry-preload"])
+        return sock.getsockname()[1]
+
+
+def _health(port: int, path: str) -> tuple[int, dict]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _health_server(tmp_path, port: int) -> Server:
+    return Server(["--model-name", "echobench", "--data-dir", str(tmp_path / "data"), "--health-port", str(port),
+                   "--no-registry-preload"])
+
+
+def _health_process(server: Server) -> int:
+    """The PID of the server's health process (its one child running health_port.py)."""
+    for pid in descendants(server.process.pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"health_port.py" in fh.read():
+                return pid
+    raise AssertionError("no health process")
+
+
+def test_health_on_a_port_of_its_own(tmp_path):
+    port = _free_port()
+    server = _health_server(tmp_path, port)
     try:
         server.wait_banner()
         assert f"http://127.0.0.1:{port}/v2/health/ready" in server.output
         server.wait_ready()
         deadline = time.monotonic() + 10
-        while True:  # the snapshot is at most half a second old
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as response:
-                    body = json.loads(response.read())
-                    break
-            except urllib.error.HTTPError as exc:
-                assert exc.code == 503 and time.monotonic() < deadline
-                time.sleep(0.2)
+        while (answer := _health(port, "/v2/health/ready"))[0] != 200:  # the snapshot is at most 0.5 s old
+            assert answer[0] == 503 and time.monotonic() < deadline, answer
+            time.sleep(0.2)
+        body = answer[1]
         assert body["status"] == "ready" and body["models"]["echobench"]["ready"] is True
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5) as response:
-            assert json.loads(response.read()) == {"status": "alive"}
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/", timeout=5)
-            raise AssertionError("the health port serves only health")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 404
+        assert _health(port, "/v2/health/live") == (200, {"status": "alive"})
+        status, body = _health(port, "/v2/models/")
+        assert status == 404 and "serves /v2/health/live" in body["message"]
+        health = _health_process(server)
     finally:
         assert server.stop() == 0
+    assert not alive({health})  # it stopped with the server
+
+
+def test_health_port_tells_a_stalled_server_and_outlives_no_server(tmp_path):
+    port = _free_port()
+    server = _health_server(tmp_path, port)
+    try:
+        server.wait_banner()
+        server.wait_ready()
+        health = _health_process(server)
+        os.kill(server.process.pid, signal.SIGSTOP)  # the whole server stalls, its event loop too
+        try:
+            stalled_at = time.monotonic()
+            assert _health(port, "/v2/health/live")[0] == 200  # its own process still answers at once
+            while (answer := _health(port, "/v2/health/live"))[0] == 200:
+                assert time.monotonic() - stalled_at < 15, answer
+                time.sleep(0.25)
+            assert answer[0] == 503 and answer[1]["status"] == "stalled", answer
+            assert time.monotonic() - stalled_at >= 4.5  # after 5 s without a heartbeat, not before
+            assert "has not answered for" in answer[1]["message"]
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while _health(port, "/v2/health/live")[0] != 200:  # the heartbeat is back
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.kill(health, signal.SIGKILL)  # the health process dies: the server starts another one
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if _health(port, "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, server.output
+            time.sleep(0.2)
+        replacement = _health_process(server)
+        assert replacement != health
+        server.process.kill()  # the server dies without a word: its health process ends too
+        server.process.wait(10)
+        deadline = time.monotonic() + 10
+        while alive({replacement}):
+            assert time.monotonic() < deadline, "the health process outlived its server"
+            time.sleep(0.1)
+    finally:
+        server.kill()
+
+
+def test_health_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([DEEPAAS_RUN, "--listen-port", "0", "--model-name", "echobench", "--data-dir",
+                                 str(tmp_path / "data"), "--health-port", str(port), "--no-registry-preload"],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (--health-port): Address already in use" in result.stderr

@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import __version__
 from ..api import create_app
 from ..api.handlers import readiness
-from ..api.health_port import HealthListener
+from ..api.health_port import HealthListener, HealthPortFailed
 from ..api.keys import MODELS
 from ..errors import DeepaasError, PluginLoadError
 from ..loading import GROUP
@@ -97,10 +97,10 @@ async def serve(app: web.Application, settings: Settings) -> int:
     if settings.health_port:
         health = HealthListener(settings.listen_ip, settings.health_port, lambda: readiness(app[MODELS]))
         try:
-            health.start()
-        except OSError as exc:
+            await health.start()
+        except HealthPortFailed as exc:
             print(f"deepaas-run: error: cannot listen on {settings.listen_ip}:{settings.health_port} "
-                  f"(--health-port): {exc.strerror or exc}", file=sys.stderr)
+                  f"(--health-port): {exc}", file=sys.stderr)
             await runner.cleanup()
             return 1
     host, port = runner.addresses[0][:2]
@@ -132,7 +132,7 @@ async def serve(app: web.Application, settings: Settings) -> int:
         loop.add_signal_handler(signum, first_signal, signum)
     await stop.wait()
     if health is not None:
-        health.stop()
+        await health.stop()
     await runner.cleanup()
     LOG.info("stopped")
     return 0
