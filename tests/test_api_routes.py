@@ -1,6 +1,7 @@
 """Routes with DEEPaaS's paths and shapes, both slash variants, JSON errors."""
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 
 async def test_versions_documents(serve):
@@ -92,6 +93,35 @@ async def test_what_no_route_takes_is_a_json_404_or_405(serve):
     assert wrong.status == 405 and wrong.headers["Allow"] == "POST"
     css = await client.get("/api/static/swagger-ui.css")
     assert css.status == 200 and css.content_type == "text/css" and b".swagger-ui" in await css.read()
+
+
+async def test_a_served_plugins_own_paths_answer_as_the_templates_do(serve):
+    """Each ``{name}`` route is also filed under its path with each plugin's name written in
+    (found at once, not among 80 patterns): the same handler, policy, 405s and /metrics label."""
+    client = await serve("echobench", executor="thread")
+    router = client.server.app.router
+    for method, path, template in [("GET", "/v2/models/echobench/", "/v2/models/{name}/"),
+                                   ("POST", "/v2/models/echobench/predict", "/v2/models/{name}/predict"),
+                                   ("POST", "/v2/models/echobench/infer", "/v2/models/{name}/infer")]:
+        match = await router.resolve(make_mocked_request(method, path))
+        assert match.route.resource.canonical == path and match == {"name": "echobench"}, (method, path)
+        # the template still takes every other name (an uploaded model, an unknown one)
+        other = await router.resolve(make_mocked_request(method, path.replace("echobench", "other")))
+        assert other.route.resource.canonical == template and other == {"name": "other"}
+    for path in ("/v2/models/echobench/", "/v2/models/echobench", "/v2/models/echo%62ench/"):
+        response = await client.get(path)
+        assert response.status == 200 and (await response.json())["id"] == "echobench", path
+    unknown = await client.get("/v2/models/echobenchx/")
+    assert unknown.status == 404 and "echobench" in (await unknown.json())["message"]
+    for path in ("/v2/models/echobench/predict/", "/v2/models/echobench/predict"):
+        wrong = await client.request("GET", path)
+        assert wrong.status == 405 and wrong.headers["Allow"] == "POST", path
+        ok = await client.post(path + "?sepal_length=1&sepal_width=2&petal_length=3&petal_width=4")
+        assert ok.status == 200 and (await ok.json())["predictions"]["sepal_width"] == 2.0, path
+    assert (await client.post("/v2/models/echobench/train/")).status == 200  # two methods on one path
+    assert (await client.get("/v2/models/echobench/train/")).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert 'route="/v2/models/{name}/predict/"' in text and 'route="/v2/models/echobench' not in text
 
 
 async def test_base_path_prefixes_every_route(serve):

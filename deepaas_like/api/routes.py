@@ -4,19 +4,23 @@ access policy. Registration, the access check and the OpenAPI document all read 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from aiohttp import web
+from yarl import URL
 
 from ..auth import policy as p
 from ..auth.policy import Policy
 from ..settings import Settings
 from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers, ui
 from .front_door import FrontDoor
-from .keys import POLICIES
+from .keys import MODELS, POLICIES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_VARIABLES = re.compile(r"\{[^}]*\}")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # written in a path as it is (no %-escapes)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
     router = app.router
     policies: dict[web.AbstractRoute, Policy] = {}
 
+    plugins = [name for name in app[MODELS] if _PLAIN_NAME.fullmatch(name)]
+    written: dict[str, PluginPath] = {}
+
     def add(route: Route, handler: Handler) -> None:
         full = base + route.path
         paths = [full]
@@ -130,8 +137,16 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
             paths.append(full.rstrip("/") if full.endswith("/") else full + "/")
         for path in paths:
             resource = router.add_resource(path)  # its canonical path is the route's label in /metrics
-            added = resource.add_route(route.method, front.wrap(handler, route.policy, resource.canonical))
-            policies[added] = route.policy
+            wrapped = front.wrap(handler, route.policy, resource.canonical)
+            policies[resource.add_route(route.method, wrapped)] = route.policy
+            if route.exact or _VARIABLES.findall(path) != ["{name}"]:
+                continue
+            for name in plugins:  # the same route, found at once for each served plugin
+                concrete = path.replace("{name}", name)
+                if concrete not in written:
+                    written[concrete] = PluginPath(concrete, name)
+                    router.register_resource(written[concrete])
+                policies[written[concrete].add_route(route.method, wrapped)] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
     for route in ROUTES:
@@ -145,6 +160,61 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
             add(route, route.handler)
     policies[front.add_last_resort(router)] = p.OPEN
     app[POLICIES] = policies
+
+
+class PluginPath(web.AbstractResource):
+    """A route whose one variable is ``{name}``, with a served plugin's name written in.
+
+    aiohttp files a resource under its path up to the first variable, and tries the
+    resources of a prefix one after another, a regular expression and a coroutine each:
+    the 80-odd routes under ``/v2/models/`` made finding a metadata request's route cost
+    2.7 µs and an OIP ``/infer`` 3.5 µs, against 1.0 µs in an application of one route.
+    This resource is filed under its whole path, so aiohttp finds it at once, and it
+    matches by comparing the path. The routes it holds are the template's own handlers,
+    policies and /metrics labels; anything else (uploaded models) still finds the template.
+    """
+
+    def __init__(self, path: str, name: str) -> None:
+        super().__init__()
+        self._path = path
+        self._model = name
+        self._routes: dict[str, web.ResourceRoute] = {}
+        self._allowed: set[str] = set()
+
+    def add_route(self, method: str, handler: Handler) -> web.ResourceRoute:
+        route = self._routes[method] = web.ResourceRoute(method, handler, self)
+        self._allowed.add(method)
+        return route
+
+    async def resolve(self, request: web.Request) -> tuple[web.UrlMappingMatchInfo | None, set[str]]:
+        if request.rel_url.path_safe != self._path:
+            return None, set()
+        route = self._routes.get(request.method)
+        if route is None:
+            return None, self._allowed
+        return web.UrlMappingMatchInfo({"name": self._model}, route), self._allowed
+
+    @property
+    def canonical(self) -> str:
+        return self._path
+
+    def url_for(self, **kwargs: str) -> URL:
+        return URL.build(path=self._path, encoded=True)
+
+    def add_prefix(self, prefix: str) -> None:
+        raise RuntimeError("a plugin's path belongs to the application itself")
+
+    def get_info(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+    def raw_match(self, path: str) -> bool:
+        return path == self._path
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __iter__(self) -> Iterator[web.AbstractRoute]:
+        return iter(list(self._routes.values()))
 
 
 def policy_of(path: str, method: str) -> Policy | None:
