@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import struct
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import orjson
 from marshmallow import fields as ma_fields
 
 from .arguments import ArgumentSpec, field_kind
+from .jsonutil import dumps
 
 INTS = {"INT8": (1, "b"), "INT16": (2, "h"), "INT32": (4, "i"), "INT64": (8, "q"),
         "UINT8": (1, "B"), "UINT16": (2, "H"), "UINT32": (4, "I"), "UINT64": (8, "Q")}
@@ -95,7 +97,7 @@ def _tensor(item: Any, index: int, buffers: memoryview) -> tuple[Tensor, int]:
         raise ProtocolError(f"inputs[{index}] has no name")
     if datatype not in DATATYPES:
         raise ProtocolError(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not _is_shape(shape):
         raise ProtocolError(f"input '{name}': shape must be a list of non-negative integers")
     count = math.prod(shape)
     parameters = item.get("parameters") or {}
@@ -114,9 +116,21 @@ def _tensor(item: Any, index: int, buffers: memoryview) -> tuple[Tensor, int]:
     return Tensor(name, datatype, shape, [_checked(v, datatype, name) for v in data]), 0
 
 
+def _is_shape(shape: list[Any]) -> bool:
+    for d in shape:
+        if not isinstance(d, int) or isinstance(d, bool) or d < 0:
+            return False
+    return True
+
+
 def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
+    for item in data:
+        if isinstance(item, list):
+            break
+    else:  # flat already (the usual case)
+        return data
     flat: list[Any] = []
     for item in data:
         flat.extend(_flatten(item) if isinstance(item, list) else [item])
@@ -214,27 +228,56 @@ def output_tensors(answers: list[Any], wanted: Sequence[str] | None = None) -> l
 
 
 def _output(name: str, values: list[Any]) -> dict[str, Any]:
+    """The tensor of one output: its values' kind, the same in every row, says its datatype."""
     n = len(values)
-    if all(isinstance(v, bool) for v in values):
+    kinds = {_kind(v) for v in values}
+    if kinds == {"bool"}:
         return {"name": name, "datatype": "BOOL", "shape": [n], "data": values}
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return {"name": name, "datatype": "INT64", "shape": [n], "data": values}
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if kinds == {"int"}:
+        return {"name": name, "datatype": "INT64", "shape": [n], "data": [int(v) for v in values]}
+    if kinds <= {"int", "float"}:
         return {"name": name, "datatype": "FP64", "shape": [n], "data": [float(v) for v in values]}
-    if all(isinstance(v, str) for v in values):
+    if kinds == {"str"}:
         return {"name": name, "datatype": "BYTES", "shape": [n], "data": values}
-    if all(isinstance(v, dict) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                             for x in v.values()) for v in values):
+    if kinds == {"map"}:  # {label: number}, the same labels in every row
         keys = list(values[0])
         if all(list(v) == keys for v in values):
             return {"name": name, "datatype": "FP64", "shape": [n, len(keys)],
                     "data": [float(v[k]) for v in values for k in keys], "parameters": {"keys": keys}}
-    if all(isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-           for v in values) and len({len(v) for v in values}) == 1:
+    elif kinds == {"vector"} and len({len(v) for v in values}) == 1:
         return {"name": name, "datatype": "FP64", "shape": [n, len(values[0])],
                 "data": [float(x) for v in values for x in v]}
-    return {"name": name, "datatype": "BYTES", "shape": [n], "data": [json.dumps(v) for v in values],
+    return {"name": name, "datatype": "BYTES", "shape": [n], "data": [dumps(v) for v in values],
             "parameters": {"content_type": "application/json"}}
+
+
+def _kind(value: Any) -> str:
+    """What one answer value is, as far as a tensor goes (``bool`` is not a number; numpy's
+    numbers are, as models often answer with them)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, dict):
+        return "map" if value and _numbers(value.values()) else "other"
+    if isinstance(value, list):
+        return "vector" if value and _numbers(value) else "other"
+    if isinstance(value, numbers.Integral):  # numpy's integers
+        return "int"
+    if isinstance(value, numbers.Real):  # numpy's other floats (float64 is a float)
+        return "float"
+    return "other"
+
+
+def _numbers(values: Iterable[Any]) -> bool:
+    for x in values:  # numbers.Real: numpy's too (its bool_ is not one)
+        if isinstance(x, bool) or not isinstance(x, (int, float, numbers.Real)):
+            return False
+    return True
 
 
 # --- metadata ---------------------------------------------------------------------------------------

@@ -121,3 +121,19 @@ async def test_protocol_errors_are_400_with_an_error_key(serve):
         assert response.status == 400 and text in answer["error"], (body, answer)
     spec = await (await client.get("/swagger.json")).json()
     assert "post" in spec["paths"]["/v2/models/irisbench/infer"]
+
+
+async def test_numpy_answers_become_tensors(serve, plugins):
+    """Models answer with numpy values: numbers become numeric tensors, the rest JSON text."""
+    plugins.install("numpy-out", fixture="numpy_out")
+    client = await serve("numpy-out", executor="thread")
+    body = {"inputs": [{"name": "scale", "datatype": "FP64", "shape": [2], "data": [1, 2]}]}
+    response = await client.post("/v2/models/numpy-out/infer", json=body)
+    assert response.status == 200, await response.text()
+    outputs = {o["name"]: o for o in (await response.json())["outputs"]}
+    assert outputs["best"] == {"name": "best", "datatype": "INT64", "shape": [2], "data": [1, 1]}
+    assert outputs["mean"] == {"name": "mean", "datatype": "FP64", "shape": [2], "data": [0.5, 1.0]}
+    assert outputs["missing"]["datatype"] == "FP64" and outputs["missing"]["data"] == [None, None]
+    assert outputs["scores"]["datatype"] == "BYTES"  # an array: JSON text, one per row
+    assert [json.loads(text) for text in outputs["scores"]["data"]] == [[0.25, 0.75], [0.5, 1.5]]
+    assert json.loads(outputs["matrix"]["data"][0]) == [[1.0, 0.0], [0.0, 1.0]]
