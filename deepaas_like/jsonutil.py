@@ -55,6 +55,15 @@ def dumps_bytes(value: Any) -> bytes:
         raise TypeError(str(exc)) from None
 
 
+def loads(raw: bytes | str) -> Any:
+    """A JSON document read with orjson, or by the standard library what orjson refuses
+    (NaN, integers past 64 bits, lone surrogates) and to word the error: ValueError."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def dumps(value: Any) -> str:
     return dumps_bytes(value).decode()
 

@@ -19,18 +19,16 @@ after the JSON header (the binary tensor extension).
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-import orjson
 from marshmallow import fields as ma_fields
 
 from .arguments import ArgumentSpec, field_kind
-from .jsonutil import dumps
+from .jsonutil import dumps, loads
 
 INTS = {"INT8": (1, "b"), "INT16": (2, "h"), "INT32": (4, "i"), "INT64": (8, "q"),
         "UINT8": (1, "B"), "UINT16": (2, "H"), "UINT32": (4, "I"), "UINT64": (8, "Q")}
@@ -71,12 +69,9 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     else:
         head, buffers = body, memoryview(b"")
     try:
-        request = orjson.loads(head)
-    except orjson.JSONDecodeError:
-        try:  # what orjson refuses and the standard library reads (NaN, integers past 64 bits), or its message
-            request = json.loads(head)
-        except ValueError as exc:
-            raise ProtocolError(f"the request is not JSON: {exc}") from None
+        request = loads(head)
+    except ValueError as exc:
+        raise ProtocolError(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise ProtocolError("the request must be an object with a non-empty list 'inputs'")
     tensors, offset = [], 0

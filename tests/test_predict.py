@@ -112,6 +112,22 @@ async def test_malformed_bodies_are_4xx_json(serve, headers, data, status, text)
     assert ok.status == 200  # and the server keeps serving
 
 
+async def test_json_that_only_pythons_reader_takes_is_read_as_before(serve):
+    """Bodies are read with orjson; what it refuses (NaN, integers past 64 bits) goes to the
+    standard library, as every body did before, and is judged by the argument's field."""
+    client = await serve("echobench", executor="thread")
+    base = b'"sepal_length": 1, "petal_length": 3, "petal_width": 4'
+    big = await client.post("/v2/models/echobench/predict/", data=b'{%s, "sepal_width": %d}' % (base, 10**30),
+                            headers={"Content-Type": "application/json"})
+    assert big.status == 200 and (await big.json())["predictions"]["sepal_width"] == 1e30
+    nan = await client.post("/v2/models/echobench/predict/", data=b'{%s, "sepal_width": NaN}' % base,
+                            headers={"Content-Type": "application/json"})
+    assert nan.status == 422 and "sepal_width" in (await nan.json())["errors"]
+    bad = await client.post("/v2/models/echobench/predict/", data=b'{%s, "sepal_width": }' % base,
+                            headers={"Content-Type": "application/json"})
+    assert bad.status == 400 and "Expecting value: line 1 column" in (await bad.json())["message"]
+
+
 async def test_body_over_the_limit_is_413(serve):
     client = await serve("echobench", executor="thread", client_max_size=10_000)
     big = {**IRIS, "mode": "x" * 20_000}

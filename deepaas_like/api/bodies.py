@@ -7,7 +7,6 @@ when the request is answered (or, for a training, when the training ends).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from multidict import MultiDict
 from ..arguments import ArgumentSources, ArgumentSpec
 from ..errors import ArgumentError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..files import UploadedFile
+from ..jsonutil import loads
 from .negotiation import negotiated_accept
 
 CHUNK = 256 * 1024
@@ -85,8 +85,8 @@ async def read_sources(request: web.Request, spec: ArgumentSpec, uploads: Upload
 
 def _parse_json(raw: bytes, declared: bool) -> dict:
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError is one
         if not declared:
             raise UnsupportedMediaType(
                 "The request has a body but no Content-Type, and it is not JSON. Send arguments in "
