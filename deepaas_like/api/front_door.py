@@ -104,8 +104,8 @@ UNMATCHED = "unmatched"  # the route label of requests that match no route
 
 async def _unmatched(request: web.Request) -> web.StreamResponse:
     allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        if not isinstance(resource, _Everything):
+    for resource in request.app.router.resources():  # a shortcut's template answers for it
+        if not isinstance(resource, _Everything) and not getattr(resource, "shortcut", False):
             allowed |= (await resource.resolve(request))[1]
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)

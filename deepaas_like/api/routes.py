@@ -174,6 +174,8 @@ class PluginPath(web.AbstractResource):
     policies and /metrics labels; anything else (uploaded models) still finds the template.
     """
 
+    shortcut = True  # what it takes, its template takes too (the last-resort route asks only that)
+
     def __init__(self, path: str, name: str) -> None:
         super().__init__()
         self._path = path
