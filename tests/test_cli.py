@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -202,8 +203,38 @@ def test_health_port_tells_a_stalled_server_and_outlives_no_server(tmp_path):
             time.sleep(0.2)
         replacement = _health_process(server)
         assert replacement != health
+        # its port taken meanwhile: the server says so and tries again, later and later
+        import socket
+
+        os.kill(replacement, signal.SIGKILL)
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    squatter.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+            squatter.listen()
+            time.sleep(3)  # tries at about 0.5, 1.5 and 3.5 s
+        deadline = time.monotonic() + 20
+        while True:  # the port is free again: the next try takes it
+            try:
+                if _health(port, "/v2/health/live")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        replacement = _health_process(server)
         server.process.kill()  # the server dies without a word: its health process ends too
         server.process.wait(10)
+        log = server.process.stderr.read()
+        delays = [float(d) for d in re.findall(r"could not start again: Address already in use; next try in ([\d.]+) s",
+                                               log)]
+        assert len(delays) >= 2 and delays == sorted(set(delays)), log  # later and later
         deadline = time.monotonic() + 10
         while alive({replacement}):
             assert time.monotonic() < deadline, "the health process outlived its server"

@@ -52,6 +52,8 @@ class HealthListener:
         self._snapshot = NOT_READY
         self._process: asyncio.subprocess.Process | None = None
         self._relaunch: asyncio.Task | None = None
+        self._failures = 0  # restarts in a row that failed; the next waits longer
+        self._retry_at = 0.0
         self._ticker: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
@@ -85,23 +87,30 @@ class HealthListener:
             self._snapshot = b"%d %s\n" % (status, json.dumps(body, separators=(",", ":")).encode())
         except Exception:  # the last snapshot goes again; the next tick tries again
             LOG.exception("readiness snapshot for the health port failed")
+        loop = asyncio.get_running_loop()
         process = self._process
         if process is not None and process.returncode is None:
             assert process.stdin is not None
             if process.stdin.transport.get_write_buffer_size() < MAX_UNSENT:
                 process.stdin.write(self._snapshot)
-        elif self._relaunch is None or self._relaunch.done():
-            self._relaunch = asyncio.get_running_loop().create_task(self._replace())
-        self._ticker = asyncio.get_running_loop().call_later(SNAPSHOT_INTERVAL, self._publish)
+        elif (self._relaunch is None or self._relaunch.done()) and loop.time() >= self._retry_at:
+            self._relaunch = loop.create_task(self._replace())
+        self._ticker = loop.call_later(SNAPSHOT_INTERVAL, self._publish)
 
     async def _replace(self) -> None:
-        exitcode = self._process.returncode if self._process is not None else None
-        LOG.error("the health port's process ended (exit code %s); starting another one", exitcode)
+        if self._process is not None:  # the first try since it ended
+            LOG.error("the health port's process ended (exit code %s); starting another one",
+                      self._process.returncode)
+            self._process = None
         try:
             self._process = await self._launch()
-        except HealthPortFailed as exc:  # the next tick tries again
-            LOG.error("the health port's process could not start again: %s", exc)
+        except HealthPortFailed as exc:
+            self._failures += 1
+            delay = min(30.0, SNAPSHOT_INTERVAL * 2 ** self._failures)
+            self._retry_at = asyncio.get_running_loop().time() + delay
+            LOG.error("the health port's process could not start again: %s; next try in %g s", exc, delay)
             return
+        self._failures = 0
         self._process.stdin.write(self._snapshot)  # type: ignore[union-attr]
         LOG.info("the health port answers again (pid %s)", self._process.pid)
 
