@@ -56,17 +56,19 @@ class FrontDoor:
         self._metrics = metrics
         self._gate = gate
 
-    def wrap(self, handler: Handler, policy: Policy, label: str) -> Handler:
-        """``handler`` behind the front door, under ``policy``; ``label``: its route in /metrics."""
-        gate, observe = self._gate, self._metrics.observe
-        open_route = policy.open
+    def wrap(self, handler: Handler, policy: Policy, label: str, model: str | None = None) -> Handler:
+        """``handler`` behind the front door, under ``policy``; ``label``: its route in /metrics;
+        ``model``: the model every request of this route names, if it is known already."""
+        gate = self._gate
+        observe = self._metrics.observe if model is None else self._metrics.observer(model)
+        checks, identifies, anyone = gate.checks(policy), gate.enabled, gate.open_principal
 
         async def handle(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             try:
                 principal = request[PRINCIPAL] = (
-                    gate.identify(request.headers.get(hdrs.AUTHORIZATION)) if gate.enabled else gate.open_principal)
-                if not open_route:
+                    gate.identify(request.headers.get(hdrs.AUTHORIZATION)) if identifies else anyone)
+                if checks:
                     gate.authorize(principal, policy, request.match_info.get("name"))
                 response = await handler(request)
             except DeepaasError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import collections
 import itertools
-from typing import Iterator
+from typing import Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -145,6 +145,15 @@ class Metrics:
         name = request.match_info.get("name", "")
         model = name if name in self._models else ""  # never a label per arbitrary path
         self.http.record(model, route, request.method, status, seconds)
+
+    def observer(self, model: str) -> Callable[[web.Request, str, int, float], None]:
+        """:meth:`observe` for a route whose requests all name ``model``, a served plugin."""
+        record = self.http.record
+
+        def observe(request: web.Request, route: str, status: int, seconds: float) -> None:
+            record(model, route, request.method, status, seconds)
+
+        return observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

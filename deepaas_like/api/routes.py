@@ -136,9 +136,9 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
         if not route.exact and len(full) > 1:
             paths.append(full.rstrip("/") if full.endswith("/") else full + "/")
         for path in paths:
-            resource = router.add_resource(path)  # its canonical path is the route's label in /metrics
-            wrapped = front.wrap(handler, route.policy, resource.canonical)
-            policies[resource.add_route(route.method, wrapped)] = route.policy
+            resource = router.add_resource(path)
+            label = resource.canonical  # the route's label in /metrics: its path template
+            policies[resource.add_route(route.method, front.wrap(handler, route.policy, label))] = route.policy
             if route.exact or _VARIABLES.findall(path) != ["{name}"]:
                 continue
             for name in plugins:  # the same route, found at once for each served plugin
@@ -146,6 +146,7 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
                 if concrete not in written:
                     written[concrete] = PluginPath(concrete, name)
                     router.register_resource(written[concrete])
+                wrapped = front.wrap(handler, route.policy, label, model=name)
                 policies[written[concrete].add_route(route.method, wrapped)] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}

@@ -204,6 +204,11 @@ class Gate:
 
     # --- what they may do ------------------------------------------------------------------
 
+    def checks(self, policy: Policy) -> bool:
+        """Whether :meth:`authorize` can refuse anyone under ``policy`` (asked once per route):
+        not on an open route, nor with authentication off on a loopback address."""
+        return not (policy.open or (not self.enabled and self.open_principal is LOCAL))
+
     def authorize(self, principal: Principal, policy: Policy, name: str | None) -> None:
         """Raise 401/403/404 unless ``policy`` lets ``principal`` act (on model ``name``)."""
         if policy.open or principal is LOCAL:  # the local operator, authentication off: anything
