@@ -206,6 +206,7 @@ def test_health_port_tells_a_stalled_server_and_outlives_no_server(tmp_path):
         # its port taken meanwhile: the server says so and tries again, later and later
         import socket
 
+        os.kill(server.process.pid, signal.SIGSTOP)  # so that the server cannot take the port back first
         os.kill(replacement, signal.SIGKILL)
         with socket.socket() as squatter:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -216,8 +217,9 @@ def test_health_port_tells_a_stalled_server_and_outlives_no_server(tmp_path):
                     break
                 except OSError:
                     assert time.monotonic() < deadline
-                    time.sleep(0.001)
+                    time.sleep(0.01)
             squatter.listen()
+            os.kill(server.process.pid, signal.SIGCONT)
             time.sleep(3)  # tries at about 0.5, 1.5 and 3.5 s
         deadline = time.monotonic() + 20
         while True:  # the port is free again: the next try takes it
