@@ -35,7 +35,7 @@ START_TIMEOUT = 30.0
 READ_TIMEOUT = 5.0
 MAX_HEADER = 8192
 MAX_UNSENT = 64 * 1024  # snapshots the process has not read yet (it is stuck): stop sending
-NOT_READY = b'503 {"status":"not ready","models":{}}\n'
+NOT_READY = b'{"status":"not ready","models":{}}'  # until the first snapshot
 
 
 class HealthPortFailed(Exception):
@@ -49,7 +49,7 @@ class HealthListener:
         self.host = host
         self.port = port
         self._readiness = readiness
-        self._snapshot = NOT_READY
+        self._snapshot = b"503 %s\n" % NOT_READY
         self._process: asyncio.subprocess.Process | None = None
         self._relaunch: asyncio.Task | None = None
         self._failures = 0  # restarts in a row that failed; the next waits longer
@@ -139,7 +139,7 @@ class Probes:
 
     def __init__(self, stall_after: float) -> None:
         self.stall_after = stall_after
-        self.ready: tuple[int, bytes] = (503, NOT_READY.split(b" ", 1)[1].rstrip())
+        self.ready: tuple[int, bytes] = (503, NOT_READY)
         self.heartbeat = time.monotonic()
 
     async def follow(self, snapshots: asyncio.StreamReader) -> None:
