@@ -12,7 +12,7 @@ from marshmallow.warnings import RemovedInMarshmallow4Warning
 from multidict import MultiDict
 from webargs import fields, validate
 
-from deepaas_like.arguments import ArgumentSources, ArgumentSpec
+from deepaas_like.arguments import ArgumentSources, ArgumentSpec, File
 from deepaas_like.errors import ArgumentError
 
 
@@ -130,3 +130,73 @@ def test_lists_of_integers_are_checked_item_by_item():
     with pytest.raises(ArgumentError) as caught:
         spec.load(ArgumentSources(json={"ids": [1, 2.5]}))
     assert caught.value.errors == {"ids": ["Not a valid integer."]}
+
+
+def plain_declared():
+    """Text and numbers only: a declaration ArgumentSpec reads in one pass (its direct path)."""
+    return {
+        "x": fields.Float(required=True),
+        "k": fields.Int(load_default=3, validate=validate.Range(min=1, max=3)),
+        "mode": fields.Str(load_default="echo", validate=validate.OneOf(["echo", "raise"])),
+        "note": fields.Str(),  # optional, no default: absent from the arguments when not sent
+        "stamp": fields.Str(load_default=lambda: "now"),
+        "Name": fields.Str(data_key="who", attribute="person"),
+        "accept": fields.Str(load_default="application/json",
+                             validate=validate.OneOf(["application/json", "text/plain"])),
+    }
+
+
+PLAIN_CASES = [  # (query, form, json, negotiated Accept)
+    ({"x": "1.5"}, None, None, None),
+    ({"x": "1.5", "k": "2", "mode": "raise", "note": "hi", "who": "ann"}, None, None, "text/plain"),
+    (None, {"x": "2", "k": "3"}, None, None),
+    (None, None, {"x": 2, "k": 1, "stamp": "then"}, None),
+    ({"x": "1"}, None, {"k": 2}, None),  # two places
+    ({"x": "1", "k": "2.0"}, None, None, None),  # integral text
+    ({"x": "1", "k": "9"}, None, None, None),  # out of range
+    ({"x": "1", "mode": "other"}, None, None, None),
+    ({"k": "2"}, None, None, None),  # required missing
+    ({"x": "1", "typo": "1"}, None, None, None),
+    ({"x": "1", "accept": "text/plain"}, None, None, None),
+    ({"x": "1", "accept": "image/png"}, None, None, None),
+    ([("x", "1"), ("x", "2")], None, None, None),  # repeated
+    ({"x": "abc"}, None, None, None),
+    (None, None, {"x": None}, None),
+    (None, None, {"x": True}, None),
+    (None, None, {"x": [1]}, None),
+    (None, None, {"x": 1, "who": 5}, None),
+    ({}, None, None, None),
+]
+
+
+def _load(spec, case):
+    query, form, body, negotiated = case
+    sources = ArgumentSources(query=MultiDict(query or {}), form=MultiDict(form or {}), json=body,
+                              negotiated_accept=negotiated)
+    try:
+        return spec.load(sources), None
+    except ArgumentError as exc:
+        return None, (exc.message, exc.errors)
+
+
+@pytest.mark.parametrize("case", PLAIN_CASES)
+def test_plain_arguments_read_in_one_pass_give_what_the_full_check_gives(case):
+    """The direct path (one source, each argument once and simply accepted) answers as the
+    full check does, and leaves everything else (errors included) to it."""
+    direct, full = ArgumentSpec("m", "predict", plain_declared()), ArgumentSpec("m", "predict", plain_declared())
+    full._direct = None  # the full check only
+    assert direct._direct is not None
+    assert _load(direct, case) == _load(full, case)
+
+
+def test_ordinary_requests_take_the_direct_path_and_the_rest_do_not():
+    spec = ArgumentSpec("m", "predict", plain_declared())
+    query = MultiDict({"x": "1.5", "k": "2", "who": "ann"})
+    taken = spec._load_direct(ArgumentSources(query=query, negotiated_accept="text/plain"))
+    assert taken == {"x": 1.5, "k": 2, "mode": "echo", "stamp": "now", "person": "ann", "accept": "text/plain"}
+    assert spec._load_direct(ArgumentSources(json={"x": 2})) == {
+        "x": 2.0, "k": 3, "mode": "echo", "stamp": "now", "accept": "application/json"}
+    for sent in ({"x": "1", "k": "9"}, {"x": "1", "accept": "text/plain"}, {"k": "2"}, {"x": "1", "typo": "1"}):
+        assert spec._load_direct(ArgumentSources(query=MultiDict(sent))) is None, sent
+    assert ArgumentSpec("m", "predict", declared())._direct is None  # lists, nested, dates: the full check
+    assert ArgumentSpec("m", "predict", {"f": File(), "x": fields.Float()})._direct is None
