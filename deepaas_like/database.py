@@ -39,6 +39,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.pool import StaticPool
 
 from . import tables
+from .files import private_dir, private_file
 from .errors import DeepaasError
 from .settings import is_shared_store
 
@@ -142,8 +143,8 @@ class Database:
     # --- opening ------------------------------------------------------------------
 
     def _lock(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.data_dir)
+        fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,7 +167,7 @@ class Database:
         if self.exclusive:
             self._lock()
         else:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.data_dir)
         try:
             engine = self._create_engine()
             try:
@@ -194,6 +195,8 @@ class Database:
         backend = url.get_backend_name()
         if backend == "sqlite":
             self._adopt_old_file()
+            if url.database and url.database != ":memory:":  # the store is the server's alone: 0600
+                private_file(url.database)
             # one connection, used only by the database thread; transactions begun by us
             engine = sa.create_engine(url, poolclass=StaticPool,
                                       connect_args={"check_same_thread": False, "timeout": 10})

@@ -8,6 +8,12 @@ Both types are the ones DEEPaaS v2 plugins already use (they are re-exported as
 from __future__ import annotations
 
 import collections
+import os
+import stat
+from pathlib import Path
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 UploadedFile = collections.namedtuple(
     "UploadedFile", ("name", "filename", "content_type", "original_filename")
@@ -45,3 +51,30 @@ from the file name. The server never deletes a returned file unless it lies in t
 request's own temporary directory. Returning an open binary file object
 (``open(path, "rb")``) or ``bytes`` works as well.
 """
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a directory only its owner may enter (created, or its mode narrowed)."""
+    path = Path(path)
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    _narrow(path, PRIVATE_DIR)
+    return path
+
+
+def private_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a file only its owner may read (created empty, or its mode narrowed)."""
+    path = Path(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        _narrow(path, PRIVATE_FILE)
+    return path
+
+
+def _narrow(path: Path, mode: int) -> None:
+    try:
+        info = path.stat()
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & mode)
+    except OSError:  # not ours to change (a shared directory): left as it is
+        pass

@@ -13,6 +13,7 @@ bytes); loading happens in worker processes only, because loading a pickle runs 
         extra = "mylib"                       # pip install deepaas_like[mylib]
         filetypes = ("myfmt",)
         extensions = {".my": "myfmt"}
+        safe_filetypes = ("myfmt",)           # loading it runs no code of the file's author
 
         def load(self, path, filetype):
             return MyLoaded(mylib.load(path))  # a LoadedModel
@@ -121,6 +122,10 @@ class Framework:
     extra: str = ""
     filetypes: tuple[str, ...] = ()
     extensions: dict[str, str] = {}
+    # The filetypes whose loading runs no code of the file's author (skops with its trusted
+    # types, ONNX, ...). Every other filetype is treated as code: uploading it needs the
+    # models:write-code scope, and it is served only from a contained worker.
+    safe_filetypes: tuple[str, ...] = ()
 
     def sniff(self, head: bytes, filename: str) -> str | None:
         """The filetype of a file from its first bytes and name, or None if not ours.
@@ -138,8 +143,13 @@ class Framework:
         """Why a file cannot be of ``filetype`` judging by its first bytes (None: it may be)."""
         return None
 
+    def runs_code(self, filetype: str) -> bool:
+        """Whether loading a file of ``filetype`` may run code its author wrote."""
+        return filetype not in self.safe_filetypes
+
     def load(self, path: str, filetype: str) -> LoadedModel:
-        """Load the file (in a worker process). Raise :class:`FrameworkMissing` when the
+        """Load the file (in a worker process; for uploads, a contained one: ``path`` is a
+        private copy, removed once this returns). Raise :class:`FrameworkMissing` when the
         library is not installed, any other exception when the file is not usable."""
         raise NotImplementedError
 

@@ -46,6 +46,7 @@ class ModelNotFound(NotFound):
     """A model that is not served; the message names the ones that are."""
 
     def __init__(self, name: str, served: list[str]) -> None:
+        served = sorted(served)
         super().__init__(f"Model '{name}' not found. Served models: {', '.join(served) or '(none)'}",
                          details={"models": served})
         self.name, self.served = name, served
@@ -247,8 +248,9 @@ class ModelRegistry(Mapping[str, ServedModel]):
             raise self._not_found(name) from None
 
     def _not_found(self, name: str) -> ModelNotFound:
-        names = [*self._models, *((m.name for m in self.uploads.models()) if self.uploads is not None else ())]
-        return ModelNotFound(name, names)
+        if self.uploads is not None:
+            return self.uploads.not_found(name)
+        return ModelNotFound(name, list(self._models))
 
     def is_uploaded(self, name: str) -> bool:
         return name not in self._models and self.uploads is not None and name in self.uploads

@@ -12,9 +12,13 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
+import pwd
+import shutil
 import socket
 import struct
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,6 +26,7 @@ from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
 from .errors import ModelUnavailable
 from .loading import PluginRef
 from .polling import AWAITED
+from .replies import UnsafeReply, check_message, safe_loads
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
 
 LOG = logging.getLogger(__name__)
@@ -63,6 +68,28 @@ class _Group:
     method: str
     futures: list[asyncio.Future[Outcome]]
     together: bool
+    target: Any = None
+
+
+def _decode_trusted(data: bytes) -> tuple:
+    return pickle.loads(data)
+
+
+def _decode_contained(data: bytes) -> tuple:
+    return check_message(safe_loads(data))
+
+
+def scratch_dir(user: str) -> str:
+    """A new private directory for a contained worker (its TMPDIR), owned by the user it
+    will run as."""
+    path = tempfile.mkdtemp(prefix="deepaas-like-sandbox-")
+    if os.geteuid() == 0:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:  # the worker says so when it starts
+            return path
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
 
 
 class WorkerProcess:
@@ -93,6 +120,14 @@ class WorkerProcess:
         self.killed = False
         self.exitcode: int | None = None
         self.pid: int | None = None
+        self.serving_pid: int | None = None  # the process that runs the model (a contained worker forks it)
+        self.containment: dict[str, Any] | None = None  # what the worker's sandbox applied
+        self.recycled: str | None = None  # why the worker ended by itself, when it did on purpose
+        self._files: socket.socket | None = None  # a contained worker's file channel (our end)
+        self._scratch: str | None = None
+        sandbox = config.sandbox
+        self._decode = _decode_contained if sandbox is not None else _decode_trusted
+        self._reply_limit = sandbox.reply_limit if sandbox is not None else 0
 
     @property
     def busy(self) -> bool:
@@ -108,9 +143,19 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         child_conn = multiprocessing.connection.Connection(theirs.detach())
+        args: tuple = (child_conn, self.ref, self.config)
+        files_conn = None
+        if self.config.sandbox is not None:  # a scratch directory and a file channel of its own
+            self._scratch = scratch_dir(self.config.sandbox.user)
+            self._files, theirs_files = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._files.setblocking(False)
+            files_conn = multiprocessing.connection.Connection(theirs_files.detach())
+            config = dataclasses.replace(self.config, sandbox=dataclasses.replace(self.config.sandbox,
+                                                                                  scratch=self._scratch))
+            args = (child_conn, self.ref, config, files_conn)
         self.process = self._context.Process(
             target=worker_main,
-            args=(child_conn, self.ref, self.config),
+            args=args,
             name=f"deepaas-like {self.config.model} worker",
             daemon=False,  # plugins may start processes of their own
         )
@@ -121,6 +166,8 @@ class WorkerProcess:
             self.process.start()
         finally:
             child_conn.close()
+            if files_conn is not None:
+                files_conn.close()
         self.pid = self.process.pid
         reader, self._writer = await asyncio.open_connection(sock=ours)
         self._reader_task = asyncio.create_task(self._read_loop(reader))
@@ -147,7 +194,7 @@ class WorkerProcess:
                 future.set_result(NOT_STARTED)
             return futures
         call_id = next(self._call_ids)
-        self._pending[call_id] = _Group(method, futures, together)
+        self._pending[call_id] = _Group(method, futures, together, target)
         AWAITED.count += 1
         self._write(pickle.dumps(("group", call_id, method, payloads, target), protocol=PICKLE_PROTOCOL))
         return futures
@@ -167,16 +214,24 @@ class WorkerProcess:
         self._writer.write(header + payload)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        decode, limit = self._decode, self._reply_limit
         try:
             while True:
                 (size,) = _HEADER.unpack(await reader.readexactly(4))
                 if size == -1:
                     (size,) = _LONG_HEADER.unpack(await reader.readexactly(8))
-                self._dispatch(pickle.loads(await reader.readexactly(size)))
+                if limit and size > limit:
+                    raise UnsafeReply(f"a message of {size} bytes (the limit is {limit})")
+                self._dispatch(decode(await reader.readexactly(size)))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
-        except Exception:  # a reply that cannot be unpickled: treat the worker as broken
+        except UnsafeReply as exc:  # a contained worker that misbehaves: it is stopped, nothing is read
+            LOG.error("model %s: worker %s sent what the server refuses to read (%s); stopping it",
+                      self.config.model, self.pid, exc)
+            self.kill()
+        except Exception:  # a reply that cannot be read: treat the worker as broken
             LOG.exception("model %s: unreadable message from worker %s", self.config.model, self.pid)
+            self.kill()
         finally:
             await self._mark_dead()
 
@@ -184,7 +239,11 @@ class WorkerProcess:
         kind = message[0]
         if kind == "ready":
             if self._ready is not None and not self._ready.done():
+                self.serving_pid = message[1] if len(message) > 1 else self.pid
+                self.containment = message[2] if len(message) > 2 else None
                 self._ready.set_result(None)
+        elif kind == "need_file":
+            self._send_file(message[1])
         elif kind == "failed":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_exception(WorkerStartFailed(message[1]))
@@ -206,20 +265,44 @@ class WorkerProcess:
                 del self._pending[call_id]
                 AWAITED.count -= 1
 
+    def _send_file(self, key: str) -> None:
+        """Answer a contained worker's request for the file of ``key``: an open descriptor,
+        only for the target of a call it is running (the files it serves, no other)."""
+        sock = self._files
+        if sock is None:
+            raise UnsafeReply("a file request from a worker that has no file channel")
+        target = next((g.target for g in self._pending.values() if getattr(g.target, "key", None) == key), None)
+        try:
+            if target is None:
+                raise FileNotFoundError(f"no running call of this worker serves {key!r}")
+            fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            sock.send(f"{exc.strerror or exc}".encode()[:4000])
+            return
+        try:
+            socket.send_fds(sock, [b"ok"], [fd])
+        except BlockingIOError:  # it asks without reading the answers
+            raise UnsafeReply("file requests it does not read") from None
+        finally:
+            os.close(fd)
+
     async def _mark_dead(self) -> None:
         self.dead = True
         if self._writer is not None:
             self._writer.close()
         self.exitcode = await self._wait_exit(2.0)
+        self._release_sandbox()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(WorkerStartFailed(None, self.exitcode))
         for group in self._pending.values():
             lost = Unserved(WorkerLost(self.config.model, group.method, self.exitcode))
-            running = True  # the first unanswered call was running; the later ones waited
+            # The first unanswered call was running, the later ones waited; a worker that ended on
+            # purpose (recycled) ran none of them.
+            running = self.recycled is None
             for future in group.futures:
                 if future.done():
                     continue
-                future.set_result(lost if running or group.together else NOT_STARTED)
+                future.set_result(lost if running or (group.together and self.recycled is None) else NOT_STARTED)
                 running = False
         AWAITED.count -= len(self._pending)
         self._pending.clear()
@@ -270,6 +353,15 @@ class WorkerProcess:
         if self.exitcode is not None and self.process is not None:
             self.process.close()
             self.process = None
+        self._release_sandbox()
+
+    def _release_sandbox(self) -> None:
+        if self._files is not None:
+            self._files.close()
+            self._files = None
+        if self._scratch is not None and self.exitcode is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 @dataclass(frozen=True)

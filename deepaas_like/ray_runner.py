@@ -63,6 +63,12 @@ def ensure_ray(address: str = "") -> Any:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
+                # Ray's own servers listen on every interface whatever the node address (Ray 2.60
+                # has no setting for it): its token authentication is what keeps others out.
+                if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+                    LOG.warning("ray: the local head listens on every interface and RAY_AUTH_MODE=%s turns "
+                                "its token authentication off: anyone who reaches this machine may run code "
+                                "on it", os.environ["RAY_AUTH_MODE"])
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                          _node_ip_address="127.0.0.1")
             _RAY_OURS = True
@@ -336,7 +342,7 @@ class RayRunner(Runner[Actor]):
             return
         self.restarts += 1
         LOG.error("model %s: ray actor %s lost; starting a replacement", self.name, actor.pid)
-        self._in_background(self._replace())
+        self._in_background(self._replacement())
 
     async def _replace(self) -> None:
         for attempt in itertools.count():

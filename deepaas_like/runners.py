@@ -46,6 +46,7 @@ class Runner(Generic[Slot]):
         self._idle: collections.deque[Slot] = collections.deque()
         self._slot_waiters: collections.deque[tuple[asyncio.Future[Slot], Any]] = collections.deque()
         self._stopping = False
+        self.replacing = 0  # replacements of lost slots under way
 
     # --- slots ------------------------------------------------------------------
 
@@ -160,6 +161,17 @@ class Runner(Generic[Slot]):
         """Serve every later call with a freshly warmed model (after a training)."""
         raise NotImplementedError
 
+    async def _replacement(self) -> None:
+        self.replacing += 1
+        try:
+            await self._replace()
+        finally:
+            self.replacing -= 1
+
+    async def _replace(self) -> None:
+        """Start a slot in place of a lost one (retrying, with back-off)."""
+        raise NotImplementedError
+
     def new_training(self, *, log_file: str | None = None,
                      on_progress: Callable[[float, str | None], None] | None = None) -> Any:
         """A training run where this runner's workers live, or None: a process of the server's own."""
@@ -207,7 +219,7 @@ class ProcessRunner(Runner[WorkerProcess]):
         return any(w.accepting for w in self._current)
 
     def worker_pids(self) -> list[int]:
-        return sorted(w.pid for w in self._current if w.pid is not None and not w.dead)
+        return sorted(w.serving_pid or w.pid for w in self._current if w.pid is not None and not w.dead)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -247,6 +259,7 @@ class ProcessRunner(Runner[WorkerProcess]):
     async def start(self) -> None:
         for worker in await self._start_set():
             self._current.add(worker)
+            self._on_ready(worker)
             self.release(worker)
         LOG.info("model %s: %d worker process(es) ready: %s", self.name, self.size, self.worker_pids())
 
@@ -257,6 +270,7 @@ class ProcessRunner(Runner[WorkerProcess]):
         self._idle.clear()
         self._current = set(fresh)
         for worker in fresh:
+            self._on_ready(worker)
             self.release(worker)
         for worker in old_idle:
             self._discard(worker)
@@ -277,6 +291,9 @@ class ProcessRunner(Runner[WorkerProcess]):
     def _on_event(self, worker: WorkerProcess, name: str, data: Any) -> None:
         """An event the worker's plugin reported (see :class:`SharedPool`)."""
 
+    def _on_ready(self, worker: WorkerProcess) -> None:
+        """A started worker begins to take calls."""
+
     def _on_exit(self, worker: WorkerProcess) -> None:
         self._alive.discard(worker)
         if worker not in self._current:
@@ -285,9 +302,13 @@ class ProcessRunner(Runner[WorkerProcess]):
         if self._stopping:
             return
         self.restarts += 1
-        LOG.error("model %s: worker %s ended (exit code %s); starting a replacement",
-                  self.name, worker.pid, worker.exitcode)
-        self._in_background(self._replace())
+        if worker.recycled:
+            LOG.info("model %s: worker %s ended after %s; starting a fresh one", self.name, worker.pid,
+                     worker.recycled)
+        else:
+            LOG.error("model %s: worker %s ended (exit code %s); starting a replacement",
+                      self.name, worker.pid, worker.exitcode)
+        self._in_background(self._replacement())
 
     async def _replace(self) -> None:
         for attempt in itertools.count():
@@ -306,6 +327,7 @@ class ProcessRunner(Runner[WorkerProcess]):
                 await worker.stop(0)
                 return
             self._current.add(worker)
+            self._on_ready(worker)
             self.release(worker)
             LOG.info("model %s: replacement worker %s ready", self.name, worker.pid)
             return

@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 STORAGE_ENV = "DEEPAAS_LIKE_STORAGE_DIR"
 storage_dir_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -16,6 +16,11 @@ storage_dir_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 progress_sink: Callable[[float, str | None], None] | None = None
 # Set by a worker process: where a hosting plugin (the registry's) reports events to the server.
 event_sink: Callable[[str, object], None] | None = None
+# Set by a contained worker process: how it gets the uploaded files it serves
+# (a deepaas_like.sandbox.FileChannel; None: read them where they lie).
+file_channel: Any = None
+# Set by a hosting plugin: the worker process ends after the current call, for this reason.
+recycle: str | None = None
 
 
 def storage_dir() -> Path:

@@ -288,6 +288,37 @@ class Settings:
         "stay open).",
         kind="bool",
     )
+    allowed_hosts: tuple[str, ...] = option(
+        (),
+        "Host names a request may name in its Host header, besides localhost (and "
+        "*.localhost) and IP addresses, which are always accepted; '.example.org' accepts its "
+        "subdomains too, '*' any name (behind a proxy that checks it). Empty: this machine's "
+        "host name. Any other Host is answered 403 on every route but health, so that a web "
+        "page cannot reach the server through DNS rebinding.",
+        kind="list",
+    )
+    cors_origins: tuple[str, ...] = option(
+        (),
+        "Web origins (https://app.example.org) whose pages may call the API from a browser: "
+        "their POST, PUT, PATCH and DELETE are accepted, and answers carry CORS headers. Such "
+        "requests from any other origin (a page the operator happens to visit) are refused "
+        "with 403.",
+        kind="list",
+    )
+    request_read_timeout: float = option(
+        60.0,
+        "Seconds a client may take to send a request's headers, and may leave between two "
+        "pieces of its body (suffixes s, m, h allowed); a slower connection is closed. 0: no "
+        "limit.",
+        kind="duration",
+        sample_default="60s",
+    )
+    max_form_parts: int = option(
+        1000,
+        "Most fields and parts an urlencoded form or a multipart body may hold; more is "
+        "answered 413 (send many values as JSON).",
+        kind="int",
+    )
     enable_uploads: bool = option(
         False,
         "Serve the registry's write routes (upload, update, archive, config) on a "
@@ -295,6 +326,32 @@ class Settings:
         "without authentication, allow it only on a network you trust. On 127.0.0.1 they "
         "are always served.",
         kind="bool",
+    )
+    allow_unconfined_code: bool = option(
+        False,
+        "Serve uploaded formats whose loading runs code (pickle, joblib, TorchScript) even "
+        "where the workers that load them cannot be contained (a kernel without Landlock, "
+        "--executor ray). Off: there, such uploads are refused (403) and such versions are "
+        "not served; skops, ONNX, Keras and .pt2 files are served everywhere.",
+        kind="bool",
+    )
+    sandbox_user: str = option(
+        "nobody",
+        "When the server runs as root: the unprivileged user that the workers loading "
+        "uploaded files run as.",
+    )
+    sandbox_memory: int = option(
+        8 * 1024 * MIB,
+        "Address space each worker that loads uploaded files may map (RLIMIT_AS; suffixes "
+        "KiB, MiB, GiB allowed): every model it keeps loaded counts. 0: no limit.",
+        kind="size",
+        sample_default="8GiB",
+    )
+    sandbox_tasks: int = option(
+        512,
+        "Processes and threads each worker that loads uploaded files may start "
+        "(RLIMIT_NPROC): a fork bomb stops there, and dies with the worker.",
+        kind="int",
     )
     max_upload_size: int = option(
         1024 * MIB,
@@ -375,6 +432,8 @@ class Settings:
 
     model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-model values of the per-model options: ``{"irisbench": {"workers": 4}}``."""
+    config_file: str = ""
+    """The config file the settings were read from, if any (kept from contained workers)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -512,6 +571,13 @@ def _validate(s: Settings) -> None:
     if unknown:
         raise SettingsError(f"jwt_scopes may hold {', '.join(x for x in SCOPES if x != 'admin')}; "
                             f"not {', '.join(unknown)}")
+    if s.request_read_timeout < 0 or s.max_form_parts < 1:
+        raise SettingsError("request_read_timeout must not be negative and max_form_parts must be at least 1")
+    bad = [o for o in s.cors_origins if not re.fullmatch(r"https?://[^/\s]+", o)]
+    if bad:
+        raise SettingsError(f"cors_origins are origins such as https://app.example.org (no path): not {', '.join(bad)}")
+    if s.sandbox_memory < 0 or s.sandbox_tasks < 1:
+        raise SettingsError("sandbox_memory must not be negative and sandbox_tasks must be at least 1")
     if s.registry_workers < 1 or s.max_loaded_models < 1 or s.max_upload_size < 1:
         raise SettingsError("registry_workers, max_loaded_models and max_upload_size must be at least 1")
     if s.max_concurrent_trainings < 1:
@@ -680,7 +746,10 @@ def load_settings(
         else:
             cli.values[name] = value
     layers.append(cli)
-    return settings_from_layers(layers)
+    settings = settings_from_layers(layers)
+    if config_file:
+        settings = dataclasses.replace(settings, config_file=os.path.abspath(config_file))
+    return settings
 
 
 def settings_from_layers(layers: Iterable[Layer]) -> Settings:
@@ -696,7 +765,7 @@ def settings_from_layers(layers: Iterable[Layer]) -> Settings:
                 raise SettingsError(f"{layer.origin}: {model!r} is not a model name")
             for name, raw in options.items():
                 overrides.setdefault(model, {})[name] = _convert(by_name[name], raw, f"{layer.origin} ({model})")
-    for name in ("data_dir", "artifact_dir", "auth_key_file"):
+    for name in ("data_dir", "artifact_dir", "auth_key_file", "jwt_secret_file"):
         if values.get(name):
             values[name] = os.path.abspath(os.path.expanduser(values[name]))
     if len(values.get("base_path", "")) > 1:

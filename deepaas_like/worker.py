@@ -7,12 +7,19 @@ Protocol (pickled tuples over a socketpair, framed like
   calls in order (``"predict_batch"``: as one batch) on the worker's model, or, when
   ``target`` is set, on the model the plugin's ``adapter_for(target)`` gives (a worker
   of the registry's shared pool hosts many uploaded models); or ``("stop", ...)``.
-* worker -> server: ``("ready", pid)`` once the plugin is imported and warm, or
+* worker -> server: ``("ready", pid, containment)`` once the plugin is imported and warm
+  (``containment``: what :func:`~deepaas_like.sandbox.contain` applied, or None), or
   ``("failed", CallFailure)``; then, for each call of a group as soon as it is done,
   ``("row", call_id, index, outcome)`` with an :class:`~deepaas_like.calls.Ok` or a
   :class:`~deepaas_like.calls.CallFailure`; ``("progress", fraction, message)`` from a
   training's ``report_progress()``; ``("event", name, data)`` from the plugin
-  (``runtime.event_sink``: the registry's host reports loads and evictions).
+  (``runtime.event_sink``: the registry's host reports loads and evictions);
+  ``("need_file", key)`` from a contained worker that must load the file of the target
+  ``key``: the server answers on the file channel with an open descriptor (see
+  :class:`~deepaas_like.sandbox.FileChannel`).
+
+A contained worker's messages are read by the server with
+:func:`~deepaas_like.replies.safe_loads`, which admits plain data only.
 
 A group lets one message carry many queued requests (one process hop for all of
 them), while each result still goes back the moment it exists.
@@ -30,6 +37,7 @@ import os
 import pickle
 import select
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass, replace
@@ -42,6 +50,7 @@ from .loading import PluginRef
 from .polling import PollWindow
 from . import runtime
 from .runtime import STORAGE_ENV
+from .sandbox import FileChannel, SandboxSpec, contain
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PR_SET_PDEATHSIG = 1
@@ -58,6 +67,7 @@ class WorkerConfig:
     log_file: str | None = None  # a training's log: the process's stdout, stderr and logging
     environ: tuple[tuple[str, str], ...] = ()  # set in the worker's environment before the plugin loads
     poll_us: int = 0  # longest poll for the next call before sleeping (see CallWaiter); 0: sleep at once
+    sandbox: SandboxSpec | None = None  # contain the worker: it loads uploaded files
 
     def serving(self, workers: int, poll_us: int) -> WorkerConfig:
         """This config for one of ``workers`` processes that serve calls (trainings keep the
@@ -84,15 +94,28 @@ def library_threads(workers: int, environ: Any = os.environ) -> tuple[tuple[str,
     return tuple((name, str(share)) for name in THREAD_ENV if name not in environ)
 
 
-def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
+def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: Connection | None = None) -> None:
     """Entry point of a worker process (started with spawn or forkserver)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    containment = None
+    if config.sandbox is not None:  # before anything of an upload is read
+        try:
+            containment = contain(config.sandbox)
+        except BaseException as exc:
+            _send(conn, ("failed", failure_from_exception(exc)))
+            return
+        if files is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=os.dup(files.fileno()))
+            files.close()
+            runtime.file_channel = FileChannel(sock, lambda key: _send(conn, ("need_file", key)),
+                                               config.sandbox.scratch)
     if config.log_file:
         _capture_output(config.log_file)
+    pid = containment.pid if containment else os.getpid()
     logging.basicConfig(
         level=config.log_level,
-        format=f"%(asctime)s %(levelname)s [{config.model} worker {os.getpid()}] %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s [{config.model} worker {pid}] %(name)s: %(message)s",
     )
     if config.storage_dir:
         os.environ[STORAGE_ENV] = config.storage_dir
@@ -109,7 +132,7 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig) -> None:
     # scikit-learn worker took 80-120 ms, in the middle of a burst of requests.
     gc.collect()
     gc.freeze()
-    _send(conn, ("ready", os.getpid()))
+    _send(conn, ("ready", pid, containment.to_json() if containment else None))
     runtime.progress_sink = lambda fraction, message: _send(conn, ("progress", fraction, message))
     runtime.event_sink = lambda name, data: _send(conn, ("event", name, data))
     serve(conn, adapter, config.poll_us)
@@ -149,6 +172,9 @@ def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
             return
         finally:
             sys.stdout.flush()
+        if runtime.recycle is not None:  # the plugin asked for a fresh process
+            _send(conn, ("event", "recycle", {"reason": runtime.recycle}))
+            return
 
 
 class CallWaiter:
@@ -200,7 +226,7 @@ def _send(conn: Connection, message: tuple) -> None:
 
 def _capture_output(path: str) -> None:
     """Send everything this process writes, native code included, to ``path``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

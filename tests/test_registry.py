@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -41,7 +42,9 @@ def iris_models(tmp_path_factory):
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x.to_numpy(), y)
     joblib.dump(pipeline, folder / "iris.joblib")
     joblib.dump(forest, folder / "forest.pkl")
-    return {"pipeline": pipeline, "forest": forest, "joblib": folder / "iris.joblib", "pickle": folder / "forest.pkl"}
+    skops.io.dump(pipeline, folder / "iris.skops")  # loads without running code: needs only models:write
+    return {"pipeline": pipeline, "forest": forest, "joblib": folder / "iris.joblib", "pickle": folder / "forest.pkl",
+            "skops": folder / "iris.skops"}
 
 
 def form(path, **fields) -> aiohttp.FormData:

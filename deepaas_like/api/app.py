@@ -15,13 +15,13 @@ from ..models import ModelRegistry, build_model
 from ..settings import Settings
 from ..jobs.manager import JobManager
 from ..auth.gate import Gate
-from .bodies import MAX_FIELDS
-from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, SETTINGS, WARNINGS
+from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .front_door import LOG as ERRORS_LOG
 from .front_door import FrontDoor
 from .quietlog import RepeatedWarnings
 from .openapi import OpenApiDocument
+from .origins import Origins
 from .routes import add_routes, policy_of
 
 LOG = logging.getLogger(__name__)
@@ -45,9 +45,10 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     db = Database(settings.data_dir, url=settings.store)
     gate = Gate(settings, db)
     models.uploads = gate.uploads = Registry(settings, db, set(models))
+    gate.plugins = frozenset(models)
     jobs = JobManager(settings, models, db)
     metrics = Metrics(models, jobs)
-    app = web.Application(client_max_size=settings.client_max_size, client_max_fields=MAX_FIELDS)
+    app = web.Application(client_max_size=settings.client_max_size, client_max_fields=settings.max_form_parts)
     app[SETTINGS] = settings
     app[MODELS] = models
     app[DATABASE] = db
@@ -57,7 +58,10 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app[WARNINGS] = RepeatedWarnings(ERRORS_LOG)
     app[OPENAPI] = OpenApiDocument(models, settings, policy_of)
     app[OPENAPI].encoded()  # a plugin whose declarations cannot be documented fails here, at once
-    add_routes(app, settings, FrontDoor(metrics, gate))
+    app[ORIGINS] = origins = Origins(settings)
+    if origins.cors:
+        app.on_response_prepare.append(_cors_headers)
+    add_routes(app, settings, FrontDoor(metrics, gate, origins, settings.request_read_timeout))
     app.cleanup_ctx.append(_open_database)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_gate)
     app.cleanup_ctx.append(_run_registry)
@@ -65,6 +69,13 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app.cleanup_ctx.append(_run_jobs)
     app.cleanup_ctx.append(_run_models)
     return app
+
+
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer to an origin of --cors-origins says that its page may read it."""
+    headers = request.app[ORIGINS].cors_headers(request)
+    if headers is not None:
+        response.headers.update(headers)
 
 
 async def _run_models(app: web.Application) -> AsyncIterator[None]:

@@ -7,23 +7,26 @@ when the request is answered (or, for a training, when the training ends).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import AsyncIterator
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from multidict import MultiDict
 
 from ..arguments import ArgumentSources, ArgumentSpec
-from ..errors import ArgumentError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ..errors import ArgumentError, BadRequest, DeepaasError, PayloadTooLarge, UnsupportedMediaType
 from ..files import UploadedFile
 from ..jsonutil import loads
+from .keys import SETTINGS
 from .negotiation import negotiated_accept
 
 CHUNK = 256 * 1024
-MAX_FIELDS = 20000  # form fields or multipart parts in one request (aiohttp's default is 1000)
+YIELD_EVERY = 8  # multipart parts read before the event loop gets a turn (health and others wait)
 ACCEPTED_TYPES = "application/json, application/x-www-form-urlencoded, multipart/form-data"
 
 
@@ -68,31 +71,32 @@ async def read_sources(request: web.Request, spec: ArgumentSpec, uploads: Upload
             sources.form = await request.post()
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"Malformed form body: {exc}") from None
-    elif ctype == "application/json" or ctype.endswith("+json") or not declared:
+    elif is_json(ctype):
         raw = await request.read()
         if raw.strip():
-            sources.json = _parse_json(raw, declared)
+            sources.json = _parse_json(raw)
     else:
         raw = await request.read()
         if raw.strip():
             raise UnsupportedMediaType(
-                f"Unsupported Content-Type '{ctype}'. Send arguments in the query string or as "
-                f"{ACCEPTED_TYPES}",
+                (f"Unsupported Content-Type '{ctype}'" if declared else "The request has a body but no Content-Type")
+                + f". Send arguments in the query string or as {ACCEPTED_TYPES} (a JSON body needs "
+                "Content-Type: application/json)",
                 details={"accepted": ACCEPTED_TYPES.split(", ")},
             )
     return sources
 
 
-def _parse_json(raw: bytes, declared: bool) -> dict:
+def is_json(content_type: str) -> bool:
+    """Whether a body of this type is read as JSON (never a text/plain one: a cross-site
+    form can send that)."""
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _parse_json(raw: bytes) -> dict:
     try:
         value = loads(raw)
     except ValueError as exc:  # UnicodeDecodeError is one
-        if not declared:
-            raise UnsupportedMediaType(
-                "The request has a body but no Content-Type, and it is not JSON. Send arguments in "
-                f"the query string or as {ACCEPTED_TYPES}",
-                details={"accepted": ACCEPTED_TYPES.split(", ")},
-            ) from None
         raise BadRequest(f"Malformed JSON body: {exc}") from None
     if not isinstance(value, dict):
         raise ArgumentError(
@@ -102,43 +106,59 @@ def _parse_json(raw: bytes, declared: bool) -> dict:
     return value
 
 
+async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The named parts of a multipart body, one after another, at most --max-form-parts of them
+    (413 beyond). Parts that arrived together are read without a pause otherwise: the event
+    loop gets a turn every few parts, so that other requests (health) never wait long."""
+    limit = request.app[SETTINGS].max_form_parts
+    reader = await request.multipart()
+    count = 0
+    while (part := await reader.next()) is not None:
+        count += 1
+        if count > limit:
+            raise PayloadTooLarge(limit, f"Too many multipart parts: the limit is {limit} (--max-form-parts); "
+                                         "send many values as JSON")
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if isinstance(part, MultipartReader):
+            raise BadRequest("Nested multipart bodies are not supported")
+        if not part.name:
+            raise BadRequest("A multipart part has no name (Content-Disposition: form-data; name=...)")
+        yield part
+
+
+async def read_field(part: BodyPartReader, limit: int, what: str = "") -> bytes:
+    """A part's bytes, reading no more than ``limit`` of them (413 beyond)."""
+    data = bytearray()
+    while chunk := await part.read_chunk(CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(limit, f"{what or f'Multipart field {part.name!r}'} is over {limit} bytes")
+    return bytes(data)
+
+
 async def _read_multipart(
     request: web.Request, uploads: UploadArea, limit: int
 ) -> tuple[MultiDict, MultiDict]:
     form: MultiDict = MultiDict()
     files: MultiDict = MultiDict()
-    total = parts = 0
+    total = 0
     try:
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                break
-            parts += 1
-            if parts > MAX_FIELDS:
-                raise PayloadTooLarge(limit, f"Too many multipart parts: the limit is {MAX_FIELDS}")
-            if isinstance(part, MultipartReader):
-                raise BadRequest("Nested multipart bodies are not supported")
-            if not part.name:
-                raise BadRequest("A multipart part has no name (Content-Disposition: form-data; name=...)")
+        async for part in form_parts(request):
             if part.filename is not None:
                 uploaded, size = await _save_file(part, uploads, limit, total)
                 total += size
                 if uploaded is not None:
                     files.add(part.name, uploaded)
             else:
-                data = bytearray()
-                while chunk := await part.read_chunk(CHUNK):
-                    total += len(chunk)
-                    if total > limit:
-                        raise PayloadTooLarge(limit)
-                    data.extend(chunk)
+                data = await read_field(part, limit - total, "The request body")
+                total += len(data)
                 charset = part.get_charset(default="utf-8")
                 try:
                     form.add(part.name, data.decode(charset))
                 except (UnicodeDecodeError, LookupError) as exc:
                     raise BadRequest(f"Multipart field '{part.name}' is not valid {charset} text: {exc}") from None
-    except (BadRequest, PayloadTooLarge):
+    except DeepaasError:
         raise
     except Exception as exc:  # aiohttp raises several kinds on malformed input
         raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
@@ -165,7 +185,11 @@ async def _save_file(
 
 
 async def read_json_object(request: web.Request) -> dict:
-    """The request's body as a JSON object (400 if it is not JSON, 422 if not an object)."""
+    """The request's body as a JSON object (415 without a JSON content type, 400 if it is not
+    JSON, 422 if not an object)."""
+    if not is_json(request.content_type):
+        raise UnsupportedMediaType(f"Send the body as JSON, with Content-Type: application/json (not "
+                                   f"{request.content_type!r})", details={"accepted": ["application/json"]})
     try:
         body = await request.json()
     except (ValueError, LookupError) as exc:  # LookupError: an unknown charset in the Content-Type

@@ -17,8 +17,9 @@ from ..auth.gate import Gate
 from ..auth.policy import OPEN, Policy
 from ..errors import DeepaasError, PayloadTooLarge
 from ..models import ModelNotFound
-from .keys import PRINCIPAL, SETTINGS, WARNINGS
+from .keys import ORIGINS, PRINCIPAL, SETTINGS, WARNINGS
 from .metrics import Metrics
+from .origins import SAFE_METHODS, Origins
 from .responses import json_response
 
 LOG = logging.getLogger(__name__)
@@ -52,19 +53,37 @@ class FrontDoor:
     last-resort route (:meth:`add_last_resort`).
     """
 
-    def __init__(self, metrics: Metrics, gate: Gate) -> None:
+    def __init__(self, metrics: Metrics, gate: Gate, origins: Origins, read_timeout: float = 0.0) -> None:
         self._metrics = metrics
         self._gate = gate
+        self._origins = origins
+        self._read_timeout = read_timeout
 
-    def wrap(self, handler: Handler, policy: Policy, label: str, model: str | None = None) -> Handler:
+    def wrap(self, handler: Handler, policy: Policy, label: str, model: str | None = None, *,
+             method: str = hdrs.METH_ANY, any_host: bool = False) -> Handler:
         """``handler`` behind the front door, under ``policy``; ``label``: its route in /metrics;
-        ``model``: the model every request of this route names, if it is known already."""
-        gate = self._gate
+        ``model``: the model every request of this route names, if it is known already;
+        ``method``: the route's (one that changes state is refused to other origins' pages);
+        ``any_host``: serve any Host (health probes)."""
+        gate, origins = self._gate, self._origins
         observe = self._metrics.observe if model is None else self._metrics.observer(model)
         checks, identifies, anyone = gate.checks(policy), gate.enabled, gate.open_principal
+        host_allowed = None if any_host or origins.any_host else origins.host_allowed
+        cross_site = origins.cross_site if method not in SAFE_METHODS and method != hdrs.METH_ANY else None
+        watch_body = self._read_timeout > 0 and method not in (hdrs.METH_GET, hdrs.METH_HEAD)
+        read_timeout = self._read_timeout
 
         async def handle(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
+            if host_allowed is not None and not host_allowed(request.headers.get(hdrs.HOST)):
+                response = origins.refuse_host(request.headers.get(hdrs.HOST))
+                observe(request, label, response.status, time.perf_counter() - started)
+                return response
+            if cross_site is not None and (why := cross_site(request)) is not None:
+                response = origins.refuse_origin(why)
+                observe(request, label, response.status, time.perf_counter() - started)
+                return response
+            watchdog = BodyWatchdog.arm(request, read_timeout) if watch_body else None
             try:
                 principal = request[PRINCIPAL] = (
                     gate.identify(request.headers.get(hdrs.AUTHORIZATION)) if identifies else anyone)
@@ -88,6 +107,9 @@ class FrontDoor:
             except Exception as exc:
                 LOG.exception("unexpected error answering %s %s", request.method, request.path)
                 response = json_response({"message": f"Internal server error: {type(exc).__name__}: {exc}"}, 500)
+            finally:
+                if watchdog is not None:
+                    watchdog.disarm()
             observe(request, label, response.status, time.perf_counter() - started)
             return response
 
@@ -105,6 +127,8 @@ UNMATCHED = "unmatched"  # the route label of requests that match no route
 
 
 async def _unmatched(request: web.Request) -> web.StreamResponse:
+    if request.method == hdrs.METH_OPTIONS and "Access-Control-Request-Method" in request.headers:
+        return request.app[ORIGINS].preflight(request)  # a browser asks before a cross-origin call
     allowed: set[str] = set()
     for resource in request.app.router.resources():  # a shortcut's template answers for it
         if not isinstance(resource, _Everything) and not getattr(resource, "shortcut", False):
@@ -154,3 +178,44 @@ def _domain_error(request: web.Request, route: str, exc: DeepaasError) -> web.Re
         request.app[WARNINGS].warn((exc.status, route, type(exc).__name__),
                                    "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
     return json_response(exc.body(), exc.status, exc.headers)
+
+
+class BodyWatchdog:
+    """Closes the connection of a client that stops sending a request's body: no new byte
+    for ``timeout`` seconds while the body is not complete (a slow but steady upload
+    goes on). Armed only when the body had not all arrived with the headers."""
+
+    __slots__ = ("_request", "_timeout", "_seen", "_handle")
+
+    def __init__(self, request: web.Request, timeout: float) -> None:
+        self._request = request
+        self._timeout = timeout
+        self._seen = request.content.total_bytes
+        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(timeout, self._check)
+
+    @classmethod
+    def arm(cls, request: web.Request, timeout: float) -> "BodyWatchdog | None":
+        if not request.body_exists or request.content.is_eof():
+            return None
+        return cls(request, timeout)
+
+    def _check(self) -> None:
+        content = self._request.content
+        if content.is_eof():
+            self._handle = None
+            return
+        if content.total_bytes == self._seen:
+            LOG.info("%s %s: no byte of the body for %gs; closing the connection (--request-read-timeout)",
+                     self._request.method, self._request.path, self._timeout)
+            transport = self._request.transport
+            if transport is not None:
+                transport.close()
+            self._handle = None
+            return
+        self._seen = content.total_bytes
+        self._handle = asyncio.get_running_loop().call_later(self._timeout, self._check)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

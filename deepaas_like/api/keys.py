@@ -12,6 +12,7 @@ from ..settings import Settings
 from ..jobs.manager import JobManager
 from .metrics import Metrics
 from .openapi import OpenApiDocument
+from .origins import Origins
 from .quietlog import RepeatedWarnings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -22,5 +23,6 @@ OPENAPI = web.AppKey("openapi", OpenApiDocument)
 METRICS = web.AppKey("metrics", Metrics)
 WARNINGS = web.AppKey("warnings", RepeatedWarnings)
 GATE = web.AppKey("gate", Gate)
+ORIGINS = web.AppKey("origins", Origins)
 PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request (set by the front door)
 POLICIES = web.AppKey("policies", dict)  # aiohttp route -> its access Policy (api/routes.py)

@@ -80,7 +80,11 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
         "put": {"tags": tag, "summary": "Upload a model file: a new model, or a new version of one",
                 "description": "Served at once from a shared worker; a file that does not load is kept as an "
                                "`error` version (422) and the current version keeps serving. Refused (403) on a "
-                               "non-loopback address without --enable-uploads.",
+                               "non-loopback address without --enable-uploads. A pickle, joblib or TorchScript "
+                               "file (loading it runs code) needs the `models:write-code` scope, and is refused "
+                               "(403) where the workers that load it cannot be contained; skops, ONNX, Keras and "
+                               ".pt2 files need `models:write`. Only the model's owner sets `is_public` on an "
+                               "existing model.",
                 "operationId": "upload_model",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload_form}}},
                 "responses": model},

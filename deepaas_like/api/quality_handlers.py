@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from ..errors import ArgumentError, BadRequest, Conflict, DeepaasError
 from ..jobs.model import Job, JobKind, JobStatus
@@ -15,7 +15,7 @@ from ..quality.checks import IGNORED, TestRun, configuration_of, run_checks
 from ..quality.impact import REPEATS, feature_impact, impact_plot
 from ..quality.predictor import ServedPredictor, check_tabular
 from ..quality.samples import checked_rows, features_of, rows_from_csv
-from .bodies import read_json_object
+from .bodies import form_parts, read_field, read_json_object
 from .job_handlers import job_of
 from .keys import JOBS, MODELS, PRINCIPAL, SETTINGS
 from .registry_handlers import registry, version_number
@@ -43,19 +43,11 @@ async def _request_body(request: web.Request) -> tuple[dict[str, Any], list[dict
 async def _multipart_body(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     options: dict[str, Any] = {}
     rows = None
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or not part.name:
-            raise BadRequest("Every multipart part needs a name")
-        data = await part.read(decode=False)
+    async for part in form_parts(request):
         if part.name == "data":
-            if len(data) > request.app[SETTINGS].client_max_size:
-                raise ArgumentError("The CSV file is too large", {"data": ["Too large."]})
-            rows = rows_from_csv(bytes(data))
-        elif len(data) > FIELD_LIMIT:
-            raise ArgumentError(f"Field {part.name} is too long", {part.name: ["Too long."]})
+            rows = rows_from_csv(await read_field(part, request.app[SETTINGS].client_max_size, "The CSV file"))
         else:
-            text = data.decode("utf-8", errors="replace")
+            text = (await read_field(part, FIELD_LIMIT)).decode("utf-8", errors="replace")
             options[part.name] = _json_or_text(text)
     return options, rows
 
@@ -228,11 +220,10 @@ async def put_dataset(request: web.Request) -> web.Response:
     name, number = request.match_info["name"], version_number(request)
     if request.content_type == "multipart/form-data":
         try:
-            reader = await request.multipart()
-            part = await reader.next()
-            if not isinstance(part, BodyPartReader) or part.name not in ("file", "data"):
+            part = await anext(form_parts(request), None)
+            if part is None or part.name not in ("file", "data"):
                 raise ArgumentError("Send the CSV as the 'file' part", {"file": ["Missing data for required field."]})
-            data = bytes(await part.read(decode=False))
+            data = await read_field(part, request.app[SETTINGS].client_max_size, "The CSV file")
         except DeepaasError:
             raise
         except Exception as exc:  # aiohttp raises several kinds on malformed input

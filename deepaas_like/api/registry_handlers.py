@@ -8,21 +8,24 @@ ordinary predict handlers (the catalog finds the model).
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, AsyncIterator
 
 from aiohttp import BodyPartReader, web
 
 from ..auth.policy import OWN
+from ..auth.principal import Scope
 from ..errors import ArgumentError, BadRequest, DeepaasError
 from ..registry.records import ModelRecord, VersionRecord, stamp
-from ..registry.service import Registry, Upload, check_name, check_schema
+from ..registry.service import SAFE_FORMATS, Registry, Upload, check_name, check_schema
 from ..settings import parse_bool
-from .bodies import read_json_object
+from .bodies import form_parts, read_field, read_json_object
 from .keys import GATE, MODELS, PRINCIPAL, SETTINGS
 from .rendering import send_file
 from .responses import json_response
 
 CHUNK = 256 * 1024
+ASCII_INTEGER = re.compile(r"-?[0-9]{1,30}")
 FIELD_LIMIT = 1024 * 1024
 UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
                  "optimize")
@@ -41,7 +44,7 @@ def version_number(request: web.Request) -> int | None:
     text = request.match_info.get("version")
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "٣" is a digit to str.isdigit()
         raise ArgumentError(f"Version must be a positive integer, got {text!r}", {"version": ["Not a valid version."]})
     return int(text)
 
@@ -107,10 +110,7 @@ async def _read_upload(request: web.Request, reg: Registry) -> Upload:
     values: dict[str, str] = {}
     upload: Upload | None = None
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or not part.name:
-                raise BadRequest("Every multipart part needs a name (Content-Disposition: form-data; name=...)")
+        async for part in form_parts(request):
             if part.name not in UPLOAD_FIELDS:
                 raise ArgumentError(f"Unknown upload field {part.name!r}; accepted: {', '.join(UPLOAD_FIELDS)}",
                                     {part.name: ["Unknown field."]}, accepted=list(UPLOAD_FIELDS))
@@ -118,11 +118,8 @@ async def _read_upload(request: web.Request, reg: Registry) -> Upload:
                 if upload is not None:
                     raise ArgumentError("Send one file per upload", {"file": ["Only one file."]})
                 upload = Upload(await reg.artifacts.stage(_part_chunks(part)), filename=part.filename)
-            else:
-                data = await part.read(decode=False)
-                if len(data) > FIELD_LIMIT:
-                    raise ArgumentError(f"Field {part.name} is over {FIELD_LIMIT} bytes", {part.name: ["Too long."]})
-                values[part.name] = data.decode("utf-8", errors="replace")
+            else:  # read no more than the limit: a field is not a place for megabytes
+                values[part.name] = (await read_field(part, FIELD_LIMIT)).decode("utf-8", errors="replace")
         if upload is None or upload.artifact.size == 0:
             raise ArgumentError("The upload has no model file: send it as the 'file' part",
                                 {"file": ["Missing data for required field."]})
@@ -193,6 +190,8 @@ async def patch_model(request: web.Request) -> web.Response:
     model = await reg.update(name, current_version=version, is_public=body.get("is_public"),
                              description=body.get("description"))
     await _audit(request, "model.update", name, body)
+    if "is_public" in body:
+        await _audit(request, "model.visibility", name, {"is_public": model.is_public})
     return json_response(model_document(reg, model, base(request)))
 
 
@@ -286,7 +285,8 @@ async def ml_models(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 10, 1, 1000)
     deleted = query_bool(request, "deleted")
     used = request.query.get("used")
-    models = list(reg.models(deleted=deleted))
+    gate, principal = request.app[GATE], request[PRINCIPAL]  # as GET /v2/models/: what the caller may see
+    models = [m for m in reg.models(deleted=deleted) if gate.sees_model(principal, m.name)]
     if used is not None:
         wanted = query_bool(request, "used")
         models = [m for m in models if (m.last_predict is not None) == wanted]
@@ -328,14 +328,30 @@ async def ml_model_delete(request: web.Request) -> web.Response:
 
 async def _record_upload(request: web.Request, reg: Registry, name: str,
                          upload: Upload) -> tuple[bool, ModelRecord, VersionRecord]:
-    """The stored file as the model's next version (the file is dropped if that fails); audited."""
+    """The stored file as the model's next version (the file is dropped if that fails); audited.
+
+    What the caller may do is checked first: a format whose loading runs code needs the
+    ``models:write-code`` scope, and only the model's owner changes whether it is public."""
+    principal = request[PRINCIPAL]
+    gate = request.app[GATE]
     try:
-        created, model, version = await reg.upload(name, upload, owner=request[PRINCIPAL].identity)
+        upload.library, upload.filetype = reg.identify(upload)
+        if reg.runs_code(upload.library, upload.filetype):
+            gate.require(principal, Scope.WRITE_CODE,
+                         f"loading a {upload.filetype} file runs code, so uploading one",
+                         f"Upload the model as {SAFE_FORMATS}: they need only {Scope.WRITE}")
+        visibility = upload.is_public is not None and name in reg
+        if visibility:
+            gate.authorize(principal, OWN, name)  # an existing model's visibility: its owner decides
+        created, model, version = await reg.upload(name, upload, owner=principal.identity, may_publish=visibility)
     except BaseException:
         reg.discard(upload.artifact)
         raise
     await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
-                                                 "status": version.status, "created": created})
+                                                 "filetype": version.filetype, "status": version.status,
+                                                 "created": created})
+    if created or visibility:
+        await _audit(request, "model.visibility", name, {"is_public": model.is_public})
     return created, model, version
 
 
@@ -360,10 +376,9 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentError(f"{name} must be an integer", {name: ["Not a valid integer."]}) from None
+    if not ASCII_INTEGER.fullmatch(text):  # int() would take "٣", " 3" and "3_0"
+        raise ArgumentError(f"{name} must be an integer", {name: ["Not a valid integer."]})
+    value = int(text)
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ArgumentError(f"{name} must be {bounds}", {name: [f"Must be {bounds}."]})

@@ -21,6 +21,7 @@ from .keys import MODELS, POLICIES
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VARIABLES = re.compile(r"\{[^}]*\}")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # written in a path as it is (no %-escapes)
+HEALTH = "/v2/health/"  # probes answer whatever Host they name
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,9 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
         for path in paths:
             resource = router.add_resource(path)
             label = resource.canonical  # the route's label in /metrics: its path template
-            policies[resource.add_route(route.method, front.wrap(handler, route.policy, label))] = route.policy
+            options = {"method": route.method, "any_host": route.path.startswith(HEALTH)}
+            policies[resource.add_route(route.method, front.wrap(handler, route.policy, label, **options))] = \
+                route.policy
             if route.exact or _VARIABLES.findall(path) != ["{name}"]:
                 continue
             for name in plugins:  # the same route, found at once for each served plugin
@@ -146,7 +149,7 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
                 if concrete not in written:
                     written[concrete] = PluginPath(concrete, name)
                     router.register_resource(written[concrete])
-                wrapped = front.wrap(handler, route.policy, label, model=name)
+                wrapped = front.wrap(handler, route.policy, label, model=name, **options)
                 policies[written[concrete].add_route(route.method, wrapped)] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}

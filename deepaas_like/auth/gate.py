@@ -30,8 +30,9 @@ from ..errors import ArgumentError, Conflict, Forbidden, NotFound, Unauthorized
 from ..settings import Settings
 from .access import AccessTables, Grant, User
 from .policy import Policy, Target
-from .principal import ANONYMOUS, LOCAL, REMOTE, Kind, Principal, Role, Scope
-from .tokens import IssuedToken, TokenRecord, TokenTable, issue_token, keyed_hash, server_key, split_token
+from .principal import ANONYMOUS, LOCAL, REMOTE, TOKEN_IDENTITY, Kind, Principal, Role, Scope, check_user_id
+from .tokens import (IssuedToken, TokenRecord, TokenTable, audit_detail, issue_token, keyed_hash, server_key,
+                     split_token)
 
 LOG = logging.getLogger(__name__)
 LAST_USED_SAVE_INTERVAL = 5.0
@@ -66,6 +67,7 @@ class Gate:
         self._jwt_cache: collections.OrderedDict[str, tuple[Principal, float | None]] = collections.OrderedDict()
         self._background: set[asyncio.Task] = set()
         self.public_plugins = frozenset(settings.public_models)
+        self.plugins: frozenset[str] = frozenset()  # every plugin served
         self.uploads: Any = None  # the registry: owners and public flags of uploaded models
         self.loopback = is_loopback(settings.listen_ip)
         self.open_principal = LOCAL if self.loopback else (
@@ -177,12 +179,7 @@ class Gate:
             raise Unauthorized("The JWT has expired") from None
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"Invalid JWT: {exc}") from None
-        user_id = claims.get("userId", claims.get("sub"))
-        if user_id in (None, ""):
-            raise Unauthorized("The JWT names no user (userId)")
-        user_id = str(user_id)
-        email = claims.get("email")
-        username = claims.get("username") or email
+        user_id, username, email = _jwt_identity(claims)
         self._remember_user(user_id, username, email)
         principal = Principal(Kind.JWT, frozenset(self._settings.jwt_scopes), user_id=user_id, username=username)
         self._jwt_cache[token] = (principal, claims.get("exp"))
@@ -198,9 +195,18 @@ class Gate:
             username = None  # another user has that name already; the id stays the key
         user = User(user_id, username, email, known.created if known else time.time())
         self._users[user_id] = user
+        if known is not None and known.username and known.username != username:
+            self._usernames.pop(known.username, None)
         if username:
             self._usernames[username] = user_id
-        self._spawn(self._tables.save_user(user))
+        detail = {"username": username, "email": email, "source": "jwt"}
+        if known is not None:
+            detail["was"] = {"username": known.username, "email": known.email}
+        self._spawn(self._save_user(user, "user.rename" if known is not None else "user.create", detail))
+
+    async def _save_user(self, user: User, action: str, detail: dict[str, Any]) -> None:
+        await self._tables.save_user(user)
+        await self._tables.record(user.id, action, user.id, detail)
 
     # --- what they may do ------------------------------------------------------------------
 
@@ -221,20 +227,33 @@ class Gate:
             if public and policy.public:
                 return
             raise Unauthorized("This needs a credential: 'Authorization: Bearer <token>'", error="")
-        if not principal.may_use_model(name):
-            raise NotFound(f"Model '{name}' not found", details={"model": name})
-        if policy.target is Target.UPLOAD and not known:
-            self._need_scope(principal, policy)  # a new model: its uploader becomes its owner
-            return
-        role = self.role(name, principal) or (Role.CONSUMER if public else None)
-        if role is None:  # a private model this caller may not see: as if it did not exist
-            raise NotFound(f"Model '{name}' not found", details={"model": name})
+        # The scope first: a caller without it is refused alike for every name, and one with it
+        # gets for a model it may not see the very answer a missing model gets, so that no
+        # answer tells which private names exist.
         self._need_scope(principal, policy)
+        if policy.target is Target.UPLOAD and not known:  # a new model: its uploader becomes its owner
+            if not principal.may_use_model(name):
+                raise Forbidden(f"This token may use only the models {', '.join(sorted(principal.models or ()))}")
+            return
+        if not known:
+            return  # the route answers as for any missing model
+        role = self.role(name, principal) or (Role.CONSUMER if public else None)
+        if role is None or not principal.may_use_model(name):
+            raise self.not_found(name)
         if policy.role is not None and not role.at_least(policy.role):
             if policy.target is Target.SHARING and self._can_share(name, principal):
                 return
             raise Forbidden(f"This needs the {policy.role} role on model '{name}'; you have {role}",
                             details={"model": name, "role": role, "needed": policy.role})
+
+    def require(self, principal: Principal, scope: Scope, what: str, hint: str = "") -> None:
+        """403 unless ``principal`` has ``scope`` (``what`` needs it; ``hint`` says what needs less)."""
+        if principal is LOCAL or principal.allows(scope):
+            return
+        refusal = self._refusal(principal, f"{what} needs the {scope} scope")
+        if hint and isinstance(refusal, Forbidden):
+            refusal = Forbidden(f"{refusal.message}. {hint}", details={"needed": str(scope)})
+        raise refusal
 
     def _need_scope(self, principal: Principal, policy: Policy) -> None:
         if policy.scope is not None and not principal.allows(policy.scope):
@@ -251,10 +270,18 @@ class Gate:
             return Unauthorized("This needs a credential: 'Authorization: Bearer <token>'", error="")
         return Forbidden(f"Refused: {why}; the credential has {', '.join(sorted(principal.scopes)) or 'none'}")
 
+    def not_found(self, name: str) -> Exception:
+        """What a request naming a missing model is answered (the front door narrows its list)."""
+        if self.uploads is not None:
+            return self.uploads.not_found(name)
+        from ..models import ModelNotFound
+
+        return ModelNotFound(name, list(self.plugins))
+
     def _facts(self, name: str) -> tuple[bool, bool]:
         """Whether ``name`` is a known model, and whether it is public."""
-        if name in self.public_plugins:
-            return True, True
+        if name in self.plugins:
+            return True, name in self.public_plugins
         uploads = self.uploads
         if uploads is not None and name in uploads:
             return True, uploads.record(name, archived_ok=True).is_public
@@ -302,11 +329,12 @@ class Gate:
 
     async def create_token(self, actor: Principal, *, name: str, scopes: list[str], models: list[str] | None,
                            user_id: str | None, expires_in: float | None) -> IssuedToken:
+        check_user_id(user_id)
         issued = issue_token(self._key, name=name, scopes=scopes, models=models, user_id=user_id,
                              expires_in=expires_in)
         await self._tokens.insert(issued.record)
         self._add_token(issued.record)
-        await self.audit(actor, "token.create", issued.record.id, {"name": name, "scopes": issued.record.scopes})
+        await self.audit(actor, "token.create", issued.record.id, audit_detail(issued.record))
         return issued
 
     def _add_token(self, record: TokenRecord) -> None:
@@ -332,6 +360,7 @@ class Gate:
         return sorted(self._users.values(), key=lambda u: u.id)
 
     async def add_user(self, actor: Principal, user_id: str, username: str | None, email: str | None) -> User:
+        check_user_id(user_id)
         if username and self._usernames.get(username, user_id) != user_id:
             raise Conflict(f"Username '{username}' belongs to another user", details={"username": username})
         user = User(user_id, username, email, time.time())
@@ -369,8 +398,12 @@ class Gate:
         record = self.uploads.record(name, archived_ok=True)
         grants = dict(self._grants.get(name, {}))
         owner = record.owner
+        mine = self.role(name, actor)  # OWNER, or a sharer's own role
         for index, item in enumerate(changes):
             user_id, role, can_share = self._parse_change(index, item)
+            if mine is not Role.OWNER:
+                current = Role.OWNER if user_id == owner else (grants[user_id].role if user_id in grants else None)
+                self._check_sharer(name, mine, index, current, role)
             if role is None:
                 grants.pop(user_id, None)
                 if user_id == owner:
@@ -392,6 +425,19 @@ class Gate:
         await self._tables.replace_grants(name, list(grants.values()))
         self._grants[name] = grants
         await self.audit(actor, "access.change", name, {"changes": changes})
+
+    @staticmethod
+    def _check_sharer(name: str, mine: Role | None, index: int, current: Role | None, role: Role | None) -> None:
+        """A user who may share without owning grants at most its own role, and changes
+        nobody whose role is above it: only an OWNER grants OWNER or removes an owner."""
+        if mine is None:
+            raise Forbidden(f"You have no role on model '{name}'")
+        if role is not None and not mine.at_least(role):
+            raise Forbidden(f"data[{index}]: you may grant at most your own role ({mine}) on model '{name}', "
+                            f"not {role}; only an OWNER grants {role}", details={"model": name, "role": mine})
+        if current is not None and not mine.at_least(current):
+            raise Forbidden(f"data[{index}]: that user is {current} on model '{name}', above your role ({mine}); "
+                            "only an OWNER changes or removes them", details={"model": name, "role": mine})
 
     def _parse_change(self, index: int, item: Any) -> tuple[str, Role | None, bool]:
         if not isinstance(item, dict):
@@ -443,6 +489,30 @@ def _same(a: str, b: str) -> bool:
     import hmac
 
     return hmac.compare_digest(a, b)
+
+
+JWT_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _jwt_identity(claims: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """The user a JWT names (id, username, email); 401 for claims of the wrong type."""
+    for name in JWT_TIME_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (type(value) not in (int, float) or value != value):
+            raise Unauthorized(f"Invalid JWT: the {name} claim must be a number (seconds since the epoch)")
+    user_id = claims.get("userId", claims.get("sub"))
+    if user_id in (None, ""):
+        raise Unauthorized("The JWT names no user (userId)")
+    if type(user_id) not in (str, int):
+        raise Unauthorized("Invalid JWT: userId must be a string or an integer")
+    user_id = str(user_id)
+    if user_id.startswith(TOKEN_IDENTITY):
+        raise Unauthorized(f"Invalid JWT: a userId may not start with {TOKEN_IDENTITY!r}")
+    email, username = claims.get("email"), claims.get("username")
+    for name, value in (("email", email), ("username", username)):
+        if value is not None and type(value) is not str:
+            raise Unauthorized(f"Invalid JWT: {name} must be a string")
+    return user_id, username or email, email
 
 
 def _read_secret(path: str) -> bytes:

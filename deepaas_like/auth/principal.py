@@ -15,12 +15,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ..errors import ArgumentError
+
+TOKEN_IDENTITY = "token:"  # the identity of an API token without a user; no user id may look like one
+
 
 class Scope(enum.StrEnum):
     READ = "models:read"
     PREDICT = "models:predict"
     TRAIN = "models:train"
     WRITE = "models:write"  # upload, new versions, archive, config
+    WRITE_CODE = "models:write-code"  # models:write, and uploads of formats whose loading runs code
     ADMIN = "admin"  # tokens, users, access control, audit
 
 
@@ -87,10 +92,11 @@ class Principal:
         """Who owns what this principal creates (jobs, uploaded models): a user, else a token."""
         if self.user_id is not None:
             return self.user_id
-        return f"token:{self.token_id}" if self.token_id else None
+        return f"{TOKEN_IDENTITY}{self.token_id}" if self.token_id else None
 
     def allows(self, scope: str) -> bool:
-        return scope in self.scopes or Scope.ADMIN in self.scopes
+        scopes = self.scopes
+        return scope in scopes or Scope.ADMIN in scopes or (scope == Scope.WRITE and Scope.WRITE_CODE in scopes)
 
     def may_use_model(self, name: str) -> bool:
         """A token limited to some models (``--model``) may use only those."""
@@ -100,3 +106,10 @@ class Principal:
 LOCAL = Principal(Kind.LOCAL, frozenset(SCOPES), roles_apply=False)
 REMOTE = Principal(Kind.REMOTE, frozenset({Scope.READ, Scope.PREDICT, Scope.TRAIN}), roles_apply=False)
 ANONYMOUS = Principal(Kind.ANONYMOUS)
+
+
+def check_user_id(user_id: str | None) -> None:
+    """A user id may not pose as an API token's identity (422)."""
+    if user_id is not None and user_id.startswith(TOKEN_IDENTITY):
+        raise ArgumentError(f"A user id may not start with {TOKEN_IDENTITY!r} (API tokens are named so)",
+                            {"userId": [f"Must not start with {TOKEN_IDENTITY!r}."]})

@@ -78,6 +78,12 @@ class IssuedToken:
     record: TokenRecord
 
 
+def audit_detail(record: TokenRecord) -> dict:
+    """What the audit log keeps of a token's creation: for whom, which scopes and models, until when."""
+    return {"name": record.name, "scopes": record.scopes, "user": record.user_id, "models": record.models,
+            "expires": record.expires}
+
+
 def server_key(path: str | os.PathLike[str]) -> bytes:
     """The server's HMAC key (``--auth-key-file``), created on first use (mode 0600)."""
     path = Path(path)
@@ -85,7 +91,7 @@ def server_key(path: str | os.PathLike[str]) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    os.umask(0o077)  # what the server writes (its store, uploads, jobs' files) is its own
     try:
         app = create_app(settings)
     except PluginLoadError as exc:
@@ -72,6 +73,9 @@ async def serve(app: web.Application, settings: Settings) -> int:
     runner = web.AppRunner(
         app,
         handle_signals=False,
+        # A connection that has not sent a whole request's headers this long after it opened (or
+        # after its previous answer) is closed: slow clients cannot hold connections forever.
+        **({"keepalive_timeout": settings.request_read_timeout} if settings.request_read_timeout else {}),
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_timeout,
     )

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 import time
 from typing import Sequence
 
 from ..auth.access import AccessTables
-from ..auth.principal import SCOPES
-from ..auth.tokens import TokenTable, check_scopes, issue_token, parse_duration, server_key
+from ..auth.principal import SCOPES, check_user_id
+from ..auth.tokens import TokenTable, audit_detail, check_scopes, issue_token, parse_duration, server_key
 from ..database import Database
 from ..errors import DeepaasError
 from ..settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # a store or key it creates is the server's alone
     try:
         flags = [*(["--config-file", args.config_file] if args.config_file else []),
                  *(["--data-dir", args.data_dir] if args.data_dir else []),
@@ -78,11 +80,12 @@ async def _run(args: argparse.Namespace, settings: Settings, expires_in: float |
         table = TokenTable(db)
         audit = AccessTables(db)
         if args.command == "create":
+            check_user_id(args.user)
             issued = issue_token(server_key(settings.auth_key_path), name=args.name, scopes=check_scopes(args.scope),
                                  models=args.model, user_id=args.user, expires_in=expires_in)
             await table.insert(issued.record)
             record = issued.record
-            await audit.record(_actor(), "token.create", record.id, {"name": record.name, "scopes": record.scopes})
+            await audit.record(_actor(), "token.create", record.id, audit_detail(record))
             print(f"created token {record.id} ({record.name}): scopes {', '.join(record.scopes)}"
                   + (f"; models {', '.join(record.models)}" if record.models else "")
                   + (f"; expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(record.expires))}"

@@ -313,7 +313,7 @@ class JobManager:
     async def _run_training(self, job: Job) -> None:
         model = self._models[job.model]
         await self._store.save(job, "status", "started")
-        self.job_dir(job.id).mkdir(parents=True, exist_ok=True)
+        self.job_dir(job.id).mkdir(mode=0o700, parents=True, exist_ok=True)
         job.training = model.new_training(log_file=str(self.log_path(job)),
                                           on_progress=lambda fraction, note: self._progress(job, fraction, note))
         ending: tuple[JobStatus, Any, str | None] = (JobStatus.ERROR, None, "the training did not finish")
@@ -370,7 +370,7 @@ class JobManager:
 
     async def _run_task(self, job: Job, work: Callable[[Job, Callable[[str], None]], Awaitable[Any]]) -> None:
         path = self.log_path(job)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
         def log(line: str) -> None:
             with open(path, "a", encoding="utf-8") as fh:
@@ -440,7 +440,7 @@ class JobManager:
 
     def _keep_result(self, job: Job, output: PredictionOutput) -> None:
         path = self.result_path(job)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if output.path is not None:
             shutil.copyfile(output.path, path)
         else:

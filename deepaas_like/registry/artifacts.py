@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from ..errors import PayloadTooLarge
+from ..files import PRIVATE_DIR, private_dir
 
 HEAD_SIZE = 4096
 
@@ -59,7 +60,8 @@ class ArtifactStore:
         its name among replicas sharing the directory) left."""
         self._tmp = self.root / "tmp" / re.sub(r"[^A-Za-z0-9_.-]", "_", node)
         shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        self._tmp.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256[:2] / sha256
@@ -96,7 +98,7 @@ class ArtifactStore:
         if artifact.staged is None:
             return artifact
         final = self.path(artifact.sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         os.replace(artifact.staged, final)
         return dataclasses.replace(artifact, staged=None)
 

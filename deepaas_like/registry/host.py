@@ -13,6 +13,7 @@ process never loads an uploaded file.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -122,8 +123,9 @@ class UploadedModel:
         return answers
 
     def describe(self) -> dict[str, Any]:
-        """The model's signature as its file tells it."""
-        return self.loaded.signature.to_json()
+        """The model's signature as its file tells it, as plain JSON data (a library's
+        version may be a ``str`` subclass, which the server would not read back)."""
+        return json.loads(json.dumps(self.loaded.signature.to_json(), default=str))
 
     def to_onnx(self, probe: list[list[Any]]) -> dict[str, Any]:
         """Convert to ONNX and compare with the original on ``probe``: the bytes and the figures."""
@@ -184,7 +186,19 @@ class RegistryHost:
             return adapter
         started = time.perf_counter()
         framework = self.framework(target.library)
-        loaded = framework.load(target.path, target.filetype)
+        channel = runtime.file_channel  # a contained worker: the server hands it the file
+        path = channel.local_copy(target.key, target.filetype) if channel is not None else target.path
+        try:
+            loaded = framework.load(path, target.filetype)
+        except BaseException:
+            # Whatever a failed load left behind (threads, processes, memory: it may have run
+            # its author's code) goes with this worker: it ends after this call, and the
+            # server starts a fresh one.
+            runtime.recycle = f"a failed load of {target.key}"
+            raise
+        finally:
+            if channel is not None:
+                channel.done_with(path)
         adapter = ModelAdapter(target.model, UploadedModel(loaded, framework, target))
         self._loaded[target.key] = adapter
         evicted = []

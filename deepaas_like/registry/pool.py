@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import logging
 from typing import Any, Sequence
 
 from ..calls import Outcome
@@ -25,6 +26,8 @@ from ..runners import ProcessRunner
 from ..worker import WorkerConfig
 from .host import Target
 
+LOG = logging.getLogger(__name__)
+REPLACEMENT_WAIT = 60.0  # seconds a version's start waits for a shared worker being replaced
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -62,6 +65,16 @@ class Hosting:
             await super().start()  # type: ignore[misc]
         finally:
             self.started.set()
+        LOG.info("registry: workers of uploaded models: %s", self.containment_summary())
+
+    @property
+    def contains_code(self) -> bool:
+        """Whether the hosts are contained (see :mod:`deepaas_like.sandbox`): formats whose
+        loading runs code may be loaded there."""
+        return False
+
+    def containment_summary(self) -> str:
+        return "not contained"
 
     def _holds(self, slot: Any, key: Any) -> bool:
         return key in self._holding.get(slot, ())
@@ -70,11 +83,15 @@ class Hosting:
         return {key for keys in self._holding.values() for key in keys}
 
     def _on_event(self, slot: Any, name: str, data: Any) -> None:
-        if name == "loaded":
+        if name == "loaded":  # checked: a host may be running its uploader's code
+            key, seconds, evicted = data.get("key"), data.get("seconds"), data.get("evicted")
+            if (type(key) is not str or type(seconds) not in (int, float) or type(evicted) is not list
+                    or not all(type(e) is str for e in evicted)):
+                raise ValueError(f"a malformed 'loaded' event: {data!r:.200}")
             held = self._holding[slot]
-            held.add(data["key"])
-            held.difference_update(data["evicted"])
-            self.stats.loaded(data["seconds"], len(data["evicted"]))
+            held.add(key)
+            held.difference_update(evicted)
+            self.stats.loaded(max(0.0, float(seconds)), len(evicted))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "loaded_models": len(self.loaded_keys())}  # type: ignore[misc]
@@ -89,10 +106,39 @@ class SharedPool(Hosting, ProcessRunner):
     def __init__(self, launcher: WorkerLauncher, size: int) -> None:
         ProcessRunner.__init__(self, "registry", launcher, size)
         self._init_hosting()
+        self._containment: dict[str, Any] | None = None
+
+    def _on_event(self, slot: Any, name: str, data: Any) -> None:
+        if name == "recycle":  # the worker ends by itself: it is replaced, quietly
+            slot.recycled = str(data.get("reason"))[:200]
+            return
+        super()._on_event(slot, name, data)
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         self._holding.pop(worker, None)
         super()._on_exit(worker)
+
+    def _on_ready(self, worker: WorkerProcess) -> None:
+        # Every worker of the pool is contained alike (one kernel, one config): the latest
+        # report stands for all, also while one is being replaced.
+        if worker.containment is not None:
+            self._containment = worker.containment
+
+    @property
+    def contains_code(self) -> bool:
+        return bool(self._containment and self._containment.get("contained"))
+
+    def containment_summary(self) -> str:
+        report = self._containment
+        if report is None:
+            return "not contained (no worker started)"
+        text = "; ".join(report.get("layers") or []) or "nothing applied"
+        missing = report.get("missing") or []
+        return (("contained: " if report.get("contained") else "NOT contained: ") + text
+                + (f" (not available: {'; '.join(missing)})" if missing else ""))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "contained": self.contains_code}
 
 
 class RaySharedPool(Hosting, RayRunner):
@@ -150,8 +196,12 @@ class PoolView:
         return await self.pool.run_group(worker, method, payloads, timeout, together, self.target)
 
     async def start(self) -> None:
-        """Wait for the shared workers; fails like a plugin's start when none could start."""
+        """Wait for the shared workers (a replacement too, while one is starting); fails like a
+        plugin's start when none could start."""
         await self.pool.started.wait()
+        deadline = asyncio.get_running_loop().time() + REPLACEMENT_WAIT
+        while not self.pool.ready and self.pool.replacing and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         if not self.pool.ready:
             raise WorkerStartFailed(None)
 

@@ -30,14 +30,15 @@ from ..arguments import ArgumentSpec
 from ..calls import Ok, unwrap
 from ..database import Database
 from ..dispatch import Dispatcher
-from ..errors import ArgumentError, Conflict, DeepaasError, NotFound
+from ..errors import ArgumentError, Conflict, DeepaasError, Forbidden, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
 from ..jobs.replicas import node_id
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
 from ..process import WorkerLauncher, mp_context
-from ..settings import Settings
+from ..sandbox import SandboxSpec
+from ..settings import MIB, Settings
 from ..worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
@@ -65,6 +66,30 @@ HOST = PluginRef("registry", "deepaas_like.registry.host:RegistryHost", group="d
 
 class ModelArchived(NotFound):
     pass
+
+
+SAFE_FORMATS = "skops (skops.io.dump) or ONNX (skl2onnx, torch.onnx.export), Keras (.keras, .h5) or torch.export (.pt2)"
+
+
+class CodeRefused(Forbidden):
+    """A format whose loading runs code, where such formats cannot be served."""
+
+
+def sandbox_spec(settings: Settings) -> SandboxSpec:
+    """How the registry's workers are contained: what they must not reach (the server's
+    state, keys and configuration), who they run as, their limits."""
+    store = settings.store
+    sqlite_file = store.split("///", 1)[1] if store.startswith("sqlite") and "///" in store else ""
+    deny = (settings.data_dir, str(settings.artifacts_dir), str(settings.models_dir), str(settings.auth_key_path),
+            settings.jwt_secret_file, sqlite_file, settings.config_file)
+    return SandboxSpec(
+        deny=tuple(p for p in deny if p),
+        user=settings.sandbox_user,
+        memory=settings.sandbox_memory,
+        tasks=settings.sandbox_tasks,
+        file_size=settings.max_upload_size + MIB,  # its private copy of an uploaded file
+        reply_limit=2 * settings.max_upload_size + 64 * MIB,  # an ONNX conversion answers the graph
+    )
 
 
 @dataclass
@@ -206,7 +231,8 @@ class Registry:
         self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
         config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
             (CAPACITY_ENV, str(settings.max_loaded_models)),
-            (PRELOAD_ENV, "1" if settings.registry_preload else "0")))
+            (PRELOAD_ENV, "1" if settings.registry_preload else "0")),
+            sandbox=sandbox_spec(settings) if settings.executor != "ray" else None)
         self.pool: SharedPool | RaySharedPool
         if settings.executor == "ray":  # uploaded models on the Ray cluster too, with the global resources
             self.pool = RaySharedPool(HOST, config, settings.registry_workers, address=settings.ray_address,
@@ -232,6 +258,17 @@ class Registry:
         self.frameworks, self.broken_frameworks = discover_frameworks()
         for reason in self.broken_frameworks.values():
             LOG.error("registry: %s", reason)
+        from ..landlock import abi
+
+        version = abi()
+        if self._settings.executor == "ray" or version < 4:
+            why = ("--executor ray runs them as Ray actors" if self._settings.executor == "ray"
+                   else f"this kernel offers {'no Landlock' if not version else f'Landlock ABI {version} (4 needed)'}")
+            LOG.warning("registry: the workers that load uploaded files cannot be contained (%s): %s", why,
+                        "formats whose loading runs code (pickle, joblib, TorchScript) are served uncontained "
+                        "(--allow-unconfined-code)" if self._settings.allow_unconfined_code else
+                        f"uploads of formats whose loading runs code (pickle, joblib, TorchScript) are refused; "
+                        f"{SAFE_FORMATS} are served")
         await asyncio.to_thread(lambda: self.artifacts.prepare(
             node_id(self._settings.data_dir) if self._shared else "local"))
         models, versions = await self.store.load()
@@ -345,10 +382,17 @@ class Registry:
         """Uploaded models by name; archived ones only (``deleted``) or only the others."""
         return (m for name, m in sorted(self._models.items()) if (m.archived is not None) == deleted)
 
+    def not_found(self, name: str) -> NotFound:
+        """The answer for a model that is not served: the same on every route (it names the
+        served models; the front door leaves out those the caller may not know of)."""
+        from ..models import ModelNotFound
+
+        return ModelNotFound(name, [*self._plugins, *(m.name for m in self.models())])
+
     def record(self, name: str, *, archived_ok: bool = False) -> ModelRecord:
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"Model '{name}' not found", details={"model": name})
+            raise self.not_found(name)
         if model.archived is not None and not archived_ok:
             raise ModelArchived(f"Model '{name}' is archived (since {stamp(model.archived)}); "
                                 f"POST .../{name}/restore brings it back", details={"model": name, "archived": True})
@@ -426,6 +470,10 @@ class Registry:
 
     async def _serve(self, model: ModelRecord, version: VersionRecord) -> ServedModel:
         served = self._served.get((model.name, version.number))
+        if served is None:
+            target = self._target(version, None, False)
+            await self.check_code_servable(model.name, target.library, target.filetype)
+            served = self._served.get((model.name, version.number))  # another call may have built it meanwhile
         if served is None:
             self.ensure_pool()
             served = self._served[(model.name, version.number)] = self._build(model, version)
@@ -552,6 +600,26 @@ class Registry:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
+    def runs_code(self, library: str, filetype: str) -> bool:
+        """Whether loading a file of this library and type may run code its author wrote."""
+        framework = self.frameworks.get(library)
+        return framework is None or framework.runs_code(filetype)
+
+    async def check_code_servable(self, name: str, library: str, filetype: str) -> None:
+        """A format whose loading runs code is loaded only by contained workers (or with
+        --allow-unconfined-code): else a 403 saying why and what to upload instead."""
+        if not self.runs_code(library, filetype) or self._settings.allow_unconfined_code:
+            return
+        if self._settings.executor != "ray":
+            self.ensure_pool()
+            await self.pool.started.wait()
+            if self.pool.contains_code:
+                return
+        raise CodeRefused(
+            f"Refused: loading a {filetype} file runs code, and this server cannot contain the workers that "
+            f"would load it ({self.pool.containment_summary()}). Upload the model as {SAFE_FORMATS}, or start "
+            "the server with --allow-unconfined-code", details={"model": name, "filetype": filetype})
+
     def identify(self, upload: Upload) -> tuple[str, str]:
         """The upload's library and filetype: as given, checked against the bytes, or inferred."""
         head, name = upload.artifact.head, upload.filename or ""
@@ -586,15 +654,19 @@ class Registry:
             raise ArgumentError(f"The file is not a {filetype} file: {reason}", {"filetype": [reason]})
         return expected, filetype
 
-    async def upload(self, name: str, upload: Upload, owner: str | None = None) -> tuple[bool, ModelRecord, VersionRecord]:
+    async def upload(self, name: str, upload: Upload, owner: str | None = None,
+                     may_publish: bool = False) -> tuple[bool, ModelRecord, VersionRecord]:
         """Record the stored file as the next version of ``name`` and load it once.
 
         Returns whether the model was created. A version that does not load is kept,
-        with status ``error`` and the reason, and the current version stays.
+        with status ``error`` and the reason, and the current version stays. ``is_public``
+        is the new model's; an existing model's changes only with ``may_publish`` (its
+        owner uploads).
         """
         check_name(name)
         self.check_writable(name)
         library, filetype = self.identify(upload)
+        await self.check_code_servable(name, library, filetype)
         if upload.optimize is not None and upload.optimize not in OPTIMIZATIONS:
             raise ArgumentError(f"optimize must be one of: {', '.join(OPTIMIZATIONS)}",
                                 {"optimize": [f"Must be one of: {', '.join(OPTIMIZATIONS)}."]})
@@ -635,7 +707,8 @@ class Registry:
                 model.current_version = version.number
                 changes.append("current_version")
             if not created:
-                for field_name, value in (("is_public", upload.is_public), ("description", upload.description)):
+                for field_name, value in (("is_public", upload.is_public if may_publish else None),
+                                          ("description", upload.description)):
                     if value is not None:
                         setattr(model, field_name, value)
                         changes.append(field_name)

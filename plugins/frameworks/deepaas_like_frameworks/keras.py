@@ -44,6 +44,7 @@ class KerasFramework(Framework):
     library = "tensorflow"
     extra = "tensorflow"
     filetypes = ("keras", "h5")
+    safe_filetypes = ("keras", "h5")
     extensions = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
     def sniff(self, head: bytes, filename: str) -> str | None:

@@ -56,6 +56,7 @@ class OnnxFramework(Framework):
     library = "onnx"
     extra = "onnx"
     filetypes = ("onnx",)
+    safe_filetypes = ("onnx",)
     extensions = {".onnx": "onnx"}
 
     def __init__(self, threads: int = 1) -> None:

@@ -53,6 +53,7 @@ class SklearnFramework(Framework):
     library = "sklearn"
     extra = "sklearn"
     filetypes = ("joblib", "pickle", "skops")
+    safe_filetypes = ("skops",)
     extensions = {".joblib": "joblib", ".pkl": "pickle", ".pickle": "pickle", ".skops": "skops"}
 
     def sniff(self, head: bytes, filename: str) -> str | None:

@@ -46,6 +46,7 @@ class TorchFramework(Framework):
     library = "pytorch"
     extra = "torch"
     filetypes = ("torchscript", "pt2")
+    safe_filetypes = ("pt2",)
     extensions = {".pt2": "pt2", ".pt": "torchscript", ".pth": "torchscript", ".torchscript": "torchscript"}
 
     def sniff(self, head: bytes, filename: str) -> str | None:
@@ -172,7 +173,7 @@ def archive_kind(head: bytes) -> str | None:
 
 
 def _loaded_with(torch: Any) -> dict[str, Any]:
-    return {"loaded_with": {"torch": torch.__version__}}
+    return {"loaded_with": {"torch": str(torch.__version__)}}
 
 
 def _screen_pt2(path: str) -> str | None:
