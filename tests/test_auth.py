@@ -197,7 +197,7 @@ async def test_owners_share_uploaded_models_with_roles(auth_app, data_dir, iris_
     ada, bob, cyd = user_jwt("1", "ada@example.org"), user_jwt("2", "bob@example.org"), user_jwt("3", "cyd@x.org")
     for token in (bob, cyd):  # users are known once seen
         await client.get("/v2/models/", headers=bearer(token))
-    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(ada))).status == 201
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(ada))).status == 201
     assert (await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(ada))).status == 200
     hidden = await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(bob))
     assert hidden.status == 404 and (await client.get("/v2/models/iris/", headers=bearer(bob))).status == 404
@@ -213,7 +213,7 @@ async def test_owners_share_uploaded_models_with_roles(auth_app, data_dir, iris_
                                json={"data": [{"username": "bob@example.org", "role": "CONSUMER"}]})
     assert share.status == 204
     assert (await client.post("/v2/models/iris/predict/", json=ROW, headers=bearer(bob))).status == 200
-    new_version = await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(bob))
+    new_version = await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(bob))
     assert new_version.status == 403 and "EDITOR" in (await new_version.json())["message"]
     cases = [
         ({"data": [{"userId": "2", "username": "bob@example.org", "role": "EDITOR"}]}, 400),
@@ -231,7 +231,7 @@ async def test_owners_share_uploaded_models_with_roles(auth_app, data_dir, iris_
                                json={"data": [{"userId": "3", "role": "CONSUMER"}]})).status == 403
     await client.patch("/v2/models/iris/access-control", headers=bearer(ada),
                        json={"data": [{"userId": "2", "role": "EDITOR", "canShare": True}]})
-    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(bob))).status == 200
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(bob))).status == 200
     assert (await client.patch("/v2/models/iris/access-control", headers=bearer(bob),
                                json={"data": [{"userId": "3", "role": "OBSERVER"}]})).status == 204
     assert (await client.get("/v2/models/iris/", headers=bearer(cyd))).status == 200
@@ -328,3 +328,141 @@ async def test_each_route_with_no_credential_a_wrong_scope_and_a_right_one(auth_
         assert allowed.status not in (401, 403), (route.method, route.path, allowed.status, await allowed.text())
         checked += 1
     assert checked >= 30
+
+
+# --- what the security review found (issue 21) ----------------------------------------------
+
+
+async def test_formats_that_run_code_need_the_write_code_scope(auth_app, data_dir, iris_models):
+    from deepaas_like import landlock
+
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    writer = mint(data_dir, "--name", "w", "--scope", "models:write", "--scope", "models:read")
+    coder = mint(data_dir, "--name", "c", "--scope", "models:write-code", "--scope", "models:read")
+    client = await auth_app()
+    refused = await client.put("/v2/models/iris", data=form(iris_models["joblib"]), headers=bearer(writer))
+    body = await refused.json()
+    assert refused.status == 403, body
+    assert "models:write-code" in body["message"] and "skops" in body["message"] and "ONNX" in body["message"]
+    assert (await client.get("/v2/models/iris/", headers=bearer(admin))).status == 404  # nothing kept
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(writer))).status == 201
+    jwt_user = user_jwt("7", "jo@example.org")  # --jwt-scopes: never models:write-code by default
+    assert (await client.put("/v2/models/jo", data=form(iris_models["pickle"]), headers=bearer(jwt_user))).status == 403
+    coded = await client.put("/v2/models/forest", data=form(iris_models["pickle"]), headers=bearer(coder))
+    # models:write-code is models:write and more; a kernel without Landlock serves no code formats at all
+    assert coded.status == (201 if landlock.abi() >= 4 else 403), await coded.text()
+    granted = await client.post("/v2/tokens", headers=bearer(admin),
+                                json={"name": "up", "scopes": ["models:write-code"], "user": "7", "expires": "1d"})
+    assert granted.status == 201, await granted.text()
+    audit = await (await client.get("/v2/audit?limit=50", headers=bearer(admin))).json()
+    created = next(e for e in audit["entries"] if e["action"] == "token.create" and e["detail"]["name"] == "up")
+    assert created["detail"]["scopes"] == ["models:write-code"] and created["detail"]["user"] == "7"
+    assert created["detail"]["expires"] > time.time() and "models" in created["detail"]
+    upload = next(e for e in audit["entries"] if e["action"] == "model.upload" and e["target"] == "iris")
+    assert upload["detail"]["filetype"] == "skops"
+
+
+async def test_a_sharer_grants_at_most_its_own_role_and_only_owners_change_visibility(auth_app, data_dir,
+                                                                                       iris_models):
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    client = await auth_app()
+    ada, bob, cyd, dan = (user_jwt(str(n), f"{who}@example.org") for n, who in
+                          ((1, "ada"), (2, "bob"), (3, "cyd"), (4, "dan")))
+    for token in (bob, cyd, dan):
+        await client.get("/v2/models/", headers=bearer(token))
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(ada))).status == 201
+    assert (await client.patch("/v2/models/iris/access-control", headers=bearer(ada), json={"data": [
+        {"userId": "2", "role": "CONSUMER", "canShare": True}, {"userId": "4", "role": "EDITOR"}]})).status == 204
+
+    async def share(token, *items):
+        return await client.patch("/v2/models/iris/access-control", headers=bearer(token), json={"data": list(items)})
+
+    for items in ([{"userId": "2", "role": "OWNER"}],  # itself as owner
+                  [{"userId": "1", "role": None}],  # the owner out
+                  [{"userId": "3", "role": "EDITOR"}],  # more than it has
+                  [{"userId": "4", "role": "CONSUMER"}],  # an EDITOR demoted
+                  [{"userId": "4", "role": None}]):  # an EDITOR removed
+        response = await share(bob, *items)
+        assert response.status == 403, (items, await response.text())
+    assert (await share(bob, {"userId": "3", "role": "CONSUMER"})).status == 204
+    access = {i["userId"]: i["role"] for i in (await (await client.get(
+        "/v2/models/iris/access-control", headers=bearer(ada))).json())["data"]}
+    assert access == {"1": "OWNER", "2": "CONSUMER", "3": "CONSUMER", "4": "EDITOR"}
+    # Visibility: its owner's alone, on every route.
+    assert (await client.patch("/v2/models/iris", json={"is_public": True}, headers=bearer(dan))).status == 403
+    published = await client.put("/v2/models/iris", data=form(iris_models["skops"], is_public="true"),
+                                 headers=bearer(dan))
+    assert published.status == 403, await published.text()
+    neuro = await client.put("/ml-models/iris?is_public=true&filetype=skops", headers=bearer(dan),
+                             data=iris_models["skops"].read_bytes())
+    assert neuro.status == 403
+    assert (await client.get("/v2/models/iris/")).status == 401  # still private
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(dan))).status == 200
+    opened = await client.put("/v2/models/iris", data=form(iris_models["skops"], is_public="true"),
+                              headers=bearer(ada))
+    assert opened.status == 200 and (await client.get("/v2/models/iris/")).status == 200
+    audit = await (await client.get("/v2/audit?limit=100", headers=bearer(admin))).json()
+    changes = [(e["actor"], e["detail"]) for e in audit["entries"] if e["action"] == "model.visibility"]
+    assert ("1", {"is_public": True}) in changes and not [c for c in changes if c[0] == "4"]
+
+
+async def test_listings_and_answers_tell_nothing_of_private_models(auth_app, data_dir, iris_models):
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    predictor = mint(data_dir, "--name", "p", "--scope", "models:predict")
+    reader = mint(data_dir, "--name", "r", "--scope", "models:read")
+    client = await auth_app()
+    await client.put("/v2/models/secret", data=form(iris_models["skops"]), headers=bearer(admin))
+    await client.put("/v2/models/open", data=form(iris_models["skops"], is_public="true"), headers=bearer(admin))
+    for query in ("", "?used=false", "?limit=100"):
+        listed = await (await client.get(f"/ml-models{query}")).json()
+        assert [m["model_name"] for m in listed["models"]] == ["open"], query
+    await client.delete("/v2/models/secret", headers=bearer(admin))
+    assert (await (await client.get("/ml-models?deleted=true")).json())["models"] == []
+    assert [m["model_name"] for m in (await (await client.get(
+        "/ml-models?deleted=true", headers=bearer(admin))).json())["models"]] == ["secret"]
+    await client.post("/v2/models/secret/restore", headers=bearer(admin))
+    # Whatever its scopes, a caller gets for a private model the answer a missing one gets.
+    for method, path in (("GET", "/v2/models/{}/"), ("GET", "/v2/models/{}/versions/"), ("GET", "/ml-models/{}"),
+                         ("POST", "/v2/models/{}/predict/"), ("GET", "/v2/models/{}/versions/1/download")):
+        for who, token in (("predictor", predictor), ("reader", reader)):
+            answers = {}
+            for name in ("secret", "nosuch"):
+                response = await client.request(method, path.format(name), json=ROW, headers=bearer(token))
+                answers[name] = (response.status, (await response.json())["message"].replace(name, "NAME"))
+            assert answers["secret"] == answers["nosuch"], (method, path, who, answers)
+            assert answers["secret"][0] in (403, 404)
+    # The list a 404 names is what the caller may see.
+    message = (await (await client.get("/v2/models/nosuch/", headers=bearer(reader))).json())["message"]
+    assert "open" in message and "secret" not in message
+
+
+async def test_jwt_identities_cannot_pose_as_tokens_and_claims_are_typed(auth_app, data_dir, iris_models):
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    owner = mint(data_dir, "--name", "t", "--scope", "models:write", "--scope", "models:read")
+    client = await auth_app()
+    assert (await client.put("/v2/models/tok", data=form(iris_models["skops"]), headers=bearer(owner))).status == 201
+    tokens = await (await client.get("/v2/tokens", headers=bearer(admin))).json()
+    token_id = next(t["id"] for t in tokens["tokens"] if t["name"] == "t")
+    posing = user_jwt(f"token:{token_id}")
+    for _ in range(2):
+        assert (await client.get("/v2/models/tok/versions/1/download", headers=bearer(posing))).status == 401
+    assert (await client.delete("/v2/models/tok?purge=true", headers=bearer(posing))).status == 401
+    now = int(time.time())
+    for claims in ({"userId": "5", "exp": str(now + 600)}, {"userId": "5", "exp": True},
+                   {"userId": ["5"], "exp": now + 600}, {"userId": "5", "exp": now + 600, "email": 5},
+                   {"userId": "5", "exp": now + 600, "nbf": "0"}):
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
+        for _ in range(2):  # the second use reads the cache: still 401, never 500
+            response = await client.post(ECHO, headers=bearer(token))
+            assert response.status == 401, (claims, await response.text())
+    assert (await client.post("/v2/users", json={"userId": "token:abc"}, headers=bearer(admin))).status == 422
+    result = subprocess.run([TOKEN_CLI, "--data-dir", str(data_dir), "create", "--name", "x", "--scope",
+                             "models:read", "--user", "token:abc"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "token:" in result.stderr
+    # a JWT that renames its user is audited, as is the user's first appearance
+    await client.post(ECHO, headers=bearer(user_jwt("9", "old@example.org")))
+    await client.post(ECHO, headers=bearer(user_jwt("9", "new@example.org")))
+    await asyncio.sleep(0.2)
+    audit = await (await client.get("/v2/audit?limit=100", headers=bearer(admin))).json()
+    actions = [(e["action"], e["target"]) for e in audit["entries"]]
+    assert ("user.create", "9") in actions and ("user.rename", "9") in actions

@@ -104,8 +104,19 @@ async def test_a_training_is_a_ray_task_with_its_log_progress_and_cancel(serve, 
     assert (await (await client.get(f"{url}/log")).text()).count("print: step") == steps  # it stopped
 
 
+async def test_ray_actors_are_not_contained_so_code_formats_need_the_operators_word(serve, ray_head, iris_models):
+    client = await serve("echobench", executor="ray", ray_num_cpus=0.5, registry_workers=1)
+    refused = await client.put("/v2/models/iris", data=form(iris_models["joblib"]))
+    body = await refused.json()
+    assert refused.status == 403 and "--allow-unconfined-code" in body["message"] and "skops" in body["message"]
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]))).status == 201
+    answer = await client.post("/v2/models/iris/predict/", json=ROW)
+    assert answer.status == 200, await answer.text()
+
+
 async def test_uploaded_models_are_multiplexed_across_ray_actors(serve, ray_head, iris_models):
-    client = await serve("echobench", executor="ray", ray_num_cpus=0.5, registry_workers=1, max_loaded_models=1)
+    client = await serve("echobench", executor="ray", ray_num_cpus=0.5, registry_workers=1, max_loaded_models=1,
+                         allow_unconfined_code=True)
     for name, path in (("iris", iris_models["joblib"]), ("forest", iris_models["pickle"])):
         assert (await client.put(f"/v2/models/{name}", data=form(path))).status == 201
     expected = {"iris": iris_models["pipeline"], "forest": iris_models["forest"]}
