@@ -54,10 +54,12 @@ request's own temporary directory. Returning an open binary file object
 
 
 def private_dir(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a directory only its owner may enter (created, or its mode narrowed)."""
+    """``path`` as a directory only its owner may enter, when it is created here (an existing
+    one keeps the mode its owner gave it: it may be shared on purpose, or be a home)."""
     path = Path(path)
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    _narrow(path, PRIVATE_DIR)
+    if not path.is_dir():
+        path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        _narrow(path, PRIVATE_DIR)  # whatever the umask
     return path
 
 

@@ -18,6 +18,8 @@ import pwd
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -26,7 +28,7 @@ from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
 from .errors import ModelUnavailable
 from .loading import PluginRef
 from .polling import AWAITED
-from .replies import UnsafeReply, check_message, safe_loads
+from .replies import UnsafeReply, decode
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
 
 LOG = logging.getLogger(__name__)
@@ -75,8 +77,55 @@ def _decode_trusted(data: bytes) -> tuple:
     return pickle.loads(data)
 
 
-def _decode_contained(data: bytes) -> tuple:
-    return check_message(safe_loads(data))
+# What a contained worker's environment holds: enough to run, nothing of the server's
+# (its store URL, keys, tokens, agents' sockets).
+CLEAN_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+class IsolatedProcess:
+    """A contained worker's process: a fresh interpreter (``python -I``) in a session of its
+    own, with a clean environment and no descriptor of the server's but its two pipes.
+
+    (multiprocessing's spawn would hand it the server's environment and command line, where
+    a store URL with its password may be, and the pipe of the server's resource tracker.)
+    Offers what :class:`WorkerProcess` uses of a ``multiprocessing.Process``.
+    """
+
+    COMMAND = "from deepaas_like.worker import isolated_main; isolated_main()"
+
+    def __init__(self, args: tuple) -> None:
+        self._conn, self._ref, self._config, self._files = args
+        self._popen: subprocess.Popen | None = None
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        read, write = os.pipe()
+        fds = (read, self._conn.fileno(), self._files.fileno())
+        environ = {name: os.environ[name] for name in CLEAN_ENVIRONMENT if name in os.environ}
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-I", "-c", self.COMMAND, *map(str, fds)], env=environ, pass_fds=fds,
+                stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        finally:
+            os.close(read)
+        self.pid = self._popen.pid
+        with os.fdopen(write, "wb") as fh:  # a few KB: the pipe takes it without waiting for the reader
+            pickle.dump((self._ref, self._config), fh, protocol=PICKLE_PROTOCOL)
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll() if self._popen is not None else None
+
+    def terminate(self) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.terminate()
+
+    def kill(self) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.kill()
+
+    def close(self) -> None:
+        self._popen = None
 
 
 def scratch_dir(user: str) -> str:
@@ -126,7 +175,7 @@ class WorkerProcess:
         self._files: socket.socket | None = None  # a contained worker's file channel (our end)
         self._scratch: str | None = None
         sandbox = config.sandbox
-        self._decode = _decode_contained if sandbox is not None else _decode_trusted
+        self._decode = decode if sandbox is not None else _decode_trusted
         self._reply_limit = sandbox.reply_limit if sandbox is not None else 0
 
     @property
@@ -153,12 +202,15 @@ class WorkerProcess:
             config = dataclasses.replace(self.config, sandbox=dataclasses.replace(self.config.sandbox,
                                                                                   scratch=self._scratch))
             args = (child_conn, self.ref, config, files_conn)
-        self.process = self._context.Process(
-            target=worker_main,
-            args=args,
-            name=f"deepaas-like {self.config.model} worker",
-            daemon=False,  # plugins may start processes of their own
-        )
+        if self.config.sandbox is not None:
+            self.process = IsolatedProcess(args)  # type: ignore[assignment]
+        else:
+            self.process = self._context.Process(
+                target=worker_main,
+                args=args,
+                name=f"deepaas-like {self.config.model} worker",
+                daemon=False,  # plugins may start processes of their own
+            )
         self._ready = loop.create_future()
         try:
             # Synchronous on purpose (a few ms): a start that a cancellation could
@@ -225,12 +277,13 @@ class WorkerProcess:
                 self._dispatch(decode(await reader.readexactly(size)))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
-        except UnsafeReply as exc:  # a contained worker that misbehaves: it is stopped, nothing is read
-            LOG.error("model %s: worker %s sent what the server refuses to read (%s); stopping it",
-                      self.config.model, self.pid, exc)
+        except UnsafeReply as exc:  # a contained worker that misbehaves: it is stopped, nothing more is read
+            LOG.error("model %s: worker %s sent what the server refuses (%s); stopping it",
+                      self.config.model, self.pid, str(exc)[:200])
             self.kill()
-        except Exception:  # a reply that cannot be read: treat the worker as broken
-            LOG.exception("model %s: unreadable message from worker %s", self.config.model, self.pid)
+        except Exception as exc:  # a reply that cannot be read or used: treat the worker as broken
+            LOG.error("model %s: unusable message from worker %s (%s); stopping it", self.config.model, self.pid,
+                      type(exc).__name__)
             self.kill()
         finally:
             await self._mark_dead()
@@ -272,25 +325,31 @@ class WorkerProcess:
         if sock is None:
             raise UnsafeReply("a file request from a worker that has no file channel")
         target = next((g.target for g in self._pending.values() if getattr(g.target, "key", None) == key), None)
+        fd = -1
         try:
             if target is None:
-                raise FileNotFoundError(f"no running call of this worker serves {key!r}")
-            fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            sock.send(f"{exc.strerror or exc}".encode()[:4000])
-            return
-        try:
+                sock.send(b"no running call of this worker serves that file")
+                return
+            try:
+                fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                sock.send(f"the file cannot be opened: {exc.strerror}".encode())
+                return
             socket.send_fds(sock, [b"ok"], [fd])
-        except BlockingIOError:  # it asks without reading the answers
+        except OSError:  # it asks without reading the answers, or closed its end
             raise UnsafeReply("file requests it does not read") from None
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     async def _mark_dead(self) -> None:
         self.dead = True
         if self._writer is not None:
             self._writer.close()
         self.exitcode = await self._wait_exit(2.0)
+        if self.exitcode is None and self.config.sandbox is not None:
+            self.kill()  # it closed its pipe but lives on: a contained worker that is not read is not kept
+            self.exitcode = await self._wait_exit(2.0)
         self._release_sandbox()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(WorkerStartFailed(None, self.exitcode))
@@ -359,7 +418,7 @@ class WorkerProcess:
         if self._files is not None:
             self._files.close()
             self._files = None
-        if self._scratch is not None and self.exitcode is not None:
+        if self._scratch is not None and self.exitcode is not None:  # (inside, a tmpfs of its own held its files)
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 

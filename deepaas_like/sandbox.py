@@ -20,8 +20,15 @@ before it reads the first uploaded byte (:func:`contain`, standard library only)
   default): the worker holds no capability. Directories that user cannot enter on the
   way to the interpreter (Python installed under ``/root``) are covered, in the worker's
   own mount namespace, by an empty directory that shows only what it needs.
+* **seccomp** (:mod:`deepaas_like.seccomp`): no ``socket()`` (UNIX sockets named by a path
+  are beyond Landlock), no new namespaces.
 * **rlimits**: memory (``RLIMIT_AS``), processes and threads (``RLIMIT_NPROC``), the size of
-  a file it writes, open files, no core dumps.
+  a file it writes, open files, no core dumps; its scratch directory is a tmpfs of bounded
+  size.
+
+The worker's process itself is started clean by the server
+(:class:`~deepaas_like.process.IsolatedProcess`: a fresh interpreter, a session of its
+own, no environment of the server's, no descriptor but its pipes).
 
 :func:`contain` answers a :class:`Containment`: what was applied and what this kernel
 could not do. The server serves formats whose loading runs code only from workers that
@@ -34,6 +41,7 @@ import ctypes
 import os
 import pwd
 import resource
+import select
 import signal
 import socket
 import stat
@@ -41,7 +49,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import landlock
+from . import landlock, seccomp
 
 # unshare(2) flags
 _CLONE_NEWNS = 0x00020000
@@ -64,7 +72,7 @@ SYSTEM_ROOTS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
 # zones, name resolution, certificates. Not the rest (shadow files, ssh keys, our config).
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
              "nsswitch.conf", "host.conf", "hosts", "resolv.conf", "gai.conf", "protocols", "services",
-             "mime.types", "ssl", "ca-certificates", "ca-certificates.conf", "os-release", "debian_version",
+             "mime.types", "ssl/certs", "ca-certificates", "ca-certificates.conf", "os-release", "debian_version",
              "lsb-release", "alternatives")
 PROC_FILES = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "sys")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -125,19 +133,28 @@ def _check(result: int, what: str) -> None:
 
 def contain(spec: SandboxSpec) -> Containment:
     """Contain this process as ``spec`` says, for good, as far as this kernel allows; the
-    answer says how far (``contained``: every essential layer is in place). May fork: the
-    process that called it then waits for the contained one and exits with its status,
-    never returning."""
+    answer says how far (``contained``: every essential layer is in place).
+
+    With namespaces this forks twice: the process that called it stays outside and waits,
+    the first child is the PID namespace's init (our code: it reaps and waits), and the
+    second goes on, contained, to serve. Whatever happens to the contained process, the
+    namespace, with every process in it, ends when the outside one does (the server's
+    kill, or the server's end)."""
     report = Containment(landlock_abi=landlock.abi())
     needed = needed_roots()
     uid, gid = os.getuid(), os.getgid()
     as_root = os.geteuid() == 0
     target = _sandbox_user(spec.user) if as_root else None
     in_namespaces = _enter_namespaces(as_root, uid, gid, report)
-    if in_namespaces and target is not None:
-        _reveal(needed, *target, report)
     if in_namespaces:
-        _become_init()  # returns in the new PID namespace's first process
+        if target is not None:
+            _reveal(needed, *target, report)
+        if spec.scratch:  # its files in a tmpfs of bounded size, gone with the namespace
+            owner = target or (uid, gid)
+            _check(_libc().mount(b"tmpfs", spec.scratch.encode(), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
+                                 f"mode=0700,uid={owner[0]},gid={owner[1]},size={_scratch_size(spec)}".encode()),
+                   f"mount tmpfs on {spec.scratch}")
+        _fork_behind_init()  # returns in the contained process, pid 2 of the new namespace
     _die_with_parent()
     separate_user = False
     if target is not None and in_namespaces:
@@ -158,9 +175,15 @@ def contain(spec: SandboxSpec) -> Containment:
     _limit(spec, counted_from=0 if in_namespaces and not as_root else _tasks_of(os.getuid()), report=report)
     sys.dont_write_bytecode = True
     applied = _landlock(spec, needed, report, private_shm=in_namespaces)
-    report.contained = (applied >= MIN_LANDLOCK and (applied >= 6 or in_namespaces)
-                        and (separate_user or not as_root))
+    filtered = _filter_system_calls(report)
+    # Contained: Landlock's files and TCP rules, the namespaces (no network at all, no view of
+    # the server, everything it starts dies with it), the system call filter, and no root.
+    report.contained = (applied >= MIN_LANDLOCK and in_namespaces and filtered and (separate_user or not as_root))
     return report
+
+
+def _scratch_size(spec: SandboxSpec) -> int:
+    return (spec.file_size or 1024 * 1024 * 1024) + 64 * 1024 * 1024
 
 
 # --- namespaces --------------------------------------------------------------------------
@@ -194,12 +217,39 @@ def _write(path: str, text: str) -> None:
         fh.write(text)
 
 
-def _become_init() -> None:
-    """Fork the first process of the new PID namespace. This process only waits for it and
-    then ends as it did; killing this one kills the namespace (PR_SET_PDEATHSIG below)."""
-    child = os.fork()
-    if child == 0:
+def _fork_behind_init() -> None:
+    """Fork the new PID namespace's init, which forks the process that goes on (and returns
+    here). This process stays outside: it waits for the init and ends as it did."""
+    outside = os.pidfd_open(os.getpid())  # the init watches it: it may die before the init is ready
+    init = os.fork()
+    if init:
+        os.close(outside)
+        _wait_and_end_as(init)
+    _die_with_parent()
+    if select.select([outside], [], [], 0)[0]:  # the outside process is gone already
+        os._exit(1)
+    worker = os.fork()
+    if worker == 0:
+        os.close(outside)
         return
+    # The init: our code only. It holds none of the worker's descriptors, so the server sees
+    # the worker's end at once; it reaps what the worker leaves behind; it ends with the worker
+    # (and, dying, ends every process of the namespace).
+    os.closerange(3, _max_fd())
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        except InterruptedError:
+            continue
+        if pid == worker:
+            _end_as(status)
+
+
+def _wait_and_end_as(child: int) -> None:
     os.closerange(3, _max_fd())  # the server's end of the pipe must see the worker go away
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
@@ -210,6 +260,11 @@ def _become_init() -> None:
             os._exit(1)
         except InterruptedError:
             continue
+    _end_as(status)
+
+
+def _end_as(status: int) -> None:
+    """End this process as the one whose wait ``status`` this is ended (its exit code or signal)."""
     if os.WIFSIGNALED(status):
         signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))
@@ -379,6 +434,20 @@ def _landlock(spec: SandboxSpec, needed: list[str], report: Containment, private
         report.missing.append(f"Landlock signal and abstract-socket scoping (ABI {report.landlock_abi} < 6)")
     report.layers.append(f"Landlock ABI {report.landlock_abi} ({', '.join(what)})")
     return report.landlock_abi
+
+
+def _filter_system_calls(report: Containment) -> bool:
+    """The seccomp filter of :mod:`deepaas_like.seccomp`; whether it is in place."""
+    if not seccomp.supported():
+        report.missing.append("a system call filter (seccomp: this architecture is not known)")
+        return False
+    try:
+        seccomp.deny_for_worker()
+    except OSError as exc:
+        report.missing.append(f"a system call filter (seccomp: {exc})")
+        return False
+    report.layers.append("seccomp: no socket(), no new namespaces")
+    return True
 
 
 def _allow_except(ruleset: landlock.Ruleset, path: str, rights: int, holes: list[str]) -> None:

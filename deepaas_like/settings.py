@@ -314,9 +314,10 @@ class Settings:
         sample_default="60s",
     )
     max_form_parts: int = option(
-        1000,
-        "Most fields and parts an urlencoded form or a multipart body may hold; more is "
-        "answered 413 (send many values as JSON).",
+        10000,
+        "Most fields and parts an urlencoded form or a multipart body may hold (the demo "
+        "takes up to 10000 values of one argument); more is answered 413 (send many values "
+        "as JSON). Parts are read a few at a time, other requests served in between.",
         kind="int",
     )
     enable_uploads: bool = option(

@@ -48,7 +48,7 @@ from .adapter import ModelAdapter, execute_group
 from .calls import CallFailure, Outcome, failure_from_exception
 from .loading import PluginRef
 from .polling import PollWindow
-from . import runtime
+from . import replies, runtime
 from .runtime import STORAGE_ENV
 from .sandbox import FileChannel, SandboxSpec, contain
 
@@ -94,12 +94,24 @@ def library_threads(workers: int, environ: Any = os.environ) -> tuple[tuple[str,
     return tuple((name, str(share)) for name in THREAD_ENV if name not in environ)
 
 
+def isolated_main() -> None:
+    """Entry point of a contained worker (``python -I -c ...``, see
+    :class:`~deepaas_like.process.IsolatedProcess`): its pipes are descriptors named on the
+    command line, what it runs comes pickled over the first of them."""
+    setup, conn_fd, files_fd = (int(arg) for arg in sys.argv[1:4])
+    with os.fdopen(setup, "rb") as fh:
+        ref, config = pickle.load(fh)
+    worker_main(Connection(conn_fd), ref, config, Connection(files_fd))
+
+
 def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: Connection | None = None) -> None:
-    """Entry point of a worker process (started with spawn or forkserver)."""
+    """Entry point of a worker process (started with spawn or forkserver, or isolated)."""
+    global _encode
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     containment = None
     if config.sandbox is not None:  # before anything of an upload is read
+        _encode = replies.encode  # the server reads a contained worker's messages as JSON
         try:
             containment = contain(config.sandbox)
         except BaseException as exc:
@@ -156,7 +168,7 @@ def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
                 _send(conn, ("row", call_id, index, outcome))
             except (BrokenPipeError, ConnectionResetError):
                 raise
-            except Exception as exc:  # the result could not be pickled
+            except Exception as exc:  # the result could not be pickled (or, contained, written as JSON)
                 failure = CallFailure(
                     "UnsendableResult",
                     f"{method}() returned a value that cannot be sent to the server: {type(exc).__name__}: {exc}",
@@ -218,8 +230,15 @@ def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: lis
 _send_lock = threading.Lock()  # a plugin may report progress from a thread of its own
 
 
+def _pickled(message: tuple) -> bytes:
+    return pickle.dumps(message, protocol=PICKLE_PROTOCOL)
+
+
+_encode = _pickled  # a contained worker's: deepaas_like.replies.encode
+
+
 def _send(conn: Connection, message: tuple) -> None:
-    data = pickle.dumps(message, protocol=PICKLE_PROTOCOL)
+    data = _encode(message)
     with _send_lock:
         conn.send_bytes(data)
 

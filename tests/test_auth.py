@@ -466,3 +466,36 @@ async def test_jwt_identities_cannot_pose_as_tokens_and_claims_are_typed(auth_ap
     audit = await (await client.get("/v2/audit?limit=100", headers=bearer(admin))).json()
     actions = [(e["action"], e["target"]) for e in audit["entries"]]
     assert ("user.create", "9") in actions and ("user.rename", "9") in actions
+
+
+async def test_an_upload_that_finds_someone_elses_model_when_it_lands_adds_no_version(auth_app, data_dir,
+                                                                                      iris_models):
+    """Authorized while the name was free, then another user created the model before the
+    file had arrived: the upload must not add a version to the other user's model."""
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    client = await auth_app()
+    ada, bob = user_jwt("1", "ada@example.org"), user_jwt("2", "bob@example.org")
+    content = iris_models["skops"].read_bytes()
+    boundary = "race0boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"iris.skops\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    bob_created = asyncio.Event()
+
+    async def slow_body():
+        yield head + content[:100]
+        await bob_created.wait()  # bob creates the model while ada's file is still arriving
+        yield content[100:] + tail
+
+    ada_upload = asyncio.create_task(client.put(
+        "/v2/models/race", data=slow_body(), headers={**bearer(ada), "Content-Type":
+                                                      f"multipart/form-data; boundary={boundary}"}))
+    await asyncio.sleep(0.3)
+    assert (await client.put("/v2/models/race", data=form(iris_models["skops"]), headers=bearer(bob))).status == 201
+    bob_created.set()
+    response = await ada_upload
+    assert response.status == 404, await response.text()
+    versions = await (await client.get("/v2/models/race/versions/", headers=bearer(admin))).json()
+    assert len(versions["versions"]) == 1
+    access = await (await client.get("/v2/models/race/access-control", headers=bearer(admin))).json()
+    assert [(i["userId"], i["role"]) for i in access["data"]] == [("2", "OWNER")]

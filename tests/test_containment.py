@@ -8,9 +8,14 @@ refused by the kernel, and the server must keep serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
+import shutil
+import socket
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +29,9 @@ from sklearn.ensemble import RandomForestClassifier
 from conftest import wait_ready
 from deepaas_like import landlock
 from deepaas_like.api import create_app
+from deepaas_like.api.keys import MODELS
 from deepaas_like.calls import CallFailure, Ok
-from deepaas_like.replies import UnsafeReply, check_message, safe_loads
+from deepaas_like.replies import UnsafeReply, decode, encode
 
 CONTAINED = landlock.abi() >= 4  # CI's Debian kernel has it; elsewhere code formats must be refused
 ROW = {"x0": 5.1, "x1": 3.5, "x2": 1.4, "x3": 0.2}
@@ -88,25 +94,50 @@ attempt("read the server's environ", lambda: open(f"/proc/{SERVER}/environ", "rb
 attempt("read the server's command line", lambda: open(f"/proc/{SERVER}/cmdline", "rb").read(64))
 attempt("signal the server", lambda: os.kill(SERVER, 0))
 attempt("trace the server", trace)
+def environment():
+    found = [where for where, text in (("environ", repr(dict(os.environ))), ("argv", repr(__import__("sys").argv)),
+                                       ("/proc/self/environ", open("/proc/self/environ", "rb").read().decode()))
+             if "canary-of-the-servers-environment" in text]
+    if not found:
+        raise LookupError("not in its environ, argv or /proc/self/environ")
+    return found
+
+def unix_socket():
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(SOCKET)
+    return sock.recv(100)
+
+def user_namespace():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "a new user namespace"
+
 attempt("allocate 10 GiB", lambda: len(bytearray(10 * 2**30)))
+attempt("find the server's environment", environment)
+attempt("connect to a UNIX socket by its path", unix_socket)
+attempt("make a user namespace", user_namespace)
 attempt("fork without bound", fork_bomb)
 raise RuntimeError("REPORT" + json.dumps(results) + "END")
 '''
 
-# A model whose predictions are objects that, unpickled, would run a command in the server.
+# A model whose predict writes, on its pipe to the server, a pickle that would run a command
+# in the server if the server unpickled it; and answers as if nothing happened.
 POISONED_REPLIES = r'''
+import os, pickle, struct, sys
 import numpy as np
 
-class Poison(str):
+class Runs:
     def __reduce__(self):
-        return (__import__("os").system, ("touch " + MARKER,))
+        return (os.system, ("touch " + MARKER,))
 
 class Estimator:
-    classes_ = ["a", "b"]   # a list: served as a tensor model, its answers passed as they are
     n_features_in_ = 4
 
     def predict(self, x):
-        return np.array([Poison("p")] * len(x), dtype=object)
+        payload = pickle.dumps(("row", 1, 0, Runs()))
+        os.write(int(sys.argv[2]), struct.pack("!i", len(payload)) + payload)  # its pipe to the server
+        return np.zeros(len(x))
 
 model = Estimator()
 '''
@@ -138,9 +169,7 @@ async def upload(client, name: str, content: bytes, filename: str, **fields) -> 
 
 @pytest.fixture
 def contained_app(aiohttp_client, make_settings, tmp_path, monkeypatch):
-    # The test's directory is on the workers' import path: what they must not reach (the data
-    # directory, the secrets) lies inside a directory they may read.
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DEEPAAS_CANARY", "canary-of-the-servers-environment")  # the workers must not see it
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     jwt = secrets / "jwt.secret"
@@ -156,6 +185,39 @@ def contained_app(aiohttp_client, make_settings, tmp_path, monkeypatch):
         return client, settings
 
     return start
+
+
+@contextlib.contextmanager
+def open_unix_socket():
+    """A UNIX socket anyone may connect to by its path (as a database's or a daemon's is), answering once."""
+    folder = Path(tempfile.mkdtemp(prefix="deepaas-like-test-socket-"))
+    folder.chmod(0o755)
+    path = str(folder / "daemon.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen()
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def answer() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.sendall(b"reached the daemon")
+            conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        thread.join(2)
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def hostile_processes() -> list[int]:
@@ -188,18 +250,20 @@ async def test_a_hostile_pickle_is_refused_every_attempt_and_the_server_keeps_se
     good = await upload(client, "iris", iris_forest(tmp_path / "iris.joblib").read_bytes(), "iris.joblib")
     assert good.status == 201, await good.json()
     code = ATTACKS
-    for name, value in {"KEY": str(settings.auth_key_path), "JWT": settings.jwt_secret_file,
-                        "DATA": settings.data_dir, "ARTIFACTS": str(settings.artifacts_dir),
-                        "CONFIG": settings.config_file, "PORT": client.server.port, "SERVER": os.getpid()}.items():
-        code = f"{name} = {value!r}\n" + code
-    response = await upload(client, "hostile", pickle.dumps(CodeOnLoad(code)), "hostile.pkl")
+    with open_unix_socket() as socket_path:
+        for name, value in {"KEY": str(settings.auth_key_path), "JWT": settings.jwt_secret_file,
+                            "DATA": settings.data_dir, "ARTIFACTS": str(settings.artifacts_dir),
+                            "CONFIG": settings.config_file, "PORT": client.server.port, "SERVER": os.getpid(),
+                            "SOCKET": socket_path}.items():
+            code = f"{name} = {value!r}\n" + code
+        response = await upload(client, "hostile", pickle.dumps(CodeOnLoad(code)), "hostile.pkl")
     body = await response.json()
     assert response.status == 422, body  # stored as a version that does not load
     error = body["version"]["error"]
     report = json.loads(error[error.index("REPORT") + 6:error.index("END")])
     managed = {attack: outcome for attack, outcome in report.items() if not outcome.startswith("refused")}
     assert not managed, f"the hostile pickle managed: {managed}"
-    assert len(report) == 16
+    assert len(report) == 19
     assert "stopped after" in report["fork without bound"]
     started = int(report["fork without bound"].split("stopped after ")[1].split()[0])
     assert started <= settings.sandbox_tasks
@@ -224,10 +288,43 @@ async def test_a_reply_that_would_run_code_in_the_server_is_not_read(contained_a
     assert created.status == 201, await created.json()
     answer = await client.post("/v2/models/poisoned/predict/", json={"rows": [[1, 2, 3, 4]]})
     assert answer.status == 503, await answer.json()  # the worker that sent it is stopped
-    assert "went away" in (await answer.json())["message"] or "died" in (await answer.json())["message"]
+    assert "died" in (await answer.json())["message"]
+    await asyncio.sleep(0.5)
     assert not marker.exists()
     good = await upload(client, "iris", iris_forest(tmp_path / "iris.joblib").read_bytes(), "iris.joblib")
     assert good.status == 201
+    assert (await client.post("/v2/models/iris/predict/", json={"rows": [list(ROW.values())]})).status == 200
+
+
+STUCK = r'''
+import ctypes, time
+
+class Estimator:
+    n_features_in_ = 4
+
+    def predict(self, x):
+        ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # no more PR_SET_PDEATHSIG: it would outlive its parent
+        time.sleep(600)
+
+model = Estimator()
+'''
+
+
+async def test_a_worker_that_hangs_and_unties_itself_is_still_ended(contained_app, tmp_path):
+    client, _ = await contained_app(predict_timeout=2.0)
+    if await refused_here(client, tmp_path):
+        return
+    assert (await upload(client, "stuck", pickle.dumps(CodeOnLoad(STUCK)), "stuck.pkl")).status == 201
+    pool = client.server.app[MODELS].uploads.pool
+    serving = {w.serving_pid for w in pool._current}
+    answer = await client.post("/v2/models/stuck/predict/", json={"rows": [[1, 2, 3, 4]]})
+    assert answer.status == 504, await answer.text()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in serving) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not [pid for pid in serving if Path(f"/proc/{pid}").exists()]
+    good = await upload(client, "iris", iris_forest(tmp_path / "iris.joblib").read_bytes(), "iris.joblib")
+    assert good.status == 201  # a fresh worker serves
     assert (await client.post("/v2/models/iris/predict/", json={"rows": [list(ROW.values())]})).status == 200
 
 
@@ -250,28 +347,68 @@ async def test_the_containment_is_reported(contained_app, tmp_path, caplog):
 # --- the server's reading of a contained worker's messages ---------------------------------
 
 
-class _Runs:
-    def __reduce__(self):
-        return (os.system, ("true",))
-
-
-def test_safe_loads_reads_plain_data_and_refuses_every_other_global():
-    value = {"label": "setosa", "p": [0.1, 0.9], "raw": b"\x00", "n": np.float32(1.5), "a": np.arange(3.0),
-             "c": 1 + 2j}
-    message = safe_loads(pickle.dumps(("row", 1, 0, Ok(value)), protocol=pickle.HIGHEST_PROTOCOL))
-    assert check_message(message)[3].value["a"].tolist() == [0.0, 1.0, 2.0]
-    failure = safe_loads(pickle.dumps(("failed", CallFailure("ValueError", "bad", "tb", 422))))
-    assert check_message(failure)[1].status == 422
-    for hostile in (_Runs(), eval, os.system, Path("/etc"), {"x": _Runs()}, np.save):
+def test_a_contained_workers_messages_are_json_and_checked():
+    value = {"label": "setosa", "p": [0.1, 0.9], "n": np.float32(1.5), "a": np.arange(3.0), 7: "key"}
+    kind, call, index, outcome = decode(encode(("row", 1, 0, Ok(value))))
+    assert (kind, call, index) == ("row", 1, 0) and outcome == Ok(
+        {"label": "setosa", "p": [0.1, 0.9], "n": 1.5, "a": [0.0, 1.0, 2.0], "7": "key"})
+    failure = decode(encode(("failed", CallFailure("ValueError", "bad", "tb", 422))))[1]
+    assert failure == CallFailure("ValueError", "bad", "tb", 422)
+    with pytest.raises(TypeError):
+        encode(("row", 1, 0, Ok(Path("/etc"))))  # not JSON: the worker answers UnsendableResult instead
+    hostile = [
+        pickle.dumps(("row", 1, 0, Ok(1))),  # a pickle is not read at all
+        b'["row", "1", 0, {"ok": 1}]', b'["row", 1, 0, {"not": "an outcome"}]', b'["row", 1, 0, {"ok": 1, "x": 2}]',
+        b'["failed", {"failure": {"exc_type": "E", "message": "m", "status": 200}}]',
+        b'["failed", {"failure": {"exc_type": "E", "message": "m", "error": "shadows the method"}}]',
+        b'["failed", {"failure": {"exc_type": 1, "message": "m"}}]', b'["ready", 1]', b'["shell", "rm -rf /"]',
+        b'{"row": 1}', b'["need_file", 3]', b'["event", "loaded", "x"]', b'["progress", "half", null]', b"[]",
+    ]
+    for data in hostile:
         with pytest.raises(UnsafeReply):
-            check_message(safe_loads(pickle.dumps(("row", 1, 0, Ok(hostile)))))
+            decode(data)
 
 
-def test_check_message_refuses_lies_about_shape():
-    lying = CallFailure("ValueError", "bad")
-    object.__setattr__(lying, "error", "shadows the method")
-    for message in (("row", "1", 0, Ok(1)), ("row", 1, 0, {"not": "an outcome"}), ("failed", lying),
-                    ("failed", CallFailure("E", "m", status=200)), ("ready", 1), ("shell", "rm -rf /"),
-                    ["row", 1, 0, Ok(1)], ("need_file", 3), ("event", "loaded", "x")):
-        with pytest.raises(UnsafeReply):
-            check_message(safe_loads(pickle.dumps(message)))
+def test_a_denied_path_inside_a_readable_directory_stays_unreadable(tmp_path):
+    """Landlock allows by directory: what must stay hidden inside an allowed one is left out
+    by allowing its siblings on the way down (sandbox._allow_except), checked in a real process."""
+    readable = tmp_path / "site"
+    (readable / "pkg").mkdir(parents=True)
+    (readable / "pkg" / "code.py").write_text("ok")
+    (readable / "data" / "deep").mkdir(parents=True)
+    (readable / "data" / "deep" / "state.sqlite3").write_text("secret")
+    (readable / "data" / "other.txt").write_text("fine")
+    script = f"""
+import os
+from deepaas_like import landlock
+from deepaas_like.sandbox import _allow_except
+ruleset = landlock.Ruleset(landlock.abi())
+_allow_except(ruleset, {str(readable)!r}, landlock.READ, [{str(readable / "data" / "deep")!r}])
+ruleset.allow("/", landlock.READ_DIR)  # to list what is refused
+for lib in ("/usr", "/lib", "/lib64", "/etc", "/proc"):
+    ruleset.allow(lib, landlock.READ)
+ruleset.restrict_self()
+for path in ("pkg/code.py", "data/other.txt", "data/deep/state.sqlite3"):
+    try:
+        print(path, open(os.path.join({str(readable)!r}, path)).read())
+    except PermissionError:
+        print(path, "refused")
+"""
+    if not CONTAINED:
+        return  # no Landlock on this kernel: the code formats are refused instead (tests above)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split("\n")[:3] == ["pkg/code.py ok", "data/other.txt fine",
+                                              "data/deep/state.sqlite3 refused"], result.stderr
+
+
+def test_skops_files_are_trusted_with_classes_of_scikit_learn_not_its_functions():
+    from deepaas_like_frameworks.sklearn import _trustworthy
+
+    assert _trustworthy("sklearn.linear_model._logistic.LogisticRegression")
+    assert _trustworthy("numpy.log")  # a ufunc
+    assert not _trustworthy("sklearn.utils._testing.assert_run_python_script_without_output")
+    assert not _trustworthy("sklearn.utils.deprecation.deprecated.__call__")
+    assert not _trustworthy("os.system") and not _trustworthy("builtins.eval")

@@ -15,7 +15,7 @@ from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
 from .bodies import UploadArea, read_sources
 from .keys import GATE, JOBS, MODELS, PRINCIPAL, SETTINGS
-from .registry_handlers import version_number
+from .registry_handlers import ASCII_INTEGER, version_number
 from .rendering import send_file
 from .responses import json_response
 
@@ -91,11 +91,10 @@ def _listing(request: web.Request, kind: JobKind) -> web.Response:
 def _int(query: Any, name: str, default: int, low: int, high: int | None, errors: dict) -> int:
     if name not in query:
         return default
-    try:
-        value = int(query[name])
-    except ValueError:
+    if not ASCII_INTEGER.fullmatch(query[name]):  # int() would take "٣", " 3" and "3_0"
         errors[name] = ["Not a valid integer."]
         return default
+    value = int(query[name])
     if value < low or (high is not None and value > high):
         errors[name] = [f"Must be between {low} and {high}." if high else f"Must be at least {low}."]
     return value

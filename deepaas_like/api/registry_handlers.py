@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import BodyPartReader, web
 
-from ..auth.policy import OWN
+from ..auth.policy import OWN, UPLOAD
 from ..auth.principal import Scope
 from ..errors import ArgumentError, BadRequest, DeepaasError
 from ..registry.records import ModelRecord, VersionRecord, stamp
@@ -26,6 +26,7 @@ from .responses import json_response
 
 CHUNK = 256 * 1024
 ASCII_INTEGER = re.compile(r"-?[0-9]{1,30}")
+VERSION = re.compile(r"[0-9]{1,18}")
 FIELD_LIMIT = 1024 * 1024
 UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
                  "optimize")
@@ -44,7 +45,7 @@ def version_number(request: web.Request) -> int | None:
     text = request.match_info.get("version")
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "٣" is a digit to str.isdigit()
+    if not VERSION.fullmatch(text) or int(text) < 1:  # "٣" is a digit to str.isdigit()
         raise ArgumentError(f"Version must be a positive integer, got {text!r}", {"version": ["Not a valid version."]})
     return int(text)
 
@@ -343,7 +344,9 @@ async def _record_upload(request: web.Request, reg: Registry, name: str,
         visibility = upload.is_public is not None and name in reg
         if visibility:
             gate.authorize(principal, OWN, name)  # an existing model's visibility: its owner decides
-        created, model, version = await reg.upload(name, upload, owner=principal.identity, may_publish=visibility)
+        created, model, version = await reg.upload(
+            name, upload, owner=principal.identity, may_publish=visibility,
+            may_add_version=lambda: gate.authorize(principal, UPLOAD, name))  # the model as it is then
     except BaseException:
         reg.discard(upload.artifact)
         raise

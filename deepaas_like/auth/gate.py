@@ -66,6 +66,7 @@ class Gate:
         self._jwt_secret: bytes | None = None
         self._jwt_cache: collections.OrderedDict[str, tuple[Principal, float | None]] = collections.OrderedDict()
         self._background: set[asyncio.Task] = set()
+        self._access_locks: dict[str, asyncio.Lock] = {}
         self.public_plugins = frozenset(settings.public_models)
         self.plugins: frozenset[str] = frozenset()  # every plugin served
         self.uploads: Any = None  # the registry: owners and public flags of uploaded models
@@ -189,10 +190,10 @@ class Gate:
 
     def _remember_user(self, user_id: str, username: str | None, email: str | None) -> None:
         known = self._users.get(user_id)
-        if known is not None and (known.username, known.email) == (username, email):
-            return
         if username and self._usernames.get(username, user_id) != user_id:
             username = None  # another user has that name already; the id stays the key
+        if known is not None and (known.username, known.email) == (username, email):
+            return
         user = User(user_id, username, email, known.created if known else time.time())
         self._users[user_id] = user
         if known is not None and known.username and known.username != username:
@@ -233,7 +234,7 @@ class Gate:
         self._need_scope(principal, policy)
         if policy.target is Target.UPLOAD and not known:  # a new model: its uploader becomes its owner
             if not principal.may_use_model(name):
-                raise Forbidden(f"This token may use only the models {', '.join(sorted(principal.models or ()))}")
+                raise self.not_found(name)  # as for a private model outside its list
             return
         if not known:
             return  # the route answers as for any missing model
@@ -395,10 +396,16 @@ class Gate:
         if len(changes) > MAX_ACCESS_ITEMS:
             raise ArgumentError(f"At most {MAX_ACCESS_ITEMS} entries per request, got {len(changes)}",
                                 {"data": [f"At most {MAX_ACCESS_ITEMS} entries."]})
+        async with self._access_locks.setdefault(name, asyncio.Lock()):  # one change of a list at a time
+            await self._change_access(actor, name, changes)
+
+    async def _change_access(self, actor: Principal, name: str, changes: list[Any]) -> None:
         record = self.uploads.record(name, archived_ok=True)
         grants = dict(self._grants.get(name, {}))
         owner = record.owner
-        mine = self.role(name, actor)  # OWNER, or a sharer's own role
+        mine = self.role(name, actor)  # OWNER, or a sharer's own role (as the list is now)
+        if mine is not Role.OWNER and not self._can_share(name, actor):
+            raise Forbidden(f"You may not share model '{name}'", details={"model": name})
         for index, item in enumerate(changes):
             user_id, role, can_share = self._parse_change(index, item)
             if mine is not Role.OWNER:

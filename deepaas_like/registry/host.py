@@ -12,6 +12,7 @@ process never loads an uploaded file.
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import os
@@ -44,6 +45,7 @@ class Target:
     filetype: str
     columns: tuple[str, ...] | None = None
     output_schema: dict[str, Any] | None = field(default=None, hash=False)
+    contained_only: bool = False  # its loading runs code: only a contained host may load it
 
 
 class OutputMismatch(Exception):
@@ -128,9 +130,10 @@ class UploadedModel:
         return json.loads(json.dumps(self.loaded.signature.to_json(), default=str))
 
     def to_onnx(self, probe: list[list[Any]]) -> dict[str, Any]:
-        """Convert to ONNX and compare with the original on ``probe``: the bytes and the figures."""
+        """Convert to ONNX and compare with the original on ``probe``: the graph (base64, as a
+        contained worker's answers are JSON) and the original's answers."""
         onnx_bytes = self.framework.to_onnx(self.loaded, probe)
-        return {"onnx": onnx_bytes, "original": self.loaded.predict(probe)}
+        return {"onnx": base64.b64encode(onnx_bytes).decode("ascii"), "original": self.loaded.predict(probe)}
 
 
 def _validator(schema: dict[str, Any] | None) -> Any:

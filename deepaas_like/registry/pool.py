@@ -18,7 +18,8 @@ import collections
 import logging
 from typing import Any, Sequence
 
-from ..calls import Outcome
+from ..calls import Outcome, Unserved
+from ..errors import ModelUnavailable
 from ..loading import PluginRef
 from ..process import WorkerLauncher, WorkerProcess, WorkerStartFailed
 from ..ray_runner import RayRunner
@@ -55,10 +56,31 @@ class Hosting:
     kind = "shared"
     affine = True
 
-    def _init_hosting(self) -> None:
-        self._holding: dict[Any, set[str]] = collections.defaultdict(set)
+    def _init_hosting(self, capacity: int) -> None:
+        # Which models each host holds, as the server knows it: the targets it sent there, least
+        # recently used first out at the hosts' capacity, as they do. (Not from the hosts' own
+        # word: one running its uploader's code could claim other models to draw their calls.)
+        self._holding: dict[Any, collections.OrderedDict[str, None]] = collections.defaultdict(
+            collections.OrderedDict)
+        self._capacity = capacity
         self.stats = LoadStats()
         self.started = asyncio.Event()
+
+    async def run_group(self, slot: Any, method: str, payloads: Sequence[Any], timeout: float | None,
+                        together: bool = False, target: Any = None) -> list[Outcome]:
+        if target is not None:
+            if target.contained_only and not contained(slot):
+                self.release(slot)  # type: ignore[attr-defined]
+                refused = Unserved(ModelUnavailable(
+                    f"Model '{target.model}' runs code when it loads and this worker is not contained; "
+                    "retry shortly", model=target.model))
+                return [refused] * len(payloads)
+            held = self._holding[slot]
+            held[target.key] = None
+            held.move_to_end(target.key)
+            while len(held) > self._capacity:
+                held.popitem(last=False)
+        return await super().run_group(slot, method, payloads, timeout, together, target)  # type: ignore[misc]
 
     async def start(self) -> None:
         try:
@@ -83,15 +105,11 @@ class Hosting:
         return {key for keys in self._holding.values() for key in keys}
 
     def _on_event(self, slot: Any, name: str, data: Any) -> None:
-        if name == "loaded":  # checked: a host may be running its uploader's code
-            key, seconds, evicted = data.get("key"), data.get("seconds"), data.get("evicted")
-            if (type(key) is not str or type(seconds) not in (int, float) or type(evicted) is not list
-                    or not all(type(e) is str for e in evicted)):
-                raise ValueError(f"a malformed 'loaded' event: {data!r:.200}")
-            held = self._holding[slot]
-            held.add(key)
-            held.difference_update(evicted)
-            self.stats.loaded(max(0.0, float(seconds)), len(evicted))
+        if name == "loaded":  # for the load statistics only; checked, never printed
+            seconds, evicted = data.get("seconds"), data.get("evicted")
+            if type(seconds) not in (int, float) or type(evicted) is not list:
+                raise ValueError("a malformed 'loaded' event")
+            self.stats.loaded(min(max(0.0, float(seconds)), 1e6), min(len(evicted), self._capacity))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "loaded_models": len(self.loaded_keys())}  # type: ignore[misc]
@@ -103,14 +121,15 @@ class Hosting:
 class SharedPool(Hosting, ProcessRunner):
     """The registry's worker processes, shared by every uploaded model."""
 
-    def __init__(self, launcher: WorkerLauncher, size: int) -> None:
+    def __init__(self, launcher: WorkerLauncher, size: int, capacity: int) -> None:
         ProcessRunner.__init__(self, "registry", launcher, size)
-        self._init_hosting()
+        self._init_hosting(capacity)
         self._containment: dict[str, Any] | None = None
 
     def _on_event(self, slot: Any, name: str, data: Any) -> None:
         if name == "recycle":  # the worker ends by itself: it is replaced, quietly
-            slot.recycled = str(data.get("reason"))[:200]
+            reason = data.get("reason")
+            slot.recycled = reason[:200] if type(reason) is str else "a failed load"
             return
         super()._on_event(slot, name, data)
 
@@ -145,13 +164,19 @@ class RaySharedPool(Hosting, RayRunner):
     """The registry's hosts as Ray actors (``--executor ray``): uploaded models multiplexed
     across them, each keeping its most recently used models loaded, as worker processes do."""
 
-    def __init__(self, ref: PluginRef, config: WorkerConfig, size: int, **ray_options: Any) -> None:
+    def __init__(self, ref: PluginRef, config: WorkerConfig, size: int, capacity: int, **ray_options: Any) -> None:
         RayRunner.__init__(self, "registry", ref, config, size, **ray_options)
-        self._init_hosting()
+        self._init_hosting(capacity)
 
     def _lost(self, actor: Any) -> None:
         self._holding.pop(actor, None)
         super()._lost(actor)
+
+
+def contained(slot: Any) -> bool:
+    """Whether a host reported a containment with every essential layer (Ray actors: never)."""
+    report = getattr(slot, "containment", None)
+    return bool(report) and report.get("contained") is True
 
 
 class PoolView:

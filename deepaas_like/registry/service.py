@@ -13,15 +13,17 @@ Nothing here loads a model file: the server process only records, streams and sn
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 from webargs import fields, validate
@@ -79,11 +81,13 @@ def sandbox_spec(settings: Settings) -> SandboxSpec:
     """How the registry's workers are contained: what they must not reach (the server's
     state, keys and configuration), who they run as, their limits."""
     store = settings.store
-    sqlite_file = store.split("///", 1)[1] if store.startswith("sqlite") and "///" in store else ""
+    sqlite_file = store.split("///", 1)[1].split("?", 1)[0] if store.startswith("sqlite") and "///" in store else ""
+    store_files = [os.path.abspath(sqlite_file) + suffix for suffix in ("", "-wal", "-shm", "-journal")
+                   ] if sqlite_file else []
     deny = (settings.data_dir, str(settings.artifacts_dir), str(settings.models_dir), str(settings.auth_key_path),
-            settings.jwt_secret_file, sqlite_file, settings.config_file)
+            settings.jwt_secret_file, *store_files, settings.config_file)
     return SandboxSpec(
-        deny=tuple(p for p in deny if p),
+        deny=tuple(os.path.abspath(p) for p in deny if p),
         user=settings.sandbox_user,
         memory=settings.sandbox_memory,
         tasks=settings.sandbox_tasks,
@@ -235,12 +239,13 @@ class Registry:
             sandbox=sandbox_spec(settings) if settings.executor != "ray" else None)
         self.pool: SharedPool | RaySharedPool
         if settings.executor == "ray":  # uploaded models on the Ray cluster too, with the global resources
-            self.pool = RaySharedPool(HOST, config, settings.registry_workers, address=settings.ray_address,
-                                      num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
+            self.pool = RaySharedPool(HOST, config, settings.registry_workers, settings.max_loaded_models,
+                                      address=settings.ray_address, num_cpus=settings.ray_num_cpus,
+                                      num_gpus=settings.ray_num_gpus)
         else:
             serving = config.serving(settings.registry_workers, settings.worker_poll_us)
             self.pool = SharedPool(WorkerLauncher(HOST, serving, mp_context(settings.start_method)),
-                                   settings.registry_workers)
+                                   settings.registry_workers, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
         self._models: dict[str, ModelRecord] = {}
@@ -466,6 +471,7 @@ class Registry:
             filetype=filetype,
             columns=tuple(c.name for c in columns) if columns is not None else None,
             output_schema=version.config.get("output_schema"),
+            contained_only=self.runs_code(library, filetype) and not self._settings.allow_unconfined_code,
         )
 
     async def _serve(self, model: ModelRecord, version: VersionRecord) -> ServedModel:
@@ -547,7 +553,13 @@ class Registry:
             outcome = await original.dispatcher.call("to_onnx", {"probe": probe}, admit=False)
             if not isinstance(outcome, Ok):
                 raise unwrap_error(outcome, model.name)
-            converted = await self.artifacts.save(_chunks(outcome.value["onnx"]))
+            graph = outcome.value.get("onnx") if isinstance(outcome.value, dict) else None
+            if not isinstance(graph, str):
+                raise DeepaasError("the worker answered no ONNX graph")
+            try:
+                converted = await self.artifacts.save(_chunks(base64.b64decode(graph, validate=True)))
+            except ValueError:
+                raise DeepaasError("the worker answered an ONNX graph that is not base64") from None
             report["onnx_sha256"] = converted.sha256
             onnx_version = dataclasses.replace(version, optimization={"serving": "onnx",
                                                                       "onnx_sha256": converted.sha256})
@@ -559,7 +571,10 @@ class Registry:
                     raise unwrap_error(answer, model.name)
             finally:
                 await candidate.stop(0)
-            report.update(agreement(outcome.value["original"], answer.value))
+            try:  # what the worker answered is checked here, not trusted
+                report.update(agreement(outcome.value["original"], answer.value))
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                raise DeepaasError(f"the answers cannot be compared: {type(exc).__name__}") from None
             if report["labels_agree"] == 1.0 and report["max_probability_difference"] <= AGREEMENT_TOLERANCE:
                 report["serving"] = "onnx"
             else:
@@ -654,14 +669,15 @@ class Registry:
             raise ArgumentError(f"The file is not a {filetype} file: {reason}", {"filetype": [reason]})
         return expected, filetype
 
-    async def upload(self, name: str, upload: Upload, owner: str | None = None,
-                     may_publish: bool = False) -> tuple[bool, ModelRecord, VersionRecord]:
+    async def upload(self, name: str, upload: Upload, owner: str | None = None, may_publish: bool = False,
+                     may_add_version: Callable[[], None] | None = None) -> tuple[bool, ModelRecord, VersionRecord]:
         """Record the stored file as the next version of ``name`` and load it once.
 
         Returns whether the model was created. A version that does not load is kept,
         with status ``error`` and the reason, and the current version stays. ``is_public``
         is the new model's; an existing model's changes only with ``may_publish`` (its
-        owner uploads).
+        owner uploads). ``may_add_version`` raises if the caller may not add a version to the
+        model as it is when the version is recorded (someone else may have created it meanwhile).
         """
         check_name(name)
         self.check_writable(name)
@@ -682,7 +698,9 @@ class Registry:
                 except sa.exc.IntegrityError:
                     raise _raced(name) from None
                 self._models[name] = model
-            elif model.archived is not None:
+            elif may_add_version is not None:
+                may_add_version()
+            if not created and model.archived is not None:
                 raise ModelArchived(f"Model '{name}' is archived; restore it before uploading a new version",
                                     details={"model": name, "archived": True})
             versions = self._versions.setdefault(name, {})

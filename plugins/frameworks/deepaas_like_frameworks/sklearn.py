@@ -22,6 +22,7 @@ pickles). ``details["loaded_with"]`` is the running version.
 from __future__ import annotations
 
 import builtins
+import importlib
 import collections
 import json
 import sys
@@ -181,10 +182,18 @@ def _load_skops(path: str) -> Any:
 
 
 def _trustworthy(name: str) -> bool:
-    """A class of scikit-learn; a class or ufunc of numpy; a class of builtins or collections."""
+    """A class of scikit-learn; a class or ufunc of numpy; a class of builtins or collections.
+
+    Classes only, for scikit-learn: a function named in the file (a FunctionTransformer's
+    ``func``) would be called with what the file gives it, and some of scikit-learn's run
+    Python in a subprocess (its test helpers)."""
     module, _, attr = name.rpartition(".")
     if name.startswith("sklearn."):
-        return True
+        try:
+            found = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            return False
+        return isinstance(found, type)
     if module in TRUSTED_BUILTIN_MODULES:
         found = getattr(builtins if module == "builtins" else collections, attr, None)
         return isinstance(found, type)
