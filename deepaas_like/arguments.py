@@ -131,6 +131,9 @@ class ArgumentSpec:
         self._by_key = {(f.data_key or name): f for name, f in self.body_fields.items()}
         self.file_keys = {key for key, f in self._by_key.items() if is_file_field(f)}
         self._multiple = {key for key, f in self._by_key.items() if _is_multiple(f)}
+        # The most form parts these arguments take when every list is as long as it may be
+        # (lists without a declared bound count one: --max-form-parts bounds them).
+        self.declared_parts = sum(_most_items(f) if key in self._multiple else 1 for key, f in self._by_key.items())
         self._integers = {key for key, f in self._by_key.items() if _integer_field(f) is not None}
         self._optional_files = {key for key in self.file_keys if not self._by_key[key].required}
         self._known = {*self._by_key, *(["accept"] if self.accept is not None else [])}
@@ -426,6 +429,12 @@ def _is_empty_part(form: Mapping[str, Any], key: str) -> bool:
         return False
     values = form.getall(key) if hasattr(form, "getall") else [form[key]]
     return all(v == "" for v in values)
+
+
+def _most_items(f: ma_fields.Field) -> int:
+    """The largest number of items a list argument declares (validate.Length(max=...)), else 1."""
+    bounds = [v.max for v in f.validators if isinstance(v, ma_validate.Length) and v.max is not None]
+    return max(1, min(bounds)) if bounds else 1
 
 
 def _is_multiple(f: ma_fields.Field) -> bool:

@@ -48,7 +48,11 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     gate.plugins = frozenset(models)
     jobs = JobManager(settings, models, db)
     metrics = Metrics(models, jobs)
-    app = web.Application(client_max_size=settings.client_max_size, client_max_fields=settings.max_form_parts)
+    # An urlencoded form may hold as many fields as the longest arguments a model declares, at
+    # least, with room to be refused by their validation (as for multipart bodies, api/bodies.py).
+    fields = max([settings.max_form_parts, *(2 * spec.declared_parts for m in models.values()
+                                             for spec in (m.predict_args, m.train_args))])
+    app = web.Application(client_max_size=settings.client_max_size, client_max_fields=fields)
     app[SETTINGS] = settings
     app[MODELS] = models
     app[DATABASE] = db

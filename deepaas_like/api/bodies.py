@@ -65,7 +65,7 @@ async def read_sources(request: web.Request, spec: ArgumentSpec, uploads: Upload
     declared = hdrs.CONTENT_TYPE in request.headers
     ctype = request.content_type
     if ctype == "multipart/form-data":
-        sources.form, sources.files = await _read_multipart(request, uploads, limit)
+        sources.form, sources.files = await _read_multipart(request, uploads, limit, spec.declared_parts)
     elif ctype == "application/x-www-form-urlencoded":
         try:
             sources.form = await request.post()
@@ -106,11 +106,13 @@ def _parse_json(raw: bytes) -> dict:
     return value
 
 
-async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+async def form_parts(request: web.Request, declared: int = 0) -> AsyncIterator[BodyPartReader]:
     """The named parts of a multipart body, one after another, at most --max-form-parts of them
-    (413 beyond). Parts that arrived together are read without a pause otherwise: the event
+    (or, if more, twice ``declared``, the most the route's arguments take: a list a little
+    over its bound is read, and refused by its validation with a 422 that names it; 413
+    beyond). Parts that arrived together are read without a pause otherwise: the event
     loop gets a turn every few parts, so that other requests (health) never wait long."""
-    limit = request.app[SETTINGS].max_form_parts
+    limit = max(request.app[SETTINGS].max_form_parts, 2 * declared)
     reader = await request.multipart()
     count = 0
     while (part := await reader.next()) is not None:
@@ -138,13 +140,13 @@ async def read_field(part: BodyPartReader, limit: int, what: str = "") -> bytes:
 
 
 async def _read_multipart(
-    request: web.Request, uploads: UploadArea, limit: int
+    request: web.Request, uploads: UploadArea, limit: int, declared: int
 ) -> tuple[MultiDict, MultiDict]:
     form: MultiDict = MultiDict()
     files: MultiDict = MultiDict()
     total = 0
     try:
-        async for part in form_parts(request):
+        async for part in form_parts(request, declared):
             if part.filename is not None:
                 uploaded, size = await _save_file(part, uploads, limit, total)
                 total += size
@@ -187,7 +189,7 @@ async def _save_file(
 async def read_json_object(request: web.Request) -> dict:
     """The request's body as a JSON object (415 without a JSON content type, 400 if it is not
     JSON, 422 if not an object)."""
-    if not is_json(request.content_type):
+    if request.body_exists and not is_json(request.content_type):
         raise UnsupportedMediaType(f"Send the body as JSON, with Content-Type: application/json (not "
                                    f"{request.content_type!r})", details={"accepted": ["application/json"]})
     try:

@@ -26,7 +26,7 @@ from .responses import json_response
 
 CHUNK = 256 * 1024
 ASCII_INTEGER = re.compile(r"-?[0-9]{1,30}")
-VERSION = re.compile(r"[0-9]{1,18}")
+VERSION = re.compile(r"[0-9]{1,30}")  # long enough for any id a client may try, short enough to parse
 FIELD_LIMIT = 1024 * 1024
 UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
                  "optimize")
