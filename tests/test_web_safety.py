@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import socket
 import stat
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from conftest import wait_ready
