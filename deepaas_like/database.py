@@ -27,6 +27,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -64,6 +65,25 @@ class StoreUnavailable(DeepaasError):
     """The store's URL is wrong, or its server cannot be reached."""
 
 
+OUTAGE_RETRY_AFTER = 2  # seconds a client is told to wait while the store cannot be reached
+
+
+class StoreOutage(DeepaasError):
+    """The store could not be reached for a request (503 with Retry-After). The driver's own
+    words (host, port, database) are logged, never answered."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("The server's store cannot be reached right now; retry shortly",
+                         headers={"Retry-After": str(OUTAGE_RETRY_AFTER)})
+
+
+# The driver's errors that say the store is away (a lost or refused connection, a database
+# shutting down, a lock): what a retry may cure.
+OUTAGE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
 def _alembic_config(connection: sa.Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -98,6 +118,7 @@ class Database:
         self._engine: sa.Engine | None = None
         self._lock_fd: int | None = None
         self._seen: Any = None
+        self.outage_since: float | None = None  # monotonic time of the first failure of an ongoing outage
 
     @property
     def dialect(self) -> str:
@@ -135,7 +156,21 @@ class Database:
             with self._engine.begin() as conn:
                 return fn(conn)
 
-        return await self._in_thread(call)
+        try:
+            result = await self._in_thread(call)
+        except OUTAGE_ERRORS as exc:
+            self._outage(exc)
+            raise StoreOutage() from exc
+        if self.outage_since is not None:
+            LOG.warning("the store %s answers again after %.1f s", self, time.monotonic() - self.outage_since)
+            self.outage_since = None
+        return result
+
+    def _outage(self, exc: Exception) -> None:
+        """Log the first failure of an outage with the driver's words (once, not per request)."""
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            LOG.error("the store %s cannot be reached: %s", self, str(getattr(exc, "orig", exc)).strip()[:500])
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -277,6 +312,15 @@ class Database:
             return changed
 
         return await self.run(check)
+
+
+def insert_for(conn: sa.Connection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 def bump_revision(conn: sa.Connection) -> None:

@@ -37,8 +37,9 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster, started for the test session and removed after it."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable  # a commit is acknowledged once written (for tests that crash the server)
         self.root = Path(tempfile.mkdtemp(prefix="deepaas-like-pg-"))
         self.port = _free_port()
         self._as: list[str] = []
@@ -54,10 +55,18 @@ class PostgresServer:
         data = self.root / "data"
         self._run(str(self.bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "log"), "-o", options,
-                  "-w", "-t", "60", "start")
+        self._options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                         f"-c synchronous_commit={'on' if self.durable else 'off'} -c full_page_writes=off "
+                         "-c max_connections=200")
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server (an outage: every connection is cut); :meth:`resume` starts it again."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"),
+                  "-o", self._options, "-w", "-t", "60", "start")
 
     def stop(self) -> None:
         try:
@@ -78,13 +87,13 @@ class PostgresServer:
         return self.url(name)
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(durable: bool = False) -> PostgresServer:
     bin_dir = _binaries()
     if bin_dir is None:
         if os.environ.get("DEEPAAS_LIKE_CI"):
             pytest.fail("PostgreSQL's binaries are missing (.ci/run installs Debian's postgresql)")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    server = PostgresServer(bin_dir)
+    server = PostgresServer(bin_dir, durable)
     try:
         server.start()
     except subprocess.CalledProcessError as exc:

@@ -8,7 +8,7 @@ from typing import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from ..database import Database
+from ..database import Database, StoreOutage
 from ..registry.service import Registry
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelRegistry, build_model
@@ -65,7 +65,8 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app[ORIGINS] = origins = Origins(settings)
     if origins.cors:
         app.on_response_prepare.append(_cors_headers)
-    add_routes(app, settings, FrontDoor(metrics, gate, origins, settings.request_read_timeout))
+    add_routes(app, settings, FrontDoor(metrics, gate, origins, settings.request_read_timeout,
+                                        models.uploads.catch_up if db.shared else None))
     app.cleanup_ctx.append(_open_database)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_gate)
     app.cleanup_ctx.append(_run_registry)
@@ -137,6 +138,8 @@ async def _watch_store(app: web.Application) -> AsyncIterator[None]:
                 if await db.changed_elsewhere():
                     await gate.reload()
                     await registry.refresh()
+            except StoreOutage:  # logged once by the store; the next round tries again
+                pass
             except Exception:  # the next round tries again
                 LOG.exception("reading changes of the store %s back failed", db)
 

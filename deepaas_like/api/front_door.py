@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -53,11 +53,13 @@ class FrontDoor:
     last-resort route (:meth:`add_last_resort`).
     """
 
-    def __init__(self, metrics: Metrics, gate: Gate, origins: Origins, read_timeout: float = 0.0) -> None:
+    def __init__(self, metrics: Metrics, gate: Gate, origins: Origins, read_timeout: float = 0.0,
+                 catch_up: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._metrics = metrics
         self._gate = gate
         self._origins = origins
         self._read_timeout = read_timeout
+        self._catch_up = catch_up  # with replicas: read a model not known here from the store
 
     def wrap(self, handler: Handler, policy: Policy, label: str, model: str | None = None, *,
              method: str = hdrs.METH_ANY, any_host: bool = False) -> Handler:
@@ -72,6 +74,7 @@ class FrontDoor:
         cross_site = origins.cross_site if method not in SAFE_METHODS and method != hdrs.METH_ANY else None
         watch_body = self._read_timeout > 0 and method not in (hdrs.METH_GET, hdrs.METH_HEAD)
         read_timeout = self._read_timeout
+        catch_up = self._catch_up
 
         async def handle(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
@@ -85,6 +88,9 @@ class FrontDoor:
                 return response
             watchdog = BodyWatchdog.arm(request, read_timeout) if watch_body else None
             try:
+                if catch_up is not None and (name := request.match_info.get("name")) is not None \
+                        and not gate.knows(name):
+                    await catch_up(name)  # another replica may have created it a moment ago
                 principal = request[PRINCIPAL] = (
                     gate.identify(request.headers.get(hdrs.AUTHORIZATION)) if identifies else anyone)
                 if checks:

@@ -100,27 +100,24 @@ def _int(query: Any, name: str, default: int, low: int, high: int | None, errors
     return value
 
 
-def _job(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
+async def job_of(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
+    """The job the route names, if the caller may see it (404 otherwise; with replicas, a job
+    this one does not know yet is looked up in the store first)."""
     name = request.match_info["name"]
     request.app[MODELS].check_known(name)
     jobs, gate, principal = request.app[JOBS], request.app[GATE], request[PRINCIPAL]
-    return jobs, jobs.get(kind, name, request.match_info["uuid"],
-                          visible=lambda job: gate.sees_job(principal, job.owner, name))
+    return jobs, await jobs.find(kind, name, request.match_info["uuid"],
+                                 visible=lambda job: gate.sees_job(principal, job.owner, name))
 
 
-def _show(request: web.Request, kind: JobKind) -> web.Response:
-    jobs, job = _job(request, kind)
+async def _show(request: web.Request, kind: JobKind) -> web.Response:
+    jobs, job = await job_of(request, kind)
     return json_response(jobs.document(job))
 
 
 async def _cancel(request: web.Request, kind: JobKind) -> web.Response:
-    jobs, job = _job(request, kind)
+    jobs, job = await job_of(request, kind)
     return json_response(jobs.document(await jobs.cancel(kind, job.model, job.id)))
-
-
-def job_of(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
-    """The job the route names, if the caller may see it (404 otherwise)."""
-    return _job(request, kind)
 
 
 # --- trainings -------------------------------------------------------------------
@@ -137,7 +134,7 @@ async def list_trainings(request: web.Request) -> web.Response:
 
 
 async def get_training(request: web.Request) -> web.Response:
-    return _show(request, JobKind.TRAINING)
+    return await _show(request, JobKind.TRAINING)
 
 
 async def cancel_training(request: web.Request) -> web.Response:
@@ -146,7 +143,7 @@ async def cancel_training(request: web.Request) -> web.Response:
 
 async def training_log(request: web.Request) -> web.Response:
     """The training's captured output so far; ``?offset=N`` skips the first N bytes."""
-    jobs, job = _job(request, JobKind.TRAINING)
+    jobs, job = await job_of(request, JobKind.TRAINING)
     errors: dict[str, list[str]] = {}
     offset = _int(request.query, "offset", 0, 0, None, errors)
     if errors:
@@ -171,7 +168,7 @@ async def list_predictions(request: web.Request) -> web.Response:
 
 
 async def get_prediction(request: web.Request) -> web.Response:
-    return _show(request, JobKind.PREDICTION)
+    return await _show(request, JobKind.PREDICTION)
 
 
 async def cancel_prediction(request: web.Request) -> web.Response:
@@ -180,7 +177,7 @@ async def cancel_prediction(request: web.Request) -> web.Response:
 
 async def prediction_result(request: web.Request) -> web.StreamResponse:
     """The body a synchronous predict would have answered, with its content type."""
-    jobs, job = _job(request, JobKind.PREDICTION)
+    jobs, job = await job_of(request, JobKind.PREDICTION)
     if job.status is JobStatus.ERROR:
         raise Conflict(f"Prediction '{job.id}' failed, so it has no result: {job.message}",
                        details={"uuid": job.id, "status": job.status, "error": job.message,
@@ -207,7 +204,7 @@ async def list_tests(request: web.Request) -> web.Response:
 
 
 async def get_test(request: web.Request) -> web.Response:
-    return _show(request, JobKind.TEST)
+    return await _show(request, JobKind.TEST)
 
 
 async def cancel_test(request: web.Request) -> web.Response:
@@ -219,7 +216,7 @@ async def list_impacts(request: web.Request) -> web.Response:
 
 
 async def get_impact(request: web.Request) -> web.Response:
-    return _show(request, JobKind.IMPACT)
+    return await _show(request, JobKind.IMPACT)
 
 
 async def cancel_impact(request: web.Request) -> web.Response:

@@ -171,7 +171,7 @@ async def start_impact(request: web.Request) -> web.Response:
 
 async def impact_plot_png(request: web.Request) -> web.Response:
     """``GET .../feature-impact/{uuid}/plot.png``: the impacts as a bar chart."""
-    _, job = job_of(request, JobKind.IMPACT)
+    _, job = await job_of(request, JobKind.IMPACT)
     if job.status is not JobStatus.DONE:
         raise Conflict(f"Feature impact '{job.id}' has no plot: it is {job.status}",
                        details={"uuid": job.id, "status": job.status})
@@ -186,7 +186,7 @@ async def impact_plot_png(request: web.Request) -> web.Response:
 
 
 async def _log_text(request: web.Request, kind: JobKind) -> tuple[Job, str]:
-    jobs, job = job_of(request, kind)
+    jobs, job = await job_of(request, kind)
     return job, (await jobs.read_log(job)).decode("utf-8", errors="replace")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..database import Database, bump_revision
+from ..database import Database, bump_revision, insert_for
 from ..tables import audit, model_access, users
 from .principal import Role
 
@@ -55,7 +55,7 @@ class AccessTables:
 
     async def save_user(self, user: User) -> None:
         def save(conn: sa.Connection) -> None:
-            insert = _insert_for(conn)(users).values(id=user.id, username=user.username, email=user.email,
+            insert = insert_for(conn)(users).values(id=user.id, username=user.username, email=user.email,
                                                      created=user.created)
             conn.execute(insert.on_conflict_do_update(
                 index_elements=[users.c.id],
@@ -94,12 +94,3 @@ class AccessTables:
                            for seq, at, actor, action, target, detail in rows]
 
         return await self._db.run(read)
-
-
-def _insert_for(conn: sa.Connection) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..database import Database
+from ..background import Background
+from ..database import Database, StoreOutage
 from ..errors import ArgumentError, Conflict, Forbidden, NotFound, Unauthorized
 from ..settings import Settings
 from .access import AccessTables, Grant, User
@@ -65,7 +66,7 @@ class Gate:
         self._used: dict[str, float] = {}
         self._jwt_secret: bytes | None = None
         self._jwt_cache: collections.OrderedDict[str, tuple[Principal, float | None]] = collections.OrderedDict()
-        self._background: set[asyncio.Task] = set()
+        self._background = Background("keys and access")
         self._access_locks: dict[str, asyncio.Lock] = {}
         self.public_plugins = frozenset(settings.public_models)
         self.plugins: frozenset[str] = frozenset()  # every plugin served
@@ -90,15 +91,14 @@ class Gate:
                         "who can reach it", self._settings.listen_ip)
 
     async def close(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self._save_last_used()
+        await self._background.cancel_all()
+        try:
+            await self._save_last_used()
+        except StoreOutage:
+            pass  # when the tokens were last used is a hint, not a state to keep at any cost
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        return self._background.spawn(coro)
 
     async def reload(self) -> None:
         """Read tokens, users and roles back (at start, and when another process changed them)."""
@@ -120,6 +120,8 @@ class Gate:
             await asyncio.sleep(LAST_USED_SAVE_INTERVAL)
             try:
                 await self._save_last_used()
+            except StoreOutage:  # logged once by the store; the next round tries again
+                pass
             except Exception:  # the next round tries again
                 LOG.exception("saving the tokens' last use failed")
 
@@ -270,6 +272,10 @@ class Gate:
         if not principal.authenticated:
             return Unauthorized("This needs a credential: 'Authorization: Bearer <token>'", error="")
         return Forbidden(f"Refused: {why}; the credential has {', '.join(sorted(principal.scopes)) or 'none'}")
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a plugin or an uploaded model known here."""
+        return name in self.plugins or (self.uploads is not None and name in self.uploads)
 
     def not_found(self, name: str) -> Exception:
         """What a request naming a missing model is answered (the front door narrows its list)."""

@@ -36,7 +36,9 @@ from ..settings import Settings
 from ..training import describe_failure
 from .callbacks import PENDING, CallbackSender
 from .model import Job, JobKind, JobStatus
-from ..database import Database
+from .outbox import OUTBOX_NAME, VERSION, Outbox, row_of
+from ..background import Background
+from ..database import Database, StoreOutage
 from .replicas import Replicas, node_id
 from .store import JobStore
 
@@ -47,6 +49,7 @@ RESULT_NAME = "result"
 SHARED_RESULTS = "results"  # with replicas: <artifact-dir>/results/<job id>, seen by all
 PROGRESS_SAVE_INTERVAL = 1.0
 CANCEL_WAIT = 10.0  # seconds a cancel on one replica waits for the replica that runs the job
+OUTBOX_INTERVAL = 0.5  # seconds between tries to write what waits in the outbox
 
 
 class JobNotFound(NotFound):
@@ -61,13 +64,15 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._training_queue: collections.deque[Job] = collections.deque()
         self._trainings_running: set[Job] = set()
-        self._background: set[asyncio.Task] = set()
+        self._background = Background("jobs")
         self._progress_saved: dict[str, float] = {}
         self._callbacks = CallbackSender(settings.callback_attempts, settings.callback_backoff,
-                                         self.document, self._store.save)
+                                         self.document, self._save_callback)
         self._shared = db.shared
         self.node: str | None = None  # known once the data directory is ours (start)
         self._replicas: Replicas | None = None  # replicas on one store (see jobs/replicas.py)
+        self._outbox = Outbox(Path(settings.data_dir) / OUTBOX_NAME)
+        self._changes = 0  # changes of jobs made here, in order (see _persist)
         self._started_at = time.time()
 
     # --- documents and lookups ----------------------------------------------------
@@ -90,6 +95,16 @@ class JobManager:
 
     def new_id(self) -> str:
         return uuid.uuid4().hex
+
+    async def find(self, kind: JobKind, model: str, job_id: str,
+                   visible: Callable[[Job], bool] | None = None) -> Job:
+        """:meth:`get`, asking the store first when the job is not known here: with replicas
+        behind a balancer, one submitted on another replica a moment ago is found at once."""
+        if job_id not in self._jobs and self._replicas is not None and len(job_id) <= 64:
+            row = await self._store.load_one(job_id)
+            if row is not None:
+                self.mirror(row)
+        return self.get(kind, model, job_id, visible)
 
     def get(self, kind: JobKind, model: str, job_id: str, visible: Callable[[Job], bool] | None = None) -> Job:
         """The job (404 if it does not exist, or ``visible`` says the caller may not see it)."""
@@ -133,6 +148,10 @@ class JobManager:
         self.node = await asyncio.to_thread(node_id, self._settings.data_dir)
         if self._shared:
             self._replicas = Replicas(self, self._store, self.node, self._settings.job_lease)
+        await asyncio.to_thread(self._outbox.load)
+        if len(self._outbox):  # what the last run could not write before it stopped: first
+            LOG.info("writing %d job changes kept while the store was away", len(self._outbox))
+            await self.flush_outbox()
         loaded = await self._store.load()
         self._jobs.update((job.id, job) for job in loaded)
         if self._replicas is not None:
@@ -145,7 +164,7 @@ class JobManager:
                 was = job.status
                 job.status, job.finished = JobStatus.INTERRUPTED, time.time()
                 job.message = f"the server stopped unexpectedly (crash or kill) while the job was {was}"
-                await self._store.save(job, "status", "finished", "message")
+                await self._persist(job, "status", "finished", "message")
                 shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
                 LOG.warning("job %s (%s of %s) %s", job.id, job.kind, job.model, job.message)
             self._callbacks.schedule(job)
@@ -154,6 +173,7 @@ class JobManager:
         if self._replicas is not None:
             self._spawn(self._replicas.run())
         self._spawn(self._expire_loop())
+        self._spawn(self._flush_loop())
 
     async def close(self) -> None:
         """Server shutdown: queued and running jobs end as interrupted (this server's own)."""
@@ -196,6 +216,10 @@ class JobManager:
             if model is not None:
                 self._spawn(self._reload_trained(model, row))
 
+    def ended_elsewhere(self, job: Job) -> None:
+        """Another replica's job that this one ended (its replica was gone): its callback."""
+        self._callbacks.schedule(job)
+
     async def _reload_trained(self, model: ServedModel, job: Job) -> None:
         try:
             await model.reload()
@@ -221,10 +245,7 @@ class JobManager:
         return await asyncio.to_thread(read)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return self._background.spawn(coro)
 
     async def _finish(self, job: Job, status: JobStatus, *, result: Any = None, message: str | None = None,
                       result_type: str | None = None, error_status: int | None = None) -> None:
@@ -238,10 +259,82 @@ class JobManager:
         job.kwargs = None
         shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
         if self._replicas is not None:
-            await self._replicas.ship_logs(job)  # complete before the others see it ended
-        await self._store.save(job)
+            try:
+                await self._replicas.ship_logs(job)  # complete before the others see it ended
+            except StoreOutage:
+                pass  # the log stays here; the end waits in the outbox, and the log is shipped with it
+        await self._persist(job)
         LOG.info("%s %s of %s: %s%s", job.kind, job.id, job.model, status, f" ({message})" if message else "")
         self._callbacks.schedule(job)
+
+    # --- writing to the store --------------------------------------------------------
+
+    async def _persist(self, job: Job, *names: str) -> None:
+        """Write a change of one of this server's jobs: now, or, while the store cannot be
+        reached, from the outbox as soon as it answers again (see :mod:`.outbox`). Never
+        raises. A job the store has ended already (another replica judged this one gone)
+        takes the store's word."""
+        row = JobStore.row(job)
+        version = self._changes = self._changes + 1  # writes may end out of order: the latest wins
+        if job.id in self._outbox:  # an earlier change waits: this one goes after it, as the whole row
+            self._outbox.keep(row, version)
+            return
+        try:
+            written = await self._store.write_unfinished(row, names)
+        except StoreOutage:
+            self._outbox.keep(row, version)
+            return
+        self._outbox.drop(job.id, up_to=version)  # an earlier change that failed meanwhile is outdated
+        if not written:
+            await self.follow_store(job)
+
+    async def _save_callback(self, job: Job) -> None:
+        """A callback's state (its fields only: never the job's status, which is final)."""
+        try:
+            await self._store.save(job, "callback_status", "callback_attempts", "callback_error")
+        except StoreOutage:
+            pass  # the next attempt writes it; one still pending at a restart is delivered then
+
+    async def flush_outbox(self) -> None:
+        """Write what the outbox holds, in order, while the store takes it."""
+        for kept in self._outbox.rows():
+            row = {**row_of(kept), "updated": time.time()}  # written now: the other replicas' mirrors look for that
+            try:
+                written = await self._store.write_unfinished(row)
+            except StoreOutage:
+                return  # still away: the next round
+            self._outbox.drop(row["id"], up_to=kept[VERSION])
+            job = self._jobs.get(row["id"])
+            if written:
+                LOG.info("job %s: its %s, kept while the store was away, is written", row["id"], row["status"])
+            elif job is not None:
+                await self.follow_store(job)
+
+    async def follow_store(self, job: Job) -> None:
+        """The store has ``job`` ended already, not by this server (it was taken for gone while
+        the store could not hear from it): the store's status is the job's, here too, and
+        what still runs of it here stops."""
+        try:
+            theirs = await self._store.load_one(job.id)
+        except StoreOutage:
+            return
+        if theirs is None or not theirs.is_finished or (job.is_finished and job.status == theirs.status):
+            return
+        LOG.warning("job %s (%s of %s) is %s in the store (%s); this server had it %s, and follows the store",
+                    job.id, job.kind, job.model, theirs.status, theirs.message, job.status)
+        for name in Job.persisted_fields():
+            setattr(job, name, getattr(theirs, name))
+        self._training_queue = collections.deque(j for j in self._training_queue if j is not job)
+        if job.training is not None:
+            job.training.kill()
+        if job.task is not None and not job.task.done() and job.task is not asyncio.current_task():
+            job.task.cancel()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(OUTBOX_INTERVAL)
+            if len(self._outbox):
+                await self.flush_outbox()
 
     async def _create(self, job: Job, callback_url: str | None) -> Job:
         job.node, job.heartbeat = self.node, time.time()
@@ -312,7 +405,7 @@ class JobManager:
 
     async def _run_training(self, job: Job) -> None:
         model = self._models[job.model]
-        await self._store.save(job, "status", "started")
+        await self._persist(job, "status", "started")
         self.job_dir(job.id).mkdir(mode=0o700, parents=True, exist_ok=True)
         job.training = model.new_training(log_file=str(self.log_path(job)),
                                           on_progress=lambda fraction, note: self._progress(job, fraction, note))
@@ -351,7 +444,7 @@ class JobManager:
         now = time.monotonic()
         if now - self._progress_saved.get(job.id, 0.0) >= PROGRESS_SAVE_INTERVAL:
             self._progress_saved[job.id] = now
-            self._spawn(self._store.save(job, "progress", "progress_message"))
+            self._spawn(self._persist(job, "progress", "progress_message"))
 
     # --- tasks: model tests, feature impact ----------------------------------------------
 
@@ -377,7 +470,7 @@ class JobManager:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
         job.status, job.started = JobStatus.RUNNING, time.time()
-        await self._store.save(job, "status", "started")
+        await self._persist(job, "status", "started")
         try:
             result = await work(job, log)
         except asyncio.CancelledError:
@@ -413,7 +506,7 @@ class JobManager:
     def _prediction_started(self, job: Job) -> None:
         if not job.is_finished:
             job.status, job.started = JobStatus.RUNNING, time.time()
-            self._spawn(self._store.save(job, "status", "started"))
+            self._spawn(self._persist(job, "status", "started"))
 
     async def _run_prediction(self, job: Job, model: ServedModel) -> None:
         kwargs = job.kwargs or {}

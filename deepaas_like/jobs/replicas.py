@@ -12,7 +12,16 @@ and cancel work from any replica:
   are shipped to the store (``job_logs``) for the others to serve;
 * every lease / 2: unfinished jobs of others whose heartbeat is older than the lease
   become ``interrupted``; the write happens only if the job is still unfinished and
-  has no newer heartbeat, so one replica wins and a live one is never overruled.
+  has no newer heartbeat, so one replica wins.
+
+A replica judges others only once it has itself reached the store without a break for a
+whole lease: after an outage of the store, every replica that runs jobs renews its
+heartbeats in its first round with the store back, so a replica whose heartbeat could not
+be written because the *store* was away is never taken for gone (the same holds for a
+replica that starts: it judges nobody in its first lease). A status that was final in the
+store never changes (every write of a job's status is conditional on the store having it
+unfinished); a replica that finds its job ended by another (it was cut off from the store
+for longer than a lease while the others were not) follows the store.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..database import StoreOutage
 from .model import Job, JobStatus
 from .store import JobStore
 
@@ -65,22 +75,20 @@ class Replicas:
         self.lease = lease
         self._shipped: dict[str, int] = {}  # job id -> bytes of its log already in the store
         self._since = 0.0
+        self._connected_since: float | None = time.monotonic()  # since when the store answered without a break
 
     def stale_message(self, job: Job) -> str:
         return (f"the replica running it ({job.node or 'unknown'}) stopped answering: no heartbeat for "
                 f"{self.lease:g} s (crash, kill or lost connection) while the job was {job.status}")
 
     async def adopt(self, jobs: list[Job]) -> list[Job]:
-        """At start: end the other replicas' unfinished jobs whose lease ran out; the
-        others run elsewhere and are mirrored. The jobs this call ended."""
-        ended = []
-        before = time.time() - self.lease
-        for job in jobs:
-            if not job.is_finished and (job.heartbeat or 0) < before:
-                if await self._end_stale(job, before):
-                    ended.append(job)
+        """At start: the other replicas' jobs are mirrored; whether their replica is gone is
+        judged by the sweep, once this one has reached the store for a whole lease (it may
+        be starting right after an outage of the store, before the others renewed their
+        heartbeats). The jobs this call ended: none."""
         self._since = time.time() - CLOCK_MARGIN
-        return ended
+        self._connected_since = time.monotonic()
+        return []
 
     async def _end_stale(self, job: Job, before: float) -> bool:
         was = job.status
@@ -99,16 +107,21 @@ class Replicas:
             try:
                 now = time.monotonic()
                 await self.sync()
+                if self._connected_since is None:  # the store answers again: heartbeats first
+                    self._connected_since, beat = now, 0.0
                 if now - beat >= self.lease / 3:
+                    await self._store.heartbeat(self.node, time.time())
                     beat = now
                     await self.ship_logs()
-                    await self._store.heartbeat(self.node, time.time())
-                if now - sweep >= self.lease / 2:
+                if now - sweep >= self.lease / 2 and now - self._connected_since >= self.lease:
                     sweep = now
                     await self.sweep()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the store may be away for a moment: the next round tries again
+            except StoreOutage:  # logged once by the store; judged nobody meanwhile, and not for a lease after
+                self._connected_since = None
+            except Exception:  # the next round tries again
+                self._connected_since = None
                 LOG.exception("keeping jobs in step with the other replicas failed")
 
     async def sync(self) -> None:
@@ -119,7 +132,11 @@ class Replicas:
         for row in rows:
             if row.node == self.node:
                 mine = self._manager.local(row.id)
-                if row.cancel_requested and mine is not None and not mine.is_finished:
+                if mine is None or mine.is_finished:
+                    continue
+                if row.is_finished:  # ended by another replica while this one could not reach the store
+                    await self._manager.follow_store(mine)
+                elif row.cancel_requested:
                     LOG.info("job %s: cancel requested on another replica", row.id)
                     await self._manager.cancel(mine.kind, mine.model, mine.id)
             else:
@@ -131,6 +148,7 @@ class Replicas:
         for job in await self._store.stale(before, self.node):
             if await self._end_stale(job, before):
                 self._manager.mirror(job)
+                self._manager.ended_elsewhere(job)
 
     async def ship_logs(self, only: Job | None = None) -> None:
         """Send the new bytes of this server's unfinished jobs' logs (or of ``only``) to the store."""

@@ -12,11 +12,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..database import Database
+from ..database import Database, insert_for
 from ..tables import job_logs, jobs
 from .model import Job, JobKind, JobStatus
 
 PERSISTED = Job.persisted_fields()
+# What the replica running a job writes of it in one go: not the fields others write (a
+# cancel request), nor its heartbeat, which only JobStore.heartbeat writes (an older copy
+# written back would make a live replica look gone).
+OWN_FIELDS = tuple(n for n in PERSISTED if n not in ("id", "node", "heartbeat", "cancel_requested"))
 JSON_COLUMNS = {"args", "result"}
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 INSERT_ATTEMPTS = 20  # a job's seq (its place in lists) is the next free one: replicas may race for it
@@ -68,6 +72,26 @@ class JobStore:
         values = {n: self._encode(n, getattr(job, n)) for n in (*(names or PERSISTED), "updated")}
         await self._db.run(lambda conn: conn.execute(sa.update(jobs).where(jobs.c.id == job.id).values(values)))
 
+    @classmethod
+    def row(cls, job: Job) -> dict[str, Any]:
+        """``job`` as its row is written (plain JSON values: what the outbox keeps)."""
+        job.updated = time.time()
+        return {n: cls._encode(n, getattr(job, n)) for n in PERSISTED}
+
+    async def write_unfinished(self, row: dict[str, Any], names: tuple[str, ...] = ()) -> bool:
+        """Write a job's row (or the ``names`` of it) if the store still has the job queued or
+        running: a final status, once written, never changes. Whether it was written (the same
+        final status written twice: the second answers False, and the store's is the same)."""
+        values = {n: row[n] for n in (*(names or OWN_FIELDS), "updated")}
+        return await self._db.run(lambda conn: conn.execute(
+            sa.update(jobs).where(jobs.c.id == row["id"], jobs.c.status.in_(UNFINISHED)).values(values)
+        ).rowcount == 1)
+
+    async def load_one(self, job_id: str) -> Job | None:
+        """The job as the store has it now (None: no such job)."""
+        query = sa.select(*(jobs.c[name] for name in PERSISTED)).where(jobs.c.id == job_id)
+        return await self._db.run(lambda conn: next((self._job(row) for row in conn.execute(query)), None))
+
     async def delete(self, job_ids: list[str]) -> None:
         def delete(conn: sa.Connection) -> None:
             conn.execute(sa.delete(jobs).where(jobs.c.id.in_(job_ids)))
@@ -113,8 +137,13 @@ class JobStore:
             .values(cancel_requested=1, updated=time.time())).rowcount == 1)
 
     async def append_log(self, job_id: str, offset: int, data: bytes) -> None:
-        await self._db.run(lambda conn: conn.execute(sa.insert(job_logs).values(job_id=job_id, offset=offset,
-                                                                               data=data)))
+        """Ship a piece of a log (again, after a write the store may or may not have taken: the
+        piece it has stays)."""
+        def append(conn: sa.Connection) -> None:
+            insert = insert_for(conn)(job_logs).values(job_id=job_id, offset=offset, data=data)
+            conn.execute(insert.on_conflict_do_nothing(index_elements=[job_logs.c.job_id, job_logs.c.offset]))
+
+        await self._db.run(append)
 
     async def read_log(self, job_id: str, offset: int = 0) -> bytes:
         """The shipped log of a job from byte ``offset`` on."""

@@ -30,7 +30,8 @@ from webargs import fields, validate
 
 from ..arguments import ArgumentSpec
 from ..calls import Ok, unwrap
-from ..database import Database
+from ..background import Background
+from ..database import Database, StoreOutage
 from ..dispatch import Dispatcher
 from ..errors import ArgumentError, Conflict, DeepaasError, Forbidden, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
@@ -63,6 +64,7 @@ MAX_ROWS = 10000
 PROBE_ROWS = 64
 AGREEMENT_TOLERANCE = 1e-4  # largest difference of a class probability that counts as agreement
 LAST_PREDICT_SAVE_INTERVAL = 10.0
+CATCH_UP_INTERVAL = 0.05  # seconds between reads of the store for names not known here
 HOST = PluginRef("registry", "deepaas_like.registry.host:RegistryHost", group="deepaas_like.internal")
 
 
@@ -253,9 +255,11 @@ class Registry:
         self._served: dict[tuple[str, int], ServedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._saved_predict: dict[str, float] = {}
-        self._background: set[asyncio.Task] = set()
+        self._background = Background("registry")
         self._pool_started = False
         self.revision = 0  # grows at every change that the OpenAPI document shows
+        self._catching: asyncio.Task | None = None  # a read of the store for a name not known here
+        self._caught_at = 0.0
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -301,20 +305,19 @@ class Registry:
             LOG.error("registry: the shared workers could not start: %s", exc)
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.cancel_all()
         for model in self._models.values():
-            await self._save_last_predict(model, force=True)
+            try:
+                await self._save_last_predict(model, force=True)
+            except StoreOutage:
+                break  # a hint of use, not worth waiting for the store at shutdown
         for served in self._served.values():
             await served.stop(0)
         if self._pool_started:
             await self.pool.stop(self._settings.shutdown_timeout)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        return self._background.spawn(coro)
 
     async def refresh(self) -> None:
         """Take in what other replicas wrote to the store: models and versions created,
@@ -365,6 +368,24 @@ class Registry:
             self.revision += 1
             if self._models:
                 self.ensure_pool()
+
+    async def catch_up(self, name: str, also_known: bool = False) -> bool:
+        """A model this replica does not know (or, ``also_known``, knows as it was a moment
+        ago) may have been created or changed on another one (behind a balancer, the next
+        request of its uploader lands here): read the store now rather than at the next poll.
+        At most one read per CATCH_UP_INTERVAL, shared by every request that waits for it.
+        Whether a read was made."""
+        if not self._shared or (name in self._models and not also_known) or not NAME_RULE.fullmatch(name):
+            return False
+        now = time.monotonic()
+        if self._catching is None or (self._catching.done() and now - self._caught_at >= CATCH_UP_INTERVAL):
+            self._caught_at = now
+            self._catching = asyncio.get_running_loop().create_task(self.refresh())
+        try:
+            await asyncio.shield(self._catching)
+        except Exception:  # the store is away, or the read failed: the name is answered as it is known
+            return False
+        return True
 
     def _forget(self, name: str) -> None:
         """A model purged elsewhere: drop it here (its files went with the purge)."""
@@ -419,7 +440,17 @@ class Registry:
         return self._versions.get(name, {}).get(model.current_version) if model.current_version else None
 
     async def served(self, name: str, number: int | None = None) -> ServedModel:
-        """The servable model of a version (the current one by default), started on first use."""
+        """The servable model of a version (the current one by default), started on first use.
+        With replicas, a model or version this one does not have (or not yet ready) is looked
+        for in the store before the answer says so: it may have been made a moment ago."""
+        try:
+            return await self._served_now(name, number)
+        except (NotFound, Conflict):
+            if not self._shared or not await self.catch_up(name, also_known=True):
+                raise
+        return await self._served_now(name, number)
+
+    async def _served_now(self, name: str, number: int | None) -> ServedModel:
         model = self.record(name)
         if number is None:
             if model.current_version is None:
