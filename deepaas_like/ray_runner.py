@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -47,6 +48,7 @@ LOG = logging.getLogger(__name__)
 _RAY_LOCK = threading.Lock()
 _RAY_USERS = 0  # runners and trainings using the connection this process opened
 _RAY_OURS = False  # whether this process called ray.init (and so shuts it down)
+_SESSION: list[str | None] = []  # the session directory of the local head this process started
 
 
 def ensure_ray(address: str = "") -> Any:
@@ -71,6 +73,7 @@ def ensure_ray(address: str = "") -> Any:
                                 "on it", os.environ["RAY_AUTH_MODE"])
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                          _node_ip_address="127.0.0.1")
+                _SESSION[:] = [_session_dir(ray)]
             _RAY_OURS = True
             LOG.info("ray: connected to %s", address or "a local head on 127.0.0.1")
         _RAY_USERS += 1
@@ -87,6 +90,20 @@ def release_ray() -> None:
 
             ray.shutdown()
             _RAY_USERS, _RAY_OURS = 0, False
+            for session in filter(None, _SESSION):  # the local head's logs and sockets: gone with it
+                shutil.rmtree(session, ignore_errors=True)
+                latest = os.path.join(os.path.dirname(session), "session_latest")
+                if os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(session):
+                    os.unlink(latest)
+            _SESSION.clear()
+
+
+def _session_dir(ray: Any) -> str | None:
+    """Where the local head keeps its session (Ray does not say it in a public API)."""
+    try:
+        return ray._private.worker._global_node.get_session_dir_path()
+    except AttributeError:
+        return None
 
 
 def runtime_env(address: str) -> dict[str, Any]:

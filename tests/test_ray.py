@@ -148,12 +148,16 @@ def test_deepaas_run_with_ray_stops_on_sigterm_and_takes_its_local_head_with_it(
         assert status == 200, body
         heads = _ray_heads_of(server.process.pid)
         assert len(heads) == 1, heads  # one cluster, however many runners connected at once
+        log_dir = next(arg.split("=", 1)[1] for arg in _cmdline(heads[0]).split("\0") if arg.startswith("--log_dir="))
+        session = os.path.dirname(log_dir.rstrip("/"))
+        assert os.path.isdir(session) and os.path.basename(session).startswith("session_")
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
         deadline = time.monotonic() + 30
         while _alive(heads) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _alive(heads), "the local Ray head outlived the server"
+        assert not os.path.exists(session), "the local head's session directory was left behind"
     finally:
         server.kill()
 
