@@ -1,6 +1,7 @@
 # The two commands of the README. Both create the virtualenv on first use.
 #   make run    install deepaas_like, the demo plugin and the framework plugins (uploaded
-#               model files), start deepaas-run on 127.0.0.1:5000
+#               model files), and wheel (deepaas-install-plugin builds plugins that need it),
+#               start deepaas-run on 127.0.0.1:5000
 #   make test   install everything (all framework extras, test tools, bench plugins), run the tests
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -16,7 +17,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-run: $(BIN)/python setup.py plugins/demo/pyproject.toml plugins/frameworks/pyproject.toml
-	$(PIP) install -e . -e plugins/demo -e plugins/frameworks
+	$(PIP) install -e . -e plugins/demo -e plugins/frameworks wheel
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/echobench/pyproject.toml tests/bench_plugins/irisbench/pyproject.toml benchmarks/plugins/irisbatch/pyproject.toml benchmarks/plugins/slowbench/pyproject.toml

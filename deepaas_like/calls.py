@@ -37,11 +37,17 @@ class CallFailure:
     status: int | None = None
     missing_method: bool = False
     not_implemented: bool = False
+    cause: str = ""  # the exception it came from, at the root of the chain (a wrapper's own error says less)
 
     @property
     def text(self) -> str:
         """``ValueError: bad input`` (the type alone when there is no message)."""
         return f"{self.exc_type}: {self.message}" if self.message else self.exc_type
+
+    @property
+    def explained(self) -> str:
+        """:attr:`text`, and the root cause when there is one."""
+        return f"{self.text} (caused by {self.cause})" if self.cause else self.text
 
     def error(self, model: str, method: str) -> DeepaasError:
         """The API error that answers this failure."""
@@ -97,7 +103,24 @@ def failure_from_exception(exc: BaseException) -> CallFailure:
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         status=status,
         not_implemented=isinstance(exc, NotImplementedError),
+        cause=root_cause(exc) or "",
     )
+
+
+def root_cause(exc: BaseException) -> str | None:
+    """``FileNotFoundError: [Errno 2] ...`` for the exception at the root of ``exc``'s chain
+    (what it was raised from, or while handling), if it is another one."""
+    root, seen = exc, {id(exc)}
+    while True:
+        nxt = root.__cause__ if root.__cause__ is not None else (
+            None if root.__suppress_context__ else root.__context__)
+        if nxt is None or id(nxt) in seen or len(seen) > 20:
+            break
+        seen.add(id(nxt))
+        root = nxt
+    if root is exc:
+        return None
+    return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
 
 
 def _http_status(exc: BaseException) -> int | None:

@@ -41,7 +41,7 @@ from sqlalchemy.pool import StaticPool
 
 from . import tables
 from .files import private_dir, private_file
-from .errors import DeepaasError
+from .errors import ConfigurationError, DeepaasError
 from .settings import is_shared_store
 
 T = TypeVar("T")
@@ -53,16 +53,16 @@ LOG = logging.getLogger(__name__)
 _ALEMBIC = threading.Lock()
 
 
-class DataDirInUse(DeepaasError):
+class DataDirInUse(ConfigurationError):
     pass
 
 
-class StoreTooNew(DeepaasError):
+class StoreTooNew(ConfigurationError):
     """The store was written by a newer deepaas_like."""
 
 
-class StoreUnavailable(DeepaasError):
-    """The store's URL is wrong, or its server cannot be reached."""
+class StoreUnavailable(ConfigurationError):
+    """The store's URL is wrong, or its server cannot be reached (at start: --store)."""
 
 
 OUTAGE_RETRY_AFTER = 2  # seconds a client is told to wait while the store cannot be reached
@@ -186,7 +186,7 @@ class Database:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise DataDirInUse(
-                f"data directory {self.data_dir} is in use by another deepaas-run (pid {holder}); "
+                f"--data-dir {self.data_dir} is in use by another deepaas-run (pid {holder}); "
                 "give this server its own --data-dir"
             ) from None
         os.ftruncate(fd, 0)
@@ -212,7 +212,8 @@ class Database:
                     self._migrate(conn)
             except sa.exc.OperationalError as exc:
                 engine.dispose()
-                raise StoreUnavailable(f"cannot open the store {self}: {exc.orig}") from None
+                raise StoreUnavailable(f"--store {self}: cannot open it: {str(exc.orig).strip()}; check the URL, "
+                                       "and that the database server runs and takes connections") from None
             except BaseException:
                 engine.dispose()
                 raise
@@ -225,7 +226,7 @@ class Database:
         try:
             url = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError:
-            raise StoreUnavailable(f"the store URL {self.url!r} is not a database URL; give "
+            raise StoreUnavailable(f"--store {self.url!r} is not a database URL; give "
                                    "sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
         backend = url.get_backend_name()
         if backend == "sqlite":

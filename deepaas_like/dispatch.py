@@ -277,7 +277,9 @@ class Dispatcher:
             return []
         if head.method != PREDICT:
             return self._queue.take(1, head.method)
-        if self._max_wait and len(self._queue) < self._limit:
+        # Wait for a batch to fill only while other calls run: then more are coming and the wait
+        # pays. With nothing in flight (one client, a quiet server) the call goes at once.
+        if self._max_wait and len(self._queue) < self._limit and self._running:
             await self._fill(head.arrived + self._max_wait)
             self._queue.drop_abandoned()
         size = self._limit

@@ -154,6 +154,13 @@ class PredictTimeout(DeepaasError):
         )
 
 
+class ConfigurationError(DeepaasError):
+    """A setting the server cannot start with (a file too short, a port taken, a store that
+    cannot be opened): ``deepaas-run`` says it in one line, naming the option, and exits 2."""
+
+    exit_code = 2
+
+
 class PluginLoadError(Exception):
     """A plugin could not be imported or is not a usable model (startup error)."""
 

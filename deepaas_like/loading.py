@@ -93,20 +93,27 @@ class LoadedPlugin:
     obj: Any
 
 
-def load_plugins(names: Sequence[str] = (), group: str = GROUP) -> list[LoadedPlugin]:
+def load_plugins(names: Sequence[str] = (), group: str = GROUP,
+                 broken: list[PluginLoadError] | None = None) -> list[LoadedPlugin]:
     """Import the selected plugins (all installed ones when ``names`` is empty).
 
     Raises :class:`PluginLoadError` for an unknown name, two plugins claiming one
-    name, or a plugin whose import fails; the error carries the real cause.
+    name, or a plugin whose import fails; the error carries the real cause. With
+    ``broken`` (a list), a plugin that fails to import, or is not a model, is added there
+    instead, and the others load.
     """
     available = discover_entry_points(group)
     by_name: dict[str, list[importlib.metadata.EntryPoint]] = {}
     for ep in available:
         by_name.setdefault(ep.name, []).append(ep)
-    for name, eps in by_name.items():
+    for name, eps in list(by_name.items()):
         if len(eps) > 1:
             targets = ", ".join(f"{ep.value} ({_dist_name(ep)})" for ep in eps)
-            raise PluginLoadError(name, f"several installed plugins use this name: {targets}")
+            error = PluginLoadError(name, f"several installed plugins use this name: {targets}")
+            if broken is None or name in names:
+                raise error
+            broken.append(error)
+            del by_name[name]
     wanted = list(dict.fromkeys(names)) or sorted(by_name)
     missing = [n for n in wanted if n not in by_name]
     if missing:
@@ -147,12 +154,20 @@ def load_plugins(names: Sequence[str] = (), group: str = GROUP) -> list[LoadedPl
             on_missing_entrypoints_callback=None,
         )
     if failures:
-        raise failures[0]
+        if broken is None:
+            raise failures[0]
+        broken.extend(failures)
     loaded = []
     for ext in manager.extensions:
         ref = PluginRef(ext.name, ext.entry_point.value, group, _dist_name(ext.entry_point))
-        with legacy_vocabulary_allowed():
-            obj = resolve_model_object(ext.name, ext.plugin)
+        try:
+            with legacy_vocabulary_allowed():
+                obj = resolve_model_object(ext.name, ext.plugin)
+        except PluginLoadError as exc:
+            if broken is None:
+                raise
+            broken.append(exc)
+            continue
         loaded.append(LoadedPlugin(ref, obj))
     return loaded
 

@@ -19,9 +19,9 @@ import marshmallow
 
 from .adapter import ModelAdapter
 from .arguments import ArgumentSources, ArgumentSpec
-from .calls import CallFailure, Ok, Outcome, unwrap
+from .calls import CallFailure, Ok, Outcome, root_cause, unwrap
 from .dispatch import Dispatcher
-from .errors import ModelUnavailable, NotFound, PluginLoadError
+from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
 from .loading import LoadedPlugin
@@ -156,12 +156,19 @@ class ServedModel:
             return self.rows_args
         return self.predict_args
 
-    async def predict(self, kwargs: Mapping[str, Any]) -> Any:
-        """One prediction through the model's queue (batched when batching is on)."""
+    async def predict(self, kwargs: Mapping[str, Any], *, admit: bool = True, background: bool = False,
+                      on_start: Callable[[], None] | None = None) -> Any:
+        """One prediction through the model's queue (batched when batching is on): the one way
+        every caller predicts (a request, an asynchronous prediction, the protocol's infer,
+        model tests, feature impact), so that each is counted and bookkept alike.
+
+        ``admit``: refuse with 503 when the queue is too long (requests); ``background``: run
+        when no other call waits (asynchronous predictions); ``on_start``: told when it runs."""
         await self.wait_ready()
         if self.on_predict is not None:
             self.on_predict(self.name)
-        return unwrap(await self.dispatcher.call("predict", kwargs), self.name, "predict")
+        outcome = await self.dispatcher.call("predict", kwargs, admit=admit, background=background, on_start=on_start)
+        return unwrap(outcome, self.name, "predict")
 
     def new_training(
         self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
@@ -194,7 +201,7 @@ class ServedModel:
                 return
             except (TypeError, ValueError) as exc:
                 outcome = CallFailure(type(exc).__name__, str(exc))
-        failure = outcome.text if isinstance(outcome, CallFailure) else str(getattr(outcome, "error", outcome))
+        failure = outcome.explained if isinstance(outcome, CallFailure) else str(getattr(outcome, "error", outcome))
         error = f"get_metadata() failed: {failure}"
         if error != self.metadata_error:  # the traceback once, not at every refresh
             LOG.warning("model %s: %s; serving it with the metadata known so far\n%s",
@@ -218,14 +225,20 @@ class ServedModel:
         return encoded
 
 
+PLUGIN_VERSION = 1  # a plugin's one version (its OIP metadata lists it)
+
+
 class ModelRegistry(Mapping[str, ServedModel]):
     """The served plugins by name, and (``uploads``) the registry of uploaded models.
 
     Iterating gives the plugins; :meth:`servable` finds either kind.
     """
 
-    def __init__(self, models: Mapping[str, ServedModel]) -> None:
+    def __init__(self, models: Mapping[str, ServedModel], broken: Mapping[str, Any] | None = None) -> None:
         self._models = dict(models)
+        # Installed plugins that could not be loaded (name -> PluginLoadError): listed as failed,
+        # their routes answering 503 with the error.
+        self.broken: dict[str, Any] = dict(broken or {})
         self.uploads: Any = None  # a deepaas_like.registry.service.Registry once the app has one
 
     def __getitem__(self, name: str) -> ServedModel:
@@ -241,13 +254,26 @@ class ModelRegistry(Mapping[str, ServedModel]):
         return name in self._models
 
     def get_model(self, name: str) -> ServedModel:
-        """A plugin by name (404 naming the served ones otherwise)."""
+        """A plugin by name (404 naming the served ones otherwise; 503 for a broken one)."""
         try:
             return self._models[name]
         except KeyError:
             raise self._not_found(name) from None
 
-    def _not_found(self, name: str) -> ModelNotFound:
+    def failed(self, name: str) -> ModelUnavailable:
+        """The answer for a plugin that could not be loaded: 503 with its error."""
+        error = self.broken[name]
+        return ModelUnavailable(f"Model '{name}' could not be loaded: {error.reason}", retry_after=60, model=name,
+                                state="failed", error=error.reason)
+
+    def broken_document(self, name: str, href: str) -> dict[str, Any]:
+        """A broken plugin's entry in ``GET /v2/models/``."""
+        return {"id": name, "name": name, "source": "plugin", "state": "failed", "error": self.broken[name].reason,
+                "links": [{"rel": "self", "href": href}]}
+
+    def _not_found(self, name: str) -> DeepaasError:
+        if name in self.broken:
+            return self.failed(name)
         if self.uploads is not None:
             return self.uploads.not_found(name)
         return ModelNotFound(name, list(self._models))
@@ -258,16 +284,17 @@ class ModelRegistry(Mapping[str, ServedModel]):
     async def servable(self, name: str, version: int | None = None) -> ServedModel:
         """A plugin, or a version (by default the current one) of an uploaded model."""
         plugin = self._models.get(name)
-        if plugin is not None and version is None:
-            return plugin
+        if plugin is not None and version in (None, PLUGIN_VERSION):
+            return plugin  # a plugin has one version, 1, in the Open Inference Protocol's sense
         if self.is_uploaded(name):
             return await self.uploads.served(name, version)
         if plugin is not None:
-            raise NotFound(f"Model '{name}' is a plugin: it has no versions", details={"model": name})
+            raise NotFound(f"Model '{name}' is a plugin: its one version is {PLUGIN_VERSION}",
+                           details={"model": name, "versions": [str(PLUGIN_VERSION)]})
         raise self._not_found(name)
 
     def check_known(self, name: str) -> None:
-        """404 unless ``name`` is a plugin or an uploaded model (archived ones too)."""
+        """404 unless ``name`` is a plugin or an uploaded model (archived ones too; 503 for a broken plugin)."""
         if name not in self._models and not self.is_uploaded(name):
             raise self._not_found(name)
 
@@ -309,7 +336,8 @@ def _initial_metadata(name: str, adapter: ModelAdapter) -> tuple[dict[str, Any],
         with legacy_vocabulary_allowed():
             return checked_metadata(adapter.call("get_metadata")), None
     except Exception as exc:
-        error = f"get_metadata() failed: {type(exc).__name__}: {exc}"
+        cause = root_cause(exc)
+        error = f"get_metadata() failed: {type(exc).__name__}: {exc}" + (f" (caused by {cause})" if cause else "")
         LOG.warning("model %s: %s; serving it with fallback metadata\n%s", name, error, traceback.format_exc())
         return fallback_metadata(name, error), error
 

@@ -29,7 +29,8 @@ from .calls import CallFailure, Ok
 KINDS = frozenset({"ready", "failed", "progress", "event", "row", "need_file"})
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _FAILURE_FIELDS = {f.name: f for f in dataclasses.fields(CallFailure)}
-_FAILURE_TYPES = {"exc_type": str, "message": str, "traceback": str, "missing_method": bool, "not_implemented": bool}
+_FAILURE_TYPES = {"exc_type": str, "message": str, "traceback": str, "missing_method": bool, "not_implemented": bool,
+                  "cause": str}
 MAX_TEXT = 64 * 1024  # a failure's texts are cut here
 
 

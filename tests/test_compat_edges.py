@@ -10,6 +10,16 @@ from polling import finished, wait_for
 IRIS_QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 
 
+async def test_a_metadata_error_names_the_root_cause_a_plugin_wrapped(serve, plugins):
+    plugins.install("wrapper", fixture="metadata_wraps")
+    client = await serve("wrapper")
+    document = await (await client.get("/v2/models/wrapper/")).json()
+    error = document["metadata_error"]
+    assert "TypeError: argument of type 'FileNotFoundError' is not iterable" in error, error
+    assert "caused by FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent/deephdc/metadata.yml'" \
+        in error, error
+
+
 async def test_a_plugin_whose_metadata_fails_is_served(serve, plugins, caplog):
     plugins.install("oldplugin", fixture="metadata_fails")
     with caplog.at_level(logging.WARNING, logger="deepaas_like.models"):

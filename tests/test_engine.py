@@ -131,6 +131,20 @@ async def test_batching_returns_each_caller_its_own_result(serve, plugins):
     assert metric(metrics, "deepaas_batch_size_sum", model="batch") == 60
 
 
+async def test_a_lone_call_to_a_batching_model_does_not_wait_for_company(serve, plugins):
+    """Batching waits for a batch to fill only while other calls run: one client alone is served at
+    once, not after the window (5 s here, so that waiting it could not go unnoticed)."""
+    plugins.install("batch", fixture="batch_model")
+    client = await serve("batch", max_batch_size=16, max_batch_time_ms=5000)
+    started = time.monotonic()
+    for i in range(3):
+        response = await client.post("/v2/models/batch/predict/", json={"x": i})
+        assert (await response.json())["predictions"]["batch"] == 1
+    assert time.monotonic() - started < 5.0  # three calls that each waited the window would take 15 s
+    responses = await asyncio.gather(*(client.post("/v2/models/batch/predict/", json={"x": i}) for i in range(40)))
+    assert max((await r.json())["predictions"]["batch"] for r in responses) > 1  # concurrent calls still batch
+
+
 async def test_a_failing_row_fails_only_its_own_request(serve, plugins):
     plugins.install("batch", fixture="batch_model")
     client = await serve("batch", max_batch_size=8, max_batch_time_ms=50)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from conftest import wait_ready
+
 from deepaas_like.api import create_app
 from deepaas_like.errors import PluginLoadError
 from deepaas_like.loading import load_plugins
@@ -36,10 +38,36 @@ def test_import_error_is_reported_with_its_real_cause(plugins):
     assert "fixture_broken_import.py" in error.traceback_text
 
 
-def test_serving_everything_fails_loudly_on_one_broken_plugin(plugins):
+def test_load_plugins_reports_a_broken_plugin_or_sets_it_aside(plugins):
     plugins.install("broken", fixture="broken_import")
     with pytest.raises(PluginLoadError, match="module_that_is_not_installed_anywhere"):
         load_plugins([])
+    broken: list[PluginLoadError] = []
+    loaded = load_plugins([], broken=broken)
+    assert [e.name for e in broken] == ["broken"] and "echobench" in {p.ref.name for p in loaded}
+
+
+async def test_one_broken_plugin_does_not_take_the_others_down(plugins, aiohttp_client, make_settings):
+    plugins.install("broken", fixture="broken_import")
+    plugins.install("bad-args", fixture="bad_args")
+    client = await aiohttp_client(create_app(make_settings(executor="thread")))  # every installed plugin
+    listed = {m["name"]: m for m in (await (await client.get("/v2/models/")).json())["models"]}
+    for name in ("broken", "bad-args"):
+        assert listed[name]["state"] == "failed" and listed[name]["error"], listed[name]
+        for method, path in (("GET", f"/v2/models/{name}/"), ("POST", f"/v2/models/{name}/predict/"),
+                             ("POST", f"/v2/models/{name}/train/")):
+            response = await client.request(method, path)
+            body = await response.json()
+            assert response.status == 503 and body["state"] == "failed", (path, body)
+    assert "module_that_is_not_installed_anywhere" in listed["broken"]["error"]
+    ready = await wait_ready(client, timeout=120)  # the others are served
+    assert set(ready["failed"]) == {"broken", "bad-args"}
+    document = await (await client.get("/swagger.json")).json()
+    assert "broken" in document["info"]["description"] and "could not be loaded" in document["info"]["description"]
+    answer = await client.post("/v2/models/echobench/predict/?sepal_length=1&sepal_width=2&petal_length=3&petal_width=4")
+    assert answer.status == 200
+    with pytest.raises(PluginLoadError):  # named by the operator: it must load
+        create_app(make_settings(model_name=("echobench", "broken")))
 
 
 def test_unknown_name_lists_the_installed_ones():

@@ -137,3 +137,22 @@ async def test_numpy_answers_become_tensors(serve, plugins):
     assert outputs["scores"]["datatype"] == "BYTES"  # an array: JSON text, one per row
     assert [json.loads(text) for text in outputs["scores"]["data"]] == [[0.25, 0.75], [0.5, 1.5]]
     assert json.loads(outputs["matrix"]["data"][0]) == [[1.0, 0.0], [0.0, 1.0]]
+
+
+async def test_a_plugin_has_one_version_everywhere(serve):
+    client = await serve("irisbench")
+    metadata = await (await client.get("/v2/models/irisbench")).json()
+    assert metadata["versions"] == ["1"]
+    version = await client.get("/v2/models/irisbench/versions/1")
+    body = await version.json()
+    assert version.status == 200 and body["version"] == 1 and body["versions"] == ["1"], body
+    assert not isinstance(body.get("links"), list)  # the declared ModelVersion schema: not a plugin's document
+    assert (await client.get("/v2/models/irisbench/versions/1/ready")).status == 200
+    request = {"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]} for n, v in
+                          (("sepal_length", 6.1), ("sepal_width", 2.8), ("petal_length", 4.7), ("petal_width", 1.2))]}
+    assert (await client.post("/v2/models/irisbench/versions/1/infer", json=request)).status == 200
+    assert (await client.post("/v2/models/irisbench/infer", json=request)).status == 200
+    for path in ("/v2/models/irisbench/versions/2", "/v2/models/irisbench/versions/2/ready"):
+        missing = await client.get(path)
+        assert missing.status == 404 and "one version is 1" in (await missing.json())["message"], path
+    assert (await client.post("/v2/models/irisbench/versions/2/infer", json=request)).status in (400, 404)

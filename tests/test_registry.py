@@ -269,13 +269,21 @@ async def test_write_routes_are_refused_off_loopback_without_enable_uploads(regi
 
 async def test_neurodeploy_routes(registry_app, iris_models):
     client = await registry_app()
-    put = await client.put("/ml-models/iris?lib=sklearn&filetype=joblib&is_public=true",
+    put = await client.put("/ml-models/iris?lib=Scikit-learn&filetype=Joblib&is_public=true",  # as its docs spell them
                            data=iris_models["joblib"].read_bytes())
     body = await put.json()
     assert put.status == 200 and (body["model_name"], body["model_type"], body["persistence_type"]) == (
-        "iris", "sklearn", "joblib")
+        "iris", "scikit-learn", "joblib"), body
+    for lib, filetype in (("scikit-learn", "pickle"), ("SKLEARN", "Pickle"), ("Scikit-Learn", "PKL")):
+        again = await client.put(f"/ml-models/iris?lib={lib}&filetype={filetype}",
+                                 data=iris_models["pickle"].read_bytes())
+        assert again.status == 200, (lib, filetype, await again.text())
+    native = await client.put("/v2/models/native", data=form(iris_models["joblib"], library="Scikit-learn",
+                                                              filetype="JOBLIB"))
+    assert native.status == 201 and (await native.json())["library"] == "sklearn"
     listed = await (await client.get("/ml-models")).json()
     assert listed["models"][0]["model_name"] == "iris" and listed["models"][0]["updated_at"] is None
+    assert listed["models"][0]["library"] == "scikit-learn"
     assert (await (await client.get("/ml-models?used=true")).json())["models"] == []
     await client.post("/v2/models/iris/predict/", json=ROW)
     one = await (await client.get("/ml-models/iris")).json()
@@ -391,3 +399,36 @@ async def test_shared_workers_start_with_the_server_and_import_scikit_learn_ahea
         assert "sklearn" in maps.read(), "scikit-learn's extensions are loaded in the worker"
     await upload(client, "iris", iris_models["joblib"], expect=201)
     assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200
+
+
+async def test_an_answer_that_is_not_a_number_is_a_422_naming_the_inputs(registry_app, iris_models):
+    client = await registry_app()
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]))).status == 201
+    extreme = {**ROW, "sepal_length": 1e308, "petal_width": -1e308}
+    answer = await client.post("/v2/models/iris/predict/", json=extreme)
+    body = await answer.json()
+    assert answer.status == 422, body
+    assert "not a number" in body["message"] and "sepal_length=1e+308" in body["message"], body
+    assert "petal_width=-1e+308" in body["message"] and "sepal_width" not in body["message"].split("take:")[-1]
+    rows = await client.post("/v2/models/iris/predict/", json={"rows": [ROW, extreme]})
+    assert rows.status == 422
+    infer = await client.post("/v2/models/iris/infer", json={"inputs": [
+        {"name": name, "shape": [1], "datatype": "FP64", "data": [value]} for name, value in extreme.items()]})
+    assert infer.status == 400 and "not a number" in (await infer.json())["error"]
+    assert (await client.post("/v2/models/iris/predict/", json=ROW)).status == 200  # the model still serves
+
+
+async def test_every_way_of_predicting_is_bookkept_alike(registry_app, iris_models):
+    """last_predict (Neurodeploy's `used`) moves whichever way the model is asked: here, asynchronously."""
+    client = await registry_app()
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]))).status == 201
+    assert (await (await client.get("/ml-models?used=true")).json())["models"] == []
+    job = await (await client.post("/v2/models/iris/predictions/", json=ROW)).json()
+    for _ in range(100):
+        done = await (await client.get(f"/v2/models/iris/predictions/{job['id']}")).json()
+        if done["status"] == "done":
+            break
+        await asyncio.sleep(0.05)
+    assert done["status"] == "done", done
+    used = (await (await client.get("/ml-models?used=true")).json())["models"]
+    assert [m["model_name"] for m in used] == ["iris"] and used[0]["updated_at"] is not None

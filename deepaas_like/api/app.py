@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..database import Database, StoreOutage
 from ..registry.service import Registry
+from ..errors import PluginLoadError
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelRegistry, build_model
 from ..settings import Settings
@@ -34,18 +35,31 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     Nothing runs yet: worker processes start, and models warm, when the application
     starts (its cleanup context), in the background; ``/v2/health/ready`` says when
     every model is ready. Raises :class:`deepaas_like.errors.PluginLoadError` when a
-    plugin cannot be imported or declares unusable arguments.
+    plugin the settings name (``--model-name``) cannot be imported or declares unusable
+    arguments; serving every installed plugin, one that fails is served as *failed* (listed
+    with its error, its routes answering 503) and the others are served.
     """
+    broken: list[PluginLoadError] | None = None if settings.model_name else []
     if plugins is None:
-        plugins = load_plugins(settings.model_name)
-    models = ModelRegistry({p.ref.name: build_model(p, settings) for p in plugins})
+        plugins = load_plugins(settings.model_name, broken=broken)
+    built = {}
+    for plugin in plugins:
+        try:
+            built[plugin.ref.name] = build_model(plugin, settings)
+        except PluginLoadError as exc:
+            if broken is None:
+                raise
+            broken.append(exc)
+    models = ModelRegistry(built, {e.name: e for e in broken or ()})
+    for error in broken or ():
+        LOG.error("%s; the other models are served\n%s", error, error.traceback_text.rstrip())
     for name in settings.model_overrides:
         if name not in models:
             LOG.warning("per-model options given for '%s', which is not served", name)
     db = Database(settings.data_dir, url=settings.store)
     gate = Gate(settings, db)
-    models.uploads = gate.uploads = Registry(settings, db, set(models))
-    gate.plugins = frozenset(models)
+    models.uploads = gate.uploads = Registry(settings, db, {*models, *models.broken})
+    gate.plugins = frozenset({*models, *models.broken})
     jobs = JobManager(settings, models, db)
     metrics = Metrics(models, jobs)
     # An urlencoded form may hold as many fields as the longest arguments a model declares, at

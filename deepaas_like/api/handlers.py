@@ -59,6 +59,9 @@ async def list_models(request: web.Request) -> web.Response:
     gate, principal = request.app[GATE], request[PRINCIPAL]
     docs = [] if deleted else [m.document(_model_href(request, m.name)) for m in models.values()
                                if gate.sees_model(principal, m.name)]
+    if not deleted:  # installed plugins that could not be loaded: listed, with why
+        docs += [models.broken_document(name, _model_href(request, name)) for name in sorted(models.broken)
+                 if gate.sees_model(principal, name)]
     uploads = models.uploads
     if uploads is not None:
         docs += [model_document(uploads, record, base_path(request)) for record in uploads.models(deleted=deleted)
@@ -110,10 +113,15 @@ def _readiness(model: ServedModel) -> dict:
 
 
 def readiness(models: ModelRegistry) -> tuple[int, dict]:
-    """200 only when every served model is warm and has a live worker; each model's detail."""
+    """200 only when every served model is warm and has a live worker; each model's detail.
+    Plugins that could not be loaded are named under ``failed`` (they are not served, so they
+    do not hold readiness back: the others serve)."""
     entries = {m.name: _readiness(m) for m in models.values()}
     all_ready = bool(entries) and all(m["ready"] for m in entries.values())
-    return (200 if all_ready else 503), {"status": "ready" if all_ready else "not ready", "models": entries}
+    body: dict = {"status": "ready" if all_ready else "not ready", "models": entries}
+    if models.broken:
+        body["failed"] = {name: {"state": "failed", "error": error.reason} for name, error in models.broken.items()}
+    return (200 if all_ready else 503), body
 
 
 async def health_ready(request: web.Request) -> web.Response:
@@ -125,9 +133,7 @@ async def health_ready(request: web.Request) -> web.Response:
 async def model_ready(request: web.Request) -> web.Response:
     """Readiness of one model (the Open Inference Protocol's ``/v2/models/{name}/ready``)."""
     models, name, version = request.app[MODELS], request.match_info["name"], version_number(request)
-    if version == 1 and not models.is_uploaded(name):  # a plugin's one version
-        version = None
-    entry = _readiness(await models.servable(name, version))
+    entry = _readiness(await models.servable(name, version))  # a plugin's one version is 1
     return json_response(entry, status=200 if entry["ready"] else 503)
 
 

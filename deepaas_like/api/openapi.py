@@ -276,6 +276,14 @@ def _static_paths(spec: APISpec) -> None:
         {"503": {"description": "Some model is not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}))
 
 
+def _failed_note(models: ModelRegistry) -> str:
+    """Installed plugins that could not be loaded, said where Swagger UI shows it first."""
+    if not models.broken:
+        return ""
+    lines = "\n".join(f"* **{name}**: {error.reason}" for name, error in sorted(models.broken.items()))
+    return f"\n\n**Models that could not be loaded** (their routes answer 503 with the error):\n\n{lines}"
+
+
 def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3 document for these models and settings."""
     marshmallow_plugin = MarshmallowPlugin(schema_name_resolver=lambda schema: None)
@@ -284,7 +292,7 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
         version=__version__,
         openapi_version=OPENAPI_VERSION,
         plugins=[marshmallow_plugin],
-        info={"description": DESCRIPTION},
+        info={"description": DESCRIPTION + _failed_note(models)},
         servers=[{"url": settings.base_path or "/"}],
         tags=[{"name": name, "description": str(m.metadata.get("description") or "")} for name, m in models.items()],
     )

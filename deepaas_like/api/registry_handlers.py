@@ -17,7 +17,7 @@ from ..auth.policy import OWN, UPLOAD
 from ..auth.principal import Scope
 from ..errors import ArgumentError, BadRequest, DeepaasError
 from ..registry.records import ModelRecord, VersionRecord, stamp
-from ..registry.service import SAFE_FORMATS, Registry, Upload, check_name, check_schema
+from ..registry.service import NEURODEPLOY_LIBRARY, SAFE_FORMATS, Registry, Upload, check_name, check_schema
 from ..settings import parse_bool
 from .bodies import form_parts, read_field, read_json_object
 from .keys import GATE, MODELS, PRINCIPAL, SETTINGS
@@ -234,11 +234,12 @@ async def get_version(request: web.Request) -> web.Response:
     number = version_number(request)
     name = request.match_info["name"]
     models = request.app[MODELS]
-    if not models.is_uploaded(name) and name in models and number == 1:  # a plugin has one version
+    if not models.is_uploaded(name) and name in models:  # a plugin has one version, 1
         from .oip_handlers import plugin_metadata
 
-        model = models.get_model(name)
-        return json_response({**model.document(f"{base(request)}/v2/models/{name}"), **plugin_metadata(model)})
+        model = await models.servable(name, number)  # 404 for any other number
+        return json_response({"model": name, "name": name, "version": number, "status": "ready",
+                              **plugin_metadata(model)})
     version = registry(request).version(name, number)
     return json_response({**_version_doc(request, version), "name": version.model,
                           **uploaded_metadata(request, version.model, number)})
@@ -275,7 +276,7 @@ def _config(version: VersionRecord) -> dict[str, Any]:
 
 def _neuro(model: ModelRecord, reg: Registry) -> dict[str, Any]:
     current = reg.current(model.name) if model.name in reg else None
-    return {"model_name": model.name, "library": current.library if current else None,
+    return {"model_name": model.name, "library": NEURODEPLOY_LIBRARY.get(current.library) if current else None,
             "filetype": current.filetype if current else None, "is_public": model.is_public,
             "created_at": stamp(model.created), "updated_at": stamp(model.last_predict)}
 
@@ -315,7 +316,8 @@ async def ml_model_put(request: web.Request) -> web.Response:
     if version.error:
         raise ArgumentError(f"The file was stored as version {version.number} but does not load: {version.error}",
                             {"file": [version.error]})
-    return json_response({"model_name": name, "model_type": version.library, "persistence_type": version.filetype,
+    return json_response({"model_name": name, "model_type": NEURODEPLOY_LIBRARY.get(version.library, version.library),
+                          "persistence_type": version.filetype,
                           "uploaded_at": stamp(version.created)})
 
 

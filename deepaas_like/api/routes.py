@@ -136,12 +136,15 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
         paths = [full]
         if not route.exact and len(full) > 1:
             paths.append(full.rstrip("/") if full.endswith("/") else full + "/")
+        # HEAD wherever GET: the same handler, whose body aiohttp leaves out.
+        methods = [route.method, "HEAD"] if route.method == "GET" else [route.method]
         for path in paths:
             resource = router.add_resource(path)
             label = resource.canonical  # the route's label in /metrics: its path template
-            options = {"method": route.method, "any_host": route.path.startswith(HEALTH)}
-            policies[resource.add_route(route.method, front.wrap(handler, route.policy, label, **options))] = \
-                route.policy
+            for method in methods:
+                options = {"method": method, "any_host": route.path.startswith(HEALTH)}
+                policies[resource.add_route(method, front.wrap(handler, route.policy, label, **options))] = \
+                    route.policy
             if route.exact or _VARIABLES.findall(path) != ["{name}"]:
                 continue
             for name in plugins:  # the same route, found at once for each served plugin
@@ -149,8 +152,10 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
                 if concrete not in written:
                     written[concrete] = PluginPath(concrete, name)
                     router.register_resource(written[concrete])
-                wrapped = front.wrap(handler, route.policy, label, model=name, **options)
-                policies[written[concrete].add_route(route.method, wrapped)] = route.policy
+                for method in methods:
+                    wrapped = front.wrap(handler, route.policy, label, model=name, method=method,
+                                         any_host=route.path.startswith(HEALTH))
+                    policies[written[concrete].add_route(method, wrapped)] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
     for route in ROUTES:

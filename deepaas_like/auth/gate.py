@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from ..background import Background
 from ..database import Database, StoreOutage
-from ..errors import ArgumentError, Conflict, Forbidden, NotFound, Unauthorized
+from ..errors import ArgumentError, ConfigurationError, Conflict, Forbidden, NotFound, Unauthorized
 from ..settings import Settings
 from .access import AccessTables, Grant, User
 from .policy import Policy, Target
@@ -529,9 +529,13 @@ def _jwt_identity(claims: dict[str, Any]) -> tuple[str, str | None, str | None]:
 
 
 def _read_secret(path: str) -> bytes:
-    data = Path(path).read_bytes().strip()
+    try:
+        data = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"--jwt-secret-file {path}: cannot read it: {exc.strerror}") from None
     if len(data) < 32:
-        raise ValueError(f"the JWT secret in {path} is {len(data)} bytes; use at least 32")
+        raise ConfigurationError(f"--jwt-secret-file {path}: the secret is {len(data)} bytes; use at least 32 "
+                                 "random bytes (for example: head -c 48 /dev/urandom | base64 > FILE)")
     return data
 
 

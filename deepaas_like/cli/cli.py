@@ -114,7 +114,7 @@ def _flags(model: Model | None, command: str) -> list[ArgumentFlag]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _globals_first(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     position = _command_position(argv)
     known, _ = global_parser(add_help=False).parse_known_args(argv[:position])
@@ -134,6 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if model is not None:
             model.close()
+
+
+def _globals_first(argv: list[str]) -> list[str]:
+    """The global options given after the command (``deepaas-cli predict --model-name x``)
+    moved before it, where the rest of the parsing expects them."""
+    position = _command_position(argv)
+    if position is None or argv[position] not in COMMANDS:
+        return argv
+    head, command, tail = argv[:position], argv[position], argv[position + 1:]
+    _, rest = global_parser(add_help=False).parse_known_args(tail)
+    moved, kept, pending = [], [], list(rest)
+    for token in tail:  # what the global parser took from the tail, in order
+        if pending and token == pending[0]:
+            kept.append(pending.pop(0))
+        else:
+            moved.append(token)
+    return [*head, *moved, command, *kept]
 
 
 def _command_position(argv: Sequence[str]) -> int | None:

@@ -182,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "take effect without installing again; repeatable",
     )
     parser.add_argument("--dry-run", action="store_true", help="show what would be installed, install nothing")
+    parser.add_argument("--keep-broken", action="store_true",
+                        help="keep a plugin installed even when it does not import (by default it is uninstalled "
+                        "again, so that deepaas-run serving every plugin is not left with a broken one)")
     args = parser.parse_args(argv)
     if not args.specs and not args.editable:
         parser.error("name at least one PLUGIN or -e DIR")
@@ -238,7 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = verify(names)
     if result.returncode != 0:
-        print(f"installed, but the plugin does not import:\n{result.stderr}", file=sys.stderr)
+        if args.keep_broken:
+            print(f"installed, but the plugin does not import (kept: --keep-broken):\n{result.stderr}",
+                  file=sys.stderr)
+        else:
+            undone = subprocess.run(_pip("uninstall", "--yes", *(plan.name for plan in plans)),
+                                    capture_output=True, text=True)
+            print(f"the plugin does not import, so it was uninstalled again"
+                  f"{'' if undone.returncode == 0 else ' (pip uninstall failed: ' + undone.stderr.strip() + ')'}; "
+                  f"the requirements installed for it stay (keep the plugin anyway with --keep-broken):\n"
+                  f"{result.stderr}", file=sys.stderr)
         # deepaas_like.loading adds this hint when a plugin installed without -e misses a file.
         if "deepaas-install-plugin -e" in result.stderr:
             for spec in args.specs:

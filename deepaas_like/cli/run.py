@@ -49,17 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:  # each step of a migration: for --log-level DEBUG only
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     os.umask(0o077)  # what the server writes (its store, uploads, jobs' files) is its own
     try:
         app = create_app(settings)
     except PluginLoadError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
-        if exc.traceback_text:
+        if exc.traceback_text:  # a plugin that fails to import: its traceback is the useful part
             print(exc.traceback_text.rstrip(), file=sys.stderr)
-        return 1
+            return 1
+        return 2  # --model-name names what is not there: a setting to correct
     if not app[MODELS]:
+        broken = app[MODELS].broken
         print(
-            f"deepaas-run: error: no model plugin is installed (entry-point group '{GROUP}'). "
+            f"deepaas-run: error: no model plugin could be loaded: {'; '.join(str(e) for e in broken.values())}"
+            if broken else f"deepaas-run: error: no model plugin is installed (entry-point group '{GROUP}'). "
             "Install one, for example the demo: pip install -e plugins/demo",
             file=sys.stderr,
         )
@@ -84,33 +89,35 @@ async def serve(app: web.Application, settings: Settings) -> int:
     except DeepaasError as exc:
         print(f"deepaas-run: error: {exc.message}", file=sys.stderr)
         await runner.cleanup()
-        return 1
+        return getattr(exc, "exit_code", 1)
     # A deep accept queue: under a flood, connections wait for the kernel, not in SYN retries.
     site = web.TCPSite(runner, settings.listen_ip, settings.listen_port, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except OSError as exc:
         print(
-            f"deepaas-run: error: cannot listen on {settings.listen_ip}:{settings.listen_port}: "
-            f"{exc.strerror or exc}",
+            f"deepaas-run: error: --listen-ip {settings.listen_ip} --listen-port {settings.listen_port}: cannot "
+            f"listen there: {exc.strerror or exc}; choose another port (or stop what listens there)",
             file=sys.stderr,
         )
         await runner.cleanup()
-        return 1
+        return 2
     health = None
     if settings.health_port:
         health = HealthListener(settings.listen_ip, settings.health_port, lambda: readiness(app[MODELS]))
         try:
             await health.start()
         except HealthPortFailed as exc:
-            print(f"deepaas-run: error: cannot listen on {settings.listen_ip}:{settings.health_port} "
-                  f"(--health-port): {exc}", file=sys.stderr)
+            print(f"deepaas-run: error: --health-port {settings.health_port}: cannot listen on "
+                  f"{settings.listen_ip}:{settings.health_port}: {exc}; choose another port", file=sys.stderr)
             await runner.cleanup()
-            return 1
+            return 2
     host, port = runner.addresses[0][:2]
     host = f"[{host}]" if ":" in host else host
     base = f"http://{host}:{port}{settings.base_path}"
     names = ", ".join(app[MODELS])
+    if app[MODELS].broken:
+        names += f" (and {len(app[MODELS].broken)} that could not be loaded: {', '.join(sorted(app[MODELS].broken))})"
     print(BANNER.format(version=__version__, count=len(app[MODELS]), names=names, base=base), flush=True)
     if health is not None:
         print(f"    Health (its own port):          http://{host}:{health.port}/v2/health/ready\n", flush=True)

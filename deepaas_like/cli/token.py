@@ -29,17 +29,25 @@ from ..errors import DeepaasError
 from ..settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings
 
 
+def _server_options(parser: argparse.ArgumentParser, default: object = None) -> argparse.ArgumentParser:
+    """Which server's store: before the command, or after it (``default``: SUPPRESS there, so
+    that a value given before it is not reset)."""
+    parser.add_argument("--data-dir", default=default, help="the server's --data-dir (default: as deepaas-run "
+                        "would use it: its config file, DEEPAAS_DATA_DIR, ~/.local/share/deepaas_like)")
+    parser.add_argument("--store", default=default, help="the server's --store (default: as deepaas-run would "
+                        "use it: its config file, DEEPAAS_STORE, else <data-dir>/state.sqlite3)")
+    parser.add_argument("--auth-key-file", default=default, help="the server's --auth-key-file (default: as "
+                        "deepaas-run would use it, else <data-dir>/auth.key)")
+    parser.add_argument("--config-file", default=default, help=f"deepaas-run's config file (also ${CONFIG_FILE_ENV})")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepaas-token", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", help="the server's --data-dir (default: as deepaas-run would use it: "
-                        "its config file, DEEPAAS_DATA_DIR, ~/.local/share/deepaas_like)")
-    parser.add_argument("--store", help="the server's --store (default: as deepaas-run would use it: its config "
-                        "file, DEEPAAS_STORE, else <data-dir>/state.sqlite3)")
-    parser.add_argument("--auth-key-file", help="the server's --auth-key-file (default: as deepaas-run would "
-                        "use it, else <data-dir>/auth.key)")
-    parser.add_argument("--config-file", help=f"deepaas-run's config file (also ${CONFIG_FILE_ENV})")
+    parser = _server_options(argparse.ArgumentParser(prog="deepaas-token", description=__doc__.split("\n\n")[0]))
+    common = _server_options(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="create a token; it is printed once, as the last line")
+    create = commands.add_parser("create", parents=[common],
+                                 help="create a token; it is printed once, as the last line")
     create.add_argument("--name", required=True, help="what the token is for (shown in lists)")
     create.add_argument("--scope", action="append", required=True, choices=SCOPES, metavar="SCOPE",
                         help=f"repeatable: {', '.join(SCOPES)}")
@@ -47,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable); by default it reaches every model its scopes allow")
     create.add_argument("--expires", metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w (default: never)")
     create.add_argument("--user", metavar="USER_ID", help="the user the token acts for (owner of what it uploads)")
-    commands.add_parser("list", help="list the tokens (never their secrets)")
-    revoke = commands.add_parser("revoke", help="revoke a token: refused from the next request on")
+    commands.add_parser("list", parents=[common], help="list the tokens (never their secrets)")
+    revoke = commands.add_parser("revoke", parents=[common], help="revoke a token: refused from the next request on")
     revoke.add_argument("id", help="the token's id (deepaas-token list)")
     return parser
 

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from ..calls import Ok, unwrap
+from ..calls import Ok
 from ..errors import Conflict, DeepaasError, NotFound
 from ..files import UploadedFile
 from ..jsonutil import to_jsonable
@@ -512,10 +512,9 @@ class JobManager:
         kwargs = job.kwargs or {}
         try:
             try:
-                await model.wait_ready()
-                outcome = await model.dispatcher.call("predict", kwargs, admit=False, background=True,
-                                                      on_start=lambda: self._prediction_started(job))
-                output = prediction_output(model, unwrap(outcome, model.name, "predict"), kwargs.get("accept"))
+                value = await model.predict(kwargs, admit=False, background=True,
+                                            on_start=lambda: self._prediction_started(job))
+                output = prediction_output(model, value, kwargs.get("accept"))
             except DeepaasError as exc:
                 await self._finish(job, JobStatus.ERROR, message=exc.message, error_status=exc.status)
                 return

@@ -74,14 +74,13 @@ class ServedPredictor:
         return self.model.predict_args.load(ArgumentSources(json=row))
 
     async def one(self, row: Row) -> Any:
-        outcome = await self.model.dispatcher.call("predict", self._kwargs(row), admit=False)
-        return unwrap(outcome, self.name, "predict")
+        return await self.model.predict(self._kwargs(row), admit=False)
 
     async def batch(self, rows: list[Row]) -> list[Any]:
         model = self.model
         if model.rows_args is not None:  # an uploaded model: one call with every row
             kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}))
-            return unwrap(await model.dispatcher.call("predict", kwargs, admit=False), self.name, "predict")
+            return await model.predict(kwargs, admit=False)
         # a plugin: every row at once; the queue hands them over in groups (predict_batch when batching)
         return list(await asyncio.gather(*(self.one(row) for row in rows)))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,26 @@ class Target:
 
 class OutputMismatch(Exception):
     """A prediction does not match the version's declared output schema."""
+
+
+class NotANumber(ValueError):
+    """The model answered NaN or an infinity (inputs out of the range it can take): a 422."""
+
+    status = 422
+
+
+EXTREME = 1e15  # inputs at least this large are named when a model's answer is not a number
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in an answer is finite (NaN, inf and -inf are not)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 class RowError(ValueError):
@@ -91,7 +112,10 @@ class UploadedModel:
             raise RowError("this model's inputs are unknown: send {\"rows\": [[...], ...]}")
         return [[kwargs[c] for c in columns]], True
 
-    def _checked(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _checked(self, outputs: list[dict[str, Any]], rows: list[list[Any]]) -> list[dict[str, Any]]:
+        for index, output in enumerate(outputs):
+            if not _finite(output):  # a NaN probability would still pick a label: not a confident answer
+                raise NotANumber(self._out_of_range(rows[index] if index < len(rows) else []))
         if self._validator is not None:
             for index, output in enumerate(outputs):
                 errors = sorted(self._validator.iter_errors(output), key=str)
@@ -99,11 +123,19 @@ class UploadedModel:
                     raise OutputMismatch(f"prediction {index} does not match the output schema: {errors[0].message}")
         return outputs
 
+    def _out_of_range(self, row: list[Any]) -> str:
+        names = self.target.columns or tuple(f"x{i}" for i in range(len(row)))
+        extreme = [f"{n}={v!r}" for n, v in zip(names, row)
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) < EXTREME]
+        return ("the model's answer is not a number (NaN or infinite): "
+                + (f"these inputs are out of the range it can take: {', '.join(extreme)}" if extreme else
+                   "its inputs are out of the range it can take"))
+
     # --- the plugin's methods ----------------------------------------------------------------
 
     def predict(self, **kwargs: Any) -> Any:
         rows, single = self._rows(kwargs)
-        outputs = self._checked(self.loaded.predict(rows))
+        outputs = self._checked(self.loaded.predict(rows), rows)
         return outputs[0] if single else outputs
 
     def predict_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -119,9 +151,14 @@ class UploadedModel:
                 continue
             spans.append((index, len(rows), len(own), single))
             rows.extend(own)
-        outputs = self._checked(self.loaded.predict(rows)) if rows else []
-        for index, start, count, single in spans:
-            answers[index] = outputs[start] if single else outputs[start:start + count]
+        outputs = self.loaded.predict(rows) if rows else []
+        for index, start, count, single in spans:  # a request whose answer is not a number fails alone
+            try:
+                own = self._checked(outputs[start:start + count], rows[start:start + count])
+            except (NotANumber, OutputMismatch) as exc:
+                answers[index] = exc
+                continue
+            answers[index] = own[0] if single else own
         return answers
 
     def describe(self) -> dict[str, Any]:

@@ -59,6 +59,19 @@ LIBRARIES = {
     "onnx": ("onnx",),
 }
 FILETYPES = {filetype: library for library, types in LIBRARIES.items() for filetype in types}
+# Other spellings, taken in any case: Neurodeploy's documented ones ("Scikit-learn", "TensorFlow",
+# "Pytorch"; "H5", "Pickle", "Joblib") and the libraries' own names.
+LIBRARY_ALIASES = {"scikit-learn": "sklearn", "scikit_learn": "sklearn", "keras": "tensorflow", "torch": "pytorch"}
+FILETYPE_ALIASES = {"pkl": "pickle", "hdf5": "h5", "pt": "torchscript", "pth": "torchscript"}
+NEURODEPLOY_LIBRARY = {"sklearn": "scikit-learn", "tensorflow": "tensorflow", "pytorch": "pytorch", "onnx": "onnx"}
+
+
+def canonical(value: str | None, aliases: dict[str, str]) -> str | None:
+    """A library's or filetype's name as the registry spells it (``Scikit-learn`` -> ``sklearn``)."""
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    return aliases.get(lowered, lowered) or None
 OPTIMIZATIONS = ("onnx",)
 MAX_ROWS = 10000
 PROBE_ROWS = 64
@@ -669,7 +682,7 @@ class Registry:
     def identify(self, upload: Upload) -> tuple[str, str]:
         """The upload's library and filetype: as given, checked against the bytes, or inferred."""
         head, name = upload.artifact.head, upload.filename or ""
-        filetype, library = upload.filetype, upload.library
+        filetype, library = canonical(upload.filetype, FILETYPE_ALIASES), canonical(upload.library, LIBRARY_ALIASES)
         if library is not None and library not in LIBRARIES:
             raise ArgumentError(f"Unknown library {library!r}; one of: {', '.join(LIBRARIES)}",
                                 {"library": [f"Must be one of: {', '.join(LIBRARIES)}."]})

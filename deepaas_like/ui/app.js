@@ -40,6 +40,12 @@ async function indexPage() {
   setStatus(models.length ? "" : "No model is served (or none you may see: paste a token above).");
   $("#models").replaceChildren(...models.map((m) => {
     const name = m.name || m.id;
+    if (m.state === "failed") {  // an installed plugin that could not be loaded: why, not a form
+      return el("li", { class: "card model failed", "data-model": name },
+        el("h2", { text: name }),
+        el("p", { class: "error", text: `Could not be loaded: ${m.error || "unknown error"}` }),
+        el("p", { class: "muted facts", text: "plugin · failed" }));
+    }
     const facts = m.source === "upload"
       ? ["uploaded", [m.library, m.filetype].filter(Boolean).join(" "),
         m.current_version ? `version ${m.current_version}` : ""]
@@ -64,7 +70,9 @@ async function modelPage() {
   // The API description says whether the model exists and what it takes; its metadata (which
   // may need a token) only adds the description.
   if (!documentPaths().has(`/v2/models/${name}/`)) {
-    setStatus(`No model named “${name}” is served here.`, "error");
+    const failed = await api(modelPath(name));  // a plugin that could not be loaded says why (503)
+    const why = failed.status === 503 ? (await readJson(failed)).error : null;
+    setStatus(why ? `“${name}” could not be loaded: ${why}` : `No model named “${name}” is served here.`, "error");
     return;
   }
   const tag = (documentTags().find((t) => t.name === name) || {}).description;
@@ -121,6 +129,7 @@ function setUpPredict(name, op, canQueue) {
   const result = $("#predict-result");
   formNode.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (!form.numbersOk()) return;
     const button = $("button[type=submit]", formNode);
     button.disabled = true;
     result.classList.add("busy");
@@ -141,6 +150,7 @@ function setUpPredict(name, op, canQueue) {
   const later = $("#predict-later");
   later.hidden = !canQueue;
   later.addEventListener("click", async () => {
+    if (!form.numbersOk()) return;
     const response = await api(modelPath(name, "predictions/"), { method: "POST", body: form.formData() });
     const body = await readJson(response);
     if (response.status !== 202) {

@@ -164,6 +164,19 @@ export class ArgumentForm {
                          max: hi ?? null, value: value !== undefined ? String(value) : "" });
   }
 
+  /** Whether every number field holds a number; if not, says so next to each field that does
+   * not (a browser gives text typed in a number field as empty: the server would then say
+   * "missing", which is not what went wrong). */
+  numbersOk() {
+    const bad = {};
+    for (const input of this.form.querySelectorAll("input[type=number]")) {
+      if (input.validity.badInput) bad[input.name] = ["Not a number."];
+    }
+    if (!Object.keys(bad).length) return true;
+    this.showErrors(bad);
+    return false;
+  }
+
   /** The form as multipart data: empty optional fields are left out (their defaults apply). */
   formData() {
     const data = new FormData();

@@ -19,6 +19,7 @@ export function setUpTraining(name, op) {
 
   formNode.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (!form.numbersOk()) return;
     const button = $("button[type=submit]", formNode);
     button.disabled = true;
     try {

@@ -1,6 +1,8 @@
 /* What if: vary one numeric input over a range, keep the others as they are in the form,
  * send every point in one request to /infer (one tensor of N values; the other inputs as the
- * request's parameters) and draw the chosen output as an SVG line chart. */
+ * request's parameters) and draw the chosen output as an SVG line chart: a whole output at once
+ * (every class's probability, one line each, with a legend) or one of its lines. "Keep to
+ * compare" keeps a sweep on the chart (dashed) while the next one is drawn over it. */
 
 import { $, el, fmt, svg, ticks } from "./dom.js";
 import { api, errorText, readJson, resolve } from "./api.js";
@@ -42,7 +44,23 @@ export function setUpWhatIf(name, op, form, canInfer) {
   const outputSelect = $("select", outputBox);
   const errorBox = $("#what-if-error");
   const chartBox = $("#what-if-chart");
+  const keepButton = $("#what-if-keep");
+  const forgetButton = $("#what-if-forget");
   let last = null;
+  let kept = null;  // a sweep kept to compare the next ones with: {run, summary}
+
+  keepButton.addEventListener("click", () => {
+    if (!last) return;
+    const others = Object.entries(last.current).map(([n, v]) => `${n}=${v}`).join(", ");
+    kept = { run: last, summary: others || "the form as it was" };
+    forgetButton.hidden = false;
+    draw(last, outputSelect.value);
+  });
+  forgetButton.addEventListener("click", () => {
+    kept = null;
+    forgetButton.hidden = true;
+    if (last) draw(last, outputSelect.value);
+  });
 
   // The range follows the varied input's value in the form until the user sets one.
   let rangeSetByUser = false;
@@ -83,6 +101,7 @@ export function setUpWhatIf(name, op, form, canInfer) {
       errorBox.textContent = "Points: between 2 and 500.";
       return;
     }
+    if (!form.numbersOk()) return;
     const values = form.scalarValues();
     const missing = Object.keys(properties).filter((n) => form.required.has(n) && n !== input && !(n in values));
     if (missing.length) {
@@ -121,9 +140,11 @@ export function setUpWhatIf(name, op, form, canInfer) {
         return;
       }
       const previous = outputSelect.value;
-      outputSelect.replaceChildren(...series.map((s) => el("option", { value: s.id, text: s.label })));
-      outputSelect.value = series.some((s) => s.id === previous) ? previous : defaultSeries(series).id;
+      const choices = choicesOf(series);
+      outputSelect.replaceChildren(...choices.map((c) => el("option", { value: c.id, text: c.label })));
+      outputSelect.value = choices.some((c) => c.id === previous) ? previous : defaultChoice(choices, series).id;
       outputBox.hidden = false;
+      keepButton.hidden = false;
       draw(last, outputSelect.value);
     } catch (error) {
       errorBox.textContent = `The request failed: ${error.message}`;
@@ -134,15 +155,50 @@ export function setUpWhatIf(name, op, form, canInfer) {
   });
 
   function draw(run, id) {
-    const series = seriesOf(run.outputs, run.xs.length);
-    const chosen = series.find((s) => s.id === id) || series[0];
+    const choices = choicesOf(seriesOf(run.outputs, run.xs.length));
+    const chosen = choices.find((c) => c.id === id) || choices[0];
     const notes = run.outputs.filter((o) => o.datatype === "BYTES" && o.shape.length === 1
       && !(o.parameters || {}).content_type);  // labels, in each point's tooltip
-    chartBox.replaceChildren(lineChart(run.xs, chosen.values, {
-      xLabel: run.input, yLabel: chosen.label, probability: chosen.probability, marker: run.x0,
+    const lines = chosen.series.map((s) => ({ xs: run.xs, ys: s.values, name: s.key }));
+    const comparable = kept && kept.run.input === run.input;
+    if (comparable) {
+      const keptChoice = choicesOf(seriesOf(kept.run.outputs, kept.run.xs.length)).find((c) => c.id === chosen.id);
+      for (const s of (keptChoice ? keptChoice.series : [])) {
+        lines.push({ xs: kept.run.xs, ys: s.values, name: `${s.key} (kept: ${kept.summary})`, kept: true });
+      }
+    }
+    const width = Math.max(320, Math.min(900, Math.round(chartBox.clientWidth || 720)));
+    chartBox.replaceChildren(lineChart(lines, {
+      xLabel: run.input, yLabel: chosen.label, probability: chosen.probability, marker: run.x0, width,
       notes: run.xs.map((_, i) => notes.map((o) => `${o.name}: ${o.data[i]}`).join(", ")),
     }));
+    if (kept && !comparable) errorBox.textContent = `The kept sweep varied ${kept.run.input}: not drawn here.`;
   }
+}
+
+/** What the Plot menu offers: each output as a whole (every class at once), then each line. */
+export function choicesOf(series) {
+  const groups = new Map();
+  for (const s of series) {
+    if (!groups.has(s.output)) groups.set(s.output, []);
+    groups.get(s.output).push(s);
+  }
+  const choices = [];
+  for (const [output, members] of groups) {
+    if (members.length > 1) {
+      choices.push({ id: `${output}\u0000*`, label: `${output} (all ${members.length})`, series: members,
+                     probability: members.every((m) => m.probability) });
+    }
+  }
+  for (const s of series) choices.push({ id: s.id, label: s.label, series: [s], probability: s.probability });
+  return choices;
+}
+
+export function defaultChoice(choices, series) {
+  const whole = choices.find((c) => c.series.length > 1 && c.probability);
+  if (whole) return whole;
+  const one = defaultSeries(series);
+  return choices.find((c) => c.id === one.id) || choices[0];
 }
 
 /** Whether an error message names the argument ``name`` (then it is shown next to its field too). */
@@ -176,13 +232,14 @@ export function seriesOf(outputs, count) {
     if (!/^(FP|INT|UINT)/.test(output.datatype) || output.shape[0] !== count) continue;
     const probability = /prob/i.test(output.name);
     if (output.shape.length === 1) {
-      series.push({ id: output.name, label: output.name, values: output.data, probability });
+      series.push({ id: output.name, label: output.name, key: output.name, output: output.name, values: output.data,
+                    probability });
     } else if (output.shape.length === 2) {
       const k = output.shape[1];
       const keys = (output.parameters || {}).keys || Array.from({ length: k }, (_, j) => String(j));
       keys.forEach((key, j) => series.push({
-        id: `${output.name}\u0000${key}`, label: `${output.name}: ${key}`, probability,
-        values: Array.from({ length: count }, (_, i) => output.data[i * k + j]),
+        id: `${output.name}\u0000${key}`, label: `${output.name}: ${key}`, key: String(key), output: output.name,
+        probability, values: Array.from({ length: count }, (_, i) => output.data[i * k + j]),
       }));
     }
   }
@@ -196,44 +253,73 @@ export function defaultSeries(series) {
   return series.find((s) => s.id === "value") || series[0];
 }
 
-/** An SVG line chart: axes with ticks, a line, one circle per point (data-points = N). */
-export function lineChart(xs, ys, { xLabel, yLabel, probability, marker, notes }) {
-  const W = 720, H = 360, left = 64, right = 24, top = 20, bottom = 56;
-  let xlo = Math.min(...xs), xhi = Math.max(...xs);
+/** An SVG line chart: axes with ticks, one line per series (kept ones dashed), one circle per
+ * point of the first series (data-points = its N), and a legend when there is more than one.
+ * ``width``: the chart's width in the page's pixels, so that its text keeps its size on a phone. */
+export function lineChart(lines, { xLabel, yLabel, probability, marker, notes, width = 720 }) {
+  const W = width, H = Math.round(Math.max(260, Math.min(360, width * 0.55)));
+  const left = 56, right = 16, top = 20;
+  const legendRows = lines.length > 1 ? lines.length : 0;
+  const bottom = 48 + legendRows * 18;
+  const allX = lines.flatMap((l) => l.xs), allY = lines.flatMap((l) => l.ys);
+  let xlo = Math.min(...allX), xhi = Math.max(...allX);
   if (xlo === xhi) { xlo -= 1; xhi += 1; }
-  let ylo = Math.min(...ys), yhi = Math.max(...ys);
+  let ylo = Math.min(...allY), yhi = Math.max(...allY);
   if (probability) { ylo = 0; yhi = 1; }
   else if (ylo === yhi) { ylo -= Math.abs(ylo) / 10 || 1; yhi += Math.abs(yhi) / 10 || 1; }
   else { const pad = (yhi - ylo) * 0.08; ylo -= pad; yhi += pad; }
+  const plotBottom = H + legendRows * 18 - bottom;
   const X = (x) => left + ((x - xlo) / (xhi - xlo)) * (W - left - right);
-  const Y = (y) => H - bottom - ((y - ylo) / (yhi - ylo)) * (H - top - bottom);
-  const chart = svg("svg", { class: "what-if-chart", viewBox: `0 0 ${W} ${H}`, role: "img",
-                             "data-points": xs.length, "aria-label": `${yLabel} as ${xLabel} varies` });
+  const Y = (y) => plotBottom - ((y - ylo) / (yhi - ylo)) * (plotBottom - top);
+  const height = H + legendRows * 18;
+  const xs0 = lines[0].xs;
+  const chart = svg("svg", { class: "what-if-chart", viewBox: `0 0 ${W} ${height}`, width: W, height, role: "img",
+                             "data-points": xs0.length, "data-lines": lines.length,
+                             "aria-label": `${yLabel} as ${xLabel} varies` });
   const grid = svg("g", { class: "grid" });
   const axes = svg("g", { class: "axes" });
-  for (const t of ticks(xlo, xhi, 8)) {
-    grid.append(svg("line", { x1: X(t), x2: X(t), y1: top, y2: H - bottom }));
-    axes.append(svg("text", { x: X(t), y: H - bottom + 18, class: "tick x", text: fmt(t) }));
+  for (const t of ticks(xlo, xhi, Math.max(3, Math.floor(W / 90)))) {
+    grid.append(svg("line", { x1: X(t), x2: X(t), y1: top, y2: plotBottom }));
+    axes.append(svg("text", { x: X(t), y: plotBottom + 18, class: "tick x", text: fmt(t) }));
   }
   for (const t of ticks(ylo, yhi, 5)) {
     grid.append(svg("line", { x1: left, x2: W - right, y1: Y(t), y2: Y(t) }));
     const label = probability ? `${Math.round(t * 100)} %` : fmt(t);
     axes.append(svg("text", { x: left - 8, y: Y(t) + 4, class: "tick y", text: label }));
   }
-  axes.append(svg("line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, class: "axis" }),
-    svg("line", { x1: left, x2: left, y1: top, y2: H - bottom, class: "axis" }),
-    svg("text", { x: (left + W - right) / 2, y: H - 12, class: "axis-label", text: xLabel }),
-    svg("text", { x: 16, y: (top + H - bottom) / 2, class: "axis-label y",
-                  transform: `rotate(-90 16 ${(top + H - bottom) / 2})`, text: yLabel }));
+  axes.append(svg("line", { x1: left, x2: W - right, y1: plotBottom, y2: plotBottom, class: "axis" }),
+    svg("line", { x1: left, x2: left, y1: top, y2: plotBottom, class: "axis" }),
+    svg("text", { x: (left + W - right) / 2, y: plotBottom + 38, class: "axis-label", text: xLabel }),
+    svg("text", { x: 14, y: (top + plotBottom) / 2, class: "axis-label y",
+                  transform: `rotate(-90 14 ${(top + plotBottom) / 2})`, text: yLabel }));
   chart.append(grid, axes);
   if (typeof marker === "number" && marker >= xlo && marker <= xhi) {
-    chart.append(svg("g", { class: "marker" }, svg("line", { x1: X(marker), x2: X(marker), y1: top, y2: H - bottom }),
+    chart.append(svg("g", { class: "marker" }, svg("line", { x1: X(marker), x2: X(marker), y1: top, y2: plotBottom }),
       svg("text", { x: X(marker) + 4, y: top + 12, text: `form: ${fmt(marker)}` })));
   }
-  chart.append(svg("polyline", { class: "line", points: xs.map((x, i) => `${X(x)},${Y(ys[i])}`).join(" ") }));
+  const colours = new Map();  // a kept line takes the colour of the current line of the same name
+  lines.forEach((line) => {
+    const base = line.kept ? line.name.replace(/ \(kept: .*\)$/, "") : line.name;
+    if (!colours.has(base)) colours.set(base, colours.size % 8);
+    const colour = colours.get(base);
+    chart.append(svg("polyline", { class: `line series-${colour}${line.kept ? " kept" : ""}`, "data-name": line.name,
+                                   points: line.xs.map((x, i) => `${X(x)},${Y(line.ys[i])}`).join(" ") }));
+  });
   const points = svg("g", { class: "points" });
-  xs.forEach((x, i) => points.append(svg("circle", { cx: X(x), cy: Y(ys[i]), r: 4, class: "point" },
-    svg("title", { text: `${xLabel} = ${fmt(x)} → ${yLabel} = ${fmt(ys[i])}${notes[i] ? ` (${notes[i]})` : ""}` }))));
+  xs0.forEach((x, i) => points.append(svg("circle", { cx: X(x), cy: Y(lines[0].ys[i]), r: 4, class: "point" },
+    svg("title", { text: `${xLabel} = ${fmt(x)} → ${lines.map((l) => `${l.name} = ${fmt(l.ys[i])}`).filter(
+      (_, j) => !lines[j].kept).join(", ")}${notes[i] ? ` (${notes[i]})` : ""}` }))));
   chart.append(points);
+  if (legendRows) {
+    const legend = svg("g", { class: "legend" });
+    lines.forEach((line, j) => {
+      const base = line.kept ? line.name.replace(/ \(kept: .*\)$/, "") : line.name;
+      const y = H + j * 18 - 4;
+      legend.append(svg("line", { x1: left, x2: left + 24, y1: y, y2: y,
+                                  class: `line series-${colours.get(base)}${line.kept ? " kept" : ""}` }),
+        svg("text", { x: left + 32, y: y + 4, class: "legend-label", text: line.name }));
+    });
+    chart.append(legend);
+  }
   return chart;
 }
