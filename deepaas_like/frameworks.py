@@ -58,6 +58,8 @@ class Column:
     maximum: float | None = None
     choices: list[Any] | None = None
     description: str | None = None
+    #: the smallest and largest value of the version's reference dataset (a hint, not a bound)
+    observed: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -24,16 +24,31 @@ def require_browser() -> None:
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium); CI always runs these")
 
 
+PHONE = {"width": 390, "height": 844}  # a phone held upright, in CSS pixels
+
+
 @pytest.fixture
 async def page(tmp_path) -> AsyncIterator[Any]:
     """A fresh page of a headless chromium; everything it asked the network for is in
     ``page.requested`` (the server is the only host it may reach)."""
+    async for new_page in _page(tmp_path, {"width": 1280, "height": 1000}):
+        yield new_page
+
+
+@pytest.fixture
+async def phone(tmp_path) -> AsyncIterator[Any]:
+    """The same on a phone's screen (390×844, touch, 3 device pixels per CSS pixel)."""
+    async for new_page in _page(tmp_path, PHONE, is_mobile=True, has_touch=True, device_scale_factor=3):
+        yield new_page
+
+
+async def _page(tmp_path, viewport: dict[str, int], **context_options: Any) -> AsyncIterator[Any]:
     require_browser()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+        context = await browser.new_context(viewport=viewport, **context_options)
         new_page = await context.new_page()
         new_page.requested = []
         new_page.on("request", lambda request: new_page.requested.append(request.url))

@@ -7,7 +7,7 @@ import re
 
 from playwright.async_api import expect
 
-from browser import page  # noqa: F401 (a fixture)
+from browser import page, phone  # noqa: F401 (fixtures)
 from conftest import wait_ready
 from deepaas_like.api import create_app
 from deepaas_like.api.ui import CONTENT_SECURITY_POLICY
@@ -171,19 +171,89 @@ async def test_what_if_on_irisbench_draws_the_points_asked_in_one_request(aiohtt
     await panel.locator("button[type=submit]").click()
     chart = page.locator("#what-if-chart svg.what-if-chart")
     await expect(chart).to_have_attribute("data-points", "15", timeout=SLOW)
-    await expect(chart.locator("circle.point")).to_have_count(15)
-    assert len((await chart.locator("polyline.line").get_attribute("points")).split()) == 15
     infers = [url for url in page.requested[before:] if url.endswith("/infer")]
     assert infers == [f"{base}/v2/models/irisbench/infer"]
+    # every class's probability at once, one line each, named in a legend
     plotted = panel.locator("select[name=output]")
-    assert (await plotted.locator("option:checked").inner_text()).startswith("probabilities: ")
+    await expect(plotted.locator("option:checked")).to_have_text("probabilities (all 3)")
+    lines = chart.locator("polyline.line")
+    await expect(lines).to_have_count(3)
+    assert sorted(await lines.evaluate_all("(ls) => ls.map((l) => l.dataset.name)")) == [
+        "setosa", "versicolor", "virginica"]
+    for line in await lines.all():
+        assert len((await line.get_attribute("points")).split()) == 15
+    await expect(chart.locator(".legend-label")).to_have_text(["setosa", "versicolor", "virginica"])
+    await expect(chart.locator("circle.point")).to_have_count(15)
     await expect(chart.locator(".axis-label").first).to_have_text("petal_length")
+    await expect(chart.locator(".axis-label.y")).to_have_text("probabilities")
     await expect(chart.locator(".tick.y").last).to_have_text("100 %")
+    first = await lines.evaluate_all("(ls) => ls.map((l) => l.getAttribute('points'))")
+    # keep this sweep, change another input, sweep again: both on one chart, the kept one dashed
+    await page.locator("#what-if-keep").click()
+    await expect(lines).to_have_count(6)  # the kept lines over the same sweep, until the next
+    await page.locator("#predict-petal_width").fill("0.2")
+    async with page.expect_response(lambda r: r.url.endswith("/infer")):
+        await panel.locator("button[type=submit]").click()
+    await expect(chart.locator("polyline.line")).to_have_count(6, timeout=SLOW)
+    kept = chart.locator("polyline.line.kept")
+    await expect(kept).to_have_count(3)
+    assert await kept.evaluate_all("(ls) => ls.map((l) => l.getAttribute('points'))") == first
+    await expect(chart.locator(".legend-label").nth(3)).to_have_text("setosa (kept: petal_width=1.2)")
+    setosa = chart.locator('polyline.line:not(.kept)[data-name="setosa"]')
+    await expect(setosa).not_to_have_attribute("points", first[0], timeout=SLOW)  # a narrow petal: setosa longer
     await page.screenshot(path=str(page.screenshots / "what-if.png"), full_page=True)
+    await page.locator("#what-if-forget").click()
+    await expect(lines).to_have_count(3)
+    await expect(page.locator("#what-if-forget")).to_be_hidden()
+    # one class alone
     await plotted.select_option(label="probabilities: setosa")
     await expect(chart.locator(".axis-label.y")).to_have_text("probabilities: setosa")
+    await expect(lines).to_have_count(1)
     await expect(page.locator("#what-if-chart svg circle.point")).to_have_count(15)
     assert not problems, problems
+
+
+async def test_what_if_ranges_come_from_the_declaration_or_the_reference_dataset(aiohttp_client, make_settings,
+                                                                               page, iris_models):
+    client, base = await serve(aiohttp_client, make_settings, "irisbench")
+    await open_model(page, f"{base}/ui/models/irisbench")
+    panel = page.locator("#what-if-form")
+    await panel.locator("select[name=input]").select_option("top_k")
+    await expect(panel.locator("input[name=from]")).to_have_value("1")  # its declared minimum...
+    await expect(panel.locator("input[name=to]")).to_have_value("3")  # ...and maximum
+    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]))).status == 201
+    csv = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.3,2.9,5.6,1.8\n5.8,2.7,4.1,1.0\n"
+    stored = await client.put("/v2/models/iris/versions/1/dataset", data=csv.encode(),
+                              headers={"Content-Type": "text/csv"})
+    assert stored.status == 200
+    await open_model(page, f"{base}/ui/models/iris")
+    await panel.locator("select[name=input]").select_option("petal_length")
+    await expect(panel.locator("input[name=from]")).to_have_value("1.4")  # what the dataset covers
+    await expect(panel.locator("input[name=to]")).to_have_value("5.6")
+    await panel.locator("select[name=input]").select_option("sepal_width")
+    await expect(panel.locator("input[name=from]")).to_have_value("2.7")
+    await expect(panel.locator("input[name=to]")).to_have_value("3.5")
+
+
+async def test_text_in_a_number_field_is_called_not_a_number(aiohttp_client, make_settings, page):
+    _, base = await serve(aiohttp_client, make_settings, "irisbench")
+    await open_model(page, f"{base}/ui/models/irisbench")
+    for name, value in IRIS.items():
+        await page.locator(f"#predict-{name}").fill(value)
+    field = page.locator("#predict-sepal_length")
+    await field.fill("")
+    await field.press_sequentially("1e")  # what a browser gives a script as "" (as if empty)
+    before = len(page.requested)
+    await page.locator("#predict-form button[type=submit]").click()
+    await expect(page.locator('.field[data-field="sepal_length"] .error')).to_have_text("Not a number.")
+    await page.locator("#predict-later").click()
+    await page.locator("#what-if-form button[type=submit]").click()
+    await expect(page.locator('.field[data-field="sepal_length"] .error')).to_have_text("Not a number.")
+    assert not [url for url in page.requested[before:] if "/v2/" in url]  # nothing was sent
+    await field.fill("6.1")
+    result = await predict(page, "200")
+    await expect(page.locator('.field[data-field="sepal_length"] .error')).to_be_empty()
+    await expect(result.locator(".headline strong")).to_have_text("versicolor")
 
 
 async def test_a_training_drives_the_progress_bar_to_100_percent(aiohttp_client, make_settings, page):
@@ -232,3 +302,75 @@ async def test_a_pasted_token_is_sent_with_every_call(aiohttp_client, make_setti
     result = await predict(page, "200")
     await expect(cell(result, "count")).to_have_text("5")
     await page.screenshot(path=str(page.screenshots / "token.png"), full_page=True)
+
+
+async def overflow(page) -> dict:
+    """How far the page is wider than the screen, and what sticks out of it (buttons, inputs,
+    charts, tables)."""
+    return await page.evaluate("""() => {
+      const width = document.documentElement.clientWidth;
+      const out = [...document.querySelectorAll("button, input, select, svg, table, img, .card")]
+        .filter((node) => node.offsetParent !== null)
+        .filter((node) => { const r = node.getBoundingClientRect(); return r.left < -0.5 || r.right > width + 0.5; })
+        .map((node) => `${node.tagName.toLowerCase()}#${node.id}.${node.className.baseVal ?? node.className}`);
+      return { scroll: document.documentElement.scrollWidth - width, out };
+    }""")
+
+
+async def test_a_model_page_fits_a_phone_after_a_prediction_and_a_what_if(aiohttp_client, make_settings, phone):
+    """390×844: nothing wider than the screen, the chart's text as large as the page's."""
+    page = phone
+    _, base = await serve(aiohttp_client, make_settings, "irisbench", "demo")
+    problems = watch(page)
+    await open_model(page, f"{base}/ui/models/irisbench")
+    assert await overflow(page) == {"scroll": 0, "out": []}
+    for name, value in IRIS.items():
+        await page.locator(f"#predict-{name}").fill(value)
+    result = await predict(page, "200")
+    await expect(result.locator(".headline strong")).to_have_text("versicolor")
+    await page.screenshot(path=str(page.screenshots / "phone-irisbench-result.png"), full_page=True)
+    assert await overflow(page) == {"scroll": 0, "out": []}
+    panel = page.locator("#what-if-form")
+    await panel.locator("select[name=input]").select_option("petal_length")
+    await panel.locator("button[type=submit]").click()
+    chart = page.locator("#what-if-chart svg.what-if-chart")
+    await expect(chart).to_have_attribute("data-points", "20", timeout=SLOW)
+    assert await overflow(page) == {"scroll": 0, "out": []}
+    # the chart's words stay readable: at least 11 CSS pixels tall on the screen
+    heights = await chart.locator("text").evaluate_all("(nodes) => nodes.map((n) => n.getBoundingClientRect().height)")
+    assert heights and min(heights) >= 11, heights
+    await page.screenshot(path=str(page.screenshots / "phone-irisbench.png"), full_page=True)
+    # a result with nested objects (the demo's) keeps to the screen too
+    await open_model(page, f"{base}/ui/models/demo")
+    picture = page.screenshots / "cat.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x40\x00\x00\x00\xc8" + b"\x00" * 16)
+    await page.locator("#predict-image").set_input_files(str(picture))
+    result = await predict(page, "200")
+    await expect(cell(cell(result, "image"), "png_size")).to_contain_text("320")
+    assert await overflow(page) == {"scroll": 0, "out": []}
+    await page.screenshot(path=str(page.screenshots / "phone-demo.png"), full_page=True)
+    for tab in ("train", "async"):
+        await page.locator(f"#tabs [data-tab={tab}]").click()
+        assert await overflow(page) == {"scroll": 0, "out": []}, tab
+    assert not problems, problems
+
+
+async def test_a_plugin_that_could_not_be_loaded_is_shown_with_its_error(aiohttp_client, make_settings, page,
+                                                                        plugins):
+    plugins.install("broken", fixture="broken_import")
+    client = await aiohttp_client(create_app(make_settings(executor="thread")))  # every installed plugin
+    await wait_ready(client, timeout=120)
+    base = str(client.make_url("")).rstrip("/")
+    problems = watch(page)
+    await page.goto(f"{base}/ui/")
+    card = page.locator('#models li[data-model="broken"]')
+    await expect(card).to_contain_text("Could not be loaded")
+    await expect(card).to_contain_text("module_that_is_not_installed_anywhere")
+    await expect(page.locator('#models li[data-model="echobench"] h2 a')).to_be_visible()  # the others are there
+    await page.screenshot(path=str(page.screenshots / "broken-index.png"), full_page=True)
+    await page.goto(f"{base}/ui/models/broken")
+    await expect(page.locator("#status")).to_contain_text("“broken” could not be loaded")
+    await page.goto(f"{base}/api")  # Swagger UI: the document's description names it
+    await expect(page.locator(".info")).to_contain_text("could not be loaded", timeout=SLOW)
+    await expect(page.locator(".info")).to_contain_text("broken")
+    assert not [p for p in problems if "503" not in p], problems

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -171,11 +172,24 @@ def column_field(column: Column, required: bool) -> fields.Field:
         validators.append(validate.Range(min=column.minimum, max=column.maximum))
     if column.choices:
         validators.append(validate.OneOf(column.choices))
-    meta = {"description": column.description} if column.description else {}
+    meta: dict[str, Any] = {"description": column.description} if column.description else {}
+    if column.observed is not None:
+        meta["x-observed-minimum"], meta["x-observed-maximum"] = column.observed
     kind = {"integer": fields.Int, "string": fields.Str, "boolean": fields.Bool}.get(column.type)
     if kind is None:
         return fields.Float(required=required, allow_nan=False, validate=validators, metadata=meta)
     return kind(required=required, validate=validators, metadata=meta)
+
+
+def _ranges(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each numeric column's smallest and largest value in ``rows``."""
+    ranges: dict[str, list[float]] = {}
+    for column in rows[0] if rows else ():
+        values = [row.get(column) for row in rows]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        if numbers and len(numbers) == len(values) and min(numbers) < max(numbers):
+            ranges[column] = [min(numbers), max(numbers)]
+    return ranges
 
 
 class RowsArguments:
@@ -491,7 +505,16 @@ class Registry:
     # --- serving a version ------------------------------------------------------------
 
     def _columns(self, version: VersionRecord) -> tuple[list[Column] | None, bool]:
-        """The version's input columns, and whether they are the model's own names."""
+        """The version's input columns (with the range its reference dataset covers), and
+        whether they are the model's own names."""
+        columns, named = self._declared_columns(version)
+        observed = (version.config.get("dataset") or {}).get("ranges") or {}
+        if columns is not None and observed:
+            columns = [dataclasses.replace(c, observed=tuple(observed[c.name]))
+                       if isinstance(observed.get(c.name), list) else c for c in columns]
+        return columns, named
+
+    def _declared_columns(self, version: VersionRecord) -> tuple[list[Column] | None, bool]:
         schema = version.config.get("input_schema")
         if schema:
             return columns_from_schema(schema), True
@@ -834,8 +857,11 @@ class Registry:
         artifact = await self.artifacts.save(_chunks(data))
         async with self._lock(name):
             version.config = {**version.config, "dataset": {
-                "sha256": artifact.sha256, "rows": len(rows), "columns": list(rows[0]) if rows else []}}
+                "sha256": artifact.sha256, "rows": len(rows), "columns": list(rows[0]) if rows else [],
+                "ranges": _ranges(rows)}}
             await self.store.save_version(version, "config")
+            self._retire(name, number)  # its arguments now say what range the dataset covers
+            self.revision += 1
         return version
 
     def dataset_path(self, name: str, number: int) -> Any:

@@ -47,12 +47,11 @@ export function setUpWhatIf(name, op, form, canInfer) {
   const keepButton = $("#what-if-keep");
   const forgetButton = $("#what-if-forget");
   let last = null;
-  let kept = null;  // a sweep kept to compare the next ones with: {run, summary}
+  let kept = null;  // a sweep kept to compare the next ones with: {run}
 
   keepButton.addEventListener("click", () => {
     if (!last) return;
-    const others = Object.entries(last.current).map(([n, v]) => `${n}=${v}`).join(", ");
-    kept = { run: last, summary: others || "the form as it was" };
+    kept = { run: last };
     forgetButton.hidden = false;
     draw(last, outputSelect.value);
   });
@@ -163,17 +162,26 @@ export function setUpWhatIf(name, op, form, canInfer) {
     const comparable = kept && kept.run.input === run.input;
     if (comparable) {
       const keptChoice = choicesOf(seriesOf(kept.run.outputs, kept.run.xs.length)).find((c) => c.id === chosen.id);
+      const summary = differences(kept.run.current, run.current);
       for (const s of (keptChoice ? keptChoice.series : [])) {
-        lines.push({ xs: kept.run.xs, ys: s.values, name: `${s.key} (kept: ${kept.summary})`, kept: true });
+        lines.push({ xs: kept.run.xs, ys: s.values, name: `${s.key} (kept: ${summary})`, kept: true });
       }
     }
     const width = Math.max(320, Math.min(900, Math.round(chartBox.clientWidth || 720)));
     chartBox.replaceChildren(lineChart(lines, {
-      xLabel: run.input, yLabel: chosen.label, probability: chosen.probability, marker: run.x0, width,
+      xLabel: run.input, yLabel: chosen.series.length > 1 ? chosen.series[0].output : chosen.label, probability: chosen.probability, marker: run.x0, width,
       notes: run.xs.map((_, i) => notes.map((o) => `${o.name}: ${o.data[i]}`).join(", ")),
     }));
     if (kept && !comparable) errorBox.textContent = `The kept sweep varied ${kept.run.input}: not drawn here.`;
   }
+}
+
+/** What the kept sweep's other inputs were where they differ from the current one's (all of
+ * them when none differs). */
+function differences(kept, current) {
+  const all = Object.entries(kept).map(([n, v]) => [n, v, JSON.stringify(v) !== JSON.stringify(current[n])]);
+  const changed = all.filter(([, , differs]) => differs);
+  return (changed.length ? changed : all).map(([n, v]) => `${n}=${v}`).join(", ") || "the same inputs";
 }
 
 /** What the Plot menu offers: each output as a whole (every class at once), then each line. */
@@ -210,9 +218,12 @@ function namesArgument(text, name) {
 export function defaultRange(s, current) {
   const [lo, hi] = bounds(s);
   const integer = s.type === "integer";
+  const seenLo = s["x-observed-minimum"], seenHi = s["x-observed-maximum"];
   let range;
   if (lo !== null && hi !== null && hi > lo && hi - lo <= 1e6) {
     range = [lo, hi];
+  } else if (typeof seenLo === "number" && typeof seenHi === "number" && seenHi > seenLo) {
+    range = [seenLo, seenHi];  // what the reference dataset covers
   } else {
     const v = typeof current === "number" && Number.isFinite(current) ? current
       : typeof s.default === "number" ? s.default : lo !== null ? lo : 0;
