@@ -499,3 +499,33 @@ async def test_an_upload_that_finds_someone_elses_model_when_it_lands_adds_no_ve
     assert len(versions["versions"]) == 1
     access = await (await client.get("/v2/models/race/access-control", headers=bearer(admin))).json()
     assert [(i["userId"], i["role"]) for i in access["data"]] == [("2", "OWNER")]
+
+
+async def test_a_reload_of_the_store_loses_no_token_created_or_revoked_meanwhile(auth_app, data_dir):
+    """The store is read back (another process changed it) while this server creates and
+    revokes tokens: the reload neither forgets a new token nor brings a revoked one back."""
+    from deepaas_like.api.keys import GATE
+
+    admin = mint(data_dir, "--name", "root", "--scope", "admin")
+    client = await auth_app()
+    gate = client.app[GATE]
+
+    async def while_reloading(calls) -> list:
+        """``calls`` at once while the store is read back again and again, until they end."""
+        work = asyncio.gather(*calls)
+        while not work.done():
+            await gate.reload()
+        return await work
+
+    async def create_and_use() -> tuple[dict, int]:
+        token = await (await client.post("/v2/tokens", json={"name": "new", "scopes": ["models:read"]},
+                                         headers=bearer(admin))).json()
+        return token, (await client.get("/v2/models/", headers=bearer(token["token"]))).status
+
+    created = await while_reloading([create_and_use() for _ in range(30)])
+    assert [status for _, status in created] == [200] * 30
+    revoked = await while_reloading([client.delete(f"/v2/tokens/{t['id']}", headers=bearer(admin))
+                                     for t, _ in created])
+    assert [r.status for r in revoked] == [200] * 30
+    for token, _ in created:  # no reload since the last revocation: what this server holds
+        assert (await client.get("/v2/models/", headers=bearer(token["token"]))).status == 401, token["id"]

@@ -68,6 +68,10 @@ class Gate:
         self._jwt_cache: collections.OrderedDict[str, tuple[Principal, float | None]] = collections.OrderedDict()
         self._background = Background("keys and access")
         self._access_locks: dict[str, asyncio.Lock] = {}
+        # A reload reads the store while this process may be changing it: it waits for a change
+        # here to be written, and a change waits for it, or the reload would put back what the
+        # store held before (a token just created unknown, a revoked one usable again).
+        self._changing = asyncio.Lock()
         self.public_plugins = frozenset(settings.public_models)
         self.plugins: frozenset[str] = frozenset()  # every plugin served
         self.uploads: Any = None  # the registry: owners and public flags of uploaded models
@@ -102,6 +106,10 @@ class Gate:
 
     async def reload(self) -> None:
         """Read tokens, users and roles back (at start, and when another process changed them)."""
+        async with self._changing:
+            await self._reload()
+
+    async def _reload(self) -> None:
         tokens = await self._tokens.load()
         users, grants = await self._tables.load()
         for record in tokens:  # this process's newer last-used times win
@@ -339,8 +347,9 @@ class Gate:
         check_user_id(user_id)
         issued = issue_token(self._key, name=name, scopes=scopes, models=models, user_id=user_id,
                              expires_in=expires_in)
-        await self._tokens.insert(issued.record)
-        self._add_token(issued.record)
+        async with self._changing:
+            await self._tokens.insert(issued.record)
+            self._add_token(issued.record)
         await self.audit(actor, "token.create", issued.record.id, audit_detail(issued.record))
         return issued
 
@@ -353,13 +362,15 @@ class Gate:
         return list(self._by_id.values())
 
     async def revoke_token(self, actor: Principal, token_id: str) -> TokenRecord:
-        record = self._by_id.get(token_id)
-        if record is None:
-            raise NotFound(f"Token '{token_id}' not found", details={"id": token_id})
-        if record.revoked is not None:
-            raise Conflict(f"Token '{token_id}' is already revoked", details={"id": token_id})
-        record.revoked = time.time()
-        await self._tokens.revoke(token_id, record.revoked)
+        async with self._changing:
+            record = self._by_id.get(token_id)
+            if record is None:
+                raise NotFound(f"Token '{token_id}' not found", details={"id": token_id})
+            if record.revoked is not None:
+                raise Conflict(f"Token '{token_id}' is already revoked", details={"id": token_id})
+            revoked = time.time()
+            await self._tokens.revoke(token_id, revoked)
+            record.revoked = revoked
         await self.audit(actor, "token.revoke", token_id, {"name": record.name})
         return record
 
@@ -368,13 +379,14 @@ class Gate:
 
     async def add_user(self, actor: Principal, user_id: str, username: str | None, email: str | None) -> User:
         check_user_id(user_id)
-        if username and self._usernames.get(username, user_id) != user_id:
-            raise Conflict(f"Username '{username}' belongs to another user", details={"username": username})
-        user = User(user_id, username, email, time.time())
-        self._users[user_id] = user
-        if username:
-            self._usernames[username] = user_id
-        await self._tables.save_user(user)
+        async with self._changing:
+            if username and self._usernames.get(username, user_id) != user_id:
+                raise Conflict(f"Username '{username}' belongs to another user", details={"username": username})
+            user = User(user_id, username, email, time.time())
+            await self._tables.save_user(user)
+            self._users[user_id] = user
+            if username:
+                self._usernames[username] = user_id
         await self.audit(actor, "user.create", user_id, {"username": username, "email": email})
         return user
 
@@ -403,7 +415,8 @@ class Gate:
             raise ArgumentError(f"At most {MAX_ACCESS_ITEMS} entries per request, got {len(changes)}",
                                 {"data": [f"At most {MAX_ACCESS_ITEMS} entries."]})
         async with self._access_locks.setdefault(name, asyncio.Lock()):  # one change of a list at a time
-            await self._change_access(actor, name, changes)
+            async with self._changing:
+                await self._change_access(actor, name, changes)
 
     async def _change_access(self, actor: Principal, name: str, changes: list[Any]) -> None:
         record = self.uploads.record(name, archived_ok=True)
