@@ -96,16 +96,20 @@ class ArgumentSources:
     read-only mapping.
     """
 
-    __slots__ = ("query", "form", "files", "json", "negotiated_accept")
+    __slots__ = ("query", "form", "files", "json", "negotiated_accept", "lenient")
 
     def __init__(self, query: Mapping[str, str] = NOTHING, form: Mapping[str, str] = NOTHING,
                  files: Mapping[str, UploadedFile] = NOTHING, json: Mapping[str, Any] | None = None,
-                 negotiated_accept: str | None = None) -> None:
+                 negotiated_accept: str | None = None, lenient: bool = False) -> None:
         self.query = query
         self.form = form
         self.files = files
         self.json = json
         self.negotiated_accept = negotiated_accept
+        # JSON values are taken as the document types them (true/false for a boolean, a
+        # number for a number), unless they were read from text (a command line, a CSV file,
+        # a tensor of strings): then "1" is a number and 0 a boolean, as in a form.
+        self.lenient = lenient
 
 
 class ArgumentSpec:
@@ -135,6 +139,7 @@ class ArgumentSpec:
         # (lists without a declared bound count one: --max-form-parts bounds them).
         self.declared_parts = sum(_most_items(f) if key in self._multiple else 1 for key, f in self._by_key.items())
         self._integers = {key for key, f in self._by_key.items() if _integer_field(f) is not None}
+        self._json_types = {key: kind for key, f in self._by_key.items() if (kind := _json_type(f)) is not None}
         self._optional_files = {key for key in self.file_keys if not self._by_key[key].required}
         self._known = {*self._by_key, *(["accept"] if self.accept is not None else [])}
         self.accepted = sorted(self._known)
@@ -190,6 +195,8 @@ class ArgumentSpec:
 
     def load(self, sources: ArgumentSources) -> dict[str, Any]:
         """Validate the request's arguments; return the plugin's keyword arguments."""
+        if sources.json and self._json_types and not sources.lenient:
+            self._check_json_types(sources.json)
         if self._direct is not None and not sources.files:
             result = self._load_direct(sources)
             if result is not None:
@@ -265,6 +272,21 @@ class ArgumentSpec:
         if self.accept is not None:
             result[_attribute_name(self.declared, self.accept)] = accept
         return result
+
+    def _check_json_types(self, body: Mapping[str, Any]) -> None:
+        """A JSON boolean or number where one is declared (not ``0`` for false, or ``"5"``)."""
+        errors = {}
+        for key, kind in self._json_types.items():
+            value = body.get(key)
+            if value is None:
+                continue
+            if kind is bool and not isinstance(value, bool):
+                errors[key] = ["Not a valid boolean: JSON true or false."]
+            elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                errors[key] = ["Not a valid number: a JSON number, not text."]
+        if errors:
+            raise ArgumentError(f"Invalid arguments for {self.model} {self.method}: {_summary(errors)}", errors,
+                                accepted=self.accepted)
 
     def _load_direct(self, sources: ArgumentSources) -> dict[str, Any] | None:
         """The keyword arguments of a request whose arguments all come from one place, each
@@ -386,6 +408,15 @@ def _quick_conversion(f: ma_fields.Field) -> Callable[[Any], Any] | None:
 def _plain(f: ma_fields.Field) -> bool:
     """``f`` uses marshmallow's own ``Field.deserialize`` and ``_validate`` (the load loop inlines them)."""
     return type(f).deserialize is ma_fields.Field.deserialize and type(f)._validate is ma_fields.Field._validate
+
+
+def _json_type(f: ma_fields.Field) -> type | None:
+    """``bool`` or ``float`` for a field that takes one JSON boolean or number, else None."""
+    if isinstance(f, ma_fields.Boolean):
+        return bool
+    if isinstance(f, ma_fields.Number):
+        return float
+    return None
 
 
 def _integer_field(f: ma_fields.Field) -> ma_fields.Integer | None:

@@ -103,7 +103,7 @@ def _tensor(item: Any, index: int, buffers: memoryview) -> tuple[Tensor, int]:
         if not isinstance(size, int) or size < 0 or size > len(buffers):
             raise ProtocolError(f"input '{name}': binary_data_size {size!r} is more than the body holds")
         return Tensor(name, datatype, shape, _from_binary(bytes(buffers[:size]), datatype, count, name)), size
-    if "data" not in item:
+    if item.get("data") is None:
         raise ProtocolError(f"input '{name}' has no data")
     data = _flatten(item["data"])
     if len(data) != count:

@@ -12,6 +12,7 @@ from deepaas_like.auth.gate import MAX_ACCESS_ITEMS
 from deepaas_like.auth.principal import SCOPES, Role
 from deepaas_like.auth.tokens import parse_duration
 from test_auth import ECHO, bearer, mint
+from test_registry import form, iris_models  # noqa: F401 (a fixture)
 
 
 async def spec_of(client):
@@ -237,3 +238,106 @@ async def test_a_token_created_through_the_api_matches_its_documented_schemas(ai
     assert int(audit.headers["X-Total-Count"]) >= 3
     past_the_end = await client.get(f"/v2/audit?offset={2 ** 70}", headers=bearer(admin))
     assert past_the_end.status == 200 and (await past_the_end.json())["entries"] == []
+
+
+METHODS = ("get", "put", "post", "patch", "delete")
+
+
+async def test_every_documented_path_allows_exactly_its_documented_methods(serve, iris_models):
+    """OPTIONS (and any undeclared method) answers 405 with an Allow that lists what the
+    document declares for the path (and HEAD with GET), nothing more."""
+    client = await serve("irisbench", "demo", executor="thread")
+    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]))).status == 201
+    spec = await spec_of(client)
+    assert "/v2/models/iris/predict/" in spec["paths"]
+    disagree = {}
+    for path, item in spec["paths"].items():
+        declared = {m.upper() for m in item if m in METHODS}
+        declared |= {"HEAD"} if "GET" in declared else set()
+        concrete = re.sub(r"\{[^}]+\}", "1", path.replace("{name}", "iris"))
+        for method in ("OPTIONS", "TRACE"):
+            response = await client.request(method, concrete)
+            allowed = {m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()}
+            if response.status != 405 or allowed != declared:
+                disagree[f"{method} {path}"] = (response.status, sorted(allowed), sorted(declared))
+    assert not disagree, disagree
+
+
+async def test_an_uploaded_models_own_operations_declare_the_404_of_an_archived_model(serve, iris_models):
+    client = await serve("echobench", executor="thread")
+    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]))).status == 201
+    spec = await spec_of(client)  # read while the model is served
+    assert (await client.delete("/v2/models/iris")).status == 200
+    row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    for path, body in (("/v2/models/iris/predict/", row), ("/v2/models/iris/predictions/", row),
+                       ("/v2/models/iris/tests/", {"rows": [row]}), ("/v2/models/iris/feature-impact/", {"rows": [row]}),
+                       ("/v2/models/iris/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64",
+                                                              "data": [1]}]})):
+        response = await client.post(path, json=body)
+        assert response.status == 404, path
+        assert "404" in spec["paths"][path]["post"]["responses"], path
+        schema_of(spec, path, "post", "404").validate(await response.json())
+
+
+async def test_tests_and_feature_impact_declare_their_rows_as_the_server_takes_them(serve, iris_models):
+    client = await serve("irisbench", executor="thread")
+    assert (await client.put("/v2/models/iris", data=form(iris_models["joblib"]))).status == 201
+    spec = await spec_of(client)
+    for segment in ("tests", "feature-impact"):
+        path = f"/v2/models/irisbench/{segment}/"
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        json_schema = body["content"]["application/json"]["schema"]
+        assert json_schema["required"] == ["rows"]  # a plugin has no reference dataset
+        assert body["content"]["multipart/form-data"]["schema"]["required"] == ["data"]
+        row = json_schema["properties"]["rows"]["items"]
+        assert sorted(row["required"]) == ["petal_length", "petal_width", "sepal_length", "sepal_width"]
+        validator = schema_of(spec, path, "post")
+        without_rows = await client.post(path, json={"seed": 1})
+        assert without_rows.status == 422 and not validator.is_valid({"seed": 1})
+        short = {"rows": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}]}
+        assert not validator.is_valid(short)
+        assert (await client.post(path, json=short)).status == 422
+        whole = {"rows": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}
+        assert validator.is_valid(whole) and (await client.post(path, json=whole)).status == 202
+    # an uploaded model: rows are required until it keeps a reference dataset
+    assert spec["paths"]["/v2/models/iris/tests/"]["post"]["requestBody"]["required"] is True
+    csv = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.3,2.9,5.6,1.8\n"
+    assert (await client.put("/v2/models/iris/versions/1/dataset", data=csv.encode(),
+                             headers={"Content-Type": "text/csv"})).status == 200
+    spec = await spec_of(client)
+    for segment in ("tests", "feature-impact"):
+        body = spec["paths"][f"/v2/models/iris/{segment}/"]["post"]["requestBody"]
+        assert body["required"] is False and "required" not in body["content"]["application/json"]["schema"]
+        assert (await client.post(f"/v2/models/iris/{segment}/", json={"seed": 1})).status == 202
+    # the dataset's range is a hint in the arguments (the what-if's default range)
+    petal = spec["paths"]["/v2/models/iris/predict/"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert {k: v for k, v in petal["schema"]["properties"]["petal_length"].items() if k.startswith("x-")} == {
+        "x-observed-minimum": 1.4, "x-observed-maximum": 5.6}
+
+
+async def test_a_tensor_without_data_is_refused_by_the_document_and_the_server(serve):
+    client = await serve("irisbench", executor="thread")
+    spec = await spec_of(client)
+    validator = schema_of(spec, "/v2/models/irisbench/infer", "post")
+    request = {"inputs": [{"name": "sepal_length", "shape": [1], "datatype": "FP64", "data": None}]}
+    assert not validator.is_valid(request)
+    response = await client.post("/v2/models/irisbench/infer", json=request)
+    assert response.status == 400 and "no data" in (await response.json())["error"]
+
+
+async def test_a_json_boolean_or_number_must_be_one(serve):
+    """JSON says what a value is: 0 is not false there, "5" not a number (as the document
+    declares them); a form, a query string or a command line spells them as text."""
+    client = await serve("demo", "irisbench", executor="thread")
+    for body in ({"values": [1, 2], "normalize": 0}, {"values": [1, 2], "normalize": "true"}):
+        response = await client.post("/v2/models/demo/predict/", json=body)
+        assert response.status == 422, body
+        assert (await response.json())["errors"]["normalize"] == ["Not a valid boolean: JSON true or false."]
+    answer = await client.post("/v2/models/demo/predict/", json={"values": [1, 2], "normalize": True})
+    assert answer.status == 200
+    as_text = {"sepal_length": "5.1", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    response = await client.post("/v2/models/irisbench/predict/", json=as_text)
+    assert response.status == 422 and "sepal_length" in (await response.json())["errors"]
+    assert (await client.post("/v2/models/irisbench/predict/", data={**as_text, "top_k": "1"})).status == 200
+    assert (await client.post("/v2/models/demo/predict/?values=1&values=2&normalize=0")).status == 200

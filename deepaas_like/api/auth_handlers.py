@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 
 from ..auth.principal import SCOPES
-from ..auth.tokens import check_scopes, parse_duration
+from ..auth.tokens import VISIBLE, check_scopes, parse_duration
 from ..errors import ArgumentError
 from .bodies import read_json_object
 from .keys import GATE, MODELS, PRINCIPAL
@@ -36,7 +37,7 @@ async def create_token(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - set(TOKEN_FIELDS))}
     name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not re.search(VISIBLE, name):
         errors["name"] = ["A name is required (what the token is for)."]
     scopes = _strings(body.get("scopes"))
     unknown = [s for s in scopes or () if s not in SCOPES]

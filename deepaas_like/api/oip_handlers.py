@@ -49,8 +49,11 @@ def uploaded_metadata(request: web.Request, name: str, number: int | None = None
             "outputs": output_metadata(signature)}
 
 
-def _error(message: str, status: int = 400) -> web.Response:
-    return json_response({"error": message}, status=status)
+KEPT_STATUSES = frozenset({404, 409, 413})
+
+
+def _error(message: str) -> web.Response:
+    return json_response({"error": message}, status=400)
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -76,7 +79,9 @@ async def infer(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return _error(str(exc))
     except DeepaasError as exc:
-        return _error(exc.message, 400 if exc.status < 500 else exc.status)
+        if exc.status in KEPT_STATUSES or exc.status >= 500:  # no such model, not now, too large
+            return json_response({**exc.body(), "error": exc.message}, exc.status, exc.headers)
+        return _error(exc.message)  # the arguments: the protocol's 400
     answer: dict[str, Any] = {"model_name": name, "outputs": outputs}
     if model.metadata.get("version") is not None and model.rows_args is not None:
         answer["model_version"] = str(model.metadata["version"])
@@ -99,9 +104,9 @@ def _requested_outputs(wanted: Any) -> list[str] | None:
 async def _predict(model: ServedModel, rows: list[Any]) -> list[Any]:
     """Every row's answer, through the model's batching path."""
     if model.rows_args is not None:  # an uploaded model: all the rows in one call
-        kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}))
+        kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}, lenient=True))
         return list(await model.predict(kwargs))
-    kwargs = [model.predict_args.load(ArgumentSources(json=row)) for row in rows]
+    kwargs = [model.predict_args.load(ArgumentSources(json=row, lenient=True)) for row in rows]
     if len(kwargs) == 1:  # the common case: no task to make and gather
         return [await model.predict(kwargs[0])]
     return list(await asyncio.gather(*(model.predict(k) for k in kwargs)))

@@ -322,7 +322,7 @@ def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
                 spec.path(f"/v2/models/{model.name}/infer", operations={
                     "post": openapi_oip.infer_operation(model.name, _slug(model.name), _error_responses)})
                 job_paths.update(_job_paths(model, "prediction"))
-                job_paths.update(openapi_quality.quality_paths(model.name, _slug(model.name), _error_responses))
+                job_paths.update(_quality_paths(model, rows_required=True))
             if settings.train_endpoint and model.can_train:
                 job_paths.update(_job_paths(model, "training"))
             for path, operations in job_paths.items():
@@ -368,10 +368,18 @@ def declare_security(document: dict[str, Any], policy_of: Callable[[str, str], P
             operation.setdefault("responses", {}).update(_error_responses(401, 403))
 
 
-def _extra_model_paths(name: str) -> dict[str, dict[str, Any]]:
-    """The inference protocol's and the quality jobs' paths of a model (uploaded ones too)."""
+def _quality_paths(model: ServedModel, rows_required: bool) -> dict[str, dict[str, Any]]:
+    """Tests and feature impact of a model: each row is what its predict takes as JSON."""
+    row = model.predict_args.schema_class if not model.predict_args.has_files else None
+    return openapi_quality.quality_paths(model.name, _slug(model.name), _error_responses, row, rows_required)
+
+
+def _extra_model_paths(model: ServedModel, has_dataset: bool) -> dict[str, dict[str, Any]]:
+    """The inference protocol's and the quality jobs' paths of an uploaded model (without rows,
+    its tests and feature impact use the reference dataset, if it has one)."""
+    name = model.name
     return {f"/v2/models/{name}/infer": {"post": openapi_oip.infer_operation(name, _slug(name), _error_responses)},
-            **openapi_quality.quality_paths(name, _slug(name), _error_responses)}
+            **_quality_paths(model, rows_required=not has_dataset)}
 
 
 class OpenApiDocument:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..auth.gate import MAX_ACCESS_ITEMS
 from ..auth.principal import SCOPES, Role
-from ..auth.tokens import DURATION_PATTERN, DURATION_UNITS
+from ..auth.tokens import DURATION_PATTERN, DURATION_UNITS, VISIBLE
 from .openapi_registry import NAME
 
 Responses = Callable[..., dict[str, Any]]
@@ -37,7 +37,7 @@ def components(spec: Any) -> None:
     scope = {"type": "string", "enum": [str(s) for s in SCOPES]}
     spec.components.schema("TokenRequest", {
         **obj, "required": ["name", "scopes"], "additionalProperties": False, "properties": {
-            "name": {"type": "string", "pattern": r"\S", "description": "What the token is for"},
+            "name": {"type": "string", "pattern": VISIBLE, "description": "What the token is for"},
             "scopes": {"type": "array", "minItems": 1, "items": scope},
             "models": {"type": "array", "minItems": 1, "items": text, "nullable": True,
                        "description": "Limit the token to these models (null: every model its scopes allow)"},

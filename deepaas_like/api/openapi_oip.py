@@ -10,7 +10,9 @@ Responses = Callable[..., dict[str, Any]]
 TENSOR = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
     "name": {"type": "string", "minLength": 1}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
     "datatype": {"type": "string", "enum": list(DATATYPES)}, "parameters": {"type": "object"},
-    "data": {"description": "The values, flat or nested, row-major (BYTES as strings)"}}}
+    "data": {"description": "The values, flat or nested, row-major (BYTES as strings); left out when they follow "
+                            "the JSON as binary data (parameters.binary_data_size)",
+             "anyOf": [{"type": "array"}, {"type": "number"}, {"type": "string"}, {"type": "boolean"}]}}}
 PROTOCOL_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 

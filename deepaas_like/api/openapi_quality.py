@@ -5,23 +5,48 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..quality.checks import CHECKS, LEVELS, STATUSES
+from ..quality.samples import MAX_ROWS
 
 Responses = Callable[..., dict[str, Any]]
 UUID = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def components(spec: Any) -> None:
-    obj = {"type": "object"}
-    value = {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
-    rows = {"type": "array", "minItems": 1, "items": {"type": "object", "minProperties": 1,
-                                                      "additionalProperties": value,
-                                                      "description": "One value per feature"}}
-    spec.components.schema("TestRequest", {**obj, "properties": {
-        "rows": rows,
-        "configuration": {**obj, "properties": {c: {"type": "string", "enum": list(LEVELS)} for c in CHECKS}},
+GENERIC_ROW = {"type": "object", "minProperties": 1, "description": "One value per feature",
+               "additionalProperties": {"nullable": True, "oneOf": [
+                   {"type": "number"}, {"type": "string"}, {"type": "boolean"}]}}
+OPTIONS = {  # what each kind of job takes besides its rows
+    "tests": {
+        "configuration": {"type": "object", "properties": {c: {"type": "string", "enum": list(LEVELS)}
+                                                          for c in CHECKS}},
         "ignore": {"type": "array", "items": {"type": "string"}, "description": "Keys left out of comparisons "
                    "(default: pid)"},
-        "rowCount": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0}}})
+        "rowCount": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0}},
+    "feature-impact": {
+        "rowCount": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0, "maximum": 1000},
+        "repeats": {"type": "integer", "minimum": 1, "maximum": 1000}},
+}
+
+
+def _request_body(segment: str, row: Any, rows_required: bool) -> dict[str, Any]:
+    """JSON ``{rows, ...options}`` or a form with the rows as a CSV ``data`` part. ``row``: the
+    schema of one row (the model's predict arguments), else any features; ``rows_required``:
+    false only where a reference dataset stands in for them."""
+    rows = {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": row if row is not None else GENERIC_ROW}
+    options = OPTIONS[segment]
+    json_body = {"type": "object", "additionalProperties": False, "properties": {"rows": rows, **options}}
+    form_fields = {name: {"type": "string", "description": "As JSON"} if schema["type"] in ("object", "array")
+                   else schema for name, schema in options.items()}
+    form = {"type": "object", "additionalProperties": False, "properties": {
+        "data": {"type": "string", "format": "binary", "description": "The rows as CSV, with a header line"},
+        **form_fields}}
+    if rows_required:
+        json_body["required"], form["required"] = ["rows"], ["data"]
+    return {"required": rows_required, "content": {"application/json": {"schema": json_body},
+                                                   "multipart/form-data": {"schema": form}}}
+
+
+def components(spec: Any) -> None:
+    obj = {"type": "object"}
     check = {**obj, "properties": {"status": {"type": "string", "enum": list(STATUSES)},
                                    "message": {"type": "string"}}}
     spec.components.schema("TestJob", {**obj, "properties": {
@@ -29,10 +54,6 @@ def components(spec: Any) -> None:
         "overallStatus": {"type": "string", "enum": list(STATUSES)},
         "testingStatus": {**obj, "properties": {c: check for c in CHECKS}},
         "configuration": obj, "links": obj}})
-    spec.components.schema("ImpactRequest", {**obj, "properties": {
-        "rows": rows, "rowCount": {"type": "integer", "minimum": 1},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 1000},
-        "repeats": {"type": "integer", "minimum": 1, "maximum": 1000}}})
     spec.components.schema("ImpactJob", {**obj, "properties": {
         "id": {"type": "string"}, "model": {"type": "string"}, "status": {"type": "string"},
         "count": {"type": "integer"}, "rowCount": {"type": "integer"}, "ranRedundancyDetection": {"type": "boolean"},
@@ -42,21 +63,20 @@ def components(spec: Any) -> None:
         "links": obj}})
 
 
-def quality_paths(name: str, slug: str, errors: Responses) -> dict[str, dict[str, Any]]:
-    """The tests and feature impact paths of one model."""
+def quality_paths(name: str, slug: str, errors: Responses, row: Any = None,
+                  rows_required: bool = True) -> dict[str, dict[str, Any]]:
+    """The tests and feature impact paths of one model (``row``, ``rows_required``: see
+    :func:`_request_body`)."""
     tag = [name]
     paths: dict[str, dict[str, Any]] = {}
-    for segment, what, request, job in (("tests", "model tests", "TestRequest", "TestJob"),
-                                         ("feature-impact", "feature impact", "ImpactRequest", "ImpactJob")):
+    for segment, what, job in (("tests", "model tests", "TestJob"), ("feature-impact", "feature impact", "ImpactJob")):
         base = f"/v2/models/{name}/{segment}/"
         schema = {"$ref": f"#/components/schemas/{job}"}
-        body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}},
-                "multipart/form-data": {"schema": {"type": "object", "properties": {
-                    "data": {"type": "string", "format": "binary", "description": "The rows as CSV"}}}}}
         op = segment.replace("-", "_")
         paths[base] = {
             "post": {"tags": tag, "summary": f"Start {what} of {name} (a job: 202 with Location)",
-                     "operationId": f"{slug}_start_{op}", "requestBody": {"content": body},
+                     "operationId": f"{slug}_start_{op}",
+                     "requestBody": _request_body(segment, row, rows_required),
                      "responses": {"202": {"description": "The job", "content": {"application/json": {
                          "schema": schema}}}, **errors(400, 409, 415, 422, 503)}},
             "get": {"tags": tag, "summary": f"The {what} of {name}", "operationId": f"{slug}_list_{op}",

@@ -77,6 +77,8 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
              "201": _json(UPLOADED, "The model was created with its first version"),
              **errors(400, 403, 409, 413, 415, 422)}
     spec.path("/v2/models/{name}", parameters=[NAME], operations={
+        "get": {"tags": tag, "summary": "A model's metadata (as GET /v2/models/{name}/)", "operationId": "get_model",
+                "responses": {"200": _json({"type": "object"}, "The model's metadata"), **errors(404, 503)}},
         "put": {"tags": tag, "summary": "Upload a model file: a new model, or a new version of one",
                 "description": "Served at once from a shared worker; a file that does not load is kept as an "
                                "`error` version (422) and the current version keeps serving. Refused (403) on a "
@@ -194,7 +196,7 @@ def _neurodeploy_paths(spec: Any, errors: Responses) -> None:
 
 def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predict_operation: Callable,
                          job_paths: Callable, predict_endpoint: bool = True,
-                         extra_paths: Callable[[str], dict] | None = None, public_only: bool = False) -> None:
+                         extra_paths: Callable[[Any, bool], dict] | None = None, public_only: bool = False) -> None:
     """Each uploaded model's own paths, like a plugin's: its form is its input columns.
 
     ``public_only`` (with --auth: the document is open to all): a private model's name and
@@ -212,7 +214,7 @@ def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predi
         operation = predict_operation(served)
         operation["description"] = (f"Version {record.current_version}. One row as the inputs below (a form, the "
                                     f"query string or JSON), or up to {MAX_ROWS} rows as JSON {{\"rows\": [...]}}.")
-        operation["responses"].update(errors(409))
+        operation["responses"].update(errors(404, 409))
         content = operation.setdefault("requestBody", {"content": {}})["content"]
         single = content.get("application/json", {}).get("schema")
         rows = {"type": "object", "required": ["rows"], "additionalProperties": False, "properties": {
@@ -220,9 +222,13 @@ def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predi
         content["application/json"] = {"schema": {"oneOf": [single, rows]} if single else rows}
         operation["requestBody"]["required"] = True
         spec.path(f"/v2/models/{name}/predict/", operations={"post": operation})
-        more = {**job_paths(served, "prediction"), **(extra_paths(name) if extra_paths else {})}
+        current = registry.current(name)
+        has_dataset = bool(current is not None and current.config.get("dataset"))
+        more = {**job_paths(served, "prediction"), **(extra_paths(served, has_dataset) if extra_paths else {})}
         for path, operations in more.items():
             parameters = operations.pop("parameters", None)
+            for item in operations.values():  # archived, purged or made private since
+                item["responses"].update(errors(404))
             spec.path(path, operations=operations, parameters=parameters)
 
 

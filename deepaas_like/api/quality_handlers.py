@@ -115,10 +115,10 @@ async def start_tests(request: web.Request) -> web.Response:
     seed = options.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ArgumentError("seed must be a non-negative integer", {"seed": ["Not a valid integer."]})
+    from_text = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
     rows = _sample_rows(request, rows, options.get("rowCount"), seed)
     predictor = ServedPredictor(model)
-    for row in rows[:1]:  # a row the model's declaration refuses is a 422 now, not a failed check later
-        model.predict_args.load(_sources(row))
+    _check_rows(model, rows, from_text)
 
     async def work(job: Job, log: Any) -> dict[str, Any]:
         run = TestRun(configuration, tuple(ignore))
@@ -133,10 +133,16 @@ async def start_tests(request: web.Request) -> web.Response:
     return _accepted(request, job)
 
 
-def _sources(row: dict[str, Any]) -> Any:
+def _check_rows(model: ServedModel, rows: list[dict[str, Any]], from_text: bool) -> None:
+    """Each row as the model's predict takes it: one it refuses is a 422 now, not a failed job
+    later (the first such row is named)."""
     from ..arguments import ArgumentSources
 
-    return ArgumentSources(json=row)
+    for index, row in enumerate(rows):
+        try:
+            model.predict_args.load(ArgumentSources(json=row, lenient=from_text))
+        except ArgumentError as exc:
+            raise ArgumentError(f"Row {index}: {exc.message}", {"rows": {str(index): exc.errors}}) from None
 
 
 # --- feature impact ----------------------------------------------------------------------
@@ -152,9 +158,11 @@ async def start_impact(request: web.Request) -> web.Response:
     for key, value, low in (("seed", seed, 0), ("repeats", repeats, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low or value > 1000:
             raise ArgumentError(f"{key} must be an integer from {low} to 1000", {key: ["Not a valid integer."]})
+    from_text = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
     rows = _sample_rows(request, rows, options.get("rowCount"), seed)
     features = features_of(rows)
     check_tabular(model.name, model.predict_args, features)
+    _check_rows(model, rows, from_text)
     predictor = ServedPredictor(model)
     jobs = request.app[JOBS]
 

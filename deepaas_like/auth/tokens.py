@@ -39,6 +39,9 @@ TOKEN_FORMAT = re.compile(r"dlk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 DURATION_UNITS = {"s": (1, 10), "m": (60, 8), "h": (3600, 7), "d": (86400, 5), "w": (604800, 4)}
 DURATION_PATTERN = "^(" + "|".join(f"[0-9]{{1,{digits}}}{unit}{'?' if unit == 's' else ''}"
                                    for unit, (_, digits) in DURATION_UNITS.items()) + ")$"
+# A token's name has something visible in it: a character that is white space neither to Python
+# (str.strip) nor to JavaScript's \s (how the document's pattern is read by most clients).
+VISIBLE = "[^\\s\\u001c-\\u001f\\u0085\\ufeff]"
 _DURATION = re.compile(DURATION_PATTERN, re.ASCII)
 
 

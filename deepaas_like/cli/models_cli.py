@@ -208,7 +208,7 @@ class LocalModel:
 
     def _validated(self, spec: ArgumentSpec, values: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, Any]:
         """The plugin's keyword arguments, as the server's validation makes them."""
-        sources = ArgumentSources(json=dict(values), files=self._uploads(files))
+        sources = ArgumentSources(json=dict(values), files=self._uploads(files), lenient=True)
         try:
             return spec.load(sources)
         except ArgumentError as exc:

@@ -179,7 +179,8 @@ class JobManager:
         """Server shutdown: queued and running jobs end as interrupted (this server's own)."""
         for job in self.own_unfinished():
             where = "before it started" if job.status is JobStatus.QUEUED else "while it was running"
-            await self._finish(job, JobStatus.INTERRUPTED, message=f"the server was stopped {where}")
+            await self._finish(job, JobStatus.INTERRUPTED, result=job.result,  # what a test had done, kept
+                               message=f"the server was stopped {where}")
         self._training_queue.clear()
         for job in self._jobs.values():
             if job.training is not None:

@@ -71,7 +71,7 @@ class ServedPredictor:
         self.name = model.name
 
     def _kwargs(self, row: Row) -> dict[str, Any]:
-        return self.model.predict_args.load(ArgumentSources(json=row))
+        return self.model.predict_args.load(ArgumentSources(json=row, lenient=True))
 
     async def one(self, row: Row) -> Any:
         return await self.model.predict(self._kwargs(row), admit=False)
@@ -79,7 +79,7 @@ class ServedPredictor:
     async def batch(self, rows: list[Row]) -> list[Any]:
         model = self.model
         if model.rows_args is not None:  # an uploaded model: one call with every row
-            kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}))
+            kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}, lenient=True))
             return await model.predict(kwargs, admit=False)
         # a plugin: every row at once; the queue hands them over in groups (predict_batch when batching)
         return list(await asyncio.gather(*(self.one(row) for row in rows)))
@@ -102,7 +102,7 @@ class LocalPredictor:
         self._spec = spec
 
     async def one(self, row: Row) -> Any:
-        kwargs = self._spec.load(ArgumentSources(json=row))
+        kwargs = self._spec.load(ArgumentSources(json=row, lenient=True))
         return await asyncio.to_thread(self._call, kwargs)
 
     def _call(self, kwargs: dict[str, Any]) -> Any:
@@ -116,7 +116,7 @@ class LocalPredictor:
             raise failure_from_exception(exc).error(self.name, "predict") from exc
 
     async def batch(self, rows: list[Row]) -> list[Any]:
-        kwargs = [self._spec.load(ArgumentSources(json=row)) for row in rows]
+        kwargs = [self._spec.load(ArgumentSources(json=row, lenient=True)) for row in rows]
         if self._adapter.has("predict_batch"):
             outcomes = await asyncio.to_thread(self._adapter.predict_many, kwargs)
             return [unwrap(outcome, self.name, "predict") for outcome in outcomes]

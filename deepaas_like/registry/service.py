@@ -222,7 +222,7 @@ class RowsArguments:
         checked = []
         for index, row in enumerate(rows):
             try:
-                checked.append(self._row(row))
+                checked.append(self._row(row, sources.lenient))
             except ArgumentError as exc:
                 errors[str(index)] = exc.errors
             except ValueError as exc:
@@ -232,11 +232,11 @@ class RowsArguments:
             raise ArgumentError(f"Invalid rows for {self.model} predict: row {first[0]}: {first[1]}", {ROWS: errors})
         return {ROWS: checked}
 
-    def _row(self, row: Any) -> Any:
+    def _row(self, row: Any, lenient: bool) -> Any:
         if isinstance(row, dict):
             if self._single is None:
                 raise ValueError("this model's inputs have no names: send each row as a list of values")
-            return self._single.load(_JsonSources(row))
+            return self._single.load(_JsonSources(row, lenient=lenient))
         if isinstance(row, list):
             if self._width is not None and len(row) != self._width:
                 raise ValueError(f"has {len(row)} values; the model takes {self._width}")
@@ -251,6 +251,7 @@ class _JsonSources:
     form: Any = dataclasses.field(default_factory=dict)
     files: Any = dataclasses.field(default_factory=dict)
     negotiated_accept: str | None = None
+    lenient: bool = False
 
 
 class Registry:
