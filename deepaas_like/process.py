@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
 from .errors import ModelUnavailable
+from .forking import Starter, starter
 from .loading import PluginRef
 from .polling import AWAITED
 from .replies import UnsafeReply, decode
@@ -58,11 +59,9 @@ class WorkerStartFailed(Exception):
         self.exitcode = exitcode
 
 
-def mp_context(start_method: str) -> multiprocessing.context.BaseContext:
-    context = multiprocessing.get_context(start_method)
-    if start_method == "forkserver":
-        context.set_forkserver_preload(["deepaas_like.worker"])
-    return context
+def mp_context(start_method: str) -> Starter:
+    """How worker processes start (see :mod:`deepaas_like.forking`)."""
+    return starter(start_method)
 
 
 @dataclass
@@ -148,7 +147,7 @@ class WorkerProcess:
         self,
         ref: PluginRef,
         config: WorkerConfig,
-        context: multiprocessing.context.BaseContext,
+        context: Starter,
         on_exit: Callable[["WorkerProcess"], None] | None = None,
         on_progress: Callable[[float, str | None], None] | None = None,
         on_event: Callable[["WorkerProcess", str, Any], None] | None = None,
@@ -294,6 +293,8 @@ class WorkerProcess:
             if self._ready is not None and not self._ready.done():
                 self.serving_pid = message[1] if len(message) > 1 else self.pid
                 self.containment = message[2] if len(message) > 2 else None
+                if len(message) > 3 and self.config.sandbox is None:
+                    self._context.learn(message[3])
                 self._ready.set_result(None)
         elif kind == "need_file":
             self._send_file(message[1])
@@ -429,7 +430,7 @@ class WorkerLauncher:
 
     ref: PluginRef
     config: WorkerConfig
-    context: multiprocessing.context.BaseContext
+    context: Starter
 
     def worker(
         self,

@@ -72,8 +72,9 @@ def decode(data: bytes) -> tuple:
             raise UnsafeReply("a failure is [failed, outcome]")
         return ("failed", _read_outcome(message[1]))
     if kind == "ready":
-        if len(message) != 3 or type(message[1]) is not int or type(message[2]) is not dict:
-            raise UnsafeReply("ready is [ready, pid, containment]")
+        if (len(message) != 4 or type(message[1]) is not int or type(message[2]) is not dict
+                or message[3] != []):
+            raise UnsafeReply("ready is [ready, pid, containment, []]")
     elif kind == "progress":
         if (len(message) != 3 or type(message[1]) not in (int, float)
                 or not (message[2] is None or type(message[2]) is str)):

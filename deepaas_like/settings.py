@@ -413,9 +413,12 @@ class Settings:
         kind="float",
     )
     start_method: str = option(
-        "spawn",
-        "How worker processes start: 'spawn' (a fresh interpreter, safest) or "
-        "'forkserver' (forked from a clean helper process, starts faster).",
+        "forkserver",
+        "How worker processes start: 'forkserver' (each model's first workers are fresh "
+        "interpreters; later ones, trainings and the workers re-warmed after them, are "
+        "forked from a helper that has imported the models' libraries once) or 'spawn' "
+        "(every process a fresh interpreter, for libraries that cannot be forked after "
+        "import).",
         choices=("spawn", "forkserver"),
     )
     log_level: str = option(
@@ -593,7 +596,8 @@ def _validate(s: Settings) -> None:
     if s.base_path and (not s.base_path.startswith("/") or s.base_path == "/"):
         raise SettingsError(f"base_path must start with '/' and name a path, got {s.base_path!r}")
     if s.store and not re.match(r"(sqlite|postgresql)(\+\w+)?://", s.store):
-        raise SettingsError(f"store must be empty, sqlite:///PATH or postgresql://..., got {s.store!r}")
+        raise SettingsError(f"--store must be empty (SQLite in --data-dir), sqlite:///PATH or postgresql://USER@HOST/DB, "
+                            f"got {s.store!r}")
     for name in s.model_name:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
             raise SettingsError(f"model name {name!r} may only use letters, digits, '_', '.', '-'")

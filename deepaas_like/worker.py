@@ -7,8 +7,9 @@ Protocol (pickled tuples over a socketpair, framed like
   calls in order (``"predict_batch"``: as one batch) on the worker's model, or, when
   ``target`` is set, on the model the plugin's ``adapter_for(target)`` gives (a worker
   of the registry's shared pool hosts many uploaded models); or ``("stop", ...)``.
-* worker -> server: ``("ready", pid, containment)`` once the plugin is imported and warm
-  (``containment``: what :func:`~deepaas_like.sandbox.contain` applied, or None), or
+* worker -> server: ``("ready", pid, containment, libraries)`` once the plugin is imported
+  and warm (``containment``: what :func:`~deepaas_like.sandbox.contain` applied, or None;
+  ``libraries``: see :mod:`~deepaas_like.forking`), or
   ``("failed", CallFailure)``; then, for each call of a group as soon as it is done,
   ``("row", call_id, index, outcome)`` with an :class:`~deepaas_like.calls.Ok` or a
   :class:`~deepaas_like.calls.CallFailure`; ``("progress", fraction, message)`` from a
@@ -48,7 +49,7 @@ from .adapter import ModelAdapter, execute_group
 from .calls import CallFailure, Outcome, failure_from_exception
 from .loading import PluginRef
 from .polling import PollWindow
-from . import replies, runtime
+from . import forking, replies, runtime
 from .runtime import STORAGE_ENV
 from .sandbox import FileChannel, SandboxSpec, contain
 
@@ -132,6 +133,8 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
     if config.storage_dir:
         os.environ[STORAGE_ENV] = config.storage_dir
     os.environ.update(dict(config.environ))
+    if forking.PRELOADED:  # forked with the libraries imported: the environment came too late for them
+        _limit_threads(dict(config.environ))
     try:
         adapter = ModelAdapter(config.model, ref.load_object(), config.storage_dir)
         if config.warm:
@@ -139,15 +142,29 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
     except BaseException as exc:  # report why, whatever it is, then exit
         _send(conn, ("failed", failure_from_exception(exc)))
         return
+    libraries = [] if config.sandbox is not None else forking.imported_libraries(
+        forking.own_packages(ref.value, ref.distribution))
     # What warm() built (the model, the libraries) lives as long as the process: the cyclic
     # collector need not walk it again. Left in its generations, each full collection of a
     # scikit-learn worker took 80-120 ms, in the middle of a burst of requests.
     gc.collect()
     gc.freeze()
-    _send(conn, ("ready", pid, containment.to_json() if containment else None))
+    _send(conn, ("ready", pid, containment.to_json() if containment else None, libraries))
     runtime.progress_sink = lambda fraction, message: _send(conn, ("progress", fraction, message))
     runtime.event_sink = lambda name, data: _send(conn, ("event", name, data))
     serve(conn, adapter, config.poll_us)
+
+
+def _limit_threads(environ: dict[str, str]) -> None:
+    """Size the thread pools of numeric libraries already loaded to what ``environ`` says."""
+    sizes = [int(environ[name]) for name in THREAD_ENV if environ.get(name, "").isdigit()]
+    if not sizes:
+        return  # a training: the whole machine, as the helper's environment says
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # no scikit-learn, no threadpoolctl: the pools keep their size
+        return
+    threadpool_limits(limits=min(sizes))
 
 
 def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..database import Database, StoreOutage
 from ..registry.service import Registry
+from .. import forking
 from ..errors import PluginLoadError
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelRegistry, build_model
@@ -101,14 +102,23 @@ async def _run_models(app: web.Application) -> AsyncIterator[None]:
     """Start every model's runner in the background; stop them all on shutdown."""
     models = app[MODELS]
     starting = [asyncio.create_task(m.start(), name=f"start {m.name}") for m in models.values()]
+    preparing = asyncio.create_task(_prepare_forking(starting), name="prepare the fork server")
     try:
         yield
     finally:
-        for task in starting:
+        for task in (*starting, preparing):
             task.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
         timeout = app[SETTINGS].shutdown_timeout
         await asyncio.gather(*(m.stop(timeout) for m in models.values()), return_exceptions=True)
+
+
+async def _prepare_forking(starting: list[asyncio.Task]) -> None:
+    """Once every model has started (well or not), preload their libraries in the helper
+    that later worker processes are forked from (see :mod:`deepaas_like.forking`)."""
+    if starting:
+        await asyncio.wait(starting)
+    forking.prepare_all()
 
 
 async def _open_database(app: web.Application) -> AsyncIterator[None]:
