@@ -27,6 +27,9 @@ benchmarks/servers.py):
   Retry-After, health-check latency from a separate probe, log volume.
 * registry (ours only): upload to first prediction; irisbench's forest uploaded, plain
   and optimize=onnx; many small models round-robin through a bounded set of loaded ones.
+* training (ours only): submit → done of a training, one at a time, the switch to
+  re-warmed workers included (--workers 2): echobench's no-op and irisbench's forest;
+  the first on a started server, then --trainings more.
 * scaleout (ours only; see benchmarks/scaleout.py): on a throwaway PostgreSQL, echobench
   c=64 on one replica and on two replicas of one database (round-robin); asynchronous
   prediction submissions (c=8, --submissions of them) on SQLite and on PostgreSQL;
@@ -46,6 +49,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,19 +75,20 @@ OURS_FLAGS = {  # how we serve each model
     "irisbatch": ["--workers", "2", "--max-batch-size", "32", "--max-batch-time-ms", "2"],
 }
 REGISTRY_WORKERS = 2
-PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "registry", "scaleout")
+PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "registry", "training", "scaleout")
+TRAINING_FLAGS = ["--workers", "2"]  # process executor: a training ends with the switch to re-warmed workers
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
 QUICK = {  # --quick: every case, smoke-sized
     "repeats": 1, "requests": 300, "in_process_seconds": 1.0, "wrk_duration": 2, "overload_duration": 2,
     "flood_duration": 2, "flood_connections": 1024, "registry_models": 20, "max_loaded_models": 5,
     "registry_requests": 200, "cold_sample": 5, "upload_repeats": 3, "infer_rows": 100, "infer_requests": 10,
-    "impact_rows": 50, "submissions": 150,
+    "impact_rows": 50, "submissions": 150, "trainings": 2,
 }
 FULL = {
     "repeats": 3, "requests": 3000, "in_process_seconds": 3.0, "wrk_duration": 10, "overload_duration": 60,
     "flood_duration": 20, "flood_connections": 4096, "registry_models": 200, "max_loaded_models": 50,
     "registry_requests": 2000, "cold_sample": 20, "upload_repeats": 5, "infer_rows": 100, "infer_requests": 20,
-    "impact_rows": IMPACT_ROWS, "submissions": 3000,
+    "impact_rows": IMPACT_ROWS, "submissions": 3000, "trainings": 10,
 }
 
 
@@ -156,6 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--infer-requests", type=int, help="sequential requests of the many-rows OIP infer case")
     parser.add_argument("--impact-rows", type=int, help="iris rows (repeated) sent to the feature-impact job")
     parser.add_argument("--submissions", type=int, help="asynchronous predictions submitted per store (scaleout)")
+    parser.add_argument("--trainings", type=int, help="trainings per model after the first (training)")
     parser.add_argument("--quick", action="store_true", help="every case, smoke-sized: " + ", ".join(
         f"{k}={v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
@@ -185,7 +193,7 @@ def plan_servers(run: Run, deepaas_run: Path | None) -> list[ServerPlan]:
                                         cases, ready_path="/v2/", overload=workers == 2))
     if "ours" in args.frameworks:
         for model, flags in OURS_FLAGS.items():
-            cases = [("predict", c) for c in (args.levels if model != "irisbatch" else [max(args.levels)])]
+            cases = [("predict", c) for c in (args.levels if model != "irisbatch" else [1, max(args.levels)])]
             cases = cases if loadgen else []
             if model == "echobench":
                 cases += ([("metadata", 64)] if loadgen else []) + wrk_cases
@@ -383,6 +391,47 @@ def registry_many(run: Run, server: Server, files: registry.ModelFiles, config: 
     run.record(run.case("ours", "small-models", "registry-many", 8, config), result)
 
 
+def run_trainings(run: Run) -> None:
+    """Submit → done of a training, one at a time, the switch to re-warmed workers included:
+    echobench's no-op (``train(delay_s=0)``) and irisbench's (a scikit-learn forest of 20
+    trees, a real plugin's imports); on a started server, the first training, then more."""
+    config = " ".join(TRAINING_FLAGS)
+    for model in ("echobench", "irisbench"):
+        log(f"training: {model} {config}")
+        server = Server(ours_command(run.data_dir(), [model], TRAINING_FLAGS), "/v2/health/ready",
+                        run.raw / f"ours-{model}-training.log", settle=True)
+        try:
+            seconds = [train_once(server, model) for _ in range(1 + run.args.trainings)]
+        finally:
+            server.stop()
+        later = seconds[1:]
+        run.record(run.case("ours", model, "training", 1, config),
+                   {"first_s": round(seconds[0], 3), "later_s": [round(s, 3) for s in later],
+                    "later_p50_s": round(statistics.median(later), 3), "errors": 0})
+
+
+def train_once(server: Server, model: str) -> float:
+    """Seconds from the POST of a training to the GET that first shows it ``done``."""
+    started = time.perf_counter()
+    status, job = http_json(server.url(f"/v2/models/{model}/train/"), "POST", b"{}")
+    while status == 200 and job.get("status") in ("queued", "running"):
+        time.sleep(0.005)
+        status, job = http_json(server.url(f"/v2/models/{model}/train/{job['uuid']}"))
+    if job.get("status") != "done":
+        raise RuntimeError(f"training of {model} ended {status}: {json.dumps(job)[:300]}")
+    return time.perf_counter() - started
+
+
+def http_json(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 def run_scaleout(run: Run) -> None:
     """Replicas and submissions on a throwaway PostgreSQL (SQLite submissions beside them), then Ray;
     what cannot run is reported as skipped, the rest still runs."""
@@ -479,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "flood", lambda: run_floods(run, deepaas_run))
         if "registry" in run.phases:
             guarded(run, "registry", lambda: run_registry(run))
+        if "training" in run.phases:
+            guarded(run, "training", lambda: run_trainings(run))
         if "scaleout" in run.phases:
             guarded(run, "scaleout", lambda: run_scaleout(run))
     finally:
