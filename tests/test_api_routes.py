@@ -85,8 +85,8 @@ async def test_what_no_route_takes_is_a_json_404_or_405(serve):
         body = await response.json()
         assert response.content_type == "application/json", (method, path)
         if response.status == 405:
-            assert method in ("DELETE", "PATCH") and response.headers["Allow"] == "GET", (method, path)
-            assert body["allowed"] == ["GET"] and f"Method {method} is not allowed" in body["message"]
+            assert method in ("DELETE", "PATCH") and response.headers["Allow"] == "GET,HEAD", (method, path)
+            assert body["allowed"] == ["GET", "HEAD"] and f"Method {method} is not allowed" in body["message"]
         else:
             assert response.status == 404 and body["message"].startswith("Not found: "), (method, path)
     wrong = await client.request("PUT", "/v2/models/echobench/predict/")
@@ -151,3 +151,16 @@ async def test_disabled_endpoints(serve):
     assert (await client.get("/api")).status == 404
     spec = await (await client.get("/swagger.json")).json()
     assert not any("predict" in p or "train" in p for p in spec["paths"])
+
+
+async def test_head_answers_wherever_get_does(serve):
+    client = await serve("echobench", executor="thread")
+    for path in ("/v2/health/live", "/v2/health/ready", "/ui/", "/api", "/swagger.json", "/v2/", "/v2/models/",
+                 "/v2/models/echobench/", "/metrics", "/v2/models/echobench/predictions/"):
+        got = await client.get(path)
+        head = await client.head(path)
+        assert head.status == got.status == 200, (path, head.status, got.status)
+        assert await head.read() == b"", path
+        assert head.headers.get("Content-Type") == got.headers.get("Content-Type"), path
+    assert (await client.head("/v2/models/nosuch/")).status == 404
+    assert (await client.head("/v2/models/echobench/predict/")).status == 405  # POST only

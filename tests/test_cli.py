@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -84,9 +85,47 @@ def test_port_in_use_is_a_clear_error(server_factory):
     second = subprocess.run(
         [DEEPAAS_RUN, "--listen-port", port, "--model-name", "echobench", "--executor", "thread"],
         capture_output=True, text=True, timeout=60)
-    assert second.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    assert second.returncode == 2  # a setting to correct
+    assert f"--listen-port {port}: cannot listen there" in second.stderr
     assert first.stop() == 0
+
+
+def test_configuration_mistakes_are_one_line_naming_the_option_and_exit_2(tmp_path):
+    short = tmp_path / "jwt.secret"
+    short.write_bytes(b"x" * 20)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = (
+            (["--auth", "--jwt-secret-file", str(short)], f"--jwt-secret-file {short}: the secret is 20 bytes"),
+            (["--listen-port", str(port)], f"--listen-port {port}: cannot listen there"),
+            (["--store", "mysql://db.example/x"], "--store"),
+            (["--model-name", "nosuchmodel"], "nosuchmodel"),
+        )
+        for number, (args, named) in enumerate(cases):
+            result = subprocess.run(
+                [DEEPAAS_RUN, "--data-dir", str(tmp_path / f"data{number}"), "--model-name", "echobench",
+                 "--executor", "thread", *args], capture_output=True, text=True, timeout=60)
+            assert result.returncode == 2, (args, result.stderr)
+            assert "Traceback" not in result.stderr, result.stderr
+            errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+            assert len(errors) == 1 and errors[0].startswith("deepaas-run: error: ") and named in errors[0], \
+                (args, result.stderr)
+
+
+def test_the_store_migration_is_quiet_at_the_default_log_level(tmp_path):
+    server = Server(["--data-dir", str(tmp_path / "data"), "--model-name", "echobench", "--executor", "thread"])
+    try:
+        server.wait_banner()
+        server.wait_ready()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        stderr = server.process.stderr.read()
+    finally:
+        server.kill()
+    assert "migrating the schema from nothing" in stderr  # ours: one line
+    assert "alembic" not in stderr.lower(), stderr  # not Alembic's INFO lines
 
 
 def test_stops_promptly_with_a_stuck_thread_mode_prediction(server_factory, plugins):
@@ -255,5 +294,5 @@ def test_health_port_in_use_is_a_clear_error(tmp_path):
         result = subprocess.run([DEEPAAS_RUN, "--listen-port", "0", "--model-name", "echobench", "--data-dir",
                                  str(tmp_path / "data"), "--health-port", str(port), "--no-registry-preload"],
                                 capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port} (--health-port): Address already in use" in result.stderr
+    assert result.returncode == 2  # a setting to correct
+    assert f"--health-port {port}: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr

@@ -286,6 +286,22 @@ def test_url_train_follows_the_progress_and_prints_the_log(server):
     assert stderr.rindex("100%") < log_at
 
 
+def test_global_options_may_follow_the_command(tmp_path, data):
+    data_dir = str(tmp_path / "tokens")
+    created = subprocess.run([DEEPAAS_TOKEN, "create", "--name", "after", "--scope", "models:read",
+                              "--data-dir", data_dir], capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    listed = subprocess.run([DEEPAAS_TOKEN, "list", "--data-dir", data_dir], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "after" in listed.stdout
+    before = subprocess.run([DEEPAAS_TOKEN, "--data-dir", data_dir, "list"], capture_output=True, text=True,
+                            timeout=60)
+    assert before.stdout == listed.stdout
+    answer = ok_json(run_cli("predict", "--model-name", "echobench", *IRIS_FLAGS, *data))
+    assert answer["petal_width"] == 1.2
+
+
 def test_url_with_auth_needs_a_token(tmp_path):
     data_dir = tmp_path / "auth-data"
     created = subprocess.run([DEEPAAS_TOKEN, "--data-dir", str(data_dir), "create", "--name", "t", "--scope",

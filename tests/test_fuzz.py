@@ -1,7 +1,7 @@
 """Fuzzing: requests generated from /swagger.json, sent to a real `deepaas-run` over HTTP.
 
 schemathesis reads the OpenAPI document the server publishes for the demo and the benchmark
-plugins (echobench, irisbench), generates valid and invalid requests for every operation in it
+plugins (echobench, irisbench) and an uploaded model (iris, with a reference dataset), generates valid and invalid requests for every operation in it
 and sends them; each answer must
 
 * not be a 5xx, unless it is the plugin's own failure: a 500 ``ModelError`` ("Model 'x' failed in
@@ -47,6 +47,7 @@ from schemathesis.openapi.checks import UndefinedStatusCode
 from schemathesis.specs.openapi import checks
 
 from processes import Server
+from test_registry import iris_models  # noqa: F401 (a fixture)
 
 MODELS = ("demo", "echobench", "irisbench")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
@@ -142,8 +143,23 @@ class LoggedServer(Server):
                 pass
 
 
+IRIS_CSV = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.3,2.9,5.6,1.8\n5.8,2.7,4.1,1.0\n"
+
+
+def _upload_iris(server: Server, path: Path, token: str | None) -> None:
+    """An uploaded model (public, with a reference dataset): its own operations are fuzzed too."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with requests.Session() as session:
+        uploaded = session.put(f"{server.base}/v2/models/iris", headers=headers, timeout=120,
+                               files={"file": (path.name, path.read_bytes())}, data={"is_public": "true"})
+        assert uploaded.status_code == 201, uploaded.text
+        kept = session.put(f"{server.base}/v2/models/iris/versions/1/dataset", data=IRIS_CSV.encode(), timeout=60,
+                           headers={**headers, "Content-Type": "text/csv"})
+        assert kept.status_code == 200, kept.text
+
+
 @pytest.fixture(scope="module", params=["open", "auth"])
-def server(request, tmp_path_factory):
+def server(request, tmp_path_factory, iris_models):
     """The server fuzzed: as it runs by default, and with --auth, every request carrying the
     token of a typical client (read, predict, train: the write and admin routes answer 403,
     which the document must declare)."""
@@ -151,11 +167,16 @@ def server(request, tmp_path_factory):
     models = [arg for name in MODELS for arg in ("--model-name", name)]
     data = work / "data"
     extra, token = [], None
+    admin = None
     if request.param == "auth":
-        made = subprocess.run([str(Path(sys.executable).parent / "deepaas-token"), "--data-dir", str(data), "create",
-                               "--name", "fuzz", "--scope", "models:read", "--scope", "models:predict",
-                               "--scope", "models:train"], capture_output=True, text=True, timeout=120, check=True)
-        extra, token = ["--auth"], made.stdout.strip().splitlines()[-1]
+        def mint(*scopes: str) -> str:
+            made = subprocess.run([str(Path(sys.executable).parent / "deepaas-token"), "--data-dir", str(data),
+                                   "create", "--name", "fuzz", *(a for s in scopes for a in ("--scope", s))],
+                                  capture_output=True, text=True, timeout=120, check=True)
+            return made.stdout.strip().splitlines()[-1]
+
+        extra, token = ["--auth"], mint("models:read", "models:predict", "models:train")
+        admin = mint("admin")
     # process executor (the default): echobench's mode=crash kills a worker, not the server.
     running = LoggedServer([*models, "--data-dir", str(data), "--predict-timeout", "5",
                             "--shutdown-timeout", "5", *extra], log_path=work / "server.log")
@@ -163,6 +184,7 @@ def server(request, tmp_path_factory):
     try:
         running.wait_banner()
         running.wait_ready()
+        _upload_iris(running, iris_models["skops"], admin)
         yield running
     finally:
         code = running.stop()
@@ -352,11 +374,11 @@ def _follow_jobs(tally: Tally, server: Server, session: requests.Session, schema
                 continue
             for job in same[:3]:
                 job_id = job.get("uuid") or job.get("id")
-                if list_path.endswith("/train/"):
-                    fetch(item + "/log", "GET", job_id)
-                else:
+                if list_path.endswith("/predictions/"):
                     case = schema[item + "/result"]["GET"].Case(path_parameters={"uuid": job_id})
                     _exchange(tally, server, session, case, extra_check=_result_matches(job))
+                else:  # trainings, model tests, feature impacts: the result is in the job; its log
+                    fetch(item + "/log", "GET", job_id)
             fetch(list_path, "GET", query={"status": status})
             fetch(item, "DELETE", same[0].get("uuid") or same[0].get("id"))  # 409 once finished
 
@@ -387,7 +409,7 @@ def test_fuzz_every_operation_of_the_demo_and_benchmark_plugins(server):
             session.headers["Authorization"] = f"Bearer {server.token}"
         operations = [result.ok() for result in schema.get_all_operations()]
         assert {op.path.split("/")[3] for op in operations if op.path.startswith("/v2/models/") and
-                op.path.count("/") > 3} == {*MODELS, "{name}"}  # {name}: the registry's routes
+                op.path.count("/") > 3} == {*MODELS, "iris", "{name}"}  # {name}: the registry's routes
         for operation in operations:
             begun = time.monotonic()
             _cover_operation(tally, server, session, schema, operation)
