@@ -129,10 +129,28 @@ class Starter:
         LOG.info("worker processes are forked from a helper with %d modules of the models' libraries imported",
                  len(libraries))
 
-    def Process(self, **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
-        if self._fork is not None and self.ready:
-            return self._fork.Process(**kwargs)
-        return self._spawn.Process(**kwargs)
+    def Process(self, *, target: Any, args: tuple = (), **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
+        if self._fork is not None and self.ready:  # the server's environment now, as a spawned process gets it
+            return self._fork.Process(target=_in_environment, args=(dict(os.environ), target, args), **kwargs)
+        return self._spawn.Process(target=target, args=args, **kwargs)
+
+
+def _in_environment(environ: dict[str, str], target: Any, args: tuple) -> None:
+    """In a forked process: the server's environment of when it was started, then ``target``.
+
+    multiprocessing hands each forked process the pipe whose end tells the helper that nobody
+    needs it any more: held here, the helper would outlive a server killed with SIGKILL as long
+    as this process runs, and this process (which dies with its parent, the helper) would never
+    be told. Closed, the server's death ends the helper, and the helper's ends this process.
+    """
+    server = multiprocessing.forkserver._forkserver
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None  # a forkserver process the plugin asks for gets a helper of its own
+        server._forkserver_address = None
+    os.environ.clear()
+    os.environ.update(environ)
+    target(*args)
 
 
 def _nothing() -> None:

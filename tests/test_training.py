@@ -1,6 +1,7 @@
 """Trainings: lifecycle, errors, real cancellation, predictions meanwhile, visibility."""
 
 import asyncio
+import multiprocessing.forkserver
 import io
 import os
 import time
@@ -9,6 +10,7 @@ import aiohttp
 import pytest
 
 from polling import finished, wait_for
+from processes import descendants
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")  # the same suite on each store
 
@@ -70,20 +72,17 @@ async def test_cancel_stops_the_training_process(serve, plugins):
 
 
 def _children_running(model: str) -> set[int]:
-    """PIDs of this test process's children that are workers of ``model``."""
+    """PIDs of this test process's worker processes (spawned, or forked from the fork server)."""
+    helper = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
     pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in descendants(os.getpid()) - {helper}:
         try:
-            with open(f"/proc/{entry}/stat") as fh:
-                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
-        if parent == os.getpid() and b"multiprocessing" in cmdline:
-            pids.add(int(entry))
+        if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            pids.add(pid)
     return pids
 
 
