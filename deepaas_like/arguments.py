@@ -195,9 +195,9 @@ class ArgumentSpec:
 
     def load(self, sources: ArgumentSources) -> dict[str, Any]:
         """Validate the request's arguments; return the plugin's keyword arguments."""
-        if sources.json and self._json_types and not sources.lenient:
-            self._check_json_types(sources.json)
-        if self._direct is not None and not sources.files:
+        mistyped = (self._json_type_errors(sources.json) if sources.json and self._json_types and not sources.lenient
+                    else {})
+        if self._direct is not None and not sources.files and not mistyped:
             result = self._load_direct(sources)
             if result is not None:
                 return result
@@ -211,7 +211,7 @@ class ArgumentSpec:
                 {name: ["Unknown argument."] for name in unknown},
                 accepted=self.accepted,
             )
-        errors: dict[str, Any] = {}
+        errors: dict[str, Any] = dict(mistyped)  # said with every other mistake of the request
         data: dict[str, Any] = {}
         for key in present:
             if key == "accept" and self.accept is not None:
@@ -231,7 +231,7 @@ class ArgumentSpec:
                 data[key] = self._value(sources.form, key)
             else:
                 data[key] = body[key]
-        for key in self._integers & data.keys():
+        for key in (self._integers & data.keys()) - errors.keys():
             try:
                 data[key] = _integral(data[key])
             except ValueError:
@@ -273,8 +273,9 @@ class ArgumentSpec:
             result[_attribute_name(self.declared, self.accept)] = accept
         return result
 
-    def _check_json_types(self, body: Mapping[str, Any]) -> None:
-        """A JSON boolean or number where one is declared (not ``0`` for false, or ``"5"``)."""
+    def _json_type_errors(self, body: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Where a JSON body has no JSON boolean or number where one is declared (``0`` for
+        false, ``"5"`` for 5): what to say for each such argument."""
         errors = {}
         for key, kind in self._json_types.items():
             value = body.get(key)
@@ -284,9 +285,7 @@ class ArgumentSpec:
                 errors[key] = ["Not a valid boolean: JSON true or false."]
             elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 errors[key] = ["Not a valid number: a JSON number, not text."]
-        if errors:
-            raise ArgumentError(f"Invalid arguments for {self.model} {self.method}: {_summary(errors)}", errors,
-                                accepted=self.accepted)
+        return errors
 
     def _load_direct(self, sources: ArgumentSources) -> dict[str, Any] | None:
         """The keyword arguments of a request whose arguments all come from one place, each

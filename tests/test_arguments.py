@@ -54,7 +54,7 @@ def test_same_result_as_schema_load(data):
     except marshmallow.ValidationError as exc:
         expected, expected_errors = None, exc.messages
     try:
-        got, errors = spec.load(ArgumentSources(json=data)), None
+        got, errors = spec.load(ArgumentSources(json=data, lenient=True)), None  # as the CLI and OIP rows read
     except ArgumentError as exc:
         got, errors = None, exc.errors
     assert errors == (json.loads(json.dumps(expected_errors)) if expected_errors else None)  # keys as JSON has them
@@ -81,7 +81,7 @@ def test_quick_conversions_agree_with_marshmallow(name):
     spec = ArgumentSpec("m", "predict", {name: QUICK_FIELDS[name]()})
     schema = spec.schema_class()
     for value in QUICK_VALUES:
-        sources = [ArgumentSources(json={name: value})]
+        sources = [ArgumentSources(json={name: value}, lenient=True)]
         if isinstance(value, str):
             sources.append(ArgumentSources(query=MultiDict([(name, value)])))
         for source in sources:
@@ -110,7 +110,7 @@ def test_query_values_and_lists():
     (2, 2), ("2", 2), (2.0, 2), ("2.0", 2), ("-3", -3), (-4.0, -4), (1e20, 10**20), (" 5 ", 5)])
 def test_integral_values_are_accepted_as_integers(value, expected):
     spec = ArgumentSpec("m", "predict", declared())
-    got = spec.load(ArgumentSources(json={"x": 1, "n": value, "renamed": value}))
+    got = spec.load(ArgumentSources(json={"x": 1, "n": value, "renamed": value}, lenient=True))
     assert got["n"] == expected and type(got["n"]) is int
     assert got["target"] == expected
 
@@ -119,7 +119,7 @@ def test_integral_values_are_accepted_as_integers(value, expected):
 def test_fractional_or_infinite_values_are_refused_naming_the_argument(value):
     spec = ArgumentSpec("m", "predict", declared())
     with pytest.raises(ArgumentError) as caught:
-        spec.load(ArgumentSources(json={"x": 1, "n": value}))
+        spec.load(ArgumentSources(json={"x": 1, "n": value}, lenient=True))
     assert caught.value.errors == {"n": ["Not a valid integer."]}
     assert "n: Not a valid integer." in caught.value.message
 
@@ -200,3 +200,14 @@ def test_ordinary_requests_take_the_direct_path_and_the_rest_do_not():
         assert spec._load_direct(ArgumentSources(query=MultiDict(sent))) is None, sent
     assert ArgumentSpec("m", "predict", declared())._direct is None  # lists, nested, dates: the full check
     assert ArgumentSpec("m", "predict", {"f": File(), "x": fields.Float()})._direct is None
+
+
+def test_a_json_body_is_typed_strictly_and_the_lenient_sources_read_text():
+    spec = ArgumentSpec("m", "predict", declared())
+    for sent, named in (({"x": "5.1"}, "x"), ({"x": 1, "n": "3"}, "n"), ({"x": 1, "flag": "true"}, "flag"),
+                        ({"x": 1, "flag": 0}, "flag")):
+        with pytest.raises(ArgumentError) as caught:
+            spec.load(ArgumentSources(json=sent))
+        assert list(caught.value.errors) == [named], sent
+    assert spec.load(ArgumentSources(json={"x": "5.1", "n": "3"}, lenient=True))["x"] == 5.1
+    assert spec.load(ArgumentSources(query=MultiDict([("x", "5.1")])))["x"] == 5.1

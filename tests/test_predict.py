@@ -23,8 +23,10 @@ async def test_arguments_from_query_form_multipart_and_json(serve):
         await client.post(url, data={k: str(v) for k, v in IRIS.items()}),
         await client.post(url, data=form),
         await client.post(url, json=IRIS),
-        await client.post(url, json={k: str(v) for k, v in IRIS.items()}),  # numbers as strings
     ]
+    as_text = await client.post(url, json={k: str(v) for k, v in IRIS.items()})  # JSON is typed: numbers are numbers
+    assert as_text.status == 422
+    assert set((await as_text.json())["errors"]) == set(IRIS)
     for response in responses:
         assert response.status == 200
         body = await response.json()
@@ -63,7 +65,9 @@ async def test_irisbench_prediction(serve):
         ({"params": {**{k: str(v) for k, v in IRIS.items()}, "sepal_length": "abc"}}, "sepal_length",
          "Not a valid number."),
         ({"json": {**IRIS, "sepal_length": None}}, "sepal_length", "Field may not be null."),
-        ({"json": {**IRIS, "sepal_length": "nan"}}, "sepal_length", "Special numeric values"),
+        ({"params": {**{k: str(v) for k, v in IRIS.items()}, "sepal_length": "nan"}}, "sepal_length",
+         "Special numeric values"),
+        ({"json": {**IRIS, "sepal_length": "5.1"}}, "sepal_length", "a JSON number, not text"),
         ({"json": {**IRIS, "top_k": 7}}, "top_k", "less than or equal to 3"),
         ({"params": {**{k: str(v) for k, v in IRIS.items()}, "top_k": "1.5"}}, "top_k", "Not a valid integer."),
     ],
