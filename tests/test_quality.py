@@ -86,6 +86,9 @@ async def test_tests_are_cancelled_and_bad_requests_are_422(serve, plugins):
         ({"rows": iris_rows(2), "configuration": {"errorCheck": "maybe"}}, "Invalid configuration"),
         ({"rows": iris_rows(2), "configuration": {"speed": "fail"}}, "speed"),
         ({"rows": [{"petal_length": "long"}]}, "petal_length"),
+        ({"rows": iris_rows(2), "configuration": 0}, "configuration must be an object"),
+        ({"rows": iris_rows(2), "configuration": None}, "configuration must be an object"),
+        ({"rows": iris_rows(2), "rowCount": None}, "rowCount must be a positive integer"),
     ]
     for body, text in cases:
         response = await client.post("/v2/models/irisbench/tests/", json=body)

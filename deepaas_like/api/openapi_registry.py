@@ -218,7 +218,8 @@ def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predi
         content = operation.setdefault("requestBody", {"content": {}})["content"]
         single = content.get("application/json", {}).get("schema")
         rows = {"type": "object", "required": ["rows"], "additionalProperties": False, "properties": {
-            "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": {}}}}
+            "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": {"anyOf": [
+                single or {"type": "object"}, {"type": "array", "description": "The values in the inputs' order"}]}}}}
         content["application/json"] = {"schema": {"oneOf": [single, rows]} if single else rows}
         operation["requestBody"]["required"] = True
         spec.path(f"/v2/models/{name}/predict/", operations={"post": operation})

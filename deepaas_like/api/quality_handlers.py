@@ -61,6 +61,9 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
+_NOT_GIVEN = object()
+
+
 def _sample_rows(request: web.Request, rows: list[dict[str, Any]] | None, row_count: Any, seed: int) -> list[dict]:
     """The rows given, or the reference dataset of an uploaded model's current version."""
     name = request.match_info["name"]
@@ -72,7 +75,7 @@ def _sample_rows(request: web.Request, rows: list[dict[str, Any]] | None, row_co
             raise ArgumentError("Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "
                                 "(an uploaded model may keep a reference dataset: PUT .../versions/{n}/dataset)",
                                 {"rows": ["Missing data for required field."]})
-    if row_count is not None:
+    if row_count is not _NOT_GIVEN:
         if not isinstance(row_count, int) or isinstance(row_count, bool) or row_count < 1:
             raise ArgumentError("rowCount must be a positive integer", {"rowCount": ["Must be a positive integer."]})
         if row_count < len(rows):
@@ -108,7 +111,7 @@ async def start_tests(request: web.Request) -> web.Response:
     model = await _model(request)
     options, rows = await _request_body(request)
     _known(options, {"configuration", "ignore", "rowCount", "seed"})
-    configuration = configuration_of(options.get("configuration"))
+    configuration = configuration_of(options.get("configuration", {}))
     ignore = options.get("ignore", list(IGNORED))
     if not isinstance(ignore, list) or not all(isinstance(k, str) for k in ignore):
         raise ArgumentError("ignore must be a list of keys", {"ignore": ["Must be a list of strings."]})
@@ -116,7 +119,7 @@ async def start_tests(request: web.Request) -> web.Response:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ArgumentError("seed must be a non-negative integer", {"seed": ["Not a valid integer."]})
     from_text = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
-    rows = _sample_rows(request, rows, options.get("rowCount"), seed)
+    rows = _sample_rows(request, rows, options.get("rowCount", _NOT_GIVEN), seed)
     predictor = ServedPredictor(model)
     _check_rows(model, rows, from_text)
 
@@ -159,7 +162,7 @@ async def start_impact(request: web.Request) -> web.Response:
         if not isinstance(value, int) or isinstance(value, bool) or value < low or value > 1000:
             raise ArgumentError(f"{key} must be an integer from {low} to 1000", {key: ["Not a valid integer."]})
     from_text = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
-    rows = _sample_rows(request, rows, options.get("rowCount"), seed)
+    rows = _sample_rows(request, rows, options.get("rowCount", _NOT_GIVEN), seed)
     features = features_of(rows)
     check_tabular(model.name, model.predict_args, features)
     _check_rows(model, rows, from_text)

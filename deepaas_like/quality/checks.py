@@ -80,7 +80,6 @@ class TestRun:
 
 def configuration_of(value: Any) -> dict[str, str]:
     """A full configuration: the defaults, with what the request sets (422 for anything else)."""
-    value = value or {}
     if not isinstance(value, dict):
         raise ArgumentError("configuration must be an object of check: fail|warn|skip",
                             {"configuration": ["Must be an object."]})
