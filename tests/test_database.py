@@ -177,7 +177,7 @@ async def test_a_version_1_job_database_is_adopted_and_migrated(tmp_path, store)
 
 @pytest.mark.stores("sqlite")
 async def test_a_store_that_cannot_be_reached_says_so(tmp_path, store):
-    for url, message in (("postgresql://nobody@127.0.0.1:1/none", "cannot open the store postgresql://nobody@"),
+    for url, message in (("postgresql://nobody@127.0.0.1:1/none", "--store postgresql://nobody@127.0.0.1:1/none: cannot open it"),
                          ("mysql://x/y", "unsupported store 'mysql'")):
         db = Database(tmp_path, url=url)
         with pytest.raises(StoreUnavailable, match=message):

@@ -142,7 +142,8 @@ async def test_a_lone_call_to_a_batching_model_does_not_wait_for_company(serve, 
         assert (await response.json())["predictions"]["batch"] == 1
     assert time.monotonic() - started < 5.0  # three calls that each waited the window would take 15 s
     responses = await asyncio.gather(*(client.post("/v2/models/batch/predict/", json={"x": i}) for i in range(40)))
-    assert max((await r.json())["predictions"]["batch"] for r in responses) > 1  # concurrent calls still batch
+    sizes = [(await r.json())["predictions"]["batch"] for r in responses]
+    assert max(sizes) > 1  # concurrent calls still batch
 
 
 async def test_a_failing_row_fails_only_its_own_request(serve, plugins):

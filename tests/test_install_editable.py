@@ -79,12 +79,17 @@ def test_install_without_editable_fails_and_suggests_editable(layered_venv, chec
 
     assert install.returncode == 1, install.stdout + install.stderr
     err = install.stderr
-    assert "installed, but the plugin does not import" in err
+    assert "the plugin does not import, so it was uninstalled again" in err
     assert "FileNotFoundError" in err and "metadata.yml" in err
     assert "install it editable with deepaas-install-plugin -e DIR" in err
     assert f"to run it from its checkout: deepaas-install-plugin -e {checkout}" in err
 
-    # deepaas-run says the same when it starts.
+    # It is not left installed; kept on purpose, deepaas-run says the same when it starts.
+    gone = subprocess.run([str(python), "-m", "deepaas_like.cli.run", "--model-name", "checkout",
+                           "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 2 and "no plugin with this name is installed" in gone.stderr, gone.stderr
+    kept = install_plugin(python, "--keep-broken", str(checkout))
+    assert kept.returncode == 1 and "kept: --keep-broken" in kept.stderr, kept.stdout + kept.stderr
     run = subprocess.run([str(python), "-m", "deepaas_like.cli.run", "--model-name", "checkout",
                           "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1

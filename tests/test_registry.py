@@ -285,7 +285,8 @@ async def test_neurodeploy_routes(registry_app, iris_models):
     assert listed["models"][0]["model_name"] == "iris" and listed["models"][0]["updated_at"] is None
     assert listed["models"][0]["library"] == "scikit-learn"
     assert (await (await client.get("/ml-models?used=true")).json())["models"] == []
-    await client.post("/v2/models/iris/predict/", json=ROW)
+    predicted = await client.post("/v2/models/iris/predict/", json={"rows": [list(ROW.values())]})
+    assert predicted.status == 200, await predicted.text()
     one = await (await client.get("/ml-models/iris")).json()
     assert one["is_public"] is True and one["updated_at"] is not None
     deleted = await client.delete("/ml-models/iris")
