@@ -217,9 +217,12 @@ def uploaded_model_paths(spec: Any, registry: Registry, errors: Responses, predi
         operation["responses"].update(errors(404, 409))
         content = operation.setdefault("requestBody", {"content": {}})["content"]
         single = content.get("application/json", {}).get("schema")
+        width = served.rows_args.width if served.rows_args is not None else None
+        as_list = {"type": "array", "description": "The values in the inputs' order",
+                   **({"minItems": width, "maxItems": width} if width is not None else {})}
         rows = {"type": "object", "required": ["rows"], "additionalProperties": False, "properties": {
             "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": {"anyOf": [
-                single or {"type": "object"}, {"type": "array", "description": "The values in the inputs' order"}]}}}}
+                single or {"type": "object"}, as_list]}}}}
         content["application/json"] = {"schema": {"oneOf": [single, rows]} if single else rows}
         operation["requestBody"]["required"] = True
         spec.path(f"/v2/models/{name}/predict/", operations={"post": operation})

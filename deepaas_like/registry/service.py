@@ -206,6 +206,11 @@ class RowsArguments:
                         if columns is not None else None)
         self._width = len(columns) if columns is not None else None
 
+    @property
+    def width(self) -> int | None:
+        """How many values a row given as a list has (None: the model's own signature says)."""
+        return self._width
+
     def load(self, sources: Any) -> dict[str, Any]:
         body = sources.json or {}
         unknown = sorted({*sources.query.keys(), *sources.form.keys(), *body.keys()} - {ROWS})
