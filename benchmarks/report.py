@@ -79,7 +79,7 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         "flood": f"{model} flood c={level}, {args.flood_duration:g} s (wrk)",
         "registry-first-prediction": "registry: upload → first prediction (small LogisticRegression)",
         "training": f"{model} training submit → done, re-warmed workers included"
-                    + (" (no-op)" if model == "echobench" else " (20-tree forest)"),
+                    + (" (no-op)" if model == "echobench" else " (its default 10-tree forest)"),
         "registry-predict": f"registry: {model} predict c={level}",
         "registry-many": f"registry: {args.registry_models} models round-robin c={level}",
         "replicas-1": f"scaleout: {model} predict c={level}, one replica, PostgreSQL --store",

@@ -393,8 +393,8 @@ def registry_many(run: Run, server: Server, files: registry.ModelFiles, config: 
 
 def run_trainings(run: Run) -> None:
     """Submit → done of a training, one at a time, the switch to re-warmed workers included:
-    echobench's no-op (``train(delay_s=0)``) and irisbench's (a scikit-learn forest of 20
-    trees, a real plugin's imports); on a started server, the first training, then more."""
+    echobench's no-op (``train(delay_s=0)``) and irisbench's (its default forest of 10 trees,
+    a real plugin's imports); on a started server, the first training, then more."""
     config = " ".join(TRAINING_FLAGS)
     for model in ("echobench", "irisbench"):
         log(f"training: {model} {config}")
