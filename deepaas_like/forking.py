@@ -86,7 +86,6 @@ class Starter:
     context's, forked from the preloaded helper once it is ready, spawned until then."""
 
     def __init__(self, method: str) -> None:
-        self.method = method
         self._spawn = multiprocessing.get_context("spawn")
         self._fork = multiprocessing.get_context("forkserver") if method == "forkserver" else None
         self._learned: dict[str, None] = {}  # ordered: the order the workers imported them

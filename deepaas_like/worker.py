@@ -142,7 +142,9 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
     except BaseException as exc:  # report why, whatever it is, then exit
         _send(conn, ("failed", failure_from_exception(exc)))
         return
-    libraries = [] if config.sandbox is not None else forking.imported_libraries(
+    # What the helper may preload, from a spawned worker only: one forked from the helper
+    # (already preloaded) or a contained one has nothing to tell.
+    libraries = [] if config.sandbox is not None or forking.PRELOADED else forking.imported_libraries(
         forking.own_packages(ref.value, ref.distribution))
     # What warm() built (the model, the libraries) lives as long as the process: the cyclic
     # collector need not walk it again. Left in its generations, each full collection of a
