@@ -19,7 +19,7 @@ import marshmallow
 
 from .adapter import ModelAdapter
 from .arguments import ArgumentSources, ArgumentSpec
-from .calls import CallFailure, Ok, Outcome, root_cause, unwrap
+from .calls import CallFailure, Ok, Outcome, failure_from_exception, unwrap
 from .dispatch import Dispatcher
 from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
@@ -336,8 +336,7 @@ def _initial_metadata(name: str, adapter: ModelAdapter) -> tuple[dict[str, Any],
         with legacy_vocabulary_allowed():
             return checked_metadata(adapter.call("get_metadata")), None
     except Exception as exc:
-        cause = root_cause(exc)
-        error = f"get_metadata() failed: {type(exc).__name__}: {exc}" + (f" (caused by {cause})" if cause else "")
+        error = f"get_metadata() failed: {failure_from_exception(exc).explained}"
         LOG.warning("model %s: %s; serving it with fallback metadata\n%s", name, error, traceback.format_exc())
         return fallback_metadata(name, error), error
 
