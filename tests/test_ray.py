@@ -162,6 +162,35 @@ def test_deepaas_run_with_ray_stops_on_sigterm_and_takes_its_local_head_with_it(
         server.kill()
 
 
+def test_deepaas_run_with_ray_killed_with_sigkill_leaves_no_process_and_no_session(tmp_path):
+    """kill -9 of the server: its local head's GCS and raylet die with it (Ray's fate-sharing)
+    and the guard it left ends the raylet's agents and removes the session directory (the
+    agents alone used to linger a minute, ~190 MB)."""
+    server = Server(["--model-name", "echobench", "--executor", "ray", "--ray-num-cpus", "0.25",
+                     "--data-dir", str(tmp_path / "data")])
+    try:
+        server.wait_banner()
+        server.wait_ready(timeout=180)
+        status, body = server.request("POST", ECHO)
+        assert status == 200, body
+        tree = descendants(server.process.pid)
+        agents = [p for p in tree if "agent" in _cmdline(p).lower()]
+        assert agents, "the local head has no agents to watch: the test needs a Ray that starts them"
+        heads = _ray_heads_of(server.process.pid)
+        log_dir = next(arg.split("=", 1)[1] for arg in _cmdline(heads[0]).split("\0") if arg.startswith("--log_dir="))
+        session = os.path.dirname(log_dir.rstrip("/"))
+        server.process.kill()
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while (alive(set(tree)) or os.path.exists(session)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: _cmdline(pid).replace("\0", " ").strip()[:80] for pid in alive(set(tree))}
+        assert not left, f"outlived the server by 20 s: {left}"
+        assert not os.path.exists(session), "the local head's session directory was left behind"
+    finally:
+        server.kill()
+
+
 def _ray_heads_of(pid: int) -> list[int]:
     """The GCS servers (one per Ray cluster) among ``pid``'s descendants."""
     return [p for p in descendants(pid) if "gcs_server" in _cmdline(p)]
