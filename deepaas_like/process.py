@@ -127,10 +127,19 @@ class IsolatedProcess:
         self._popen = None
 
 
+SCRATCH_PREFIX = "deepaas-like-sandbox-"
+_SWEPT: list[bool] = []
+
+
 def scratch_dir(user: str) -> str:
     """A new private directory for a contained worker (its TMPDIR), owned by the user it
-    will run as."""
-    path = tempfile.mkdtemp(prefix="deepaas-like-sandbox-")
+    will run as; named after this server's pid, so that the next server removes those a
+    killed one left (its workers keep their files in a tmpfs of their own: the directory
+    itself stays empty)."""
+    if not _SWEPT:
+        _SWEPT.append(True)
+        sweep_scratch(tempfile.gettempdir())
+    path = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     if os.geteuid() == 0:
         try:
             entry = pwd.getpwnam(user)
@@ -138,6 +147,32 @@ def scratch_dir(user: str) -> str:
             return path
         os.chown(path, entry.pw_uid, entry.pw_gid)
     return path
+
+
+def sweep_scratch(root: str) -> list[str]:
+    """Remove the empty scratch directories under ``root`` of servers that no longer run
+    (killed: a clean stop removes its own); which were removed."""
+    removed = []
+    for name in os.listdir(root):
+        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0] if name.startswith(SCRATCH_PREFIX) else ""
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        try:
+            os.rmdir(os.path.join(root, name))  # an empty one only
+        except OSError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class WorkerProcess:

@@ -412,3 +412,25 @@ def test_skops_files_are_trusted_with_classes_of_scikit_learn_not_its_functions(
     assert not _trustworthy("sklearn.utils._testing.assert_run_python_script_without_output")
     assert not _trustworthy("sklearn.utils.deprecation.deprecated.__call__")
     assert not _trustworthy("os.system") and not _trustworthy("builtins.eval")
+
+
+def test_scratch_directories_of_a_killed_server_are_removed_by_the_next_and_no_others(tmp_path):
+    """A contained worker's TMPDIR is named after its server's pid: a server killed with -9
+    cannot remove its own, so the next server removes the empty ones whose server is gone,
+    and never a running server's (nor one that holds files)."""
+    import subprocess
+    import sys
+
+    from deepaas_like.process import SCRATCH_PREFIX, sweep_scratch
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead_empty = tmp_path / f"{SCRATCH_PREFIX}{gone.pid}-abc"
+    dead_full = tmp_path / f"{SCRATCH_PREFIX}{gone.pid}-def"
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-ghi"
+    other = tmp_path / "someone-elses-dir"
+    for folder in (dead_empty, dead_full, live, other):
+        folder.mkdir()
+    (dead_full / "kept").write_text("x")
+    assert sweep_scratch(str(tmp_path)) == [dead_empty.name]
+    assert not dead_empty.exists() and dead_full.exists() and live.exists() and other.exists()
