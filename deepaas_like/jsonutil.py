@@ -71,3 +71,10 @@ def dumps(value: Any) -> str:
 def to_jsonable(value: Any) -> Any:
     """``value`` converted to plain JSON types (raises TypeError if impossible)."""
     return orjson.loads(dumps_bytes(value))
+
+
+def stamp(epoch: float | None) -> str | None:
+    """ISO 8601 in UTC: ``2026-11-23T14:00:59Z``."""
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -228,7 +228,7 @@ class ServedModel:
 PLUGIN_VERSION = 1  # a plugin's one version (its OIP metadata lists it)
 
 
-class ModelRegistry(Mapping[str, ServedModel]):
+class ModelSet(Mapping[str, ServedModel]):
     """The served plugins by name, and (``uploads``) the registry of uploaded models.
 
     Iterating gives the plugins; :meth:`servable` finds either kind.

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .scopes import SCOPES
+
 ENV_PREFIX = "DEEPAAS_"
 CONFIG_FILE_ENV = "DEEPAAS_CONFIG_FILE"
 MIB = 1024 * 1024
@@ -569,8 +571,6 @@ def _validate(s: Settings) -> None:
         raise SettingsError("shutdown_timeout must not be negative")
     if not 0 <= s.jwt_leeway <= 300:
         raise SettingsError(f"jwt_leeway must be between 0 and 300 seconds, got {s.jwt_leeway}")
-    from .auth.principal import SCOPES  # the scope names
-
     unknown = [scope for scope in s.jwt_scopes if scope not in SCOPES or scope == "admin"]
     if unknown:
         raise SettingsError(f"jwt_scopes may hold {', '.join(x for x in SCOPES if x != 'admin')}; "

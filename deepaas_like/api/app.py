@@ -13,7 +13,7 @@ from ..registry.service import Registry
 from .. import forking
 from ..errors import PluginLoadError
 from ..loading import LoadedPlugin, load_plugins
-from ..models import ModelRegistry, build_model
+from ..models import ModelSet, build_model
 from ..settings import Settings
 from ..jobs.manager import JobManager
 from ..auth.gate import Gate
@@ -51,7 +51,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
             if broken is None:
                 raise
             broken.append(exc)
-    models = ModelRegistry(built, {e.name: e for e in broken or ()})
+    models = ModelSet(built, {e.name: e for e in broken or ()})
     for error in broken or ():
         LOG.error("%s; the other models are served\n%s", error, error.traceback_text.rstrip())
     for name in settings.model_overrides:

@@ -12,7 +12,7 @@ from ..auth.tokens import VISIBLE, check_scopes, parse_duration
 from ..errors import ArgumentError
 from .bodies import read_json_object
 from .keys import GATE, MODELS, PRINCIPAL
-from .registry_handlers import query_int
+from .readers import query_int
 from .responses import json_response
 
 

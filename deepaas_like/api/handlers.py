@@ -6,13 +6,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import DeepaasError
-from ..models import ModelRegistry, ServedModel
+from ..models import ModelSet, ServedModel
 from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
 from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
 from .rendering import send_output
-from .oip_handlers import plugin_metadata, server_metadata, uploaded_metadata
-from .registry_handlers import model_document, query_bool, query_int, uploaded_document, version_number
+from .documents import model_document, plugin_metadata, server_metadata, uploaded_document, uploaded_metadata
+from .readers import query_bool, query_int, version_number
 from .responses import json_response
 
 
@@ -112,7 +112,7 @@ def _readiness(model: ServedModel) -> dict:
     return entry
 
 
-def readiness(models: ModelRegistry) -> tuple[int, dict]:
+def readiness(models: ModelSet) -> tuple[int, dict]:
     """200 only when every served model is warm and has a live worker; each model's detail.
     Plugins that could not be loaded are named under ``failed`` (they are not served, so they
     do not hold readiness back: the others serve)."""

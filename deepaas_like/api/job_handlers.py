@@ -15,7 +15,7 @@ from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
 from .bodies import UploadArea, read_sources
 from .keys import GATE, JOBS, MODELS, PRINCIPAL, SETTINGS
-from .registry_handlers import ASCII_INTEGER, version_number
+from .readers import ASCII_INTEGER, version_number
 from .rendering import send_file
 from .responses import json_response
 

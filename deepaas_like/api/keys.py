@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth.gate import Gate
 from ..auth.principal import Principal
 from ..database import Database
-from ..models import ModelRegistry
+from ..models import ModelSet
 from ..settings import Settings
 from ..jobs.manager import JobManager
 from .metrics import Metrics
@@ -16,7 +16,7 @@ from .origins import Origins
 from .quietlog import RepeatedWarnings
 
 SETTINGS = web.AppKey("settings", Settings)
-MODELS = web.AppKey("models", ModelRegistry)
+MODELS = web.AppKey("models", ModelSet)
 DATABASE = web.AppKey("database", Database)
 JOBS = web.AppKey("jobs", JobManager)
 OPENAPI = web.AppKey("openapi", OpenApiDocument)

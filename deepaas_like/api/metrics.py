@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from ..models import ModelRegistry
+from ..models import ModelSet
 from ..jobs.manager import JobManager
 from ..jobs.model import JobKind, JobStatus
 from ..registry.pool import LOAD_BUCKETS
@@ -29,7 +29,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ModelStateCollector:
     """Gauges and counters read from the served models at scrape time."""
 
-    def __init__(self, models: ModelRegistry, jobs: JobManager) -> None:
+    def __init__(self, models: ModelSet, jobs: JobManager) -> None:
         self._models = models
         self._jobs = jobs
 
@@ -133,7 +133,7 @@ class HttpStats:
 
 
 class Metrics:
-    def __init__(self, models: ModelRegistry, jobs: JobManager) -> None:
+    def __init__(self, models: ModelSet, jobs: JobManager) -> None:
         self.registry = CollectorRegistry()
         self._models = models
         self.http = HttpStats()

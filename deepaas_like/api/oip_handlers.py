@@ -8,46 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
 from ..arguments import ArgumentSources
 from ..errors import DeepaasError, PayloadTooLarge
 from ..models import ServedModel
-from ..oip import HEADER_LENGTH, ProtocolError, input_metadata, output_metadata, output_tensors, parse_request, \
+from ..oip import HEADER_LENGTH, ProtocolError, output_tensors, parse_request, \
     rows_from_tensors
 from .keys import MODELS, SETTINGS
-from .registry_handlers import registry, version_number
+from .readers import version_number
 from .responses import json_response
-
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
-
-
-def server_metadata() -> dict[str, Any]:
-    """The protocol's server metadata (merged into ``GET /v2``)."""
-    return {"name": "deepaas_like", "server_version": __version__, "extensions": EXTENSIONS}
-
-
-def plugin_metadata(model: ServedModel) -> dict[str, Any]:
-    """The protocol's model metadata of a plugin (merged into its DEEPaaS document)."""
-    return {"versions": ["1"], "platform": "deepaas_like_plugin", "inputs": input_metadata(model.predict_args),
-            "outputs": []}
-
-
-def uploaded_metadata(request: web.Request, name: str, number: int | None = None) -> dict[str, Any]:
-    """The protocol's model metadata of an uploaded model (its current version, or ``number``)."""
-    reg = registry(request)
-    ready = [str(v.number) for v in reg.versions(name) if v.status == "ready"]
-    version = reg.version(name, number) if number is not None else reg.current(name)
-    if version is None:
-        return {"versions": ready, "platform": "", "inputs": [], "outputs": []}
-    served = reg.described(name) if number is None else None
-    inputs = input_metadata(served.predict_args) if served is not None else []
-    signature = version.signature or {}
-    if not inputs or not signature.get("columns"):
-        width = signature.get("n_inputs") or (len(inputs) if inputs else -1)
-        inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, width]}, *inputs]
-    return {"versions": ready, "platform": f"{version.library}_{version.filetype}", "inputs": inputs,
-            "outputs": output_metadata(signature)}
-
 
 KEPT_STATUSES = frozenset({404, 409, 413})
 

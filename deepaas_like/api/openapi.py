@@ -15,7 +15,7 @@ from ..arguments import ArgumentSpec, is_file_field
 from ..auth.policy import Policy
 from ..jobs.model import STATUSES
 from ..legacy import legacy_vocabulary_allowed
-from ..models import ModelRegistry, ServedModel
+from ..models import ModelSet, ServedModel
 from ..settings import Settings
 from . import openapi_auth, openapi_oip, openapi_quality, openapi_registry
 
@@ -276,7 +276,7 @@ def _static_paths(spec: APISpec) -> None:
         {"503": {"description": "Some model is not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}))
 
 
-def _failed_note(models: ModelRegistry) -> str:
+def _failed_note(models: ModelSet) -> str:
     """Installed plugins that could not be loaded, said where Swagger UI shows it first."""
     if not models.broken:
         return ""
@@ -284,7 +284,7 @@ def _failed_note(models: ModelRegistry) -> str:
     return f"\n\n**Models that could not be loaded** (their routes answer 503 with the error):\n\n{lines}"
 
 
-def build_openapi(models: ModelRegistry, settings: Settings) -> dict[str, Any]:
+def build_openapi(models: ModelSet, settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3 document for these models and settings."""
     marshmallow_plugin = MarshmallowPlugin(schema_name_resolver=lambda schema: None)
     spec = APISpec(
@@ -385,7 +385,7 @@ def _extra_model_paths(model: ServedModel, has_dataset: bool) -> dict[str, dict[
 class OpenApiDocument:
     """The encoded document, rebuilt when the registry's models change."""
 
-    def __init__(self, models: ModelRegistry, settings: Settings,
+    def __init__(self, models: ModelSet, settings: Settings,
                  policy_of: Callable[[str, str], Policy | None] | None = None) -> None:
         self._models = models
         self._settings = settings

@@ -18,7 +18,7 @@ from ..quality.samples import checked_rows, features_of, rows_from_csv
 from .bodies import form_parts, read_field, read_json_object
 from .job_handlers import job_of
 from .keys import JOBS, MODELS, PRINCIPAL, SETTINGS
-from .registry_handlers import registry, version_number
+from .readers import registry, version_number
 from .responses import json_response
 
 FIELD_LIMIT = 1024 * 1024
@@ -208,7 +208,7 @@ def log_handlers(kind: JobKind) -> tuple[Any, Any]:
         return web.Response(text=text, content_type="text/plain", headers={"X-Job-Status": job.status})
 
     async def tail(request: web.Request) -> web.Response:
-        from .registry_handlers import query_int
+        from .readers import query_int
 
         lines = query_int(request, "lines", 20, 1, 10000)
         job, text = await _log_text(request, kind)

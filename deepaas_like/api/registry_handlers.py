@@ -8,7 +8,6 @@ ordinary predict handlers (the catalog finds the model).
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any, AsyncIterator
 
 from aiohttp import BodyPartReader, web
@@ -16,74 +15,21 @@ from aiohttp import BodyPartReader, web
 from ..auth.policy import OWN, UPLOAD
 from ..auth.principal import Scope
 from ..errors import ArgumentError, BadRequest, DeepaasError
-from ..registry.records import ModelRecord, VersionRecord, stamp
+from ..jsonutil import stamp
+from ..registry.records import ModelRecord, VersionRecord
 from ..registry.service import NEURODEPLOY_LIBRARY, SAFE_FORMATS, Registry, Upload, check_name, check_schema
 from ..settings import parse_bool
 from .bodies import form_parts, read_field, read_json_object
-from .keys import GATE, MODELS, PRINCIPAL, SETTINGS
+from .keys import GATE, MODELS, PRINCIPAL
 from .rendering import send_file
+from .documents import model_document, uploaded_metadata, plugin_metadata
+from .readers import base, query_bool, query_int, registry, version_number
 from .responses import json_response
 
 CHUNK = 256 * 1024
-ASCII_INTEGER = re.compile(r"-?[0-9]{1,30}")
-VERSION = re.compile(r"[0-9]{1,30}")  # long enough for any id a client may try, short enough to parse
 FIELD_LIMIT = 1024 * 1024
 UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
                  "optimize")
-
-
-def registry(request: web.Request) -> Registry:
-    return request.app[MODELS].uploads
-
-
-def base(request: web.Request) -> str:
-    return request.app[SETTINGS].base_path
-
-
-def version_number(request: web.Request) -> int | None:
-    """The ``{version}`` of a versioned route, as a number (None on other routes)."""
-    text = request.match_info.get("version")
-    if text is None:
-        return None
-    if not VERSION.fullmatch(text) or int(text) < 1:  # "٣" is a digit to str.isdigit()
-        raise ArgumentError(f"Version must be a positive integer, got {text!r}", {"version": ["Not a valid version."]})
-    return int(text)
-
-
-# --- documents ---------------------------------------------------------------------
-
-
-def uploaded_document(request: web.Request, name: str) -> dict[str, Any]:
-    reg = registry(request)
-    model = reg.record(name, archived_ok=True)
-    return model_document(reg, model, base(request))
-
-
-def model_document(reg: Registry, model: ModelRecord, base_path: str) -> dict[str, Any]:
-    href = f"{base_path}/v2/models/{model.name}"
-    current = reg.current(model.name) if model.name in reg else None
-    doc: dict[str, Any] = {
-        "id": model.name,
-        "name": model.name,
-        "source": "upload",
-        "description": model.description,
-        "is_public": model.is_public,
-        "current_version": model.current_version,
-        "version_count": len(reg.versions(model.name)),
-        "library": current.library if current else None,
-        "filetype": current.filetype if current else None,
-        "created_at": stamp(model.created),
-        "updated_at": stamp(model.updated),
-        "last_predict_at": stamp(model.last_predict),
-        "archived": model.archived is not None,
-    }
-    if model.archived is not None:
-        doc["archived_at"] = stamp(model.archived)
-    if current is not None and current.signature:
-        doc["signature"] = current.signature
-    doc["links"] = [{"rel": "self", "href": href}, {"rel": "versions", "href": f"{href}/versions/"},
-                    {"rel": "predict", "href": f"{href}/predict/"}]
-    return doc
 
 
 def _version_doc(request: web.Request, version: VersionRecord) -> dict[str, Any]:
@@ -229,14 +175,10 @@ async def list_versions(request: web.Request) -> web.Response:
 
 async def get_version(request: web.Request) -> web.Response:
     """A version's record, with the Open Inference Protocol's model metadata of it."""
-    from .oip_handlers import uploaded_metadata
-
     number = version_number(request)
     name = request.match_info["name"]
     models = request.app[MODELS]
     if not models.is_uploaded(name) and name in models:  # a plugin has one version, 1
-        from .oip_handlers import plugin_metadata
-
         model = await models.servable(name, number)  # 404 for any other number
         return json_response({"model": name, "name": name, "version": number, "status": "ready",
                               **plugin_metadata(model)})
@@ -367,24 +309,3 @@ async def _audit(request: web.Request, action: str, target: str, detail: dict[st
 # --- small readers ----------------------------------------------------------------------
 
 
-def query_bool(request: web.Request, name: str) -> bool:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return False
-    try:
-        return parse_bool(text)
-    except ValueError:
-        raise ArgumentError(f"{name} must be true or false, got {text!r}", {name: ["Not a valid boolean."]}) from None
-
-
-def query_int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    if not ASCII_INTEGER.fullmatch(text):  # int() would take "٣", " 3" and "3_0"
-        raise ArgumentError(f"{name} must be an integer", {name: ["Not a valid integer."]})
-    value = int(text)
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ArgumentError(f"{name} must be {bounds}", {name: [f"Must be {bounds}."]})
-    return value

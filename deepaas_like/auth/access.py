@@ -81,7 +81,7 @@ class AccessTables:
             at=time.time(), actor=actor, action=action, target=target, detail=json.dumps(detail))))
 
     async def entries(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        from ..registry.records import stamp
+        from ..jsonutil import stamp
 
         offset = min(offset, MAX_OFFSET)  # past every row anyway; the stores' integers stop there
 

@@ -16,20 +16,9 @@ import enum
 from dataclasses import dataclass, field
 
 from ..errors import ArgumentError
+from ..scopes import SCOPES, Scope  # noqa: F401 (the names auth hands on)
 
 TOKEN_IDENTITY = "token:"  # the identity of an API token without a user; no user id may look like one
-
-
-class Scope(enum.StrEnum):
-    READ = "models:read"
-    PREDICT = "models:predict"
-    TRAIN = "models:train"
-    WRITE = "models:write"  # upload, new versions, archive, config
-    WRITE_CODE = "models:write-code"  # models:write, and uploads of formats whose loading runs code
-    ADMIN = "admin"  # tokens, users, access control, audit
-
-
-SCOPES = tuple(Scope)
 
 
 class Role(enum.StrEnum):

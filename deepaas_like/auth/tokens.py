@@ -68,7 +68,7 @@ class TokenRecord:
 
     def document(self) -> dict[str, Any]:
         """What lists show: everything but the hash."""
-        from ..registry.records import stamp
+        from ..jsonutil import stamp
 
         return {"id": self.id, "name": self.name, "scopes": self.scopes, "models": self.models,
                 "user_id": self.user_id, "created_at": stamp(self.created), "expires_at": stamp(self.expires),

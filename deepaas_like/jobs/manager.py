@@ -29,7 +29,7 @@ from ..calls import Ok
 from ..errors import Conflict, DeepaasError, NotFound
 from ..files import UploadedFile
 from ..jsonutil import to_jsonable
-from ..models import ModelRegistry, ServedModel
+from ..models import ModelSet, ServedModel
 from ..outputs import PredictionOutput, prediction_output
 from ..process import WorkerStartFailed
 from ..settings import Settings
@@ -39,7 +39,8 @@ from .model import Job, JobKind, JobStatus
 from .outbox import OUTBOX_NAME, VERSION, Outbox, row_of
 from ..background import Background
 from ..database import Database, StoreOutage
-from .replicas import Replicas, node_id
+from ..node import node_id
+from .replicas import Replicas
 from .store import JobStore
 
 LOG = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class JobNotFound(NotFound):
 
 
 class JobManager:
-    def __init__(self, settings: Settings, models: ModelRegistry, db: Database) -> None:
+    def __init__(self, settings: Settings, models: ModelSet, db: Database) -> None:
         self._settings = settings
         self._models = models
         self._store = JobStore(db)

@@ -28,19 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..database import StoreOutage
-from .model import Job, JobStatus
+from .model import Job, JobKind, JobStatus
 from .store import JobStore
-
-if TYPE_CHECKING:
-    from .manager import JobManager
 
 LOG = logging.getLogger(__name__)
 SYNC_INTERVAL = 0.5
@@ -48,27 +42,29 @@ CLOCK_MARGIN = 10.0  # seconds: rows are read again this far back, for clocks th
 LOG_CHUNK = 1 << 20
 
 
-NODE_FILE = "node-id"
+class JobsHere(Protocol):
+    """What the replica side asks of the jobs this server holds (a
+    :class:`~deepaas_like.jobs.manager.JobManager`)."""
 
+    def local(self, job_id: str) -> Job | None: ...
 
-def node_id(data_dir: str | os.PathLike[str]) -> str:
-    """This server's name in the jobs it runs: its host and a random id kept in its data
-    directory, which only one server at a time may use. A server that restarts on the
-    same directory knows its own jobs again (and that the one who ran them is gone)."""
-    path = Path(data_dir) / NODE_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        node = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(node + "\n")
-        return node
+    def own_unfinished(self) -> list[Job]: ...
+
+    def mirror(self, row: Job) -> None: ...
+
+    def ended_elsewhere(self, job: Job) -> None: ...
+
+    def log_path(self, job: Job) -> Path: ...
+
+    async def follow_store(self, job: Job) -> None: ...
+
+    async def cancel(self, kind: JobKind, model: str, job_id: str) -> Job: ...
 
 
 class Replicas:
     """The replica side of a :class:`~deepaas_like.jobs.manager.JobManager` on a shared store."""
 
-    def __init__(self, manager: JobManager, store: JobStore, node: str, lease: float) -> None:
+    def __init__(self, manager: JobsHere, store: JobStore, node: str, lease: float) -> None:
         self._manager = manager
         self._store = store
         self.node = node

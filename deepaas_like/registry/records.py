@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import enum
 import json
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any, Callable, Iterable
 import sqlalchemy as sa
 
 from ..database import Database, bump_revision
+from ..jsonutil import stamp
 from ..tables import model_versions, uploaded_models
 
 
@@ -19,13 +19,6 @@ class VersionStatus(enum.StrEnum):
     LOADING = "loading"
     READY = "ready"
     ERROR = "error"
-
-
-def stamp(epoch: float | None) -> str | None:
-    """ISO 8601 in UTC: ``2026-11-23T14:00:59Z``."""
-    if epoch is None:
-        return None
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

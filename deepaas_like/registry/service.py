@@ -36,7 +36,8 @@ from ..database import Database, StoreOutage
 from ..dispatch import Dispatcher
 from ..errors import ArgumentError, Conflict, DeepaasError, Forbidden, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
-from ..jobs.replicas import node_id
+from ..jsonutil import stamp
+from ..node import node_id
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
@@ -47,7 +48,7 @@ from ..worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
 from .pool import RaySharedPool, SharedPool
-from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus, stamp
+from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus
 
 LOG = logging.getLogger(__name__)
 NAME_RULE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
