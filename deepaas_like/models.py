@@ -1,9 +1,9 @@
 """A served model: the plugin, its declared arguments and schema, and how it runs.
 
-Layers, from here down: :class:`ServedModel` → its :class:`~deepaas_like.dispatch.Dispatcher`
-(the one queue of its calls) → a :mod:`runner <deepaas_like.runners>` (worker processes
+Layers, from here down: :class:`ServedModel` → its :class:`~deepaas_like.engine.dispatch.Dispatcher`
+(the one queue of its calls) → a :mod:`runner <deepaas_like.engine.runners>` (worker processes
 or threads) → the worker. A training runs beside the runner, in a process of its own
-(:class:`~deepaas_like.training.TrainingRun`).
+(:class:`~deepaas_like.engine.training.TrainingRun`).
 """
 
 from __future__ import annotations
@@ -12,24 +12,25 @@ import asyncio
 import enum
 import logging
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 import marshmallow
 
-from .adapter import ModelAdapter
+from .engine.adapter import ModelAdapter
 from .arguments import ArgumentSources, ArgumentSpec
-from .calls import CallFailure, Ok, Outcome, failure_from_exception, unwrap
-from .dispatch import Dispatcher
+from .engine.calls import CallFailure, Ok, Outcome, failure_from_exception, unwrap
+from .engine.dispatch import Dispatcher
 from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
 from .loading import LoadedPlugin
-from .process import WorkerLauncher, WorkerStartFailed, mp_context
-from .runners import ProcessRunner, Runner, ThreadRunner
+from .engine.process import WorkerLauncher, WorkerStartFailed, mp_context
+from .engine.executors import ExecutorSpec, make_executor
+from .engine.runners import Runner
 from .settings import ModelSettings, Settings
-from .training import TrainingRun
-from .worker import WorkerConfig
+from .engine.training import TrainingRun
+from .engine.worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
 PLUGIN_METHODS = ("get_metadata", "warm", "predict", "predict_batch", "train")
@@ -360,18 +361,15 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     options = settings.for_model(name)
     config = WorkerConfig(model=name, warm=settings.warm, storage_dir=storage, log_level=settings.log_level)
     launcher = WorkerLauncher(plugin.ref, config, mp_context(settings.start_method))  # trainings: the whole machine
-    runner: Runner
-    if options.executor == "thread":
-        runner = ThreadRunner(name, adapter, options.workers, warm=settings.warm)
-    elif options.executor == "ray":
-        from .ray_runner import RayRunner
-
-        runner = RayRunner(name, plugin.ref, config, options.workers, address=settings.ray_address,
-                           num_cpus=options.ray_num_cpus, num_gpus=options.ray_num_gpus)
-    else:
-        serving = config.serving(options.workers, settings.worker_poll_us)
-        runner = ProcessRunner(name, replace(launcher, config=serving), options.workers)
+    runner = make_executor(name, plugin.ref, config, executor_spec(settings, options), adapter=adapter)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
     return ServedModel(name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher,
                        launcher, metadata_error)
+
+
+def executor_spec(settings: Settings, options: ModelSettings) -> ExecutorSpec:
+    """The executor the settings choose for one model (``options``: its per-model values)."""
+    return ExecutorSpec(kind=options.executor, workers=options.workers, start_method=settings.start_method,
+                        poll_us=settings.worker_poll_us, ray_address=settings.ray_address,
+                        ray_num_cpus=options.ray_num_cpus, ray_num_gpus=options.ray_num_gpus)

@@ -17,7 +17,7 @@ progress_sink: Callable[[float, str | None], None] | None = None
 # Set by a worker process: where a hosting plugin (the registry's) reports events to the server.
 event_sink: Callable[[str, object], None] | None = None
 # Set by a contained worker process: how it gets the uploaded files it serves
-# (a deepaas_like.sandbox.FileChannel; None: read them where they lie).
+# (a deepaas_like.containment.sandbox.FileChannel; None: read them where they lie).
 file_channel: Any = None
 # Set by a hosting plugin: the worker process ends after the current call, for this reason.
 recycle: str | None = None

@@ -334,7 +334,7 @@ async def test_each_route_with_no_credential_a_wrong_scope_and_a_right_one(auth_
 
 
 async def test_formats_that_run_code_need_the_write_code_scope(auth_app, data_dir, iris_models):
-    from deepaas_like import landlock
+    from deepaas_like.containment import landlock
 
     admin = mint(data_dir, "--name", "root", "--scope", "admin")
     writer = mint(data_dir, "--name", "w", "--scope", "models:write", "--scope", "models:read")

@@ -27,11 +27,11 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
 from conftest import wait_ready
-from deepaas_like import landlock
+from deepaas_like.containment import landlock
 from deepaas_like.api import create_app
 from deepaas_like.api.keys import MODELS
-from deepaas_like.calls import CallFailure, Ok
-from deepaas_like.replies import UnsafeReply, decode, encode
+from deepaas_like.engine.calls import CallFailure, Ok
+from deepaas_like.engine.replies import UnsafeReply, decode, encode
 
 CONTAINED = landlock.abi() >= 4  # CI's Debian kernel has it; elsewhere code formats must be refused
 ROW = {"x0": 5.1, "x1": 3.5, "x2": 1.4, "x3": 0.2}
@@ -329,7 +329,7 @@ async def test_a_worker_that_hangs_and_unties_itself_is_still_ended(contained_ap
 
 
 async def test_the_containment_is_reported(contained_app, tmp_path, caplog):
-    caplog.set_level("INFO", logger="deepaas_like.registry.pool")
+    caplog.set_level("INFO", logger="deepaas_like.engine.shared")
     client, _ = await contained_app(registry_preload=True)
     deadline = time.monotonic() + 60
     while not any("workers of uploaded models" in r.getMessage() for r in caplog.records):
@@ -380,8 +380,8 @@ def test_a_denied_path_inside_a_readable_directory_stays_unreadable(tmp_path):
     (readable / "data" / "other.txt").write_text("fine")
     script = f"""
 import os
-from deepaas_like import landlock
-from deepaas_like.sandbox import _allow_except
+from deepaas_like.containment import landlock
+from deepaas_like.containment.sandbox import _allow_except
 ruleset = landlock.Ruleset(landlock.abi())
 _allow_except(ruleset, {str(readable)!r}, landlock.READ, [{str(readable / "data" / "deep")!r}])
 ruleset.allow("/", landlock.READ_DIR)  # to list what is refused
@@ -421,7 +421,7 @@ def test_scratch_directories_of_a_killed_server_are_removed_by_the_next_and_no_o
     import subprocess
     import sys
 
-    from deepaas_like.process import SCRATCH_PREFIX, sweep_scratch
+    from deepaas_like.engine.process import SCRATCH_PREFIX, sweep_scratch
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

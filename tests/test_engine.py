@@ -5,7 +5,7 @@ import logging
 import re
 import time
 
-from deepaas_like.polling import AWAITED
+from deepaas_like.engine.polling import AWAITED
 
 IRIS_QUERY = "sepal_length=5.1&sepal_width=3.5&petal_length=1.4&petal_width=0.2"
 ECHO = f"/v2/models/echobench/predict/?{IRIS_QUERY}"

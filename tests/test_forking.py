@@ -1,5 +1,5 @@
 """Worker processes after each model's first are forked from a helper that has imported
-the models' libraries (deepaas_like.forking): trainings and the workers re-warmed after
+the models' libraries (deepaas_like.engine.forking): trainings and the workers re-warmed after
 them skip the libraries' import, and still import their plugin afresh."""
 
 import concurrent.futures

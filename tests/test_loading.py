@@ -125,8 +125,8 @@ async def test_instance_plugin_is_warmed(serve, plugins):
 
 def test_basemodel_placeholder_is_not_a_batch_method():
     from deepaas_like import BaseModel
-    from deepaas_like.adapter import ModelAdapter
-    from deepaas_like.calls import Ok
+    from deepaas_like.engine.adapter import ModelAdapter
+    from deepaas_like.engine.calls import Ok
 
     class Plain(BaseModel):
         def get_metadata(self): return {}

@@ -11,18 +11,19 @@ import time
 import pytest
 
 from conftest import wait_ready
-from deepaas_like.adapter import ModelAdapter
+from deepaas_like.engine.adapter import ModelAdapter
 from deepaas_like.api import create_app
-from deepaas_like.calls import NOT_STARTED, CallFailure, Ok, Unserved, unwrap
-from deepaas_like.dispatch import Dispatcher
+from deepaas_like.engine.calls import NOT_STARTED, CallFailure, Ok, Unserved, unwrap
+from deepaas_like.engine.dispatch import Dispatcher
 from deepaas_like.errors import ModelError, ModelUnavailable, NotImplementedByModel, PredictTimeout
 from deepaas_like.loading import PluginRef
-from deepaas_like.process import WorkerLauncher, WorkerLost, mp_context
-from deepaas_like.runners import ProcessRunner, ThreadRunner
+from deepaas_like.engine.process import WorkerLauncher, WorkerLost, mp_context
+from deepaas_like.engine.runners import ProcessRunner
+from deepaas_like.engine.threads import ThreadRunner
 from deepaas_like.settings import Settings
-from deepaas_like.training import TrainingRun, describe_failure
-from deepaas_like.polling import AWAITED, PollingSelector, PollWindow, new_event_loop
-from deepaas_like.worker import CallWaiter, WorkerConfig, library_threads
+from deepaas_like.engine.training import TrainingRun, describe_failure
+from deepaas_like.engine.polling import AWAITED, PollingSelector, PollWindow, new_event_loop
+from deepaas_like.engine.worker import CallWaiter, WorkerConfig, library_threads
 
 
 class Sleeper:

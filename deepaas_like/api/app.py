@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..database import Database, StoreOutage
 from ..registry.service import Registry
-from .. import forking
+from ..engine import forking
 from ..errors import PluginLoadError
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelSet, build_model
@@ -115,7 +115,7 @@ async def _run_models(app: web.Application) -> AsyncIterator[None]:
 
 async def _prepare_forking(starting: list[asyncio.Task]) -> None:
     """Once every model has started (well or not), preload their libraries in the helper
-    that later worker processes are forked from (see :mod:`deepaas_like.forking`)."""
+    that later worker processes are forked from (see :mod:`deepaas_like.engine.forking`)."""
     if starting:
         await asyncio.wait(starting)
     forking.prepare_all()

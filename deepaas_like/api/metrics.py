@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from ..models import ModelSet
 from ..jobs.manager import JobManager
 from ..jobs.model import JobKind, JobStatus
-from ..registry.pool import LOAD_BUCKETS
+from ..engine.shared import LOAD_BUCKETS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

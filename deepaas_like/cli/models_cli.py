@@ -3,7 +3,7 @@
 It does what a server's worker does, with the server's own parts: the plugin is loaded
 through :func:`deepaas_like.loading.load_plugins`, its arguments are validated by the
 same :class:`~deepaas_like.arguments.ArgumentSpec`, it runs through a
-:class:`~deepaas_like.adapter.ModelAdapter` with ``storage_dir()`` at
+:class:`~deepaas_like.engine.adapter.ModelAdapter` with ``storage_dir()`` at
 ``<data-dir>/models/<name>`` (the server's, so both share what ``train`` saves), after one
 ``warm()``. :class:`deepaas_like.cli.remote_cli.RemoteModel` offers the same methods
 against a running server.
@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 from multidict import MultiDict
 
 from .. import runtime
-from ..adapter import ModelAdapter, execute
+from ..engine.adapter import ModelAdapter, execute
 from ..arguments import ArgumentSources, ArgumentSpec
-from ..calls import CallFailure, Ok, unwrap
+from ..engine.calls import CallFailure, Ok, unwrap
 from ..errors import ArgumentError, DeepaasError, PluginLoadError
 from ..files import ReturnedFile, UploadedFile
 from ..legacy import legacy_vocabulary_allowed

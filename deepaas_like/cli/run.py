@@ -19,7 +19,7 @@ from ..api.health_port import HealthListener, HealthPortFailed
 from ..api.keys import MODELS
 from ..errors import DeepaasError, PluginLoadError
 from ..loading import GROUP
-from ..polling import new_event_loop
+from ..engine.polling import new_event_loop
 from ..settings import Settings, SettingsError, load_settings
 
 LOG = logging.getLogger("deepaas_like")

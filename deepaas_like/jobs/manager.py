@@ -25,15 +25,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from ..calls import Ok
+from ..engine.calls import Ok
 from ..errors import Conflict, DeepaasError, NotFound
 from ..files import UploadedFile
 from ..jsonutil import to_jsonable
 from ..models import ModelSet, ServedModel
 from ..outputs import PredictionOutput, prediction_output
-from ..process import WorkerStartFailed
+from ..engine.process import WorkerStartFailed
 from ..settings import Settings
-from ..training import describe_failure
+from ..engine.training import describe_failure
 from .callbacks import PENDING, CallbackSender
 from .model import Job, JobKind, JobStatus
 from .outbox import OUTBOX_NAME, VERSION, Outbox, row_of

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from marshmallow import fields as ma_fields
 
-from ..adapter import ModelAdapter
+from ..engine.adapter import ModelAdapter
 from ..arguments import ArgumentSources, ArgumentSpec, is_file_field
-from ..calls import unwrap
+from ..engine.calls import unwrap
 from ..errors import ArgumentError
 from ..models import ServedModel
 from .samples import Row
@@ -111,7 +111,7 @@ class LocalPredictor:
         except ArgumentError:
             raise
         except Exception as exc:
-            from ..calls import failure_from_exception
+            from ..engine.calls import failure_from_exception
 
             raise failure_from_exception(exc).error(self.name, "predict") from exc
 

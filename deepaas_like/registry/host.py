@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .. import runtime
-from ..adapter import ModelAdapter
+from ..engine.adapter import ModelAdapter
 from ..frameworks import Framework, LoadedModel, discover_frameworks
 
 CAPACITY_ENV = "DEEPAAS_LIKE_MAX_LOADED_MODELS"

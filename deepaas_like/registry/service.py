@@ -30,10 +30,10 @@ import sqlalchemy as sa
 from webargs import fields, validate
 
 from ..arguments import ArgumentSpec
-from ..calls import Ok, unwrap
+from ..engine.calls import Ok, unwrap
 from ..background import Background
 from ..database import Database, StoreOutage
-from ..dispatch import Dispatcher
+from ..engine.dispatch import Dispatcher
 from ..errors import ArgumentError, Conflict, DeepaasError, Forbidden, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
 from ..jsonutil import stamp
@@ -41,13 +41,12 @@ from ..node import node_id
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
-from ..process import WorkerLauncher, mp_context
-from ..sandbox import SandboxSpec
+from ..engine.executors import ExecutorSpec, make_shared_pool
+from ..containment.sandbox import SandboxSpec
 from ..settings import MIB, Settings
-from ..worker import WorkerConfig
+from ..engine.worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
-from .pool import RaySharedPool, SharedPool
 from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus
 
 LOG = logging.getLogger(__name__)
@@ -273,15 +272,11 @@ class Registry:
             (CAPACITY_ENV, str(settings.max_loaded_models)),
             (PRELOAD_ENV, "1" if settings.registry_preload else "0")),
             sandbox=sandbox_spec(settings) if settings.executor != "ray" else None)
-        self.pool: SharedPool | RaySharedPool
-        if settings.executor == "ray":  # uploaded models on the Ray cluster too, with the global resources
-            self.pool = RaySharedPool(HOST, config, settings.registry_workers, settings.max_loaded_models,
-                                      address=settings.ray_address, num_cpus=settings.ray_num_cpus,
-                                      num_gpus=settings.ray_num_gpus)
-        else:
-            serving = config.serving(settings.registry_workers, settings.worker_poll_us)
-            self.pool = SharedPool(WorkerLauncher(HOST, serving, mp_context(settings.start_method)),
-                                   settings.registry_workers, settings.max_loaded_models)
+        spec = ExecutorSpec(kind=settings.executor, workers=settings.registry_workers,
+                            start_method=settings.start_method, poll_us=settings.worker_poll_us,
+                            ray_address=settings.ray_address, ray_num_cpus=settings.ray_num_cpus,
+                            ray_num_gpus=settings.ray_num_gpus)  # uploads on the Ray cluster too, with the global resources
+        self.pool = make_shared_pool(HOST, config, spec, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
         self._models: dict[str, ModelRecord] = {}
@@ -301,7 +296,7 @@ class Registry:
         self.frameworks, self.broken_frameworks = discover_frameworks()
         for reason in self.broken_frameworks.values():
             LOG.error("registry: %s", reason)
-        from ..landlock import abi
+        from ..containment.landlock import abi
 
         version = abi()
         if self._settings.executor == "ray" or version < 4:

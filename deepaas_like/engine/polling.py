@@ -6,7 +6,7 @@ hypervisor must schedule it again). When messages follow each other closely, pol
 for the next one keeps the CPU awake and saves that, at the price of the polling's CPU
 time. Two waits poll:
 
-* a worker process waiting for its next call (:class:`deepaas_like.worker.CallWaiter`);
+* a worker process waiting for its next call (:class:`deepaas_like.engine.worker.CallWaiter`);
 * the server's event loop with nothing to do but wait for a worker's answer
   (:class:`PollingSelector`), only while a CPU is free for it: with as many answers
   awaited as there are CPUs, the workers need them all.
@@ -67,7 +67,7 @@ class PollWindow:
 
 class AnswersAwaited:
     """Groups of calls sent to worker processes and not yet fully answered (the server's
-    :class:`~deepaas_like.process.WorkerProcess` counts them; one event loop per process)."""
+    :class:`~deepaas_like.engine.process.WorkerProcess` counts them; one event loop per process)."""
 
     def __init__(self) -> None:
         self.count = 0

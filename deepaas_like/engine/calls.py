@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from .errors import DeepaasError, ModelError, ModelUnavailable, NotImplementedByModel
+from ..errors import DeepaasError, ModelError, ModelUnavailable, NotImplementedByModel
 
 
 @dataclass(frozen=True, slots=True)

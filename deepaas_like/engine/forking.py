@@ -109,7 +109,7 @@ class Starter:
 
     def _warm(self, libraries: list[str]) -> None:
         assert self._fork is not None
-        self._fork.set_forkserver_preload(["deepaas_like.worker", __name__])
+        self._fork.set_forkserver_preload(["deepaas_like.engine.worker", __name__])
         os.environ[_ENV] = "\n".join(libraries)
         try:
             multiprocessing.forkserver.ensure_running()

@@ -8,8 +8,8 @@ import os
 from typing import Any, Callable, Mapping, Sequence
 
 from .calls import CallFailure, MethodMissing, Ok, Outcome, failure_from_exception
-from .files import ReturnedFile
-from .runtime import storage_dir_var, using_storage_dir
+from ..files import ReturnedFile
+from ..runtime import storage_dir_var, using_storage_dir
 
 LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import asyncio
 from typing import Any, Callable, Mapping
 
 from .calls import Outcome, Unserved
-from .errors import ModelUnavailable
+from ..errors import ModelUnavailable
 from .process import WorkerLauncher, WorkerLost, WorkerStartFailed
 
 STOP_TIMEOUT = 2.0

@@ -1,8 +1,9 @@
-"""The server side of the registry's shared workers.
+"""Shared workers: one pool hosting many models (the server's end).
 
 Plugins keep dedicated workers; uploaded models share one pool of worker processes (or
-of Ray actors, with ``--executor ray``; ``--registry-workers`` of them), each hosting up to ``--max-loaded-models`` of them, least
-recently used first out (:mod:`deepaas_like.registry.host`). A hundred uploaded models
+of Ray actors, with ``--executor ray``; ``--registry-workers`` of them), each hosting up to
+``--max-loaded-models`` of them, least recently used first out (the worker's end is the
+registry's host plugin, :mod:`deepaas_like.registry.host`). A hundred uploaded models
 therefore cost a couple of processes, not a hundred.
 
 Each servable version sees the pool through a :class:`PoolView`, a runner of its own
@@ -16,16 +17,24 @@ import asyncio
 import bisect
 import collections
 import logging
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
-from ..calls import Outcome, Unserved
+
 from ..errors import ModelUnavailable
 from ..loading import PluginRef
-from ..process import WorkerLauncher, WorkerProcess, WorkerStartFailed
-from ..ray_runner import RayRunner
-from ..runners import ProcessRunner
-from ..worker import WorkerConfig
-from .host import Target
+from .calls import Outcome, Unserved
+from .process import WorkerLauncher, WorkerProcess, WorkerStartFailed
+from .ray_runner import RayRunner
+from .runners import ProcessRunner
+from .worker import WorkerConfig
+
+
+class Target(Protocol):
+    """One model a shared pool serves, as its hosts know it (picklable: it travels with
+    each call; the registry's is :class:`deepaas_like.registry.host.Target`)."""
+
+    key: str  # which loaded model a host keeps it as
+    model: str  # the model's name
 
 LOG = logging.getLogger(__name__)
 REPLACEMENT_WAIT = 60.0  # seconds a version's start waits for a shared worker being replaced
@@ -91,7 +100,7 @@ class Hosting:
 
     @property
     def contains_code(self) -> bool:
-        """Whether the hosts are contained (see :mod:`deepaas_like.sandbox`): formats whose
+        """Whether the hosts are contained (see :mod:`deepaas_like.containment.sandbox`): formats whose
         loading runs code may be loaded there."""
         return False
 

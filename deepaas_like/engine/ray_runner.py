@@ -1,11 +1,11 @@
 """``--executor ray``: a model's workers are Ray actors on a Ray cluster.
 
 aiohttp stays the front door (validation, auth, the DEEPaaS and OIP routes, batching,
-queue and timeouts: the :class:`~deepaas_like.dispatch.Dispatcher` sees a runner like
+queue and timeouts: the :class:`~deepaas_like.engine.dispatch.Dispatcher` sees a runner like
 any other); each slot is one actor that imports the plugin and runs ``warm()`` once,
 with the resources the model's options ask for (``--ray-num-cpus``, ``--ray-num-gpus``;
 ``--workers`` actors). A call travels as a Ray task on the actor; its outcome comes back
-as the same :mod:`~deepaas_like.calls` types the worker processes send.
+as the same :mod:`~deepaas_like.engine.calls` types the worker processes send.
 
 An actor that dies (its process crashed, its node went away) fails the call it ran
 with a 503 and is replaced in the background; one that overruns ``--predict-timeout``
@@ -22,7 +22,6 @@ cancelling it cancels the task (its process is killed).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import shutil
@@ -33,13 +32,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from . import runtime
+from .. import runtime
 from .adapter import ModelAdapter, execute, execute_group
 from .calls import NOT_STARTED, Outcome, Unserved, failure_from_exception
-from .loading import PluginRef
+from ..loading import PluginRef
 from .process import WorkerLost, WorkerStartFailed
-from .runners import RESPAWN_BACKOFF, Runner
-from .runtime import STORAGE_ENV
+from .runners import WorkerSet
+from ..runtime import STORAGE_ENV
 from .training import TrainingStartFailed
 from .worker import WorkerConfig, run_on_target
 
@@ -249,10 +248,11 @@ class Actor:
     dead: bool = False
 
 
-class RayRunner(Runner[Actor]):
+class RayRunner(WorkerSet[Actor]):
     """``size`` Ray actors, each owning a warm instance of the model."""
 
     kind = "ray"
+    noun = "ray actor"
 
     def __init__(self, name: str, ref: PluginRef, config: WorkerConfig, size: int, *, address: str = "",
                  num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
@@ -261,8 +261,6 @@ class RayRunner(Runner[Actor]):
         self._config = config
         self._address = address
         self._resources = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-        self._current: set[Actor] = set()
-        self._background: set[asyncio.Task] = set()
         self._ray: Any = None
 
     @property
@@ -288,15 +286,9 @@ class RayRunner(Runner[Actor]):
     def _discard(self, actor: Actor) -> None:
         self._kill(actor)
 
-    def _in_background(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     # --- actors ---------------------------------------------------------------------------
 
-    async def _new_actor(self) -> Actor:
+    async def _open(self) -> Actor:
         ray = self._ray
         handle = _actor_class(ray).options(**self._resources, runtime_env=runtime_env(self._address)).remote(
             self._ref, self._config)
@@ -307,10 +299,16 @@ class RayRunner(Runner[Actor]):
             self._kill(actor)
             cause = getattr(exc, "cause", None) or exc
             raise WorkerStartFailed(failure_from_exception(cause)) from None
+        except Exception as exc:
+            self._kill(actor)
+            raise WorkerStartFailed(failure_from_exception(exc)) from None
         except BaseException:
             self._kill(actor)
             raise
         return actor
+
+    async def _close(self, actor: Actor) -> None:
+        self._kill(actor)
 
     def _kill(self, actor: Actor) -> None:
         if not actor.dead:
@@ -320,18 +318,6 @@ class RayRunner(Runner[Actor]):
             except Exception:  # already gone
                 pass
 
-    async def _start_set(self) -> list[Actor]:
-        results = await asyncio.gather(*(self._new_actor() for _ in range(self.size)), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            for actor in results:
-                if isinstance(actor, Actor):
-                    self._kill(actor)
-            if isinstance(failures[0], WorkerStartFailed):
-                raise failures[0]
-            raise WorkerStartFailed(failure_from_exception(failures[0]))
-        return [r for r in results if isinstance(r, Actor)]
-
     async def start(self) -> None:
         try:
             self._ray = await asyncio.to_thread(ensure_ray, self._address)
@@ -340,10 +326,7 @@ class RayRunner(Runner[Actor]):
         except Exception as exc:
             raise WorkerStartFailed(failure_from_exception(exc)) from None
         self._check_fits()
-        for actor in await self._start_set():
-            self._current.add(actor)
-            self.release(actor)
-        LOG.info("model %s: %d ray actor(s) ready: %s", self.name, self.size, self.worker_pids())
+        await super().start()
 
     def new_training(self, *, log_file: str | None = None,
                      on_progress: Callable[[float, str | None], None] | None = None) -> RayTrainingRun:
@@ -362,17 +345,6 @@ class RayRunner(Runner[Actor]):
             raise WorkerStartFailed(failure_from_exception(RuntimeError(
                 f"the Ray cluster has {have} in all; model {self.name} asks for {text}: lower --workers, "
                 f"--ray-num-cpus or --ray-num-gpus for it, or add nodes")))
-
-    async def reload(self) -> None:
-        fresh = await self._start_set()
-        old_idle = list(self._idle)
-        self._idle.clear()
-        self._current = set(fresh)  # busy old actors are killed when their call ends (release -> _discard)
-        for actor in fresh:
-            self.release(actor)
-        for actor in old_idle:
-            self._kill(actor)
-        LOG.info("model %s: ray actors reloaded: %s", self.name, self.worker_pids())
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stop_waiting()
@@ -436,28 +408,8 @@ class RayRunner(Runner[Actor]):
         self._kill(actor)
         if self._stopping:
             return
-        self.restarts += 1
         LOG.error("model %s: ray actor %s lost; starting a replacement", self.name, actor.pid)
-        self._in_background(self._replacement())
-
-    async def _replace(self) -> None:
-        for attempt in itertools.count():
-            if self._stopping:
-                return
-            try:
-                actor = await self._new_actor()
-            except WorkerStartFailed as exc:
-                delay = RESPAWN_BACKOFF[min(attempt, len(RESPAWN_BACKOFF) - 1)]
-                LOG.error("model %s: replacement actor failed to start: %s; retrying in %ss", self.name, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if self._stopping:
-                self._kill(actor)
-                return
-            self._current.add(actor)
-            self.release(actor)
-            LOG.info("model %s: replacement ray actor %s ready", self.name, actor.pid)
-            return
+        self._replace_lost()
 
 
 # --- trainings as Ray tasks ---------------------------------------------------------------
@@ -515,7 +467,7 @@ def _train_task(ref: PluginRef, config: WorkerConfig, kwargs: dict[str, Any], qu
 
 
 class RayTrainingRun:
-    """One training of one model as a Ray task (the same surface as :class:`~deepaas_like.training.TrainingRun`)."""
+    """One training of one model as a Ray task (the same surface as :class:`~deepaas_like.engine.training.TrainingRun`)."""
 
     def __init__(self, ref: PluginRef, config: WorkerConfig, *, address: str, resources: dict[str, float],
                  log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None) -> None:

@@ -5,8 +5,8 @@ is hostile input. It writes its messages as JSON (:func:`encode`, orjson: numpy 
 become numbers and lists), and the server reads them with :func:`decode`, which builds
 only JSON's own values (dicts, lists, strings, numbers, booleans, null: a tree as large
 as the message, with no object of any class and no shared parts to blow up), then checks
-the message's shape and turns its outcome into an :class:`~deepaas_like.calls.Ok` or a
-:class:`~deepaas_like.calls.CallFailure` of checked fields::
+the message's shape and turns its outcome into an :class:`~deepaas_like.engine.calls.Ok` or a
+:class:`~deepaas_like.engine.calls.CallFailure` of checked fields::
 
     >>> decode(encode(("row", 1, 0, Ok({"label": "setosa"}))))
     ('row', 1, 0, Ok(value={'label': 'setosa'}))

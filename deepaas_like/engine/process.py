@@ -1,4 +1,4 @@
-"""The server's end of one worker process (see :mod:`deepaas_like.worker`).
+"""The server's end of one worker process (see :mod:`deepaas_like.engine.worker`).
 
 All I/O with the worker is asyncio-native over a socketpair, so the event loop never
 blocks on a worker, and a worker that dies is noticed at once (end of stream).
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
-from .errors import ModelUnavailable
+from ..errors import ModelUnavailable
 from .forking import Starter, starter
-from .loading import PluginRef
+from ..loading import PluginRef
 from .polling import AWAITED
 from .replies import UnsafeReply, decode
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
@@ -60,7 +60,7 @@ class WorkerStartFailed(Exception):
 
 
 def mp_context(start_method: str) -> Starter:
-    """How worker processes start (see :mod:`deepaas_like.forking`)."""
+    """How worker processes start (see :mod:`deepaas_like.engine.forking`)."""
     return starter(start_method)
 
 
@@ -90,7 +90,7 @@ class IsolatedProcess:
     Offers what :class:`WorkerProcess` uses of a ``multiprocessing.Process``.
     """
 
-    COMMAND = "from deepaas_like.worker import isolated_main; isolated_main()"
+    COMMAND = "from deepaas_like.engine.worker import isolated_main; isolated_main()"
 
     def __init__(self, args: tuple) -> None:
         self._conn, self._ref, self._config, self._files = args

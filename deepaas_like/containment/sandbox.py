@@ -4,7 +4,7 @@ Loading a pickle (or a joblib file) runs whatever code its author put in it. The
 never loads one itself; the worker that does is contained by the kernel's own mechanisms
 before it reads the first uploaded byte (:func:`contain`, standard library only):
 
-* **Landlock** (:mod:`deepaas_like.landlock`): read-only access to what Python and the
+* **Landlock** (:mod:`deepaas_like.containment.landlock`): read-only access to what Python and the
   framework libraries need (the interpreter, the import paths, ``/usr``, a few files of
   ``/etc``, its own ``/proc`` entry); nothing at all of the data directory, the artifact
   directory, the token key, the JWT secret, the SQLite store or the config file; writing
@@ -20,14 +20,14 @@ before it reads the first uploaded byte (:func:`contain`, standard library only)
   default): the worker holds no capability. Directories that user cannot enter on the
   way to the interpreter (Python installed under ``/root``) are covered, in the worker's
   own mount namespace, by an empty directory that shows only what it needs.
-* **seccomp** (:mod:`deepaas_like.seccomp`): no ``socket()`` (UNIX sockets named by a path
+* **seccomp** (:mod:`deepaas_like.containment.seccomp`): no ``socket()`` (UNIX sockets named by a path
   are beyond Landlock), no new namespaces.
 * **rlimits**: memory (``RLIMIT_AS``), processes and threads (``RLIMIT_NPROC``), the size of
   a file it writes, open files, no core dumps; its scratch directory is a tmpfs of bounded
   size.
 
 The worker's process itself is started clean by the server
-(:class:`~deepaas_like.process.IsolatedProcess`: a fresh interpreter, a session of its
+(:class:`~deepaas_like.engine.process.IsolatedProcess`: a fresh interpreter, a session of its
 own, no environment of the server's, no descriptor but its pipes).
 
 :func:`contain` answers a :class:`Containment`: what was applied and what this kernel
@@ -365,11 +365,11 @@ def needed_roots() -> list[str]:
     import importlib.metadata
     import importlib.util
 
-    from .frameworks import GROUP
+    from ..frameworks import GROUP
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
-             os.path.dirname(os.path.abspath(__file__))}
+             os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}  # deepaas_like
     paths.update(p for p in sys.path if p)
     for ep in importlib.metadata.entry_points(group=GROUP):
         top = ep.value.split(":")[0].split(".")[0]
@@ -437,7 +437,7 @@ def _landlock(spec: SandboxSpec, needed: list[str], report: Containment, private
 
 
 def _filter_system_calls(report: Containment) -> bool:
-    """The seccomp filter of :mod:`deepaas_like.seccomp`; whether it is in place."""
+    """The seccomp filter of :mod:`deepaas_like.containment.seccomp`; whether it is in place."""
     if not seccomp.supported():
         report.missing.append("a system call filter (seccomp: this architecture is not known)")
         return False

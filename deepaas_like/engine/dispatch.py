@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .calls import NotStarted, Outcome, Unserved
-from .errors import ModelUnavailable, QueueFull
+from ..errors import ModelUnavailable, QueueFull
 from .runners import Runner
-from .settings import ModelSettings
+from ..settings import ModelSettings
 
 LOG = logging.getLogger(__name__)
 COALESCE_LIMIT = 32

@@ -8,19 +8,19 @@ Protocol (pickled tuples over a socketpair, framed like
   ``target`` is set, on the model the plugin's ``adapter_for(target)`` gives (a worker
   of the registry's shared pool hosts many uploaded models); or ``("stop", ...)``.
 * worker -> server: ``("ready", pid, containment, libraries)`` once the plugin is imported
-  and warm (``containment``: what :func:`~deepaas_like.sandbox.contain` applied, or None;
-  ``libraries``: see :mod:`~deepaas_like.forking`), or
+  and warm (``containment``: what :func:`~deepaas_like.containment.sandbox.contain` applied, or None;
+  ``libraries``: see :mod:`~deepaas_like.engine.forking`), or
   ``("failed", CallFailure)``; then, for each call of a group as soon as it is done,
-  ``("row", call_id, index, outcome)`` with an :class:`~deepaas_like.calls.Ok` or a
-  :class:`~deepaas_like.calls.CallFailure`; ``("progress", fraction, message)`` from a
+  ``("row", call_id, index, outcome)`` with an :class:`~deepaas_like.engine.calls.Ok` or a
+  :class:`~deepaas_like.engine.calls.CallFailure`; ``("progress", fraction, message)`` from a
   training's ``report_progress()``; ``("event", name, data)`` from the plugin
   (``runtime.event_sink``: the registry's host reports loads and evictions);
   ``("need_file", key)`` from a contained worker that must load the file of the target
   ``key``: the server answers on the file channel with an open descriptor (see
-  :class:`~deepaas_like.sandbox.FileChannel`).
+  :class:`~deepaas_like.containment.sandbox.FileChannel`).
 
 A contained worker's messages are read by the server with
-:func:`~deepaas_like.replies.safe_loads`, which admits plain data only.
+:func:`~deepaas_like.engine.replies.safe_loads`, which admits plain data only.
 
 A group lets one message carry many queued requests (one process hop for all of
 them), while each result still goes back the moment it exists.
@@ -47,11 +47,12 @@ from multiprocessing.connection import Connection
 
 from .adapter import ModelAdapter, execute_group
 from .calls import CallFailure, Outcome, failure_from_exception
-from .loading import PluginRef
+from ..loading import PluginRef
 from .polling import PollWindow
-from . import forking, replies, runtime
-from .runtime import STORAGE_ENV
-from .sandbox import FileChannel, SandboxSpec, contain
+from .. import runtime
+from . import forking, replies
+from ..runtime import STORAGE_ENV
+from ..containment.sandbox import FileChannel, SandboxSpec, contain
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PR_SET_PDEATHSIG = 1
@@ -97,7 +98,7 @@ def library_threads(workers: int, environ: Any = os.environ) -> tuple[tuple[str,
 
 def isolated_main() -> None:
     """Entry point of a contained worker (``python -I -c ...``, see
-    :class:`~deepaas_like.process.IsolatedProcess`): its pipes are descriptors named on the
+    :class:`~deepaas_like.engine.process.IsolatedProcess`): its pipes are descriptors named on the
     command line, what it runs comes pickled over the first of them."""
     setup, conn_fd, files_fd = (int(arg) for arg in sys.argv[1:4])
     with os.fdopen(setup, "rb") as fh:
@@ -210,7 +211,7 @@ def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
 
 class CallWaiter:
     """Waits for the server's next message: polls for it a short while before sleeping
-    (see :mod:`deepaas_like.polling`). Each poll yields the CPU to any other process
+    (see :mod:`deepaas_like.engine.polling`). Each poll yields the CPU to any other process
     that wants it."""
 
     def __init__(self, fd: int, longest: float) -> None:
@@ -253,7 +254,7 @@ def _pickled(message: tuple) -> bytes:
     return pickle.dumps(message, protocol=PICKLE_PROTOCOL)
 
 
-_encode = _pickled  # a contained worker's: deepaas_like.replies.encode
+_encode = _pickled  # a contained worker's: deepaas_like.engine.replies.encode
 
 
 def _send(conn: Connection, message: tuple) -> None:

@@ -1,0 +1,2 @@
+"""Containment of a worker process that loads uploaded files: Landlock, seccomp, rlimits,
+namespaces (see sandbox.py)."""
