@@ -2,7 +2,9 @@
 #   make run    install deepaas_like, the demo plugin and the framework plugins (uploaded
 #               model files), and wheel (deepaas-install-plugin builds plugins that need it),
 #               start deepaas-run on 127.0.0.1:5000
-#   make test   install everything (all framework extras, test tools, bench plugins), run the tests
+#   make test   install everything (all framework extras, test tools, bench plugins), lint, run
+#               every tier of the tests (what CI runs)
+#   make check  the developer's loop: lint, then the unit and api tiers without the tests marked slow
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test sample-config bench clean
+.PHONY: run test check lint sample-config bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -27,8 +29,16 @@ $(VENV)/.installed-test: $(VENV)/.installed-run setup.py tests/bench_plugins/ech
 run: $(VENV)/.installed-run
 	$(BIN)/deepaas-run $(ARGS)
 
-test: $(VENV)/.installed-test
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: lint
+	$(BIN)/python -m pytest tests/unit tests/api -m "not slow" $(PYTEST_ARGS)
+
+# ruff: lint and format (settings in ruff.toml)
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check deepaas_like plugins tests benchmarks
+	$(BIN)/ruff format --check deepaas_like plugins tests benchmarks
 
 # Rewrite etc/deepaas_like.conf.sample from the settings table (a test checks they agree).
 sample-config: $(VENV)/.installed-run

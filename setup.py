@@ -66,17 +66,19 @@ setup(
         "ray": ["ray>=2.40,<3"],
         "test": [
             "pytest>=8",
+            # make lint (make test and make check run it): lint and format
+            "ruff~=0.17.6",
             "pytest-aiohttp>=1.1",
             "pytest-timeout>=2.3",
             "openapi-spec-validator>=0.7",
             # tests fit scikit-learn models on named columns, as users do
             "pandas>=2",
-            # tests/test_fuzz.py drives its checks and coverage phase from Python, which move
+            # tests/e2e/test_fuzz.py drives its checks and coverage phase from Python, which move
             # between minor releases: the one it was written against, and its patches.
             "schemathesis~=4.32.5",
             # Swagger UI and the what-if page in Debian's chromium
             "playwright>=1.45",
-            # tests/test_oip.py calls the Open Inference Protocol routes with Triton's own client
+            # tests/api/test_oip.py calls the Open Inference Protocol routes with Triton's own client
             "tritonclient[http]>=2.40",
             # the job, registry and auth suites run against a throwaway PostgreSQL too
             "psycopg[binary]>=3.2,<4",

@@ -42,8 +42,12 @@ HTTP_TIMEOUT_S = 60.0
 def create_token(data_dir: Path, scope: str = "models:predict") -> str:
     """A new API token on ``data_dir`` (``deepaas-token create``; the token is its last line)."""
     code = "import sys; from deepaas_like.cli.token import main; sys.exit(main())"
-    out = subprocess.run([sys.executable, "-c", code, "--data-dir", str(data_dir), "create", "--name", "bench",
-                          "--scope", scope], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--data-dir", str(data_dir), "create", "--name", "bench", "--scope", scope],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"deepaas-token create failed ({out.returncode}): {out.stderr.strip()[-300:]}")
@@ -68,8 +72,12 @@ def iris_rows(count: int) -> list[dict[str, float]]:
 
 def infer_body(rows: list[dict[str, float]]) -> dict:
     """An Open Inference Protocol request: one FP64 tensor of shape ``[len(rows)]`` per feature."""
-    return {"inputs": [{"name": name, "shape": [len(rows)], "datatype": "FP64", "data": [row[name] for row in rows]}
-                       for name in FEATURES]}
+    return {
+        "inputs": [
+            {"name": name, "shape": [len(rows)], "datatype": "FP64", "data": [row[name] for row in rows]}
+            for name in FEATURES
+        ]
+    }
 
 
 def write_json(path: Path, document: dict) -> Path:
@@ -77,28 +85,46 @@ def write_json(path: Path, document: dict) -> Path:
     return path
 
 
-def infer_per_row(server: Server, model: str, body: Path, *, rows: int, requests: int,
-                  loadgen: Path = LOADGEN) -> dict:
+def infer_per_row(server: Server, model: str, body: Path, *, rows: int, requests: int, loadgen: Path = LOADGEN) -> dict:
     """``requests`` infer requests of ``rows`` rows each, one at a time; then as many single-row
     predictions (``POST .../predict/?...``), one at a time, to compare the time per row with."""
-    many = run_loadgen([server.url(f"/v2/models/{model}/infer")], method="POST", concurrency=1, requests=requests,
-                       server_pid=server.pid, loadgen=loadgen, json_file=body, warmup=2)
-    single = run_loadgen([server.url(predict_path(model))], method="POST", concurrency=1, requests=requests,
-                         server_pid=server.pid, loadgen=loadgen, warmup=5)
+    many = run_loadgen(
+        [server.url(f"/v2/models/{model}/infer")],
+        method="POST",
+        concurrency=1,
+        requests=requests,
+        server_pid=server.pid,
+        loadgen=loadgen,
+        json_file=body,
+        warmup=2,
+    )
+    single = run_loadgen(
+        [server.url(predict_path(model))],
+        method="POST",
+        concurrency=1,
+        requests=requests,
+        server_pid=server.pid,
+        loadgen=loadgen,
+        warmup=5,
+    )
     many["extra"] = {
-        "rows": rows, "requests": many["completed"],
+        "rows": rows,
+        "requests": many["completed"],
         "ms_per_row": round(many["lat_ms"]["mean"] / rows, 4),
         "request_mean_ms": many["lat_ms"]["mean"],
         "server_cpu_ms_per_row": round(many["server_cpu_ms_per_req"] / rows, 4),
-        "predict_mean_ms": single["lat_ms"]["mean"], "predict_p50_ms": single["lat_ms"]["p50"],
-        "predict_server_cpu_ms": single["server_cpu_ms_per_req"], "predict_errors": single["errors"],
+        "predict_mean_ms": single["lat_ms"]["mean"],
+        "predict_p50_ms": single["lat_ms"]["p50"],
+        "predict_server_cpu_ms": single["server_cpu_ms_per_req"],
+        "predict_errors": single["errors"],
     }
     many["errors"] += single["errors"]
     return many
 
 
-def _request(port: int, method: str, path: str, body: bytes | None = None,
-             headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+def _request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_S)
     try:
         connection.request(method, path, body=body, headers=headers or {})
@@ -123,8 +149,9 @@ def feature_impact(server: Server, model: str, rows: list[dict], *, seed: int = 
     body = json.dumps({"rows": rows, "seed": seed}).encode()
     cpu_before = process_tree_cpu(server.pid)
     started = time.perf_counter()
-    status, headers, answer = _request(server.port, "POST", f"/v2/models/{model}/feature-impact/", body,
-                                       {"Content-Type": "application/json"})
+    status, headers, answer = _request(
+        server.port, "POST", f"/v2/models/{model}/feature-impact/", body, {"Content-Type": "application/json"}
+    )
     if status != 202 or "Location" not in headers:
         raise RuntimeError(f"feature impact answered {status}: {answer[:300]!r}")
     location, polls = headers["Location"], 0
@@ -148,10 +175,20 @@ def feature_impact(server: Server, model: str, rows: list[dict], *, seed: int = 
     predictions = count + count * features * repeats  # the baseline, then each feature shuffled in each repeat
     impacts = document.get("featureImpacts") or [{}]
     return {
-        "wall_s": round(wall, 3), "ms_per_prediction": round(wall / predictions * 1000, 4), "errors": 0,
+        "wall_s": round(wall, 3),
+        "ms_per_prediction": round(wall / predictions * 1000, 4),
+        "errors": 0,
         "rss_mib": round(process_tree_rss_mib(server.pid), 1),
-        "extra": {"rows": count, "features": features, "repeats": repeats, "seed": seed, "predictions": predictions,
-                  "job_duration_s": _seconds(document.get("duration")), "server_cpu_s": round(cpu, 3),
-                  "server_cpu_ms_per_prediction": round(cpu / predictions * 1000, 4), "polls": polls,
-                  "top_feature": impacts[0].get("featureName")},
+        "extra": {
+            "rows": count,
+            "features": features,
+            "repeats": repeats,
+            "seed": seed,
+            "predictions": predictions,
+            "job_duration_s": _seconds(document.get("duration")),
+            "server_cpu_s": round(cpu, 3),
+            "server_cpu_ms_per_prediction": round(cpu / predictions * 1000, 4),
+            "polls": polls,
+            "top_feature": impacts[0].get("featureName"),
+        },
     }

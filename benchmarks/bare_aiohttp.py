@@ -18,9 +18,19 @@ import json
 
 from aiohttp import web
 
-ANSWER = json.dumps({"status": "OK", "predictions": {
-    "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, "top_k": 3, "mode": "echo",
-}}).encode()
+ANSWER = json.dumps(
+    {
+        "status": "OK",
+        "predictions": {
+            "sepal_length": 5.1,
+            "sepal_width": 3.5,
+            "petal_length": 1.4,
+            "petal_width": 0.2,
+            "top_k": 3,
+            "mode": "echo",
+        },
+    }
+).encode()
 META = json.dumps({"id": "echobench", "name": "echobench", "description": "bare aiohttp reference"}).encode()
 
 

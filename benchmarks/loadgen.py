@@ -85,8 +85,9 @@ def _tree(pid: int) -> set[int]:
     return tree
 
 
-def build_request(url: str, method: str, body: bytes | None, content_type: str | None,
-                  headers: list[str] = ()) -> tuple[str, int, bytes]:
+def build_request(
+    url: str, method: str, body: bytes | None, content_type: str | None, headers: list[str] = ()
+) -> tuple[str, int, bytes]:
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
@@ -198,11 +199,20 @@ async def run(args: argparse.Namespace) -> dict:
 
     result = {
         "url": args.url[0] if len(args.url) == 1 else f"{len(args.url)} URLs in turn",
-        "method": args.method, "concurrency": args.concurrency,
-        "completed": len(latencies), "errors": errors, "status_counts": statuses,
-        "duration_s": round(elapsed, 3), "rps": round(len(latencies) / elapsed, 1),
-        "lat_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0),
-                   "mean": round(statistics.fmean(latencies) * 1000, 3) if latencies else 0.0},
+        "method": args.method,
+        "concurrency": args.concurrency,
+        "completed": len(latencies),
+        "errors": errors,
+        "status_counts": statuses,
+        "duration_s": round(elapsed, 3),
+        "rps": round(len(latencies) / elapsed, 1),
+        "lat_ms": {
+            "p50": pct(0.50),
+            "p90": pct(0.90),
+            "p99": pct(0.99),
+            "max": pct(1.0),
+            "mean": round(statistics.fmean(latencies) * 1000, 3) if latencies else 0.0,
+        },
     }
     if cpu_before is not None:
         result["server_cpu_s"] = round(cpu_after - cpu_before, 3)

@@ -44,18 +44,43 @@ class Case:
         return statistics.median(values) if values else float("nan")
 
 
-def run_loadgen(urls: list[str], *, method: str, concurrency: int, requests: int, server_pid: int,
-                loadgen: Path = LOADGEN, duration_max: float = 30.0, timeout: float = 30.0,
-                headers: list[str] = (), json_file: Path | None = None, warmup: int | None = None,
-                expect_status: int | None = None) -> dict:
+def run_loadgen(
+    urls: list[str],
+    *,
+    method: str,
+    concurrency: int,
+    requests: int,
+    server_pid: int,
+    loadgen: Path = LOADGEN,
+    duration_max: float = 30.0,
+    timeout: float = 30.0,
+    headers: list[str] = (),
+    json_file: Path | None = None,
+    warmup: int | None = None,
+    expect_status: int | None = None,
+) -> dict:
     """One closed-loop run of ``loadgen`` (several URLs: requested in turn) with the server's CPU and RSS.
 
     ``headers`` ('Name: value') go with every request, ``json_file`` is sent as a JSON body,
     ``expect_status``: the one status that is not an error (200 when None; the three flags
     are also ``../shared/bench/loadgen.py``'s); ``warmup``: untimed requests first (the
     tool's default when None)."""
-    command = [sys.executable, str(loadgen), "--method", method, "-c", str(concurrency), "-n", str(requests),
-               "--duration-max", str(duration_max), "--timeout", str(timeout), "--server-pid", str(server_pid)]
+    command = [
+        sys.executable,
+        str(loadgen),
+        "--method",
+        method,
+        "-c",
+        str(concurrency),
+        "-n",
+        str(requests),
+        "--duration-max",
+        str(duration_max),
+        "--timeout",
+        str(timeout),
+        "--server-pid",
+        str(server_pid),
+    ]
     for url in urls:
         command += ["--url", url]
     for header in headers:

@@ -30,8 +30,18 @@ def as_ms(seconds: float | None) -> float | None:
 
 
 class Probe(threading.Thread):
-    def __init__(self, port: int, method: str, path: str, *, interval_s: float = 0.05, timeout_s: float = 5.0,
-                 keep_alive: bool = False, start_delay_s: float = 0.0, max_seconds: float = 900.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        method: str,
+        path: str,
+        *,
+        interval_s: float = 0.05,
+        timeout_s: float = 5.0,
+        keep_alive: bool = False,
+        start_delay_s: float = 0.0,
+        max_seconds: float = 900.0,
+    ) -> None:
         super().__init__(daemon=True)
         self.port, self.method, self.path = port, method, path
         self.interval_s, self.timeout_s, self.keep_alive = interval_s, timeout_s, keep_alive
@@ -86,10 +96,17 @@ class Probe(threading.Thread):
         for code, _, _ in answered:
             statuses[code] = statuses.get(code, 0) + 1
         return {
-            "path": self.path, "method": self.method, "keep_alive": self.keep_alive,
-            "interval_ms": self.interval_s * 1000, "probes": len(self.samples),
-            "failed": len(self.samples) - len(answered), "status_counts": statuses,
-            "with_retry_after": sum(1 for s in chosen if s[2]), "counted": len(chosen),
-            "lat_ms": {name: as_ms(percentile(latencies, q))
-                       for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))},
+            "path": self.path,
+            "method": self.method,
+            "keep_alive": self.keep_alive,
+            "interval_ms": self.interval_s * 1000,
+            "probes": len(self.samples),
+            "failed": len(self.samples) - len(answered),
+            "status_counts": statuses,
+            "with_retry_after": sum(1 for s in chosen if s[2]),
+            "counted": len(chosen),
+            "lat_ms": {
+                name: as_ms(percentile(latencies, q))
+                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            },
         }

@@ -47,8 +47,9 @@ class ModelFiles:
 
         iris = load_iris()
         forest = folder / "iris-forest.joblib"
-        joblib.dump(RandomForestClassifier(n_estimators=10, random_state=0, n_jobs=1).fit(iris.data, iris.target),
-                    forest)
+        joblib.dump(
+            RandomForestClassifier(n_estimators=10, random_state=0, n_jobs=1).fit(iris.data, iris.target), forest
+        )
         fitted = LogisticRegression(max_iter=500).fit(iris.data, iris.target)
         small = []
         for i in range(small_models):  # one fit, shifted a little per copy: each file is different
@@ -73,14 +74,21 @@ def _request(port: int, method: str, path: str, body: bytes = b"", headers: dict
 def upload(port: int, name: str, path: Path, **fields: str) -> tuple[int, dict, float]:
     """``PUT /v2/models/NAME`` with the file as multipart ``file``: (status, body, seconds)."""
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
-             for key, value in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+        for key, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + path.read_bytes()
+        + b"\r\n"
+    )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     started = time.perf_counter()
-    status, answer = _request(port, "PUT", f"/v2/models/{name}", body,
-                              {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    status, answer = _request(
+        port, "PUT", f"/v2/models/{name}", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     seconds = time.perf_counter() - started
     try:
         document = json.loads(answer)
@@ -131,9 +139,12 @@ def cold_loads(port: int, names: list[str], sample: int) -> dict:
         errors += (status_cold != 200) + (status_warm != 200)
         cold.append(seconds_cold)
         warm.append(seconds_warm)
-    return {"sampled": len(cold), "errors": errors,
-            "cold_ms": {"p50": as_ms(percentile(cold, 0.5)), "max": as_ms(percentile(cold, 1.0))},
-            "warm_ms": {"p50": as_ms(percentile(warm, 0.5))}}
+    return {
+        "sampled": len(cold),
+        "errors": errors,
+        "cold_ms": {"p50": as_ms(percentile(cold, 0.5)), "max": as_ms(percentile(cold, 1.0))},
+        "warm_ms": {"p50": as_ms(percentile(warm, 0.5))},
+    }
 
 
 def registry_load_metrics(port: int) -> dict | None:
@@ -164,12 +175,19 @@ def load_stats_between(before: dict | None, after: dict | None) -> dict | None:
     def pick(*words: str) -> float | None:
         return next((v for n, v in delta.items() if all(w in n for w in words) and "{" not in n), None)
 
-    buckets = sorted((float(re.search(r'le="([^"]+)"', n)[1]), v) for n, v in delta.items()
-                     if "_bucket" in n and "second" in n and 'le="' in n)
+    buckets = sorted(
+        (float(re.search(r'le="([^"]+)"', n)[1]), v)
+        for n, v in delta.items()
+        if "_bucket" in n and "second" in n and 'le="' in n
+    )
     count, total = pick("second", "_count"), pick("second", "_sum")
-    stats = {"loads": pick("load", "_total"), "evictions": pick("evict", "_total"),
-             "load_mean_ms": round(total / count * 1000, 2) if count else None, "load_p50_s_at_most": None,
-             "samples_after": after["samples"]}
+    stats = {
+        "loads": pick("load", "_total"),
+        "evictions": pick("evict", "_total"),
+        "load_mean_ms": round(total / count * 1000, 2) if count else None,
+        "load_p50_s_at_most": None,
+        "samples_after": after["samples"],
+    }
     if buckets and buckets[-1][1] > 0:
         stats["load_p50_s_at_most"] = next(bound for bound, n in buckets if n >= buckets[-1][1] / 2)
     return stats

@@ -17,21 +17,40 @@ from pathlib import Path
 
 from api_cases import IMPACT_ROWS
 from measure import LOADGEN, Case
-from scaleout import LEVEL as SCALEOUT_LEVEL, SUBMIT_CONCURRENCY
+from scaleout import LEVEL as SCALEOUT_LEVEL
+from scaleout import SUBMIT_CONCURRENCY
 from wrk import wrk_path
 
 HERE = Path(__file__).resolve().parent
 ROW_ORDER = (  # (model, kind): the table's order
-    ("echobench", "predict"), ("echobench", "metadata"), ("irisbench", "predict"), ("irisbatch", "predict"),
-    ("bare", "predict-wrk"), ("echobench", "predict-wrk"), ("bare", "metadata-wrk"), ("echobench", "metadata-wrk"),
-    ("echobench", "predict-auth"), ("echobench", "predict-auth-wrk"), ("irisbench", "infer"),
-    ("irisbench", "infer-rows"), ("irisbench", "impact"), ("irisbench", "overload"), ("echobench", "overload"),
+    ("echobench", "predict"),
+    ("echobench", "metadata"),
+    ("irisbench", "predict"),
+    ("irisbatch", "predict"),
+    ("bare", "predict-wrk"),
+    ("echobench", "predict-wrk"),
+    ("bare", "metadata-wrk"),
+    ("echobench", "metadata-wrk"),
+    ("echobench", "predict-auth"),
+    ("echobench", "predict-auth-wrk"),
+    ("irisbench", "infer"),
+    ("irisbench", "infer-rows"),
+    ("irisbench", "impact"),
+    ("irisbench", "overload"),
+    ("echobench", "overload"),
     ("slowbench", "flood"),
-    ("small-model", "registry-first-prediction"), ("iris-forest", "registry-predict"),
-    ("iris-forest-onnx", "registry-predict"), ("small-models", "registry-many"),
-    ("echobench", "training"), ("irisbench", "training"),
-    ("echobench", "replicas-1"), ("echobench", "replicas-2"), ("echobench", "submit-sqlite"),
-    ("echobench", "submit-postgresql"), ("irisbench", "predict-process"), ("irisbench", "predict-ray"),
+    ("small-model", "registry-first-prediction"),
+    ("iris-forest", "registry-predict"),
+    ("iris-forest-onnx", "registry-predict"),
+    ("small-models", "registry-many"),
+    ("echobench", "training"),
+    ("irisbench", "training"),
+    ("echobench", "replicas-1"),
+    ("echobench", "replicas-2"),
+    ("echobench", "submit-sqlite"),
+    ("echobench", "submit-postgresql"),
+    ("irisbench", "predict-process"),
+    ("irisbench", "predict-ray"),
 )
 REPLICA_CORES = 4  # two replicas and the load generator, each wanting about a core
 
@@ -52,8 +71,17 @@ def side(case: Case) -> dict:
     if "rss_mib" in first:
         values["rss_mib"] = max(r["rss_mib"] for r in case.runs)
     values["errors"] = sum(r.get("errors", 0) for r in case.runs)
-    for key in ("non_2xx", "socket_errors", "status_counts", "tool", "first_s", "first", "later_s", "later_p50_s",
-                "extra"):
+    for key in (
+        "non_2xx",
+        "socket_errors",
+        "status_counts",
+        "tool",
+        "first_s",
+        "first",
+        "later_s",
+        "later_p50_s",
+        "extra",
+    ):
         if key in case.runs[-1]:
             values[key] = case.runs[-1][key]
     return values
@@ -72,14 +100,17 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         "predict-auth-wrk": f"{model} predict c={level}, --auth (bearer token) (wrk)",
         "infer": f"{model} OIP infer, 1 row, c={level}",
         "infer-rows": f"{model} OIP infer, {args.infer_rows} rows per request, one at a time",
-        "impact": f"{model} feature impact, {args.impact_rows} rows × 4 features × 5 repeats" + (
+        "impact": f"{model} feature impact, {args.impact_rows} rows × 4 features × 5 repeats"
+        + (
             f" ({'--quick: ' if args.quick else ''}fewer rows than a full run's {IMPACT_ROWS})"
-            if args.impact_rows < IMPACT_ROWS else ""),
+            if args.impact_rows < IMPACT_ROWS
+            else ""
+        ),
         "overload": f"{model} overload c={level}, {args.overload_duration:g} s",
         "flood": f"{model} flood c={level}, {args.flood_duration:g} s (wrk)",
         "registry-first-prediction": "registry: upload → first prediction (small LogisticRegression)",
         "training": f"{model} training submit → done, re-warmed workers included"
-                    + (" (no-op)" if model == "echobench" else " (its default 10-tree forest)"),
+        + (" (no-op)" if model == "echobench" else " (its default 10-tree forest)"),
         "registry-predict": f"registry: {model} predict c={level}",
         "registry-many": f"registry: {args.registry_models} models round-robin c={level}",
         "replicas-1": f"scaleout: {model} predict c={level}, one replica, PostgreSQL --store",
@@ -88,14 +119,17 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         "submit-postgresql": f"scaleout: {model} asynchronous predictions c={level}, submissions/s, PostgreSQL --store",
         "predict-process": f"scaleout: {model} predict c={level}, --executor process --workers 2",
         "predict-ray": f"scaleout: {model} predict c={level}, --executor ray --workers 2 --ray-num-cpus 0.5 "
-                       "(local head)",
+        "(local head)",
     }[kind]
 
 
 def build_rows(results: dict[tuple, Case]) -> list[dict]:
     def best(framework: str, model: str, kind: str, level: int) -> Case | None:
-        candidates = [c for c in results.values() if (c.framework, c.model, c.kind, c.concurrency) ==
-                      (framework, model, kind, level) and c.runs]
+        candidates = [
+            c
+            for c in results.values()
+            if (c.framework, c.model, c.kind, c.concurrency) == (framework, model, kind, level) and c.runs
+        ]
         return max(candidates, key=lambda c: c.median("rps") if "rps" in c.runs[0] else 0, default=None)
 
     rows = []
@@ -139,27 +173,35 @@ def notes(row: dict, rows: list[dict]) -> str:
         predict = find(rows, row["model"], "predict", row["concurrency"], "ours")
         return f"{mine['rps'] / predict['rps']:.2f}× predict/?... c={row['concurrency']}" if predict else ""
     if kind == "infer-rows":
-        return (f"{extra['ms_per_row']:.3f} ms/row ({extra['requests']} requests of {extra['rows']} rows, "
-                f"mean {extra['request_mean_ms']:.1f} ms each; server CPU {extra['server_cpu_ms_per_row']:.3f} "
-                f"ms/row); single-row predict/?..., one at a time: {extra['predict_mean_ms']:.2f} ms/request "
-                f"(p50 {extra['predict_p50_ms']:.2f}; server CPU {extra['predict_server_cpu_ms']:.3f} ms), "
-                f"{extra['predict_mean_ms'] / extra['ms_per_row']:.1f}× the time per row")
+        return (
+            f"{extra['ms_per_row']:.3f} ms/row ({extra['requests']} requests of {extra['rows']} rows, "
+            f"mean {extra['request_mean_ms']:.1f} ms each; server CPU {extra['server_cpu_ms_per_row']:.3f} "
+            f"ms/row); single-row predict/?..., one at a time: {extra['predict_mean_ms']:.2f} ms/request "
+            f"(p50 {extra['predict_p50_ms']:.2f}; server CPU {extra['predict_server_cpu_ms']:.3f} ms), "
+            f"{extra['predict_mean_ms'] / extra['ms_per_row']:.1f}× the time per row"
+        )
     if kind == "impact":
-        return (f"wall {mine['wall_s']:.2f} s for {extra['predictions']} predictions ({extra['rows']} rows + "
-                f"{extra['rows']}×{extra['features']}×{extra['repeats']} shuffled): {mine['ms_per_prediction']:.3f} "
-                f"ms/prediction; the job's own duration {extra.get('job_duration_s') or 0:.2f} s; server CPU "
-                f"{extra['server_cpu_ms_per_prediction']:.3f} ms/prediction; top feature {extra.get('top_feature')}")
+        return (
+            f"wall {mine['wall_s']:.2f} s for {extra['predictions']} predictions ({extra['rows']} rows + "
+            f"{extra['rows']}×{extra['features']}×{extra['repeats']} shuffled): {mine['ms_per_prediction']:.3f} "
+            f"ms/prediction; the job's own duration {extra.get('job_duration_s') or 0:.2f} s; server CPU "
+            f"{extra['server_cpu_ms_per_prediction']:.3f} ms/prediction; top feature {extra.get('top_feature')}"
+        )
     if kind == "overload":
         return "; ".join(f"{who}: {_errors(row[who])}" for who in ("deepaas", "ours") if who in row)
     if kind == "flood":
         return " · ".join(f"{who}: {_flood_note(row[who])}" for who in ("ours", "deepaas") if who in row)
     if kind == "registry-first-prediction":
-        return (f"first upload on a fresh server {mine['first_s']:.2f} s (its PUT answered in "
-                f"{mine['first']['upload_s']:.2f} s); the next {len(mine['later_s'])} (other files): "
-                f"{', '.join(f'{s:.2f}' for s in mine['later_s'])} s")
+        return (
+            f"first upload on a fresh server {mine['first_s']:.2f} s (its PUT answered in "
+            f"{mine['first']['upload_s']:.2f} s); the next {len(mine['later_s'])} (other files): "
+            f"{', '.join(f'{s:.2f}' for s in mine['later_s'])} s"
+        )
     if kind == "training":
-        return (f"the first on a started server {mine['first_s']:.2f} s; the next {len(mine['later_s'])}: p50 "
-                f"{mine['later_p50_s']:.2f} s (" + ", ".join(f"{s:.2f}" for s in mine["later_s"]) + " s)")
+        return (
+            f"the first on a started server {mine['first_s']:.2f} s; the next {len(mine['later_s'])}: p50 "
+            f"{mine['later_p50_s']:.2f} s (" + ", ".join(f"{s:.2f}" for s in mine["later_s"]) + " s)"
+        )
     if kind == "registry-predict":
         plugin = find(rows, "irisbench", "predict", row["concurrency"], "ours")
         ratio = f"{mine['rps'] / plugin['rps']:.2f}× irisbench plugin; " if plugin else ""
@@ -167,14 +209,19 @@ def notes(row: dict, rows: list[dict]) -> str:
     if kind == "registry-many":
         cold = extra.get("cold", {})
         metrics = extra.get("metrics") or {}
-        from_metrics = (f"; during the round-robin, /metrics: {metrics['loads']:.0f} loads, "
-                        f"{metrics['evictions']:.0f} evictions, load mean {_ms(metrics['load_mean_ms'])} ms "
-                        f"(p50 ≤ {metrics['load_p50_s_at_most']} s)"
-                        if metrics.get("loads") is not None else "; no registry load stats in /metrics")
-        return (f"--max-loaded-models {extra.get('max_loaded_models')}, --registry-workers "
-                f"{extra.get('registry_workers')}; cold load (client, first predict of an unloaded model, "
-                f"n={cold.get('sampled')}) p50 {_ms(cold.get('cold_ms', {}).get('p50'))} ms, then warm p50 "
-                f"{_ms(cold.get('warm_ms', {}).get('p50'))} ms{from_metrics}")
+        from_metrics = (
+            f"; during the round-robin, /metrics: {metrics['loads']:.0f} loads, "
+            f"{metrics['evictions']:.0f} evictions, load mean {_ms(metrics['load_mean_ms'])} ms "
+            f"(p50 ≤ {metrics['load_p50_s_at_most']} s)"
+            if metrics.get("loads") is not None
+            else "; no registry load stats in /metrics"
+        )
+        return (
+            f"--max-loaded-models {extra.get('max_loaded_models')}, --registry-workers "
+            f"{extra.get('registry_workers')}; cold load (client, first predict of an unloaded model, "
+            f"n={cold.get('sampled')}) p50 {_ms(cold.get('cold_ms', {}).get('p50'))} ms, then warm p50 "
+            f"{_ms(cold.get('warm_ms', {}).get('p50'))} ms{from_metrics}"
+        )
     if kind in ("replicas-1", "replicas-2", "submit-sqlite", "submit-postgresql", "predict-ray"):
         return _scaleout_note(row, rows, mine)
     return ""
@@ -192,24 +239,34 @@ def _scaleout_note(row: dict, rows: list[dict], mine: dict) -> str:
     if kind.startswith("submit-"):
         sqlite = find(rows, row["model"], "submit-sqlite", level, "ours") if kind == "submit-postgresql" else None
         ratio = f"{mine['rps'] / sqlite['rps']:.2f}× SQLite; " if sqlite and sqlite.get("rps") else ""
-        return (f"{ratio}{extra.get('accepted', 0)} of {extra.get('submitted', 0)} answered 202; "
-                f"p50 / p99 per submission in the latency column")
+        return (
+            f"{ratio}{extra.get('accepted', 0)} of {extra.get('submitted', 0)} answered 202; "
+            f"p50 / p99 per submission in the latency column"
+        )
     process = find(rows, row["model"], "predict-process", level, "ours")
     if not process:
         return ""
     if level == 1:
-        return (f"{mine['p50_ms'] - process['p50_ms']:+.2f} ms p50 per call against --executor process "
-                "(Ray's per-call overhead)")
+        return (
+            f"{mine['p50_ms'] - process['p50_ms']:+.2f} ms p50 per call against --executor process "
+            "(Ray's per-call overhead)"
+        )
     return f"{mine['rps'] / process['rps']:.2f}× --executor process"
 
 
 def _errors(values: dict) -> str:
     sockets = values.get("socket_errors") or {}
     broken = ", ".join(f"{k} {v}" for k, v in sockets.items() if v)
-    others = ", ".join(f"{code}: {count}" for code, count in sorted((values.get("status_counts") or {}).items())
-                       if not 200 <= int(code) < 300)
-    return (f"non-2xx {values.get('non_2xx', values.get('errors', 0))}" + (f" ({others})" if others else "")
-            + (f", socket errors: {broken}" if broken else ""))
+    others = ", ".join(
+        f"{code}: {count}"
+        for code, count in sorted((values.get("status_counts") or {}).items())
+        if not 200 <= int(code) < 300
+    )
+    return (
+        f"non-2xx {values.get('non_2xx', values.get('errors', 0))}"
+        + (f" ({others})" if others else "")
+        + (f", socket errors: {broken}" if broken else "")
+    )
 
 
 def _flood_note(values: dict) -> str:
@@ -218,18 +275,20 @@ def _flood_note(values: dict) -> str:
     share = extra.get("share_503")
     retry = extra.get("retry_after_share")
     sockets = ", ".join(f"{k} {v}" for k, v in (values.get("socket_errors") or {}).items() if v) or "none"
-    return (f"{extra.get('answered', 0)} answers, 503 {_pct(share)}, Retry-After on {_pct(retry)} of 503s; "
-            f"a new client's 503 in p50 {_ms(newcomer.get('lat_ms', {}).get('p50'))} ms "
-            f"(n={newcomer.get('counted', 0)}); GET {health.get('path')} p50 / p99 "
-            f"{_ms(health.get('lat_ms', {}).get('p50'))} / "
-            f"{_ms(health.get('lat_ms', {}).get('p99'))} ms (new connection each, n={health.get('probes', 0)}, "
-            f"{health.get('failed', 0)} failed; keep-alive p99 "
-            f"{_ms(extra.get('health_keep_alive', {}).get('lat_ms', {}).get('p99'))} ms, "
-            f"{extra.get('health_keep_alive', {}).get('failed', 0)} failed); health port p50 / p99 "
-            f"{_ms((extra.get('health_port') or {}).get('lat_ms', {}).get('p50'))} / "
-            f"{_ms((extra.get('health_port') or {}).get('lat_ms', {}).get('p99'))} ms; "
-            f"log {extra.get('log_lines', 0)} lines / {extra.get('log_bytes', 0)} B; socket errors {sockets}; "
-            f"listen-queue overflows (kernel, all sockets) {extra.get('listen_overflows', '–')}")
+    return (
+        f"{extra.get('answered', 0)} answers, 503 {_pct(share)}, Retry-After on {_pct(retry)} of 503s; "
+        f"a new client's 503 in p50 {_ms(newcomer.get('lat_ms', {}).get('p50'))} ms "
+        f"(n={newcomer.get('counted', 0)}); GET {health.get('path')} p50 / p99 "
+        f"{_ms(health.get('lat_ms', {}).get('p50'))} / "
+        f"{_ms(health.get('lat_ms', {}).get('p99'))} ms (new connection each, n={health.get('probes', 0)}, "
+        f"{health.get('failed', 0)} failed; keep-alive p99 "
+        f"{_ms(extra.get('health_keep_alive', {}).get('lat_ms', {}).get('p99'))} ms, "
+        f"{extra.get('health_keep_alive', {}).get('failed', 0)} failed); health port p50 / p99 "
+        f"{_ms((extra.get('health_port') or {}).get('lat_ms', {}).get('p50'))} / "
+        f"{_ms((extra.get('health_port') or {}).get('lat_ms', {}).get('p99'))} ms; "
+        f"log {extra.get('log_lines', 0)} lines / {extra.get('log_bytes', 0)} B; socket errors {sockets}; "
+        f"listen-queue overflows (kernel, all sockets) {extra.get('listen_overflows', '–')}"
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -255,97 +314,235 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
         if value is None or goal is None:
             return
         met = {"≥": value >= goal, "≤": value <= goal, "=": value == goal}[op]
-        checks.append({"check": text, "value": round(value, 3), "op": op, "target": round(goal, 3), "met": met,
-                       **({"note": note} if note else {})})
+        checks.append(
+            {
+                "check": text,
+                "value": round(value, 3),
+                "op": op,
+                "target": round(goal, 3),
+                "met": met,
+                **({"note": note} if note else {}),
+            }
+        )
 
     div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
     ours_iris_top = get("irisbench", "predict", top, "ours", "rps")
-    check(f"echobench c={top}: ours / DEEPaaS req/s", div(get("echobench", "predict", top, "ours", "rps"),
-          get("echobench", "predict", top, "deepaas", "rps")), "≥", 5.0)
-    check(f"echobench c={top}: ours predict / ours GET metadata req/s",
-          div(get("echobench", "predict", top, "ours", "rps"), get("echobench", "metadata", 64, "ours", "rps")),
-          "≥", 0.7)
-    check(f"irisbench c={top} (no batching): ours / DEEPaaS req/s",
-          div(ours_iris_top, get("irisbench", "predict", top, "deepaas", "rps")), "≥", 3.0)
-    check(f"irisbench c={top} (no batching): ours / in-process limit", div(ours_iris_top, limits.get("irisbench")),
-          "≥", 0.85)
-    check(f"irisbatch c={top} (batching): ours / in-process single-row limit",
-          div(get("irisbatch", "predict", top, "ours", "rps"), limits.get("irisbench")), "≥", 2.0)
-    check(f"irisbatch c={top} (batching): ours p99 / DEEPaaS irisbench p99",
-          div(get("irisbatch", "predict", top, "ours", "p99_ms"),
-              get("irisbench", "predict", top, "deepaas", "p99_ms")),
-          "≤", 1.0)
-    check("echobench c=1: ours p50 / DEEPaaS p50", div(get("echobench", "predict", 1, "ours", "p50_ms"),
-          get("echobench", "predict", 1, "deepaas", "p50_ms")), "≤", 0.5)
-    check("irisbench c=1: ours p50 / DEEPaaS p50", div(get("irisbench", "predict", 1, "ours", "p50_ms"),
-          get("irisbench", "predict", 1, "deepaas", "p50_ms")), "≤", 0.7)
+    check(
+        f"echobench c={top}: ours / DEEPaaS req/s",
+        div(get("echobench", "predict", top, "ours", "rps"), get("echobench", "predict", top, "deepaas", "rps")),
+        "≥",
+        5.0,
+    )
+    check(
+        f"echobench c={top}: ours predict / ours GET metadata req/s",
+        div(get("echobench", "predict", top, "ours", "rps"), get("echobench", "metadata", 64, "ours", "rps")),
+        "≥",
+        0.7,
+    )
+    check(
+        f"irisbench c={top} (no batching): ours / DEEPaaS req/s",
+        div(ours_iris_top, get("irisbench", "predict", top, "deepaas", "rps")),
+        "≥",
+        3.0,
+    )
+    check(
+        f"irisbench c={top} (no batching): ours / in-process limit",
+        div(ours_iris_top, limits.get("irisbench")),
+        "≥",
+        0.85,
+    )
+    check(
+        f"irisbatch c={top} (batching): ours / in-process single-row limit",
+        div(get("irisbatch", "predict", top, "ours", "rps"), limits.get("irisbench")),
+        "≥",
+        2.0,
+    )
+    check(
+        f"irisbatch c={top} (batching): ours p99 / DEEPaaS irisbench p99",
+        div(get("irisbatch", "predict", top, "ours", "p99_ms"), get("irisbench", "predict", top, "deepaas", "p99_ms")),
+        "≤",
+        1.0,
+    )
+    check(
+        "echobench c=1: ours p50 / DEEPaaS p50",
+        div(get("echobench", "predict", 1, "ours", "p50_ms"), get("echobench", "predict", 1, "deepaas", "p50_ms")),
+        "≤",
+        0.5,
+    )
+    check(
+        "irisbench c=1: ours p50 / DEEPaaS p50",
+        div(get("irisbench", "predict", 1, "ours", "p50_ms"), get("irisbench", "predict", 1, "deepaas", "p50_ms")),
+        "≤",
+        0.7,
+    )
     echo_p50 = get("echobench", "predict", 1, "ours", "p50_ms")
     call_ms = 1000 / limits["irisbench"] if limits.get("irisbench") else None
-    check("irisbench c=1: ours p50 ms ≤ in-process call time + echobench c=1 p50",
-          get("irisbench", "predict", 1, "ours", "p50_ms"), "≤",
-          call_ms + echo_p50 if call_ms is not None and echo_p50 is not None else None)
-    check("echobench predict c=64 (wrk): ours / bare aiohttp POST req/s",
-          div(get("echobench", "predict-wrk", 64, "ours", "rps"), get("bare", "predict-wrk", 64, "bare", "rps")),
-          "≥", 0.7)
-    check("echobench metadata GET c=64 (wrk): ours / bare aiohttp GET req/s",
-          div(get("echobench", "metadata-wrk", 64, "ours", "rps"), get("bare", "metadata-wrk", 64, "bare", "rps")),
-          "≥", 0.85)
+    check(
+        "irisbench c=1: ours p50 ms ≤ in-process call time + echobench c=1 p50",
+        get("irisbench", "predict", 1, "ours", "p50_ms"),
+        "≤",
+        call_ms + echo_p50 if call_ms is not None and echo_p50 is not None else None,
+    )
+    check(
+        "echobench predict c=64 (wrk): ours / bare aiohttp POST req/s",
+        div(get("echobench", "predict-wrk", 64, "ours", "rps"), get("bare", "predict-wrk", 64, "bare", "rps")),
+        "≥",
+        0.7,
+    )
+    check(
+        "echobench metadata GET c=64 (wrk): ours / bare aiohttp GET req/s",
+        div(get("echobench", "metadata-wrk", 64, "ours", "rps"), get("bare", "metadata-wrk", 64, "bare", "rps")),
+        "≥",
+        0.85,
+    )
     for kind, tool in (("predict-auth", "loadgen"), ("predict-auth-wrk", "wrk")):
-        check(f"echobench predict c=64 ({tool}): with --auth and a bearer token / without req/s",
-              div(get("echobench", kind, 64, "ours", "rps"),
-                  get("echobench", kind.replace("-auth", ""), 64, "ours", "rps")), "≥", 0.95)
-    check("irisbench c=64: OIP infer (1 row) / predict/?... req/s (the same server)",
-          div(get("irisbench", "infer", 64, "ours", "rps"), get("irisbench", "predict", 64, "ours", "rps")), "≥", 0.9)
-    check(f"irisbench feature impact, {args.impact_rows} rows: wall s", get("irisbench", "impact", 1, "ours", "wall_s"),
-          "≤", 10.0)
+        check(
+            f"echobench predict c=64 ({tool}): with --auth and a bearer token / without req/s",
+            div(
+                get("echobench", kind, 64, "ours", "rps"),
+                get("echobench", kind.replace("-auth", ""), 64, "ours", "rps"),
+            ),
+            "≥",
+            0.95,
+        )
+    check(
+        "irisbench c=64: OIP infer (1 row) / predict/?... req/s (the same server)",
+        div(get("irisbench", "infer", 64, "ours", "rps"), get("irisbench", "predict", 64, "ours", "rps")),
+        "≥",
+        0.9,
+    )
+    check(
+        f"irisbench feature impact, {args.impact_rows} rows: wall s",
+        get("irisbench", "impact", 1, "ours", "wall_s"),
+        "≤",
+        10.0,
+    )
     for model in ("irisbench", "echobench"):
-        check(f"{model} overload c={args.overload_connections} (ours defaults): errors",
-              get(model, "overload", args.overload_connections, "ours", "errors"), "=", 0)
+        check(
+            f"{model} overload c={args.overload_connections} (ours defaults): errors",
+            get(model, "overload", args.overload_connections, "ours", "errors"),
+            "=",
+            0,
+        )
     flood = find(rows, "slowbench", "flood", args.flood_connections, "ours")
     if flood:
         extra = flood.get("extra", {})
-        check(f"slowbench flood c={args.flood_connections}: GET /v2/health/live p99 ms (--health-port, new "
-              "connection per probe)", (extra.get("health_port") or {}).get("lat_ms", {}).get("p99"), "≤", 100)
-        check(f"slowbench flood c={args.flood_connections}: GET /v2/health/live p99 ms (the flooded port, "
-              "new connection per probe)", extra.get("health", {}).get("lat_ms", {}).get("p99"), "≤", 100)
-        check(f"slowbench flood c={args.flood_connections}: share of 503s with Retry-After",
-              extra.get("retry_after_share"), "≥", 1.0)
-    check("irisbatch c=1 p50 / irisbench c=1 p50 (batching waits only while workers are busy)",
-          div(get("irisbatch", "predict", 1, "ours", "p50_ms"), get("irisbench", "predict", 1, "ours", "p50_ms")),
-          "≤", 1.2)
-    check("no-op training (echobench): submit → done p50 s, re-warmed workers included",
-          get("echobench", "training", 1, "ours", "later_p50_s"), "≤", 1.0)
-    check("registry: upload → first prediction s (first upload on a fresh server)",
-          get("small-model", "registry-first-prediction", 1, "ours", "first_s"), "≤", 2.0)
-    check(f"registry: uploaded iris forest c={top} / irisbench plugin c={top} req/s",
-          div(get("iris-forest", "registry-predict", top, "ours", "rps"), ours_iris_top), "≥", 0.9)
-    check(f"registry: uploaded iris forest, optimize=onnx, c={top} / irisbench plugin c={top} req/s",
-          div(get("iris-forest-onnx", "registry-predict", top, "ours", "rps"), ours_iris_top), "≥", 2.0)
-    check(f"registry: {args.registry_models} models round-robin: errors",
-          get("small-models", "registry-many", 8, "ours", "errors"), "=", 0)
-    check(f"registry: {args.registry_models} models: server RSS MiB (process tree)",
-          get("small-models", "registry-many", 8, "ours", "rss_mib"), "≤", 2048)
+        check(
+            f"slowbench flood c={args.flood_connections}: GET /v2/health/live p99 ms (--health-port, new "
+            "connection per probe)",
+            (extra.get("health_port") or {}).get("lat_ms", {}).get("p99"),
+            "≤",
+            100,
+        )
+        check(
+            f"slowbench flood c={args.flood_connections}: GET /v2/health/live p99 ms (the flooded port, "
+            "new connection per probe)",
+            extra.get("health", {}).get("lat_ms", {}).get("p99"),
+            "≤",
+            100,
+        )
+        check(
+            f"slowbench flood c={args.flood_connections}: share of 503s with Retry-After",
+            extra.get("retry_after_share"),
+            "≥",
+            1.0,
+        )
+    check(
+        "irisbatch c=1 p50 / irisbench c=1 p50 (batching waits only while workers are busy)",
+        div(get("irisbatch", "predict", 1, "ours", "p50_ms"), get("irisbench", "predict", 1, "ours", "p50_ms")),
+        "≤",
+        1.2,
+    )
+    check(
+        "no-op training (echobench): submit → done p50 s, re-warmed workers included",
+        get("echobench", "training", 1, "ours", "later_p50_s"),
+        "≤",
+        1.0,
+    )
+    check(
+        "registry: upload → first prediction s (first upload on a fresh server)",
+        get("small-model", "registry-first-prediction", 1, "ours", "first_s"),
+        "≤",
+        2.0,
+    )
+    check(
+        f"registry: uploaded iris forest c={top} / irisbench plugin c={top} req/s",
+        div(get("iris-forest", "registry-predict", top, "ours", "rps"), ours_iris_top),
+        "≥",
+        0.9,
+    )
+    check(
+        f"registry: uploaded iris forest, optimize=onnx, c={top} / irisbench plugin c={top} req/s",
+        div(get("iris-forest-onnx", "registry-predict", top, "ours", "rps"), ours_iris_top),
+        "≥",
+        2.0,
+    )
+    check(
+        f"registry: {args.registry_models} models round-robin: errors",
+        get("small-models", "registry-many", 8, "ours", "errors"),
+        "=",
+        0,
+    )
+    check(
+        f"registry: {args.registry_models} models: server RSS MiB (process tree)",
+        get("small-models", "registry-many", 8, "ours", "rss_mib"),
+        "≤",
+        2048,
+    )
     level = SCALEOUT_LEVEL
-    few_cores = (f"this machine has {os.cpu_count()} CPUs: too few for two replicas plus the load generator "
-                 f"(about a core each, {REPLICA_CORES} wanted), so the ratio is as measured here, not what replicas "
-                 "on their own machines would give") if (os.cpu_count() or 1) < REPLICA_CORES else None
-    check(f"scaleout: echobench c={level}, two replicas / one replica req/s (one PostgreSQL, round-robin)",
-          div(get("echobench", "replicas-2", level, "ours", "rps"), get("echobench", "replicas-1", level, "ours", "rps")),
-          "≥", 1.6, few_cores)
+    few_cores = (
+        (
+            f"this machine has {os.cpu_count()} CPUs: too few for two replicas plus the load generator "
+            f"(about a core each, {REPLICA_CORES} wanted), so the ratio is as measured here, not what replicas "
+            "on their own machines would give"
+        )
+        if (os.cpu_count() or 1) < REPLICA_CORES
+        else None
+    )
+    check(
+        f"scaleout: echobench c={level}, two replicas / one replica req/s (one PostgreSQL, round-robin)",
+        div(get("echobench", "replicas-2", level, "ours", "rps"), get("echobench", "replicas-1", level, "ours", "rps")),
+        "≥",
+        1.6,
+        few_cores,
+    )
     errors = [get("echobench", kind, level, "ours", "errors") for kind in ("replicas-1", "replicas-2")]
-    check(f"scaleout: echobench c={level} on replicas (one and two): errors",
-          sum(errors) if None not in errors else None, "=", 0)
-    check(f"scaleout: asynchronous prediction submissions/s c={SUBMIT_CONCURRENCY}, PostgreSQL / SQLite",
-          div(get("echobench", "submit-postgresql", SUBMIT_CONCURRENCY, "ours", "rps"),
-              get("echobench", "submit-sqlite", SUBMIT_CONCURRENCY, "ours", "rps")), "≥", 0.5)
-    check(f"scaleout: irisbench c={level}, --executor ray / --executor process req/s (both --workers 2)",
-          div(get("irisbench", "predict-ray", level, "ours", "rps"),
-              get("irisbench", "predict-process", level, "ours", "rps")), "≥", 0.5)
+    check(
+        f"scaleout: echobench c={level} on replicas (one and two): errors",
+        sum(errors) if None not in errors else None,
+        "=",
+        0,
+    )
+    check(
+        f"scaleout: asynchronous prediction submissions/s c={SUBMIT_CONCURRENCY}, PostgreSQL / SQLite",
+        div(
+            get("echobench", "submit-postgresql", SUBMIT_CONCURRENCY, "ours", "rps"),
+            get("echobench", "submit-sqlite", SUBMIT_CONCURRENCY, "ours", "rps"),
+        ),
+        "≥",
+        0.5,
+    )
+    check(
+        f"scaleout: irisbench c={level}, --executor ray / --executor process req/s (both --workers 2)",
+        div(
+            get("irisbench", "predict-ray", level, "ours", "rps"),
+            get("irisbench", "predict-process", level, "ours", "rps"),
+        ),
+        "≥",
+        0.5,
+    )
     ray_p50, process_p50 = (get("irisbench", kind, 1, "ours", "p50_ms") for kind in ("predict-ray", "predict-process"))
     if ray_p50 is not None and process_p50 is not None:
-        checks.append({"check": "scaleout: Ray per-call overhead, irisbench c=1 p50 ray − process (ms)",
-                       "value": round(ray_p50 - process_p50, 3), "op": "", "target": None, "met": None,
-                       "note": "informational: no goal"})
+        checks.append(
+            {
+                "check": "scaleout: Ray per-call overhead, irisbench c=1 p50 ray − process (ms)",
+                "value": round(ray_p50 - process_p50, 3),
+                "op": "",
+                "target": None,
+                "met": None,
+                "note": "informational: no goal",
+            }
+        )
     return checks
 
 
@@ -358,8 +555,11 @@ def _met(check: dict) -> str:
 
 
 def cases_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
-    table = ["| case | DEEPaaS req/s | ours req/s | ratio | DEEPaaS p50 / p99 ms | ours p50 / p99 ms "
-             "| server CPU ms/req D / ours | RSS MiB D / ours | errors D / ours | notes |", "|" + "---|" * 10]
+    table = [
+        "| case | DEEPaaS req/s | ours req/s | ratio | DEEPaaS p50 / p99 ms | ours p50 / p99 ms "
+        "| server CPU ms/req D / ours | RSS MiB D / ours | errors D / ours | notes |",
+        "|" + "---|" * 10,
+    ]
     for row in rows:
         d, o = row.get("deepaas"), row.get("ours") or row.get("bare")
         ratio = f"{row['ratio']:.2f}×" if "ratio" in row else "–"
@@ -374,8 +574,9 @@ def cases_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
     return table
 
 
-def summarize(results: dict[tuple, Case], limits: dict[str, float], args: argparse.Namespace,
-              skipped: list[str]) -> dict:
+def summarize(
+    results: dict[tuple, Case], limits: dict[str, float], args: argparse.Namespace, skipped: list[str]
+) -> dict:
     rows = build_rows(results)
     checks = targets(rows, limits, args)
     loadgen = args.loadgen
@@ -388,8 +589,11 @@ def summarize(results: dict[tuple, Case], limits: dict[str, float], args: argpar
         "models:predict token on every request; OIP and feature impact: the irisbench server; load generator: "
         + loadgen.name
         + (f" ({loadgen.parent.name}/)" if loadgen != LOADGEN else "")
-        + (f", and wrk for the (wrk) cases ({args.wrk_duration:g} s each), the overload and the flood."
-           if wrk_path() else "; wrk not installed: loadgen for the overload, no (wrk) cases and no flood."),
+        + (
+            f", and wrk for the (wrk) cases ({args.wrk_duration:g} s each), the overload and the flood."
+            if wrk_path()
+            else "; wrk not installed: loadgen for the overload, no (wrk) cases and no flood."
+        ),
         "",
         *cases_table(rows, args),
         "",
@@ -410,7 +614,10 @@ def summarize(results: dict[tuple, Case], limits: dict[str, float], args: argpar
     ]
     if skipped:
         lines += ["Skipped or adjusted:", "", *[f"* {s}" for s in skipped], ""]
-    settings = {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
-                for k, v in vars(args).items()}
-    return {"markdown": "\n".join(lines),
-            "json": {"rows": rows, "in_process": limits, "checks": checks, "skipped": skipped, "settings": settings}}
+    settings = {
+        k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()
+    }
+    return {
+        "markdown": "\n".join(lines),
+        "json": {"rows": rows, "in_process": limits, "checks": checks, "skipped": skipped, "settings": settings},
+    }

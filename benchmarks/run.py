@@ -57,15 +57,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from api_cases import (IMPACT_ROWS, bearer, create_token, feature_impact, infer_body, infer_per_row,  # noqa: E402
-                       iris_rows, write_json)
 import registry_bench as registry  # noqa: E402
 import scaleout  # noqa: E402
+from api_cases import (  # noqa: E402
+    IMPACT_ROWS,
+    bearer,
+    create_token,
+    feature_impact,
+    infer_body,
+    infer_per_row,
+    iris_rows,
+    write_json,
+)
 from loadgen import process_tree_rss_mib  # noqa: E402
 from measure import LOADGEN, Case, in_process_rates, run_loadgen  # noqa: E402
 from report import summarize  # noqa: E402
-from servers import (Server, free_port, bare_command, bare_listen, ensure_deepaas, log, ours_command,  # noqa: E402
-                     raise_fd_limit)
+from servers import Server, bare_command, bare_listen, ensure_deepaas, free_port, log, ours_command, raise_fd_limit  # noqa: E402
 from stress import QUERY, flood, overload  # noqa: E402
 from wrk import run_wrk, wrk_path  # noqa: E402
 
@@ -79,22 +86,49 @@ PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "regis
 TRAINING_FLAGS = ["--workers", "2"]  # process executor: a training ends with the switch to re-warmed workers
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
 QUICK = {  # --quick: every case, smoke-sized
-    "repeats": 1, "requests": 300, "in_process_seconds": 1.0, "wrk_duration": 2, "overload_duration": 2,
-    "flood_duration": 2, "flood_connections": 1024, "registry_models": 20, "max_loaded_models": 5,
-    "registry_requests": 200, "cold_sample": 5, "upload_repeats": 3, "infer_rows": 100, "infer_requests": 10,
-    "impact_rows": 50, "submissions": 150, "trainings": 2,
+    "repeats": 1,
+    "requests": 300,
+    "in_process_seconds": 1.0,
+    "wrk_duration": 2,
+    "overload_duration": 2,
+    "flood_duration": 2,
+    "flood_connections": 1024,
+    "registry_models": 20,
+    "max_loaded_models": 5,
+    "registry_requests": 200,
+    "cold_sample": 5,
+    "upload_repeats": 3,
+    "infer_rows": 100,
+    "infer_requests": 10,
+    "impact_rows": 50,
+    "submissions": 150,
+    "trainings": 2,
 }
 FULL = {
-    "repeats": 3, "requests": 3000, "in_process_seconds": 3.0, "wrk_duration": 10, "overload_duration": 60,
-    "flood_duration": 20, "flood_connections": 4096, "registry_models": 200, "max_loaded_models": 50,
-    "registry_requests": 2000, "cold_sample": 20, "upload_repeats": 5, "infer_rows": 100, "infer_requests": 20,
-    "impact_rows": IMPACT_ROWS, "submissions": 3000, "trainings": 10,
+    "repeats": 3,
+    "requests": 3000,
+    "in_process_seconds": 3.0,
+    "wrk_duration": 10,
+    "overload_duration": 60,
+    "flood_duration": 20,
+    "flood_connections": 4096,
+    "registry_models": 200,
+    "max_loaded_models": 50,
+    "registry_requests": 2000,
+    "cold_sample": 20,
+    "upload_repeats": 5,
+    "infer_rows": 100,
+    "infer_requests": 20,
+    "impact_rows": IMPACT_ROWS,
+    "submissions": 3000,
+    "trainings": 10,
 }
 
 
 @dataclass
 class ServerPlan:
     """One server to start in every repeat, and what to measure on it."""
+
     framework: str
     config: str
     model: str
@@ -109,6 +143,7 @@ class ServerPlan:
 @dataclass
 class Run:
     """Everything measured in this run, and what was left out."""
+
     args: argparse.Namespace
     raw: Path
     scratch: Path
@@ -125,9 +160,11 @@ class Run:
         case.runs.append(result)
         lat = result.get("lat_ms", {})
         wall = f"wall {result['wall_s']} s " if "wall_s" in result else ""
-        log(f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: {wall}"
+        log(
+            f"  {case.framework} {case.config} {case.model} {case.kind} c={case.concurrency}: {wall}"
             f"{result.get('rps', '–')} req/s p50 {lat.get('p50', '–')} ms p99 {lat.get('p99', '–')} ms "
-            f"errors {result.get('errors', '–')}")
+            f"errors {result.get('errors', '–')}"
+        )
 
     def data_dir(self) -> Path:
         return Path(tempfile.mkdtemp(prefix="data-", dir=self.scratch))
@@ -145,12 +182,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--frameworks", default="deepaas,ours")
     parser.add_argument("--skip", default="", help=f"comma-separated phases to leave out: {', '.join(PHASES)}")
-    parser.add_argument("--deepaas-venv", type=Path,
-                        default=Path(tempfile.gettempdir()) / "deepaas-like-bench" / "deepaas-2.6.0")
+    parser.add_argument(
+        "--deepaas-venv", type=Path, default=Path(tempfile.gettempdir()) / "deepaas-like-bench" / "deepaas-2.6.0"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--loadgen", type=Path, default=LOADGEN,
-                        help="load generator script with loadgen.py's flags and JSON output "
-                        "(e.g. ../shared/bench/loadgen.py, the one DEEPaaS's baseline was measured with)")
+    parser.add_argument(
+        "--loadgen",
+        type=Path,
+        default=LOADGEN,
+        help="load generator script with loadgen.py's flags and JSON output "
+        "(e.g. ../shared/bench/loadgen.py, the one DEEPaaS's baseline was measured with)",
+    )
     parser.add_argument("--wrk-duration", type=int, help="seconds per wrk case at c=64")
     parser.add_argument("--overload-duration", type=int, help="seconds of the c=256 overload cases")
     parser.add_argument("--overload-connections", type=int, default=256)
@@ -164,8 +206,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--impact-rows", type=int, help="iris rows (repeated) sent to the feature-impact job")
     parser.add_argument("--submissions", type=int, help="asynchronous predictions submitted per store (scaleout)")
     parser.add_argument("--trainings", type=int, help="trainings per model after the first (training)")
-    parser.add_argument("--quick", action="store_true", help="every case, smoke-sized: " + ", ".join(
-        f"{k}={v}" for k, v in QUICK.items()))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every case, smoke-sized: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
+    )
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key, None) is None:
@@ -188,9 +233,17 @@ def plan_servers(run: Run, deepaas_run: Path | None) -> list[ServerPlan]:
                 cases = [("predict", c) for c in args.levels] if loadgen else []
                 if model == "echobench":
                     cases += ([("metadata", 64)] if loadgen else []) + wrk_cases
-                plans.append(ServerPlan("deepaas", f"w{workers}", model,
-                                        [str(deepaas_run), "--model-name", model, "--workers", str(workers)],
-                                        cases, ready_path="/v2/", overload=workers == 2))
+                plans.append(
+                    ServerPlan(
+                        "deepaas",
+                        f"w{workers}",
+                        model,
+                        [str(deepaas_run), "--model-name", model, "--workers", str(workers)],
+                        cases,
+                        ready_path="/v2/",
+                        overload=workers == 2,
+                    )
+                )
     if "ours" in args.frameworks:
         for model, flags in OURS_FLAGS.items():
             cases = [("predict", c) for c in (args.levels if model != "irisbatch" else [1, max(args.levels)])]
@@ -201,9 +254,16 @@ def plan_servers(run: Run, deepaas_run: Path | None) -> list[ServerPlan]:
                     cases += [c for c in [("predict", FEATURE_LEVEL)] if c not in cases]
             if model == "irisbench":
                 cases += feature_cases(run, cases)
-            plans.append(ServerPlan("ours", " ".join(flags), model,
-                                    ours_command(run.data_dir(), [model], flags), cases,
-                                    overload=model != "irisbatch"))
+            plans.append(
+                ServerPlan(
+                    "ours",
+                    " ".join(flags),
+                    model,
+                    ours_command(run.data_dir(), [model], flags),
+                    cases,
+                    overload=model != "irisbatch",
+                )
+            )
             if model == "echobench" and "auth" in run.phases:  # next to the plain one: the same drift
                 plans += auth_plan(run)
         if wrk_cases:
@@ -232,8 +292,16 @@ def auth_plan(run: Run) -> list[ServerPlan]:
         return []
     flags = [*OURS_FLAGS["echobench"], "--auth"]
     cases = [("predict-auth", FEATURE_LEVEL)] + ([("predict-auth-wrk", 64)] if "wrk" in run.phases else [])
-    return [ServerPlan("ours", " ".join(flags), "echobench", ours_command(data_dir, ["echobench"], flags), cases,
-                       headers=bearer(token))]
+    return [
+        ServerPlan(
+            "ours",
+            " ".join(flags),
+            "echobench",
+            ours_command(data_dir, ["echobench"], flags),
+            cases,
+            headers=bearer(token),
+        )
+    ]
 
 
 def measure(run: Run, server: Server, plan: ServerPlan, kind: str, level: int) -> dict:
@@ -241,25 +309,51 @@ def measure(run: Run, server: Server, plan: ServerPlan, kind: str, level: int) -
     if kind in ("predict", "metadata", "predict-auth"):
         predict = kind != "metadata"
         path = f"/v2/models/{plan.model}/predict/?{QUERY}" if predict else f"/v2/models/{plan.model}/"
-        return run_loadgen([server.url(path)], method="POST" if predict else "GET", concurrency=level,
-                           requests=args.requests, server_pid=server.pid, loadgen=args.loadgen, headers=plan.headers)
+        return run_loadgen(
+            [server.url(path)],
+            method="POST" if predict else "GET",
+            concurrency=level,
+            requests=args.requests,
+            server_pid=server.pid,
+            loadgen=args.loadgen,
+            headers=plan.headers,
+        )
     if kind in ("predict-wrk", "metadata-wrk", "predict-auth-wrk"):
         predict = kind != "metadata-wrk"
         if plan.bare:
             path = f"/predict?{QUERY}" if predict else "/meta"
         else:
             path = f"/v2/models/{plan.model}/predict/?{QUERY}" if predict else f"/v2/models/{plan.model}/"
-        result = run_wrk(server.url(path), method="POST" if predict else "GET", connections=level,
-                         seconds=args.wrk_duration, server_pid=server.pid, headers=plan.headers)
+        result = run_wrk(
+            server.url(path),
+            method="POST" if predict else "GET",
+            connections=level,
+            seconds=args.wrk_duration,
+            server_pid=server.pid,
+            headers=plan.headers,
+        )
         result["rss_mib"] = round(process_tree_rss_mib(server.pid), 1)
         return result
     if kind == "infer":
-        return run_loadgen([server.url(f"/v2/models/{plan.model}/infer")], method="POST", concurrency=level,
-                           requests=args.requests, server_pid=server.pid, loadgen=args.loadgen,
-                           headers=plan.headers, json_file=run.infer_body(1))
+        return run_loadgen(
+            [server.url(f"/v2/models/{plan.model}/infer")],
+            method="POST",
+            concurrency=level,
+            requests=args.requests,
+            server_pid=server.pid,
+            loadgen=args.loadgen,
+            headers=plan.headers,
+            json_file=run.infer_body(1),
+        )
     if kind == "infer-rows":
-        return infer_per_row(server, plan.model, run.infer_body(args.infer_rows), rows=args.infer_rows,
-                             requests=args.infer_requests, loadgen=args.loadgen)
+        return infer_per_row(
+            server,
+            plan.model,
+            run.infer_body(args.infer_rows),
+            rows=args.infer_rows,
+            requests=args.infer_requests,
+            loadgen=args.loadgen,
+        )
     if kind == "impact":
         return feature_impact(server, plan.model, iris_rows(args.impact_rows), seed=0)
     if kind == "overload":
@@ -282,8 +376,11 @@ def run_repeats(run: Run, plans: list[ServerPlan]) -> dict[str, float]:
             if not cases:
                 continue
             log(f"repeat {repeat}: {plan.framework} {plan.model} ({plan.config})")
-            guarded(run, f"{plan.framework} {plan.model} ({plan.config}), repeat {repeat}",
-                    lambda: measure_plan(run, plan, cases, repeat))
+            guarded(
+                run,
+                f"{plan.framework} {plan.model} ({plan.config}), repeat {repeat}",
+                lambda: measure_plan(run, plan, cases, repeat),
+            )
         if args.repeats > 1:
             inprocess.append(in_process_rates(args.in_process_seconds))
     return {name: statistics.median(r[name] for r in inprocess) for name in inprocess[0]}
@@ -291,14 +388,23 @@ def run_repeats(run: Run, plans: list[ServerPlan]) -> dict[str, float]:
 
 def measure_plan(run: Run, plan: ServerPlan, cases: list[tuple[str, int]], repeat: int) -> None:
     listen = {"listen": bare_listen} if plan.bare else {}
-    server = Server(plan.command, plan.ready_path,
-                    run.raw / f"{plan.framework}-{plan.model}-{plan.config.replace(' ', '_')}-{repeat}.log", **listen,
-                    settle=True)
+    server = Server(
+        plan.command,
+        plan.ready_path,
+        run.raw / f"{plan.framework}-{plan.model}-{plan.config.replace(' ', '_')}-{repeat}.log",
+        **listen,
+        settle=True,
+    )
     try:
         for kind, level in cases:
-            guarded(run, f"{plan.framework} {plan.model} {kind} c={level} ({plan.config})",
-                    lambda: run.record(run.case(plan.framework, plan.model, kind, level, plan.config),
-                                       measure(run, server, plan, kind, level)))
+            guarded(
+                run,
+                f"{plan.framework} {plan.model} {kind} c={level} ({plan.config})",
+                lambda: run.record(
+                    run.case(plan.framework, plan.model, kind, level, plan.config),
+                    measure(run, server, plan, kind, level),
+                ),
+            )
     finally:
         server.stop()
 
@@ -308,16 +414,25 @@ def run_floods(run: Run, deepaas_run: Path | None) -> None:
     servers = []
     if "ours" in args.frameworks and importlib.util.find_spec("slowbench") is not None:
         health_port = free_port()  # probes on the health port, beside those on the flooded one
-        servers.append(("ours", ours_command(run.data_dir(), ["slowbench"], ["--health-port", str(health_port)],
-                                                log_level=None), "/v2/health/ready", "/v2/health/live", health_port))
+        servers.append(
+            (
+                "ours",
+                ours_command(run.data_dir(), ["slowbench"], ["--health-port", str(health_port)], log_level=None),
+                "/v2/health/ready",
+                "/v2/health/live",
+                health_port,
+            )
+        )
     if deepaas_run:  # DEEPaaS 2.6 has no health route: its cheapest GET stands in
         servers.append(("deepaas", [str(deepaas_run), "--model-name", "slowbench"], "/v2/", "/v2/", None))
     for framework, command, ready, health, health_port in servers:
         log(f"flood: {framework} slowbench, {args.flood_connections} connections, {args.flood_duration:g} s")
         server = Server(command, ready, run.raw / f"{framework}-slowbench-flood.log")
         try:
-            run.record(run.case(framework, "slowbench", "flood", args.flood_connections, "defaults"),
-                       flood(server, "slowbench", args.flood_connections, args.flood_duration, health, health_port))
+            run.record(
+                run.case(framework, "slowbench", "flood", args.flood_connections, "defaults"),
+                flood(server, "slowbench", args.flood_connections, args.flood_duration, health, health_port),
+            )
         finally:
             server.stop(grace_s=1.0)  # what it still has queued would take seconds to finish
 
@@ -325,12 +440,22 @@ def run_floods(run: Run, deepaas_run: Path | None) -> None:
 def run_registry(run: Run) -> None:
     args = run.args
     files = registry.ModelFiles.write(Path(tempfile.mkdtemp(prefix="models-", dir=run.scratch)), args.registry_models)
-    flags = ["--executor", "thread", "--registry-workers", str(REGISTRY_WORKERS),
-             "--max-loaded-models", str(args.max_loaded_models)]
+    flags = [
+        "--executor",
+        "thread",
+        "--registry-workers",
+        str(REGISTRY_WORKERS),
+        "--max-loaded-models",
+        str(args.max_loaded_models),
+    ]
     config = f"--registry-workers {REGISTRY_WORKERS} --max-loaded-models {args.max_loaded_models}"
     log(f"registry: {config}")
-    server = Server(ours_command(run.data_dir(), ["echobench"], flags), "/v2/health/ready",
-                    run.raw / "ours-registry.log", settle=True)  # once the preload is done: a running server
+    server = Server(
+        ours_command(run.data_dir(), ["echobench"], flags),
+        "/v2/health/ready",
+        run.raw / "ours-registry.log",
+        settle=True,
+    )  # once the preload is done: a running server
     try:
         registry_first_prediction(run, server, files, config)
         registry_forest(run, server, files, config)
@@ -342,10 +467,17 @@ def run_registry(run: Run) -> None:
 def registry_first_prediction(run: Run, server: Server, files: registry.ModelFiles, config: str) -> None:
     """(a) upload -> first prediction: the first upload on a started (idle) server, then a few more (other files)."""
     first = registry.upload_to_first_prediction(server.port, "first-upload", files.small[0])
-    later = [registry.upload_to_first_prediction(server.port, f"later-upload-{i}", files.small[i % len(files.small)])
-             for i in range(1, run.args.upload_repeats + 1)]
-    result = {"first_s": round(first["total_s"], 3), "first": first, "later_s": [round(s["total_s"], 3) for s in later],
-              "later_p50_s": round(statistics.median(s["total_s"] for s in later), 3), "errors": 0}
+    later = [
+        registry.upload_to_first_prediction(server.port, f"later-upload-{i}", files.small[i % len(files.small)])
+        for i in range(1, run.args.upload_repeats + 1)
+    ]
+    result = {
+        "first_s": round(first["total_s"], 3),
+        "first": first,
+        "later_s": [round(s["total_s"], 3) for s in later],
+        "later_p50_s": round(statistics.median(s["total_s"] for s in later), 3),
+        "errors": 0,
+    }
     run.record(run.case("ours", "small-model", "registry-first-prediction", 1, config), result)
 
 
@@ -358,13 +490,21 @@ def registry_forest(run: Run, server: Server, files: registry.ModelFiles, config
             run.skipped.append(f"registry {name}: upload answered {status}: {json.dumps(body)[:300]}")
             continue
         optimization = (body.get("version") or {}).get("optimization")
-        uploads[name] = {"upload_s": round(seconds, 3), "optimization": optimization,
-                         "serving": (optimization or {}).get("serving", "original")}
+        uploads[name] = {
+            "upload_s": round(seconds, 3),
+            "optimization": optimization,
+            "serving": (optimization or {}).get("serving", "original"),
+        }
     for _ in range(run.args.repeats):
         for name, extra in uploads.items():
-            result = run_loadgen([server.url(f"/v2/models/{name}/predict/?{registry.QUERY}")], method="POST",
-                                 concurrency=level, requests=run.args.requests, server_pid=server.pid,
-                                 loadgen=run.args.loadgen)
+            result = run_loadgen(
+                [server.url(f"/v2/models/{name}/predict/?{registry.QUERY}")],
+                method="POST",
+                concurrency=level,
+                requests=run.args.requests,
+                server_pid=server.pid,
+                loadgen=run.args.loadgen,
+            )
             result["extra"] = extra
             run.record(run.case("ours", name, "registry-predict", level, config), result)
 
@@ -380,13 +520,22 @@ def registry_many(run: Run, server: Server, files: registry.ModelFiles, config: 
     log(f"  uploaded {len(names)} small models ({upload_errors} failed)")
     cold = registry.cold_loads(server.port, names, run.args.cold_sample)
     metrics_before = registry.registry_load_metrics(server.port)
-    result = run_loadgen([server.url(f"/v2/models/{n}/predict/?{registry.QUERY}") for n in names], method="POST",
-                         concurrency=8, requests=run.args.registry_requests, server_pid=server.pid,
-                         duration_max=max(60.0, run.args.registry_requests / 10))
-    result["extra"] = {"models": len(names), "upload_errors": upload_errors, "cold": cold,
-                       "max_loaded_models": run.args.max_loaded_models, "registry_workers": REGISTRY_WORKERS,
-                       "metrics": registry.load_stats_between(metrics_before,
-                                                              registry.registry_load_metrics(server.port))}
+    result = run_loadgen(
+        [server.url(f"/v2/models/{n}/predict/?{registry.QUERY}") for n in names],
+        method="POST",
+        concurrency=8,
+        requests=run.args.registry_requests,
+        server_pid=server.pid,
+        duration_max=max(60.0, run.args.registry_requests / 10),
+    )
+    result["extra"] = {
+        "models": len(names),
+        "upload_errors": upload_errors,
+        "cold": cold,
+        "max_loaded_models": run.args.max_loaded_models,
+        "registry_workers": REGISTRY_WORKERS,
+        "metrics": registry.load_stats_between(metrics_before, registry.registry_load_metrics(server.port)),
+    }
     result["errors"] += upload_errors + cold["errors"]
     run.record(run.case("ours", "small-models", "registry-many", 8, config), result)
 
@@ -398,16 +547,26 @@ def run_trainings(run: Run) -> None:
     config = " ".join(TRAINING_FLAGS)
     for model in ("echobench", "irisbench"):
         log(f"training: {model} {config}")
-        server = Server(ours_command(run.data_dir(), [model], TRAINING_FLAGS), "/v2/health/ready",
-                        run.raw / f"ours-{model}-training.log", settle=True)
+        server = Server(
+            ours_command(run.data_dir(), [model], TRAINING_FLAGS),
+            "/v2/health/ready",
+            run.raw / f"ours-{model}-training.log",
+            settle=True,
+        )
         try:
             seconds = [train_once(server, model) for _ in range(1 + run.args.trainings)]
         finally:
             server.stop()
         later = seconds[1:]
-        run.record(run.case("ours", model, "training", 1, config),
-                   {"first_s": round(seconds[0], 3), "later_s": [round(s, 3) for s in later],
-                    "later_p50_s": round(statistics.median(later), 3), "errors": 0})
+        run.record(
+            run.case("ours", model, "training", 1, config),
+            {
+                "first_s": round(seconds[0], 3),
+                "later_s": [round(s, 3) for s in later],
+                "later_p50_s": round(statistics.median(later), 3),
+                "errors": 0,
+            },
+        )
 
 
 def train_once(server: Server, model: str) -> float:
@@ -446,8 +605,11 @@ def run_scaleout(run: Run) -> None:
         stores = ["sqlite"] + (["postgresql"] if postgres is not None else [])
         for repeat in range(1, run.args.repeats + 1):
             for store in stores if repeat % 2 else reversed(stores):
-                guarded(run, f"scaleout: submissions on {store}, repeat {repeat}",
-                        lambda: scaleout_submissions(run, postgres.new_database() if store == "postgresql" else ""))
+                guarded(
+                    run,
+                    f"scaleout: submissions on {store}, repeat {repeat}",
+                    lambda: scaleout_submissions(run, postgres.new_database() if store == "postgresql" else ""),
+                )
     finally:
         if postgres is not None:
             postgres.stop()
@@ -467,14 +629,26 @@ def scaleout_replicas(run: Run, postgres) -> None:
     log(f"scaleout: two echobench replicas on one PostgreSQL ({config})")
     try:
         for i in (1, 2):
-            servers.append(Server(ours_command(run.data_dir(), ["echobench"], scaleout.replica_flags(store, shared)),
-                                  "/v2/health/ready", run.raw / f"ours-echobench-replica-{i}.log", settle=True))
+            servers.append(
+                Server(
+                    ours_command(run.data_dir(), ["echobench"], scaleout.replica_flags(store, shared)),
+                    "/v2/health/ready",
+                    run.raw / f"ours-echobench-replica-{i}.log",
+                    settle=True,
+                )
+            )
         for repeat in range(1, args.repeats + 1):
             for count in (1, 2) if repeat % 2 else (2, 1):
-                guarded(run, f"scaleout: {count} replica(s) c={scaleout.LEVEL}, repeat {repeat}",
-                        lambda: run.record(run.case("ours", "echobench", f"replicas-{count}", scaleout.LEVEL, config),
-                                           scaleout.round_robin(servers[:count], "echobench",
-                                                                concurrency=scaleout.LEVEL, requests=args.requests)))
+                guarded(
+                    run,
+                    f"scaleout: {count} replica(s) c={scaleout.LEVEL}, repeat {repeat}",
+                    lambda: run.record(
+                        run.case("ours", "echobench", f"replicas-{count}", scaleout.LEVEL, config),
+                        scaleout.round_robin(
+                            servers[:count], "echobench", concurrency=scaleout.LEVEL, requests=args.requests
+                        ),
+                    ),
+                )
     finally:
         for server in servers:
             server.stop()
@@ -486,12 +660,23 @@ def scaleout_submissions(run: Run, store: str) -> None:
     flags = [*scaleout.REPLICA_FLAGS, *(["--store", store] if store else [])]
     config = " ".join(scaleout.REPLICA_FLAGS) + (" --store postgresql://..." if store else "")
     log(f"scaleout: asynchronous predictions on {name} ({config})")
-    server = Server(ours_command(run.data_dir(), ["echobench"], flags), "/v2/health/ready",
-                    run.raw / f"ours-echobench-submit-{name}.log", settle=True)
+    server = Server(
+        ours_command(run.data_dir(), ["echobench"], flags),
+        "/v2/health/ready",
+        run.raw / f"ours-echobench-submit-{name}.log",
+        settle=True,
+    )
     try:
-        run.record(run.case("ours", "echobench", f"submit-{name}", scaleout.SUBMIT_CONCURRENCY, config),
-                   scaleout.submissions(server, "echobench", concurrency=scaleout.SUBMIT_CONCURRENCY,
-                                        requests=run.args.submissions, loadgen=run.args.loadgen))
+        run.record(
+            run.case("ours", "echobench", f"submit-{name}", scaleout.SUBMIT_CONCURRENCY, config),
+            scaleout.submissions(
+                server,
+                "echobench",
+                concurrency=scaleout.SUBMIT_CONCURRENCY,
+                requests=run.args.submissions,
+                loadgen=run.args.loadgen,
+            ),
+        )
     finally:
         server.stop()
 
@@ -500,15 +685,26 @@ def scaleout_executor(run: Run, name: str, flags: list[str]) -> None:
     """irisbench served with ``flags`` (--executor ``name``), at c=64 and c=1 in every repeat."""
     args, config = run.args, " ".join(flags)
     log(f"scaleout: irisbench {config}")
-    server = Server(ours_command(run.data_dir(), ["irisbench"], flags), "/v2/health/ready",
-                    run.raw / f"ours-irisbench-{name}.log", settle=True, start_timeout_s=scaleout.RAY_START_TIMEOUT_S)
+    server = Server(
+        ours_command(run.data_dir(), ["irisbench"], flags),
+        "/v2/health/ready",
+        run.raw / f"ours-irisbench-{name}.log",
+        settle=True,
+        start_timeout_s=scaleout.RAY_START_TIMEOUT_S,
+    )
     try:
         for repeat in range(1, args.repeats + 1):
             for level in scaleout.RAY_LEVELS:
-                guarded(run, f"scaleout: irisbench --executor {name} c={level}, repeat {repeat}",
-                        lambda: run.record(run.case("ours", "irisbench", f"predict-{name}", level, config),
-                                           scaleout.predict(server, "irisbench", concurrency=level,
-                                                            requests=args.requests, loadgen=args.loadgen)))
+                guarded(
+                    run,
+                    f"scaleout: irisbench --executor {name} c={level}, repeat {repeat}",
+                    lambda: run.record(
+                        run.case("ours", "irisbench", f"predict-{name}", level, config),
+                        scaleout.predict(
+                            server, "irisbench", concurrency=level, requests=args.requests, loadgen=args.loadgen
+                        ),
+                    ),
+                )
     finally:
         server.stop()
 
@@ -516,8 +712,12 @@ def scaleout_executor(run: Run, name: str, flags: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    run = Run(args, raw=args.out / "raw", scratch=Path(tempfile.mkdtemp(prefix="deepaas-like-bench-")),
-              phases=[p for p in PHASES if p not in args.skip])
+    run = Run(
+        args,
+        raw=args.out / "raw",
+        scratch=Path(tempfile.mkdtemp(prefix="deepaas-like-bench-")),
+        phases=[p for p in PHASES if p not in args.skip],
+    )
     run.raw.mkdir(parents=True, exist_ok=True)
     run.skipped += [f"{p}: left out with --skip" for p in PHASES if p in args.skip]
     check_tools(run)
@@ -551,8 +751,10 @@ def check_tools(run: Run) -> None:
         run.skipped.append(f"registry: {why}")
         run.phases.remove("registry")
     if "flood" in run.phases and "ours" in args.frameworks and importlib.util.find_spec("slowbench") is None:
-        run.skipped.append("flood (ours): the slowbench plugin is not installed in this Python "
-                           "(pip install -e benchmarks/plugins/slowbench; `make test` does it)")
+        run.skipped.append(
+            "flood (ours): the slowbench plugin is not installed in this Python "
+            "(pip install -e benchmarks/plugins/slowbench; `make test` does it)"
+        )
         if "deepaas" not in args.frameworks:
             run.phases.remove("flood")
     if "registry" in run.phases and "ours" not in args.frameworks:
@@ -560,8 +762,9 @@ def check_tools(run: Run) -> None:
         run.phases.remove("registry")
     if "deepaas" not in args.frameworks:
         run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
-    if "ours" not in args.frameworks and (ours_only := [p for p in ("auth", "oip", "impact", "scaleout")
-                                                        if p in run.phases]):
+    if "ours" not in args.frameworks and (
+        ours_only := [p for p in ("auth", "oip", "impact", "scaleout") if p in run.phases]
+    ):
         run.skipped.append(f"{', '.join(ours_only)}: only ours has these, and ours is not in --frameworks")
         run.phases = [p for p in run.phases if p not in ours_only]
     wanted = max(args.flood_connections, args.overload_connections) + 512

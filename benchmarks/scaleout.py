@@ -1,6 +1,6 @@
 """Scale-out (ours only): replicas on one PostgreSQL, job submissions by store, the Ray executor.
 
-    postgres = start_postgres()                        # tests/postgres.py's throwaway cluster
+    postgres = start_postgres()                        # tests/support/postgres.py's throwaway cluster
     try:
         shared = SharedFiles.make(folder)              # one --artifact-dir and --auth-key-file
         commands = [ours_command(data_dir, ["echobench"], replica_flags(postgres.new_database(), shared))
@@ -46,9 +46,9 @@ RAY_START_TIMEOUT_S = 300  # a local Ray head (GCS, raylet, agents) and the acto
 
 
 def start_postgres():
-    """A throwaway PostgreSQL cluster (tests/postgres.py's PostgresServer), started; ``.stop()`` it."""
+    """A throwaway PostgreSQL cluster (tests/support/postgres.py's PostgresServer), started; ``.stop()`` it."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from postgres import PostgresServer, _binaries
+    from support.postgres import PostgresServer, _binaries
 
     if importlib.util.find_spec("psycopg") is None:
         raise RuntimeError("psycopg is not installed in this Python (pip install 'deepaas_like[postgresql]')")
@@ -72,6 +72,7 @@ def ray_missing() -> str | None:
 @dataclass
 class SharedFiles:
     """What replicas share besides the database: uploaded model files and the token key."""
+
     artifact_dir: Path
     auth_key_file: Path
 
@@ -82,8 +83,15 @@ class SharedFiles:
 
 
 def replica_flags(store: str, shared: SharedFiles) -> list[str]:
-    return [*REPLICA_FLAGS, "--store", store, "--artifact-dir", str(shared.artifact_dir),
-            "--auth-key-file", str(shared.auth_key_file)]
+    return [
+        *REPLICA_FLAGS,
+        "--store",
+        store,
+        "--artifact-dir",
+        str(shared.artifact_dir),
+        "--auth-key-file",
+        str(shared.auth_key_file),
+    ]
 
 
 def round_robin(servers: list[Server], model: str, *, concurrency: int, requests: int) -> dict:
@@ -96,22 +104,39 @@ def round_robin(servers: list[Server], model: str, *, concurrency: int, requests
     cpu = [process_tree_cpu(server.pid) - start for server, start in zip(servers, before)]
     result["server_cpu_ms_per_req"] = round(sum(cpu) / max(1, result["completed"]) * 1000, 3)
     result["rss_mib"] = round(sum(process_tree_rss_mib(server.pid) for server in servers), 1)
-    result["extra"] = {"replicas": len(servers), "replica_cpu_s": [round(c, 3) for c in cpu],
-                       "replica_pids": [server.pid for server in servers]}
+    result["extra"] = {
+        "replicas": len(servers),
+        "replica_cpu_s": [round(c, 3) for c in cpu],
+        "replica_pids": [server.pid for server in servers],
+    }
     return result
 
 
 def submissions(server: Server, model: str, *, concurrency: int, requests: int, loadgen: Path = LOADGEN) -> dict:
     """``POST /v2/models/MODEL/predictions/?...`` at ``concurrency``: asynchronous predictions
     accepted per second (``rps``); any answer but 202 counts as an error."""
-    result = run_loadgen([server.url(f"/v2/models/{model}/predictions/?{QUERY}")], method="POST",
-                         concurrency=concurrency, requests=requests, server_pid=server.pid, loadgen=loadgen,
-                         expect_status=202, warmup=10, duration_max=max(60.0, requests / 20))
+    result = run_loadgen(
+        [server.url(f"/v2/models/{model}/predictions/?{QUERY}")],
+        method="POST",
+        concurrency=concurrency,
+        requests=requests,
+        server_pid=server.pid,
+        loadgen=loadgen,
+        expect_status=202,
+        warmup=10,
+        duration_max=max(60.0, requests / 20),
+    )
     result["extra"] = {"submitted": result["completed"], "accepted": result["status_counts"].get("202", 0)}
     return result
 
 
 def predict(server: Server, model: str, *, concurrency: int, requests: int, loadgen: Path = LOADGEN) -> dict:
     """``model``'s predict at ``concurrency`` (the Ray and process executor rows)."""
-    return run_loadgen([server.url(f"/v2/models/{model}/predict/?{QUERY}")], method="POST", concurrency=concurrency,
-                       requests=requests, server_pid=server.pid, loadgen=loadgen)
+    return run_loadgen(
+        [server.url(f"/v2/models/{model}/predict/?{QUERY}")],
+        method="POST",
+        concurrency=concurrency,
+        requests=requests,
+        server_pid=server.pid,
+        loadgen=loadgen,
+    )

@@ -86,15 +86,23 @@ def bare_command() -> list[str]:
 class Server:
     """One server process on a free loopback port, stopped by PID."""
 
-    def __init__(self, command: list[str], ready_path: str, log_path: Path,
-                 listen: Callable[[int], list[str]] = deepaas_listen, settle: bool = False,
-                 start_timeout_s: float = START_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        ready_path: str,
+        log_path: Path,
+        listen: Callable[[int], list[str]] = deepaas_listen,
+        settle: bool = False,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             [*command, *listen(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:

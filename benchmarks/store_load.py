@@ -98,8 +98,15 @@ async def wait_done(session: aiohttp.ClientSession, url: str, headers: dict[str,
 
 async def measure(store: str, counter: Counter, sizes: dict[str, float]) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="deepaas-store-load-") as folder:
-        settings = Settings(data_dir=folder, store=store, model_name=("echobench",), executor="thread", auth=True,
-                            registry_preload=False, shutdown_timeout=2.0)
+        settings = Settings(
+            data_dir=folder,
+            store=store,
+            model_name=("echobench",),
+            executor="thread",
+            auth=True,
+            registry_preload=False,
+            shutdown_timeout=2.0,
+        )
         token = create_token_offline(settings)
         headers = {"Authorization": f"Bearer {token}"}
         server = TestServer(create_app(settings), host="127.0.0.1")
@@ -156,9 +163,19 @@ async def measure(store: str, counter: Counter, sizes: dict[str, float]) -> dict
 
 def create_token_offline(settings: Settings) -> str:
     """A models:predict + models:train token, made by ``deepaas-token create`` (its last line)."""
-    command = [str(Path(sys.executable).parent / "deepaas-token"), "--data-dir", settings.data_dir,
-               *(["--store", settings.store] if settings.store else []),
-               "create", "--name", "store-load", "--scope", "models:predict", "--scope", "models:train"]
+    command = [
+        str(Path(sys.executable).parent / "deepaas-token"),
+        "--data-dir",
+        settings.data_dir,
+        *(["--store", settings.store] if settings.store else []),
+        "create",
+        "--name",
+        "store-load",
+        "--scope",
+        "models:predict",
+        "--scope",
+        "models:train",
+    ]
     done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
     return done.stdout.strip().splitlines()[-1]
 
@@ -182,8 +199,11 @@ def main() -> int:
     for store, rows in results.items():
         print(f"\n{store}")
         for name, row in rows.items():
-            kinds = ", ".join(f"{k} {row[k]:.2f}" for k in sorted(row) if k not in ("seconds", "total", "commits")
-                              and abs(row[k]) >= 0.005)
+            kinds = ", ".join(
+                f"{k} {row[k]:.2f}"
+                for k in sorted(row)
+                if k not in ("seconds", "total", "commits") and abs(row[k]) >= 0.005
+            )
             print(f"  {name}: {row.get('total', 0):.2f} statements, {row.get('commits', 0):.2f} commits ({kinds})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

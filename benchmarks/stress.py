@@ -30,11 +30,26 @@ def overload(server: Server, model: str, connections: int, seconds: float) -> di
     """A closed loop of ``connections`` POSTs for ``seconds`` (wrk; loadgen when wrk is missing)."""
     url = server.url(predict_path(model))
     if wrk_path():
-        result = run_wrk(url, method="POST", connections=connections, seconds=seconds, threads=4,
-                         timeout_s=WRK_TIMEOUT_S, server_pid=server.pid, count_statuses=True)
+        result = run_wrk(
+            url,
+            method="POST",
+            connections=connections,
+            seconds=seconds,
+            threads=4,
+            timeout_s=WRK_TIMEOUT_S,
+            server_pid=server.pid,
+            count_statuses=True,
+        )
     else:
-        result = run_loadgen([url], method="POST", concurrency=connections, requests=10**9,
-                             server_pid=server.pid, duration_max=seconds, timeout=WRK_TIMEOUT_S)
+        result = run_loadgen(
+            [url],
+            method="POST",
+            concurrency=connections,
+            requests=10**9,
+            server_pid=server.pid,
+            duration_max=seconds,
+            timeout=WRK_TIMEOUT_S,
+        )
         result["tool"] = "loadgen"
     result["rss_mib"] = round(process_tree_rss_mib(server.pid), 1)
     return result
@@ -49,8 +64,9 @@ def listen_overflows() -> int | None:
         return None
 
 
-def flood(server: Server, model: str, connections: int, seconds: float, health_path: str,
-          health_port: int | None = None) -> dict:
+def flood(
+    server: Server, model: str, connections: int, seconds: float, health_path: str, health_port: int | None = None
+) -> dict:
     """wrk with ``connections`` on ``model`` for ``seconds``, probes beside it; the answers by status.
 
     Probes: ``GET health_path`` on a new connection each time, the same on one kept-alive
@@ -61,12 +77,21 @@ def flood(server: Server, model: str, connections: int, seconds: float, health_p
     own_port = Probe(health_port, "GET", health_path, start_delay_s=0.25) if health_port else None
     if own_port is not None:
         own_port.start()
-    with Probe(server.port, "GET", health_path, start_delay_s=0.25) as health, \
-            Probe(server.port, "GET", health_path, keep_alive=True, start_delay_s=0.25) as health_keep_alive, \
-            Probe(server.port, "POST", predict_path(model), timeout_s=2.0, start_delay_s=min(1.0, seconds / 4)) \
-            as newcomer:
-        result = run_wrk(server.url(predict_path(model)), method="POST", connections=connections, seconds=seconds,
-                         threads=4, timeout_s=WRK_TIMEOUT_S, server_pid=server.pid, count_statuses=True)
+    with (
+        Probe(server.port, "GET", health_path, start_delay_s=0.25) as health,
+        Probe(server.port, "GET", health_path, keep_alive=True, start_delay_s=0.25) as health_keep_alive,
+        Probe(server.port, "POST", predict_path(model), timeout_s=2.0, start_delay_s=min(1.0, seconds / 4)) as newcomer,
+    ):
+        result = run_wrk(
+            server.url(predict_path(model)),
+            method="POST",
+            connections=connections,
+            seconds=seconds,
+            threads=4,
+            timeout_s=WRK_TIMEOUT_S,
+            server_pid=server.pid,
+            count_statuses=True,
+        )
         result["rss_mib"] = round(process_tree_rss_mib(server.pid), 1)
     if own_port is not None:
         own_port.__exit__(None, None, None)

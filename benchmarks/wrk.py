@@ -62,9 +62,18 @@ def parse_wrk_output(text: str) -> dict:
     return result
 
 
-def run_wrk(url: str, *, method: str = "GET", connections: int, seconds: float, threads: int = 2,
-            timeout_s: float = 30.0, server_pid: int | None = None, count_statuses: bool = False,
-            headers: list[str] = ()) -> dict:
+def run_wrk(
+    url: str,
+    *,
+    method: str = "GET",
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    timeout_s: float = 30.0,
+    server_pid: int | None = None,
+    count_statuses: bool = False,
+    headers: list[str] = (),
+) -> dict:
     """Run wrk against ``url`` (loopback only) for ``seconds`` (rounded to whole seconds)
     and return its numbers and the server's CPU."""
     if not url.startswith("http://127.0.0.1:"):
@@ -75,8 +84,14 @@ def run_wrk(url: str, *, method: str = "GET", connections: int, seconds: float, 
     if count_statuses and method != "POST":
         raise ValueError("lua/statuses.lua sends POST requests")
     seconds = max(1, round(seconds))  # wrk takes whole seconds
-    command = [wrk_path() or "wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s",
-               f"--timeout={timeout_s:g}s", "--latency"]
+    command = [
+        wrk_path() or "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        f"--timeout={timeout_s:g}s",
+        "--latency",
+    ]
     if script:
         command += ["-s", str(LUA / script)]
     for header in headers:
@@ -86,8 +101,7 @@ def run_wrk(url: str, *, method: str = "GET", connections: int, seconds: float, 
     cpu_after = process_tree_cpu(server_pid) if server_pid else None
     if out.returncode != 0 or "requests in" not in out.stdout:
         raise RuntimeError(f"wrk failed ({out.returncode}): {(out.stderr.strip() or out.stdout.strip())[:200]}")
-    result = {"url": url, "method": method, "concurrency": connections, "tool": "wrk",
-              **parse_wrk_output(out.stdout)}
+    result = {"url": url, "method": method, "concurrency": connections, "tool": "wrk", **parse_wrk_output(out.stdout)}
     if cpu_before is not None:
         result["server_cpu_s"] = round(cpu_after - cpu_before, 3)
         result["server_cpu_ms_per_req"] = round(result["server_cpu_s"] / max(1, result["completed"]) * 1000, 3)

@@ -61,9 +61,13 @@ def field_kind(f: ma_fields.Field) -> str:
     ``boolean``, ``integer``, ``number``, ``object``, ``string`` or ``other`` (lists, dates, ...)."""
     if is_file_field(f):
         return "file"
-    for kind, types in (("boolean", ma_fields.Boolean), ("integer", ma_fields.Integer),
-                        ("number", ma_fields.Number), ("object", (ma_fields.Mapping, ma_fields.Nested)),
-                        ("string", ma_fields.String)):
+    for kind, types in (
+        ("boolean", ma_fields.Boolean),
+        ("integer", ma_fields.Integer),
+        ("number", ma_fields.Number),
+        ("object", (ma_fields.Mapping, ma_fields.Nested)),
+        ("string", ma_fields.String),
+    ):
         if isinstance(f, types):
             return kind
     return "other"
@@ -98,9 +102,15 @@ class ArgumentSources:
 
     __slots__ = ("query", "form", "files", "json", "negotiated_accept", "lenient")
 
-    def __init__(self, query: Mapping[str, str] = NOTHING, form: Mapping[str, str] = NOTHING,
-                 files: Mapping[str, UploadedFile] = NOTHING, json: Mapping[str, Any] | None = None,
-                 negotiated_accept: str | None = None, lenient: bool = False) -> None:
+    def __init__(
+        self,
+        query: Mapping[str, str] = NOTHING,
+        form: Mapping[str, str] = NOTHING,
+        files: Mapping[str, UploadedFile] = NOTHING,
+        json: Mapping[str, Any] | None = None,
+        negotiated_accept: str | None = None,
+        lenient: bool = False,
+    ) -> None:
         self.query = query
         self.form = form
         self.files = files
@@ -118,14 +128,12 @@ class ArgumentSpec:
     def __init__(self, model: str, method: str, declared: Mapping[str, Any]) -> None:
         if not isinstance(declared, Mapping):
             raise TypeError(
-                f"get_{method}_args() must return a dict of webargs/marshmallow fields, "
-                f"not {type(declared).__name__}"
+                f"get_{method}_args() must return a dict of webargs/marshmallow fields, not {type(declared).__name__}"
             )
         for name, value in declared.items():
             if not isinstance(value, ma_fields.Field):
                 raise TypeError(
-                    f"get_{method}_args()['{name}'] must be a webargs/marshmallow field, "
-                    f"not {type(value).__name__}"
+                    f"get_{method}_args()['{name}'] must be a webargs/marshmallow field, not {type(value).__name__}"
                 )
         self.model = model
         self.method = method
@@ -144,7 +152,8 @@ class ArgumentSpec:
         self._known = {*self._by_key, *(["accept"] if self.accept is not None else [])}
         self.accepted = sorted(self._known)
         self._enum_fields = [
-            (name, f) for name, f in self.body_fields.items()
+            (name, f)
+            for name, f in self.body_fields.items()
             if isinstance(f.metadata.get("enum"), (list, tuple))
             and not any(isinstance(v, ma_validate.OneOf) for v in f.validators)
         ]
@@ -195,8 +204,9 @@ class ArgumentSpec:
 
     def load(self, sources: ArgumentSources) -> dict[str, Any]:
         """Validate the request's arguments; return the plugin's keyword arguments."""
-        mistyped = (self._json_type_errors(sources.json) if sources.json and self._json_types and not sources.lenient
-                    else {})
+        mistyped = (
+            self._json_type_errors(sources.json) if sources.json and self._json_types and not sources.lenient else {}
+        )
         if self._direct is not None and not sources.files and not mistyped:
             result = self._load_direct(sources)
             if result is not None:
@@ -480,7 +490,6 @@ def _split_delimited(f: ma_fields.Field, value: Any) -> Any:
     if not any(isinstance(v, str) and "," in v for v in value):
         return value
     return [part.strip() for v in value for part in (v.split(",") if isinstance(v, str) else [v])]
-
 
 
 def _first(mapping: Mapping[str, Any], key: str) -> Any:

@@ -40,8 +40,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy.pool import StaticPool
 
 from . import tables
-from .files import private_dir, private_file
 from .errors import ConfigurationError, DeepaasError
+from .files import private_dir, private_file
 from .settings import is_shared_store
 
 T = TypeVar("T")
@@ -75,8 +75,10 @@ class StoreOutage(DeepaasError):
     status = 503
 
     def __init__(self) -> None:
-        super().__init__("The server's store cannot be reached right now; retry shortly",
-                         headers={"Retry-After": str(OUTAGE_RETRY_AFTER)})
+        super().__init__(
+            "The server's store cannot be reached right now; retry shortly",
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER)},
+        )
 
 
 # The driver's errors that say the store is away (a lost or refused connection, a database
@@ -151,6 +153,7 @@ class Database:
 
     async def run(self, fn: Callable[[sa.Connection], T]) -> T:
         """``fn(connection)`` in one transaction on the database thread; its return value."""
+
         def call() -> T:
             assert self._engine is not None, "the database is not open"
             with self._engine.begin() as conn:
@@ -212,8 +215,10 @@ class Database:
                     self._migrate(conn)
             except sa.exc.OperationalError as exc:
                 engine.dispose()
-                raise StoreUnavailable(f"--store {self}: cannot open it: {str(exc.orig).strip()}; check the URL, "
-                                       "and that the database server runs and takes connections") from None
+                raise StoreUnavailable(
+                    f"--store {self}: cannot open it: {str(exc.orig).strip()}; check the URL, "
+                    "and that the database server runs and takes connections"
+                ) from None
             except BaseException:
                 engine.dispose()
                 raise
@@ -226,16 +231,18 @@ class Database:
         try:
             url = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError:
-            raise StoreUnavailable(f"--store {self.url!r} is not a database URL; give "
-                                   "sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
+            raise StoreUnavailable(
+                f"--store {self.url!r} is not a database URL; give sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+            ) from None
         backend = url.get_backend_name()
         if backend == "sqlite":
             self._adopt_old_file()
             if url.database and url.database != ":memory:":  # the store is the server's alone: 0600
                 private_file(url.database)
             # one connection, used only by the database thread; transactions begun by us
-            engine = sa.create_engine(url, poolclass=StaticPool,
-                                      connect_args={"check_same_thread": False, "timeout": 10})
+            engine = sa.create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False, "timeout": 10}
+            )
             sa.event.listen(engine, "connect", _sqlite_connected)
             sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
             return engine
@@ -245,8 +252,9 @@ class Database:
             try:
                 return sa.create_engine(url, pool_size=2, pool_pre_ping=True)
             except ModuleNotFoundError as exc:
-                raise StoreUnavailable(f"a PostgreSQL store needs {exc.name}: pip install 'deepaas_like[postgresql]'") \
-                    from None
+                raise StoreUnavailable(
+                    f"a PostgreSQL store needs {exc.name}: pip install 'deepaas_like[postgresql]'"
+                ) from None
         raise StoreUnavailable(f"unsupported store {backend!r}: give sqlite:///PATH or postgresql://...")
 
     def _adopt_old_file(self) -> None:
@@ -295,7 +303,8 @@ class Database:
         if number not in by_number:
             raise StoreTooNew(
                 f"the store {self} has schema version {number}, newer than this deepaas_like understands "
-                f"({HEAD}); run the newer deepaas_like, or give this one another store")
+                f"({HEAD}); run the newer deepaas_like, or give this one another store"
+            )
         conn.execute(sa.delete(tables.meta).where(tables.meta.c.key == "schema_version"))
         return by_number[number]
 
@@ -304,6 +313,7 @@ class Database:
     async def changed_elsewhere(self) -> bool:
         """Whether tokens, users, roles or uploaded models may have changed since the last
         call (another process: ``deepaas-token``, or a replica on the same PostgreSQL)."""
+
         def check(conn: sa.Connection) -> bool:
             if conn.dialect.name == "sqlite":  # any commit by another connection
                 seen = conn.exec_driver_sql("PRAGMA data_version").scalar()
@@ -327,8 +337,11 @@ def insert_for(conn: sa.Connection) -> Any:
 def bump_revision(conn: sa.Connection) -> None:
     """Say, in the current transaction, that access facts changed (see :meth:`Database.changed_elsewhere`)."""
     meta = tables.meta
-    conn.execute(sa.update(meta).where(meta.c.key == "revision")
-                 .values(value=sa.cast(sa.cast(meta.c.value, sa.Integer) + 1, sa.Text)))
+    conn.execute(
+        sa.update(meta)
+        .where(meta.c.key == "revision")
+        .values(value=sa.cast(sa.cast(meta.c.value, sa.Integer) + 1, sa.Text))
+    )
 
 
 def _sqlite_connected(dbapi_connection: sqlite3.Connection, record: Any) -> None:

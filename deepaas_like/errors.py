@@ -50,8 +50,10 @@ class Unauthorized(DeepaasError):
     status = 401
 
     def __init__(self, message: str, *, error: str = "invalid_token") -> None:
-        super().__init__(message, headers={
-            "WWW-Authenticate": 'Bearer realm="deepaas_like"' + (f', error="{error}"' if error else "")})
+        super().__init__(
+            message,
+            headers={"WWW-Authenticate": 'Bearer realm="deepaas_like"' + (f', error="{error}"' if error else "")},
+        )
 
 
 class Forbidden(DeepaasError):

@@ -15,9 +15,7 @@ from pathlib import Path
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 
-UploadedFile = collections.namedtuple(
-    "UploadedFile", ("name", "filename", "content_type", "original_filename")
-)
+UploadedFile = collections.namedtuple("UploadedFile", ("name", "filename", "content_type", "original_filename"))
 UploadedFile.__new__.__defaults__ = (None, None, None, None)
 UploadedFile.__doc__ = """A file the client uploaded, as a plugin's ``predict``/``train`` receives it.
 
@@ -39,9 +37,7 @@ Example::
         return {"bytes": len(data), "sent_as": image.original_filename}
 """
 
-ReturnedFile = collections.namedtuple(
-    "ReturnedFile", ("name", "filename", "content_type", "original_filename")
-)
+ReturnedFile = collections.namedtuple("ReturnedFile", ("name", "filename", "content_type", "original_filename"))
 ReturnedFile.__new__.__defaults__ = (None, None, None, None)
 ReturnedFile.__doc__ = """A file a plugin's ``predict`` returns instead of JSON.
 

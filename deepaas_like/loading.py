@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import stevedore
 
-from .legacy import legacy_vocabulary_allowed
 from .errors import PluginLoadError
+from .legacy import legacy_vocabulary_allowed
 
 GROUP = "deepaas.v2.model"
 
@@ -63,8 +63,7 @@ def resolve_model_object(name: str, target: Any) -> Any:
         kind = "module" if isinstance(obj, ModuleType) else type(obj).__name__
         raise PluginLoadError(
             name,
-            f"the entry point names a {kind} that has neither predict() nor train(); "
-            "it does not look like a model",
+            f"the entry point names a {kind} that has neither predict() nor train(); it does not look like a model",
         )
     return obj
 
@@ -93,8 +92,9 @@ class LoadedPlugin:
     obj: Any
 
 
-def load_plugins(names: Sequence[str] = (), group: str = GROUP,
-                 broken: list[PluginLoadError] | None = None) -> list[LoadedPlugin]:
+def load_plugins(
+    names: Sequence[str] = (), group: str = GROUP, broken: list[PluginLoadError] | None = None
+) -> list[LoadedPlugin]:
     """Import the selected plugins (all installed ones when ``names`` is empty).
 
     Raises :class:`PluginLoadError` for an unknown name, two plugins claiming one
@@ -120,8 +120,7 @@ def load_plugins(names: Sequence[str] = (), group: str = GROUP,
         installed = ", ".join(sorted(by_name)) or "none"
         raise PluginLoadError(
             missing[0],
-            f"no plugin with this name is installed in the '{group}' entry-point group "
-            f"(installed: {installed})",
+            f"no plugin with this name is installed in the '{group}' entry-point group (installed: {installed})",
         )
     if not wanted:
         return []

@@ -17,20 +17,20 @@ from typing import Any, Callable, Iterator, Mapping
 
 import marshmallow
 
-from .engine.adapter import ModelAdapter
 from .arguments import ArgumentSources, ArgumentSpec
+from .engine.adapter import ModelAdapter
 from .engine.calls import CallFailure, Ok, Outcome, failure_from_exception, unwrap
 from .engine.dispatch import Dispatcher
+from .engine.executors import ExecutorSpec, make_executor
+from .engine.process import WorkerLauncher, WorkerStartFailed, mp_context
+from .engine.runners import Runner
+from .engine.training import TrainingRun
+from .engine.worker import WorkerConfig
 from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
 from .loading import LoadedPlugin
-from .engine.process import WorkerLauncher, WorkerStartFailed, mp_context
-from .engine.executors import ExecutorSpec, make_executor
-from .engine.runners import Runner
 from .settings import ModelSettings, Settings
-from .engine.training import TrainingRun
-from .engine.worker import WorkerConfig
 
 LOG = logging.getLogger(__name__)
 PLUGIN_METHODS = ("get_metadata", "warm", "predict", "predict_batch", "train")
@@ -48,8 +48,9 @@ class ModelNotFound(NotFound):
 
     def __init__(self, name: str, served: list[str]) -> None:
         served = sorted(served)
-        super().__init__(f"Model '{name}' not found. Served models: {', '.join(served) or '(none)'}",
-                         details={"models": served})
+        super().__init__(
+            f"Model '{name}' not found. Served models: {', '.join(served) or '(none)'}", details={"models": served}
+        )
         self.name, self.served = name, served
 
     def seen_by(self, sees: Callable[[str], bool]) -> ModelNotFound:
@@ -157,8 +158,14 @@ class ServedModel:
             return self.rows_args
         return self.predict_args
 
-    async def predict(self, kwargs: Mapping[str, Any], *, admit: bool = True, background: bool = False,
-                      on_start: Callable[[], None] | None = None) -> Any:
+    async def predict(
+        self,
+        kwargs: Mapping[str, Any],
+        *,
+        admit: bool = True,
+        background: bool = False,
+        on_start: Callable[[], None] | None = None,
+    ) -> Any:
         """One prediction through the model's queue (batched when batching is on): the one way
         every caller predicts (a request, an asynchronous prediction, the protocol's infer,
         model tests, feature impact), so that each is counted and bookkept alike.
@@ -170,6 +177,20 @@ class ServedModel:
             self.on_predict(self.name)
         outcome = await self.dispatcher.call("predict", kwargs, admit=admit, background=background, on_start=on_start)
         return unwrap(outcome, self.name, "predict")
+
+    async def predict_rows(self, rows: list[Any], *, admit: bool = True) -> list[Any]:
+        """Every row's answer, each row validated leniently (JSON numbers for strings, as the
+        protocol's tensors and sample files give them): an uploaded model takes all the rows
+        in one call; a plugin one call per row, which its queue hands over in groups
+        (``predict_batch`` when batching). The one way many rows are predicted (the
+        protocol's infer, model tests, feature impact)."""
+        if self.rows_args is not None:
+            kwargs = self.rows_args.load(ArgumentSources(json={"rows": rows}, lenient=True))
+            return list(await self.predict(kwargs, admit=admit))
+        each = [self.predict_args.load(ArgumentSources(json=row, lenient=True)) for row in rows]
+        if len(each) == 1:  # the common case: no task to make and gather
+            return [await self.predict(each[0], admit=admit)]
+        return list(await asyncio.gather(*(self.predict(k, admit=admit) for k in each)))
 
     def new_training(
         self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
@@ -205,8 +226,12 @@ class ServedModel:
         failure = outcome.explained if isinstance(outcome, CallFailure) else str(getattr(outcome, "error", outcome))
         error = f"get_metadata() failed: {failure}"
         if error != self.metadata_error:  # the traceback once, not at every refresh
-            LOG.warning("model %s: %s; serving it with the metadata known so far\n%s",
-                        self.name, error, getattr(outcome, "traceback", ""))
+            LOG.warning(
+                "model %s: %s; serving it with the metadata known so far\n%s",
+                self.name,
+                error,
+                getattr(outcome, "traceback", ""),
+            )
         self.metadata_error = error
 
     def document(self, href: str) -> dict[str, Any]:
@@ -264,13 +289,24 @@ class ModelSet(Mapping[str, ServedModel]):
     def failed(self, name: str) -> ModelUnavailable:
         """The answer for a plugin that could not be loaded: 503 with its error."""
         error = self.broken[name]
-        return ModelUnavailable(f"Model '{name}' could not be loaded: {error.reason}", retry_after=60, model=name,
-                                state="failed", error=error.reason)
+        return ModelUnavailable(
+            f"Model '{name}' could not be loaded: {error.reason}",
+            retry_after=60,
+            model=name,
+            state="failed",
+            error=error.reason,
+        )
 
     def broken_document(self, name: str, href: str) -> dict[str, Any]:
         """A broken plugin's entry in ``GET /v2/models/``."""
-        return {"id": name, "name": name, "source": "plugin", "state": "failed", "error": self.broken[name].reason,
-                "links": [{"rel": "self", "href": href}]}
+        return {
+            "id": name,
+            "name": name,
+            "source": "plugin",
+            "state": "failed",
+            "error": self.broken[name].reason,
+            "links": [{"rel": "self", "href": href}],
+        }
 
     def _not_found(self, name: str) -> DeepaasError:
         if name in self.broken:
@@ -290,8 +326,10 @@ class ModelSet(Mapping[str, ServedModel]):
         if self.is_uploaded(name):
             return await self.uploads.served(name, version)
         if plugin is not None:
-            raise NotFound(f"Model '{name}' is a plugin: its one version is {PLUGIN_VERSION}",
-                           details={"model": name, "versions": [str(PLUGIN_VERSION)]})
+            raise NotFound(
+                f"Model '{name}' is a plugin: its one version is {PLUGIN_VERSION}",
+                details={"model": name, "versions": [str(PLUGIN_VERSION)]},
+            )
         raise self._not_found(name)
 
     def check_known(self, name: str) -> None:
@@ -324,9 +362,7 @@ def response_schema_of(obj: Any) -> type[marshmallow.Schema] | None:
         return marshmallow.Schema.from_dict(dict(schema), name="ModelPredictionResponse")
     if isinstance(schema, type) and issubclass(schema, marshmallow.Schema):
         return schema
-    raise TypeError(
-        f"'schema' must be a marshmallow Schema class or a dict of fields, not {type(schema).__name__}"
-    )
+    raise TypeError(f"'schema' must be a marshmallow Schema class or a dict of fields, not {type(schema).__name__}")
 
 
 def _initial_metadata(name: str, adapter: ModelAdapter) -> tuple[dict[str, Any], str | None]:
@@ -364,12 +400,19 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     runner = make_executor(name, plugin.ref, config, executor_spec(settings, options), adapter=adapter)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
-    return ServedModel(name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher,
-                       launcher, metadata_error)
+    return ServedModel(
+        name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher, launcher, metadata_error
+    )
 
 
 def executor_spec(settings: Settings, options: ModelSettings) -> ExecutorSpec:
     """The executor the settings choose for one model (``options``: its per-model values)."""
-    return ExecutorSpec(kind=options.executor, workers=options.workers, start_method=settings.start_method,
-                        poll_us=settings.worker_poll_us, ray_address=settings.ray_address,
-                        ray_num_cpus=options.ray_num_cpus, ray_num_gpus=options.ray_num_gpus)
+    return ExecutorSpec(
+        kind=options.executor,
+        workers=options.workers,
+        start_method=settings.start_method,
+        poll_us=settings.worker_poll_us,
+        ray_address=settings.ray_address,
+        ray_num_cpus=options.ray_num_cpus,
+        ray_num_gpus=options.ray_num_gpus,
+    )

@@ -30,8 +30,16 @@ from marshmallow import fields as ma_fields
 from .arguments import ArgumentSpec, field_kind
 from .jsonutil import dumps, loads
 
-INTS = {"INT8": (1, "b"), "INT16": (2, "h"), "INT32": (4, "i"), "INT64": (8, "q"),
-        "UINT8": (1, "B"), "UINT16": (2, "H"), "UINT32": (4, "I"), "UINT64": (8, "Q")}
+INTS = {
+    "INT8": (1, "b"),
+    "INT16": (2, "h"),
+    "INT32": (4, "i"),
+    "INT64": (8, "q"),
+    "UINT8": (1, "B"),
+    "UINT16": (2, "H"),
+    "UINT32": (4, "I"),
+    "UINT64": (8, "Q"),
+}
 FLOATS = {"FP16": (2, "e"), "FP32": (4, "f"), "FP64": (8, "d")}
 DATATYPES = ("BOOL", *INTS, *FLOATS, "BYTES")
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -156,7 +164,7 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
             if offset + 4 > len(raw):
                 raise ProtocolError(f"input '{name}': truncated BYTES element")
             (length,) = struct.unpack_from("<I", raw, offset)
-            values.append(raw[offset + 4:offset + 4 + length].decode("utf-8", errors="replace"))
+            values.append(raw[offset + 4 : offset + 4 + length].decode("utf-8", errors="replace"))
             offset += 4 + length
     elif datatype == "BOOL":
         values = [bool(b) for b in raw]
@@ -173,8 +181,9 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
 # --- tensors to rows ----------------------------------------------------------------------------
 
 
-def rows_from_tensors(tensors: list[Tensor], arguments: Sequence[str], unnamed_width: int | None,
-                      parameters: dict[str, Any]) -> tuple[list[dict[str, Any]] | list[list[Any]], bool]:
+def rows_from_tensors(
+    tensors: list[Tensor], arguments: Sequence[str], unnamed_width: int | None, parameters: dict[str, Any]
+) -> tuple[list[dict[str, Any]] | list[list[Any]], bool]:
     """The rows the tensors carry: objects by argument, or (one 2-D tensor) lists of values.
 
     Returns the rows and whether they are lists. Request ``parameters`` that name an
@@ -199,10 +208,11 @@ def rows_from_tensors(tensors: list[Tensor], arguments: Sequence[str], unnamed_w
         width = tensor.shape[1]
         if unnamed_width and width != unnamed_width:
             raise ProtocolError(f"input '{tensor.name}' has {width} values per row; the model takes {unnamed_width}")
-        return [tensor.data[i * width:(i + 1) * width] for i in range(tensor.shape[0])], True
-    raise ProtocolError(f"unknown inputs: {', '.join(unknown)}; the model's inputs are "
-                        f"{', '.join(arguments) or '(none)'}" + (" (or one [N, k] tensor of rows)"
-                                                                if unnamed_width is not None else ""))
+        return [tensor.data[i * width : (i + 1) * width] for i in range(tensor.shape[0])], True
+    raise ProtocolError(
+        f"unknown inputs: {', '.join(unknown)}; the model's inputs are "
+        f"{', '.join(arguments) or '(none)'}" + (" (or one [N, k] tensor of rows)" if unnamed_width is not None else "")
+    )
 
 
 # --- answers to tensors -----------------------------------------------------------------------------
@@ -237,13 +247,27 @@ def _output(name: str, values: list[Any]) -> dict[str, Any]:
     if kinds == {"map"}:  # {label: number}, the same labels in every row
         keys = list(values[0])
         if all(list(v) == keys for v in values):
-            return {"name": name, "datatype": "FP64", "shape": [n, len(keys)],
-                    "data": [float(v[k]) for v in values for k in keys], "parameters": {"keys": keys}}
+            return {
+                "name": name,
+                "datatype": "FP64",
+                "shape": [n, len(keys)],
+                "data": [float(v[k]) for v in values for k in keys],
+                "parameters": {"keys": keys},
+            }
     elif kinds == {"vector"} and len({len(v) for v in values}) == 1:
-        return {"name": name, "datatype": "FP64", "shape": [n, len(values[0])],
-                "data": [float(x) for v in values for x in v]}
-    return {"name": name, "datatype": "BYTES", "shape": [n], "data": [dumps(v) for v in values],
-            "parameters": {"content_type": "application/json"}}
+        return {
+            "name": name,
+            "datatype": "FP64",
+            "shape": [n, len(values[0])],
+            "data": [float(x) for v in values for x in v],
+        }
+    return {
+        "name": name,
+        "datatype": "BYTES",
+        "shape": [n],
+        "data": [dumps(v) for v in values],
+        "parameters": {"content_type": "application/json"},
+    }
 
 
 def _kind(value: Any) -> str:
@@ -291,8 +315,14 @@ def input_metadata(spec: ArgumentSpec) -> list[dict[str, Any]]:
     for name, field in spec.body_fields.items():
         datatype = datatype_of(field)
         if datatype is not None:
-            inputs.append({"name": field.data_key or name, "datatype": datatype, "shape": [-1],
-                           **({"parameters": {"optional": True}} if not field.required else {})})
+            inputs.append(
+                {
+                    "name": field.data_key or name,
+                    "datatype": datatype,
+                    "shape": [-1],
+                    **({"parameters": {"optional": True}} if not field.required else {}),
+                }
+            )
     return inputs
 
 
@@ -304,9 +334,15 @@ def output_metadata(signature: dict[str, Any] | None) -> list[dict[str, Any]]:
     classes = signature.get("classes") or []
     if task == "classification":
         label = "INT64" if classes and all(isinstance(c, int) for c in classes) else "BYTES"
-        return [{"name": "label", "datatype": label, "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)],
-                 "parameters": {"keys": [str(c) for c in classes]}}]
+        return [
+            {"name": "label", "datatype": label, "shape": [-1]},
+            {
+                "name": "probabilities",
+                "datatype": "FP64",
+                "shape": [-1, len(classes)],
+                "parameters": {"keys": [str(c) for c in classes]},
+            },
+        ]
     if task == "regression":
         return [{"name": "value", "datatype": "FP64", "shape": [-1]}]
     return [{"name": "output", "datatype": "FP64", "shape": [-1, -1]}]

@@ -50,9 +50,11 @@ def prediction_body(model: ServedModel, result: Any) -> Any:
     """The JSON body of a prediction: validated against the model's schema if it has one."""
     if model.response_schema is None:
         return {"status": "OK", "predictions": result}
-    errors = model.response_validator().validate(result) if isinstance(result, dict) else {
-        "_schema": [f"Expected an object, got {type(result).__name__}."]
-    }
+    errors = (
+        model.response_validator().validate(result)
+        if isinstance(result, dict)
+        else {"_schema": [f"Expected an object, got {type(result).__name__}."]}
+    )
     if errors:
         raise ResponseSchemaMismatch(
             f"Model '{model.name}' returned a prediction that does not match its declared response schema",
@@ -82,7 +84,6 @@ def prediction_output(model: ServedModel, result: Any, accept: str | None) -> Pr
             model.name, "predict", "UnencodableResult", f"the result cannot be encoded as JSON ({exc})"
         ) from None
     return PredictionOutput("application/json", json=document, body=encoded)
-
 
 
 def _is_json(media_type: str) -> bool:

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 STORAGE_ENV = "DEEPAAS_LIKE_STORAGE_DIR"
-storage_dir_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "deepaas_like_storage_dir", default=None
-)
+storage_dir_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("deepaas_like_storage_dir", default=None)
 # Set by a worker process: where report_progress() sends its value.
 progress_sink: Callable[[float, str | None], None] | None = None
 # Set by a worker process: where a hosting plugin (the registry's) reports events to the server.
@@ -41,8 +39,7 @@ def storage_dir() -> Path:
     value = storage_dir_var.get() or os.environ.get(STORAGE_ENV)
     if not value:
         raise LookupError(
-            "storage_dir() is only known while deepaas_like runs the model; "
-            f"set {STORAGE_ENV} to use it elsewhere"
+            f"storage_dir() is only known while deepaas_like runs the model; set {STORAGE_ENV} to use it elsewhere"
         )
     path = Path(value)
     path.mkdir(parents=True, exist_ok=True)

@@ -263,8 +263,7 @@ class Settings:
     )
     jwt_allow_no_exp: bool = option(
         False,
-        "Accept JWTs without an 'exp' claim (Datrics clients send such tokens); by default a "
-        "JWT must expire.",
+        "Accept JWTs without an 'exp' claim (Datrics clients send such tokens); by default a JWT must expire.",
         kind="bool",
     )
     jwt_leeway: float = option(
@@ -286,8 +285,7 @@ class Settings:
     )
     metrics_auth: bool = option(
         False,
-        "With --auth, /metrics needs a credential with the admin scope too (health routes "
-        "stay open).",
+        "With --auth, /metrics needs a credential with the admin scope too (health routes stay open).",
         kind="bool",
     )
     allowed_hosts: tuple[str, ...] = option(
@@ -340,8 +338,7 @@ class Settings:
     )
     sandbox_user: str = option(
         "nobody",
-        "When the server runs as root: the unprivileged user that the workers loading "
-        "uploaded files run as.",
+        "When the server runs as root: the unprivileged user that the workers loading uploaded files run as.",
     )
     sandbox_memory: int = option(
         8 * 1024 * MIB,
@@ -383,8 +380,7 @@ class Settings:
     )
     max_concurrent_trainings: int = option(
         1,
-        "Trainings that run at the same time on this server; more wait as 'queued' and "
-        "start first in, first out.",
+        "Trainings that run at the same time on this server; more wait as 'queued' and start first in, first out.",
         kind="int",
     )
     prediction_retention: float = option(
@@ -405,8 +401,7 @@ class Settings:
     )
     callback_attempts: int = option(
         5,
-        "Attempts to POST a finished job to its callback_url before the delivery is "
-        "recorded as failed.",
+        "Attempts to POST a finished job to its callback_url before the delivery is recorded as failed.",
         kind="int",
     )
     callback_backoff: float = option(
@@ -431,8 +426,7 @@ class Settings:
     access_log: bool = option(False, "Log one line per HTTP request.", kind="bool")
     shutdown_timeout: float = option(
         5.0,
-        "Seconds that running requests get to finish after SIGINT/SIGTERM before the "
-        "server stops its workers.",
+        "Seconds that running requests get to finish after SIGINT/SIGTERM before the server stops its workers.",
         kind="float",
     )
 
@@ -495,10 +489,17 @@ def flag_name(name: str) -> str:
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "kib": 1024, "kb": 1000,
-    "m": MIB, "mib": MIB, "mb": 1000**2,
-    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": MIB,
+    "mib": MIB,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
 }
 
 
@@ -554,16 +555,15 @@ def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
     if choices:
         value = value.upper() if f.name == "log_level" else value
         if value not in choices:
-            raise SettingsError(
-                f"{origin}: {f.name} must be one of {', '.join(choices)}, got {raw!r}"
-            )
+            raise SettingsError(f"{origin}: {f.name} must be one of {', '.join(choices)}, got {raw!r}")
     return value
 
 
 def _validate(s: Settings) -> None:
     if not 0 <= s.listen_port <= 65535 or not 0 <= s.health_port <= 65535:
-        raise SettingsError(f"listen_port and health_port must be between 0 and 65535, got {s.listen_port} and "
-                            f"{s.health_port}")
+        raise SettingsError(
+            f"listen_port and health_port must be between 0 and 65535, got {s.listen_port} and {s.health_port}"
+        )
     s.for_model("")  # the global per-model values
     if s.client_max_size < 1:
         raise SettingsError(f"client_max_size must be positive, got {s.client_max_size}")
@@ -573,8 +573,9 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"jwt_leeway must be between 0 and 300 seconds, got {s.jwt_leeway}")
     unknown = [scope for scope in s.jwt_scopes if scope not in SCOPES or scope == "admin"]
     if unknown:
-        raise SettingsError(f"jwt_scopes may hold {', '.join(x for x in SCOPES if x != 'admin')}; "
-                            f"not {', '.join(unknown)}")
+        raise SettingsError(
+            f"jwt_scopes may hold {', '.join(x for x in SCOPES if x != 'admin')}; not {', '.join(unknown)}"
+        )
     if s.request_read_timeout < 0 or s.max_form_parts < 1:
         raise SettingsError("request_read_timeout must not be negative and max_form_parts must be at least 1")
     bad = [o for o in s.cors_origins if not re.fullmatch(r"https?://[^/\s]+", o)]
@@ -587,8 +588,9 @@ def _validate(s: Settings) -> None:
     if s.max_concurrent_trainings < 1:
         raise SettingsError(f"max_concurrent_trainings must be at least 1, got {s.max_concurrent_trainings}")
     if s.callback_attempts < 1 or s.callback_backoff < 0 or s.prediction_retention < 0:
-        raise SettingsError("callback_attempts must be at least 1; callback_backoff and prediction_retention "
-                            "must not be negative")
+        raise SettingsError(
+            "callback_attempts must be at least 1; callback_backoff and prediction_retention must not be negative"
+        )
     if not 0 <= s.worker_poll_us <= 100_000:
         raise SettingsError(f"worker_poll_us must be between 0 and 100000 microseconds, got {s.worker_poll_us}")
     if s.job_lease < 1:
@@ -596,8 +598,10 @@ def _validate(s: Settings) -> None:
     if s.base_path and (not s.base_path.startswith("/") or s.base_path == "/"):
         raise SettingsError(f"base_path must start with '/' and name a path, got {s.base_path!r}")
     if s.store and not re.match(r"(sqlite|postgresql)(\+\w+)?://", s.store):
-        raise SettingsError(f"--store must be empty (SQLite in --data-dir), sqlite:///PATH or postgresql://USER@HOST/DB, "
-                            f"got {s.store!r}")
+        raise SettingsError(
+            f"--store must be empty (SQLite in --data-dir), sqlite:///PATH or postgresql://USER@HOST/DB, "
+            f"got {s.store!r}"
+        )
     for name in s.model_name:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
             raise SettingsError(f"model name {name!r} may only use letters, digits, '_', '.', '-'")
@@ -692,7 +696,7 @@ def read_config_file(path: str | os.PathLike[str]) -> Layer:
     known = {f.name for f in settings_fields()}
     layer = Layer(f"config file {path}")
     for section in parser.sections():
-        model = section[len("model:"):].strip() if section.startswith("model:") else None
+        model = section[len("model:") :].strip() if section.startswith("model:") else None
         if section != "DEFAULT" and not model:
             raise SettingsError(
                 f"config file {path}: unknown section [{section}]; options go in [DEFAULT], "
@@ -730,9 +734,7 @@ def read_environment(environ: Mapping[str, str]) -> Layer:
     return layer
 
 
-def load_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from flags, environment and config file (see module doc)."""
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(list(argv or [])))
@@ -800,8 +802,11 @@ def render_sample_config() -> str:
         envs = ", ".join((env_name(f.name), *f.metadata["legacy_env"]))
         lines.append(f"# Flag: {flag_name(f.name)}; environment: {envs}.")
         if is_per_model(f):
-            lines.append("# Per model too: a [model:NAME] section, --{0} NAME=VALUE, {1}=NAME=VALUE.".format(
-                f.name.replace("_", "-"), env_name(f.name)))
+            lines.append(
+                "# Per model too: a [model:NAME] section, --{0} NAME=VALUE, {1}=NAME=VALUE.".format(
+                    f.name.replace("_", "-"), env_name(f.name)
+                )
+            )
         default = _display_default(f)
         lines.append(f"#{f.name} = {'' if default == '(empty)' else default}".rstrip())
     lines += [

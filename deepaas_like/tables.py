@@ -2,7 +2,7 @@
 
 The code reads and writes through these; the migrations (:mod:`deepaas_like.migrations`)
 create them, step by step, on SQLite and on PostgreSQL alike. A change here needs a new
-migration step (``tests/test_database.py`` checks that the two agree).
+migration step (``tests/e2e/test_database.py`` checks that the two agree).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 meta = sa.Table(  # small facts about the store itself: its revision counter
-    "meta", metadata,
+    "meta",
+    metadata,
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.Text),
 )
 
 jobs = sa.Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     sa.Column("seq", sa.Integer, unique=True),
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("kind", sa.Text),
@@ -47,14 +49,16 @@ jobs = sa.Table(
 )
 
 job_logs = sa.Table(  # the logs of jobs, shipped by the replica that runs them for the others to read
-    "job_logs", metadata,
+    "job_logs",
+    metadata,
     sa.Column("job_id", sa.Text, primary_key=True),
     sa.Column("offset", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 uploaded_models = sa.Table(
-    "uploaded_models", metadata,
+    "uploaded_models",
+    metadata,
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("created", sa.Double, nullable=False),
     sa.Column("updated", sa.Double, nullable=False),
@@ -67,7 +71,8 @@ uploaded_models = sa.Table(
 )
 
 model_versions = sa.Table(
-    "model_versions", metadata,
+    "model_versions",
+    metadata,
     sa.Column("model", sa.Text, primary_key=True),
     sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("sha256", sa.Text, nullable=False),
@@ -84,7 +89,8 @@ model_versions = sa.Table(
 )
 
 tokens = sa.Table(
-    "tokens", metadata,
+    "tokens",
+    metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("hash", sa.Text, nullable=False),
@@ -98,7 +104,8 @@ tokens = sa.Table(
 )
 
 users = sa.Table(
-    "users", metadata,
+    "users",
+    metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("username", sa.Text, unique=True),
     sa.Column("email", sa.Text),
@@ -106,7 +113,8 @@ users = sa.Table(
 )
 
 model_access = sa.Table(
-    "model_access", metadata,
+    "model_access",
+    metadata,
     sa.Column("model", sa.Text, primary_key=True),
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("role", sa.Text, nullable=False),
@@ -114,7 +122,8 @@ model_access = sa.Table(
 )
 
 audit = sa.Table(
-    "audit", metadata,
+    "audit",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.Double, nullable=False),
     sa.Column("actor", sa.Text),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import shutil
 import subprocess
@@ -12,31 +11,51 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import joblib
 import pytest
+import skops.io
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from deepaas_like.api import create_app
 from deepaas_like.settings import Settings
+from support import TESTS
+from support.helpers import wait_ready
+from support.registry import iris_frame
 
-FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+FIXTURE_PLUGINS = TESTS / "fixtures" / "plugins"
 STORES = ("sqlite", "postgresql")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "stores(*names): run the test on each of these stores "
-                            "(sqlite, postgresql) through the ``store`` fixture")
+    config.addinivalue_line(
+        "markers",
+        "stores(*names): run the test on each of these stores (sqlite, postgresql) through the ``store`` fixture",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("stores")
     if marker is not None and "store" in metafunc.fixturenames:
         assert set(marker.args) <= set(STORES), marker.args
-        metafunc.parametrize("store", marker.args, indirect=True)
+        # PostgreSQL's turn is slow (make check leaves it to make test)
+        params = [pytest.param(name, marks=pytest.mark.slow) if name == "postgresql" else name for name in marker.args]
+        metafunc.parametrize("store", params, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every end-to-end test is slow: make check runs none of them."""
+    for item in items:
+        if "/tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A PostgreSQL server for the whole session (see tests/postgres.py)."""
-    from postgres import start_postgres
+    """A PostgreSQL server for the whole session (see tests/support/postgres.py)."""
+    from support.postgres import start_postgres
 
     server = start_postgres()
     yield server
@@ -53,19 +72,6 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     url = request.getfixturevalue("postgres").new_database()
     monkeypatch.setenv("DEEPAAS_STORE", url)
     return url
-
-
-def store_rows(data_dir: Path, store: str, sql: str) -> list[tuple]:
-    """The rows of a query on a test's store, read the way another program would."""
-    import sqlalchemy as sa
-
-    url = store.replace("postgresql://", "postgresql+psycopg://", 1) if store else f"sqlite:///{data_dir}/state.sqlite3"
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -89,8 +95,7 @@ class PluginSite:
         self.path = path
         self.modules: list[str] = []
 
-    def install(self, name: str, fixture: str | None = None, attr: str | None = None,
-                source: str | None = None) -> str:
+    def install(self, name: str, fixture: str | None = None, attr: str | None = None, source: str | None = None) -> str:
         module = f"fixture_{(fixture or name).replace('-', '_')}"
         if source is not None:
             (self.path / f"{module}.py").write_text(source)
@@ -121,30 +126,18 @@ def make_settings(tmp_path: Path, store: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         # The registry's shared workers start with the first upload, not with every test's app
         # (tests/test_registry.py covers the default, preloading at start).
-        values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "store": store, "shutdown_timeout": 2.0,
-                                  "registry_preload": False}
+        values: dict[str, Any] = {
+            "data_dir": str(tmp_path / "data"),
+            "store": store,
+            "shutdown_timeout": 2.0,
+            "registry_preload": False,
+        }
         values.update(overrides)
         if isinstance(values.get("model_name"), str):
             values["model_name"] = (values["model_name"],)
         return Settings(**values)
 
     return make
-
-
-async def wait_ready(client, timeout: float = 60.0, base_path: str = "") -> dict:
-    """Poll readiness until every model is warm; fail fast if one could not start."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await client.get(f"{base_path}/v2/health/ready")
-        body = await response.json()
-        if response.status == 200:
-            return body
-        failed = {n: m for n, m in body["models"].items() if m["state"] == "failed"}
-        if failed:
-            raise AssertionError(f"models failed to start: {failed}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"models not ready after {timeout}s: {body}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -171,3 +164,22 @@ def layered_venv(tmp_path):
     parent = sysconfig.get_paths()["purelib"]
     (site / "_layer_over_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
     return venv / "bin" / "python", site
+
+
+@pytest.fixture(scope="module")
+def iris_models(tmp_path_factory):
+    """A pipeline fitted on named columns (joblib), a forest on a bare array (pickle), in files."""
+    folder = tmp_path_factory.mktemp("models")
+    x, y = iris_frame()
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x.to_numpy(), y)
+    joblib.dump(pipeline, folder / "iris.joblib")
+    joblib.dump(forest, folder / "forest.pkl")
+    skops.io.dump(pipeline, folder / "iris.skops")  # loads without running code: needs only models:write
+    return {
+        "pipeline": pipeline,
+        "forest": forest,
+        "joblib": folder / "iris.joblib",
+        "pickle": folder / "forest.pkl",
+        "skops": folder / "iris.skops",
+    }

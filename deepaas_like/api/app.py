@@ -8,22 +8,22 @@ from typing import AsyncIterator, Sequence
 
 from aiohttp import web
 
+from ..auth.gate import Gate
 from ..database import Database, StoreOutage
-from ..registry.service import Registry
 from ..engine import forking
 from ..errors import PluginLoadError
+from ..jobs.manager import JobManager
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelSet, build_model
+from ..registry.service import Registry
 from ..settings import Settings
-from ..jobs.manager import JobManager
-from ..auth.gate import Gate
-from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, SETTINGS, WARNINGS
-from .metrics import Metrics
 from .front_door import LOG as ERRORS_LOG
 from .front_door import FrontDoor
-from .quietlog import RepeatedWarnings
+from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, SETTINGS, WARNINGS
+from .metrics import Metrics
 from .openapi import OpenApiDocument
 from .origins import Origins
+from .quietlog import RepeatedWarnings
 from .routes import add_routes, policy_of
 
 LOG = logging.getLogger(__name__)
@@ -65,8 +65,12 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     metrics = Metrics(models, jobs)
     # An urlencoded form may hold as many fields as the longest arguments a model declares, at
     # least, with room to be refused by their validation (as for multipart bodies, api/bodies.py).
-    fields = max([settings.max_form_parts, *(2 * spec.declared_parts for m in models.values()
-                                             for spec in (m.predict_args, m.train_args))])
+    fields = max(
+        [
+            settings.max_form_parts,
+            *(2 * spec.declared_parts for m in models.values() for spec in (m.predict_args, m.train_args)),
+        ]
+    )
     app = web.Application(client_max_size=settings.client_max_size, client_max_fields=fields)
     app[SETTINGS] = settings
     app[MODELS] = models
@@ -80,8 +84,13 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app[ORIGINS] = origins = Origins(settings)
     if origins.cors:
         app.on_response_prepare.append(_cors_headers)
-    add_routes(app, settings, FrontDoor(metrics, gate, origins, settings.request_read_timeout,
-                                        models.uploads.catch_up if db.shared else None))
+    add_routes(
+        app,
+        settings,
+        FrontDoor(
+            metrics, gate, origins, settings.request_read_timeout, models.uploads.catch_up if db.shared else None
+        ),
+    )
     app.cleanup_ctx.append(_open_database)  # first: it locks the data directory
     app.cleanup_ctx.append(_run_gate)
     app.cleanup_ctx.append(_run_registry)

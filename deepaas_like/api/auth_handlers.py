@@ -42,8 +42,9 @@ async def create_token(request: web.Request) -> web.Response:
     scopes = _strings(body.get("scopes"))
     unknown = [s for s in scopes or () if s not in SCOPES]
     if scopes is None or unknown:
-        errors["scopes"] = [(f"Unknown: {', '.join(unknown)}. " if unknown else "")
-                            + f"A list of at least one of: {', '.join(SCOPES)}."]
+        errors["scopes"] = [
+            (f"Unknown: {', '.join(unknown)}. " if unknown else "") + f"A list of at least one of: {', '.join(SCOPES)}."
+        ]
     models = body.get("models")
     if models is not None and _strings(models) is None:
         errors["models"] = ["A list of at least one model name, or null for every model."]
@@ -60,11 +61,19 @@ async def create_token(request: web.Request) -> web.Response:
         except ValueError as exc:
             errors["expires"] = [str(exc)]
     if errors:
-        raise ArgumentError("Invalid token request: " + "; ".join(f"{k}: {v[0]}" for k, v in errors.items()),
-                            errors, accepted=list(TOKEN_FIELDS))
+        raise ArgumentError(
+            "Invalid token request: " + "; ".join(f"{k}: {v[0]}" for k, v in errors.items()),
+            errors,
+            accepted=list(TOKEN_FIELDS),
+        )
     issued = await request.app[GATE].create_token(
-        request[PRINCIPAL], name=name.strip(), scopes=check_scopes(scopes), models=models, user_id=user,
-        expires_in=expires_in)
+        request[PRINCIPAL],
+        name=name.strip(),
+        scopes=check_scopes(scopes),
+        models=models,
+        user_id=user,
+        expires_in=expires_in,
+    )
     return json_response({**issued.record.document(), "token": issued.token}, status=201)
 
 
@@ -95,8 +104,7 @@ async def create_user(request: web.Request) -> web.Response:
         errors["userId"] = ["Missing data for required field."]
     if errors:
         raise ArgumentError(f"Invalid user: {', '.join(errors)}", errors)
-    user = await request.app[GATE].add_user(request[PRINCIPAL], body["userId"], body.get("username"),
-                                            body.get("email"))
+    user = await request.app[GATE].add_user(request[PRINCIPAL], body["userId"], body.get("username"), body.get("email"))
     return json_response(user.document(), status=201)
 
 
@@ -115,16 +123,18 @@ def _uploaded(request: web.Request) -> str:
     models = request.app[MODELS]
     if not models.is_uploaded(name):
         models.check_known(name)  # 404 for an unknown name
-        raise ArgumentError(f"'{name}' is a plugin: access lists are for uploaded models; plugins are "
-                            "shared with scopes (and --public-models)", {"name": ["Not an uploaded model."]})
+        raise ArgumentError(
+            f"'{name}' is a plugin: access lists are for uploaded models; plugins are "
+            "shared with scopes (and --public-models)",
+            {"name": ["Not an uploaded model."]},
+        )
     return name
 
 
 async def get_access(request: web.Request) -> web.Response:
     """``{count, data: [{userId, username, role, canShare}], totalCount}``."""
     items = request.app[GATE].access_list(_uploaded(request))
-    return json_response({"count": len(items), "totalCount": len(items), "next": None, "previous": None,
-                          "data": items})
+    return json_response({"count": len(items), "totalCount": len(items), "next": None, "previous": None, "data": items})
 
 
 async def patch_access(request: web.Request) -> web.Response:

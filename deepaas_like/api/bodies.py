@@ -56,8 +56,9 @@ class UploadArea:
 
 async def read_sources(request: web.Request, spec: ArgumentSpec, uploads: UploadArea, limit: int) -> ArgumentSources:
     """Collect the request's arguments for ``spec`` from every place they may be sent."""
-    sources = ArgumentSources(query=request.query,
-                              negotiated_accept=negotiated_accept(spec, request.headers.get(hdrs.ACCEPT)))
+    sources = ArgumentSources(
+        query=request.query, negotiated_accept=negotiated_accept(spec, request.headers.get(hdrs.ACCEPT))
+    )
     if not request.body_exists:
         return sources
     if request.content_length is not None and request.content_length > limit:
@@ -118,8 +119,9 @@ async def form_parts(request: web.Request, declared: int = 0) -> AsyncIterator[B
     while (part := await reader.next()) is not None:
         count += 1
         if count > limit:
-            raise PayloadTooLarge(limit, f"Too many multipart parts: the limit is {limit} (--max-form-parts); "
-                                         "send many values as JSON")
+            raise PayloadTooLarge(
+                limit, f"Too many multipart parts: the limit is {limit} (--max-form-parts); send many values as JSON"
+            )
         if count % YIELD_EVERY == 0:
             await asyncio.sleep(0)
         if isinstance(part, MultipartReader):
@@ -190,8 +192,10 @@ async def read_json_object(request: web.Request) -> dict:
     """The request's body as a JSON object (415 without a JSON content type, 400 if it is not
     JSON, 422 if not an object)."""
     if request.body_exists and not is_json(request.content_type):
-        raise UnsupportedMediaType(f"Send the body as JSON, with Content-Type: application/json (not "
-                                   f"{request.content_type!r})", details={"accepted": ["application/json"]})
+        raise UnsupportedMediaType(
+            f"Send the body as JSON, with Content-Type: application/json (not {request.content_type!r})",
+            details={"accepted": ["application/json"]},
+        )
     try:
         body = await request.json()
     except (ValueError, LookupError) as exc:  # LookupError: an unknown charset in the Content-Type

@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from ..jsonutil import stamp
 from ..models import ServedModel
 from ..oip import input_metadata, output_metadata
 from ..registry.records import ModelRecord
 from ..registry.service import Registry
-from ..jsonutil import stamp
 from .readers import base, registry
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -25,8 +25,12 @@ def server_metadata() -> dict[str, Any]:
 
 def plugin_metadata(model: ServedModel) -> dict[str, Any]:
     """The protocol's model metadata of a plugin (merged into its DEEPaaS document)."""
-    return {"versions": ["1"], "platform": "deepaas_like_plugin", "inputs": input_metadata(model.predict_args),
-            "outputs": []}
+    return {
+        "versions": ["1"],
+        "platform": "deepaas_like_plugin",
+        "inputs": input_metadata(model.predict_args),
+        "outputs": [],
+    }
 
 
 def uploaded_metadata(request: web.Request, name: str, number: int | None = None) -> dict[str, Any]:
@@ -42,8 +46,12 @@ def uploaded_metadata(request: web.Request, name: str, number: int | None = None
     if not inputs or not signature.get("columns"):
         width = signature.get("n_inputs") or (len(inputs) if inputs else -1)
         inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, width]}, *inputs]
-    return {"versions": ready, "platform": f"{version.library}_{version.filetype}", "inputs": inputs,
-            "outputs": output_metadata(signature)}
+    return {
+        "versions": ready,
+        "platform": f"{version.library}_{version.filetype}",
+        "inputs": inputs,
+        "outputs": output_metadata(signature),
+    }
 
 
 def uploaded_document(request: web.Request, name: str) -> dict[str, Any]:
@@ -74,6 +82,9 @@ def model_document(reg: Registry, model: ModelRecord, base_path: str) -> dict[st
         doc["archived_at"] = stamp(model.archived)
     if current is not None and current.signature:
         doc["signature"] = current.signature
-    doc["links"] = [{"rel": "self", "href": href}, {"rel": "versions", "href": f"{href}/versions/"},
-                    {"rel": "predict", "href": f"{href}/predict/"}]
+    doc["links"] = [
+        {"rel": "self", "href": href},
+        {"rel": "versions", "href": f"{href}/versions/"},
+        {"rel": "predict", "href": f"{href}/predict/"},
+    ]
     return doc

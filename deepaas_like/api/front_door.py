@@ -53,16 +53,30 @@ class FrontDoor:
     last-resort route (:meth:`add_last_resort`).
     """
 
-    def __init__(self, metrics: Metrics, gate: Gate, origins: Origins, read_timeout: float = 0.0,
-                 catch_up: Callable[[str], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        gate: Gate,
+        origins: Origins,
+        read_timeout: float = 0.0,
+        catch_up: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._gate = gate
         self._origins = origins
         self._read_timeout = read_timeout
         self._catch_up = catch_up  # with replicas: read a model not known here from the store
 
-    def wrap(self, handler: Handler, policy: Policy, label: str, model: str | None = None, *,
-             method: str = hdrs.METH_ANY, any_host: bool = False) -> Handler:
+    def wrap(
+        self,
+        handler: Handler,
+        policy: Policy,
+        label: str,
+        model: str | None = None,
+        *,
+        method: str = hdrs.METH_ANY,
+        any_host: bool = False,
+    ) -> Handler:
         """``handler`` behind the front door, under ``policy``; ``label``: its route in /metrics;
         ``model``: the model every request of this route names, if it is known already;
         ``method``: the route's (one that changes state is refused to other origins' pages);
@@ -88,11 +102,15 @@ class FrontDoor:
                 return response
             watchdog = BodyWatchdog.arm(request, read_timeout) if watch_body else None
             try:
-                if catch_up is not None and (name := request.match_info.get("name")) is not None \
-                        and not gate.knows(name):
+                if (
+                    catch_up is not None
+                    and (name := request.match_info.get("name")) is not None
+                    and not gate.knows(name)
+                ):
                     await catch_up(name)  # another replica may have created it a moment ago
                 principal = request[PRINCIPAL] = (
-                    gate.identify(request.headers.get(hdrs.AUTHORIZATION)) if identifies else anyone)
+                    gate.identify(request.headers.get(hdrs.AUTHORIZATION)) if identifies else anyone
+                )
                 if checks:
                     gate.authorize(principal, policy, request.match_info.get("name"))
                 response = await handler(request)
@@ -181,8 +199,14 @@ class _Everything(web.AbstractResource):
 
 def _domain_error(request: web.Request, route: str, exc: DeepaasError) -> web.Response:
     if exc.status >= 500:  # worth a warning; a flood of them is counted, not logged line by line
-        request.app[WARNINGS].warn((exc.status, route, type(exc).__name__),
-                                   "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
+        request.app[WARNINGS].warn(
+            (exc.status, route, type(exc).__name__),
+            "%s %s -> %s: %s",
+            request.method,
+            request.path,
+            exc.status,
+            exc.message,
+        )
     return json_response(exc.body(), exc.status, exc.headers)
 
 
@@ -211,8 +235,12 @@ class BodyWatchdog:
             self._handle = None
             return
         if content.total_bytes == self._seen:
-            LOG.info("%s %s: no byte of the body for %gs; closing the connection (--request-read-timeout)",
-                     self._request.method, self._request.path, self._timeout)
+            LOG.info(
+                "%s %s: no byte of the body for %gs; closing the connection (--request-read-timeout)",
+                self._request.method,
+                self._request.path,
+                self._timeout,
+            )
             transport = self._request.transport
             if transport is not None:
                 transport.close()

@@ -9,12 +9,11 @@ from ..errors import DeepaasError
 from ..models import ModelSet, ServedModel
 from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
-from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
-from .rendering import send_output
 from .documents import model_document, plugin_metadata, server_metadata, uploaded_document, uploaded_metadata
+from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
 from .readers import query_bool, query_int, version_number
+from .rendering import send_output
 from .responses import json_response
-
 
 JSON = "application/json"
 
@@ -57,16 +56,25 @@ async def list_models(request: web.Request) -> web.Response:
     deleted = query_bool(request, "deleted")
     limit, offset = query_int(request, "limit", 1000, 1, 1000), query_int(request, "offset", 0, 0, None)
     gate, principal = request.app[GATE], request[PRINCIPAL]
-    docs = [] if deleted else [m.document(_model_href(request, m.name)) for m in models.values()
-                               if gate.sees_model(principal, m.name)]
+    docs = (
+        []
+        if deleted
+        else [m.document(_model_href(request, m.name)) for m in models.values() if gate.sees_model(principal, m.name)]
+    )
     if not deleted:  # installed plugins that could not be loaded: listed, with why
-        docs += [models.broken_document(name, _model_href(request, name)) for name in sorted(models.broken)
-                 if gate.sees_model(principal, name)]
+        docs += [
+            models.broken_document(name, _model_href(request, name))
+            for name in sorted(models.broken)
+            if gate.sees_model(principal, name)
+        ]
     uploads = models.uploads
     if uploads is not None:
-        docs += [model_document(uploads, record, base_path(request)) for record in uploads.models(deleted=deleted)
-                 if gate.sees_model(principal, record.name)]
-    return json_response({"models": docs[offset:offset + limit]}, headers={"X-Total-Count": str(len(docs))})
+        docs += [
+            model_document(uploads, record, base_path(request))
+            for record in uploads.models(deleted=deleted)
+            if gate.sees_model(principal, record.name)
+        ]
+    return json_response({"models": docs[offset : offset + limit]}, headers={"X-Total-Count": str(len(docs))})
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -75,8 +83,9 @@ async def get_model(request: web.Request) -> web.Response:
     if name not in models and models.is_uploaded(name):  # with the protocol's keys, for both kinds of client
         return json_response({**uploaded_document(request, name), **uploaded_metadata(request, name)})
     model = models.get_model(name)
-    return web.Response(body=model.encoded_document(_model_href(request, model.name),
-                                                    lambda: plugin_metadata(model)), content_type=JSON)
+    return web.Response(
+        body=model.encoded_document(_model_href(request, model.name), lambda: plugin_metadata(model)), content_type=JSON
+    )
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
@@ -105,8 +114,13 @@ async def health_live(request: web.Request) -> web.Response:
 
 
 def _readiness(model: ServedModel) -> dict:
-    entry = {"name": model.name, "ready": model.is_ready, "state": model.state,
-             **model.runner.describe(), "waiting": model.waiting}
+    entry = {
+        "name": model.name,
+        "ready": model.is_ready,
+        "state": model.state,
+        **model.runner.describe(),
+        "waiting": model.waiting,
+    }
     if model.error:
         entry["error"] = model.error
     return entry

@@ -64,8 +64,14 @@ class HealthListener:
     async def _launch(self) -> asyncio.subprocess.Process:
         # -I: isolated (no environment, no user site, not this file's directory on the path)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", __file__, self.host, str(self.port), str(STALL_AFTER),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-I",
+            __file__,
+            self.host,
+            str(self.port),
+            str(STALL_AFTER),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         assert process.stdout is not None
         try:
@@ -99,14 +105,13 @@ class HealthListener:
 
     async def _replace(self) -> None:
         if self._process is not None:  # the first try since it ended
-            LOG.error("the health port's process ended (exit code %s); starting another one",
-                      self._process.returncode)
+            LOG.error("the health port's process ended (exit code %s); starting another one", self._process.returncode)
             self._process = None
         try:
             self._process = await self._launch()
         except HealthPortFailed as exc:
             self._failures += 1
-            delay = min(30.0, SNAPSHOT_INTERVAL * 2 ** self._failures)
+            delay = min(30.0, SNAPSHOT_INTERVAL * 2**self._failures)
             self._retry_at = asyncio.get_running_loop().time() + delay
             LOG.error("the health port's process could not start again: %s; next try in %g s", exc, delay)
             return
@@ -159,8 +164,10 @@ class Probes:
                 method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
                 path = rest.split(" ", 1)[0].split("?", 1)[0].rstrip("/")
                 status, body = self.answer(method, path)
-                writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-                    status, _REASONS.get(status, b"Error"), len(body), body))
+                writer.write(
+                    b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (status, _REASONS.get(status, b"Error"), len(body), body)
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
             pass
@@ -173,8 +180,9 @@ class Probes:
         if path == "/v2/health/live":
             silent = time.monotonic() - self.heartbeat
             if silent > self.stall_after:
-                return 503, json.dumps({"status": "stalled", "message": f"the server's event loop has not "
-                                        f"answered for {silent:.1f} s"}).encode()
+                return 503, json.dumps(
+                    {"status": "stalled", "message": f"the server's event loop has not answered for {silent:.1f} s"}
+                ).encode()
             return 200, b'{"status":"alive"}'
         if path == "/v2/health/ready":
             return self.ready

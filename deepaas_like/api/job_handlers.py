@@ -48,7 +48,9 @@ async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job
     training = kind is JobKind.TRAINING
     method = "train" if training else "predict"
     if not (model.can_train if training else model.can_predict):
-        raise NotImplementedByModel(f"Model '{model.name}' does not implement {method}()", details={"model": model.name})
+        raise NotImplementedByModel(
+            f"Model '{model.name}' does not implement {method}()", details={"model": model.name}
+        )
     jobs = request.app[JOBS]
     spec = model.train_args if training else model.predict_args
     job_id = jobs.new_id()
@@ -79,12 +81,16 @@ def _listing(request: web.Request, kind: JobKind) -> web.Response:
         errors["status"] = [f"Must be one of: {', '.join(STATUSES)}."]
     limit, offset = _int(query, "limit", 100, 1, MAX_LIMIT, errors), _int(query, "offset", 0, 0, None, errors)
     if errors:
-        raise ArgumentError(f"Invalid list arguments: {', '.join(errors)}", errors,
-                            accepted=["limit", "offset", "status"])
+        raise ArgumentError(
+            f"Invalid list arguments: {', '.join(errors)}", errors, accepted=["limit", "offset", "status"]
+        )
     jobs, gate, principal = request.app[JOBS], request.app[GATE], request[PRINCIPAL]
-    found = [job for job in jobs.list(kind, name, JobStatus(status) if status else None)
-             if gate.sees_job(principal, job.owner, name)]
-    page = found[offset:offset + limit]
+    found = [
+        job
+        for job in jobs.list(kind, name, JobStatus(status) if status else None)
+        if gate.sees_job(principal, job.owner, name)
+    ]
+    page = found[offset : offset + limit]
     return json_response([jobs.document(j) for j in page], headers={"X-Total-Count": str(len(found))})
 
 
@@ -106,8 +112,9 @@ async def job_of(request: web.Request, kind: JobKind) -> tuple[JobManager, Job]:
     name = request.match_info["name"]
     request.app[MODELS].check_known(name)
     jobs, gate, principal = request.app[JOBS], request.app[GATE], request[PRINCIPAL]
-    return jobs, await jobs.find(kind, name, request.match_info["uuid"],
-                                 visible=lambda job: gate.sees_job(principal, job.owner, name))
+    return jobs, await jobs.find(
+        kind, name, request.match_info["uuid"], visible=lambda job: gate.sees_job(principal, job.owner, name)
+    )
 
 
 async def _show(request: web.Request, kind: JobKind) -> web.Response:
@@ -149,8 +156,12 @@ async def training_log(request: web.Request) -> web.Response:
     if errors:
         raise ArgumentError("Invalid offset", errors)
     data = await jobs.read_log(job, offset)
-    return web.Response(body=data, content_type="text/plain", charset="utf-8",
-                        headers={"X-Log-Size": str(offset + len(data)), "X-Job-Status": job.status})
+    return web.Response(
+        body=data,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Log-Size": str(offset + len(data)), "X-Job-Status": job.status},
+    )
 
 
 # --- asynchronous predictions -------------------------------------------------------
@@ -179,20 +190,25 @@ async def prediction_result(request: web.Request) -> web.StreamResponse:
     """The body a synchronous predict would have answered, with its content type."""
     jobs, job = await job_of(request, JobKind.PREDICTION)
     if job.status is JobStatus.ERROR:
-        raise Conflict(f"Prediction '{job.id}' failed, so it has no result: {job.message}",
-                       details={"uuid": job.id, "status": job.status, "error": job.message,
-                                "error_status": job.error_status})
+        raise Conflict(
+            f"Prediction '{job.id}' failed, so it has no result: {job.message}",
+            details={"uuid": job.id, "status": job.status, "error": job.message, "error_status": job.error_status},
+        )
     if job.status is not JobStatus.DONE:
-        raise Conflict(f"Prediction '{job.id}' has no result: it is {job.status}",
-                       details={"uuid": job.id, "status": job.status})
+        raise Conflict(
+            f"Prediction '{job.id}' has no result: it is {job.status}", details={"uuid": job.id, "status": job.status}
+        )
     if job.result_type is None:
         return json_response(job.result)
     filename = (job.result or {}).get("filename") if isinstance(job.result, dict) else None
     path = jobs.result_path(job)
     if not path.exists() and job.node != jobs.node:
-        raise Conflict(f"Prediction '{job.id}' answered a file ({job.result_type}), which the replica that ran it "
-                       f"({job.node}) wrote to {path}; this replica does not see it there (is --artifact-dir "
-                       f"shared by the replicas?)", details={"uuid": job.id, "node": job.node})
+        raise Conflict(
+            f"Prediction '{job.id}' answered a file ({job.result_type}), which the replica that ran it "
+            f"({job.node}) wrote to {path}; this replica does not see it there (is --artifact-dir "
+            f"shared by the replicas?)",
+            details={"uuid": job.id, "node": job.node},
+        )
     return await send_file(request, str(path), job.result_type, filename)
 
 

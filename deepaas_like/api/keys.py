@@ -7,9 +7,9 @@ from aiohttp import web
 from ..auth.gate import Gate
 from ..auth.principal import Principal
 from ..database import Database
+from ..jobs.manager import JobManager
 from ..models import ModelSet
 from ..settings import Settings
-from ..jobs.manager import JobManager
 from .metrics import Metrics
 from .openapi import OpenApiDocument
 from .origins import Origins

@@ -17,10 +17,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from ..models import ModelSet
+from ..engine.shared import LOAD_BUCKETS
 from ..jobs.manager import JobManager
 from ..jobs.model import JobKind, JobStatus
-from ..engine.shared import LOAD_BUCKETS
+from ..models import ModelSet
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -34,14 +34,21 @@ class ModelStateCollector:
         self._jobs = jobs
 
     def collect(self) -> Iterator[Metric]:
-        ready = GaugeMetricFamily("deepaas_model_ready", "1 when the model is warm and has a live worker", labels=["model"])
+        ready = GaugeMetricFamily(
+            "deepaas_model_ready", "1 when the model is warm and has a live worker", labels=["model"]
+        )
         workers = GaugeMetricFamily("deepaas_model_workers", "Live workers of the model", labels=["model"])
         busy = GaugeMetricFamily("deepaas_model_workers_busy", "Workers running a call now", labels=["model"])
         queue = GaugeMetricFamily("deepaas_queue_depth", "Predictions waiting for a worker", labels=["model"])
-        restarts = CounterMetricFamily("deepaas_worker_restarts", "Workers replaced after they died or overran a timeout", labels=["model"])
+        restarts = CounterMetricFamily(
+            "deepaas_worker_restarts", "Workers replaced after they died or overran a timeout", labels=["model"]
+        )
         batches = HistogramMetricFamily("deepaas_batch_size", "Predictions per batched call", labels=["model"])
-        jobs = GaugeMetricFamily("deepaas_jobs", "Trainings and asynchronous predictions known to the server",
-                                 labels=["model", "kind", "status"])
+        jobs = GaugeMetricFamily(
+            "deepaas_jobs",
+            "Trainings and asynchronous predictions known to the server",
+            labels=["model", "kind", "status"],
+        )
         queued = GaugeMetricFamily("deepaas_training_queue_length", "Trainings waiting for a free training slot")
         queued.add_metric([], self._jobs.trainings_queued)
         counts = self._jobs.counts()
@@ -71,18 +78,19 @@ class ModelStateCollector:
         uploads = self._models.uploads
         if uploads is None:
             return
-        stats = uploads.pool.stats
+        stats, loaded_now = uploads.load_stats()
         loads = CounterMetricFamily("deepaas_registry_loads", "Uploaded models loaded into a shared worker")
         loads.add_metric([], stats.loads)
-        evictions = CounterMetricFamily("deepaas_registry_evictions",
-                                        "Uploaded models unloaded to make room (--max-loaded-models)")
+        evictions = CounterMetricFamily(
+            "deepaas_registry_evictions", "Uploaded models unloaded to make room (--max-loaded-models)"
+        )
         evictions.add_metric([], stats.evictions)
         seconds = HistogramMetricFamily("deepaas_registry_load_seconds", "Time to load an uploaded model")
         cumulative = list(itertools.accumulate(stats.buckets))
         bounds = [*(format(b, "g") for b in LOAD_BUCKETS), "+Inf"]
         seconds.add_metric([], list(zip(bounds, cumulative)), sum_value=stats.seconds)
         loaded = GaugeMetricFamily("deepaas_registry_loaded_models", "Uploaded models loaded in the shared workers")
-        loaded.add_metric([], len(uploads.pool.loaded_keys()))
+        loaded.add_metric([], loaded_now)
         uploaded = GaugeMetricFamily("deepaas_registry_models", "Uploaded models (archived ones apart)")
         uploaded.add_metric([], sum(1 for _ in uploads.models()))
         yield from (loads, evictions, seconds, loaded, uploaded)
@@ -108,12 +116,17 @@ class HttpStats:
         row[2][bisect.bisect_left(self._bounds, seconds)] += 1
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("deepaas_http_requests", "HTTP requests answered",
-                                       labels=["model", "route", "method", "status"])
-        errors = CounterMetricFamily("deepaas_http_errors", "HTTP error responses (4xx and 5xx)",
-                                     labels=["model", "route", "status"])
-        latency = HistogramMetricFamily("deepaas_http_request_duration_seconds", "Time to answer an HTTP request",
-                                        labels=["model", "route", "method"])
+        requests = CounterMetricFamily(
+            "deepaas_http_requests", "HTTP requests answered", labels=["model", "route", "method", "status"]
+        )
+        errors = CounterMetricFamily(
+            "deepaas_http_errors", "HTTP error responses (4xx and 5xx)", labels=["model", "route", "status"]
+        )
+        latency = HistogramMetricFamily(
+            "deepaas_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            labels=["model", "route", "method"],
+        )
         error_counts: dict[tuple[str, str, str], int] = collections.Counter()
         merged: dict[tuple[str, str, str], list] = {}
         for (model, route, method, status), (count, total, buckets) in list(self._rows.items()):

@@ -3,16 +3,12 @@ the protocol's keys in the model documents. The protocol itself is :mod:`deepaas
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from ..arguments import ArgumentSources
 from ..errors import DeepaasError, PayloadTooLarge
-from ..models import ServedModel
-from ..oip import HEADER_LENGTH, ProtocolError, output_tensors, parse_request, \
-    rows_from_tensors
+from ..oip import HEADER_LENGTH, ProtocolError, output_tensors, parse_request, rows_from_tensors
 from .keys import MODELS, SETTINGS
 from .readers import version_number
 from .responses import json_response
@@ -41,7 +37,7 @@ async def infer(request: web.Request) -> web.Response:
         uploaded = model.rows_args is not None
         width = len(arguments) if uploaded else None
         rows, _ = rows_from_tensors(tensors, arguments, width, parameters)
-        answers = await _predict(model, rows)
+        answers = await model.predict_rows(rows)
         names = _requested_outputs(payload.get("outputs"))
         outputs = output_tensors(answers, names)
     except ProtocolError as exc:
@@ -63,18 +59,6 @@ async def infer(request: web.Request) -> web.Response:
 def _requested_outputs(wanted: Any) -> list[str] | None:
     if wanted is None:
         return None
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                                 for o in wanted):
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
         raise ProtocolError("outputs must be a list of objects with a name")
     return [o["name"] for o in wanted]
-
-
-async def _predict(model: ServedModel, rows: list[Any]) -> list[Any]:
-    """Every row's answer, through the model's batching path."""
-    if model.rows_args is not None:  # an uploaded model: all the rows in one call
-        kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}, lenient=True))
-        return list(await model.predict(kwargs))
-    kwargs = [model.predict_args.load(ArgumentSources(json=row, lenient=True)) for row in rows]
-    if len(kwargs) == 1:  # the common case: no task to make and gather
-        return [await model.predict(kwargs[0])]
-    return list(await asyncio.gather(*(model.predict(k) for k in kwargs)))

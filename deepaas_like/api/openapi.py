@@ -44,7 +44,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         403: "Refused on this server (the message says why and how to allow it)",
         404: "Unknown model, version or job (or an archived model)",
         409: "Not in a state that allows this: a job already finished, a failed prediction's result (its "
-             "error), a model with no servable version, a plugin's name for an upload",
+        "error), a model with no servable version, a plugin's name for an upload",
         413: "Request body over --client-max-size",
         415: "Unsupported Content-Type",
         422: "Invalid or unknown arguments; `errors` has the detail per argument",
@@ -115,16 +115,21 @@ def _job_paths(model: ServedModel, kind: str) -> dict[str, dict[str, Any]]:
     job = {"application/json": {"schema": schema}}
     slug, tag = _slug(model.name), [model.name]
     base = f"/v2/models/{model.name}/{'train' if training else 'predictions'}/"
-    callback = ("Add `callback_url` (an http(s) URL) to have the finished job's document POSTed there, "
-                "with retries; the delivery is recorded in `callback`.")
+    callback = (
+        "Add `callback_url` (an http(s) URL) to have the finished job's document POSTed there, "
+        "with retries; the delivery is recorded in `callback`."
+    )
     submit: dict[str, Any] = {
         "tags": tag,
         "summary": f"Start a training of {model.name}" if training else f"Predict with {model.name}, asynchronously",
         "description": (
             "Queues the training (it runs in a process of its own, first in first out) and answers its "
-            "document at once; follow it with GET .../train/{uuid}. " if training else
-            "Takes the same arguments as predict, validated at once (422), and answers 202 with the job; "
-            "its URL is in Location. " ) + callback,
+            "document at once; follow it with GET .../train/{uuid}. "
+            if training
+            else "Takes the same arguments as predict, validated at once (422), and answers 202 with the job; "
+            "its URL is in Location. "
+        )
+        + callback,
         "operationId": f"{slug}_{'train' if training else 'submit_prediction'}",
         "responses": {
             "200" if training else "202": {"description": "The job", "content": job},
@@ -140,76 +145,123 @@ def _job_paths(model: ServedModel, kind: str) -> dict[str, dict[str, Any]]:
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
     ]
-    listed = {"description": "The jobs, oldest first (total in X-Total-Count)",
-              "headers": {"X-Total-Count": {"schema": {"type": "integer"}}},
-              "content": {"application/json": {"schema": {"type": "array", "items": schema}}}}
+    listed = {
+        "description": "The jobs, oldest first (total in X-Total-Count)",
+        "headers": {"X-Total-Count": {"schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": {"type": "array", "items": schema}}},
+    }
     what = "training" if training else "prediction"
     paths: dict[str, dict[str, Any]] = {
         base: {
             "post": submit,
-            "get": {"tags": tag, "summary": f"List the {what}s of {model.name}", "parameters": filters,
-                    "operationId": f"{slug}_list_{what}s", "responses": {"200": listed, **_error_responses(422)}},
+            "get": {
+                "tags": tag,
+                "summary": f"List the {what}s of {model.name}",
+                "parameters": filters,
+                "operationId": f"{slug}_list_{what}s",
+                "responses": {"200": listed, **_error_responses(422)},
+            },
         },
         base + "{uuid}": {
             "parameters": [uuid_param],
-            "get": {"tags": tag, "summary": f"Status of a {what} (with its result, duration or error)",
-                    "operationId": f"{slug}_get_{what}",
-                    "responses": {"200": {"description": "The job", "content": job}, **_error_responses(404)}},
-            "delete": {"tags": tag, "summary": f"Cancel a queued or running {what} (a running training's "
-                                               "process is stopped)",
-                       "operationId": f"{slug}_cancel_{what}",
-                       "responses": {"200": {"description": "The cancelled job", "content": job},
-                                     **_error_responses(404, 409)}},
+            "get": {
+                "tags": tag,
+                "summary": f"Status of a {what} (with its result, duration or error)",
+                "operationId": f"{slug}_get_{what}",
+                "responses": {"200": {"description": "The job", "content": job}, **_error_responses(404)},
+            },
+            "delete": {
+                "tags": tag,
+                "summary": f"Cancel a queued or running {what} (a running training's process is stopped)",
+                "operationId": f"{slug}_cancel_{what}",
+                "responses": {
+                    "200": {"description": "The cancelled job", "content": job},
+                    **_error_responses(404, 409),
+                },
+            },
         },
     }
     if training:
-        paths[base + "{uuid}/log"] = {"parameters": [uuid_param], "get": {
-            "tags": tag, "summary": "The training's output so far (stdout, stderr and logging)",
-            "operationId": f"{slug}_training_log",
-            "parameters": [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
-            "responses": {"200": {"description": "Text; X-Log-Size is the log's size",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
-                          **_error_responses(404, 422)}}}
+        paths[base + "{uuid}/log"] = {
+            "parameters": [uuid_param],
+            "get": {
+                "tags": tag,
+                "summary": "The training's output so far (stdout, stderr and logging)",
+                "operationId": f"{slug}_training_log",
+                "parameters": [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {
+                    "200": {
+                        "description": "Text; X-Log-Size is the log's size",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_error_responses(404, 422),
+                },
+            },
+        }
     else:
-        result_content: dict[str, Any] = {"application/json": {"schema": model.response_schema or {
-            "$ref": "#/components/schemas/Prediction"}}}
+        result_content: dict[str, Any] = {
+            "application/json": {"schema": model.response_schema or {"$ref": "#/components/schemas/Prediction"}}
+        }
         for choice in model.predict_args.accept_choices or []:
             if isinstance(choice, str) and choice not in ("application/json", "*/*"):
                 result_content[choice] = {"schema": {"type": "string", "format": "binary"}}
-        paths[base + "{uuid}/result"] = {"parameters": [uuid_param], "get": {
-            "tags": tag, "summary": "The finished prediction's body, as a synchronous predict answers it",
-            "operationId": f"{slug}_prediction_result",
-            "responses": {"200": {"description": "The prediction", "content": result_content},
-                          **_error_responses(404, 409)}}}
+        paths[base + "{uuid}/result"] = {
+            "parameters": [uuid_param],
+            "get": {
+                "tags": tag,
+                "summary": "The finished prediction's body, as a synchronous predict answers it",
+                "operationId": f"{slug}_prediction_result",
+                "responses": {
+                    "200": {"description": "The prediction", "content": result_content},
+                    **_error_responses(404, 409),
+                },
+            },
+        }
     return paths
 
 
 def _components(spec: APISpec) -> None:
     obj = {"type": "object"}
-    spec.components.schema("Error", {
-        **obj, "required": ["message"],
-        "properties": {
-            "message": {"type": "string", "description": "What went wrong, for a human"},
-            "errors": {"type": "object", "description": "Per-argument messages (422)"},
+    spec.components.schema(
+        "Error",
+        {
+            **obj,
+            "required": ["message"],
+            "properties": {
+                "message": {"type": "string", "description": "What went wrong, for a human"},
+                "errors": {"type": "object", "description": "Per-argument messages (422)"},
+            },
         },
-    })
-    spec.components.schema("Prediction", {
-        **obj, "required": ["status", "predictions"],
-        "properties": {
-            "status": {"type": "string", "example": "OK"},
-            "predictions": {"description": "What the model's predict() returned"},
+    )
+    spec.components.schema(
+        "Prediction",
+        {
+            **obj,
+            "required": ["status", "predictions"],
+            "properties": {
+                "status": {"type": "string", "example": "OK"},
+                "predictions": {"description": "What the model's predict() returned"},
+            },
         },
-    })
+    )
     link = {**obj, "properties": {"rel": {"type": "string"}, "href": {"type": "string"}, "type": {"type": "string"}}}
     spec.components.schema("Link", link)
     links = {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
-    spec.components.schema("Version", {**obj, "properties": {
-        "version": {"type": "string"}, "id": {"type": "string"}, "links": links}})
-    spec.components.schema("ModelMeta", {
-        **obj, "required": ["id", "name"], "additionalProperties": True,
-        "properties": {k: {"type": "string"} for k in ("id", "name", "description", "author", "license", "version", "url")}
-        | {"links": links},
-    })
+    spec.components.schema(
+        "Version", {**obj, "properties": {"version": {"type": "string"}, "id": {"type": "string"}, "links": links}}
+    )
+    spec.components.schema(
+        "ModelMeta",
+        {
+            **obj,
+            "required": ["id", "name"],
+            "additionalProperties": True,
+            "properties": {
+                k: {"type": "string"} for k in ("id", "name", "description", "author", "license", "version", "url")
+            }
+            | {"links": links},
+        },
+    )
     statuses = {"type": "string", "enum": [s.value for s in STATUSES]}
     common = {
         "uuid": {"type": "string"},
@@ -222,58 +274,125 @@ def _components(spec: APISpec) -> None:
         "args": {"type": "object", "description": "The validated arguments (files by name)"},
         "message": {"type": "string", "description": "Why it failed, was cancelled or was interrupted"},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
-        "callback": {**obj, "properties": {
-            "url": {"type": "string"}, "attempts": {"type": "integer"}, "error": {"type": "string"},
-            "status": {"type": "string", "enum": ["pending", "delivered", "failed"]}}},
+        "callback": {
+            **obj,
+            "properties": {
+                "url": {"type": "string"},
+                "attempts": {"type": "integer"},
+                "error": {"type": "string"},
+                "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            },
+        },
     }
-    spec.components.schema("TrainingJob", {
-        **obj, "required": ["uuid", "date", "status", "args"],
-        "properties": {
-            **common,
-            "result": {**obj, "properties": {
-                "output": {"description": "What train() returned"},
-                "finish_date": {"type": "string"},
-                "duration": {"type": "string"},
-            }},
-            "progress": {"type": "number", "minimum": 0, "maximum": 1},
-            "progress_message": {"type": "string"},
-            "queue_position": {"type": "integer", "description": "While queued: 1 starts next"},
+    spec.components.schema(
+        "TrainingJob",
+        {
+            **obj,
+            "required": ["uuid", "date", "status", "args"],
+            "properties": {
+                **common,
+                "result": {
+                    **obj,
+                    "properties": {
+                        "output": {"description": "What train() returned"},
+                        "finish_date": {"type": "string"},
+                        "duration": {"type": "string"},
+                    },
+                },
+                "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                "progress_message": {"type": "string"},
+                "queue_position": {"type": "integer", "description": "While queued: 1 starts next"},
+            },
         },
-    })
-    spec.components.schema("PredictionJob", {
-        **obj, "required": ["id", "date", "status", "args"],
-        "properties": {
-            **common,
-            "id": {"type": "string"},
-            "result": {"description": "When done: the body a synchronous predict answers (JSON results)"},
-            "result_type": {"type": "string", "description": "When done with a non-JSON result: its type; "
-                                                             "download it from links.result"},
-            "error_status": {"type": "integer", "description": "The HTTP status a synchronous predict would have had"},
+    )
+    spec.components.schema(
+        "PredictionJob",
+        {
+            **obj,
+            "required": ["id", "date", "status", "args"],
+            "properties": {
+                **common,
+                "id": {"type": "string"},
+                "result": {"description": "When done: the body a synchronous predict answers (JSON results)"},
+                "result_type": {
+                    "type": "string",
+                    "description": "When done with a non-JSON result: its type; download it from links.result",
+                },
+                "error_status": {
+                    "type": "integer",
+                    "description": "The HTTP status a synchronous predict would have had",
+                },
+            },
         },
-    })
+    )
 
 
 def _static_paths(spec: APISpec) -> None:
     def get(tag: str, summary: str, schema: dict[str, Any], op_id: str, extra: dict | None = None) -> dict:
         responses = {"200": {"description": summary, "content": {"application/json": {"schema": schema}}}}
-        return {"get": {"tags": [tag], "summary": summary, "operationId": op_id, "responses": responses | (extra or {})}}
+        return {
+            "get": {"tags": [tag], "summary": summary, "operationId": op_id, "responses": responses | (extra or {})}
+        }
 
     version = {"$ref": "#/components/schemas/Version"}
     meta = {"$ref": "#/components/schemas/ModelMeta"}
-    spec.path("/", operations=get("versions", "API versions", {"type": "object", "properties": {
-        "versions": {"type": "array", "items": version},
-        "links": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}}}, "versions"))
+    spec.path(
+        "/",
+        operations=get(
+            "versions",
+            "API versions",
+            {
+                "type": "object",
+                "properties": {
+                    "versions": {"type": "array", "items": version},
+                    "links": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
+                },
+            },
+            "versions",
+        ),
+    )
     spec.path("/v2/", operations=get("versions", "The v2 API", version, "v2_version"))
-    spec.path("/v2/models/", operations=get("models", "Every served model with its metadata", {
-        "type": "object", "properties": {"models": {"type": "array", "items": meta}}}, "list_models"))
+    spec.path(
+        "/v2/models/",
+        operations=get(
+            "models",
+            "Every served model with its metadata",
+            {"type": "object", "properties": {"models": {"type": "array", "items": meta}}},
+            "list_models",
+        ),
+    )
     spec.path("/v2/health/live", operations=get("health", "The server is alive", {"type": "object"}, "health_live"))
-    spec.path("/metrics", operations={"get": {
-        "tags": ["health"], "summary": "Prometheus metrics", "operationId": "metrics",
-        "responses": {"200": {"description": "Prometheus text exposition",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}}}}})
-    spec.path("/v2/health/ready", operations=get(
-        "health", "Every model is warm and has a live worker", {"type": "object"}, "health_ready",
-        {"503": {"description": "Some model is not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}))
+    spec.path(
+        "/metrics",
+        operations={
+            "get": {
+                "tags": ["health"],
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    )
+    spec.path(
+        "/v2/health/ready",
+        operations=get(
+            "health",
+            "Every model is warm and has a live worker",
+            {"type": "object"},
+            "health_ready",
+            {
+                "503": {
+                    "description": "Some model is not ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        ),
+    )
 
 
 def _failed_note(models: ModelSet) -> str:
@@ -301,26 +420,51 @@ def build_openapi(models: ModelSet, settings: Settings) -> dict[str, Any]:
     _static_paths(spec)
     with legacy_vocabulary_allowed():
         for model in models.values():
-            spec.path(f"/v2/models/{model.name}/", operations={"get": {
-                "tags": [model.name], "summary": f"Metadata of {model.name}",
-                "operationId": f"{_slug(model.name)}_metadata",
-                "responses": {"200": {"description": "The model's metadata", "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ModelMeta"}}}},
-                    **_error_responses(404)},
-            }})
-            spec.path(f"/v2/models/{model.name}/ready", operations={"get": {
-                "tags": [model.name], "summary": f"Readiness of {model.name}",
-                "operationId": f"{_slug(model.name)}_ready",
-                "responses": {"200": {"description": "Warm, with a live worker", "content": {
-                    "application/json": {"schema": {"type": "object"}}}},
-                    "503": {"description": "Not ready", "content": {"application/json": {"schema": {"type": "object"}}}},
-                    **_error_responses(404)},
-            }})
+            spec.path(
+                f"/v2/models/{model.name}/",
+                operations={
+                    "get": {
+                        "tags": [model.name],
+                        "summary": f"Metadata of {model.name}",
+                        "operationId": f"{_slug(model.name)}_metadata",
+                        "responses": {
+                            "200": {
+                                "description": "The model's metadata",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModelMeta"}}},
+                            },
+                            **_error_responses(404),
+                        },
+                    }
+                },
+            )
+            spec.path(
+                f"/v2/models/{model.name}/ready",
+                operations={
+                    "get": {
+                        "tags": [model.name],
+                        "summary": f"Readiness of {model.name}",
+                        "operationId": f"{_slug(model.name)}_ready",
+                        "responses": {
+                            "200": {
+                                "description": "Warm, with a live worker",
+                                "content": {"application/json": {"schema": {"type": "object"}}},
+                            },
+                            "503": {
+                                "description": "Not ready",
+                                "content": {"application/json": {"schema": {"type": "object"}}},
+                            },
+                            **_error_responses(404),
+                        },
+                    }
+                },
+            )
             job_paths: dict[str, dict[str, Any]] = {}
             if settings.predict_endpoint and model.can_predict:
                 spec.path(f"/v2/models/{model.name}/predict/", operations={"post": _predict_operation(model)})
-                spec.path(f"/v2/models/{model.name}/infer", operations={
-                    "post": openapi_oip.infer_operation(model.name, _slug(model.name), _error_responses)})
+                spec.path(
+                    f"/v2/models/{model.name}/infer",
+                    operations={"post": openapi_oip.infer_operation(model.name, _slug(model.name), _error_responses)},
+                )
                 job_paths.update(_job_paths(model, "prediction"))
                 job_paths.update(_quality_paths(model, rows_required=True))
             if settings.train_endpoint and model.can_train:
@@ -335,21 +479,33 @@ def build_openapi(models: ModelSet, settings: Settings) -> dict[str, Any]:
         openapi_registry.registry_paths(spec, _error_responses, settings.predict_endpoint)
         openapi_auth.auth_paths(spec, _error_responses)
         if models.uploads is not None:
-            openapi_registry.uploaded_model_paths(spec, models.uploads, _error_responses, _predict_operation,
-                                                  _job_paths, settings.predict_endpoint, _extra_model_paths,
-                                                  public_only=settings.auth)
+            openapi_registry.uploaded_model_paths(
+                spec,
+                models.uploads,
+                _error_responses,
+                _predict_operation,
+                _job_paths,
+                settings.predict_endpoint,
+                _extra_model_paths,
+                public_only=settings.auth,
+            )
         return spec.to_dict()
 
 
 BEARER = "bearerAuth"
 
 
-def declare_security(document: dict[str, Any], policy_of: Callable[[str, str], Policy | None],
-                     models: set[str]) -> None:
+def declare_security(
+    document: dict[str, Any], policy_of: Callable[[str, str], Policy | None], models: set[str]
+) -> None:
     """The bearer scheme, and each operation's requirement from its route's policy."""
-    document.setdefault("components", {})["securitySchemes"] = {BEARER: {
-        "type": "http", "scheme": "bearer",
-        "description": "An API token (deepaas-token create) or an HS256 JWT (--jwt-secret-file)"}}
+    document.setdefault("components", {})["securitySchemes"] = {
+        BEARER: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token (deepaas-token create) or an HS256 JWT (--jwt-secret-file)",
+        }
+    }
     for path, item in document["paths"].items():
         parts = path.split("/")
         template = path
@@ -378,15 +534,18 @@ def _extra_model_paths(model: ServedModel, has_dataset: bool) -> dict[str, dict[
     """The inference protocol's and the quality jobs' paths of an uploaded model (without rows,
     its tests and feature impact use the reference dataset, if it has one)."""
     name = model.name
-    return {f"/v2/models/{name}/infer": {"post": openapi_oip.infer_operation(name, _slug(name), _error_responses)},
-            **_quality_paths(model, rows_required=not has_dataset)}
+    return {
+        f"/v2/models/{name}/infer": {"post": openapi_oip.infer_operation(name, _slug(name), _error_responses)},
+        **_quality_paths(model, rows_required=not has_dataset),
+    }
 
 
 class OpenApiDocument:
     """The encoded document, rebuilt when the registry's models change."""
 
-    def __init__(self, models: ModelSet, settings: Settings,
-                 policy_of: Callable[[str, str], Policy | None] | None = None) -> None:
+    def __init__(
+        self, models: ModelSet, settings: Settings, policy_of: Callable[[str, str], Policy | None] | None = None
+    ) -> None:
         self._models = models
         self._settings = settings
         self._policy_of = policy_of

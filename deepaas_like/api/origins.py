@@ -73,8 +73,14 @@ class Origins:
     def refuse_host(self, host: str | None) -> web.Response:
         from .responses import json_response
 
-        return json_response({"message": f"Host {host!r} is not accepted by this server: use its address, or "
-                                         "add the name to --allowed-hosts", "host": host}, 403)
+        return json_response(
+            {
+                "message": f"Host {host!r} is not accepted by this server: use its address, or "
+                "add the name to --allowed-hosts",
+                "host": host,
+            },
+            403,
+        )
 
     # --- Origin ---------------------------------------------------------------------
 
@@ -95,17 +101,24 @@ class Origins:
     def refuse_origin(self, why: str) -> web.Response:
         from .responses import json_response
 
-        return json_response({"message": f"Refused: {why}. Pages of other origins may not change this server's "
-                                         "state (POST, PUT, PATCH, DELETE); --cors-origins names those that may"},
-                             403)
+        return json_response(
+            {
+                "message": f"Refused: {why}. Pages of other origins may not change this server's "
+                "state (POST, PUT, PATCH, DELETE); --cors-origins names those that may"
+            },
+            403,
+        )
 
     def cors_headers(self, request: web.Request) -> dict[str, str] | None:
         """The CORS headers of an answer to an origin of --cors-origins (None: no such origin)."""
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is None or origin.rstrip("/").lower() not in self.cors:
             return None
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Expose-Headers": "Location, X-Total-Count, X-Log-Size, Retry-After"}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            "Access-Control-Expose-Headers": "Location, X-Total-Count, X-Log-Size, Retry-After",
+        }
 
     def preflight(self, request: web.Request) -> web.Response:
         """The answer to a CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``)."""
@@ -113,11 +126,18 @@ class Origins:
         if headers is None:
             from .responses import json_response
 
-            return json_response({"message": "Cross-origin requests are accepted only from the origins "
-                                             "--cors-origins names"}, 403)
-        return web.Response(status=204, headers={
-            **headers, "Access-Control-Allow-Methods": CORS_METHODS, "Access-Control-Allow-Headers": CORS_HEADERS,
-            "Access-Control-Max-Age": CORS_MAX_AGE})
+            return json_response(
+                {"message": "Cross-origin requests are accepted only from the origins --cors-origins names"}, 403
+            )
+        return web.Response(
+            status=204,
+            headers={
+                **headers,
+                "Access-Control-Allow-Methods": CORS_METHODS,
+                "Access-Control-Allow-Headers": CORS_HEADERS,
+                "Access-Control-Max-Age": CORS_MAX_AGE,
+            },
+        )
 
 
 def _hostname(host: str) -> str | None:

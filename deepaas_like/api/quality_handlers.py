@@ -72,9 +72,11 @@ def _sample_rows(request: web.Request, rows: list[dict[str, Any]] | None, row_co
         if models.is_uploaded(name):
             rows = registry(request).dataset_rows(name)
         if rows is None:
-            raise ArgumentError("Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "
-                                "(an uploaded model may keep a reference dataset: PUT .../versions/{n}/dataset)",
-                                {"rows": ["Missing data for required field."]})
+            raise ArgumentError(
+                "Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "
+                "(an uploaded model may keep a reference dataset: PUT .../versions/{n}/dataset)",
+                {"rows": ["Missing data for required field."]},
+            )
     if row_count is not _NOT_GIVEN:
         if not isinstance(row_count, int) or isinstance(row_count, bool) or row_count < 1:
             raise ArgumentError("rowCount must be a positive integer", {"rowCount": ["Must be a positive integer."]})
@@ -86,8 +88,10 @@ def _sample_rows(request: web.Request, rows: list[dict[str, Any]] | None, row_co
 def _known(options: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ArgumentError(f"Unknown fields: {', '.join(unknown)}; accepted: {', '.join(sorted(allowed | {'rows'}))}",
-                            {key: ["Unknown field."] for key in unknown})
+        raise ArgumentError(
+            f"Unknown fields: {', '.join(unknown)}; accepted: {', '.join(sorted(allowed | {'rows'}))}",
+            {key: ["Unknown field."] for key in unknown},
+        )
 
 
 async def _model(request: web.Request) -> ServedModel:
@@ -131,8 +135,9 @@ async def start_tests(request: web.Request) -> web.Response:
         return run.document()
 
     args = {"rows": len(rows), "configuration": configuration, "ignore": ignore}
-    job = await request.app[JOBS].submit_task(JobKind.TEST, model, request.app[JOBS].new_id(), args, work,
-                                              owner=request[PRINCIPAL].identity)
+    job = await request.app[JOBS].submit_task(
+        JobKind.TEST, model, request.app[JOBS].new_id(), args, work, owner=request[PRINCIPAL].identity
+    )
     return _accepted(request, job)
 
 
@@ -170,10 +175,19 @@ async def start_impact(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
 
     async def work(job: Job, log: Any) -> dict[str, Any]:
-        log(f"feature impact of {model.name}: {len(rows)} rows, {len(features)} features, {repeats} repeats, "
-            f"seed {seed}")
-        return await feature_impact(predictor, rows, features, seed=seed, repeats=repeats, log=log,
-                                    progress=lambda fraction, note: jobs.report_progress(job, fraction, note))
+        log(
+            f"feature impact of {model.name}: {len(rows)} rows, {len(features)} features, {repeats} repeats, "
+            f"seed {seed}"
+        )
+        return await feature_impact(
+            predictor,
+            rows,
+            features,
+            seed=seed,
+            repeats=repeats,
+            log=log,
+            progress=lambda fraction, note: jobs.report_progress(job, fraction, note),
+        )
 
     args = {"rowCount": len(rows), "features": features, "seed": seed, "repeats": repeats}
     job = await jobs.submit_task(JobKind.IMPACT, model, jobs.new_id(), args, work, owner=request[PRINCIPAL].identity)
@@ -184,12 +198,14 @@ async def impact_plot_png(request: web.Request) -> web.Response:
     """``GET .../feature-impact/{uuid}/plot.png``: the impacts as a bar chart."""
     _, job = await job_of(request, JobKind.IMPACT)
     if job.status is not JobStatus.DONE:
-        raise Conflict(f"Feature impact '{job.id}' has no plot: it is {job.status}",
-                       details={"uuid": job.id, "status": job.status})
+        raise Conflict(
+            f"Feature impact '{job.id}' has no plot: it is {job.status}", details={"uuid": job.id, "status": job.status}
+        )
     import asyncio
 
-    png = await asyncio.to_thread(impact_plot, job.result, f"Feature impact of {job.model} "
-                                                           f"({job.result['rowCount']} rows)")
+    png = await asyncio.to_thread(
+        impact_plot, job.result, f"Feature impact of {job.model} ({job.result['rowCount']} rows)"
+    )
     return web.Response(body=png, content_type="image/png")
 
 
@@ -203,6 +219,7 @@ async def _log_text(request: web.Request, kind: JobKind) -> tuple[Job, str]:
 
 def log_handlers(kind: JobKind) -> tuple[Any, Any]:
     """``GET .../{uuid}/log`` (everything) and ``.../log/tail?lines=N`` (the last lines)."""
+
     async def whole(request: web.Request) -> web.Response:
         job, text = await _log_text(request, kind)
         return web.Response(text=text, content_type="text/plain", headers={"X-Job-Status": job.status})
@@ -212,8 +229,11 @@ def log_handlers(kind: JobKind) -> tuple[Any, Any]:
 
         lines = query_int(request, "lines", 20, 1, 10000)
         job, text = await _log_text(request, kind)
-        return web.Response(text="".join(text.splitlines(keepends=True)[-lines:]), content_type="text/plain",
-                            headers={"X-Job-Status": job.status})
+        return web.Response(
+            text="".join(text.splitlines(keepends=True)[-lines:]),
+            content_type="text/plain",
+            headers={"X-Job-Status": job.status},
+        )
 
     return whole, tail
 

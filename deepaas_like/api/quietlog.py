@@ -59,5 +59,6 @@ class RepeatedWarnings:
     def _flush(self, key: Hashable) -> None:
         seen = self._seen.pop(key, None)
         if seen is not None and seen.count:
-            self._logger.warning("%d more like it in the last %g s, the last: " + seen.message,
-                                 seen.count, self._interval, *seen.args)
+            self._logger.warning(
+                "%d more like it in the last %g s, the last: " + seen.message, seen.count, self._interval, *seen.args
+            )

@@ -16,20 +16,20 @@ from ..auth.policy import OWN, UPLOAD
 from ..auth.principal import Scope
 from ..errors import ArgumentError, BadRequest, DeepaasError
 from ..jsonutil import stamp
+from ..registry.intake import NEURODEPLOY_LIBRARY, SAFE_FORMATS, Upload, check_name, check_schema
 from ..registry.records import ModelRecord, VersionRecord
-from ..registry.service import NEURODEPLOY_LIBRARY, SAFE_FORMATS, Registry, Upload, check_name, check_schema
+from ..registry.service import Registry
 from ..settings import parse_bool
 from .bodies import form_parts, read_field, read_json_object
+from .documents import model_document, plugin_metadata, uploaded_metadata
 from .keys import GATE, MODELS, PRINCIPAL
-from .rendering import send_file
-from .documents import model_document, uploaded_metadata, plugin_metadata
 from .readers import base, query_bool, query_int, registry, version_number
+from .rendering import send_file
 from .responses import json_response
 
 CHUNK = 256 * 1024
 FIELD_LIMIT = 1024 * 1024
-UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema",
-                 "optimize")
+UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema", "optimize")
 
 
 def _version_doc(request: web.Request, version: VersionRecord) -> dict[str, Any]:
@@ -52,15 +52,20 @@ async def _stream_chunks(request: web.Request) -> AsyncIterator[bytes]:
 async def _read_upload(request: web.Request, reg: Registry) -> Upload:
     """The multipart body of ``PUT /v2/models/{name}``; the file streamed to the artifact store."""
     if request.content_type != "multipart/form-data":
-        raise ArgumentError("Upload a model as multipart/form-data with a 'file' part (curl -F file=@model.joblib)",
-                            {"file": ["Missing data for required field."]})
+        raise ArgumentError(
+            "Upload a model as multipart/form-data with a 'file' part (curl -F file=@model.joblib)",
+            {"file": ["Missing data for required field."]},
+        )
     values: dict[str, str] = {}
     upload: Upload | None = None
     try:
         async for part in form_parts(request):
             if part.name not in UPLOAD_FIELDS:
-                raise ArgumentError(f"Unknown upload field {part.name!r}; accepted: {', '.join(UPLOAD_FIELDS)}",
-                                    {part.name: ["Unknown field."]}, accepted=list(UPLOAD_FIELDS))
+                raise ArgumentError(
+                    f"Unknown upload field {part.name!r}; accepted: {', '.join(UPLOAD_FIELDS)}",
+                    {part.name: ["Unknown field."]},
+                    accepted=list(UPLOAD_FIELDS),
+                )
             if part.name == "file":
                 if upload is not None:
                     raise ArgumentError("Send one file per upload", {"file": ["Only one file."]})
@@ -68,8 +73,10 @@ async def _read_upload(request: web.Request, reg: Registry) -> Upload:
             else:  # read no more than the limit: a field is not a place for megabytes
                 values[part.name] = (await read_field(part, FIELD_LIMIT)).decode("utf-8", errors="replace")
         if upload is None or upload.artifact.size == 0:
-            raise ArgumentError("The upload has no model file: send it as the 'file' part",
-                                {"file": ["Missing data for required field."]})
+            raise ArgumentError(
+                "The upload has no model file: send it as the 'file' part",
+                {"file": ["Missing data for required field."]},
+            )
         _apply_fields(upload, values)
         return upload
     except BaseException as exc:
@@ -105,11 +112,14 @@ async def put_model(request: web.Request) -> web.Response:
     created, model, version = await _record_upload(request, reg, name, await _read_upload(request, reg))
     body = {**model_document(reg, model, base(request)), "version": _version_doc(request, version)}
     if version.error:
-        body = {"message": f"Version {version.number} of model '{name}' was stored but does not load: {version.error}",
-                **body}
+        body = {
+            "message": f"Version {version.number} of model '{name}' was stored but does not load: {version.error}",
+            **body,
+        }
         return json_response(body, status=422)
-    return json_response(body, status=201 if created else 200,
-                         headers={"Location": f"{base(request)}/v2/models/{name}"})
+    return json_response(
+        body, status=201 if created else 200, headers={"Location": f"{base(request)}/v2/models/{name}"}
+    )
 
 
 # --- model ----------------------------------------------------------------------------
@@ -134,8 +144,9 @@ async def patch_model(request: web.Request) -> web.Response:
     reg = registry(request)
     if "is_public" in body:  # who may see the model: its owner decides
         request.app[GATE].authorize(request[PRINCIPAL], OWN, name)
-    model = await reg.update(name, current_version=version, is_public=body.get("is_public"),
-                             description=body.get("description"))
+    model = await reg.update(
+        name, current_version=version, is_public=body.get("is_public"), description=body.get("description")
+    )
     await _audit(request, "model.update", name, body)
     if "is_public" in body:
         await _audit(request, "model.visibility", name, {"is_public": model.is_public})
@@ -180,11 +191,13 @@ async def get_version(request: web.Request) -> web.Response:
     models = request.app[MODELS]
     if not models.is_uploaded(name) and name in models:  # a plugin has one version, 1
         model = await models.servable(name, number)  # 404 for any other number
-        return json_response({"model": name, "name": name, "version": number, "status": "ready",
-                              **plugin_metadata(model)})
+        return json_response(
+            {"model": name, "name": name, "version": number, "status": "ready", **plugin_metadata(model)}
+        )
     version = registry(request).version(name, number)
-    return json_response({**_version_doc(request, version), "name": version.model,
-                          **uploaded_metadata(request, version.model, number)})
+    return json_response(
+        {**_version_doc(request, version), "name": version.model, **uploaded_metadata(request, version.model, number)}
+    )
 
 
 async def download_version(request: web.Request) -> web.StreamResponse:
@@ -192,8 +205,14 @@ async def download_version(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
     version = reg.version(request.match_info["name"], version_number(request))
     filename = version.filename or f"{version.model}-v{version.number}.{version.filetype}"
-    response = await send_file(request, str(reg.artifacts.path(version.sha256)), "application/octet-stream",
-                               filename, disposition="attachment", extra_headers={"X-Content-SHA256": version.sha256})
+    response = await send_file(
+        request,
+        str(reg.artifacts.path(version.sha256)),
+        "application/octet-stream",
+        filename,
+        disposition="attachment",
+        extra_headers={"X-Content-SHA256": version.sha256},
+    )
     return response
 
 
@@ -218,9 +237,14 @@ def _config(version: VersionRecord) -> dict[str, Any]:
 
 def _neuro(model: ModelRecord, reg: Registry) -> dict[str, Any]:
     current = reg.current(model.name) if model.name in reg else None
-    return {"model_name": model.name, "library": NEURODEPLOY_LIBRARY.get(current.library) if current else None,
-            "filetype": current.filetype if current else None, "is_public": model.is_public,
-            "created_at": stamp(model.created), "updated_at": stamp(model.last_predict)}
+    return {
+        "model_name": model.name,
+        "library": NEURODEPLOY_LIBRARY.get(current.library) if current else None,
+        "filetype": current.filetype if current else None,
+        "is_public": model.is_public,
+        "created_at": stamp(model.created),
+        "updated_at": stamp(model.last_predict),
+    }
 
 
 async def ml_models(request: web.Request) -> web.Response:
@@ -249,18 +273,30 @@ async def ml_model_put(request: web.Request) -> web.Response:
     query = request.query
     reg.check_writable(name)
     is_public = query_bool(request, "is_public") if "is_public" in query else None
-    upload = Upload(await reg.artifacts.stage(_stream_chunks(request)), library=query.get("lib") or None,
-                    filetype=query.get("filetype") or None, filename=query.get("filename"), is_public=is_public)
+    upload = Upload(
+        await reg.artifacts.stage(_stream_chunks(request)),
+        library=query.get("lib") or None,
+        filetype=query.get("filetype") or None,
+        filename=query.get("filename"),
+        is_public=is_public,
+    )
     if upload.artifact.size == 0:
         reg.discard(upload.artifact)
         raise ArgumentError("The request body is the model file, and it is empty", {"file": ["Empty."]})
     _, model, version = await _record_upload(request, reg, name, upload)
     if version.error:
-        raise ArgumentError(f"The file was stored as version {version.number} but does not load: {version.error}",
-                            {"file": [version.error]})
-    return json_response({"model_name": name, "model_type": NEURODEPLOY_LIBRARY.get(version.library, version.library),
-                          "persistence_type": version.filetype,
-                          "uploaded_at": stamp(version.created)})
+        raise ArgumentError(
+            f"The file was stored as version {version.number} but does not load: {version.error}",
+            {"file": [version.error]},
+        )
+    return json_response(
+        {
+            "model_name": name,
+            "model_type": NEURODEPLOY_LIBRARY.get(version.library, version.library),
+            "persistence_type": version.filetype,
+            "uploaded_at": stamp(version.created),
+        }
+    )
 
 
 async def ml_model_delete(request: web.Request) -> web.Response:
@@ -271,8 +307,9 @@ async def ml_model_delete(request: web.Request) -> web.Response:
     return json_response({"message": f"deleted model {name}"})
 
 
-async def _record_upload(request: web.Request, reg: Registry, name: str,
-                         upload: Upload) -> tuple[bool, ModelRecord, VersionRecord]:
+async def _record_upload(
+    request: web.Request, reg: Registry, name: str, upload: Upload
+) -> tuple[bool, ModelRecord, VersionRecord]:
     """The stored file as the model's next version (the file is dropped if that fails); audited.
 
     What the caller may do is checked first: a format whose loading runs code needs the
@@ -282,21 +319,37 @@ async def _record_upload(request: web.Request, reg: Registry, name: str,
     try:
         upload.library, upload.filetype = reg.identify(upload)
         if reg.runs_code(upload.library, upload.filetype):
-            gate.require(principal, Scope.WRITE_CODE,
-                         f"loading a {upload.filetype} file runs code, so uploading one",
-                         f"Upload the model as {SAFE_FORMATS}: they need only {Scope.WRITE}")
+            gate.require(
+                principal,
+                Scope.WRITE_CODE,
+                f"loading a {upload.filetype} file runs code, so uploading one",
+                f"Upload the model as {SAFE_FORMATS}: they need only {Scope.WRITE}",
+            )
         visibility = upload.is_public is not None and name in reg
         if visibility:
             gate.authorize(principal, OWN, name)  # an existing model's visibility: its owner decides
         created, model, version = await reg.upload(
-            name, upload, owner=principal.identity, may_publish=visibility,
-            may_add_version=lambda: gate.authorize(principal, UPLOAD, name))  # the model as it is then
+            name,
+            upload,
+            owner=principal.identity,
+            may_publish=visibility,
+            may_add_version=lambda: gate.authorize(principal, UPLOAD, name),
+        )  # the model as it is then
     except BaseException:
         reg.discard(upload.artifact)
         raise
-    await _audit(request, "model.upload", name, {"version": version.number, "sha256": version.sha256,
-                                                 "filetype": version.filetype, "status": version.status,
-                                                 "created": created})
+    await _audit(
+        request,
+        "model.upload",
+        name,
+        {
+            "version": version.number,
+            "sha256": version.sha256,
+            "filetype": version.filetype,
+            "status": version.status,
+            "created": created,
+        },
+    )
     if created or visibility:
         await _audit(request, "model.visibility", name, {"is_public": model.is_public})
     return created, model, version
@@ -307,5 +360,3 @@ async def _audit(request: web.Request, action: str, target: str, detail: dict[st
 
 
 # --- small readers ----------------------------------------------------------------------
-
-

@@ -28,13 +28,14 @@ async def send_file(
     extra_headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream a file completely before returning (the caller may delete it right after)."""
+    name = filename or os.path.basename(path)
     fh = await asyncio.to_thread(open, path, "rb")
     try:
         response = web.StreamResponse(
             headers={
                 hdrs.CONTENT_TYPE: content_type,
                 hdrs.CONTENT_LENGTH: str(os.fstat(fh.fileno()).st_size),
-                hdrs.CONTENT_DISPOSITION: f'{disposition}; filename="{_ascii_name(filename or os.path.basename(path))}"',
+                hdrs.CONTENT_DISPOSITION: f'{disposition}; filename="{_ascii_name(name)}"',
                 **(extra_headers or {}),
             }
         )
@@ -48,7 +49,7 @@ async def send_file(
 
 
 def _ascii_name(name: str) -> str:
-    return re.sub(r'[^A-Za-z0-9._ -]', "_", name)[:200] or "file"
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200] or "file"
 
 
 def file_in(directory: Path, name: str) -> Path | None:

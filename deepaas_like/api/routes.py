@@ -56,10 +56,10 @@ ROUTES = (
     Route("POST", "/v2/models/{name}/predictions/", job_handlers.submit_prediction, p.PREDICT_LATER, "predict"),
     Route("GET", "/v2/models/{name}/predictions/", job_handlers.list_predictions, p.PREDICTIONS, "predict"),
     Route("GET", "/v2/models/{name}/predictions/{uuid}", job_handlers.get_prediction, p.PREDICTIONS, "predict"),
-    Route("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, p.PREDICTIONS,
-          "predict"),
-    Route("GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, p.PREDICTIONS,
-          "predict"),
+    Route("DELETE", "/v2/models/{name}/predictions/{uuid}", job_handlers.cancel_prediction, p.PREDICTIONS, "predict"),
+    Route(
+        "GET", "/v2/models/{name}/predictions/{uuid}/result", job_handlers.prediction_result, p.PREDICTIONS, "predict"
+    ),
     # the registry (uploaded models)
     Route("PUT", "/v2/models/{name}", registry_handlers.put_model, p.UPLOAD, exact=True),
     Route("PATCH", "/v2/models/{name}", registry_handlers.patch_model, p.EDIT, exact=True),
@@ -71,8 +71,13 @@ ROUTES = (
     Route("GET", "/v2/models/{name}/versions/{version}/config", registry_handlers.get_config, p.READ),
     Route("PUT", "/v2/models/{name}/versions/{version}/config", registry_handlers.put_config, p.EDIT),
     Route("POST", "/v2/models/{name}/versions/{version}/predict/", handlers.predict, p.PREDICT, "predict"),
-    Route("POST", "/v2/models/{name}/versions/{version}/predictions/", job_handlers.submit_prediction,
-          p.PREDICT_LATER, "predict"),
+    Route(
+        "POST",
+        "/v2/models/{name}/versions/{version}/predictions/",
+        job_handlers.submit_prediction,
+        p.PREDICT_LATER,
+        "predict",
+    ),
     Route("POST", "/v2/models/{name}/versions/{version}/infer", oip_handlers.infer, p.PREDICT, "predict"),
     Route("GET", "/v2/models/{name}/versions/{version}/ready", handlers.model_ready, p.METADATA),
     Route("GET", "/v2/models/{name}/versions/{version}/dataset", quality_handlers.get_dataset, p.READ),
@@ -83,17 +88,19 @@ ROUTES = (
     Route("GET", "/v2/models/{name}/tests/{uuid}", job_handlers.get_test, p.PREDICTIONS, "predict"),
     Route("DELETE", "/v2/models/{name}/tests/{uuid}", job_handlers.cancel_test, p.PREDICTIONS, "predict"),
     Route("GET", "/v2/models/{name}/tests/{uuid}/log", quality_handlers.test_log, p.PREDICTIONS, "predict"),
-    Route("GET", "/v2/models/{name}/tests/{uuid}/log/tail", quality_handlers.test_log_tail, p.PREDICTIONS,
-          "predict"),
+    Route("GET", "/v2/models/{name}/tests/{uuid}/log/tail", quality_handlers.test_log_tail, p.PREDICTIONS, "predict"),
     Route("POST", "/v2/models/{name}/feature-impact/", quality_handlers.start_impact, p.PREDICT_LATER, "predict"),
     Route("GET", "/v2/models/{name}/feature-impact/", job_handlers.list_impacts, p.PREDICTIONS, "predict"),
     Route("GET", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.get_impact, p.PREDICTIONS, "predict"),
-    Route("DELETE", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.cancel_impact, p.PREDICTIONS,
-          "predict"),
-    Route("GET", "/v2/models/{name}/feature-impact/{uuid}/log", quality_handlers.impact_log, p.PREDICTIONS,
-          "predict"),
-    Route("GET", "/v2/models/{name}/feature-impact/{uuid}/plot.png", quality_handlers.impact_plot_png,
-          p.PREDICTIONS, "predict"),
+    Route("DELETE", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.cancel_impact, p.PREDICTIONS, "predict"),
+    Route("GET", "/v2/models/{name}/feature-impact/{uuid}/log", quality_handlers.impact_log, p.PREDICTIONS, "predict"),
+    Route(
+        "GET",
+        "/v2/models/{name}/feature-impact/{uuid}/plot.png",
+        quality_handlers.impact_plot_png,
+        p.PREDICTIONS,
+        "predict",
+    ),
     Route("GET", "/v2/models/{name}/access-control", auth_handlers.get_access, p.SHARING),
     Route("PATCH", "/v2/models/{name}/access-control", auth_handlers.patch_access, p.SHARE),
     # the same registry, in the shapes of Neurodeploy's API
@@ -143,8 +150,7 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
             label = resource.canonical  # the route's label in /metrics: its path template
             for method in methods:
                 options = {"method": method, "any_host": route.path.startswith(HEALTH)}
-                policies[resource.add_route(method, front.wrap(handler, route.policy, label, **options))] = \
-                    route.policy
+                policies[resource.add_route(method, front.wrap(handler, route.policy, label, **options))] = route.policy
             if route.exact or _VARIABLES.findall(path) != ["{name}"]:
                 continue
             for name in plugins:  # the same route, found at once for each served plugin
@@ -153,16 +159,20 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
                     written[concrete] = PluginPath(concrete, name)
                     router.register_resource(written[concrete])
                 for method in methods:
-                    wrapped = front.wrap(handler, route.policy, label, model=name, method=method,
-                                         any_host=route.path.startswith(HEALTH))
+                    wrapped = front.wrap(
+                        handler, route.policy, label, model=name, method=method, any_host=route.path.startswith(HEALTH)
+                    )
                     policies[written[concrete].add_route(method, wrapped)] = route.policy
 
     enabled = {"train": settings.train_endpoint, "predict": settings.predict_endpoint, None: True}
     for route in ROUTES:
-        add(route, route.handler if enabled[route.group] else
-            handlers.disabled(route.group, f"--no-{route.group}-endpoint"))
-    metrics = Route("GET", "/metrics", handlers.metrics, p.ADMIN if settings.auth and settings.metrics_auth
-                    else p.OPEN, exact=True)
+        add(
+            route,
+            route.handler if enabled[route.group] else handlers.disabled(route.group, f"--no-{route.group}-endpoint"),
+        )
+    metrics = Route(
+        "GET", "/metrics", handlers.metrics, p.ADMIN if settings.auth and settings.metrics_auth else p.OPEN, exact=True
+    )
     add(metrics, metrics.handler)
     if settings.doc_endpoint:
         for route in DOC_ROUTES:

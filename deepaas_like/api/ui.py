@@ -70,5 +70,11 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
 async def not_found(request: web.Request) -> web.Response:
     """Any other path under ``/ui/``: the usual JSON 404, with the page's headers."""
-    return json_response({"message": f"Not found: {request.method} {request.path}. The models are listed at "
-                                     f"{request.app[SETTINGS].base_path}/ui/"}, 404, HEADERS)
+    return json_response(
+        {
+            "message": f"Not found: {request.method} {request.path}. The models are listed at "
+            f"{request.app[SETTINGS].base_path}/ui/"
+        },
+        404,
+        HEADERS,
+    )

@@ -32,8 +32,7 @@ from ..settings import Settings
 from .access import AccessTables, Grant, User
 from .policy import Policy, Target
 from .principal import ANONYMOUS, LOCAL, REMOTE, TOKEN_IDENTITY, Kind, Principal, Role, Scope, check_user_id
-from .tokens import (IssuedToken, TokenRecord, TokenTable, audit_detail, issue_token, keyed_hash, server_key,
-                     split_token)
+from .tokens import IssuedToken, TokenRecord, TokenTable, audit_detail, issue_token, keyed_hash, server_key, split_token
 
 LOG = logging.getLogger(__name__)
 LAST_USED_SAVE_INTERVAL = 5.0
@@ -76,9 +75,15 @@ class Gate:
         self.plugins: frozenset[str] = frozenset()  # every plugin served
         self.uploads: Any = None  # the registry: owners and public flags of uploaded models
         self.loopback = is_loopback(settings.listen_ip)
-        self.open_principal = LOCAL if self.loopback else (
-            REMOTE if not settings.enable_uploads else Principal(Kind.REMOTE, REMOTE.scopes | {Scope.WRITE},
-                                                                 roles_apply=False))
+        self.open_principal = (
+            LOCAL
+            if self.loopback
+            else (
+                REMOTE
+                if not settings.enable_uploads
+                else Principal(Kind.REMOTE, REMOTE.scopes | {Scope.WRITE}, roles_apply=False)
+            )
+        )
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -90,9 +95,12 @@ class Gate:
         if self.enabled:
             self._spawn(self._save_loop())
         elif not self.loopback:
-            LOG.warning("authentication is off (--auth) and the server listens on %s: uploads, changes of "
-                        "models and admin routes are refused; metadata, predict and train are open to anyone "
-                        "who can reach it", self._settings.listen_ip)
+            LOG.warning(
+                "authentication is off (--auth) and the server listens on %s: uploads, changes of "
+                "models and admin routes are refused; metadata, predict and train are open to anyone "
+                "who can reach it",
+                self._settings.listen_ip,
+            )
 
     async def close(self) -> None:
         await self._background.cancel_all()
@@ -184,8 +192,9 @@ class Gate:
 
         options = {"require": [] if self._settings.jwt_allow_no_exp else ["exp"]}
         try:
-            claims = jwt.decode(token, self._jwt_secret, algorithms=["HS256"], options=options,
-                                leeway=self._settings.jwt_leeway)
+            claims = jwt.decode(
+                token, self._jwt_secret, algorithms=["HS256"], options=options, leeway=self._settings.jwt_leeway
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The JWT has expired") from None
         except jwt.InvalidTokenError as exc:
@@ -254,8 +263,10 @@ class Gate:
         if policy.role is not None and not role.at_least(policy.role):
             if policy.target is Target.SHARING and self._can_share(name, principal):
                 return
-            raise Forbidden(f"This needs the {policy.role} role on model '{name}'; you have {role}",
-                            details={"model": name, "role": role, "needed": policy.role})
+            raise Forbidden(
+                f"This needs the {policy.role} role on model '{name}'; you have {role}",
+                details={"model": name, "role": role, "needed": policy.role},
+            )
 
     def require(self, principal: Principal, scope: Scope, what: str, hint: str = "") -> None:
         """403 unless ``principal`` has ``scope`` (``what`` needs it; ``hint`` says what needs less)."""
@@ -272,11 +283,12 @@ class Gate:
 
     def _refusal(self, principal: Principal, why: str) -> Exception:
         if principal.kind is Kind.REMOTE:
-            return Forbidden(f"Refused: {why}, and authentication is off on this server (it listens on "
-                             f"{self._settings.listen_ip}). Start it with --auth and use a token "
-                             "(deepaas-token create), or listen on 127.0.0.1"
-                             + ("; --enable-uploads allows the registry's writes without it"
-                                if "write" in why else ""))
+            return Forbidden(
+                f"Refused: {why}, and authentication is off on this server (it listens on "
+                f"{self._settings.listen_ip}). Start it with --auth and use a token "
+                "(deepaas-token create), or listen on 127.0.0.1"
+                + ("; --enable-uploads allows the registry's writes without it" if "write" in why else "")
+            )
         if not principal.authenticated:
             return Unauthorized("This needs a credential: 'Authorization: Bearer <token>'", error="")
         return Forbidden(f"Refused: {why}; the credential has {', '.join(sorted(principal.scopes)) or 'none'}")
@@ -342,11 +354,18 @@ class Gate:
 
     # --- tokens, users, access lists, audit ---------------------------------------------------
 
-    async def create_token(self, actor: Principal, *, name: str, scopes: list[str], models: list[str] | None,
-                           user_id: str | None, expires_in: float | None) -> IssuedToken:
+    async def create_token(
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        scopes: list[str],
+        models: list[str] | None,
+        user_id: str | None,
+        expires_in: float | None,
+    ) -> IssuedToken:
         check_user_id(user_id)
-        issued = issue_token(self._key, name=name, scopes=scopes, models=models, user_id=user_id,
-                             expires_in=expires_in)
+        issued = issue_token(self._key, name=name, scopes=scopes, models=models, user_id=user_id, expires_in=expires_in)
         async with self._changing:
             await self._tokens.insert(issued.record)
             self._add_token(issued.record)
@@ -355,8 +374,9 @@ class Gate:
 
     def _add_token(self, record: TokenRecord) -> None:
         self._by_id[record.id] = record
-        self._principals[record.id] = Principal.for_token(record.id, frozenset(record.scopes), record.user_id,
-                                                          frozenset(record.models) if record.models else None)
+        self._principals[record.id] = Principal.for_token(
+            record.id, frozenset(record.scopes), record.user_id, frozenset(record.models) if record.models else None
+        )
 
     def tokens(self) -> list[TokenRecord]:
         return list(self._by_id.values())
@@ -403,17 +423,25 @@ class Gate:
 
     def _item(self, user_id: str, role: Role, can_share: bool) -> dict[str, Any]:
         user = self._users.get(user_id)
-        return {"userId": user_id, "username": user.username if user else None, "role": str(role),
-                "canShare": can_share}
+        return {
+            "userId": user_id,
+            "username": user.username if user else None,
+            "role": str(role),
+            "canShare": can_share,
+        }
 
     async def change_access(self, actor: Principal, name: str, changes: list[Any]) -> None:
         """Apply a PATCH of the access list (DataRobot's rules: 400, 409, 422 as they answer)."""
         if not isinstance(changes, list) or not changes:
-            raise ArgumentError("'data' must be a non-empty list of {userId or username, role, canShare}",
-                                {"data": ["Must be a non-empty list."]})
+            raise ArgumentError(
+                "'data' must be a non-empty list of {userId or username, role, canShare}",
+                {"data": ["Must be a non-empty list."]},
+            )
         if len(changes) > MAX_ACCESS_ITEMS:
-            raise ArgumentError(f"At most {MAX_ACCESS_ITEMS} entries per request, got {len(changes)}",
-                                {"data": [f"At most {MAX_ACCESS_ITEMS} entries."]})
+            raise ArgumentError(
+                f"At most {MAX_ACCESS_ITEMS} entries per request, got {len(changes)}",
+                {"data": [f"At most {MAX_ACCESS_ITEMS} entries."]},
+            )
         async with self._access_locks.setdefault(name, asyncio.Lock()):  # one change of a list at a time
             async with self._changing:
                 await self._change_access(actor, name, changes)
@@ -446,8 +474,7 @@ class Gate:
             owner = owners[0]
             grants.pop(owner, None)
         if owner != record.owner:
-            record.owner = owner
-            await self.uploads.store.save_model(record, "owner")
+            await self.uploads.set_owner(record, owner)
         await self._tables.replace_grants(name, list(grants.values()))
         self._grants[name] = grants
         await self.audit(actor, "access.change", name, {"changes": changes})
@@ -459,11 +486,17 @@ class Gate:
         if mine is None:
             raise Forbidden(f"You have no role on model '{name}'")
         if role is not None and not mine.at_least(role):
-            raise Forbidden(f"data[{index}]: you may grant at most your own role ({mine}) on model '{name}', "
-                            f"not {role}; only an OWNER grants {role}", details={"model": name, "role": mine})
+            raise Forbidden(
+                f"data[{index}]: you may grant at most your own role ({mine}) on model '{name}', "
+                f"not {role}; only an OWNER grants {role}",
+                details={"model": name, "role": mine},
+            )
         if current is not None and not mine.at_least(current):
-            raise Forbidden(f"data[{index}]: that user is {current} on model '{name}', above your role ({mine}); "
-                            "only an OWNER changes or removes them", details={"model": name, "role": mine})
+            raise Forbidden(
+                f"data[{index}]: that user is {current} on model '{name}', above your role ({mine}); "
+                "only an OWNER changes or removes them",
+                details={"model": name, "role": mine},
+            )
 
     def _parse_change(self, index: int, item: Any) -> tuple[str, Role | None, bool]:
         if not isinstance(item, dict):
@@ -472,24 +505,31 @@ class Gate:
             raise _BothGiven(f"data[{index}] gives both userId and username; give one")
         key = "userId" if "userId" in item else "username" if "username" in item else None
         if key is None:
-            raise ArgumentError(f"data[{index}] names no user (userId or username)",
-                                {f"data.{index}": ["userId or username is required."]})
+            raise ArgumentError(
+                f"data[{index}] names no user (userId or username)",
+                {f"data.{index}": ["userId or username is required."]},
+            )
         if not isinstance(item[key], str):
             raise ArgumentError(f"data[{index}]: {key} must be a string", {f"data.{index}": ["Not a string."]})
         user_id = item[key] if key == "userId" else self._usernames.get(item[key], "")
         if user_id not in self._users:
-            raise ArgumentError(f"data[{index}]: unknown {'user' if key == 'userId' else 'username'} "
-                                f"{item[key]!r}", {f"data.{index}": ["Unknown user."]})
+            raise ArgumentError(
+                f"data[{index}]: unknown {'user' if key == 'userId' else 'username'} {item[key]!r}",
+                {f"data.{index}": ["Unknown user."]},
+            )
         if "role" not in item:  # left out, it would read as null: removing the user
-            raise ArgumentError(f"data[{index}] gives no role (null removes the user)",
-                                {f"data.{index}": ["role is required."]})
+            raise ArgumentError(
+                f"data[{index}] gives no role (null removes the user)", {f"data.{index}": ["role is required."]}
+            )
         role = item["role"]
         if role is not None:
             try:
                 role = Role(role)
             except ValueError:
-                raise ArgumentError(f"data[{index}]: unknown role {role!r}; one of: {', '.join(Role)} or null",
-                                    {f"data.{index}": ["Unknown role."]}) from None
+                raise ArgumentError(
+                    f"data[{index}]: unknown role {role!r}; one of: {', '.join(Role)} or null",
+                    {f"data.{index}": ["Unknown role."]},
+                ) from None
         can_share = item.get("canShare", role is Role.OWNER)
         if not isinstance(can_share, bool):
             raise ArgumentError(f"data[{index}]: canShare must be true or false", {f"data.{index}": ["Not a boolean."]})
@@ -547,8 +587,10 @@ def _read_secret(path: str) -> bytes:
     except OSError as exc:
         raise ConfigurationError(f"--jwt-secret-file {path}: cannot read it: {exc.strerror}") from None
     if len(data) < 32:
-        raise ConfigurationError(f"--jwt-secret-file {path}: the secret is {len(data)} bytes; use at least 32 "
-                                 "random bytes (for example: head -c 48 /dev/urandom | base64 > FILE)")
+        raise ConfigurationError(
+            f"--jwt-secret-file {path}: the secret is {len(data)} bytes; use at least 32 "
+            "random bytes (for example: head -c 48 /dev/urandom | base64 > FILE)"
+        )
     return data
 
 

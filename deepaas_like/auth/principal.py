@@ -63,8 +63,13 @@ class Principal:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def for_token(cls, token_id: str, scopes: set[str] | frozenset[str], user_id: str | None = None,
-                  models: frozenset[str] | None = None) -> "Principal":
+    def for_token(
+        cls,
+        token_id: str,
+        scopes: set[str] | frozenset[str],
+        user_id: str | None = None,
+        models: frozenset[str] | None = None,
+    ) -> "Principal":
         return cls(Kind.TOKEN, frozenset(scopes), user_id=user_id, token_id=token_id, models=models)
 
     @property
@@ -100,5 +105,7 @@ ANONYMOUS = Principal(Kind.ANONYMOUS)
 def check_user_id(user_id: str | None) -> None:
     """A user id may not pose as an API token's identity (422)."""
     if user_id is not None and user_id.startswith(TOKEN_IDENTITY):
-        raise ArgumentError(f"A user id may not start with {TOKEN_IDENTITY!r} (API tokens are named so)",
-                            {"userId": [f"Must not start with {TOKEN_IDENTITY!r}."]})
+        raise ArgumentError(
+            f"A user id may not start with {TOKEN_IDENTITY!r} (API tokens are named so)",
+            {"userId": [f"Must not start with {TOKEN_IDENTITY!r}."]},
+        )

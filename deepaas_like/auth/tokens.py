@@ -37,8 +37,11 @@ TOKEN_FORMAT = re.compile(r"dlk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 # may have, so that an expiry stays a few centuries ahead, well inside what a date can hold.
 # The parser and the OpenAPI document both read this table.
 DURATION_UNITS = {"s": (1, 10), "m": (60, 8), "h": (3600, 7), "d": (86400, 5), "w": (604800, 4)}
-DURATION_PATTERN = "^(" + "|".join(f"[0-9]{{1,{digits}}}{unit}{'?' if unit == 's' else ''}"
-                                   for unit, (_, digits) in DURATION_UNITS.items()) + ")$"
+DURATION_PATTERN = (
+    "^("
+    + "|".join(f"[0-9]{{1,{digits}}}{unit}{'?' if unit == 's' else ''}" for unit, (_, digits) in DURATION_UNITS.items())
+    + ")$"
+)
 # A token's name has something visible in it: a character that is white space neither to Python
 # (str.strip) nor to JavaScript's \s (how the document's pattern is read by most clients).
 VISIBLE = "[^\\s\\u001c-\\u001f\\u0085\\ufeff]"
@@ -70,9 +73,17 @@ class TokenRecord:
         """What lists show: everything but the hash."""
         from ..jsonutil import stamp
 
-        return {"id": self.id, "name": self.name, "scopes": self.scopes, "models": self.models,
-                "user_id": self.user_id, "created_at": stamp(self.created), "expires_at": stamp(self.expires),
-                "last_used_at": stamp(self.last_used), "revoked_at": stamp(self.revoked)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": self.scopes,
+            "models": self.models,
+            "user_id": self.user_id,
+            "created_at": stamp(self.created),
+            "expires_at": stamp(self.expires),
+            "last_used_at": stamp(self.last_used),
+            "revoked_at": stamp(self.revoked),
+        }
 
 
 @dataclass
@@ -83,8 +94,13 @@ class IssuedToken:
 
 def audit_detail(record: TokenRecord) -> dict:
     """What the audit log keeps of a token's creation: for whom, which scopes and models, until when."""
-    return {"name": record.name, "scopes": record.scopes, "user": record.user_id, "models": record.models,
-            "expires": record.expires}
+    return {
+        "name": record.name,
+        "scopes": record.scopes,
+        "user": record.user_id,
+        "models": record.models,
+        "expires": record.expires,
+    }
 
 
 def server_key(path: str | os.PathLike[str]) -> bytes:
@@ -112,13 +128,15 @@ def keyed_hash(key: bytes, secret: str) -> str:
 def parse_duration(text: str) -> float:
     """Seconds in ``30d``, ``12h``, ``90m``, ``2w``, ``45s`` or ``3600`` (at most a few centuries)::
 
-        parse_duration("2w")     # 1209600.0
-        parse_duration("1e9")    # ValueError
+    parse_duration("2w")     # 1209600.0
+    parse_duration("1e9")    # ValueError
     """
     if not _DURATION.fullmatch(text):
-        raise ValueError(f"expected a duration such as 30d, 12h, 90m, 2w or seconds, at most "
-                         f"{', '.join('9' * digits + unit for unit, (_, digits) in DURATION_UNITS.items())}; "
-                         f"got {text!r}")
+        raise ValueError(
+            f"expected a duration such as 30d, 12h, 90m, 2w or seconds, at most "
+            f"{', '.join('9' * digits + unit for unit, (_, digits) in DURATION_UNITS.items())}; "
+            f"got {text!r}"
+        )
     unit = text[-1] if text[-1] in DURATION_UNITS else "s"
     return float(text.rstrip(unit)) * DURATION_UNITS[unit][0]
 
@@ -127,19 +145,37 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     scopes = list(dict.fromkeys(scopes))
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        raise ArgumentError(f"Unknown scopes: {', '.join(unknown)}; known: {', '.join(SCOPES)}" if unknown
-                            else f"Give at least one scope: {', '.join(SCOPES)}",
-                            {"scopes": [f"Each must be one of: {', '.join(SCOPES)}."]})
+        raise ArgumentError(
+            f"Unknown scopes: {', '.join(unknown)}; known: {', '.join(SCOPES)}"
+            if unknown
+            else f"Give at least one scope: {', '.join(SCOPES)}",
+            {"scopes": [f"Each must be one of: {', '.join(SCOPES)}."]},
+        )
     return scopes
 
 
-def issue_token(key: bytes, *, name: str, scopes: Iterable[str], models: list[str] | None = None,
-                user_id: str | None = None, expires_in: float | None = None) -> IssuedToken:
+def issue_token(
+    key: bytes,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    models: list[str] | None = None,
+    user_id: str | None = None,
+    expires_in: float | None = None,
+) -> IssuedToken:
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = time.time()
-    record = TokenRecord(token_id, name, keyed_hash(key, secret), check_scopes(scopes), models or None, user_id,
-                         now, now + expires_in if expires_in is not None else None)
+    record = TokenRecord(
+        token_id,
+        name,
+        keyed_hash(key, secret),
+        check_scopes(scopes),
+        models or None,
+        user_id,
+        now,
+        now + expires_in if expires_in is not None else None,
+    )
     return IssuedToken(f"{PREFIX}{token_id}_{secret}", record)
 
 
@@ -171,8 +207,12 @@ class TokenTable:
         return await self._db.run(load)
 
     async def insert(self, record: TokenRecord) -> None:
-        values = {f: json.dumps(getattr(record, f)) if f in ("scopes", "models") and getattr(record, f) is not None
-                  else getattr(record, f) for f in FIELDS}
+        values = {
+            f: json.dumps(getattr(record, f))
+            if f in ("scopes", "models") and getattr(record, f) is not None
+            else getattr(record, f)
+            for f in FIELDS
+        }
 
         def insert(conn: sa.Connection) -> None:
             conn.execute(sa.insert(tokens).values(values))
@@ -182,8 +222,9 @@ class TokenTable:
 
     async def revoke(self, token_id: str, when: float) -> bool:
         def revoke(conn: sa.Connection) -> bool:
-            result = conn.execute(sa.update(tokens).where(tokens.c.id == token_id, tokens.c.revoked.is_(None))
-                                  .values(revoked=when))
+            result = conn.execute(
+                sa.update(tokens).where(tokens.c.id == token_id, tokens.c.revoked.is_(None)).values(revoked=when)
+            )
             bump_revision(conn)
             return result.rowcount == 1
 
@@ -192,6 +233,9 @@ class TokenTable:
     async def save_last_used(self, used: dict[str, float]) -> None:
         if not used:
             return
-        await self._db.run(lambda conn: conn.execute(
-            sa.update(tokens).where(tokens.c.id == sa.bindparam("token_id")).values(last_used=sa.bindparam("when")),
-            [{"token_id": token_id, "when": when} for token_id, when in used.items()]))
+        await self._db.run(
+            lambda conn: conn.execute(
+                sa.update(tokens).where(tokens.c.id == sa.bindparam("token_id")).values(last_used=sa.bindparam("when")),
+                [{"token_id": token_id, "when": when} for token_id, when in used.items()],
+            )
+        )

@@ -35,8 +35,7 @@ NO_DEFAULT: Any = marshmallow.missing
 # How a flag's text becomes a value: the JSON Schema type of the argument (or of each
 # item of a list argument), and "file" for uploads.
 KINDS = ("string", "number", "integer", "boolean", "object", "file")
-METAVARS = {"string": "TEXT", "number": "NUMBER", "integer": "INT", "boolean": "BOOL", "object": "JSON",
-            "file": "PATH"}
+METAVARS = {"string": "TEXT", "number": "NUMBER", "integer": "INT", "boolean": "BOOL", "object": "JSON", "file": "PATH"}
 _SPLIT_KINDS = ("number", "integer", "boolean")  # "1,2,3" is three items, as the server reads forms
 
 
@@ -71,22 +70,31 @@ def flags_from_spec(spec: ArgumentSpec) -> list[ArgumentFlag]:
     for name, f in spec.declared.items():
         if f is spec.accept:
             choices = tuple(spec.accept_choices) if spec.accept_choices else None
-            flags.append(ArgumentFlag("accept", "string", default=spec.default_accept or NO_DEFAULT,
-                                      choices=choices, description=_description(f) or "Response format"))
+            flags.append(
+                ArgumentFlag(
+                    "accept",
+                    "string",
+                    default=spec.default_accept or NO_DEFAULT,
+                    choices=choices,
+                    description=_description(f) or "Response format",
+                )
+            )
             continue
         multiple = isinstance(f, (ma_fields.List, ma_fields.Tuple)) or bool(getattr(f, "is_multiple", False))
         item = f.inner if isinstance(f, ma_fields.List) else f
         choices = field_choices(f) or (field_choices(item) if item is not f else None)
         default = f.load_default
-        flags.append(ArgumentFlag(
-            key=f.data_key or name,
-            kind=_field_kind(item),
-            multiple=multiple,
-            required=f.required,
-            default="(computed)" if callable(default) else default,
-            choices=tuple(choices) if choices else None,
-            description=_description(f),
-        ))
+        flags.append(
+            ArgumentFlag(
+                key=f.data_key or name,
+                kind=_field_kind(item),
+                multiple=multiple,
+                required=f.required,
+                default="(computed)" if callable(default) else default,
+                choices=tuple(choices) if choices else None,
+                description=_description(f),
+            )
+        )
     return flags
 
 
@@ -120,15 +128,26 @@ def flags_from_schema(schema: Mapping[str, Any] | None, accept_choices: Sequence
         else:
             kind = item_type if item_type in KINDS else "string"
         choices = prop.get("enum") or item.get("enum")
-        flags.append(ArgumentFlag(
-            key=key, kind=kind, multiple=multiple, required=key in required,
-            default=prop.get("default", NO_DEFAULT),
-            choices=tuple(choices) if choices else None,
-            description=str(prop.get("description") or item.get("description") or ""),
-        ))
+        flags.append(
+            ArgumentFlag(
+                key=key,
+                kind=kind,
+                multiple=multiple,
+                required=key in required,
+                default=prop.get("default", NO_DEFAULT),
+                choices=tuple(choices) if choices else None,
+                description=str(prop.get("description") or item.get("description") or ""),
+            )
+        )
     if len(accept_choices) > 1 and "accept" not in {f.key for f in flags}:
-        flags.append(ArgumentFlag("accept", "string", choices=tuple(accept_choices),
-                                  description="Response format (default: the model's own)"))
+        flags.append(
+            ArgumentFlag(
+                "accept",
+                "string",
+                choices=tuple(accept_choices),
+                description="Response format (default: the model's own)",
+            )
+        )
     return flags
 
 
@@ -138,8 +157,12 @@ def flags_from_schema(schema: Mapping[str, Any] | None, accept_choices: Sequence
 def add_flags(parser: argparse.ArgumentParser, flags: Sequence[ArgumentFlag]) -> None:
     """Add one option per flag: typed, choices, required, repeatable, --x/--no-x for booleans."""
     for flag in flags:
-        options: dict[str, Any] = {"dest": flag.dest, "default": None, "help": help_text(flag),
-                                   "required": flag.required}
+        options: dict[str, Any] = {
+            "dest": flag.dest,
+            "default": None,
+            "help": help_text(flag),
+            "required": flag.required,
+        }
         if flag.kind == "boolean" and not flag.multiple:
             options["action"] = argparse.BooleanOptionalAction
         else:

@@ -27,19 +27,33 @@ SUMMARY = "run the model tests on sample rows (a CSV or JSON file); exit 1 when 
 
 
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="FILE",
-                        help="the sample rows: a CSV file with a header line, or a JSON list of objects")
-    parser.add_argument("--check", action="append", default=[], metavar="CHECK=LEVEL",
-                        help=f"set a check's level (repeatable); checks: {', '.join(CHECKS)}; levels: "
-                             f"{', '.join(LEVELS)}")
-    parser.add_argument("--ignore", action="append", default=None, metavar="KEY",
-                        help=f"keys of the answers left out of comparisons (default: {', '.join(IGNORED)})")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE",
+        help="the sample rows: a CSV file with a header line, or a JSON list of objects",
+    )
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="CHECK=LEVEL",
+        help=f"set a check's level (repeatable); checks: {', '.join(CHECKS)}; levels: {', '.join(LEVELS)}",
+    )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help=f"keys of the answers left out of comparisons (default: {', '.join(IGNORED)})",
+    )
 
 
 def run_test_command(model: Any, args: argparse.Namespace) -> int:
     if not isinstance(model, LocalModel):
-        raise CommandFailed("'test' runs in this process; on a server, POST /v2/models/{name}/tests/ starts the "
-                            "same checks as a job", 2)
+        raise CommandFailed(
+            "'test' runs in this process; on a server, POST /v2/models/{name}/tests/ starts the same checks as a job", 2
+        )
     rows = _rows(Path(args.data))
     levels: dict[str, str] = {}
     for item in args.check:
@@ -61,8 +75,14 @@ def run_test_command(model: Any, args: argparse.Namespace) -> int:
     asyncio.run(run_checks(predictor, rows, run, log))
     json.dump(run.document(), sys.stdout, indent=1)
     print()
-    return 1 if any(s["status"] in ("failed", "aborted") and configuration[name] == "fail"
-                    for name, s in run.testing_status.items()) else 0
+    return (
+        1
+        if any(
+            s["status"] in ("failed", "aborted") and configuration[name] == "fail"
+            for name, s in run.testing_status.items()
+        )
+        else 0
+    )
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

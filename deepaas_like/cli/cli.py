@@ -49,8 +49,7 @@ TOKEN_ENV = "DEEPAAS_TOKEN"
 COMMANDS = {
     "get_metadata": "print the model's metadata (JSON)",
     "predict": "run predict() with the model's arguments ('predict --help' lists them)",
-    "train": "run train() with the model's arguments and print the training's document "
-             "('train --help' lists them)",
+    "train": "run train() with the model's arguments and print the training's document ('train --help' lists them)",
     "warm": "run warm() in this process (for example to fetch a model's weights ahead of time)",
     "test": TEST_SUMMARY,
 }
@@ -62,28 +61,49 @@ Model = LocalModel | RemoteModel
 
 def global_parser(add_help: bool = True, epilog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, add_help=add_help, allow_abbrev=False, epilog=epilog,
+        prog=PROG,
+        add_help=add_help,
+        allow_abbrev=False,
+        epilog=epilog,
         description="Run a DEEPaaS model's methods from the command line: in this process, "
-                    "or on a running server with --url.",
+        "or on a running server with --url.",
         usage=f"{PROG} [--model-name NAME] [--url URL [--token T]] [--output FILE] "
-              "{get_metadata,predict,train,warm,test} [--ARGUMENT VALUE ...]",
+        "{get_metadata,predict,train,warm,test} [--ARGUMENT VALUE ...]",
     )
-    parser.add_argument("--model-name", metavar="NAME",
-                        help="the model: a plugin's name (entry-point group 'deepaas.v2.model'), or a model "
-                             "the server serves; optional when there is only one")
-    parser.add_argument(*OUTPUT_OPTIONS, dest="output", metavar="FILE",
-                        help="write the result into FILE instead of stdout (binary results too)")
+    parser.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="the model: a plugin's name (entry-point group 'deepaas.v2.model'), or a model "
+        "the server serves; optional when there is only one",
+    )
+    parser.add_argument(
+        *OUTPUT_OPTIONS,
+        dest="output",
+        metavar="FILE",
+        help="write the result into FILE instead of stdout (binary results too)",
+    )
     remote = parser.add_argument_group("on a running server")
     remote.add_argument("--url", help="the server's address (with its --base-path), e.g. http://127.0.0.1:5000")
-    remote.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
-                        help=f"API token for a server run with --auth (default: ${TOKEN_ENV})")
+    remote.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"API token for a server run with --auth (default: ${TOKEN_ENV})",
+    )
     local = parser.add_argument_group("in this process")
-    local.add_argument("--data-dir", help="deepaas-run's --data-dir: the models' storage_dir() lies in it (default: "
-                                          "as deepaas-run would use it: its config file, DEEPAAS_DATA_DIR, "
-                                          "~/.local/share/deepaas_like)")
+    local.add_argument(
+        "--data-dir",
+        help="deepaas-run's --data-dir: the models' storage_dir() lies in it (default: "
+        "as deepaas-run would use it: its config file, DEEPAAS_DATA_DIR, "
+        "~/.local/share/deepaas_like)",
+    )
     local.add_argument("--config-file", help=f"deepaas-run's config file (also ${CONFIG_FILE_ENV})")
-    local.add_argument("--no-warm", dest="warm", action="store_false", default=None,
-                       help="do not run warm() before predict, train and get_metadata")
+    local.add_argument(
+        "--no-warm",
+        dest="warm",
+        action="store_false",
+        default=None,
+        help="do not run warm() before predict, train and get_metadata",
+    )
     return parser
 
 
@@ -95,11 +115,19 @@ def build_parser(model: Model | None, epilog: str | None = None) -> argparse.Arg
         flags = _flags(model, name)
         can = model is None or name not in ("predict", "train") or model.can(name)
         sub = commands.add_parser(
-            name, help=summary if can else f"{summary} [not available for this model]", description=(
-                f"{summary[0].upper()}{summary[1:]}" + (f"; model: {model.name}." if model else ".")),
-            allow_abbrev=False, conflict_handler="resolve")
-        sub.add_argument(*OUTPUT_OPTIONS, dest="output", metavar="FILE", default=argparse.SUPPRESS,
-                         help="write the result into FILE instead of stdout")
+            name,
+            help=summary if can else f"{summary} [not available for this model]",
+            description=(f"{summary[0].upper()}{summary[1:]}" + (f"; model: {model.name}." if model else ".")),
+            allow_abbrev=False,
+            conflict_handler="resolve",
+        )
+        sub.add_argument(
+            *OUTPUT_OPTIONS,
+            dest="output",
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help="write the result into FILE instead of stdout",
+        )
         if flags:
             add_flags(sub.add_argument_group(f"arguments of {model.name if model else 'the model'}"), flags)
         if name == "test":
@@ -142,7 +170,7 @@ def _globals_first(argv: list[str]) -> list[str]:
     position = _command_position(argv)
     if position is None or argv[position] not in COMMANDS:
         return argv
-    head, command, tail = argv[:position], argv[position], argv[position + 1:]
+    head, command, tail = argv[:position], argv[position], argv[position + 1 :]
     _, rest = global_parser(add_help=False).parse_known_args(tail)
     moved, kept, pending = [], [], list(rest)
     for token in tail:  # what the global parser took from the tail, in order
@@ -178,9 +206,11 @@ def open_model(known: argparse.Namespace) -> Model:
     if known.url:
         served = ServedModels(ServerClient(known.url, known.token))
         return served.model(_choose(known.model_name, served.names, f"served by {known.url}"))
-    flags = [*(["--data-dir", known.data_dir] if known.data_dir else []),
-             *(["--config-file", known.config_file] if known.config_file else []),
-             *(["--no-warm"] if known.warm is False else [])]
+    flags = [
+        *(["--data-dir", known.data_dir] if known.data_dir else []),
+        *(["--config-file", known.config_file] if known.config_file else []),
+        *(["--no-warm"] if known.warm is False else []),
+    ]
     try:
         settings = load_settings(flags)
     except SettingsError as exc:
@@ -205,8 +235,9 @@ def _choose(name: str | None, names: Sequence[str], where: str) -> str:
         return names[0]
     if not names:
         raise CommandFailed(f"no model is {where} (plugins: entry-point group '{GROUP}')", 1)
-    raise CommandFailed(f"several models are {where}: {', '.join(names)}; choose one with --model-name NAME "
-                        "(before the command)", 2)
+    raise CommandFailed(
+        f"several models are {where}: {', '.join(names)}; choose one with --model-name NAME (before the command)", 2
+    )
 
 
 def run(model: Model, args: argparse.Namespace) -> int:
@@ -254,8 +285,11 @@ def write(result: ModelOutput, output: str | None) -> None:
             raise CommandFailed(f"the result cannot be encoded as JSON ({exc})") from None
     elif output is None and sys.stdout.isatty():
         size = os.path.getsize(result.path) if result.path else len(result.data or b"")
-        raise CommandFailed(f"the model answered {result.content_type} ({size} bytes), which is not written "
-                            "to a terminal: pass --output FILE, or redirect stdout", 2)
+        raise CommandFailed(
+            f"the model answered {result.content_type} ({size} bytes), which is not written "
+            "to a terminal: pass --output FILE, or redirect stdout",
+            2,
+        )
     if output is None:
         sys.stdout.flush()
         _copy(result, sys.stdout.buffer)

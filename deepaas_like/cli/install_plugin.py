@@ -126,8 +126,10 @@ def plan_for(wheel: Path, protected: dict[str, str], editable: Path | None = Non
             plan.kept.append(f"{text}: {PROVIDED[key]}")
         elif key in protected:
             installed = protected[key]
-            verdict = "satisfied" if requirement.specifier.contains(installed, prereleases=True) else (
-                "kept as it is: deepaas_like runs DEEPaaS plugins on it"
+            verdict = (
+                "satisfied"
+                if requirement.specifier.contains(installed, prereleases=True)
+                else ("kept as it is: deepaas_like runs DEEPaaS plugins on it")
             )
             plan.kept.append(f"{text}: {requirement.name} {installed} is installed, {verdict}")
         else:
@@ -176,22 +178,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("specs", nargs="*", metavar="PLUGIN", help="a directory, PyPI name, VCS URL, sdist or wheel")
     parser.add_argument(
-        "-e", "--editable", action="append", default=[], metavar="DIR",
+        "-e",
+        "--editable",
+        action="append",
+        default=[],
+        metavar="DIR",
         help="install the plugin in source directory DIR editable (like pip install -e): it runs from DIR, "
         "so files it reads beside its package (data/, models/, a metadata YAML) are found and edits in DIR "
         "take effect without installing again; repeatable",
     )
     parser.add_argument("--dry-run", action="store_true", help="show what would be installed, install nothing")
-    parser.add_argument("--keep-broken", action="store_true",
-                        help="keep a plugin installed even when it does not import (by default it is uninstalled "
-                        "again, so that deepaas-run serving every plugin is not left with a broken one)")
+    parser.add_argument(
+        "--keep-broken",
+        action="store_true",
+        help="keep a plugin installed even when it does not import (by default it is uninstalled "
+        "again, so that deepaas-run serving every plugin is not left with a broken one)",
+    )
     args = parser.parse_args(argv)
     if not args.specs and not args.editable:
         parser.error("name at least one PLUGIN or -e DIR")
     for directory in args.editable:
         if not is_project_dir(directory):
-            parser.error(f"-e {directory}: not a project directory (no pyproject.toml or setup.py); "
-                         "-e takes a plugin's source checkout")
+            parser.error(
+                f"-e {directory}: not a project directory (no pyproject.toml or setup.py); "
+                "-e takes a plugin's source checkout"
+            )
     protected = protected_distributions()
     if canonicalize_name(OURS) not in protected:
         print("deepaas-install-plugin: error: deepaas_like is not installed in this environment", file=sys.stderr)
@@ -218,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             return 0
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("".join(f"{name}=={version}\n" for name, version in protected.items()
-                                       if name != canonicalize_name(OURS)))
+        constraints.write_text(
+            "".join(f"{name}=={version}\n" for name, version in protected.items() if name != canonicalize_name(OURS))
+        )
         requirements = sorted({r for plan in plans for r in plan.install})
         targets: list[str] = []
         for plan in plans:
@@ -242,21 +254,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = verify(names)
     if result.returncode != 0:
         if args.keep_broken:
-            print(f"installed, but the plugin does not import (kept: --keep-broken):\n{result.stderr}",
-                  file=sys.stderr)
+            print(f"installed, but the plugin does not import (kept: --keep-broken):\n{result.stderr}", file=sys.stderr)
         else:
-            undone = subprocess.run(_pip("uninstall", "--yes", *(plan.name for plan in plans)),
-                                    capture_output=True, text=True)
-            print(f"the plugin does not import, so it was uninstalled again"
-                  f"{'' if undone.returncode == 0 else ' (pip uninstall failed: ' + undone.stderr.strip() + ')'}; "
-                  f"the requirements installed for it stay (keep the plugin anyway with --keep-broken):\n"
-                  f"{result.stderr}", file=sys.stderr)
+            undone = subprocess.run(
+                _pip("uninstall", "--yes", *(plan.name for plan in plans)), capture_output=True, text=True
+            )
+            print(
+                f"the plugin does not import, so it was uninstalled again"
+                f"{'' if undone.returncode == 0 else ' (pip uninstall failed: ' + undone.stderr.strip() + ')'}; "
+                f"the requirements installed for it stay (keep the plugin anyway with --keep-broken):\n"
+                f"{result.stderr}",
+                file=sys.stderr,
+            )
         # deepaas_like.loading adds this hint when a plugin installed without -e misses a file.
         if "deepaas-install-plugin -e" in result.stderr:
             for spec in args.specs:
                 if is_project_dir(spec):
-                    print(f"hint: {spec} was installed as a wheel, which holds only its package; to run it "
-                          f"from its checkout: deepaas-install-plugin -e {spec}", file=sys.stderr)
+                    print(
+                        f"hint: {spec} was installed as a wheel, which holds only its package; to run it "
+                        f"from its checkout: deepaas-install-plugin -e {spec}",
+                        file=sys.stderr,
+                    )
         return 1
     print(f"installed and importable: {result.stdout.strip()}; serve it with: deepaas-run --model-name {names[0]}")
     return 0

@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 from multidict import MultiDict
 
 from .. import runtime
-from ..engine.adapter import ModelAdapter, execute
 from ..arguments import ArgumentSources, ArgumentSpec
+from ..engine.adapter import ModelAdapter, execute
 from ..engine.calls import CallFailure, Ok, unwrap
 from ..errors import ArgumentError, DeepaasError, PluginLoadError
 from ..files import ReturnedFile, UploadedFile
@@ -103,8 +103,9 @@ class LocalModel:
                 step = "schema"
                 self.response_schema = response_schema_of(plugin.obj)
         except Exception as exc:
-            raise PluginLoadError(self.name, f"{step} failed: {type(exc).__name__}: {exc}",
-                                  traceback.format_exc()) from exc
+            raise PluginLoadError(
+                self.name, f"{step} failed: {type(exc).__name__}: {exc}", traceback.format_exc()
+            ) from exc
 
     def _declared(self, method: str) -> Any:
         return self.adapter.call(method) if self.adapter.has(method) else {}
@@ -153,8 +154,9 @@ class LocalModel:
         result = self._run("predict", kwargs)
         return self._output(result, kwargs.get(self._accept_attribute()))
 
-    def train(self, values: Mapping[str, Any], files: Mapping[str, str], progress: Progress,
-              log: TextIO | None = None) -> TrainingReport:
+    def train(
+        self, values: Mapping[str, Any], files: Mapping[str, str], progress: Progress, log: TextIO | None = None
+    ) -> TrainingReport:
         """``train()`` here: its progress to ``progress``, what it prints to ``log`` (stderr) as it comes."""
         self._require("train")
         kwargs = self._validated(self.train_spec, values, files)
@@ -174,13 +176,24 @@ class LocalModel:
             runtime.progress_sink = previous
         _interrupted(outcome)
         finished = time.time()
-        document: dict[str, Any] = {"date": _stamp(created), "args": _shown(kwargs), "uuid": uuid.uuid4().hex,
-                                    "status": "done" if isinstance(outcome, Ok) else "error", "model": self.name}
+        document: dict[str, Any] = {
+            "date": _stamp(created),
+            "args": _shown(kwargs),
+            "uuid": uuid.uuid4().hex,
+            "status": "done" if isinstance(outcome, Ok) else "error",
+            "model": self.name,
+        }
         if isinstance(outcome, Ok):
-            document["result"] = {"output": outcome.value, "finish_date": _stamp(finished),
-                                  "duration": str(datetime.timedelta(seconds=finished - created))}
-        document.update(started=_stamp(created), finish_date=_stamp(finished),
-                        duration=str(datetime.timedelta(seconds=finished - created)))
+            document["result"] = {
+                "output": outcome.value,
+                "finish_date": _stamp(finished),
+                "duration": str(datetime.timedelta(seconds=finished - created)),
+            }
+        document.update(
+            started=_stamp(created),
+            finish_date=_stamp(finished),
+            duration=str(datetime.timedelta(seconds=finished - created)),
+        )
         if isinstance(outcome, CallFailure):
             document["message"] = outcome.text
             print(outcome.traceback.rstrip(), file=sys.stderr)
@@ -226,8 +239,12 @@ class LocalModel:
             fd, copy = tempfile.mkstemp(dir=folder, suffix=suffix if suffix.isascii() and len(suffix) <= 13 else "")
             with os.fdopen(fd, "wb") as target, open(path, "rb") as source:
                 shutil.copyfileobj(source, target)
-            uploads.add(key, UploadedFile(name=key, filename=copy, content_type=guess_type(path),
-                                          original_filename=os.path.basename(path)))
+            uploads.add(
+                key,
+                UploadedFile(
+                    name=key, filename=copy, content_type=guess_type(path), original_filename=os.path.basename(path)
+                ),
+            )
         return uploads
 
     def _accept_attribute(self) -> str:
@@ -248,11 +265,16 @@ class LocalModel:
             return ModelOutput(data=result.encode(), content_type=accept)
         if self.response_schema is not None:
             with legacy_vocabulary_allowed():
-                errors = (self.response_schema().validate(result) if isinstance(result, dict)
-                          else {"_schema": [f"Expected an object, got {type(result).__name__}."]})
+                errors = (
+                    self.response_schema().validate(result)
+                    if isinstance(result, dict)
+                    else {"_schema": [f"Expected an object, got {type(result).__name__}."]}
+                )
             if errors:
-                raise CommandFailed(f"Model '{self.name}' returned a prediction that does not match its declared "
-                                    f"response schema: {errors}")
+                raise CommandFailed(
+                    f"Model '{self.name}' returned a prediction that does not match its declared "
+                    f"response schema: {errors}"
+                )
         return ModelOutput(json=result)
 
 

@@ -49,8 +49,15 @@ class ServerClient:
         self.url = url.rstrip("/")
         self.token = token
 
-    def call(self, method: str, path: str, *, body: bytes | None = None, content_type: str | None = None,
-             timeout: float | None = READ_TIMEOUT) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = READ_TIMEOUT,
+    ) -> Reply:
         """The reply; an error status ends the command with the server's message."""
         headers = {"User-Agent": f"deepaas-cli/{__version__}"}
         if self.token:
@@ -103,8 +110,10 @@ class ServedModels:
 
     def model(self, name: str) -> RemoteModel:
         if name not in self.names:
-            raise CommandFailed(f"the server at {self.client.url} serves no model '{name}' "
-                                f"(served: {', '.join(self.names) or 'none'})", 2)
+            raise CommandFailed(
+                f"the server at {self.client.url} serves no model '{name}' (served: {', '.join(self.names) or 'none'})",
+                2,
+            )
         return RemoteModel(self.client, name, self.document)
 
 
@@ -160,8 +169,11 @@ class RemoteModel:
     # --- the commands ----------------------------------------------------------------
 
     def warm(self, force: bool = False) -> None:
-        raise CommandFailed("warm runs a plugin in this process; a server warms its models itself "
-                            f"(see {self.client.url}{self.base}/ready)", 2)
+        raise CommandFailed(
+            "warm runs a plugin in this process; a server warms its models itself "
+            f"(see {self.client.url}{self.base}/ready)",
+            2,
+        )
 
     def metadata(self) -> Any:
         return self.client.get_json(f"{self.base}/")
@@ -179,8 +191,9 @@ class RemoteModel:
             answer = answer["predictions"]
         return ModelOutput(json=answer)
 
-    def train(self, values: Mapping[str, Any], files: Mapping[str, str], progress: Progress,
-              log: TextIO | None = None) -> TrainingReport:
+    def train(
+        self, values: Mapping[str, Any], files: Mapping[str, str], progress: Progress, log: TextIO | None = None
+    ) -> TrainingReport:
         """Start a training, follow it to its end with ``progress``; its log comes with the report."""
         self._require("train")
         body, content_type = request_body(values, files)
@@ -194,8 +207,11 @@ class RemoteModel:
                 time.sleep(min(1.0, 0.1 + (time.monotonic() - started) / 20))
                 document = self.client.get_json(job)
         except KeyboardInterrupt:
-            raise CommandFailed(f"stopped following training {document['uuid']}: it goes on on the server "
-                                f"(cancel it with DELETE {self.client.url}{job})", 130) from None
+            raise CommandFailed(
+                f"stopped following training {document['uuid']}: it goes on on the server "
+                f"(cancel it with DELETE {self.client.url}{job})",
+                130,
+            ) from None
         fraction = document.get("progress")
         progress(1.0 if document.get("status") == "done" else fraction, _progress_message(document))
         text = self.client.call("GET", f"{job}/log").data.decode("utf-8", "replace")
@@ -203,8 +219,10 @@ class RemoteModel:
 
     def _require(self, method: str) -> None:
         if not self.can(method):
-            raise CommandFailed(f"the server at {self.client.url} serves no {method} for model '{self.name}' "
-                                f"(the model has no {method}(), or the server runs with --no-{method}-endpoint)")
+            raise CommandFailed(
+                f"the server at {self.client.url} serves no {method} for model '{self.name}' "
+                f"(the model has no {method}(), or the server runs with --no-{method}-endpoint)"
+            )
 
 
 def _progress_message(document: Mapping[str, Any]) -> str:

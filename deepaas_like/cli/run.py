@@ -17,9 +17,9 @@ from ..api import create_app
 from ..api.handlers import readiness
 from ..api.health_port import HealthListener, HealthPortFailed
 from ..api.keys import MODELS
+from ..engine.polling import new_event_loop
 from ..errors import DeepaasError, PluginLoadError
 from ..loading import GROUP
-from ..engine.polling import new_event_loop
 from ..settings import Settings, SettingsError, load_settings
 
 LOG = logging.getLogger("deepaas_like")
@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         broken = app[MODELS].broken
         print(
             f"deepaas-run: error: no model plugin could be loaded: {'; '.join(str(e) for e in broken.values())}"
-            if broken else f"deepaas-run: error: no model plugin is installed (entry-point group '{GROUP}'). "
+            if broken
+            else f"deepaas-run: error: no model plugin is installed (entry-point group '{GROUP}'). "
             "Install one, for example the demo: pip install -e plugins/demo",
             file=sys.stderr,
         )
@@ -108,8 +109,11 @@ async def serve(app: web.Application, settings: Settings) -> int:
         try:
             await health.start()
         except HealthPortFailed as exc:
-            print(f"deepaas-run: error: --health-port {settings.health_port}: cannot listen on "
-                  f"{settings.listen_ip}:{settings.health_port}: {exc}; choose another port", file=sys.stderr)
+            print(
+                f"deepaas-run: error: --health-port {settings.health_port}: cannot listen on "
+                f"{settings.listen_ip}:{settings.health_port}: {exc}; choose another port",
+                file=sys.stderr,
+            )
             await runner.cleanup()
             return 2
     host, port = runner.addresses[0][:2]

@@ -32,12 +32,23 @@ from ..settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings
 def _server_options(parser: argparse.ArgumentParser, default: object = None) -> argparse.ArgumentParser:
     """Which server's store: before the command, or after it (``default``: SUPPRESS there, so
     that a value given before it is not reset)."""
-    parser.add_argument("--data-dir", default=default, help="the server's --data-dir (default: as deepaas-run "
-                        "would use it: its config file, DEEPAAS_DATA_DIR, ~/.local/share/deepaas_like)")
-    parser.add_argument("--store", default=default, help="the server's --store (default: as deepaas-run would "
-                        "use it: its config file, DEEPAAS_STORE, else <data-dir>/state.sqlite3)")
-    parser.add_argument("--auth-key-file", default=default, help="the server's --auth-key-file (default: as "
-                        "deepaas-run would use it, else <data-dir>/auth.key)")
+    parser.add_argument(
+        "--data-dir",
+        default=default,
+        help="the server's --data-dir (default: as deepaas-run "
+        "would use it: its config file, DEEPAAS_DATA_DIR, ~/.local/share/deepaas_like)",
+    )
+    parser.add_argument(
+        "--store",
+        default=default,
+        help="the server's --store (default: as deepaas-run would "
+        "use it: its config file, DEEPAAS_STORE, else <data-dir>/state.sqlite3)",
+    )
+    parser.add_argument(
+        "--auth-key-file",
+        default=default,
+        help="the server's --auth-key-file (default: as deepaas-run would use it, else <data-dir>/auth.key)",
+    )
     parser.add_argument("--config-file", default=default, help=f"deepaas-run's config file (also ${CONFIG_FILE_ENV})")
     return parser
 
@@ -46,13 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _server_options(argparse.ArgumentParser(prog="deepaas-token", description=__doc__.split("\n\n")[0]))
     common = _server_options(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", parents=[common],
-                                 help="create a token; it is printed once, as the last line")
+    create = commands.add_parser(
+        "create", parents=[common], help="create a token; it is printed once, as the last line"
+    )
     create.add_argument("--name", required=True, help="what the token is for (shown in lists)")
-    create.add_argument("--scope", action="append", required=True, choices=SCOPES, metavar="SCOPE",
-                        help=f"repeatable: {', '.join(SCOPES)}")
-    create.add_argument("--model", action="append", metavar="NAME", help="limit the token to these models "
-                        "(repeatable); by default it reaches every model its scopes allow")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=SCOPES,
+        metavar="SCOPE",
+        help=f"repeatable: {', '.join(SCOPES)}",
+    )
+    create.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="limit the token to these models (repeatable); by default it reaches every model its scopes allow",
+    )
     create.add_argument("--expires", metavar="DURATION", help="e.g. 30d, 12h, 90m, 2w (default: never)")
     create.add_argument("--user", metavar="USER_ID", help="the user the token acts for (owner of what it uploads)")
     commands.add_parser("list", parents=[common], help="list the tokens (never their secrets)")
@@ -65,10 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # a store or key it creates is the server's alone
     try:
-        flags = [*(["--config-file", args.config_file] if args.config_file else []),
-                 *(["--data-dir", args.data_dir] if args.data_dir else []),
-                 *(["--store", args.store] if args.store else []),
-                 *(["--auth-key-file", args.auth_key_file] if args.auth_key_file else [])]
+        flags = [
+            *(["--config-file", args.config_file] if args.config_file else []),
+            *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *(["--store", args.store] if args.store else []),
+            *(["--auth-key-file", args.auth_key_file] if args.auth_key_file else []),
+        ]
         settings = load_settings(flags)
         expires_in = parse_duration(args.expires) if getattr(args, "expires", None) else None
     except (SettingsError, ValueError) as exc:
@@ -89,15 +113,26 @@ async def _run(args: argparse.Namespace, settings: Settings, expires_in: float |
         audit = AccessTables(db)
         if args.command == "create":
             check_user_id(args.user)
-            issued = issue_token(server_key(settings.auth_key_path), name=args.name, scopes=check_scopes(args.scope),
-                                 models=args.model, user_id=args.user, expires_in=expires_in)
+            issued = issue_token(
+                server_key(settings.auth_key_path),
+                name=args.name,
+                scopes=check_scopes(args.scope),
+                models=args.model,
+                user_id=args.user,
+                expires_in=expires_in,
+            )
             await table.insert(issued.record)
             record = issued.record
             await audit.record(_actor(), "token.create", record.id, audit_detail(record))
-            print(f"created token {record.id} ({record.name}): scopes {', '.join(record.scopes)}"
-                  + (f"; models {', '.join(record.models)}" if record.models else "")
-                  + (f"; expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(record.expires))}"
-                     if record.expires else "; never expires"))
+            print(
+                f"created token {record.id} ({record.name}): scopes {', '.join(record.scopes)}"
+                + (f"; models {', '.join(record.models)}" if record.models else "")
+                + (
+                    f"; expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(record.expires))}"
+                    if record.expires
+                    else "; never expires"
+                )
+            )
             print("keep it now: it is not stored and cannot be shown again")
             print(issued.token)
             return 0
@@ -105,8 +140,10 @@ async def _run(args: argparse.Namespace, settings: Settings, expires_in: float |
             now = time.time()
             for record in await table.load():
                 state = record.usable(now) or "active"
-                print(f"{record.id}  {record.name:20}  {','.join(record.scopes):40}  "
-                      f"{','.join(record.models or ['*']):20}  {state}")
+                print(
+                    f"{record.id}  {record.name:20}  {','.join(record.scopes):40}  "
+                    f"{','.join(record.models or ['*']):20}  {state}"
+                )
             return 0
         if not await table.revoke(args.id, time.time()):
             print(f"deepaas-token: error: no active token with id {args.id}", file=sys.stderr)

@@ -73,8 +73,9 @@ def _libc() -> ctypes.CDLL:
 def abi() -> int:
     """The Landlock ABI version this kernel offers; 0 when it has none (or it is disabled)."""
     try:
-        version = _libc().syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0),
-                                  ctypes.c_uint32(_CREATE_RULESET_VERSION))
+        version = _libc().syscall(
+            _SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)
+        )
     except (OSError, AttributeError):
         return 0
     return max(0, int(version))
@@ -97,8 +98,7 @@ class Ruleset:
         self.scoped = (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if version >= 6 else 0
         attr = struct.pack("=QQQ", self.handled_fs, self.handled_net, self.scoped)
         libc = _libc()
-        fd = libc.syscall(_SYS_CREATE_RULESET, ctypes.c_char_p(attr), ctypes.c_size_t(len(attr)),
-                          ctypes.c_uint32(0))
+        fd = libc.syscall(_SYS_CREATE_RULESET, ctypes.c_char_p(attr), ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
         if fd < 0:
             err = ctypes.get_errno()
             raise LandlockError(err, f"landlock_create_ruleset: {os.strerror(err)}")
@@ -121,8 +121,13 @@ class Ruleset:
                 return False
             # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd
             attr = struct.pack("=Qi", rights, fd)
-            result = self._libc.syscall(_SYS_ADD_RULE, ctypes.c_int(self._fd), ctypes.c_int(_RULE_PATH_BENEATH),
-                                        ctypes.c_char_p(attr), ctypes.c_uint32(0))
+            result = self._libc.syscall(
+                _SYS_ADD_RULE,
+                ctypes.c_int(self._fd),
+                ctypes.c_int(_RULE_PATH_BENEATH),
+                ctypes.c_char_p(attr),
+                ctypes.c_uint32(0),
+            )
             if result < 0:
                 err = ctypes.get_errno()
                 raise LandlockError(err, f"landlock_add_rule({path}): {os.strerror(err)}")

@@ -70,10 +70,30 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SYSTEM_ROOTS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
 # What of /etc a Python process and its libraries read: the loader, users and groups, time
 # zones, name resolution, certificates. Not the rest (shadow files, ssh keys, our config).
-ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
-             "nsswitch.conf", "host.conf", "hosts", "resolv.conf", "gai.conf", "protocols", "services",
-             "mime.types", "ssl/certs", "ca-certificates", "ca-certificates.conf", "os-release", "debian_version",
-             "lsb-release", "alternatives")
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "host.conf",
+    "hosts",
+    "resolv.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "mime.types",
+    "ssl/certs",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "os-release",
+    "debian_version",
+    "lsb-release",
+    "alternatives",
+)
 PROC_FILES = ("cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "sys")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 SHM, SHM_SIZE = "/dev/shm", "64m"
@@ -117,8 +137,12 @@ class Containment:
         return text + (f" (not available: {'; '.join(self.missing)})" if self.missing else "")
 
     def to_json(self) -> dict:
-        return {"layers": list(self.layers), "missing": list(self.missing), "landlock_abi": self.landlock_abi,
-                "contained": self.contained}
+        return {
+            "layers": list(self.layers),
+            "missing": list(self.missing),
+            "landlock_abi": self.landlock_abi,
+            "contained": self.contained,
+        }
 
 
 def _libc() -> ctypes.CDLL:
@@ -151,9 +175,16 @@ def contain(spec: SandboxSpec) -> Containment:
             _reveal(needed, *target, report)
         if spec.scratch:  # its files in a tmpfs of bounded size, gone with the namespace
             owner = target or (uid, gid)
-            _check(_libc().mount(b"tmpfs", spec.scratch.encode(), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
-                                 f"mode=0700,uid={owner[0]},gid={owner[1]},size={_scratch_size(spec)}".encode()),
-                   f"mount tmpfs on {spec.scratch}")
+            _check(
+                _libc().mount(
+                    b"tmpfs",
+                    spec.scratch.encode(),
+                    b"tmpfs",
+                    ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
+                    f"mode=0700,uid={owner[0]},gid={owner[1]},size={_scratch_size(spec)}".encode(),
+                ),
+                f"mount tmpfs on {spec.scratch}",
+            )
         _fork_behind_init()  # returns in the contained process, pid 2 of the new namespace
     _die_with_parent()
     separate_user = False
@@ -178,7 +209,7 @@ def contain(spec: SandboxSpec) -> Containment:
     filtered = _filter_system_calls(report)
     # Contained: Landlock's files and TCP rules, the namespaces (no network at all, no view of
     # the server, everything it starts dies with it), the system call filter, and no root.
-    report.contained = (applied >= MIN_LANDLOCK and in_namespaces and filtered and (separate_user or not as_root))
+    report.contained = applied >= MIN_LANDLOCK and in_namespaces and filtered and (separate_user or not as_root)
     return report
 
 
@@ -205,10 +236,21 @@ def _enter_namespaces(as_root: bool, uid: int, gid: int, report: Containment) ->
     # Mounts made here stay here (the namespace exists already: this cannot be skipped).
     _check(libc.mount(None, b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None), "mount --make-rprivate /")
     # A /dev/shm of its own, small: joblib and multiprocessing need semaphores, nobody else's are seen.
-    _check(libc.mount(b"tmpfs", SHM.encode(), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
-                      f"mode=1777,size={SHM_SIZE}".encode()), f"mount tmpfs on {SHM}")
-    report.layers.append("network, PID, IPC and mount namespaces" + ("" if as_root else " (in a user namespace)")
-                         + f", a private {SHM} of {SHM_SIZE}")
+    _check(
+        libc.mount(
+            b"tmpfs",
+            SHM.encode(),
+            b"tmpfs",
+            ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
+            f"mode=1777,size={SHM_SIZE}".encode(),
+        ),
+        f"mount tmpfs on {SHM}",
+    )
+    report.layers.append(
+        "network, PID, IPC and mount namespaces"
+        + ("" if as_root else " (in a user namespace)")
+        + f", a private {SHM} of {SHM_SIZE}"
+    )
     return True
 
 
@@ -315,12 +357,18 @@ def _reveal(needed: Iterable[str], uid: int, gid: int, report: Containment) -> N
     libc = _libc()
     for top, paths in blocked.items():
         handles = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in paths}
-        _check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
-                          b"mode=0755,size=64k"), f"mount tmpfs on {top}")
+        _check(
+            libc.mount(b"tmpfs", top.encode(), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV), b"mode=0755,size=64k"),
+            f"mount tmpfs on {top}",
+        )
         for path, fd in handles.items():
             _open_dirs(top, path)
-            _check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None,
-                              ctypes.c_ulong(_MS_BIND | _MS_REC), None), f"bind {path}")
+            _check(
+                libc.mount(
+                    f"/proc/self/fd/{fd}".encode(), path.encode(), None, ctypes.c_ulong(_MS_BIND | _MS_REC), None
+                ),
+                f"bind {path}",
+            )
             os.close(fd)
         report.layers.append(f"{top} hidden but for {', '.join(paths)}")
 
@@ -329,7 +377,7 @@ def _open_dirs(top: str, path: str) -> None:
     """Create ``path`` under ``top`` (an empty tmpfs), every directory on the way open to all
     (whatever the umask: the server's is 077)."""
     current = top
-    for part in path[len(top):].strip("/").split("/"):
+    for part in path[len(top) :].strip("/").split("/"):
         current = os.path.join(current, part)
         if not os.path.isdir(current):
             os.mkdir(current)
@@ -367,9 +415,14 @@ def needed_roots() -> list[str]:
 
     from ..frameworks import GROUP
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
-             os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}  # deepaas_like
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    }  # deepaas_like
     paths.update(p for p in sys.path if p)
     for ep in importlib.metadata.entry_points(group=GROUP):
         top = ep.value.split(":")[0].split(".")[0]
@@ -404,8 +457,14 @@ def _landlock(spec: SandboxSpec, needed: list[str], report: Containment, private
     try:
         ruleset = landlock.Ruleset(report.landlock_abi)
         deny = sorted({os.path.realpath(p) for p in spec.deny if p})
-        reads = [*needed, *SYSTEM_ROOTS, *(f"/etc/{name}" for name in ETC_FILES),
-                 "/sys", "/proc/self", *(f"/proc/{name}" for name in PROC_FILES)]
+        reads = [
+            *needed,
+            *SYSTEM_ROOTS,
+            *(f"/etc/{name}" for name in ETC_FILES),
+            "/sys",
+            "/proc/self",
+            *(f"/proc/{name}" for name in PROC_FILES),
+        ]
         skipped = []
         for path in _outermost(os.path.realpath(p) for p in reads if os.path.lexists(p)):
             if any(_inside(path, d) for d in deny):
@@ -422,8 +481,11 @@ def _landlock(spec: SandboxSpec, needed: list[str], report: Containment, private
     except OSError as exc:
         report.missing.append(f"Landlock ({exc})")
         return 0
-    what = ["read-only: the interpreter, its packages and system libraries"
-            + (f" (not {', '.join(skipped)}: inside a denied path)" if skipped else ""), "writes: its scratch only"]
+    what = [
+        "read-only: the interpreter, its packages and system libraries"
+        + (f" (not {', '.join(skipped)}: inside a denied path)" if skipped else ""),
+        "writes: its scratch only",
+    ]
     if ruleset.handled_net:
         what.append("no TCP bind or connect")
     else:
@@ -535,4 +597,3 @@ class FileChannel:
             os.unlink(path)
         except OSError:
             pass
-

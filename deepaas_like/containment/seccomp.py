@@ -42,8 +42,9 @@ _ARCHES = {
     "aarch64": (0xC00000B7, {"socket": 198, "clone": 220, "unshare": 97, "setns": 268, "clone3": 435}),
 }
 _X32_BIT = 0x40000000
-NAMESPACE_FLAGS = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
-                   | 0x00000080)  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+NAMESPACE_FLAGS = (
+    0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080
+)  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 
 
 def supported() -> bool:
@@ -61,8 +62,12 @@ def _program() -> list[tuple[int, int, int, int]]:
     ]
     if arch == _ARCHES["x86_64"][0]:
         program += [(_JGE_K, 0, 1, _X32_BIT), (_RET_K, 0, 0, deny)]  # the x32 ABI: not used, not allowed
-    rules = [("socket", _RET_ERRNO | errno.EACCES), ("unshare", deny), ("setns", deny),
-             ("clone3", _RET_ERRNO | errno.ENOSYS)]
+    rules = [
+        ("socket", _RET_ERRNO | errno.EACCES),
+        ("unshare", deny),
+        ("setns", deny),
+        ("clone3", _RET_ERRNO | errno.ENOSYS),
+    ]
     for name, answer in rules:
         program += [(_JEQ_K, 0, 1, numbers[name]), (_RET_K, 0, 0, answer)]
     program += [
@@ -86,8 +91,10 @@ def deny_for_worker() -> None:
 
     prog = _Prog(len(program), ctypes.addressof(buffer))
     libc = ctypes.CDLL(None, use_errno=True)
-    for request, args in ((_PR_SET_NO_NEW_PRIVS, (1, 0, 0, 0)),
-                          (_PR_SET_SECCOMP, (_SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0))):
+    for request, args in (
+        (_PR_SET_NO_NEW_PRIVS, (1, 0, 0, 0)),
+        (_PR_SET_SECCOMP, (_SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)),
+    ):
         if libc.prctl(request, *(ctypes.c_ulong(a) for a in args)) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"prctl({request}): {os.strerror(err)}")

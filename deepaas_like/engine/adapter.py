@@ -7,9 +7,9 @@ import logging
 import os
 from typing import Any, Callable, Mapping, Sequence
 
-from .calls import CallFailure, MethodMissing, Ok, Outcome, failure_from_exception
 from ..files import ReturnedFile
 from ..runtime import storage_dir_var, using_storage_dir
+from .calls import CallFailure, MethodMissing, Ok, Outcome, failure_from_exception
 
 LOG = logging.getLogger(__name__)
 
@@ -70,8 +70,9 @@ class ModelAdapter:
             except Exception as exc:
                 if not self.has("predict") or len(rows) == 1:
                     return [failure_from_exception(exc)] * len(rows)
-                LOG.warning("model %s: predict_batch() failed (%s); running the %d rows one by one",
-                            self.name, exc, len(rows))
+                LOG.warning(
+                    "model %s: predict_batch() failed (%s); running the %d rows one by one", self.name, exc, len(rows)
+                )
         return [execute(self, "predict", row) for row in rows]
 
 
@@ -123,9 +124,7 @@ def normalize_output(result: Any) -> Any:
         name = getattr(result, "name", None)
         if isinstance(name, str) and os.path.isfile(name):
             result.close()
-            return ReturnedFile(
-                filename=os.path.abspath(name), original_filename=os.path.basename(name)
-            )
+            return ReturnedFile(filename=os.path.abspath(name), original_filename=os.path.basename(name))
     if callable(getattr(result, "read", None)):
         try:
             if getattr(result, "seekable", lambda: False)():

@@ -112,8 +112,9 @@ def root_cause(exc: BaseException) -> str | None:
     (what it was raised from, or while handling), if it is another one."""
     root, seen = exc, {id(exc)}
     while True:
-        nxt = root.__cause__ if root.__cause__ is not None else (
-            None if root.__suppress_context__ else root.__context__)
+        nxt = (
+            root.__cause__ if root.__cause__ is not None else (None if root.__suppress_context__ else root.__context__)
+        )
         if nxt is None or id(nxt) in seen or len(seen) > 20:
             break
         seen.add(id(nxt))

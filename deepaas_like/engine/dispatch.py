@@ -35,10 +35,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .calls import NotStarted, Outcome, Unserved
 from ..errors import ModelUnavailable, QueueFull
-from .runners import Runner
 from ..settings import ModelSettings
+from .calls import NotStarted, Outcome, Unserved
+from .runners import Runner
 
 LOG = logging.getLogger(__name__)
 COALESCE_LIMIT = 32
@@ -194,8 +194,7 @@ class Dispatcher:
         if wait > self._wait_budget:
             raise QueueFull(
                 self.name,
-                f"a new request would wait about {wait:.1f} s for a worker "
-                f"(--max-queue-wait {self._wait_budget:g} s)",
+                f"a new request would wait about {wait:.1f} s for a worker (--max-queue-wait {self._wait_budget:g} s)",
                 retry_after=max(1, math.ceil(wait - self._wait_budget)),
             )
 
@@ -310,8 +309,9 @@ class Dispatcher:
             raise
         except Exception as exc:  # a bug of ours: fail the group, keep dispatching
             LOG.exception("model %s: dispatching a group failed", self.name)
-            outcomes = [Unserved(ModelUnavailable(f"Model '{self.name}' failed to run the call: {exc}",
-                                                  model=self.name))] * len(group)
+            outcomes = [
+                Unserved(ModelUnavailable(f"Model '{self.name}' failed to run the call: {exc}", model=self.name))
+            ] * len(group)
         retry = []
         for call, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, NotStarted):

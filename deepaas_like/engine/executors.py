@@ -18,8 +18,8 @@ from .adapter import ModelAdapter
 from .calls import Outcome
 from .process import WorkerLauncher, mp_context
 from .runners import ProcessRunner, Runner
-from .threads import ThreadRunner
 from .shared import RaySharedPool, SharedPool
+from .threads import ThreadRunner
 from .worker import WorkerConfig
 
 KINDS = ("process", "thread", "ray")
@@ -45,8 +45,15 @@ class Executor(Protocol):
 
     def release(self, slot: Any) -> None: ...
 
-    async def run_group(self, slot: Any, method: str, payloads: Sequence[Any], timeout: float | None,
-                        together: bool = False, target: Any = None) -> list[Outcome]: ...
+    async def run_group(
+        self,
+        slot: Any,
+        method: str,
+        payloads: Sequence[Any],
+        timeout: float | None,
+        together: bool = False,
+        target: Any = None,
+    ) -> list[Outcome]: ...
 
     async def start(self) -> None: ...
 
@@ -73,8 +80,9 @@ class ExecutorSpec:
         return {"address": self.ray_address, "num_cpus": self.ray_num_cpus, "num_gpus": self.ray_num_gpus}
 
 
-def make_executor(name: str, ref: PluginRef, config: WorkerConfig, spec: ExecutorSpec, *,
-                  adapter: ModelAdapter | None = None) -> Runner:
+def make_executor(
+    name: str, ref: PluginRef, config: WorkerConfig, spec: ExecutorSpec, *, adapter: ModelAdapter | None = None
+) -> Runner:
     """The executor of model ``name``: the plugin ``ref`` with its worker ``config``
     (``adapter``: the model in this process, which the thread executor runs)."""
     if spec.kind not in KINDS:
@@ -90,7 +98,9 @@ def make_executor(name: str, ref: PluginRef, config: WorkerConfig, spec: Executo
     return ProcessRunner(name, _launcher(ref, config, spec), spec.workers)
 
 
-def make_shared_pool(ref: PluginRef, config: WorkerConfig, spec: ExecutorSpec, capacity: int) -> SharedPool | RaySharedPool:
+def make_shared_pool(
+    ref: PluginRef, config: WorkerConfig, spec: ExecutorSpec, capacity: int
+) -> SharedPool | RaySharedPool:
     """A pool of ``spec.workers`` hosts (the plugin ``ref``) each keeping up to ``capacity``
     models loaded: Ray actors with the ray executor, else worker processes."""
     if spec.kind == "ray":

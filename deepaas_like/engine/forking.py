@@ -103,8 +103,9 @@ class Starter:
         with self._lock:
             if self._fork is None or self._warming is not None or not self._learned:
                 return
-            self._warming = threading.Thread(target=self._warm, args=(list(self._learned),),
-                                             name="deepaas-like forkserver", daemon=True)
+            self._warming = threading.Thread(
+                target=self._warm, args=(list(self._learned),), name="deepaas-like forkserver", daemon=True
+            )
             self._warming.start()
 
     def _warm(self, libraries: list[str]) -> None:
@@ -125,8 +126,10 @@ class Starter:
             LOG.warning("worker processes keep being spawned: the fork server did not start (%s)", exc)
             return
         self.ready = True
-        LOG.info("worker processes are forked from a helper with %d modules of the models' libraries imported",
-                 len(libraries))
+        LOG.info(
+            "worker processes are forked from a helper with %d modules of the models' libraries imported",
+            len(libraries),
+        )
 
     def Process(self, *, target: Any, args: tuple = (), **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
         if self._fork is not None and self.ready:  # the server's environment now, as a spawned process gets it

@@ -39,8 +39,14 @@ class PollWindow:
         self.longest = longest
         self.window = longest
 
-    def wait(self, poll: Callable[[], T], sleep: Callable[[float], T], *, limit: float | None = None,
-             worth: Callable[[], bool] = lambda: True) -> T:
+    def wait(
+        self,
+        poll: Callable[[], T],
+        sleep: Callable[[float], T],
+        *,
+        limit: float | None = None,
+        worth: Callable[[], bool] = lambda: True,
+    ) -> T:
         """What ``poll()`` finds within the window (and ``limit``), polling while ``worth()``
         and yielding the CPU between polls; else what ``sleep(seconds_spent)`` waits for.
         A wait that ended in a sleep adapts the window."""
@@ -90,9 +96,12 @@ class PollingSelector(selectors.EpollSelector):
         epoll = super().select
         if not awaited or awaited >= self._cpus or (timeout is not None and timeout <= 0):
             return epoll(timeout)
-        return self.window.wait(lambda: epoll(0),
-                                lambda spent: epoll(None if timeout is None else max(0.0, timeout - spent)),
-                                limit=timeout, worth=lambda: AWAITED.count > 0)
+        return self.window.wait(
+            lambda: epoll(0),
+            lambda spent: epoll(None if timeout is None else max(0.0, timeout - spent)),
+            limit=timeout,
+            worth=lambda: AWAITED.count > 0,
+        )
 
 
 def new_event_loop(poll_us: int) -> asyncio.AbstractEventLoop:

@@ -24,10 +24,10 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
 from ..errors import ModelUnavailable
-from .forking import Starter, starter
 from ..loading import PluginRef
+from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
+from .forking import Starter, starter
 from .polling import AWAITED
 from .replies import UnsafeReply, decode
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
@@ -53,7 +53,9 @@ class WorkerStartFailed(Exception):
     """The worker could not import or warm the plugin."""
 
     def __init__(self, failure: CallFailure | None, exitcode: int | None = None) -> None:
-        text = failure.text if failure is not None else f"the worker process ended during start-up (exit code {exitcode})"
+        text = (
+            failure.text if failure is not None else f"the worker process ended during start-up (exit code {exitcode})"
+        )
         super().__init__(text)
         self.failure = failure
         self.exitcode = exitcode
@@ -103,8 +105,13 @@ class IsolatedProcess:
         environ = {name: os.environ[name] for name in CLEAN_ENVIRONMENT if name in os.environ}
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-I", "-c", self.COMMAND, *map(str, fds)], env=environ, pass_fds=fds,
-                stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                [sys.executable, "-I", "-c", self.COMMAND, *map(str, fds)],
+                env=environ,
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
         finally:
             os.close(read)
         self.pid = self._popen.pid
@@ -154,7 +161,7 @@ def sweep_scratch(root: str) -> list[str]:
     (killed: a clean stop removes its own); which were removed."""
     removed = []
     for name in os.listdir(root):
-        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0] if name.startswith(SCRATCH_PREFIX) else ""
+        pid = name[len(SCRATCH_PREFIX) :].split("-", 1)[0] if name.startswith(SCRATCH_PREFIX) else ""
         if not pid.isdigit() or _running(int(pid)):
             continue
         try:
@@ -233,8 +240,9 @@ class WorkerProcess:
             self._files, theirs_files = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._files.setblocking(False)
             files_conn = multiprocessing.connection.Connection(theirs_files.detach())
-            config = dataclasses.replace(self.config, sandbox=dataclasses.replace(self.config.sandbox,
-                                                                                  scratch=self._scratch))
+            config = dataclasses.replace(
+                self.config, sandbox=dataclasses.replace(self.config.sandbox, scratch=self._scratch)
+            )
             args = (child_conn, self.ref, config, files_conn)
         if self.config.sandbox is not None:
             self.process = IsolatedProcess(args)  # type: ignore[assignment]
@@ -312,12 +320,20 @@ class WorkerProcess:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except UnsafeReply as exc:  # a contained worker that misbehaves: it is stopped, nothing more is read
-            LOG.error("model %s: worker %s sent what the server refuses (%s); stopping it",
-                      self.config.model, self.pid, str(exc)[:200])
+            LOG.error(
+                "model %s: worker %s sent what the server refuses (%s); stopping it",
+                self.config.model,
+                self.pid,
+                str(exc)[:200],
+            )
             self.kill()
         except Exception as exc:  # a reply that cannot be read or used: treat the worker as broken
-            LOG.error("model %s: unusable message from worker %s (%s); stopping it", self.config.model, self.pid,
-                      type(exc).__name__)
+            LOG.error(
+                "model %s: unusable message from worker %s (%s); stopping it",
+                self.config.model,
+                self.pid,
+                type(exc).__name__,
+            )
             self.kill()
         finally:
             await self._mark_dead()
@@ -476,5 +492,6 @@ class WorkerLauncher:
         on_event: Callable[[WorkerProcess, str, Any], None] | None = None,
     ) -> WorkerProcess:
         config = dataclasses.replace(self.config, log_file=log_file) if log_file else self.config
-        return WorkerProcess(self.ref, config, self.context, on_exit=on_exit, on_progress=on_progress,
-                             on_event=on_event)
+        return WorkerProcess(
+            self.ref, config, self.context, on_exit=on_exit, on_progress=on_progress, on_event=on_event
+        )

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import runtime
+from ..loading import PluginRef
+from ..runtime import STORAGE_ENV
 from .adapter import ModelAdapter, execute, execute_group
 from .calls import NOT_STARTED, Outcome, Unserved, failure_from_exception
-from ..loading import PluginRef
 from .process import WorkerLost, WorkerStartFailed
 from .runners import WorkerSet
-from ..runtime import STORAGE_ENV
 from .training import TrainingStartFailed
 from .worker import WorkerConfig, run_on_target
 
@@ -87,8 +87,9 @@ def ensure_ray(address: str = "") -> Any:
     try:
         import ray
     except ModuleNotFoundError:
-        raise WorkerStartFailed(failure_from_exception(ModuleNotFoundError(
-            "--executor ray needs Ray: pip install 'deepaas_like[ray]'"))) from None
+        raise WorkerStartFailed(
+            failure_from_exception(ModuleNotFoundError("--executor ray needs Ray: pip install 'deepaas_like[ray]'"))
+        ) from None
     with _RAY_LOCK:  # the models' runners start at once: one of them connects
         if not ray.is_initialized():
             if address:
@@ -97,11 +98,15 @@ def ensure_ray(address: str = "") -> Any:
                 # Ray's own servers listen on every interface whatever the node address (Ray 2.60
                 # has no setting for it): its token authentication is what keeps others out.
                 if os.environ.get("RAY_AUTH_MODE", "token") != "token":
-                    LOG.warning("ray: the local head listens on every interface and RAY_AUTH_MODE=%s turns "
-                                "its token authentication off: anyone who reaches this machine may run code "
-                                "on it", os.environ["RAY_AUTH_MODE"])
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                    LOG.warning(
+                        "ray: the local head listens on every interface and RAY_AUTH_MODE=%s turns "
+                        "its token authentication off: anyone who reaches this machine may run code "
+                        "on it",
+                        os.environ["RAY_AUTH_MODE"],
+                    )
+                ray.init(
+                    num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
+                )
                 _SESSION[:] = [_session_dir(ray)]
                 _GUARD[:] = [_guard_local_head(ray, _SESSION[0])]
             _RAY_OURS = True
@@ -140,8 +145,9 @@ def _guard_local_head(ray: Any, session: str | None) -> subprocess.Popen | None:
     fds: list[int] = []
     try:
         processes = ray._private.worker._global_node.all_processes
-        head = [fds.append(os.pidfd_open(info.process.pid)) or fds[-1]
-                for infos in processes.values() for info in infos]
+        head = [
+            fds.append(os.pidfd_open(info.process.pid)) or fds[-1] for infos in processes.values() for info in infos
+        ]
         raylet = processes["raylet"][0].process.pid
         agents = [fds.append(os.pidfd_open(pid)) or fds[-1] for pid in _children(raylet)]
         server = os.pidfd_open(os.getpid())
@@ -153,9 +159,20 @@ def _guard_local_head(ray: Any, session: str | None) -> subprocess.Popen | None:
         return None
     try:
         return subprocess.Popen(
-            [sys.executable, "-S", "-c", _GUARD_CODE, session or "", str(server),
-             ",".join(map(str, agents)), ",".join(map(str, head))],
-            pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-S",
+                "-c",
+                _GUARD_CODE,
+                session or "",
+                str(server),
+                ",".join(map(str, agents)),
+                ",".join(map(str, head)),
+            ],
+            pass_fds=fds,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     except OSError as exc:
         LOG.debug("ray: no guard for the local head's agents: %r", exc)
         return None
@@ -254,8 +271,17 @@ class RayRunner(WorkerSet[Actor]):
     kind = "ray"
     noun = "ray actor"
 
-    def __init__(self, name: str, ref: PluginRef, config: WorkerConfig, size: int, *, address: str = "",
-                 num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        ref: PluginRef,
+        config: WorkerConfig,
+        size: int,
+        *,
+        address: str = "",
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+    ) -> None:
         super().__init__(name, size)
         self._ref = ref
         self._config = config
@@ -290,8 +316,11 @@ class RayRunner(WorkerSet[Actor]):
 
     async def _open(self) -> Actor:
         ray = self._ray
-        handle = _actor_class(ray).options(**self._resources, runtime_env=runtime_env(self._address)).remote(
-            self._ref, self._config)
+        handle = (
+            _actor_class(ray)
+            .options(**self._resources, runtime_env=runtime_env(self._address))
+            .remote(self._ref, self._config)
+        )
         actor = Actor(handle)
         try:
             actor.pid = await handle.pid.remote()
@@ -328,11 +357,18 @@ class RayRunner(WorkerSet[Actor]):
         self._check_fits()
         await super().start()
 
-    def new_training(self, *, log_file: str | None = None,
-                     on_progress: Callable[[float, str | None], None] | None = None) -> RayTrainingRun:
+    def new_training(
+        self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
+    ) -> RayTrainingRun:
         """A training of this model as a Ray task with the model's resources."""
-        return RayTrainingRun(self._ref, self._config, address=self._address, resources=self._resources,
-                              log_file=log_file, on_progress=on_progress)
+        return RayTrainingRun(
+            self._ref,
+            self._config,
+            address=self._address,
+            resources=self._resources,
+            log_file=log_file,
+            on_progress=on_progress,
+        )
 
     def _check_fits(self) -> None:
         """Refuse at once what the cluster could never place (else the actors wait for it forever)."""
@@ -342,9 +378,14 @@ class RayRunner(WorkerSet[Actor]):
         if short:
             text = ", ".join(f"{v:g} {k} ({self.size} actors × {v / self.size:g})" for k, v in short.items())
             have = ", ".join(f"{total.get(k, 0.0):g} {k}" for k in short)
-            raise WorkerStartFailed(failure_from_exception(RuntimeError(
-                f"the Ray cluster has {have} in all; model {self.name} asks for {text}: lower --workers, "
-                f"--ray-num-cpus or --ray-num-gpus for it, or add nodes")))
+            raise WorkerStartFailed(
+                failure_from_exception(
+                    RuntimeError(
+                        f"the Ray cluster has {have} in all; model {self.name} asks for {text}: lower --workers, "
+                        f"--ray-num-cpus or --ray-num-gpus for it, or add nodes"
+                    )
+                )
+            )
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stop_waiting()
@@ -370,8 +411,15 @@ class RayRunner(WorkerSet[Actor]):
         self._in_background(self._run(actor, method, list(payloads), futures, together, target))
         return futures
 
-    async def _run(self, actor: Actor, method: str, payloads: list[Any],
-                   futures: list[asyncio.Future[Outcome]], together: bool, target: Any) -> None:
+    async def _run(
+        self,
+        actor: Actor,
+        method: str,
+        payloads: list[Any],
+        futures: list[asyncio.Future[Outcome]],
+        together: bool,
+        target: Any,
+    ) -> None:
         ray = self._ray
         try:
             outcomes, events = await actor.handle.group.remote(method, payloads, target)
@@ -430,8 +478,12 @@ def _train_task(ref: PluginRef, config: WorkerConfig, kwargs: dict[str, Any], qu
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.reconfigure(line_buffering=True)
-    task_logging.basicConfig(level=config.log_level, stream=sys.stderr, force=True,
-                             format=f"%(asctime)s %(levelname)s [{config.model} training] %(name)s: %(message)s")
+    task_logging.basicConfig(
+        level=config.log_level,
+        stream=sys.stderr,
+        force=True,
+        format=f"%(asctime)s %(levelname)s [{config.model} training] %(name)s: %(message)s",
+    )
     done = threading.Event()
 
     def ship() -> None:
@@ -455,8 +507,9 @@ def _train_task(ref: PluginRef, config: WorkerConfig, kwargs: dict[str, Any], qu
             if config.warm:
                 adapter.warm()
         except BaseException as exc:  # noqa: BLE001 - reported as the outcome
-            return Unserved(TrainingStartFailed(f"the training task could not load the model: "
-                                                f"{failure_from_exception(exc).text}"))
+            return Unserved(
+                TrainingStartFailed(f"the training task could not load the model: {failure_from_exception(exc).text}")
+            )
         return execute(adapter, "train", kwargs)
     finally:
         sys.stdout.flush()
@@ -467,10 +520,19 @@ def _train_task(ref: PluginRef, config: WorkerConfig, kwargs: dict[str, Any], qu
 
 
 class RayTrainingRun:
-    """One training of one model as a Ray task (the same surface as :class:`~deepaas_like.engine.training.TrainingRun`)."""
+    """One training of one model as a Ray task (the same surface as
+    :class:`~deepaas_like.engine.training.TrainingRun`)."""
 
-    def __init__(self, ref: PluginRef, config: WorkerConfig, *, address: str, resources: dict[str, float],
-                 log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        ref: PluginRef,
+        config: WorkerConfig,
+        *,
+        address: str,
+        resources: dict[str, float],
+        log_file: str | None = None,
+        on_progress: Callable[[float, str | None], None] | None = None,
+    ) -> None:
         self._ref, self._config, self._address, self._resources = ref, config, address, resources
         self._log_file, self._on_progress = log_file, on_progress
         self._task: Any = None
@@ -490,7 +552,8 @@ class RayTrainingRun:
         queue = await asyncio.to_thread(Queue, actor_options={"num_cpus": 0})
         remote = ray.remote(max_calls=1, max_retries=0)(_train_task)
         self._task = remote.options(**self._resources, runtime_env=runtime_env(self._address)).remote(
-            self._ref, self._config, dict(kwargs), queue)
+            self._ref, self._config, dict(kwargs), queue
+        )
         if self.killed:
             ray.cancel(self._task, force=True)
         pump = asyncio.get_running_loop().create_task(self._pump(queue))

@@ -29,8 +29,14 @@ from .calls import CallFailure, Ok
 KINDS = frozenset({"ready", "failed", "progress", "event", "row", "need_file"})
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _FAILURE_FIELDS = {f.name: f for f in dataclasses.fields(CallFailure)}
-_FAILURE_TYPES = {"exc_type": str, "message": str, "traceback": str, "missing_method": bool, "not_implemented": bool,
-                  "cause": str}
+_FAILURE_TYPES = {
+    "exc_type": str,
+    "message": str,
+    "traceback": str,
+    "missing_method": bool,
+    "not_implemented": bool,
+    "cause": str,
+}
 MAX_TEXT = 64 * 1024  # a failure's texts are cut here
 
 
@@ -72,12 +78,14 @@ def decode(data: bytes) -> tuple:
             raise UnsafeReply("a failure is [failed, outcome]")
         return ("failed", _read_outcome(message[1]))
     if kind == "ready":
-        if (len(message) != 4 or type(message[1]) is not int or type(message[2]) is not dict
-                or message[3] != []):
+        if len(message) != 4 or type(message[1]) is not int or type(message[2]) is not dict or message[3] != []:
             raise UnsafeReply("ready is [ready, pid, containment, []]")
     elif kind == "progress":
-        if (len(message) != 3 or type(message[1]) not in (int, float)
-                or not (message[2] is None or type(message[2]) is str)):
+        if (
+            len(message) != 3
+            or type(message[1]) not in (int, float)
+            or not (message[2] is None or type(message[2]) is str)
+        ):
             raise UnsafeReply("progress is [progress, fraction, message]")
     elif kind == "event":
         if len(message) != 3 or type(message[1]) is not str or type(message[2]) is not dict:

@@ -18,8 +18,8 @@ import itertools
 import logging
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from .calls import NOT_STARTED, Outcome, Unserved
 from ..errors import ModelUnavailable, PredictTimeout
+from .calls import NOT_STARTED, Outcome, Unserved
 from .process import WorkerLauncher, WorkerProcess, WorkerStartFailed
 
 LOG = logging.getLogger(__name__)
@@ -103,8 +103,14 @@ class Runner(Generic[Slot]):
             return
         index = 0
         if self.affine:  # the first waiter whose model this slot holds, else the first
-            index = next((i for i, (future, key) in enumerate(waiters)
-                          if not future.done() and key is not None and self._holds(slot, key)), 0)
+            index = next(
+                (
+                    i
+                    for i, (future, key) in enumerate(waiters)
+                    if not future.done() and key is not None and self._holds(slot, key)
+                ),
+                0,
+            )
         future, _ = waiters[index]
         del waiters[index]
         future.set_result(slot)
@@ -170,8 +176,9 @@ class Runner(Generic[Slot]):
         """Start a slot in place of a lost one (retrying, with back-off)."""
         raise NotImplementedError
 
-    def new_training(self, *, log_file: str | None = None,
-                     on_progress: Callable[[float, str | None], None] | None = None) -> Any:
+    def new_training(
+        self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
+    ) -> Any:
         """A training run where this runner's workers live, or None: a process of the server's own."""
         return None
 
@@ -230,8 +237,9 @@ class WorkerSet(Runner[Slot]):
         results = await asyncio.gather(*(self._open() for _ in range(self.size)), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            await asyncio.gather(*(self._close(r) for r in results if not isinstance(r, BaseException)),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(self._close(r) for r in results if not isinstance(r, BaseException)), return_exceptions=True
+            )
             raise failures[0]
         return list(results)  # type: ignore[arg-type] (no exception among them)
 
@@ -271,8 +279,9 @@ class WorkerSet(Runner[Slot]):
                 slot = await self._open()
             except WorkerStartFailed as exc:
                 delay = RESPAWN_BACKOFF[min(attempt, len(RESPAWN_BACKOFF) - 1)]
-                LOG.error("model %s: replacement %s failed to start: %s; retrying in %ss",
-                          self.name, self.noun, exc, delay)
+                LOG.error(
+                    "model %s: replacement %s failed to start: %s; retrying in %ss", self.name, self.noun, exc, delay
+                )
                 await asyncio.sleep(delay)
                 continue
             if self._stopping:
@@ -358,11 +367,14 @@ class ProcessRunner(WorkerSet[WorkerProcess]):
         if self._stopping:
             return
         if worker.recycled:
-            LOG.info("model %s: worker %s ended after %s; starting a fresh one", self.name, worker.pid,
-                     worker.recycled)
+            LOG.info("model %s: worker %s ended after %s; starting a fresh one", self.name, worker.pid, worker.recycled)
         else:
-            LOG.error("model %s: worker %s ended (exit code %s); starting a replacement",
-                      self.name, worker.pid, worker.exitcode)
+            LOG.error(
+                "model %s: worker %s ended (exit code %s); starting a replacement",
+                self.name,
+                worker.pid,
+                worker.exitcode,
+            )
         self._replace_lost()
 
     async def stop(self, timeout: float = 5.0) -> None:

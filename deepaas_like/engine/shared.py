@@ -19,7 +19,6 @@ import collections
 import logging
 from typing import Any, Protocol, Sequence
 
-
 from ..errors import ModelUnavailable
 from ..loading import PluginRef
 from .calls import Outcome, Unserved
@@ -35,6 +34,7 @@ class Target(Protocol):
 
     key: str  # which loaded model a host keeps it as
     model: str  # the model's name
+
 
 LOG = logging.getLogger(__name__)
 REPLACEMENT_WAIT = 60.0  # seconds a version's start waits for a shared worker being replaced
@@ -69,20 +69,30 @@ class Hosting:
         # Which models each host holds, as the server knows it: the targets it sent there, least
         # recently used first out at the hosts' capacity, as they do. (Not from the hosts' own
         # word: one running its uploader's code could claim other models to draw their calls.)
-        self._holding: dict[Any, collections.OrderedDict[str, None]] = collections.defaultdict(
-            collections.OrderedDict)
+        self._holding: dict[Any, collections.OrderedDict[str, None]] = collections.defaultdict(collections.OrderedDict)
         self._capacity = capacity
         self.stats = LoadStats()
         self.started = asyncio.Event()
 
-    async def run_group(self, slot: Any, method: str, payloads: Sequence[Any], timeout: float | None,
-                        together: bool = False, target: Any = None) -> list[Outcome]:
+    async def run_group(
+        self,
+        slot: Any,
+        method: str,
+        payloads: Sequence[Any],
+        timeout: float | None,
+        together: bool = False,
+        target: Any = None,
+    ) -> list[Outcome]:
         if target is not None:
             if target.contained_only and not contained(slot):
                 self.release(slot)  # type: ignore[attr-defined]
-                refused = Unserved(ModelUnavailable(
-                    f"Model '{target.model}' runs code when it loads and this worker is not contained; "
-                    "retry shortly", model=target.model))
+                refused = Unserved(
+                    ModelUnavailable(
+                        f"Model '{target.model}' runs code when it loads and this worker is not contained; "
+                        "retry shortly",
+                        model=target.model,
+                    )
+                )
                 return [refused] * len(payloads)
             held = self._holding[slot]
             held[target.key] = None
@@ -162,8 +172,11 @@ class SharedPool(Hosting, ProcessRunner):
             return "not contained (no worker started)"
         text = "; ".join(report.get("layers") or []) or "nothing applied"
         missing = report.get("missing") or []
-        return (("contained: " if report.get("contained") else "NOT contained: ") + text
-                + (f" (not available: {'; '.join(missing)})" if missing else ""))
+        return (
+            ("contained: " if report.get("contained") else "NOT contained: ")
+            + text
+            + (f" (not available: {'; '.join(missing)})" if missing else "")
+        )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "contained": self.contains_code}
@@ -224,8 +237,13 @@ class PoolView:
         self.pool.release(worker)
 
     async def run_group(
-        self, worker: Any, method: str, payloads: Sequence[Any], timeout: float | None,
-        together: bool = False, target: Any = None,
+        self,
+        worker: Any,
+        method: str,
+        payloads: Sequence[Any],
+        timeout: float | None,
+        together: bool = False,
+        target: Any = None,
     ) -> list[Outcome]:
         return await self.pool.run_group(worker, method, payloads, timeout, together, self.target)
 

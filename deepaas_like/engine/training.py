@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Mapping
 
-from .calls import Outcome, Unserved
 from ..errors import ModelUnavailable
+from .calls import Outcome, Unserved
 from .process import WorkerLauncher, WorkerLost, WorkerStartFailed
 
 STOP_TIMEOUT = 2.0

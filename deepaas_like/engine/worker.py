@@ -42,17 +42,17 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
 from multiprocessing.connection import Connection
+from typing import Any
 
+from .. import runtime
+from ..containment.sandbox import FileChannel, SandboxSpec, contain
+from ..loading import PluginRef
+from ..runtime import STORAGE_ENV
+from . import forking, replies
 from .adapter import ModelAdapter, execute_group
 from .calls import CallFailure, Outcome, failure_from_exception
-from ..loading import PluginRef
 from .polling import PollWindow
-from .. import runtime
-from . import forking, replies
-from ..runtime import STORAGE_ENV
-from ..containment.sandbox import FileChannel, SandboxSpec, contain
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PR_SET_PDEATHSIG = 1
@@ -79,8 +79,13 @@ class WorkerConfig:
 
 # Thread pools of the numeric libraries a plugin may load (OpenMP: scikit-learn, torch;
 # OpenBLAS, MKL, Accelerate: numpy; numexpr). Each sizes itself to every CPU of the machine.
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-              "NUMEXPR_NUM_THREADS")
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 def library_threads(workers: int, environ: Any = os.environ) -> tuple[tuple[str, str], ...]:
@@ -122,8 +127,9 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
         if files is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=os.dup(files.fileno()))
             files.close()
-            runtime.file_channel = FileChannel(sock, lambda key: _send(conn, ("need_file", key)),
-                                               config.sandbox.scratch)
+            runtime.file_channel = FileChannel(
+                sock, lambda key: _send(conn, ("need_file", key)), config.sandbox.scratch
+            )
     if config.log_file:
         _capture_output(config.log_file)
     pid = containment.pid if containment else os.getpid()
@@ -145,8 +151,11 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
         return
     # What the helper may preload, from a spawned worker only: one forked from the helper
     # (already preloaded) or a contained one has nothing to tell.
-    libraries = [] if config.sandbox is not None or forking.PRELOADED else forking.imported_libraries(
-        forking.own_packages(ref.value, ref.distribution))
+    libraries = (
+        []
+        if config.sandbox is not None or forking.PRELOADED
+        else forking.imported_libraries(forking.own_packages(ref.value, ref.distribution))
+    )
     # What warm() built (the model, the libraries) lives as long as the process: the cyclic
     # collector need not walk it again. Left in its generations, each full collection of a
     # scikit-learn worker took 80-120 ms, in the middle of a burst of requests.

@@ -73,8 +73,13 @@ class CallbackSender:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 job.callback_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             await self._save(job)
-            LOG.warning("job %s: callback attempt %d/%d failed: %s",
-                        job.id, job.callback_attempts, self._attempts, job.callback_error)
+            LOG.warning(
+                "job %s: callback attempt %d/%d failed: %s",
+                job.id,
+                job.callback_attempts,
+                self._attempts,
+                job.callback_error,
+            )
         job.callback_status = FAILED
         await self._save(job)
 

@@ -25,21 +25,21 @@ import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from ..background import Background
+from ..database import Database, StoreOutage
 from ..engine.calls import Ok
+from ..engine.process import WorkerStartFailed
+from ..engine.training import describe_failure
 from ..errors import Conflict, DeepaasError, NotFound
 from ..files import UploadedFile
 from ..jsonutil import to_jsonable
 from ..models import ModelSet, ServedModel
+from ..node import node_id
 from ..outputs import PredictionOutput, prediction_output
-from ..engine.process import WorkerStartFailed
 from ..settings import Settings
-from ..engine.training import describe_failure
 from .callbacks import PENDING, CallbackSender
 from .model import Job, JobKind, JobStatus
 from .outbox import OUTBOX_NAME, VERSION, Outbox, row_of
-from ..background import Background
-from ..database import Database, StoreOutage
-from ..node import node_id
 from .replicas import Replicas
 from .store import JobStore
 
@@ -67,8 +67,9 @@ class JobManager:
         self._trainings_running: set[Job] = set()
         self._background = Background("jobs")
         self._progress_saved: dict[str, float] = {}
-        self._callbacks = CallbackSender(settings.callback_attempts, settings.callback_backoff,
-                                         self.document, self._save_callback)
+        self._callbacks = CallbackSender(
+            settings.callback_attempts, settings.callback_backoff, self.document, self._save_callback
+        )
         self._shared = db.shared
         self.node: str | None = None  # known once the data directory is ours (start)
         self._replicas: Replicas | None = None  # replicas on one store (see jobs/replicas.py)
@@ -97,8 +98,7 @@ class JobManager:
     def new_id(self) -> str:
         return uuid.uuid4().hex
 
-    async def find(self, kind: JobKind, model: str, job_id: str,
-                   visible: Callable[[Job], bool] | None = None) -> Job:
+    async def find(self, kind: JobKind, model: str, job_id: str, visible: Callable[[Job], bool] | None = None) -> Job:
         """:meth:`get`, asking the store first when the job is not known here: with replicas
         behind a balancer, one submitted on another replica a moment ago is found at once."""
         if job_id not in self._jobs and self._replicas is not None and len(job_id) <= 64:
@@ -112,14 +112,18 @@ class JobManager:
         job = self._jobs.get(job_id)
         if job is None or job.kind != kind or job.model != model or (visible is not None and not visible(job)):
             what = kind.replace("_", " ").capitalize()
-            raise JobNotFound(f"{what} '{job_id}' of model '{model}' not found",
-                              details={"model": model, "uuid": job_id})
+            raise JobNotFound(
+                f"{what} '{job_id}' of model '{model}' not found", details={"model": model, "uuid": job_id}
+            )
         return job
 
     def list(self, kind: JobKind, model: str, status: JobStatus | None = None) -> list[Job]:
         """Oldest first."""
-        return [j for j in self._jobs.values()
-                if j.kind == kind and j.model == model and (status is None or j.status == status)]
+        return [
+            j
+            for j in self._jobs.values()
+            if j.kind == kind and j.model == model and (status is None or j.status == status)
+        ]
 
     def counts(self) -> dict[tuple[str, JobKind, JobStatus], int]:
         counts: dict[tuple[str, JobKind, JobStatus], int] = collections.Counter()
@@ -180,8 +184,12 @@ class JobManager:
         """Server shutdown: queued and running jobs end as interrupted (this server's own)."""
         for job in self.own_unfinished():
             where = "before it started" if job.status is JobStatus.QUEUED else "while it was running"
-            await self._finish(job, JobStatus.INTERRUPTED, result=job.result,  # what a test had done, kept
-                               message=f"the server was stopped {where}")
+            await self._finish(
+                job,
+                JobStatus.INTERRUPTED,
+                result=job.result,  # what a test had done, kept
+                message=f"the server was stopped {where}",
+            )
         self._training_queue.clear()
         for job in self._jobs.values():
             if job.training is not None:
@@ -212,8 +220,12 @@ class JobManager:
             return
         before = self._jobs.get(row.id)
         self._jobs[row.id] = row
-        if (row.kind is JobKind.TRAINING and row.status is JobStatus.DONE and (before is None or not before.is_finished)
-                and (row.finished or 0) >= self._started_at):
+        if (
+            row.kind is JobKind.TRAINING
+            and row.status is JobStatus.DONE
+            and (before is None or not before.is_finished)
+            and (row.finished or 0) >= self._started_at
+        ):
             model = self._models.get(row.model)
             if model is not None:
                 self._spawn(self._reload_trained(model, row))
@@ -226,8 +238,13 @@ class JobManager:
         try:
             await model.reload()
         except WorkerStartFailed as exc:
-            LOG.error("model %s: training %s ended on replica %s, but the model could not be warmed again here: %s",
-                      model.name, job.id, job.node, exc)
+            LOG.error(
+                "model %s: training %s ended on replica %s, but the model could not be warmed again here: %s",
+                model.name,
+                job.id,
+                job.node,
+                exc,
+            )
         else:
             LOG.info("model %s: workers re-warmed after training %s on replica %s", model.name, job.id, job.node)
 
@@ -249,8 +266,16 @@ class JobManager:
     def _spawn(self, coro: Any) -> asyncio.Task:
         return self._background.spawn(coro)
 
-    async def _finish(self, job: Job, status: JobStatus, *, result: Any = None, message: str | None = None,
-                      result_type: str | None = None, error_status: int | None = None) -> None:
+    async def _finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        result: Any = None,
+        message: str | None = None,
+        result_type: str | None = None,
+        error_status: int | None = None,
+    ) -> None:
         """Record a job's end (once), clean its inputs, send its callback."""
         if job.is_finished:
             return
@@ -322,8 +347,15 @@ class JobManager:
             return
         if theirs is None or not theirs.is_finished or (job.is_finished and job.status == theirs.status):
             return
-        LOG.warning("job %s (%s of %s) is %s in the store (%s); this server had it %s, and follows the store",
-                    job.id, job.kind, job.model, theirs.status, theirs.message, job.status)
+        LOG.warning(
+            "job %s (%s of %s) is %s in the store (%s); this server had it %s, and follows the store",
+            job.id,
+            job.kind,
+            job.model,
+            theirs.status,
+            theirs.message,
+            job.status,
+        )
         for name in Job.persisted_fields():
             setattr(job, name, getattr(theirs, name))
         self._training_queue = collections.deque(j for j in self._training_queue if j is not job)
@@ -348,8 +380,7 @@ class JobManager:
 
     # --- cancel -----------------------------------------------------------------
 
-    async def cancel(self, kind: JobKind, model: str, job_id: str,
-                     visible: Callable[[Job], bool] | None = None) -> Job:
+    async def cancel(self, kind: JobKind, model: str, job_id: str, visible: Callable[[Job], bool] | None = None) -> Job:
         job = self.get(kind, model, job_id, visible)
         if not job.is_finished and self._foreign(job):
             return await self._cancel_elsewhere(job)
@@ -365,8 +396,12 @@ class JobManager:
         if job.kind in (JobKind.TEST, JobKind.IMPACT) and job.task is not None and not job.task.done():
             job.task.cancel()  # the task records what it had done, then ends cancelled
             await asyncio.wait({job.task}, timeout=10)
-        await self._finish(job, JobStatus.CANCELLED, result=job.result,
-                           message="cancelled by request" + ("" if started else " before it started"))
+        await self._finish(
+            job,
+            JobStatus.CANCELLED,
+            result=job.result,
+            message="cancelled by request" + ("" if started else " before it started"),
+        )
         if job.training is not None:
             job.training.kill()
         if job.task is not None and not job.task.done():
@@ -388,10 +423,16 @@ class JobManager:
 
     # --- trainings --------------------------------------------------------------
 
-    async def submit_training(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
-                              inputs_dir: Path | None, callback_url: str | None = None, owner: str | None = None) -> Job:
-        job = Job(job_id, JobKind.TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir,
-                  owner=owner)
+    async def submit_training(
+        self,
+        model: ServedModel,
+        job_id: str,
+        kwargs: Mapping[str, Any],
+        inputs_dir: Path | None,
+        callback_url: str | None = None,
+        owner: str | None = None,
+    ) -> Job:
+        job = Job(job_id, JobKind.TRAINING, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir, owner=owner)
         job.kwargs = dict(kwargs)
         await self._create(job, callback_url)
         self._training_queue.append(job)
@@ -409,8 +450,9 @@ class JobManager:
         model = self._models[job.model]
         await self._persist(job, "status", "started")
         self.job_dir(job.id).mkdir(mode=0o700, parents=True, exist_ok=True)
-        job.training = model.new_training(log_file=str(self.log_path(job)),
-                                          on_progress=lambda fraction, note: self._progress(job, fraction, note))
+        job.training = model.new_training(
+            log_file=str(self.log_path(job)), on_progress=lambda fraction, note: self._progress(job, fraction, note)
+        )
         ending: tuple[JobStatus, Any, str | None] = (JobStatus.ERROR, None, "the training did not finish")
         try:
             ending = await self._train(model, job)
@@ -450,9 +492,15 @@ class JobManager:
 
     # --- tasks: model tests, feature impact ----------------------------------------------
 
-    async def submit_task(self, kind: JobKind, model: ServedModel, job_id: str, args: dict[str, Any],
-                          work: Callable[[Job, Callable[[str], None]], Awaitable[Any]],
-                          owner: str | None = None) -> Job:
+    async def submit_task(
+        self,
+        kind: JobKind,
+        model: ServedModel,
+        job_id: str,
+        args: dict[str, Any],
+        work: Callable[[Job, Callable[[str], None]], Awaitable[Any]],
+        owner: str | None = None,
+    ) -> Job:
         """A job that runs ``work(job, log)`` in the server (it asks the model through its queue).
 
         ``work`` may update ``job.result`` as it goes (the document shows it live) and
@@ -495,11 +543,18 @@ class JobManager:
 
     # --- asynchronous predictions -------------------------------------------------
 
-    async def submit_prediction(self, model: ServedModel, job_id: str, kwargs: Mapping[str, Any],
-                                inputs_dir: Path | None, callback_url: str | None = None,
-                                owner: str | None = None) -> Job:
-        job = Job(job_id, JobKind.PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir,
-                  owner=owner)
+    async def submit_prediction(
+        self,
+        model: ServedModel,
+        job_id: str,
+        kwargs: Mapping[str, Any],
+        inputs_dir: Path | None,
+        callback_url: str | None = None,
+        owner: str | None = None,
+    ) -> Job:
+        job = Job(
+            job_id, JobKind.PREDICTION, model.name, describe_arguments(kwargs), inputs_dir=inputs_dir, owner=owner
+        )
         job.kwargs = dict(kwargs)
         await self._create(job, callback_url)
         job.task = self._spawn(self._run_prediction(job, model))
@@ -514,8 +569,9 @@ class JobManager:
         kwargs = job.kwargs or {}
         try:
             try:
-                value = await model.predict(kwargs, admit=False, background=True,
-                                            on_start=lambda: self._prediction_started(job))
+                value = await model.predict(
+                    kwargs, admit=False, background=True, on_start=lambda: self._prediction_started(job)
+                )
                 output = prediction_output(model, value, kwargs.get("accept"))
             except DeepaasError as exc:
                 await self._finish(job, JobStatus.ERROR, message=exc.message, error_status=exc.status)
@@ -524,8 +580,9 @@ class JobManager:
                 await self._finish(job, JobStatus.DONE, result=output.json)
             else:
                 await asyncio.to_thread(self._keep_result, job, output)
-                await self._finish(job, JobStatus.DONE, result={"filename": output.filename},
-                                   result_type=output.content_type)
+                await self._finish(
+                    job, JobStatus.DONE, result={"filename": output.filename}, result_type=output.content_type
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep the server alive whatever happens here
@@ -545,9 +602,15 @@ class JobManager:
     async def expire(self) -> int:
         """Remove asynchronous predictions finished longer than the retention ago."""
         cutoff = time.time() - self._settings.prediction_retention
-        old = [j for j in self._jobs.values()
-               if j.kind is JobKind.PREDICTION and j.is_finished and j.finished is not None and j.finished <= cutoff
-               and j.callback_status != PENDING]
+        old = [
+            j
+            for j in self._jobs.values()
+            if j.kind is JobKind.PREDICTION
+            and j.is_finished
+            and j.finished is not None
+            and j.finished <= cutoff
+            and j.callback_status != PENDING
+        ]
         if not old:
             return 0
         await self._store.delete([j.id for j in old])

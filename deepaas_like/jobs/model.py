@@ -21,8 +21,9 @@ class JobKind(enum.StrEnum):
     @property
     def path(self) -> str:
         """The segment of the model's URL its jobs live under."""
-        return {"training": "train", "prediction": "predictions", "test": "tests",
-                "feature_impact": "feature-impact"}[self.value]
+        return {"training": "train", "prediction": "predictions", "test": "tests", "feature_impact": "feature-impact"}[
+            self.value
+        ]
 
 
 class JobStatus(enum.StrEnum):
@@ -143,8 +144,14 @@ class Job:
     def task_document(self, base: str) -> dict[str, Any]:
         """A model test or a feature impact: its status, and its result (live for tests)."""
         url = f"{base}/{self.kind.path}/{self.id}"
-        doc: dict[str, Any] = {"id": self.id, "model": self.model, "kind": self.kind, "status": self.status,
-                               "date": _stamp(self.created), "args": self.args}
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "model": self.model,
+            "kind": self.kind,
+            "status": self.status,
+            "date": _stamp(self.created),
+            "args": self.args,
+        }
         doc.update(self._common())
         if isinstance(self.result, dict):
             doc.update(self.result)

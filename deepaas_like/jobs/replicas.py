@@ -74,8 +74,10 @@ class Replicas:
         self._connected_since: float | None = time.monotonic()  # since when the store answered without a break
 
     def stale_message(self, job: Job) -> str:
-        return (f"the replica running it ({job.node or 'unknown'}) stopped answering: no heartbeat for "
-                f"{self.lease:g} s (crash, kill or lost connection) while the job was {job.status}")
+        return (
+            f"the replica running it ({job.node or 'unknown'}) stopped answering: no heartbeat for "
+            f"{self.lease:g} s (crash, kill or lost connection) while the job was {job.status}"
+        )
 
     async def adopt(self, jobs: list[Job]) -> list[Job]:
         """At start: the other replicas' jobs are mirrored; whether their replica is gone is

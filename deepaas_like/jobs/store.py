@@ -83,9 +83,14 @@ class JobStore:
         running: a final status, once written, never changes. Whether it was written (the same
         final status written twice: the second answers False, and the store's is the same)."""
         values = {n: row[n] for n in (*(names or OWN_FIELDS), "updated")}
-        return await self._db.run(lambda conn: conn.execute(
-            sa.update(jobs).where(jobs.c.id == row["id"], jobs.c.status.in_(UNFINISHED)).values(values)
-        ).rowcount == 1)
+        return await self._db.run(
+            lambda conn: (
+                conn.execute(
+                    sa.update(jobs).where(jobs.c.id == row["id"], jobs.c.status.in_(UNFINISHED)).values(values)
+                ).rowcount
+                == 1
+            )
+        )
 
     async def load_one(self, job_id: str) -> Job | None:
         """The job as the store has it now (None: no such job)."""
@@ -108,14 +113,19 @@ class JobStore:
 
     async def heartbeat(self, node: str, now: float) -> None:
         """This server still runs its unfinished jobs."""
-        await self._db.run(lambda conn: conn.execute(
-            sa.update(jobs).where(jobs.c.node == node, jobs.c.status.in_(UNFINISHED)).values(heartbeat=now)))
+        await self._db.run(
+            lambda conn: conn.execute(
+                sa.update(jobs).where(jobs.c.node == node, jobs.c.status.in_(UNFINISHED)).values(heartbeat=now)
+            )
+        )
 
     async def stale(self, before: float, node: str) -> list[Job]:
         """Unfinished jobs of other servers whose last heartbeat is older than ``before``."""
         query = sa.select(*(jobs.c[name] for name in PERSISTED)).where(
-            jobs.c.status.in_(UNFINISHED), sa.or_(jobs.c.node.is_(None), jobs.c.node != node),
-            sa.or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < before))
+            jobs.c.status.in_(UNFINISHED),
+            sa.or_(jobs.c.node.is_(None), jobs.c.node != node),
+            sa.or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < before),
+        )
         return await self._db.run(lambda conn: [self._job(row) for row in conn.execute(query)])
 
     async def end_if(self, job: Job, *, unless_beat_since: float | None = None) -> bool:
@@ -127,18 +137,27 @@ class JobStore:
         condition = [jobs.c.id == job.id, jobs.c.status.in_(UNFINISHED)]
         if unless_beat_since is not None:
             condition.append(sa.or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < unless_beat_since))
-        return await self._db.run(lambda conn: conn.execute(
-            sa.update(jobs).where(*condition).values(values)).rowcount == 1)
+        return await self._db.run(
+            lambda conn: conn.execute(sa.update(jobs).where(*condition).values(values)).rowcount == 1
+        )
 
     async def request_cancel(self, job_id: str) -> bool:
         """Ask the replica that runs an unfinished job to cancel it; whether it was unfinished."""
-        return await self._db.run(lambda conn: conn.execute(
-            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED))
-            .values(cancel_requested=1, updated=time.time())).rowcount == 1)
+        return await self._db.run(
+            lambda conn: (
+                conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED))
+                    .values(cancel_requested=1, updated=time.time())
+                ).rowcount
+                == 1
+            )
+        )
 
     async def append_log(self, job_id: str, offset: int, data: bytes) -> None:
         """Ship a piece of a log (again, after a write the store may or may not have taken: the
         piece it has stays)."""
+
         def append(conn: sa.Connection) -> None:
             insert = insert_for(conn)(job_logs).values(job_id=job_id, offset=offset, data=data)
             conn.execute(insert.on_conflict_do_nothing(index_elements=[job_logs.c.job_id, job_logs.c.offset]))
@@ -147,10 +166,15 @@ class JobStore:
 
     async def read_log(self, job_id: str, offset: int = 0) -> bytes:
         """The shipped log of a job from byte ``offset`` on."""
+
         def read(conn: sa.Connection) -> bytes:
-            rows = conn.execute(sa.select(job_logs.c.offset, job_logs.c.data).where(job_logs.c.job_id == job_id)
-                                .order_by(job_logs.c.offset)).all()
-            return b"".join(rows_data[max(0, offset - start):] for start, rows_data in rows
-                            if start + len(rows_data) > offset)
+            rows = conn.execute(
+                sa.select(job_logs.c.offset, job_logs.c.data)
+                .where(job_logs.c.job_id == job_id)
+                .order_by(job_logs.c.offset)
+            ).all()
+            return b"".join(
+                rows_data[max(0, offset - start) :] for start, rows_data in rows if start + len(rows_data) > offset
+            )
 
         return await self._db.run(read)

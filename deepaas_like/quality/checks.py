@@ -30,8 +30,13 @@ from .samples import Row, features_of
 
 CHECKS = ("errorCheck", "sideEffects", "nullValueImputation", "longRunningService", "performance")
 LEVELS = ("fail", "warn", "skip")
-DEFAULTS = {"errorCheck": "fail", "sideEffects": "warn", "nullValueImputation": "warn",
-            "longRunningService": "skip", "performance": "warn"}
+DEFAULTS = {
+    "errorCheck": "fail",
+    "sideEffects": "warn",
+    "nullValueImputation": "warn",
+    "longRunningService": "skip",
+    "performance": "warn",
+}
 STATUSES = ("not_tested", "queued", "failed", "canceled", "succeeded", "in_progress", "aborted", "warning", "skipped")
 CHECK_TIMEOUT = 120.0
 NULL_ROWS = 10  # rows tried per feature set to null
@@ -64,8 +69,11 @@ class TestRun:
             self.testing_status[check] = {"status": "skipped" if level == "skip" else "queued", "message": ""}
 
     def document(self) -> dict[str, Any]:
-        return {"overallStatus": self.overall_status(), "testingStatus": self.testing_status,
-                "configuration": self.configuration}
+        return {
+            "overallStatus": self.overall_status(),
+            "testingStatus": self.testing_status,
+            "configuration": self.configuration,
+        }
 
     def overall_status(self) -> str:
         statuses = [s["status"] for s in self.testing_status.values()]
@@ -81,8 +89,9 @@ class TestRun:
 def configuration_of(value: Any) -> dict[str, str]:
     """A full configuration: the defaults, with what the request sets (422 for anything else)."""
     if not isinstance(value, dict):
-        raise ArgumentError("configuration must be an object of check: fail|warn|skip",
-                            {"configuration": ["Must be an object."]})
+        raise ArgumentError(
+            "configuration must be an object of check: fail|warn|skip", {"configuration": ["Must be an object."]}
+        )
     errors = {}
     for key, level in value.items():
         if key not in CHECKS:
@@ -94,8 +103,9 @@ def configuration_of(value: Any) -> dict[str, str]:
     return {**DEFAULTS, **value}
 
 
-async def run_checks(predictor: Predictor, rows: list[Row], run: TestRun, log: Log,
-                     on_change: Callable[[TestRun], None] | None = None) -> TestRun:
+async def run_checks(
+    predictor: Predictor, rows: list[Row], run: TestRun, log: Log, on_change: Callable[[TestRun], None] | None = None
+) -> TestRun:
     """Run every check that is not skipped, in order; ``run.testing_status`` shows progress
     (and ``on_change`` hears of each change)."""
     changed = on_change or (lambda run: None)
@@ -117,7 +127,7 @@ async def run_checks(predictor: Predictor, rows: list[Row], run: TestRun, log: L
             status.update(status="aborted", message=f"did not finish within {run.timeout:g} s")
         except asyncio.CancelledError:
             status.update(status="canceled", message="the test was cancelled")
-            for later in CHECKS[CHECKS.index(name) + 1:]:
+            for later in CHECKS[CHECKS.index(name) + 1 :]:
                 if run.testing_status[later]["status"] == "queued":
                     run.testing_status[later]["status"] = "canceled"
             changed(run)
@@ -151,8 +161,10 @@ async def side_effects(predictor: Predictor, rows: list[Row], run: TestRun, log:
     different = [i for i, (a, b) in enumerate(zip(together, alone)) if not same(a, b, run.ignore)]
     if different:
         first = different[0]
-        raise Problem(f"{len(different)} of {len(rows)} rows differ between a batch and one by one; row {first}: "
-                      f"{_short(together[first])} against {_short(alone[first])}")
+        raise Problem(
+            f"{len(different)} of {len(rows)} rows differ between a batch and one by one; row {first}: "
+            f"{_short(together[first])} against {_short(alone[first])}"
+        )
     return f"{len(rows)} rows: the batch and one by one agree"
 
 
@@ -194,8 +206,10 @@ async def long_running_service(predictor: Predictor, rows: list[Row], run: TestR
     if failures:
         raise Problem(f"{failures} of {done} sequential requests failed")
     if before is not None and after is not None and after - before > MEMORY_GROWTH:
-        raise Problem(f"memory grew by {(after - before) / 2**20:.0f} MiB over {done} requests "
-                      f"({before / 2**20:.0f} -> {after / 2**20:.0f} MiB): a leak")
+        raise Problem(
+            f"memory grew by {(after - before) / 2**20:.0f} MiB over {done} requests "
+            f"({before / 2**20:.0f} -> {after / 2**20:.0f} MiB): a leak"
+        )
     growth = f", memory {before / 2**20:.0f} -> {after / 2**20:.0f} MiB" if before and after else ""
     return f"{done} sequential requests without failure{growth}"
 

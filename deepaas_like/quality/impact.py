@@ -52,9 +52,16 @@ def _distance(a: Any, b: Any, ignore: tuple[str, ...]) -> tuple[float, int]:
     return (0.0 if a == b else 1.0), 1
 
 
-async def feature_impact(predictor: Predictor, rows: list[Row], features: list[str], *, seed: int = 0,
-                         repeats: int = REPEATS, progress: Callable[[float, str], None] | None = None,
-                         log: Callable[[str], None] | None = None) -> dict[str, Any]:
+async def feature_impact(
+    predictor: Predictor,
+    rows: list[Row],
+    features: list[str],
+    *,
+    seed: int = 0,
+    repeats: int = REPEATS,
+    progress: Callable[[float, str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Permutation importance of ``features`` over ``rows`` (see the module documentation)."""
     rng = random.Random(seed)
     baseline = await predictor.batch(rows)
@@ -77,8 +84,15 @@ async def feature_impact(predictor: Predictor, rows: list[Row], features: list[s
     ranked = sorted(impacts.items(), key=lambda item: (-item[1], item[0]))
     return {
         "count": len(ranked),
-        "featureImpacts": [{"featureName": name, "impactNormalized": value / largest, "impactUnnormalized": value,
-                            "redundantWith": None} for name, value in ranked],
+        "featureImpacts": [
+            {
+                "featureName": name,
+                "impactNormalized": value / largest,
+                "impactUnnormalized": value,
+                "redundantWith": None,
+            }
+            for name, value in ranked
+        ],
         "rowCount": len(rows),
         "ranRedundancyDetection": False,
     }
@@ -98,8 +112,7 @@ def impact_plot(result: dict[str, Any], title: str) -> bytes:
     values = [item["impactNormalized"] for item in impacts][::-1]
     bars = axes.barh(names, values, color="#3b7dd8")
     for bar, value in zip(bars, values):
-        axes.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.2f}", va="center",
-                  fontsize=9)
+        axes.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.2f}", va="center", fontsize=9)
     axes.set_xlim(0, 1.15)
     axes.set_xlabel("impact (normalized: the largest is 1)")
     axes.set_title(title)

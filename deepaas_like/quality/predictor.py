@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from marshmallow import fields as ma_fields
 
-from ..engine.adapter import ModelAdapter
 from ..arguments import ArgumentSources, ArgumentSpec, is_file_field
+from ..engine.adapter import ModelAdapter
 from ..engine.calls import unwrap
 from ..errors import ArgumentError
 from ..models import ServedModel
@@ -45,11 +45,16 @@ def check_tabular(name: str, spec: ArgumentSpec, features: list[str]) -> None:
     if not_scalar:
         raise ArgumentError(
             f"Model '{name}' is not tabular: its inputs {', '.join(sorted(not_scalar))} are not single numbers, "
-            "strings or booleans, so rows of features cannot drive it", {"model": ["Not a tabular model."]})
+            "strings or booleans, so rows of features cannot drive it",
+            {"model": ["Not a tabular model."]},
+        )
     unknown = sorted(set(features) - set(spec.accepted))
     if unknown:
-        raise ArgumentError(f"The rows give {', '.join(unknown)}, which model '{name}' does not take "
-                            f"(its inputs: {', '.join(spec.accepted)})", {"rows": ["Unknown features."]})
+        raise ArgumentError(
+            f"The rows give {', '.join(unknown)}, which model '{name}' does not take "
+            f"(its inputs: {', '.join(spec.accepted)})",
+            {"rows": ["Unknown features."]},
+        )
 
 
 def rss_of(pids: list[int]) -> int | None:
@@ -77,12 +82,7 @@ class ServedPredictor:
         return await self.model.predict(self._kwargs(row), admit=False)
 
     async def batch(self, rows: list[Row]) -> list[Any]:
-        model = self.model
-        if model.rows_args is not None:  # an uploaded model: one call with every row
-            kwargs = model.rows_args.load(ArgumentSources(json={"rows": rows}, lenient=True))
-            return await model.predict(kwargs, admit=False)
-        # a plugin: every row at once; the queue hands them over in groups (predict_batch when batching)
-        return list(await asyncio.gather(*(self.one(row) for row in rows)))
+        return await self.model.predict_rows(rows, admit=False)
 
     def memory(self) -> int | None:
         runner = self.model.runner

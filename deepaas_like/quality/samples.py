@@ -49,8 +49,10 @@ def rows_from_csv(data: bytes) -> list[Row]:
     rows = []
     for number, record in enumerate(reader, start=2):
         if None in record or any(value is None for value in record.values()):
-            raise ArgumentError(f"CSV line {number} does not have one value per column",
-                                {"data": [f"Line {number}: wrong number of values."]})
+            raise ArgumentError(
+                f"CSV line {number} does not have one value per column",
+                {"data": [f"Line {number}: wrong number of values."]},
+            )
         rows.append({key: _scalar(value) for key, value in record.items()})
     return checked_rows(rows)
 
@@ -61,13 +63,16 @@ def checked_rows(rows: Any, name: str = "rows") -> list[Row]:
         raise ArgumentError(f"{name} must be a list of 1 to {MAX_ROWS} rows", {name: ["Must be a non-empty list."]})
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or not row:
-            raise ArgumentError(f"{name}[{index}] must be an object of feature values",
-                                {name: [f"Row {index}: not an object."]})
+            raise ArgumentError(
+                f"{name}[{index}] must be an object of feature values", {name: [f"Row {index}: not an object."]}
+            )
         for key, value in row.items():
             if not isinstance(value, (int, float, str, bool)) and value is not None:
-                raise ArgumentError(f"{name}[{index}].{key} is not a scalar: the inputs must be tabular "
-                                    "(one number, string or boolean per feature)",
-                                    {name: [f"Row {index}, {key}: not a scalar."]})
+                raise ArgumentError(
+                    f"{name}[{index}].{key} is not a scalar: the inputs must be tabular "
+                    "(one number, string or boolean per feature)",
+                    {name: [f"Row {index}, {key}: not a scalar."]},
+                )
     return rows
 
 

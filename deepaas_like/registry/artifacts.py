@@ -84,7 +84,7 @@ class ArtifactStore:
                     if size > self.max_size:
                         raise UploadTooLarge(self.max_size)
                     if len(head) < HEAD_SIZE:
-                        head += chunk[:HEAD_SIZE - len(head)]
+                        head += chunk[: HEAD_SIZE - len(head)]
                     digest.update(chunk)
                     fh.write(chunk)
                 await asyncio.to_thread(os.fsync, fh.fileno())

@@ -96,20 +96,23 @@ class UploadedModel:
             for index, row in enumerate(kwargs[ROWS]):
                 if isinstance(row, Mapping):
                     if columns is None:
-                        raise RowError(f"rows[{index}] is an object, but this model's inputs have no names: "
-                                       "send each row as a list of values")
+                        raise RowError(
+                            f"rows[{index}] is an object, but this model's inputs have no names: "
+                            "send each row as a list of values"
+                        )
                     missing = [c for c in columns if c not in row]
                     if missing:
                         raise RowError(f"rows[{index}] lacks {', '.join(missing)}")
                     rows.append([row[c] for c in columns])
                 else:
                     if columns is not None and len(row) != len(columns):
-                        raise RowError(f"rows[{index}] has {len(row)} values; the model takes {len(columns)}: "
-                                       f"{', '.join(columns)}")
+                        raise RowError(
+                            f"rows[{index}] has {len(row)} values; the model takes {len(columns)}: {', '.join(columns)}"
+                        )
                     rows.append(list(row))
             return rows, False
         if columns is None:
-            raise RowError("this model's inputs are unknown: send {\"rows\": [[...], ...]}")
+            raise RowError('this model\'s inputs are unknown: send {"rows": [[...], ...]}')
         return [[kwargs[c] for c in columns]], True
 
     def _checked(self, outputs: list[dict[str, Any]], rows: list[list[Any]]) -> list[dict[str, Any]]:
@@ -125,11 +128,16 @@ class UploadedModel:
 
     def _out_of_range(self, row: list[Any]) -> str:
         names = self.target.columns or tuple(f"x{i}" for i in range(len(row)))
-        extreme = [f"{n}={v!r}" for n, v in zip(names, row)
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) < EXTREME]
-        return ("the model's answer is not a number (NaN or infinite): "
-                + (f"these inputs are out of the range it can take: {', '.join(extreme)}" if extreme else
-                   "its inputs are out of the range it can take"))
+        extreme = [
+            f"{n}={v!r}"
+            for n, v in zip(names, row)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) < EXTREME
+        ]
+        return "the model's answer is not a number (NaN or infinite): " + (
+            f"these inputs are out of the range it can take: {', '.join(extreme)}"
+            if extreme
+            else "its inputs are out of the range it can take"
+        )
 
     # --- the plugin's methods ----------------------------------------------------------------
 
@@ -154,7 +162,7 @@ class UploadedModel:
         outputs = self.loaded.predict(rows) if rows else []
         for index, start, count, single in spans:  # a request whose answer is not a number fails alone
             try:
-                own = self._checked(outputs[start:start + count], rows[start:start + count])
+                own = self._checked(outputs[start : start + count], rows[start : start + count])
             except (NotANumber, OutputMismatch) as exc:
                 answers[index] = exc
                 continue
@@ -210,8 +218,10 @@ class RegistryHost:
         try:
             return self._frameworks[library]
         except KeyError:
-            reason = self._broken.get(library) or (f"no framework plugin for library '{library}' is installed "
-                                                   f"(installed: {', '.join(sorted(self._frameworks)) or 'none'})")
+            reason = self._broken.get(library) or (
+                f"no framework plugin for library '{library}' is installed "
+                f"(installed: {', '.join(sorted(self._frameworks)) or 'none'})"
+            )
             raise LookupError(reason) from None
 
     def adapter_for(self, target: Target) -> ModelAdapter:
@@ -221,8 +231,9 @@ class RegistryHost:
             self._loaded.move_to_end(target.key)
             hosted = adapter.obj
             if hosted.target != target:  # the same file, read with other columns or another schema
-                adapter = self._loaded[target.key] = ModelAdapter(target.model, UploadedModel(
-                    hosted.loaded, hosted.framework, target))
+                adapter = self._loaded[target.key] = ModelAdapter(
+                    target.model, UploadedModel(hosted.loaded, hosted.framework, target)
+                )
             return adapter
         started = time.perf_counter()
         framework = self.framework(target.library)
@@ -246,6 +257,7 @@ class RegistryHost:
             key, _ = self._loaded.popitem(last=False)
             evicted.append(key)
         if runtime.event_sink is not None:
-            runtime.event_sink("loaded", {"key": target.key, "seconds": time.perf_counter() - started,
-                                          "evicted": evicted})
+            runtime.event_sink(
+                "loaded", {"key": target.key, "seconds": time.perf_counter() - started, "evicted": evicted}
+            )
         return adapter

@@ -59,8 +59,12 @@ class VersionRecord:
             doc["signature"] = self.signature
         if self.optimization is not None:
             doc["optimization"] = self.optimization
-        doc["links"] = {"self": href, "download": f"{href}/download", "config": f"{href}/config",
-                        "predict": f"{href}/predict/"}
+        doc["links"] = {
+            "self": href,
+            "download": f"{href}/download",
+            "config": f"{href}/config",
+            "predict": f"{href}/predict/",
+        }
         return doc
 
 
@@ -93,13 +97,20 @@ class RegistryStore:
 
     async def load(self) -> tuple[list[ModelRecord], list[VersionRecord]]:
         def load(conn: sa.Connection) -> tuple[list[ModelRecord], list[VersionRecord]]:
-            models = [ModelRecord(**dict(zip(MODEL_FIELDS, row))) for row in conn.execute(
-                sa.select(*(uploaded_models.c[n] for n in MODEL_FIELDS)).order_by(uploaded_models.c.name))]
+            models = [
+                ModelRecord(**dict(zip(MODEL_FIELDS, row)))
+                for row in conn.execute(
+                    sa.select(*(uploaded_models.c[n] for n in MODEL_FIELDS)).order_by(uploaded_models.c.name)
+                )
+            ]
             for model in models:
                 model.is_public = bool(model.is_public)
             versions = []
-            for row in conn.execute(sa.select(*(model_versions.c[n] for n in VERSION_FIELDS))
-                                    .order_by(model_versions.c.model, model_versions.c.number)):
+            for row in conn.execute(
+                sa.select(*(model_versions.c[n] for n in VERSION_FIELDS)).order_by(
+                    model_versions.c.model, model_versions.c.number
+                )
+            ):
                 values = dict(zip(VERSION_FIELDS, row))
                 for name in _JSON_VERSION_FIELDS:
                     values[name] = json.loads(values[name]) if values[name] is not None else None
@@ -134,9 +145,12 @@ class RegistryStore:
 
     async def save_model(self, model: ModelRecord, *names: str) -> None:
         values = self._model_values(model, names or MODEL_FIELDS)
-        await self._write(lambda conn: conn.execute(
-            sa.update(uploaded_models).where(uploaded_models.c.name == model.name).values(values)),
-            announce=set(values) != {"last_predict"})
+        await self._write(
+            lambda conn: conn.execute(
+                sa.update(uploaded_models).where(uploaded_models.c.name == model.name).values(values)
+            ),
+            announce=set(values) != {"last_predict"},
+        )
 
     @staticmethod
     def _encode(version: VersionRecord, name: str) -> Any:
@@ -149,13 +163,17 @@ class RegistryStore:
 
     async def save_version(self, version: VersionRecord, *names: str) -> None:
         values = {n: self._encode(version, n) for n in (names or VERSION_FIELDS)}
-        await self._write(lambda conn: conn.execute(
-            sa.update(model_versions)
-            .where(model_versions.c.model == version.model, model_versions.c.number == version.number)
-            .values(values)))
+        await self._write(
+            lambda conn: conn.execute(
+                sa.update(model_versions)
+                .where(model_versions.c.model == version.model, model_versions.c.number == version.number)
+                .values(values)
+            )
+        )
 
     async def purge(self, name: str) -> None:
         """Delete a model and every version of it, in one transaction."""
+
         def purge(conn: sa.Connection) -> None:
             conn.execute(sa.delete(model_versions).where(model_versions.c.model == name))
             conn.execute(sa.delete(uploaded_models).where(uploaded_models.c.name == name))

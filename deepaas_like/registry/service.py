@@ -13,70 +13,53 @@ Nothing here loads a model file: the server process only records, streams and sn
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import hashlib
-import json
 import logging
-import math
 import os
-import random
-import re
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
-from webargs import fields, validate
 
 from ..arguments import ArgumentSpec
-from ..engine.calls import Ok, unwrap
 from ..background import Background
+from ..containment.sandbox import SandboxSpec
 from ..database import Database, StoreOutage
 from ..engine.dispatch import Dispatcher
-from ..errors import ArgumentError, Conflict, DeepaasError, Forbidden, NotFound
+from ..engine.executors import ExecutorSpec, make_shared_pool
+from ..engine.shared import LoadStats
+from ..engine.worker import WorkerConfig
+from ..errors import ArgumentError, Conflict, Forbidden, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
 from ..jsonutil import stamp
-from ..node import node_id
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
-from ..engine.executors import ExecutorSpec, make_shared_pool
-from ..containment.sandbox import SandboxSpec
+from ..node import node_id
 from ..settings import MIB, Settings
-from ..engine.worker import WorkerConfig
 from .artifacts import Artifact, ArtifactStore
-from .host import CAPACITY_ENV, PRELOAD_ENV, ROWS, Target
+from .host import CAPACITY_ENV, PRELOAD_ENV, Target
+from .intake import (
+    BATCHING,
+    FILETYPE_ALIASES,
+    FILETYPES,
+    LIBRARIES,
+    LIBRARY_ALIASES,
+    NAME_RULE,
+    OPTIMIZATIONS,
+    SAFE_FORMATS,
+    Upload,
+    canonical,
+    check_batching,
+    check_name,
+    check_schema,
+)
+from .optimize import chunks_of, optimize, probe
 from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus
+from .rows import RowsArguments, column_field, columns_from_schema, ranges
 
 LOG = logging.getLogger(__name__)
-NAME_RULE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-NAME_HELP = ("names of uploaded models are DNS labels: lower-case letters, digits and '-', at most 63 "
-             "characters, starting and ending with a letter or digit")
-LIBRARIES = {
-    "sklearn": ("joblib", "pickle", "skops"),
-    "tensorflow": ("keras", "h5"),
-    "pytorch": ("torchscript", "pt2"),
-    "onnx": ("onnx",),
-}
-FILETYPES = {filetype: library for library, types in LIBRARIES.items() for filetype in types}
-# Other spellings, taken in any case: Neurodeploy's documented ones ("Scikit-learn", "TensorFlow",
-# "Pytorch"; "H5", "Pickle", "Joblib") and the libraries' own names.
-LIBRARY_ALIASES = {"scikit-learn": "sklearn", "scikit_learn": "sklearn", "keras": "tensorflow", "torch": "pytorch"}
-FILETYPE_ALIASES = {"pkl": "pickle", "hdf5": "h5", "pt": "torchscript", "pth": "torchscript"}
-NEURODEPLOY_LIBRARY = {"sklearn": "scikit-learn", "tensorflow": "tensorflow", "pytorch": "pytorch", "onnx": "onnx"}
 
-
-def canonical(value: str | None, aliases: dict[str, str]) -> str | None:
-    """A library's or filetype's name as the registry spells it (``Scikit-learn`` -> ``sklearn``)."""
-    if value is None:
-        return None
-    lowered = value.strip().lower()
-    return aliases.get(lowered, lowered) or None
-OPTIMIZATIONS = ("onnx",)
-MAX_ROWS = 10000
-PROBE_ROWS = 64
-AGREEMENT_TOLERANCE = 1e-4  # largest difference of a class probability that counts as agreement
 LAST_PREDICT_SAVE_INTERVAL = 10.0
 CATCH_UP_INTERVAL = 0.05  # seconds between reads of the store for names not known here
 HOST = PluginRef("registry", "deepaas_like.registry.host:RegistryHost", group="deepaas_like.internal")
@@ -84,9 +67,6 @@ HOST = PluginRef("registry", "deepaas_like.registry.host:RegistryHost", group="d
 
 class ModelArchived(NotFound):
     pass
-
-
-SAFE_FORMATS = "skops (skops.io.dump) or ONNX (skl2onnx, torch.onnx.export), Keras (.keras, .h5) or torch.export (.pt2)"
 
 
 class CodeRefused(Forbidden):
@@ -98,10 +78,18 @@ def sandbox_spec(settings: Settings) -> SandboxSpec:
     state, keys and configuration), who they run as, their limits."""
     store = settings.store
     sqlite_file = store.split("///", 1)[1].split("?", 1)[0] if store.startswith("sqlite") and "///" in store else ""
-    store_files = [os.path.abspath(sqlite_file) + suffix for suffix in ("", "-wal", "-shm", "-journal")
-                   ] if sqlite_file else []
-    deny = (settings.data_dir, str(settings.artifacts_dir), str(settings.models_dir), str(settings.auth_key_path),
-            settings.jwt_secret_file, *store_files, settings.config_file)
+    store_files = (
+        [os.path.abspath(sqlite_file) + suffix for suffix in ("", "-wal", "-shm", "-journal")] if sqlite_file else []
+    )
+    deny = (
+        settings.data_dir,
+        str(settings.artifacts_dir),
+        str(settings.models_dir),
+        str(settings.auth_key_path),
+        settings.jwt_secret_file,
+        *store_files,
+        settings.config_file,
+    )
     return SandboxSpec(
         deny=tuple(os.path.abspath(p) for p in deny if p),
         user=settings.sandbox_user,
@@ -110,153 +98,6 @@ def sandbox_spec(settings: Settings) -> SandboxSpec:
         file_size=settings.max_upload_size + MIB,  # its private copy of an uploaded file
         reply_limit=2 * settings.max_upload_size + 64 * MIB,  # an ONNX conversion answers the graph
     )
-
-
-@dataclass
-class Upload:
-    """What ``PUT /v2/models/{name}`` carries, once the file is staged."""
-
-    artifact: Artifact
-    filename: str | None = None
-    library: str | None = None
-    filetype: str | None = None
-    is_public: bool | None = None
-    description: str | None = None
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
-    optimize: str | None = None
-
-
-def check_name(name: str) -> str:
-    if not NAME_RULE.fullmatch(name):
-        raise ArgumentError(f"Invalid model name {name!r}: {NAME_HELP}", {"name": [NAME_HELP]})
-    return name
-
-
-def check_schema(name: str, value: Any) -> dict[str, Any] | None:
-    """An input or output schema: a JSON Schema object (``input_schema`` with ``properties``)."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ArgumentError(f"{name} is not valid JSON: {exc}", {name: ["Not valid JSON."]}) from None
-    if not isinstance(value, dict):
-        raise ArgumentError(f"{name} must be a JSON object (a JSON Schema)", {name: ["Must be a JSON object."]})
-    import jsonschema
-
-    try:
-        jsonschema.validators.validator_for(value).check_schema(value)
-    except jsonschema.SchemaError as exc:
-        raise ArgumentError(f"{name} is not a valid JSON Schema: {exc.message}", {name: [exc.message]}) from None
-    if name == "input_schema" and not isinstance(value.get("properties"), dict):
-        raise ArgumentError("input_schema must have 'properties': one entry per input column, in order",
-                            {name: ["Must have 'properties'."]})
-    return value
-
-
-def columns_from_schema(schema: dict[str, Any]) -> list[Column]:
-    kinds = {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}
-    columns = []
-    for name, prop in schema["properties"].items():
-        prop = prop if isinstance(prop, dict) else {}
-        columns.append(Column(name, kinds.get(prop.get("type"), "number"), prop.get("minimum"), prop.get("maximum"),
-                              prop.get("enum"), prop.get("description")))
-    return columns
-
-
-def column_field(column: Column, required: bool) -> fields.Field:
-    validators = []
-    if column.minimum is not None or column.maximum is not None:
-        validators.append(validate.Range(min=column.minimum, max=column.maximum))
-    if column.choices:
-        validators.append(validate.OneOf(column.choices))
-    meta: dict[str, Any] = {"description": column.description} if column.description else {}
-    if column.observed is not None:
-        meta["x-observed-minimum"], meta["x-observed-maximum"] = column.observed
-    kind = {"integer": fields.Int, "string": fields.Str, "boolean": fields.Bool}.get(column.type)
-    if kind is None:
-        return fields.Float(required=required, allow_nan=False, validate=validators, metadata=meta)
-    return kind(required=required, validate=validators, metadata=meta)
-
-
-def _ranges(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Each numeric column's smallest and largest value in ``rows``."""
-    ranges: dict[str, list[float]] = {}
-    for column in rows[0] if rows else ():
-        values = [row.get(column) for row in rows]
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-        if numbers and len(numbers) == len(values) and min(numbers) < max(numbers):
-            ranges[column] = [min(numbers), max(numbers)]
-    return ranges
-
-
-class RowsArguments:
-    """``{"rows": [...]}``: many rows in one request, each checked like a single row."""
-
-    accept = None
-    has_files = False
-
-    def __init__(self, name: str, columns: list[Column] | None) -> None:
-        self.model = name
-        self.method = "predict"
-        self.accepted = [ROWS]
-        self._single = (ArgumentSpec(name, "predict", {c.name: column_field(c, True) for c in columns})
-                        if columns is not None else None)
-        self._width = len(columns) if columns is not None else None
-
-    @property
-    def width(self) -> int | None:
-        """How many values a row given as a list has (None: the model's own signature says)."""
-        return self._width
-
-    def load(self, sources: Any) -> dict[str, Any]:
-        body = sources.json or {}
-        unknown = sorted({*sources.query.keys(), *sources.form.keys(), *body.keys()} - {ROWS})
-        if unknown or ROWS not in body:
-            raise ArgumentError(
-                "Send many rows as a JSON object {\"rows\": [...]} and nothing else"
-                + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
-                {name: ["Unknown argument."] for name in unknown} or {ROWS: ["Missing data for required field."]},
-                accepted=self.accepted)
-        rows = body[ROWS]
-        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
-            raise ArgumentError(f"rows must be a list of 1 to {MAX_ROWS} rows", {ROWS: ["Must be a non-empty list."]})
-        errors: dict[str, Any] = {}
-        checked = []
-        for index, row in enumerate(rows):
-            try:
-                checked.append(self._row(row, sources.lenient))
-            except ArgumentError as exc:
-                errors[str(index)] = exc.errors
-            except ValueError as exc:
-                errors[str(index)] = [str(exc)]
-        if errors:
-            first = next(iter(errors.items()))
-            raise ArgumentError(f"Invalid rows for {self.model} predict: row {first[0]}: {first[1]}", {ROWS: errors})
-        return {ROWS: checked}
-
-    def _row(self, row: Any, lenient: bool) -> Any:
-        if isinstance(row, dict):
-            if self._single is None:
-                raise ValueError("this model's inputs have no names: send each row as a list of values")
-            return self._single.load(_JsonSources(row, lenient=lenient))
-        if isinstance(row, list):
-            if self._width is not None and len(row) != self._width:
-                raise ValueError(f"has {len(row)} values; the model takes {self._width}")
-            return row
-        raise ValueError("each row is an object of inputs or a list of values")
-
-
-@dataclass
-class _JsonSources:
-    json: dict[str, Any]
-    query: Any = dataclasses.field(default_factory=dict)
-    form: Any = dataclasses.field(default_factory=dict)
-    files: Any = dataclasses.field(default_factory=dict)
-    negotiated_accept: str | None = None
-    lenient: bool = False
 
 
 class Registry:
@@ -268,14 +109,24 @@ class Registry:
         self.store = RegistryStore(db)
         self._shared = db.shared  # replicas share the store: another may be loading a version right now
         self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
-        config = WorkerConfig(model="registry", log_level=settings.log_level, environ=(
-            (CAPACITY_ENV, str(settings.max_loaded_models)),
-            (PRELOAD_ENV, "1" if settings.registry_preload else "0")),
-            sandbox=sandbox_spec(settings) if settings.executor != "ray" else None)
-        spec = ExecutorSpec(kind=settings.executor, workers=settings.registry_workers,
-                            start_method=settings.start_method, poll_us=settings.worker_poll_us,
-                            ray_address=settings.ray_address, ray_num_cpus=settings.ray_num_cpus,
-                            ray_num_gpus=settings.ray_num_gpus)  # uploads on the Ray cluster too, with the global resources
+        config = WorkerConfig(
+            model="registry",
+            log_level=settings.log_level,
+            environ=(
+                (CAPACITY_ENV, str(settings.max_loaded_models)),
+                (PRELOAD_ENV, "1" if settings.registry_preload else "0"),
+            ),
+            sandbox=sandbox_spec(settings) if settings.executor != "ray" else None,
+        )
+        spec = ExecutorSpec(
+            kind=settings.executor,
+            workers=settings.registry_workers,
+            start_method=settings.start_method,
+            poll_us=settings.worker_poll_us,
+            ray_address=settings.ray_address,
+            ray_num_cpus=settings.ray_num_cpus,
+            ray_num_gpus=settings.ray_num_gpus,
+        )  # uploads on the Ray cluster too, with the global resources
         self.pool = make_shared_pool(HOST, config, spec, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
@@ -300,15 +151,23 @@ class Registry:
 
         version = abi()
         if self._settings.executor == "ray" or version < 4:
-            why = ("--executor ray runs them as Ray actors" if self._settings.executor == "ray"
-                   else f"this kernel offers {'no Landlock' if not version else f'Landlock ABI {version} (4 needed)'}")
-            LOG.warning("registry: the workers that load uploaded files cannot be contained (%s): %s", why,
-                        "formats whose loading runs code (pickle, joblib, TorchScript) are served uncontained "
-                        "(--allow-unconfined-code)" if self._settings.allow_unconfined_code else
-                        f"uploads of formats whose loading runs code (pickle, joblib, TorchScript) are refused; "
-                        f"{SAFE_FORMATS} are served")
-        await asyncio.to_thread(lambda: self.artifacts.prepare(
-            node_id(self._settings.data_dir) if self._shared else "local"))
+            why = (
+                "--executor ray runs them as Ray actors"
+                if self._settings.executor == "ray"
+                else f"this kernel offers {'no Landlock' if not version else f'Landlock ABI {version} (4 needed)'}"
+            )
+            LOG.warning(
+                "registry: the workers that load uploaded files cannot be contained (%s): %s",
+                why,
+                "formats whose loading runs code (pickle, joblib, TorchScript) are served uncontained "
+                "(--allow-unconfined-code)"
+                if self._settings.allow_unconfined_code
+                else f"uploads of formats whose loading runs code (pickle, joblib, TorchScript) are refused; "
+                f"{SAFE_FORMATS} are served",
+            )
+        await asyncio.to_thread(
+            lambda: self.artifacts.prepare(node_id(self._settings.data_dir) if self._shared else "local")
+        )
         models, versions = await self.store.load()
         self._models = {m.name: m for m in models}
         for version in versions:
@@ -373,8 +232,9 @@ class Registry:
                 changed = True
                 continue
             last_predict = max(mine.last_predict or 0, record.last_predict or 0) or None
-            if dataclasses.astuple(dataclasses.replace(record, last_predict=None)) != \
-                    dataclasses.astuple(dataclasses.replace(mine, last_predict=None)):
+            if dataclasses.astuple(dataclasses.replace(record, last_predict=None)) != dataclasses.astuple(
+                dataclasses.replace(mine, last_predict=None)
+            ):
                 changed = True
             for field_name in MODEL_FIELDS:
                 setattr(mine, field_name, getattr(record, field_name))
@@ -388,8 +248,11 @@ class Registry:
                 mine_versions[version.number] = version
                 changed = True
             elif version.status is not VersionStatus.LOADING and version != mine:
-                if (version.config, version.optimization, version.sha256) != (mine.config, mine.optimization,
-                                                                              mine.sha256):
+                if (version.config, version.optimization, version.sha256) != (
+                    mine.config,
+                    mine.optimization,
+                    mine.sha256,
+                ):
                     self._retire(version.model, version.number)
                 mine_versions[version.number] = version
                 changed = True
@@ -449,8 +312,10 @@ class Registry:
         if model is None:
             raise self.not_found(name)
         if model.archived is not None and not archived_ok:
-            raise ModelArchived(f"Model '{name}' is archived (since {stamp(model.archived)}); "
-                                f"POST .../{name}/restore brings it back", details={"model": name, "archived": True})
+            raise ModelArchived(
+                f"Model '{name}' is archived (since {stamp(model.archived)}); POST .../{name}/restore brings it back",
+                details={"model": name, "archived": True},
+            )
         return model
 
     def versions(self, name: str) -> list[VersionRecord]:
@@ -483,13 +348,17 @@ class Registry:
         model = self.record(name)
         if number is None:
             if model.current_version is None:
-                raise Conflict(f"Model '{name}' has no version that loads; upload one",
-                               details={"model": name, "versions": len(self._versions.get(name, {}))})
+                raise Conflict(
+                    f"Model '{name}' has no version that loads; upload one",
+                    details={"model": name, "versions": len(self._versions.get(name, {}))},
+                )
             number = model.current_version
         version = self.version(name, number)
         if version.status is not VersionStatus.READY:
-            raise Conflict(f"Version {number} of model '{name}' is not servable: {version.error or version.status}",
-                           details={"model": name, "version": number, "status": version.status})
+            raise Conflict(
+                f"Version {number} of model '{name}' is not servable: {version.error or version.status}",
+                details={"model": name, "version": number, "status": version.status},
+            )
         return await self._serve(model, version)
 
     def note_predict(self, name: str) -> None:
@@ -512,8 +381,12 @@ class Registry:
         columns, named = self._declared_columns(version)
         observed = (version.config.get("dataset") or {}).get("ranges") or {}
         if columns is not None and observed:
-            columns = [dataclasses.replace(c, observed=tuple(observed[c.name]))
-                       if isinstance(observed.get(c.name), list) else c for c in columns]
+            columns = [
+                dataclasses.replace(c, observed=tuple(observed[c.name]))
+                if isinstance(observed.get(c.name), list)
+                else c
+                for c in columns
+            ]
         return columns, named
 
     def _declared_columns(self, version: VersionRecord) -> tuple[list[Column] | None, bool]:
@@ -571,8 +444,9 @@ class Registry:
         if batching:
             options = dataclasses.replace(options, **batching)
         with legacy_vocabulary_allowed():
-            single = ArgumentSpec(model.name, "predict",
-                                  {c.name: column_field(c, True) for c in columns} if columns else {})
+            single = ArgumentSpec(
+                model.name, "predict", {c.name: column_field(c, True) for c in columns} if columns else {}
+            )
             train = ArgumentSpec(model.name, "train", {})
         served = ServedModel(
             name=model.name,
@@ -588,72 +462,6 @@ class Registry:
             on_predict=self.note_predict,
         )
         return served
-
-    async def _probe(self, model: ModelRecord, version: VersionRecord) -> None:
-        """Load the version once in a worker: its signature, or why it does not load."""
-        self.ensure_pool()
-        served = self._build(model, version)
-        try:
-            await served.start()
-            outcome = await served.dispatcher.call("describe", {}, admit=False)
-            if not isinstance(outcome, Ok):
-                raise unwrap_error(outcome, model.name)
-            version.signature = outcome.value
-            version.status, version.error = VersionStatus.READY, None
-        except DeepaasError as exc:
-            version.status, version.error = VersionStatus.ERROR, exc.message
-        finally:
-            await served.stop(0)
-
-    async def _optimize(self, model: ModelRecord, version: VersionRecord) -> None:
-        """``optimize=onnx``: convert, compare on a probe set, serve the graph if they agree."""
-        columns, named = self._columns(version)
-        width = len(columns) if columns is not None else None
-        report: dict[str, Any] = {"requested": "onnx", "serving": "original"}
-        if not width:
-            report["reason"] = "the model's input width is unknown, so no probe set can be made"
-            version.optimization = report
-            return
-        rng = random.Random(int(version.sha256[:8], 16))
-        probe = [[round(rng.gauss(0, 3), 4) for _ in range(width)] for _ in range(PROBE_ROWS)]
-        original = self._build(model, version)
-        try:
-            await original.start()
-            outcome = await original.dispatcher.call("to_onnx", {"probe": probe}, admit=False)
-            if not isinstance(outcome, Ok):
-                raise unwrap_error(outcome, model.name)
-            graph = outcome.value.get("onnx") if isinstance(outcome.value, dict) else None
-            if not isinstance(graph, str):
-                raise DeepaasError("the worker answered no ONNX graph")
-            try:
-                converted = await self.artifacts.save(_chunks(base64.b64decode(graph, validate=True)))
-            except ValueError:
-                raise DeepaasError("the worker answered an ONNX graph that is not base64") from None
-            report["onnx_sha256"] = converted.sha256
-            onnx_version = dataclasses.replace(version, optimization={"serving": "onnx",
-                                                                      "onnx_sha256": converted.sha256})
-            candidate = self._build(model, onnx_version)
-            try:
-                await candidate.start()
-                answer = await candidate.dispatcher.call("predict", {ROWS: probe}, admit=False)
-                if not isinstance(answer, Ok):
-                    raise unwrap_error(answer, model.name)
-            finally:
-                await candidate.stop(0)
-            try:  # what the worker answered is checked here, not trusted
-                report.update(agreement(outcome.value["original"], answer.value))
-            except (TypeError, ValueError, AttributeError, KeyError) as exc:
-                raise DeepaasError(f"the answers cannot be compared: {type(exc).__name__}") from None
-            if report["labels_agree"] == 1.0 and report["max_probability_difference"] <= AGREEMENT_TOLERANCE:
-                report["serving"] = "onnx"
-            else:
-                report["reason"] = (f"the ONNX graph disagrees with the original on the probe set "
-                                    f"(tolerance {AGREEMENT_TOLERANCE:g})")
-        except DeepaasError as exc:
-            report["reason"] = f"conversion failed: {exc.message}"
-        finally:
-            await original.stop(0)
-        version.optimization = report
 
     # --- writing ----------------------------------------------------------------------
 
@@ -678,8 +486,11 @@ class Registry:
     def check_writable(self, name: str) -> None:
         """The registry changes uploaded models only: a plugin's name is a 409."""
         if name in self._plugins:
-            raise Conflict(f"'{name}' is the name of a plugin served here; the registry manages uploaded models "
-                           "only (upload under another name)", details={"model": name, "source": "plugin"})
+            raise Conflict(
+                f"'{name}' is the name of a plugin served here; the registry manages uploaded models "
+                "only (upload under another name)",
+                details={"model": name, "source": "plugin"},
+            )
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -702,44 +513,61 @@ class Registry:
         raise CodeRefused(
             f"Refused: loading a {filetype} file runs code, and this server cannot contain the workers that "
             f"would load it ({self.pool.containment_summary()}). Upload the model as {SAFE_FORMATS}, or start "
-            "the server with --allow-unconfined-code", details={"model": name, "filetype": filetype})
+            "the server with --allow-unconfined-code",
+            details={"model": name, "filetype": filetype},
+        )
 
     def identify(self, upload: Upload) -> tuple[str, str]:
         """The upload's library and filetype: as given, checked against the bytes, or inferred."""
         head, name = upload.artifact.head, upload.filename or ""
         filetype, library = canonical(upload.filetype, FILETYPE_ALIASES), canonical(upload.library, LIBRARY_ALIASES)
         if library is not None and library not in LIBRARIES:
-            raise ArgumentError(f"Unknown library {library!r}; one of: {', '.join(LIBRARIES)}",
-                                {"library": [f"Must be one of: {', '.join(LIBRARIES)}."]})
+            raise ArgumentError(
+                f"Unknown library {library!r}; one of: {', '.join(LIBRARIES)}",
+                {"library": [f"Must be one of: {', '.join(LIBRARIES)}."]},
+            )
         if filetype is not None and filetype not in FILETYPES:
-            raise ArgumentError(f"Unknown filetype {filetype!r}; one of: {', '.join(FILETYPES)}",
-                                {"filetype": [f"Must be one of: {', '.join(FILETYPES)}."]})
+            raise ArgumentError(
+                f"Unknown filetype {filetype!r}; one of: {', '.join(FILETYPES)}",
+                {"filetype": [f"Must be one of: {', '.join(FILETYPES)}."]},
+            )
         if filetype is None:
             found = {t for fw in self.frameworks.values() if (t := fw.sniff(head, name)) is not None}
             if library is not None:
                 found &= set(LIBRARIES[library])
             if len(found) != 1:
                 what = f"it could be {' or '.join(sorted(found))}" if found else "its name and first bytes say nothing"
-                raise ArgumentError(f"Cannot tell the file's type ({what}); give filetype: one of "
-                                    f"{', '.join(LIBRARIES.get(library or '', FILETYPES))}",
-                                    {"filetype": ["Required for this file."]})
+                raise ArgumentError(
+                    f"Cannot tell the file's type ({what}); give filetype: one of "
+                    f"{', '.join(LIBRARIES.get(library or '', FILETYPES))}",
+                    {"filetype": ["Required for this file."]},
+                )
             filetype = found.pop()
         expected = FILETYPES[filetype]
         if library is not None and library != expected:
-            raise ArgumentError(f"filetype {filetype} is a {expected} format, not {library}",
-                                {"library": [f"{filetype} files are {expected} models."]})
+            raise ArgumentError(
+                f"filetype {filetype} is a {expected} format, not {library}",
+                {"library": [f"{filetype} files are {expected} models."]},
+            )
         framework = self.frameworks.get(expected)
         if framework is None:
             reason = self.broken_frameworks.get(expected) or (
-                f"no framework plugin for {expected} is installed (pip install -e plugins/frameworks)")
+                f"no framework plugin for {expected} is installed (pip install -e plugins/frameworks)"
+            )
             raise ArgumentError(f"{filetype} files cannot be served here: {reason}", {"library": [reason]})
         reason = framework.check(head, filetype)
         if reason:
             raise ArgumentError(f"The file is not a {filetype} file: {reason}", {"filetype": [reason]})
         return expected, filetype
 
-    async def upload(self, name: str, upload: Upload, owner: str | None = None, may_publish: bool = False,
-                     may_add_version: Callable[[], None] | None = None) -> tuple[bool, ModelRecord, VersionRecord]:
+    async def upload(
+        self,
+        name: str,
+        upload: Upload,
+        owner: str | None = None,
+        may_publish: bool = False,
+        may_add_version: Callable[[], None] | None = None,
+    ) -> tuple[bool, ModelRecord, VersionRecord]:
         """Record the stored file as the next version of ``name`` and load it once.
 
         Returns whether the model was created. A version that does not load is kept,
@@ -753,15 +581,23 @@ class Registry:
         library, filetype = self.identify(upload)
         await self.check_code_servable(name, library, filetype)
         if upload.optimize is not None and upload.optimize not in OPTIMIZATIONS:
-            raise ArgumentError(f"optimize must be one of: {', '.join(OPTIMIZATIONS)}",
-                                {"optimize": [f"Must be one of: {', '.join(OPTIMIZATIONS)}."]})
+            raise ArgumentError(
+                f"optimize must be one of: {', '.join(OPTIMIZATIONS)}",
+                {"optimize": [f"Must be one of: {', '.join(OPTIMIZATIONS)}."]},
+            )
         now = time.time()
         async with self._lock(name):
             model = self._models.get(name)
             created = model is None
             if model is None:
-                model = ModelRecord(name, created=now, updated=now, is_public=bool(upload.is_public),
-                                    description=upload.description or "", owner=owner)
+                model = ModelRecord(
+                    name,
+                    created=now,
+                    updated=now,
+                    is_public=bool(upload.is_public),
+                    description=upload.description or "",
+                    owner=owner,
+                )
                 try:
                     await self.store.insert_model(model)
                 except sa.exc.IntegrityError:
@@ -770,22 +606,37 @@ class Registry:
             elif may_add_version is not None:
                 may_add_version()
             if not created and model.archived is not None:
-                raise ModelArchived(f"Model '{name}' is archived; restore it before uploading a new version",
-                                    details={"model": name, "archived": True})
+                raise ModelArchived(
+                    f"Model '{name}' is archived; restore it before uploading a new version",
+                    details={"model": name, "archived": True},
+                )
             versions = self._versions.setdefault(name, {})
             upload.artifact = await asyncio.to_thread(self.artifacts.commit, upload.artifact)
-            config = {k: v for k, v in (("input_schema", upload.input_schema),
-                                        ("output_schema", upload.output_schema)) if v is not None}
-            version = VersionRecord(name, max(versions, default=0) + 1, upload.artifact.sha256, upload.artifact.size,
-                                    library, filetype, upload.filename, now, config=config)
+            config = {
+                k: v
+                for k, v in (("input_schema", upload.input_schema), ("output_schema", upload.output_schema))
+                if v is not None
+            }
+            version = VersionRecord(
+                name,
+                max(versions, default=0) + 1,
+                upload.artifact.sha256,
+                upload.artifact.size,
+                library,
+                filetype,
+                upload.filename,
+                now,
+                config=config,
+            )
             try:
                 await self.store.insert_version(version)
             except sa.exc.IntegrityError:
                 raise _raced(name) from None
             versions[version.number] = version
-        await self._probe(model, version)
+        self.ensure_pool()
+        await probe(self._build(model, version), version)
         if version.status is VersionStatus.READY and upload.optimize:
-            await self._optimize(model, version)
+            await optimize(lambda v: self._build(model, v), self.artifacts, version, self._columns(version)[0])
         async with self._lock(name):
             await self.store.save_version(version, "status", "error", "signature", "optimization")
             changes = ["updated"]
@@ -794,28 +645,55 @@ class Registry:
                 model.current_version = version.number
                 changes.append("current_version")
             if not created:
-                for field_name, value in (("is_public", upload.is_public if may_publish else None),
-                                          ("description", upload.description)):
+                for field_name, value in (
+                    ("is_public", upload.is_public if may_publish else None),
+                    ("description", upload.description),
+                ):
                     if value is not None:
                         setattr(model, field_name, value)
                         changes.append(field_name)
             await self.store.save_model(model, *changes)
             self.revision += 1
-        LOG.info("model %s: version %d uploaded (%s, %s, %d bytes): %s%s", name, version.number, library, filetype,
-                 version.size, version.status, f" ({version.error})" if version.error else "")
+        LOG.info(
+            "model %s: version %d uploaded (%s, %s, %d bytes): %s%s",
+            name,
+            version.number,
+            library,
+            filetype,
+            version.size,
+            version.status,
+            f" ({version.error})" if version.error else "",
+        )
         return created, model, version
 
-    async def update(self, name: str, *, current_version: int | None = None, is_public: bool | None = None,
-                     description: str | None = None) -> ModelRecord:
+    async def set_owner(self, record: ModelRecord, owner: str | None) -> None:
+        """A model's new owner (the access list's change, decided by the gate)."""
+        record.owner = owner
+        await self.store.save_model(record, "owner")
+
+    def load_stats(self) -> tuple[LoadStats, int]:
+        """The shared workers' loads, evictions and load times, and how many models they hold now."""
+        return self.pool.stats, len(self.pool.loaded_keys())
+
+    async def update(
+        self,
+        name: str,
+        *,
+        current_version: int | None = None,
+        is_public: bool | None = None,
+        description: str | None = None,
+    ) -> ModelRecord:
         model = self.record(name)
         async with self._lock(name):
             changes = []
             if current_version is not None:
                 version = self.version(name, current_version)
                 if version.status is not VersionStatus.READY:
-                    raise Conflict(f"Version {current_version} of model '{name}' is {version.status}"
-                                   f"{f': {version.error}' if version.error else ''}; only a ready version can serve",
-                                   details={"model": name, "version": current_version, "status": version.status})
+                    raise Conflict(
+                        f"Version {current_version} of model '{name}' is {version.status}"
+                        f"{f': {version.error}' if version.error else ''}; only a ready version can serve",
+                        details={"model": name, "version": current_version, "status": version.status},
+                    )
                 model.current_version = current_version
                 changes.append("current_version")
             if is_public is not None:
@@ -840,8 +718,10 @@ class Registry:
         }
         unknown = sorted(set(config) - set(checked))
         if unknown:
-            raise ArgumentError(f"Unknown config keys: {', '.join(unknown)}; known: {', '.join(checked)}",
-                                {k: ["Unknown key."] for k in unknown})
+            raise ArgumentError(
+                f"Unknown config keys: {', '.join(unknown)}; known: {', '.join(checked)}",
+                {k: ["Unknown key."] for k in unknown},
+            )
         async with self._lock(name):
             dataset = version.config.get("dataset")
             version.config = {k: v for k, v in checked.items() if v}
@@ -856,11 +736,17 @@ class Registry:
         """Keep a CSV of sample rows with a version: model tests and feature impact use it by default."""
         self.record(name)
         version = self.version(name, number)
-        artifact = await self.artifacts.save(_chunks(data))
+        artifact = await self.artifacts.save(chunks_of(data))
         async with self._lock(name):
-            version.config = {**version.config, "dataset": {
-                "sha256": artifact.sha256, "rows": len(rows), "columns": list(rows[0]) if rows else [],
-                "ranges": _ranges(rows)}}
+            version.config = {
+                **version.config,
+                "dataset": {
+                    "sha256": artifact.sha256,
+                    "rows": len(rows),
+                    "columns": list(rows[0]) if rows else [],
+                    "ranges": ranges(rows),
+                },
+            }
             await self.store.save_version(version, "config")
             self._retire(name, number)  # its arguments now say what range the dataset covers
             self.revision += 1
@@ -869,8 +755,10 @@ class Registry:
     def dataset_path(self, name: str, number: int) -> Any:
         dataset = self.version(name, number).config.get("dataset")
         if not dataset:
-            raise NotFound(f"Version {number} of model '{name}' has no reference dataset",
-                           details={"model": name, "version": number})
+            raise NotFound(
+                f"Version {number} of model '{name}' has no reference dataset",
+                details={"model": name, "version": number},
+            )
         return self.artifacts.path(dataset["sha256"])
 
     def dataset_rows(self, name: str) -> list[dict[str, Any]] | None:
@@ -916,49 +804,9 @@ class Registry:
 
 def _raced(name: str) -> Conflict:
     """Another replica created the model, or its next version, at the same moment."""
-    return Conflict(f"Model '{name}' was being written by another replica at the same moment; upload again",
-                    details={"model": name})
-
-
-BATCHING = ("max_batch_size", "max_batch_time_ms", "predict_timeout")
-
-
-def check_batching(value: Any) -> dict[str, Any] | None:
-    if value in (None, {}):
-        return None
-    if not isinstance(value, dict):
-        raise ArgumentError("batching must be an object", {"batching": ["Must be an object."]})
-    errors = {}
-    for key, item in value.items():
-        if key not in BATCHING:
-            errors[key] = [f"Unknown; one of: {', '.join(BATCHING)}."]
-        elif not isinstance(item, (int, float)) or isinstance(item, bool) or item < 0 or (
-                key == "max_batch_size" and (item < 1 or int(item) != item)):
-            errors[key] = ["Must be a non-negative number (max_batch_size: an integer of at least 1)."]
-    if errors:
-        raise ArgumentError(f"Invalid batching config: {', '.join(errors)}", {"batching": errors})
-    return value
-
-
-def agreement(original: list[dict[str, Any]], converted: list[dict[str, Any]]) -> dict[str, Any]:
-    """How far two models' answers on the same rows agree: labels, and probabilities."""
-    same = sum(1 for a, b in zip(original, converted) if a.get("label", a.get("value")) == b.get("label", b.get("value")))
-    worst = 0.0
-    for a, b in zip(original, converted):
-        for cls, p in (a.get("probabilities") or {}).items():
-            worst = max(worst, abs(p - (b.get("probabilities") or {}).get(cls, float("nan"))))
-        if "value" in a and "value" in b:
-            worst = max(worst, abs(a["value"] - b["value"]))
-    return {"probe_rows": len(original), "labels_agree": same / max(1, len(original)),
-            "max_probability_difference": worst, "tolerance": AGREEMENT_TOLERANCE}
-
-
-def unwrap_error(outcome: Any, name: str) -> DeepaasError:
-    try:
-        unwrap(outcome, name, "load")
-    except DeepaasError as exc:
-        return exc
-    return DeepaasError("unexpected outcome")
+    return Conflict(
+        f"Model '{name}' was being written by another replica at the same moment; upload again", details={"model": name}
+    )
 
 
 def _files(version: VersionRecord) -> list[str]:
@@ -974,16 +822,4 @@ async def _stop_when_idle(served: ServedModel, timeout: float = 60.0) -> None:
     await served.stop(0)
 
 
-async def _chunks(data: bytes) -> Any:
-    yield data
-
-
-def version_href(base: str, name: str, number: int) -> str:
-    return f"{base}/v2/models/{name}/versions/{number}"
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-__all__ = ["Registry", "Upload", "ModelArchived", "check_name", "check_schema", "ModelState"]
+__all__ = ["Registry", "ModelArchived", "ModelState"]

@@ -10,8 +10,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table("meta", sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text),
-                    if_not_exists=True)
+    op.create_table(
+        "meta", sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text), if_not_exists=True
+    )
     op.create_table(
         "jobs",
         sa.Column("seq", sa.Integer, unique=True),

@@ -139,8 +139,10 @@ class DemoModel(BaseModel):
                 finite_number("A number to summarise"),
                 load_default=[1.0, 2.0, 3.0, 5.0, 8.0],
                 validate=validate.Length(min=1, max=10000),
-                metadata={"description": "The numbers to summarise (repeat the field for several; "
-                          f"1 to 10000 finite numbers within ±{LIMIT:g})"},
+                metadata={
+                    "description": "The numbers to summarise (repeat the field for several; "
+                    f"1 to 10000 finite numbers within ±{LIMIT:g})"
+                },
             ),
             "scale": fields.Float(
                 allow_nan=False,
@@ -225,5 +227,9 @@ class DemoModel(BaseModel):
             report_progress((step + 1) / epochs, f"epoch {step + 1}/{epochs}")
         state = {"offset": offset, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (storage_dir() / STATE_FILE).write_text(json.dumps(state))
-        return {"offset": offset, "epochs": epochs, "loss": abs(target_mean - reference - offset),
-                "converged": math.isclose(offset, target_mean - reference, abs_tol=1e-3)}
+        return {
+            "offset": offset,
+            "epochs": epochs,
+            "loss": abs(target_mean - reference - offset),
+            "converged": math.isclose(offset, target_mean - reference, abs_tol=1e-3),
+        }

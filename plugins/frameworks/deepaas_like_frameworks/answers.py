@@ -20,8 +20,9 @@ def plain(value: Any) -> Any:
     return item() if callable(item) and getattr(value, "shape", None) == () else value
 
 
-def classified(classes: Sequence[Any], labels: Sequence[Any], probabilities: Sequence[Sequence[float]] | None
-               ) -> list[dict[str, Any]]:
+def classified(
+    classes: Sequence[Any], labels: Sequence[Any], probabilities: Sequence[Sequence[float]] | None
+) -> list[dict[str, Any]]:
     """``{"label", "probabilities"}`` per row; ``probabilities`` is one list per row, ordered as ``classes``
     (``None``: a classifier that gives labels only)."""
     if probabilities is None:

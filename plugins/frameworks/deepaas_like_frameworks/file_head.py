@@ -70,7 +70,7 @@ def zip_names(head: bytes) -> list[str]:
         start = offset + 30
         if start + name_len > len(head):
             break
-        names.append(head[start:start + name_len].decode("utf-8", "replace"))
+        names.append(head[start : start + name_len].decode("utf-8", "replace"))
         if flags & 0x08 or size == 0xFFFFFFFF:
             break
         offset = start + name_len + extra_len + size
@@ -82,7 +82,7 @@ def zip_first_payload(head: bytes) -> bytes:
     if not is_zip(head) or len(head) < 30:
         return b""
     name_len, extra_len = struct.unpack_from("<HH", head, 26)
-    return head[30 + name_len + extra_len:]
+    return head[30 + name_len + extra_len :]
 
 
 def describe(head: bytes) -> str:

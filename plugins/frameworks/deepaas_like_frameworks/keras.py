@@ -176,8 +176,11 @@ def _saved_with(path: str, filetype: str) -> dict[str, Any]:
     import h5py
 
     with h5py.File(path, "r") as file:
-        return {k: (v.decode() if isinstance(v, bytes) else str(v))
-                for k, v in file.attrs.items() if k in ("keras_version", "backend")}
+        return {
+            k: (v.decode() if isinstance(v, bytes) else str(v))
+            for k, v in file.attrs.items()
+            if k in ("keras_version", "backend")
+        }
 
 
 def _signature(model: Any, saved: dict[str, Any], keras_version: str, backend: str) -> Signature:

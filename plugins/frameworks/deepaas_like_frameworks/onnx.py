@@ -97,8 +97,9 @@ class OnnxFramework(Framework):
         graph = onnx.load_from_string(data)
         external = _external_tensors(graph.graph, onnx.TensorProto.EXTERNAL)
         if external:
-            raise ValueError("the graph keeps tensors in external files, which an upload cannot bring: "
-                             + ", ".join(external[:5]))
+            raise ValueError(
+                "the graph keeps tensors in external files, which an upload cannot bring: " + ", ".join(external[:5])
+            )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -120,11 +121,12 @@ class OnnxModel(LoadedModel):
         self._outputs = [o.name for o in outputs]
         self._per_column = len(inputs) > 1
         if self._per_column and not all(_shape(i.shape) == [None, 1] for i in inputs):
-            raise ValueError("several inputs are served only when each has shape [N, 1] (one per column); "
-                             f"this graph's: {[(i.name, i.shape) for i in inputs]}")
+            raise ValueError(
+                "several inputs are served only when each has shape [N, 1] (one per column); "
+                f"this graph's: {[(i.name, i.shape) for i in inputs]}"
+            )
         self.signature = _signature(inputs, outputs, facts)
-        self._width = (len(self.signature.columns) if self.signature.columns is not None
-                       else self.signature.n_inputs)
+        self._width = len(self.signature.columns) if self.signature.columns is not None else self.signature.n_inputs
         self._all_numeric = all(dtype.kind in "fiub" for _, dtype in self._inputs)
 
     def predict(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
@@ -138,11 +140,14 @@ class OnnxModel(LoadedModel):
             labels = labels.reshape(-1).tolist()
             classes = self.signature.classes
             if isinstance(probabilities, list):  # ZipMap: one {class: probability} per row
-                return [{"label": label, "probabilities": {str(k): float(v) for k, v in row.items()}}
-                        for label, row in zip(labels, probabilities)]
+                return [
+                    {"label": label, "probabilities": {str(k): float(v) for k, v in row.items()}}
+                    for label, row in zip(labels, probabilities)
+                ]
             probabilities = probabilities.astype(self._np.float64).tolist()
-            return classified(classes or list(range(len(probabilities[0]) if probabilities else 0)),
-                              labels, probabilities)
+            return classified(
+                classes or list(range(len(probabilities[0]) if probabilities else 0)), labels, probabilities
+            )
         if task == "regression":
             return valued(results[0].astype(self._np.float64).tolist())
         if len(results) == 1:
@@ -161,15 +166,18 @@ class OnnxModel(LoadedModel):
         if self._all_numeric:
             columns = np.asarray(rows, dtype=np.float64)
             if columns.ndim != 2 or columns.shape[1] != len(self._inputs):
-                raise ValueError(f"each row needs {len(self._inputs)} values; got rows of shape "
-                                 f"{list(columns.shape[1:])}")
+                raise ValueError(
+                    f"each row needs {len(self._inputs)} values; got rows of shape {list(columns.shape[1:])}"
+                )
             columns = columns.T
             return {name: columns[j].astype(dtype).reshape(-1, 1) for j, (name, dtype) in enumerate(self._inputs)}
         for index, row in enumerate(rows):
             if len(row) != len(self._inputs):
                 raise ValueError(f"row {index} has {len(row)} values; the model takes {len(self._inputs)}")
-        return {name: np.array([row[j] for row in rows], dtype=dtype).reshape(-1, 1)
-                for j, (name, dtype) in enumerate(self._inputs)}
+        return {
+            name: np.array([row[j] for row in rows], dtype=dtype).reshape(-1, 1)
+            for j, (name, dtype) in enumerate(self._inputs)
+        }
 
 
 def _tolist(value: Any) -> list[Any]:
@@ -197,15 +205,19 @@ def _signature(inputs: Any, outputs: Any, facts: dict[str, Any]) -> Signature:
     task, classes = "tensor", None
     if _classifier_outputs(outputs):
         task, classes = "classification", facts["classes"]
-    elif len(outputs) == 1 and outputs[0].type in ("tensor(float)", "tensor(double)") \
-            and facts["producer_name"] in REGRESSION_PRODUCERS:
+    elif (
+        len(outputs) == 1
+        and outputs[0].type in ("tensor(float)", "tensor(double)")
+        and facts["producer_name"] in REGRESSION_PRODUCERS
+    ):
         task = "regression"
     producer = {facts["producer_name"]: facts["producer_version"]} if facts["producer_name"] else {}
     details = {k: facts[k] for k in ("producer_name", "producer_version", "ir_version", "opsets") if facts[k]}
     details["inputs"] = [{"name": i.name, "type": i.type, "shape": _shape(i.shape)} for i in inputs]
     details["outputs"] = [{"name": o.name, "type": o.type} for o in outputs]
-    return Signature(task=task, columns=columns, n_inputs=n_inputs, classes=classes,
-                     library_versions=producer, details=details)
+    return Signature(
+        task=task, columns=columns, n_inputs=n_inputs, classes=classes, library_versions=producer, details=details
+    )
 
 
 def _classifier_outputs(outputs: Any) -> bool:
@@ -213,9 +225,10 @@ def _classifier_outputs(outputs: Any) -> bool:
     if len(outputs) != 2:
         return False
     label, probabilities = outputs
-    return (label.type in ("tensor(int64)", "tensor(string)")
-            and (probabilities.type.startswith("seq(map(")
-                 or (probabilities.type == "tensor(float)" and len(probabilities.shape or []) == 2)))
+    return label.type in ("tensor(int64)", "tensor(string)") and (
+        probabilities.type.startswith("seq(map(")
+        or (probabilities.type == "tensor(float)" and len(probabilities.shape or []) == 2)
+    )
 
 
 def _facts(model: Any) -> dict[str, Any]:

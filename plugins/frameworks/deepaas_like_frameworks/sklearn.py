@@ -22,8 +22,8 @@ pickles). ``details["loaded_with"]`` is the running version.
 from __future__ import annotations
 
 import builtins
-import importlib
 import collections
+import importlib
 import json
 import sys
 import warnings
@@ -43,8 +43,11 @@ class UntrustedTypes(ValueError):
     """A skops file names types outside scikit-learn, numpy and Python's builtins."""
 
     def __init__(self, types: list[str]) -> None:
-        super().__init__("the skops file names types that are not trusted: " + ", ".join(types)
-                         + " (only scikit-learn, numpy, builtins and collections classes are)")
+        super().__init__(
+            "the skops file names types that are not trusted: "
+            + ", ".join(types)
+            + " (only scikit-learn, numpy, builtins and collections classes are)"
+        )
         self.types = types
 
 
@@ -65,8 +68,10 @@ class SklearnFramework(Framework):
         if filetype in ("joblib", "pickle"):
             if is_pickle(head) or compression(head):
                 return None
-            return (f"a {filetype} file starts with a pickle header (0x80) or a joblib compression header; "
-                    f"these bytes are {describe(head)}")
+            return (
+                f"a {filetype} file starts with a pickle header (0x80) or a joblib compression header; "
+                f"these bytes are {describe(head)}"
+            )
         if filetype == "skops":
             if not is_zip(head):
                 return f"a skops file is a zip archive; these bytes are {describe(head)}"
@@ -105,12 +110,17 @@ class SklearnFramework(Framework):
         with _saved_versions() as versions:
             estimator = _load_skops(path) if filetype == "skops" else joblib.load(path)
         if not callable(getattr(estimator, "predict", None)):
-            raise TypeError(f"the file holds a {type(estimator).__module__}.{type(estimator).__name__}, "
-                            "not an estimator with predict()")
+            raise TypeError(
+                f"the file holds a {type(estimator).__module__}.{type(estimator).__name__}, "
+                "not an estimator with predict()"
+            )
         if callable(getattr(estimator, "fit", None)):
             check_is_fitted(estimator)
-        saved = versions[0] if versions else (
-            sklearn.__version__ if type(estimator).__module__.startswith("sklearn.") else None)
+        saved = (
+            versions[0]
+            if versions
+            else (sklearn.__version__ if type(estimator).__module__.startswith("sklearn.") else None)
+        )
         return SklearnModel(estimator, saved)
 
     def to_onnx(self, model: LoadedModel, probe: Sequence[Sequence[Any]]) -> bytes:
@@ -119,7 +129,8 @@ class SklearnFramework(Framework):
         Numeric models take one float input ``input`` of shape ``[N, width]``; their column
         names, if any, travel in the graph's metadata (``deepaas_like.columns``), where the
         ONNX framework finds them. A model that picks its columns by name (a
-        ``ColumnTransformer``, string columns) takes one ``[N, 1]`` input per column. ``probe`` is not used: the caller compares both on it.
+        ``ColumnTransformer``, string columns) takes one ``[N, 1]`` input per column.
+        ``probe`` is not used: the caller compares both on it.
         """
         from .sklearn_model import SklearnModel
 
@@ -135,8 +146,10 @@ class SklearnFramework(Framework):
         columns = signature.columns
         options = {"zipmap": False} if signature.task == "classification" else None
         if columns is not None and model.by_name:
-            inputs = [(c.name, StringTensorType([None, 1]) if c.type == "string" else FloatTensorType([None, 1]))
-                      for c in columns]
+            inputs = [
+                (c.name, StringTensorType([None, 1]) if c.type == "string" else FloatTensorType([None, 1]))
+                for c in columns
+            ]
         else:
             width = len(columns) if columns is not None else signature.n_inputs
             if width is None:
@@ -165,8 +178,9 @@ def _saved_versions() -> Iterator[list[str]]:
         if isinstance(warning.message, InconsistentVersionWarning):
             versions.append(warning.message.original_sklearn_version)
         else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno,
-                                   source=warning.source)
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno, source=warning.source
+            )
 
 
 def _load_skops(path: str) -> Any:

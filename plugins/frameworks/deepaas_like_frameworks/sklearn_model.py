@@ -50,7 +50,8 @@ class SklearnModel(LoadedModel):
         self._names = [c.name for c in columns] if columns is not None else None
         self._width = len(columns) if columns is not None else self.signature.n_inputs
         self.by_name = columns is not None and (
-            any(c.type == "string" for c in columns) or _column_transformer(estimator) is not None)
+            any(c.type == "string" for c in columns) or _column_transformer(estimator) is not None
+        )
         self._quiet = hasattr(estimator, "feature_names_in_") and not self.by_name
         self._classes = self.signature.classes
         self._proba = self.signature.task == "classification" and hasattr(estimator, "predict_proba")
@@ -79,8 +80,9 @@ class SklearnModel(LoadedModel):
             return _frame(rows, self._names)
         x = np.asarray(rows, dtype=np.float64)
         if x.ndim != 2 or (self._width is not None and x.shape[1] != self._width):
-            raise ValueError(f"each row needs {self._width or 'the same number of'} numbers; "
-                             f"got rows of shape {list(x.shape[1:])}")
+            raise ValueError(
+                f"each row needs {self._width or 'the same number of'} numbers; got rows of shape {list(x.shape[1:])}"
+            )
         return x
 
     def _answers(self, x: Any) -> list[dict[str, Any]]:
@@ -98,7 +100,6 @@ class SklearnModel(LoadedModel):
         if self.signature.task == "regression":
             return valued(predicted.astype(np.float64).tolist())
         return tensors(predicted.tolist())
-
 
     def _forest_answers(self, x: Any) -> list[dict[str, Any]]:
         """A random forest's (or extra trees') answers as it computes them, without its per-call
@@ -125,8 +126,9 @@ def _frame(rows: Sequence[Sequence[Any]], names: list[str] | None) -> Any:
     try:
         import pandas as pd
     except ImportError as exc:
-        raise RuntimeError("this estimator picks its input columns by name or takes strings: "
-                           f"serving it needs pandas ({exc})") from exc
+        raise RuntimeError(
+            f"this estimator picks its input columns by name or takes strings: serving it needs pandas ({exc})"
+        ) from exc
     return pd.DataFrame(list(rows), columns=names)
 
 
@@ -238,8 +240,12 @@ def _is_plain_forest(estimator: Any) -> bool:
     """A fitted single-output RandomForest or ExtraTrees, classifier or regressor, of sklearn's own."""
     from sklearn import ensemble
 
-    forests = (ensemble.RandomForestClassifier, ensemble.ExtraTreesClassifier,
-               ensemble.RandomForestRegressor, ensemble.ExtraTreesRegressor)
+    forests = (
+        ensemble.RandomForestClassifier,
+        ensemble.ExtraTreesClassifier,
+        ensemble.RandomForestRegressor,
+        ensemble.ExtraTreesRegressor,
+    )
     return type(estimator) in forests and getattr(estimator, "n_outputs_", None) == 1
 
 

@@ -34,8 +34,10 @@ from deepaas_like.frameworks import Framework, FrameworkMissing, LoadedModel, Si
 from .answers import tensors
 from .file_head import describe, is_zip, zip_first_payload, zip_names
 
-CHECKPOINT = ("a torch.save checkpoint (a state_dict or a pickled module), not a {what}: "
-              "save the model with torch.jit.script(model).save(path) or torch.export.save(program, path)")
+CHECKPOINT = (
+    "a torch.save checkpoint (a state_dict or a pickled module), not a {what}: "
+    "save the model with torch.jit.script(model).save(path) or torch.export.save(program, path)"
+)
 PICKLED_PREFIXES = ("custom_obj_", "opaque_obj_")
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
@@ -89,8 +91,10 @@ class TorchFramework(Framework):
                 warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
                 module = torch.jit.load(path, map_location="cpu")
             module.eval()
-            details = {**_loaded_with(torch),
-                       "note": "TorchScript is deprecated by PyTorch: prefer torch.export (.pt2)"}
+            details = {
+                **_loaded_with(torch),
+                "note": "TorchScript is deprecated by PyTorch: prefer torch.export (.pt2)",
+            }
             return TorchModel(module, Signature(task="tensor", details=details))
         if filetype != "pt2":
             raise ValueError(f"{filetype} is not a PyTorch filetype")
@@ -99,8 +103,9 @@ class TorchFramework(Framework):
             program = torch.export.load(path)
         n_inputs, batch, shapes = _input_shape(program)
         details = {**_loaded_with(torch), "input_shapes": shapes, "batch": batch if batch is not None else "dynamic"}
-        signature = Signature(task="tensor", n_inputs=n_inputs,
-                              library_versions={"torch": saved} if saved else {}, details=details)
+        signature = Signature(
+            task="tensor", n_inputs=n_inputs, library_versions={"torch": saved} if saved else {}, details=details
+        )
         return TorchModel(program.module(), signature, batch)
 
 
@@ -130,7 +135,7 @@ class TorchModel(LoadedModel):
                 return tensors(_rows(self.module(torch.from_numpy(x)), len(x)))
             answers: list[dict[str, Any]] = []
             for start in range(0, len(x), self._batch):
-                chunk = x[start:start + self._batch]
+                chunk = x[start : start + self._batch]
                 n = len(chunk)
                 if n < self._batch:
                     chunk = np.concatenate([chunk, np.zeros((self._batch - n, *chunk.shape[1:]), np.float32)])
@@ -182,12 +187,14 @@ def _screen_pt2(path: str) -> str | None:
         names = archive.namelist()
         roots = [n[: -len("archive_format")] for n in names if n.rsplit("/", 1)[-1] == "archive_format"]
         if len(roots) != 1 or archive.read(roots[0] + "archive_format").strip() != b"pt2":
-            raise ValueError("not a torch.export archive of this format (no archive_format 'pt2'): "
-                             "save it with torch.export.save from PyTorch 2.6 or later")
+            raise ValueError(
+                "not a torch.export archive of this format (no archive_format 'pt2'): "
+                "save it with torch.export.save from PyTorch 2.6 or later"
+            )
         root = roots[0]
         refused = []
         for name in names:
-            inner = name[len(root):] if name.startswith(root) else name
+            inner = name[len(root) :] if name.startswith(root) else name
             if inner.startswith(("data/weights/", "data/constants/")) and inner.endswith(".pt"):
                 refused.append(f"{inner} (a legacy pickled state)")
             if inner.startswith(("data/weights/", "data/constants/")) and inner.endswith("_config.json"):
@@ -196,8 +203,9 @@ def _screen_pt2(path: str) -> str | None:
                     if payload.get("use_pickle") or str(payload.get("path_name", "")).startswith(PICKLED_PREFIXES):
                         refused.append(f"{fqn} (stored as a pickle)")
         if refused:
-            raise ValueError("the .pt2 archive stores objects as pickles, which loading would run: "
-                             + ", ".join(refused))
+            raise ValueError(
+                "the .pt2 archive stores objects as pickles, which loading would run: " + ", ".join(refused)
+            )
         model_json = root + "models/model.json"
         if model_json in names:
             version = json.loads(archive.read(model_json)).get("torch_version")

@@ -21,8 +21,12 @@ train = iris.train
 
 
 def get_metadata():
-    return {**iris.get_metadata(), "id": "irisbatch", "name": "irisbatch",
-            "description": "irisbench's RandomForest, predicting many rows per call (batching benchmark)"}
+    return {
+        **iris.get_metadata(),
+        "id": "irisbatch",
+        "name": "irisbatch",
+        "description": "irisbench's RandomForest, predicting many rows per call (batching benchmark)",
+    }
 
 
 def predict_batch(rows):
@@ -33,11 +37,13 @@ def predict_batch(rows):
         order = np.argsort(proba)[::-1]
         k = int(row.get("top_k") or 3)
         best = int(order[0])
-        results.append({
-            "label": NAMES[best],
-            "label_id": best,
-            "probabilities": {NAMES[i]: float(proba[i]) for i in range(len(NAMES))},
-            "top_k": [{"label": NAMES[int(i)], "probability": float(proba[int(i)])} for i in order[:k]],
-            "pid": os.getpid(),
-        })
+        results.append(
+            {
+                "label": NAMES[best],
+                "label_id": best,
+                "probabilities": {NAMES[i]: float(proba[i]) for i in range(len(NAMES))},
+                "top_k": [{"label": NAMES[int(i)], "probability": float(proba[int(i)])} for i in order[:k]],
+                "pid": os.getpid(),
+            }
+        )
     return results
