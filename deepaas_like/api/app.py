@@ -17,6 +17,7 @@ from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelSet, build_model
 from ..registry.service import Registry
 from ..settings import Settings
+from ..settings.sections import AuthSection, RegistrySection
 from .front_door import LOG as ERRORS_LOG
 from .front_door import FrontDoor
 from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, SETTINGS, WARNINGS
@@ -58,8 +59,8 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
         if name not in models:
             LOG.warning("per-model options given for '%s', which is not served", name)
     db = Database(settings.data_dir, url=settings.store)
-    gate = Gate(settings, db)
-    models.uploads = gate.uploads = Registry(settings, db, {*models, *models.broken})
+    gate = Gate(AuthSection.of(settings), db)
+    models.uploads = gate.uploads = Registry(RegistrySection.of(settings), db, {*models, *models.broken})
     gate.plugins = frozenset({*models, *models.broken})
     jobs = JobManager(settings, models, db)
     metrics = Metrics(models, jobs)

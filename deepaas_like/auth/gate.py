@@ -28,7 +28,7 @@ from typing import Any, Callable
 from ..background import Background
 from ..database import Database, StoreOutage
 from ..errors import ArgumentError, ConfigurationError, Conflict, Forbidden, NotFound, Unauthorized
-from ..settings import Settings
+from ..settings.sections import AuthSection
 from .access import AccessTables, Grant, User
 from .policy import Policy, Target
 from .principal import ANONYMOUS, LOCAL, REMOTE, TOKEN_IDENTITY, Kind, Principal, Role, Scope, check_user_id
@@ -49,7 +49,7 @@ def is_loopback(address: str) -> bool:
 
 
 class Gate:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: AuthSection, db: Database) -> None:
         self.enabled = settings.auth
         self._settings = settings
         self._db = db

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -36,7 +35,7 @@ from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
 from ..node import node_id
-from ..settings import MIB, Settings
+from ..settings.sections import RegistrySection
 from .artifacts import Artifact, ArtifactStore
 from .host import CAPACITY_ENV, PRELOAD_ENV, Target
 from .intake import (
@@ -73,37 +72,23 @@ class CodeRefused(Forbidden):
     """A format whose loading runs code, where such formats cannot be served."""
 
 
-def sandbox_spec(settings: Settings) -> SandboxSpec:
+def sandbox_spec(section: RegistrySection) -> SandboxSpec:
     """How the registry's workers are contained: what they must not reach (the server's
     state, keys and configuration), who they run as, their limits."""
-    store = settings.store
-    sqlite_file = store.split("///", 1)[1].split("?", 1)[0] if store.startswith("sqlite") and "///" in store else ""
-    store_files = (
-        [os.path.abspath(sqlite_file) + suffix for suffix in ("", "-wal", "-shm", "-journal")] if sqlite_file else []
-    )
-    deny = (
-        settings.data_dir,
-        str(settings.artifacts_dir),
-        str(settings.models_dir),
-        str(settings.auth_key_path),
-        settings.jwt_secret_file,
-        *store_files,
-        settings.config_file,
-    )
     return SandboxSpec(
-        deny=tuple(os.path.abspath(p) for p in deny if p),
-        user=settings.sandbox_user,
-        memory=settings.sandbox_memory,
-        tasks=settings.sandbox_tasks,
-        file_size=settings.max_upload_size + MIB,  # its private copy of an uploaded file
-        reply_limit=2 * settings.max_upload_size + 64 * MIB,  # an ONNX conversion answers the graph
+        deny=section.secrets,
+        user=section.sandbox_user,
+        memory=section.sandbox_memory,
+        tasks=section.sandbox_tasks,
+        file_size=section.worker_file_size,
+        reply_limit=section.worker_reply_limit,
     )
 
 
 class Registry:
     """Uploaded models: their records, files, and servable versions."""
 
-    def __init__(self, settings: Settings, db: Database, plugin_names: set[str]) -> None:
+    def __init__(self, settings: RegistrySection, db: Database, plugin_names: set[str]) -> None:
         self._settings = settings
         self._plugins = plugin_names
         self.store = RegistryStore(db)
@@ -111,21 +96,21 @@ class Registry:
         self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
         config = WorkerConfig(
             model="registry",
-            log_level=settings.log_level,
+            log_level=settings.engine.log_level,
             environ=(
                 (CAPACITY_ENV, str(settings.max_loaded_models)),
                 (PRELOAD_ENV, "1" if settings.registry_preload else "0"),
             ),
-            sandbox=sandbox_spec(settings) if settings.executor != "ray" else None,
+            sandbox=sandbox_spec(settings) if settings.engine.executor != "ray" else None,
         )
         spec = ExecutorSpec(
-            kind=settings.executor,
+            kind=settings.engine.executor,
             workers=settings.registry_workers,
-            start_method=settings.start_method,
-            poll_us=settings.worker_poll_us,
-            ray_address=settings.ray_address,
-            ray_num_cpus=settings.ray_num_cpus,
-            ray_num_gpus=settings.ray_num_gpus,
+            start_method=settings.engine.start_method,
+            poll_us=settings.engine.worker_poll_us,
+            ray_address=settings.engine.ray_address,
+            ray_num_cpus=settings.engine.ray_num_cpus,
+            ray_num_gpus=settings.engine.ray_num_gpus,
         )  # uploads on the Ray cluster too, with the global resources
         self.pool = make_shared_pool(HOST, config, spec, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
@@ -150,10 +135,10 @@ class Registry:
         from ..containment.landlock import abi
 
         version = abi()
-        if self._settings.executor == "ray" or version < 4:
+        if self._settings.engine.executor == "ray" or version < 4:
             why = (
                 "--executor ray runs them as Ray actors"
-                if self._settings.executor == "ray"
+                if self._settings.engine.executor == "ray"
                 else f"this kernel offers {'no Landlock' if not version else f'Landlock ABI {version} (4 needed)'}"
             )
             LOG.warning(
@@ -505,7 +490,7 @@ class Registry:
         --allow-unconfined-code): else a 403 saying why and what to upload instead."""
         if not self.runs_code(library, filetype) or self._settings.allow_unconfined_code:
             return
-        if self._settings.executor != "ray":
+        if self._settings.engine.executor != "ray":
             self.ensure_pool()
             await self.pool.started.wait()
             if self.pool.contains_code:

@@ -1,5 +1,6 @@
 """Settings: precedence of the four layers, validation, and the sample config file."""
 
+import dataclasses
 import re
 
 import pytest
@@ -108,3 +109,33 @@ def test_per_model_option_errors(tmp_path):
     config.write_text("[model:iris]\nlisten_port = 1\n")
     with pytest.raises(SettingsError, match=r"may only set per-model options"):
         load_settings(["--config-file", str(config)], environ={})
+
+
+def test_each_component_reads_its_own_section_of_the_settings(tmp_path):
+    """Sections are views of the one table: every field is an option or what options imply,
+    a model's own values reach the registry's section, and the secrets a contained worker
+    must not read are the server's state, keys and configuration."""
+    from deepaas_like.settings.sections import AuthSection, RegistrySection, sections_of
+
+    settings = load_settings(
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--store",
+            f"sqlite:///{tmp_path}/state.db",
+            "--workers",
+            "iris=3",
+            "--jwt-leeway",
+            "7",
+        ],
+        environ={},
+    )
+    sections = sections_of(settings)
+    assert set(sections) == {"server", "auth", "store", "engine", "jobs", "registry"}
+    assert sections["auth"] == AuthSection.of(settings) and sections["auth"].jwt_leeway == 7
+    registry = RegistrySection.of(settings)
+    assert registry.for_model("iris").workers == 3 and registry.for_model("other").workers == 1
+    assert str(tmp_path / "data") in registry.secrets and str(registry.artifacts_dir) in registry.secrets
+    assert {f"{tmp_path}/state.db", f"{tmp_path}/state.db-wal"} <= set(registry.secrets)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry.max_upload_size = 1  # type: ignore[misc]
