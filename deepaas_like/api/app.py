@@ -17,7 +17,7 @@ from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelSet, build_model
 from ..registry.service import Registry
 from ..settings import Settings
-from ..settings.sections import AuthSection, RegistrySection
+from ..settings.sections import AuthSection, JobsSection, RegistrySection
 from .front_door import LOG as ERRORS_LOG
 from .front_door import FrontDoor
 from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, SETTINGS, WARNINGS
@@ -62,7 +62,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     gate = Gate(AuthSection.of(settings), db)
     models.uploads = gate.uploads = Registry(RegistrySection.of(settings), db, {*models, *models.broken})
     gate.plugins = frozenset({*models, *models.broken})
-    jobs = JobManager(settings, models, db)
+    jobs = JobManager(JobsSection.of(settings), models, db)
     metrics = Metrics(models, jobs)
     # An urlencoded form may hold as many fields as the longest arguments a model declares, at
     # least, with room to be refused by their validation (as for multipart bodies, api/bodies.py).

@@ -119,16 +119,18 @@ def _guard_local_head(ray: Any, session: str | None) -> subprocess.Popen | None:
     agents its raylet starts (dashboard and runtime-env agents, ~190 MB) notice, then spend
     a minute telling the dead GCS so, and the session directory stays in /tmp/ray. When this
     process is killed, a small guard process ends the agents at once and removes the session."""
-    fds: list[int] = []
+    fds: list[int] = []  # every pidfd opened: closed here once the guard holds its copies
+
+    def pidfd(pid: int) -> int:
+        fds.append(os.pidfd_open(pid))
+        return fds[-1]
+
     try:
         processes = ray._private.worker._global_node.all_processes
-        head = [
-            fds.append(os.pidfd_open(info.process.pid)) or fds[-1] for infos in processes.values() for info in infos
-        ]
+        head = [pidfd(info.process.pid) for infos in processes.values() for info in infos]
         raylet = processes["raylet"][0].process.pid
-        agents = [fds.append(os.pidfd_open(pid)) or fds[-1] for pid in _children(raylet)]
-        server = os.pidfd_open(os.getpid())
-        fds.append(server)
+        agents = [pidfd(pid) for pid in _children(raylet)]
+        server = pidfd(os.getpid())
     except (AttributeError, KeyError, IndexError, OSError) as exc:  # another Ray, a kernel before 5.3
         for fd in fds:
             os.close(fd)

@@ -241,7 +241,7 @@ class WorkerSet(Runner[Slot]):
                 *(self._close(r) for r in results if not isinstance(r, BaseException)), return_exceptions=True
             )
             raise failures[0]
-        return list(results)  # type: ignore[arg-type] (no exception among them)
+        return [r for r in results if not isinstance(r, BaseException)]
 
     def _admit(self, slot: Slot) -> None:
         self._current.add(slot)

@@ -32,8 +32,13 @@ class Target(Protocol):
     """One model a shared pool serves, as its hosts know it (picklable: it travels with
     each call; the registry's is :class:`deepaas_like.registry.host.Target`)."""
 
-    key: str  # which loaded model a host keeps it as
-    model: str  # the model's name
+    @property
+    def key(self) -> str:
+        """Which loaded model a host keeps it as."""
+
+    @property
+    def model(self) -> str:
+        """The model's name."""
 
 
 LOG = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from ..jsonutil import to_jsonable
 from ..models import ModelSet, ServedModel
 from ..node import node_id
 from ..outputs import PredictionOutput, prediction_output
-from ..settings import Settings
+from ..settings.sections import JobsSection
 from .callbacks import PENDING, CallbackSender
 from .model import Job, JobKind, JobStatus
 from .outbox import OUTBOX_NAME, VERSION, Outbox, row_of
@@ -58,7 +58,7 @@ class JobNotFound(NotFound):
 
 
 class JobManager:
-    def __init__(self, settings: Settings, models: ModelSet, db: Database) -> None:
+    def __init__(self, settings: JobsSection, models: ModelSet, db: Database) -> None:
         self._settings = settings
         self._models = models
         self._store = JobStore(db)

@@ -155,11 +155,11 @@ class Registry:
         )
         models, versions = await self.store.load()
         self._models = {m.name: m for m in models}
-        for version in versions:
-            self._versions.setdefault(version.model, {})[version.number] = version
-            if version.status is VersionStatus.LOADING and not self._shared:  # we stopped during its first load
-                version.status, version.error = VersionStatus.ERROR, "the server stopped while loading it; upload again"
-                await self.store.save_version(version, "status", "error")
+        for kept in versions:
+            self._versions.setdefault(kept.model, {})[kept.number] = kept
+            if kept.status is VersionStatus.LOADING and not self._shared:  # we stopped during its first load
+                kept.status, kept.error = VersionStatus.ERROR, "the server stopped while loading it; upload again"
+                await self.store.save_version(kept, "status", "error")
         self.revision += 1
         if self._models or (self._settings.registry_preload and self.frameworks):
             self.ensure_pool()  # else the shared workers start with the first upload
@@ -228,15 +228,15 @@ class Registry:
             if version.model not in theirs:
                 continue
             mine_versions = self._versions.setdefault(version.model, {})
-            mine = mine_versions.get(version.number)
-            if mine is None:
+            known = mine_versions.get(version.number)
+            if known is None:
                 mine_versions[version.number] = version
                 changed = True
-            elif version.status is not VersionStatus.LOADING and version != mine:
+            elif version.status is not VersionStatus.LOADING and version != known:
                 if (version.config, version.optimization, version.sha256) != (
-                    mine.config,
-                    mine.optimization,
-                    mine.sha256,
+                    known.config,
+                    known.optimization,
+                    known.sha256,
                 ):
                     self._retire(version.model, version.number)
                 mine_versions[version.number] = version

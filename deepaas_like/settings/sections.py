@@ -100,6 +100,9 @@ class JobsSection(Section):
     job_lease: float
     callback_attempts: int
     callback_backoff: float
+    data_dir: str  # the jobs' folders and the outbox
+    artifacts_dir: Path  # with replicas: results every replica reads
+    base_path: str  # in the jobs' links
 
 
 @dataclass(frozen=True)
