@@ -30,13 +30,13 @@ from ..engine.shared import LoadStats
 from ..engine.worker import WorkerConfig
 from ..errors import ArgumentError, Conflict, Forbidden, NotFound
 from ..frameworks import Column, Framework, Signature, discover_frameworks
-from ..jsonutil import stamp
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ModelState, ServedModel
 from ..node import node_id
 from ..settings.sections import RegistrySection
 from .artifacts import Artifact, ArtifactStore
+from .catalog import Catalog, ModelArchived, files_of
 from .host import CAPACITY_ENV, PRELOAD_ENV, Target
 from .intake import (
     BATCHING,
@@ -44,7 +44,6 @@ from .intake import (
     FILETYPES,
     LIBRARIES,
     LIBRARY_ALIASES,
-    NAME_RULE,
     OPTIMIZATIONS,
     SAFE_FORMATS,
     Upload,
@@ -54,18 +53,13 @@ from .intake import (
     check_schema,
 )
 from .optimize import chunks_of, optimize, probe
-from .records import MODEL_FIELDS, ModelRecord, RegistryStore, VersionRecord, VersionStatus
+from .records import ModelRecord, RegistryStore, VersionRecord, VersionStatus
 from .rows import RowsArguments, column_field, columns_from_schema, ranges
 
 LOG = logging.getLogger(__name__)
 
 LAST_PREDICT_SAVE_INTERVAL = 10.0
-CATCH_UP_INTERVAL = 0.05  # seconds between reads of the store for names not known here
 HOST = PluginRef("registry", "deepaas_like.registry.host:RegistryHost", group="deepaas_like.internal")
-
-
-class ModelArchived(NotFound):
-    pass
 
 
 class CodeRefused(Forbidden):
@@ -115,16 +109,12 @@ class Registry:
         self.pool = make_shared_pool(HOST, config, spec, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
-        self._models: dict[str, ModelRecord] = {}
-        self._versions: dict[str, dict[int, VersionRecord]] = {}
         self._served: dict[tuple[str, int], ServedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._saved_predict: dict[str, float] = {}
         self._background = Background("registry")
         self._pool_started = False
-        self.revision = 0  # grows at every change that the OpenAPI document shows
-        self._catching: asyncio.Task | None = None  # a read of the store for a name not known here
-        self._caught_at = 0.0
+        self.catalog = Catalog(self.store, self._shared, plugin_names, self._busy_names, self._retire)
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -154,16 +144,14 @@ class Registry:
             lambda: self.artifacts.prepare(node_id(self._settings.data_dir) if self._shared else "local")
         )
         models, versions = await self.store.load()
-        self._models = {m.name: m for m in models}
+        self.catalog.load(models, versions)
         for kept in versions:
-            self._versions.setdefault(kept.model, {})[kept.number] = kept
             if kept.status is VersionStatus.LOADING and not self._shared:  # we stopped during its first load
                 kept.status, kept.error = VersionStatus.ERROR, "the server stopped while loading it; upload again"
                 await self.store.save_version(kept, "status", "error")
-        self.revision += 1
-        if self._models or (self._settings.registry_preload and self.frameworks):
+        if self.catalog or (self._settings.registry_preload and self.frameworks):
             self.ensure_pool()  # else the shared workers start with the first upload
-            LOG.info("registry: %d uploaded models", len(self._models))
+            LOG.info("registry: %d uploaded models", len(models))
 
     def ensure_pool(self) -> None:
         """Start the shared workers, once (in the background)."""
@@ -179,7 +167,7 @@ class Registry:
 
     async def close(self) -> None:
         await self._background.cancel_all()
-        for model in self._models.values():
+        for model in [*self.catalog.models(), *self.catalog.models(deleted=True)]:
             try:
                 await self._save_last_predict(model, force=True)
             except StoreOutage:
@@ -192,84 +180,6 @@ class Registry:
     def _spawn(self, coro: Any) -> asyncio.Task:
         return self._background.spawn(coro)
 
-    async def refresh(self) -> None:
-        """Take in what other replicas wrote to the store: models and versions created,
-        changed (current version, public flag, archive, config, load status) or purged.
-        What this server is writing itself (a name whose lock is held, a version it is
-        loading) stays as it is here; the next refresh sees it settled."""
-        for _ in range(5):
-            before = self.store.writes
-            models, versions = await self.store.load()
-            if self.store.writes == before:  # no write of ours overlapped the read: apply it, without a pause
-                break
-        else:
-            return  # writes all along: the next round
-        changed = False
-        busy = {name for name, lock in self._locks.items() if lock.locked()}
-        theirs = {m.name: m for m in models if m.name not in busy}
-        for name in [n for n in self._models if n not in theirs and n not in busy]:
-            self._forget(name)
-            changed = True
-        for name, record in theirs.items():
-            mine = self._models.get(name)
-            if mine is None:
-                self._models[name] = record
-                changed = True
-                continue
-            last_predict = max(mine.last_predict or 0, record.last_predict or 0) or None
-            if dataclasses.astuple(dataclasses.replace(record, last_predict=None)) != dataclasses.astuple(
-                dataclasses.replace(mine, last_predict=None)
-            ):
-                changed = True
-            for field_name in MODEL_FIELDS:
-                setattr(mine, field_name, getattr(record, field_name))
-            mine.last_predict = last_predict
-        for version in versions:
-            if version.model not in theirs:
-                continue
-            mine_versions = self._versions.setdefault(version.model, {})
-            known = mine_versions.get(version.number)
-            if known is None:
-                mine_versions[version.number] = version
-                changed = True
-            elif version.status is not VersionStatus.LOADING and version != known:
-                if (version.config, version.optimization, version.sha256) != (
-                    known.config,
-                    known.optimization,
-                    known.sha256,
-                ):
-                    self._retire(version.model, version.number)
-                mine_versions[version.number] = version
-                changed = True
-        if changed:
-            self.revision += 1
-            if self._models:
-                self.ensure_pool()
-
-    async def catch_up(self, name: str, also_known: bool = False) -> bool:
-        """A model this replica does not know (or, ``also_known``, knows as it was a moment
-        ago) may have been created or changed on another one (behind a balancer, the next
-        request of its uploader lands here): read the store now rather than at the next poll.
-        At most one read per CATCH_UP_INTERVAL, shared by every request that waits for it.
-        Whether a read was made."""
-        if not self._shared or (name in self._models and not also_known) or not NAME_RULE.fullmatch(name):
-            return False
-        now = time.monotonic()
-        if self._catching is None or (self._catching.done() and now - self._caught_at >= CATCH_UP_INTERVAL):
-            self._caught_at = now
-            self._catching = asyncio.get_running_loop().create_task(self.refresh())
-        try:
-            await asyncio.shield(self._catching)
-        except Exception:  # the store is away, or the read failed: the name is answered as it is known
-            return False
-        return True
-
-    def _forget(self, name: str) -> None:
-        """A model purged elsewhere: drop it here (its files went with the purge)."""
-        self._models.pop(name, None)
-        for number in self._versions.pop(name, {}):
-            self._retire(name, number)
-
     def _retire(self, name: str, number: int) -> None:
         """Stop serving a version from its current ServedModel; in-flight calls finish on it."""
         old = self._served.pop((name, number), None)
@@ -278,45 +188,43 @@ class Registry:
 
     # --- reading ----------------------------------------------------------------------
 
+    # --- reading (the catalog's) -------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self.catalog.revision
+
     def __contains__(self, name: str) -> bool:
-        return name in self._models
+        return name in self.catalog
 
     def models(self, deleted: bool = False) -> Iterator[ModelRecord]:
-        """Uploaded models by name; archived ones only (``deleted``) or only the others."""
-        return (m for name, m in sorted(self._models.items()) if (m.archived is not None) == deleted)
+        return self.catalog.models(deleted)
 
     def not_found(self, name: str) -> NotFound:
-        """The answer for a model that is not served: the same on every route (it names the
-        served models; the front door leaves out those the caller may not know of)."""
-        from ..models import ModelNotFound
-
-        return ModelNotFound(name, [*self._plugins, *(m.name for m in self.models())])
+        return self.catalog.not_found(name)
 
     def record(self, name: str, *, archived_ok: bool = False) -> ModelRecord:
-        model = self._models.get(name)
-        if model is None:
-            raise self.not_found(name)
-        if model.archived is not None and not archived_ok:
-            raise ModelArchived(
-                f"Model '{name}' is archived (since {stamp(model.archived)}); POST .../{name}/restore brings it back",
-                details={"model": name, "archived": True},
-            )
-        return model
+        return self.catalog.record(name, archived_ok=archived_ok)
 
     def versions(self, name: str) -> list[VersionRecord]:
-        self.record(name, archived_ok=True)
-        return [v for _, v in sorted(self._versions.get(name, {}).items())]
+        return self.catalog.versions(name)
 
     def version(self, name: str, number: int) -> VersionRecord:
-        self.record(name, archived_ok=True)
-        version = self._versions.get(name, {}).get(number)
-        if version is None:
-            raise NotFound(f"Model '{name}' has no version {number}", details={"model": name, "version": number})
-        return version
+        return self.catalog.version(name, number)
 
     def current(self, name: str) -> VersionRecord | None:
-        model = self._models[name]
-        return self._versions.get(name, {}).get(model.current_version) if model.current_version else None
+        return self.catalog.current(name)
+
+    async def refresh(self) -> None:
+        """Take in what other replicas wrote (see :meth:`Catalog.refresh`)."""
+        if await self.catalog.refresh() and self.catalog:
+            self.ensure_pool()
+
+    async def catch_up(self, name: str, also_known: bool = False) -> bool:
+        return await self.catalog.catch_up(name, also_known)
+
+    def _busy_names(self) -> set[str]:
+        return {name for name, lock in self._locks.items() if lock.locked()}
 
     async def served(self, name: str, number: int | None = None) -> ServedModel:
         """The servable model of a version (the current one by default), started on first use.
@@ -335,7 +243,7 @@ class Registry:
             if model.current_version is None:
                 raise Conflict(
                     f"Model '{name}' has no version that loads; upload one",
-                    details={"model": name, "versions": len(self._versions.get(name, {}))},
+                    details={"model": name, "versions": len(self.catalog.versions_of(name))},
                 )
             number = model.current_version
         version = self.version(name, number)
@@ -347,7 +255,7 @@ class Registry:
         return await self._serve(model, version)
 
     def note_predict(self, name: str) -> None:
-        model = self._models.get(name)
+        model = self.catalog.peek(name)
         if model is not None:
             model.last_predict = time.time()
             if model.last_predict - self._saved_predict.get(name, 0.0) >= LAST_PREDICT_SAVE_INTERVAL:
@@ -415,7 +323,7 @@ class Registry:
 
     def described(self, name: str) -> ServedModel | None:
         """The current version of ``name`` as the API documents it (not started), if any."""
-        model = self._models[name]
+        model = self.catalog.record(name, archived_ok=True)
         current = self.current(name)
         return self._build(model, current) if current is not None else None
 
@@ -465,7 +373,7 @@ class Registry:
         checked, so what stays is a race's loser (two uploads of one name at once)."""
         if self._shared:
             return
-        if not any(sha256 in _files(v) for versions in self._versions.values() for v in versions.values()):
+        if sha256 not in self.catalog.files_in_use():
             self.artifacts.delete(sha256)
 
     def check_writable(self, name: str) -> None:
@@ -572,7 +480,7 @@ class Registry:
             )
         now = time.time()
         async with self._lock(name):
-            model = self._models.get(name)
+            model = self.catalog.peek(name)
             created = model is None
             if model is None:
                 model = ModelRecord(
@@ -587,7 +495,7 @@ class Registry:
                     await self.store.insert_model(model)
                 except sa.exc.IntegrityError:
                     raise _raced(name) from None
-                self._models[name] = model
+                self.catalog.add_model(model)
             elif may_add_version is not None:
                 may_add_version()
             if not created and model.archived is not None:
@@ -595,7 +503,7 @@ class Registry:
                     f"Model '{name}' is archived; restore it before uploading a new version",
                     details={"model": name, "archived": True},
                 )
-            versions = self._versions.setdefault(name, {})
+            versions = self.catalog.versions_of(name)
             upload.artifact = await asyncio.to_thread(self.artifacts.commit, upload.artifact)
             config = {
                 k: v
@@ -638,7 +546,7 @@ class Registry:
                         setattr(model, field_name, value)
                         changes.append(field_name)
             await self.store.save_model(model, *changes)
-            self.revision += 1
+            self.catalog.changed()
         LOG.info(
             "model %s: version %d uploaded (%s, %s, %d bytes): %s%s",
             name,
@@ -689,7 +597,7 @@ class Registry:
                 changes.append("description")
             model.updated = time.time()
             await self.store.save_model(model, "updated", *changes)
-            self.revision += 1
+            self.catalog.changed()
         return model
 
     async def set_config(self, name: str, number: int, config: dict[str, Any]) -> VersionRecord:
@@ -714,7 +622,7 @@ class Registry:
                 version.config["dataset"] = dataset
             await self.store.save_version(version, "config")
             self._retire(name, number)
-            self.revision += 1
+            self.catalog.changed()
         return version
 
     async def set_dataset(self, name: str, number: int, data: bytes, rows: list[dict[str, Any]]) -> VersionRecord:
@@ -734,7 +642,7 @@ class Registry:
             }
             await self.store.save_version(version, "config")
             self._retire(name, number)  # its arguments now say what range the dataset covers
-            self.revision += 1
+            self.catalog.changed()
         return version
 
     def dataset_path(self, name: str, number: int) -> Any:
@@ -758,7 +666,7 @@ class Registry:
         model = self.record(name)
         model.archived = model.updated = time.time()
         await self.store.save_model(model, "archived", "updated")
-        self.revision += 1
+        self.catalog.changed()
         return model
 
     async def restore(self, name: str) -> ModelRecord:
@@ -767,24 +675,23 @@ class Registry:
             raise Conflict(f"Model '{name}' is not archived", details={"model": name})
         model.archived, model.updated = None, time.time()
         await self.store.save_model(model, "archived", "updated")
-        self.revision += 1
+        self.catalog.changed()
         return model
 
     async def purge(self, name: str) -> None:
         """Delete the model, its versions, and the files no other version uses."""
         self.record(name, archived_ok=True)
         async with self._lock(name):
-            versions = self._versions.pop(name, {})
-            del self._models[name]
+            versions = self.catalog.remove(name)
             await self.store.purge(name)
             for number in versions:
                 self._retire(name, number)
-            still_used = {s for vs in self._versions.values() for v in vs.values() for s in _files(v)}
+            still_used = self.catalog.files_in_use()
             for version in versions.values():
-                for sha in _files(version):
+                for sha in files_of(version):
                     if sha not in still_used:
                         await asyncio.to_thread(self.artifacts.delete, sha)
-            self.revision += 1
+            self.catalog.changed()
 
 
 def _raced(name: str) -> Conflict:
@@ -792,12 +699,6 @@ def _raced(name: str) -> Conflict:
     return Conflict(
         f"Model '{name}' was being written by another replica at the same moment; upload again", details={"model": name}
     )
-
-
-def _files(version: VersionRecord) -> list[str]:
-    optimized = (version.optimization or {}).get("onnx_sha256")
-    dataset = (version.config.get("dataset") or {}).get("sha256")
-    return [version.sha256, *([optimized] if optimized else []), *([dataset] if dataset else [])]
 
 
 async def _stop_when_idle(served: ServedModel, timeout: float = 60.0) -> None:
