@@ -18,7 +18,7 @@ from ..quality.samples import checked_rows, features_of, rows_from_csv
 from .bodies import form_parts, read_field, read_json_object
 from .job_handlers import job_of
 from .keys import JOBS, MODELS, PRINCIPAL, SETTINGS
-from .readers import registry, version_number
+from .readers import registry, route_version
 from .responses import json_response
 
 FIELD_LIMIT = 1024 * 1024
@@ -248,7 +248,7 @@ impact_log, impact_log_tail = log_handlers(JobKind.IMPACT)
 async def put_dataset(request: web.Request) -> web.Response:
     """``PUT .../versions/{n}/dataset``: a CSV (the body, or a multipart ``file``) kept with the version."""
     reg = registry(request)
-    name, number = request.match_info["name"], version_number(request)
+    name, number = request.match_info["name"], route_version(request)
     if request.content_type == "multipart/form-data":
         try:
             part = await anext(form_parts(request), None)
@@ -268,5 +268,5 @@ async def put_dataset(request: web.Request) -> web.Response:
 
 async def get_dataset(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
-    path = reg.dataset_path(request.match_info["name"], version_number(request))
+    path = reg.dataset_path(request.match_info["name"], route_version(request))
     return web.Response(body=path.read_bytes(), content_type="text/csv")

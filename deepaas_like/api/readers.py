@@ -34,6 +34,14 @@ def version_number(request: web.Request) -> int | None:
     return int(text)
 
 
+def route_version(request: web.Request) -> int:
+    """The ``{version}`` of a route whose path always names one (``.../versions/{version}...``)."""
+    number = version_number(request)
+    if number is None:
+        raise RuntimeError(f"the route of {request.path} names no version")
+    return number
+
+
 def query_bool(request: web.Request, name: str) -> bool:
     text = request.query.get(name)
     if text is None or text == "":

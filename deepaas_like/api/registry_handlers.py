@@ -23,7 +23,7 @@ from ..settings import parse_bool
 from .bodies import form_parts, read_field, read_json_object
 from .documents import model_document, plugin_metadata, uploaded_metadata
 from .keys import GATE, MODELS, PRINCIPAL
-from .readers import base, query_bool, query_int, registry, version_number
+from .readers import base, query_bool, query_int, registry, route_version
 from .rendering import send_file
 from .responses import json_response
 
@@ -186,7 +186,7 @@ async def list_versions(request: web.Request) -> web.Response:
 
 async def get_version(request: web.Request) -> web.Response:
     """A version's record, with the Open Inference Protocol's model metadata of it."""
-    number = version_number(request)
+    number = route_version(request)
     name = request.match_info["name"]
     models = request.app[MODELS]
     if not models.is_uploaded(name) and name in models:  # a plugin has one version, 1
@@ -203,7 +203,7 @@ async def get_version(request: web.Request) -> web.Response:
 async def download_version(request: web.Request) -> web.StreamResponse:
     """The exact bytes that were uploaded, as an attachment."""
     reg = registry(request)
-    version = reg.version(request.match_info["name"], version_number(request))
+    version = reg.version(request.match_info["name"], route_version(request))
     filename = version.filename or f"{version.model}-v{version.number}.{version.filetype}"
     response = await send_file(
         request,
@@ -217,13 +217,13 @@ async def download_version(request: web.Request) -> web.StreamResponse:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    version = registry(request).version(request.match_info["name"], version_number(request))
+    version = registry(request).version(request.match_info["name"], route_version(request))
     return json_response(_config(version))
 
 
 async def put_config(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    version = await registry(request).set_config(request.match_info["name"], version_number(request), body)
+    version = await registry(request).set_config(request.match_info["name"], route_version(request), body)
     await _audit(request, "version.config", version.model, {"version": version.number, "config": version.config})
     return json_response(_config(version))
 
