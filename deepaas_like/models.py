@@ -397,22 +397,9 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     options = settings.for_model(name)
     config = WorkerConfig(model=name, warm=settings.warm, storage_dir=storage, log_level=settings.log_level)
     launcher = WorkerLauncher(plugin.ref, config, mp_context(settings.start_method))  # trainings: the whole machine
-    runner = make_executor(name, plugin.ref, config, executor_spec(settings, options), adapter=adapter)
+    runner = make_executor(name, plugin.ref, config, ExecutorSpec.of(settings, options), adapter=adapter)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
     return ServedModel(
         name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher, launcher, metadata_error
-    )
-
-
-def executor_spec(settings: Settings, options: ModelSettings) -> ExecutorSpec:
-    """The executor the settings choose for one model (``options``: its per-model values)."""
-    return ExecutorSpec(
-        kind=options.executor,
-        workers=options.workers,
-        start_method=settings.start_method,
-        poll_us=settings.worker_poll_us,
-        ray_address=settings.ray_address,
-        ray_num_cpus=options.ray_num_cpus,
-        ray_num_gpus=options.ray_num_gpus,
     )

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 from ..errors import ModelUnavailable, QueueFull
 from ..settings import ModelSettings
 from .calls import NotStarted, Outcome, Unserved
-from .runners import Runner
+from .executors import Executor
 
 LOG = logging.getLogger(__name__)
 COALESCE_LIMIT = 32
@@ -120,7 +120,7 @@ class BatchStats:
 class Dispatcher:
     """The queue of one model's calls, and the loops that feed its runner."""
 
-    def __init__(self, runner: Runner, options: ModelSettings, has_predict_batch: bool) -> None:
+    def __init__(self, runner: Executor, options: ModelSettings, has_predict_batch: bool) -> None:
         self._runner = runner
         self.name = runner.name
         self.batching = options.batching

@@ -29,9 +29,13 @@ class Executor(Protocol):
     """What the dispatcher, the jobs and the registry ask of a model's workers."""
 
     name: str
-    size: int
     kind: str
-    restarts: int
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def restarts(self) -> int: ...
 
     @property
     def idle(self) -> int: ...
@@ -75,6 +79,22 @@ class ExecutorSpec:
     ray_address: str = ""  # ray: the cluster ("" starts a local head)
     ray_num_cpus: float = 1.0
     ray_num_gpus: float = 0.0
+
+    @classmethod
+    def of(cls, server: Any, model: Any) -> ExecutorSpec:
+        """The executor a model gets: ``model`` says which and how big (``executor``,
+        ``workers``, ``ray_num_cpus``, ``ray_num_gpus``: a model's settings), ``server`` the
+        rest (``start_method``, ``worker_poll_us``, ``ray_address``: the settings or their
+        engine section)."""
+        return cls(
+            kind=model.executor,
+            workers=model.workers,
+            start_method=server.start_method,
+            poll_us=server.worker_poll_us,
+            ray_address=server.ray_address,
+            ray_num_cpus=model.ray_num_cpus,
+            ray_num_gpus=model.ray_num_gpus,
+        )
 
     def ray_options(self) -> dict[str, Any]:
         return {"address": self.ray_address, "num_cpus": self.ray_num_cpus, "num_gpus": self.ray_num_gpus}

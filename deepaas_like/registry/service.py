@@ -97,15 +97,8 @@ class Registry:
             ),
             sandbox=sandbox_spec(settings) if settings.engine.executor != "ray" else None,
         )
-        spec = ExecutorSpec(
-            kind=settings.engine.executor,
-            workers=settings.registry_workers,
-            start_method=settings.engine.start_method,
-            poll_us=settings.engine.worker_poll_us,
-            ray_address=settings.engine.ray_address,
-            ray_num_cpus=settings.engine.ray_num_cpus,
-            ray_num_gpus=settings.engine.ray_num_gpus,
-        )  # uploads on the Ray cluster too, with the global resources
+        # uploads on the Ray cluster too, with the global resources; registry_workers of them
+        spec = dataclasses.replace(ExecutorSpec.of(settings.engine, settings.engine), workers=settings.registry_workers)
         self.pool = make_shared_pool(HOST, config, spec, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
@@ -350,7 +343,7 @@ class Registry:
             metadata={"version": version.number, "library": version.library, "filetype": version.filetype},
             options=options,
             runner=view,  # type: ignore[arg-type]
-            dispatcher=Dispatcher(view, options, has_predict_batch=True),  # type: ignore[arg-type]
+            dispatcher=Dispatcher(view, options, has_predict_batch=True),
             rows_args=RowsArguments(model.name, columns),
             on_predict=self.note_predict,
         )

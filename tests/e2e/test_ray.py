@@ -157,27 +157,11 @@ async def test_uploaded_models_are_multiplexed_across_ray_actors(serve, ray_head
 def test_deepaas_run_with_ray_stops_on_sigterm_and_takes_its_local_head_with_it(tmp_path):
     """A real deepaas-run: the model's actors and the registry's hosts connect at once (one
     local head), SIGTERM still stops the server, and the head it started stops with it."""
-    server = Server(
-        [
-            "--model-name",
-            "echobench",
-            "--executor",
-            "ray",
-            "--ray-num-cpus",
-            "0.25",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ]
-    )
+    server = _ray_server(tmp_path)
     try:
-        server.wait_banner()
-        server.wait_ready(timeout=180)
-        status, body = server.request("POST", ECHO)
-        assert status == 200, body
         heads = _ray_heads_of(server.process.pid)
         assert len(heads) == 1, heads  # one cluster, however many runners connected at once
-        log_dir = next(arg.split("=", 1)[1] for arg in _cmdline(heads[0]).split("\0") if arg.startswith("--log_dir="))
-        session = os.path.dirname(log_dir.rstrip("/"))
+        session = _session_of(heads[0])
         assert os.path.isdir(session) and os.path.basename(session).startswith("session_")
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
@@ -194,6 +178,27 @@ def test_deepaas_run_with_ray_killed_with_sigkill_leaves_no_process_and_no_sessi
     """kill -9 of the server: its local head's GCS and raylet die with it (Ray's fate-sharing)
     and the guard it left ends the raylet's agents and removes the session directory (the
     agents alone used to linger a minute, ~190 MB)."""
+    server = _ray_server(tmp_path)
+    try:
+        tree = descendants(server.process.pid)
+        agents = [p for p in tree if "agent" in _cmdline(p).lower()]
+        assert agents, "the local head has no agents to watch: the test needs a Ray that starts them"
+        heads = _ray_heads_of(server.process.pid)
+        session = _session_of(heads[0])
+        server.process.kill()
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while (alive(set(tree)) or os.path.exists(session)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: _cmdline(pid).replace("\0", " ").strip()[:80] for pid in alive(set(tree))}
+        assert not left, f"outlived the server by 20 s: {left}"
+        assert not os.path.exists(session), "the local head's session directory was left behind"
+    finally:
+        server.kill()
+
+
+def _ray_server(tmp_path) -> Server:
+    """A real deepaas-run serving echobench on a local Ray head, ready, that answered once."""
     server = Server(
         [
             "--model-name",
@@ -211,22 +216,16 @@ def test_deepaas_run_with_ray_killed_with_sigkill_leaves_no_process_and_no_sessi
         server.wait_ready(timeout=180)
         status, body = server.request("POST", ECHO)
         assert status == 200, body
-        tree = descendants(server.process.pid)
-        agents = [p for p in tree if "agent" in _cmdline(p).lower()]
-        assert agents, "the local head has no agents to watch: the test needs a Ray that starts them"
-        heads = _ray_heads_of(server.process.pid)
-        log_dir = next(arg.split("=", 1)[1] for arg in _cmdline(heads[0]).split("\0") if arg.startswith("--log_dir="))
-        session = os.path.dirname(log_dir.rstrip("/"))
-        server.process.kill()
-        server.process.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while (alive(set(tree)) or os.path.exists(session)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = {pid: _cmdline(pid).replace("\0", " ").strip()[:80] for pid in alive(set(tree))}
-        assert not left, f"outlived the server by 20 s: {left}"
-        assert not os.path.exists(session), "the local head's session directory was left behind"
-    finally:
+    except BaseException:
         server.kill()
+        raise
+    return server
+
+
+def _session_of(head: int) -> str:
+    """The session directory of the Ray head whose GCS is ``head``."""
+    log_dir = next(arg.split("=", 1)[1] for arg in _cmdline(head).split("\0") if arg.startswith("--log_dir="))
+    return os.path.dirname(log_dir.rstrip("/"))
 
 
 def _ray_heads_of(pid: int) -> list[int]:
