@@ -16,11 +16,12 @@ from ..jobs.manager import JobManager
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelSet, build_model
 from ..registry.service import Registry
+from ..service import DataPlane
 from ..settings import Settings
 from ..settings.sections import AuthSection, JobsSection, RegistrySection
 from .front_door import LOG as ERRORS_LOG
 from .front_door import FrontDoor
-from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, SETTINGS, WARNINGS
+from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, PLANE, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .openapi import OpenApiDocument
 from .origins import Origins
@@ -78,6 +79,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app[DATABASE] = db
     app[GATE] = gate
     app[JOBS] = jobs
+    app[PLANE] = DataPlane(models, jobs)
     app[METRICS] = metrics
     app[WARNINGS] = RepeatedWarnings(ERRORS_LOG)
     app[OPENAPI] = OpenApiDocument(models, settings, policy_of)

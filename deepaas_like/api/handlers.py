@@ -7,10 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import DeepaasError
 from ..models import ModelSet, ServedModel
-from ..outputs import prediction_output
 from .bodies import UploadArea, read_sources
 from .documents import model_document, plugin_metadata, server_metadata, uploaded_document, uploaded_metadata
-from .keys import GATE, METRICS, MODELS, PRINCIPAL, SETTINGS
+from .keys import GATE, METRICS, MODELS, PLANE, PRINCIPAL, SETTINGS
 from .readers import query_bool, query_int, version_number
 from .rendering import send_output
 from .responses import json_response
@@ -90,13 +89,12 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.StreamResponse:
     """``POST /v2/models/{name}/predict/``: validate the arguments, run, answer."""
-    model = await request.app[MODELS].servable(request.match_info["name"], version_number(request))
+    plane = request.app[PLANE]
+    model = await plane.model(request.match_info["name"], version_number(request))
     uploads = UploadArea()
     try:
         sources = await read_sources(request, model.predict_args, uploads, request.app[SETTINGS].client_max_size)
-        kwargs = model.predict_arguments(sources).load(sources)
-        result = await model.predict(kwargs)
-        return await send_output(request, prediction_output(model, result, kwargs.get("accept")))
+        return await send_output(request, await plane.predict(model, sources))
     finally:
         uploads.remove()
 

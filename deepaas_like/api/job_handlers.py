@@ -8,13 +8,13 @@ from aiohttp import web
 from multidict import MultiDict
 
 from ..arguments import ArgumentSources, ArgumentSpec
-from ..errors import ArgumentError, Conflict, NotImplementedByModel
+from ..errors import ArgumentError, Conflict
 from ..jobs.callbacks import check_callback_url
 from ..jobs.manager import JobManager
 from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
 from .bodies import UploadArea, read_sources
-from .keys import GATE, JOBS, MODELS, PRINCIPAL, SETTINGS
+from .keys import GATE, JOBS, MODELS, PLANE, PRINCIPAL, SETTINGS
 from .readers import ASCII_INTEGER, version_number
 from .rendering import send_file
 from .responses import json_response
@@ -44,24 +44,17 @@ def _take_callback(sources: ArgumentSources, spec: ArgumentSpec) -> str | None:
 
 
 async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job]:
-    model = await request.app[MODELS].servable(request.match_info["name"], version_number(request))
-    training = kind is JobKind.TRAINING
-    method = "train" if training else "predict"
-    if not (model.can_train if training else model.can_predict):
-        raise NotImplementedByModel(
-            f"Model '{model.name}' does not implement {method}()", details={"model": model.name}
-        )
+    plane = request.app[PLANE]
+    model = await plane.model(request.match_info["name"], version_number(request))
+    spec = plane.job_arguments(model, kind)
     jobs = request.app[JOBS]
-    spec = model.train_args if training else model.predict_args
     job_id = jobs.new_id()
     uploads = UploadArea(directory=jobs.job_dir(job_id) / "inputs")
     try:
         sources = await read_sources(request, spec, uploads, request.app[SETTINGS].client_max_size)
         callback = _take_callback(sources, spec)
-        kwargs = (spec if training else model.predict_arguments(sources)).load(sources)
-        await model.wait_ready()
-        submit = jobs.submit_training if training else jobs.submit_prediction
-        return model, await submit(model, job_id, kwargs, uploads.path, callback, owner=request[PRINCIPAL].identity)
+        owner = request[PRINCIPAL].identity
+        return model, await plane.submit(kind, model, job_id, sources, uploads.path, callback, owner)
     except BaseException:
         uploads.remove()
         raise

@@ -9,6 +9,7 @@ from ..auth.principal import Principal
 from ..database import Database
 from ..jobs.manager import JobManager
 from ..models import ModelSet
+from ..service import DataPlane
 from ..settings import Settings
 from .metrics import Metrics
 from .openapi import OpenApiDocument
@@ -19,6 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", ModelSet)
 DATABASE = web.AppKey("database", Database)
 JOBS = web.AppKey("jobs", JobManager)
+PLANE = web.AppKey("plane", DataPlane)  # what every handler asks of the models (deepaas_like/service.py)
 OPENAPI = web.AppKey("openapi", OpenApiDocument)
 METRICS = web.AppKey("metrics", Metrics)
 WARNINGS = web.AppKey("warnings", RepeatedWarnings)

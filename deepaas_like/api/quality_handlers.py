@@ -3,21 +3,18 @@ version's reference dataset."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import ArgumentError, BadRequest, Conflict, DeepaasError
 from ..jobs.model import Job, JobKind, JobStatus
-from ..models import ServedModel
-from ..quality.checks import IGNORED, TestRun, configuration_of, run_checks
-from ..quality.impact import REPEATS, feature_impact, impact_plot
-from ..quality.predictor import ServedPredictor, check_tabular
-from ..quality.samples import checked_rows, features_of, rows_from_csv
+from ..quality.checks import IGNORED, TestRun, configuration_of
+from ..quality.impact import REPEATS, impact_plot
+from ..quality.samples import Row, checked_rows, rows_from_csv
 from .bodies import form_parts, read_field, read_json_object
 from .job_handlers import job_of
-from .keys import JOBS, MODELS, PRINCIPAL, SETTINGS
+from .keys import JOBS, PLANE, PRINCIPAL, SETTINGS
 from .readers import registry, route_version
 from .responses import json_response
 
@@ -64,25 +61,18 @@ def _json_or_text(text: str) -> Any:
 _NOT_GIVEN = object()
 
 
-def _sample_rows(request: web.Request, rows: list[dict[str, Any]] | None, row_count: Any, seed: int) -> list[dict]:
-    """The rows given, or the reference dataset of an uploaded model's current version."""
-    name = request.match_info["name"]
-    if rows is None:
-        models = request.app[MODELS]
-        if models.is_uploaded(name):
-            rows = registry(request).dataset_rows(name)
-        if rows is None:
-            raise ArgumentError(
-                "Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "
-                "(an uploaded model may keep a reference dataset: PUT .../versions/{n}/dataset)",
-                {"rows": ["Missing data for required field."]},
-            )
-    if row_count is not _NOT_GIVEN:
-        if not isinstance(row_count, int) or isinstance(row_count, bool) or row_count < 1:
-            raise ArgumentError("rowCount must be a positive integer", {"rowCount": ["Must be a positive integer."]})
-        if row_count < len(rows):
-            rows = random.Random(seed).sample(rows, row_count)
-    return rows
+def _row_count(value: Any) -> int | None:
+    if value is _NOT_GIVEN:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ArgumentError("rowCount must be a positive integer", {"rowCount": ["Must be a positive integer."]})
+    return value
+
+
+def _rows_of(request: web.Request, rows: list[Row] | None, options: dict[str, Any], seed: int) -> list[Row]:
+    """The rows given or the model's reference dataset (see :meth:`DataPlane.sample_rows`)."""
+    count = _row_count(options.get("rowCount", _NOT_GIVEN))
+    return request.app[PLANE].sample_rows(request.match_info["name"], rows, count, seed)
 
 
 def _known(options: dict[str, Any], allowed: set[str]) -> None:
@@ -92,14 +82,6 @@ def _known(options: dict[str, Any], allowed: set[str]) -> None:
             f"Unknown fields: {', '.join(unknown)}; accepted: {', '.join(sorted(allowed | {'rows'}))}",
             {key: ["Unknown field."] for key in unknown},
         )
-
-
-async def _model(request: web.Request) -> ServedModel:
-    model = await request.app[MODELS].servable(request.match_info["name"])
-    if not model.can_predict:
-        raise Conflict(f"Model '{model.name}' does not predict", details={"model": model.name})
-    await model.wait_ready()
-    return model
 
 
 def _accepted(request: web.Request, job: Job) -> web.Response:
@@ -112,45 +94,20 @@ def _accepted(request: web.Request, job: Job) -> web.Response:
 
 async def start_tests(request: web.Request) -> web.Response:
     """``POST .../tests/``: ``{rows, configuration, ignore}`` (or a CSV ``data`` part); 202."""
-    model = await _model(request)
+    plane = request.app[PLANE]
+    model = await plane.predicting(request.match_info["name"])
     options, rows = await _request_body(request)
     _known(options, {"configuration", "ignore", "rowCount", "seed"})
     configuration = configuration_of(options.get("configuration", {}))
     ignore = options.get("ignore", list(IGNORED))
     if not isinstance(ignore, list) or not all(isinstance(k, str) for k in ignore):
         raise ArgumentError("ignore must be a list of keys", {"ignore": ["Must be a list of strings."]})
-    seed = options.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ArgumentError("seed must be a non-negative integer", {"seed": ["Not a valid integer."]})
-    from_text = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
-    rows = _sample_rows(request, rows, options.get("rowCount", _NOT_GIVEN), seed)
-    predictor = ServedPredictor(model)
-    _check_rows(model, rows, from_text)
-
-    async def work(job: Job, log: Any) -> dict[str, Any]:
-        run = TestRun(configuration, tuple(ignore))
-        job.result = run.document()
-        log(f"model tests of {model.name}: {len(rows)} sample rows; configuration {configuration}")
-        await run_checks(predictor, rows, run, log, on_change=lambda r: job.result.update(r.document()))
-        return run.document()
-
-    args = {"rows": len(rows), "configuration": configuration, "ignore": ignore}
-    job = await request.app[JOBS].submit_task(
-        JobKind.TEST, model, request.app[JOBS].new_id(), args, work, owner=request[PRINCIPAL].identity
-    )
+    seed = _integer(options, "seed", 0, 0, None)
+    lenient = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
+    rows = _rows_of(request, rows, options, seed)
+    run = TestRun(configuration, tuple(ignore))
+    job = await plane.start_tests(model, rows, run, lenient=lenient, owner=request[PRINCIPAL].identity)
     return _accepted(request, job)
-
-
-def _check_rows(model: ServedModel, rows: list[dict[str, Any]], from_text: bool) -> None:
-    """Each row as the model's predict takes it: one it refuses is a 422 now, not a failed job
-    later (the first such row is named)."""
-    from ..arguments import ArgumentSources
-
-    for index, row in enumerate(rows):
-        try:
-            model.predict_args.load(ArgumentSources(json=row, lenient=from_text))
-        except ArgumentError as exc:
-            raise ArgumentError(f"Row {index}: {exc.message}", {"rows": {str(index): exc.errors}}) from None
 
 
 # --- feature impact ----------------------------------------------------------------------
@@ -158,40 +115,27 @@ def _check_rows(model: ServedModel, rows: list[dict[str, Any]], from_text: bool)
 
 async def start_impact(request: web.Request) -> web.Response:
     """``POST .../feature-impact/``: ``{rows, rowCount, seed, repeats}`` (or a CSV ``data`` part); 202."""
-    model = await _model(request)
+    plane = request.app[PLANE]
+    model = await plane.predicting(request.match_info["name"])
     options, rows = await _request_body(request)
     _known(options, {"rowCount", "seed", "repeats"})
-    seed = options.get("seed", 0)
-    repeats = options.get("repeats", REPEATS)
-    for key, value, low in (("seed", seed, 0), ("repeats", repeats, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low or value > 1000:
-            raise ArgumentError(f"{key} must be an integer from {low} to 1000", {key: ["Not a valid integer."]})
-    from_text = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
-    rows = _sample_rows(request, rows, options.get("rowCount", _NOT_GIVEN), seed)
-    features = features_of(rows)
-    check_tabular(model.name, model.predict_args, features)
-    _check_rows(model, rows, from_text)
-    predictor = ServedPredictor(model)
-    jobs = request.app[JOBS]
-
-    async def work(job: Job, log: Any) -> dict[str, Any]:
-        log(
-            f"feature impact of {model.name}: {len(rows)} rows, {len(features)} features, {repeats} repeats, "
-            f"seed {seed}"
-        )
-        return await feature_impact(
-            predictor,
-            rows,
-            features,
-            seed=seed,
-            repeats=repeats,
-            log=log,
-            progress=lambda fraction, note: jobs.report_progress(job, fraction, note),
-        )
-
-    args = {"rowCount": len(rows), "features": features, "seed": seed, "repeats": repeats}
-    job = await jobs.submit_task(JobKind.IMPACT, model, jobs.new_id(), args, work, owner=request[PRINCIPAL].identity)
+    seed = _integer(options, "seed", 0, 0, 1000)
+    repeats = _integer(options, "repeats", REPEATS, 1, 1000)
+    lenient = rows is None or request.content_type == "multipart/form-data"  # a CSV file's rows
+    rows = _rows_of(request, rows, options, seed)
+    job = await plane.start_impact(
+        model, rows, seed=seed, repeats=repeats, lenient=lenient, owner=request[PRINCIPAL].identity
+    )
     return _accepted(request, job)
+
+
+def _integer(options: dict[str, Any], key: str, default: int, low: int, high: int | None) -> int:
+    value = options.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        if high is None:
+            raise ArgumentError(f"{key} must be a non-negative integer", {key: ["Not a valid integer."]})
+        raise ArgumentError(f"{key} must be an integer from {low} to {high}", {key: ["Not a valid integer."]})
+    return value
 
 
 async def impact_plot_png(request: web.Request) -> web.Response:

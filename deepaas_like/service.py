@@ -1,0 +1,206 @@
+"""The data plane: what every caller asks of the models, in one place.
+
+A prediction from a request's arguments, the Open Inference Protocol's infer, a job
+(an asynchronous prediction or a training), model tests and feature impact: the HTTP
+handlers parse a request and render what comes back; which model answers, how its
+arguments are checked, when it must be ready and how a job is made are decided here.
+Every call reaches a model through :meth:`ServedModel.predict
+<deepaas_like.models.ServedModel.predict>` (or :meth:`~deepaas_like.models.ServedModel.predict_rows`),
+so each one is queued, counted and bookkept alike.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .arguments import ArgumentSources, ArgumentSpec
+from .errors import ArgumentError, Conflict, NotImplementedByModel
+from .jobs.manager import JobManager
+from .jobs.model import Job, JobKind
+from .models import ModelSet, ServedModel
+from .oip import ProtocolError, Tensor, output_tensors, rows_from_tensors
+from .outputs import PredictionOutput, prediction_output
+from .quality.checks import TestRun, run_checks
+from .quality.impact import feature_impact
+from .quality.predictor import ServedPredictor, check_tabular
+from .quality.samples import Row, features_of
+
+Log = Callable[[str], None]
+
+
+class DataPlane:
+    """The served plugins and uploaded models (``models``) and their jobs (``jobs``), as
+    every caller uses them."""
+
+    def __init__(self, models: ModelSet, jobs: JobManager) -> None:
+        self.models = models
+        self.jobs = jobs
+
+    async def model(self, name: str, version: int | None = None) -> ServedModel:
+        """A plugin, or a version (the current one by default) of an uploaded model: 404 naming
+        the served ones when there is none, 409 when the version cannot serve."""
+        return await self.models.servable(name, version)
+
+    # --- predictions ------------------------------------------------------------------
+
+    async def predict(self, model: ServedModel, sources: ArgumentSources) -> PredictionOutput:
+        """Check a request's arguments against the model's declaration (a 422 never reaches a
+        worker), predict through its queue, and shape the answer as the arguments ask."""
+        kwargs = model.predict_arguments(sources).load(sources)
+        return prediction_output(model, await model.predict(kwargs), kwargs.get("accept"))
+
+    async def infer(self, model: ServedModel, payload: Mapping[str, Any], tensors: list[Tensor]) -> dict[str, Any]:
+        """The Open Inference Protocol's infer: a request's input tensors become rows of the
+        model's arguments, every row is predicted, and the answers become output tensors.
+        Raises :class:`~deepaas_like.oip.ProtocolError` for what the protocol refuses."""
+        parameters = payload.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ProtocolError("parameters must be an object")
+        arguments = [a for a in model.predict_args.accepted if a != "accept"]
+        uploaded = model.rows_args is not None
+        rows, _ = rows_from_tensors(tensors, arguments, len(arguments) if uploaded else None, parameters)
+        outputs = output_tensors(await model.predict_rows(rows), requested_outputs(payload))
+        answer: dict[str, Any] = {"model_name": model.name, "outputs": outputs}
+        if uploaded and model.metadata.get("version") is not None:
+            answer["model_version"] = str(model.metadata["version"])
+        if "id" in payload:
+            answer["id"] = payload["id"]
+        if parameters:
+            answer["parameters"] = parameters
+        return answer
+
+    # --- jobs: asynchronous predictions and trainings ---------------------------------
+
+    @staticmethod
+    def job_arguments(model: ServedModel, kind: JobKind) -> ArgumentSpec:
+        """The declaration a job's arguments are read against (501 if the model cannot do it)."""
+        training = kind is JobKind.TRAINING
+        if not (model.can_train if training else model.can_predict):
+            method = "train" if training else "predict"
+            raise NotImplementedByModel(
+                f"Model '{model.name}' does not implement {method}()", details={"model": model.name}
+            )
+        return model.train_args if training else model.predict_args
+
+    async def submit(
+        self,
+        kind: JobKind,
+        model: ServedModel,
+        job_id: str,
+        sources: ArgumentSources,
+        inputs_dir: Path | None,
+        callback_url: str | None,
+        owner: str | None,
+    ) -> Job:
+        """A training or an asynchronous prediction, its arguments checked first (422 now, not
+        a failed job later), written to the store before its caller hears of it."""
+        spec = self.job_arguments(model, kind)
+        training = kind is JobKind.TRAINING
+        kwargs = (spec if training else model.predict_arguments(sources)).load(sources)
+        await model.wait_ready()
+        submit = self.jobs.submit_training if training else self.jobs.submit_prediction
+        return await submit(model, job_id, kwargs, inputs_dir, callback_url, owner=owner)
+
+    # --- model tests and feature impact ---------------------------------------------------
+
+    async def predicting(self, name: str) -> ServedModel:
+        """A model (an uploaded one's current version) that predicts, once it is ready."""
+        model = await self.model(name)
+        if not model.can_predict:
+            raise Conflict(f"Model '{model.name}' does not predict", details={"model": model.name})
+        await model.wait_ready()
+        return model
+
+    def sample_rows(self, name: str, rows: list[Row] | None, row_count: int | None, seed: int) -> list[Row]:
+        """The rows given, or the reference dataset of an uploaded model's current version;
+        ``row_count`` of them drawn with ``seed`` when fewer are asked for."""
+        if rows is None and self.models.is_uploaded(name):
+            rows = self.models.uploads.dataset_rows(name)
+        if rows is None:
+            raise ArgumentError(
+                "Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "
+                "(an uploaded model may keep a reference dataset: PUT .../versions/{n}/dataset)",
+                {"rows": ["Missing data for required field."]},
+            )
+        if row_count is not None and row_count < len(rows):
+            rows = random.Random(seed).sample(rows, row_count)
+        return rows
+
+    async def start_tests(
+        self,
+        model: ServedModel,
+        rows: list[Row],
+        run: TestRun,
+        *,
+        lenient: bool,
+        owner: str | None,
+    ) -> Job:
+        """Model tests of ``model`` on ``rows`` as a job (its document shows each check as it ends)."""
+        check_rows(model, rows, lenient)
+        predictor = ServedPredictor(model)
+
+        async def work(job: Job, log: Log) -> dict[str, Any]:
+            job.result = run.document()
+            log(f"model tests of {model.name}: {len(rows)} sample rows; configuration {run.configuration}")
+            await run_checks(predictor, rows, run, log, on_change=lambda r: job.result.update(r.document()))
+            return run.document()
+
+        args = {"rows": len(rows), "configuration": run.configuration, "ignore": list(run.ignore)}
+        return await self.jobs.submit_task(JobKind.TEST, model, self.jobs.new_id(), args, work, owner=owner)
+
+    async def start_impact(
+        self,
+        model: ServedModel,
+        rows: list[Row],
+        *,
+        seed: int,
+        repeats: int,
+        lenient: bool,
+        owner: str | None,
+    ) -> Job:
+        """Feature impact of ``model`` over ``rows`` as a job (422 unless the model is tabular)."""
+        features = features_of(rows)
+        check_tabular(model.name, model.predict_args, features)
+        check_rows(model, rows, lenient)
+        predictor = ServedPredictor(model)
+        jobs = self.jobs
+
+        async def work(job: Job, log: Log) -> dict[str, Any]:
+            log(
+                f"feature impact of {model.name}: {len(rows)} rows, {len(features)} features, {repeats} repeats, "
+                f"seed {seed}"
+            )
+            return await feature_impact(
+                predictor,
+                rows,
+                features,
+                seed=seed,
+                repeats=repeats,
+                log=log,
+                progress=lambda fraction, note: jobs.report_progress(job, fraction, note),
+            )
+
+        args = {"rowCount": len(rows), "features": features, "seed": seed, "repeats": repeats}
+        return await jobs.submit_task(JobKind.IMPACT, model, jobs.new_id(), args, work, owner=owner)
+
+
+def check_rows(model: ServedModel, rows: list[Row], lenient: bool) -> None:
+    """Each row as the model's predict takes it: one it refuses is a 422 now, not a failed job
+    later (the first such row is named). ``lenient``: the rows came as text (a CSV file)."""
+    for index, row in enumerate(rows):
+        try:
+            model.predict_args.load(ArgumentSources(json=row, lenient=lenient))
+        except ArgumentError as exc:
+            raise ArgumentError(f"Row {index}: {exc.message}", {"rows": {str(index): exc.errors}}) from None
+
+
+def requested_outputs(payload: Mapping[str, Any]) -> list[str] | None:
+    """The output tensors an infer request names (None: all of them)."""
+    wanted = payload.get("outputs")
+    if wanted is None:
+        return None
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
+        raise ProtocolError("outputs must be a list of objects with a name")
+    return [o["name"] for o in wanted]
