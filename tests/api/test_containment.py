@@ -393,7 +393,7 @@ def test_a_contained_workers_messages_are_json_and_checked():
 
 def test_a_denied_path_inside_a_readable_directory_stays_unreadable(tmp_path):
     """Landlock allows by directory: what must stay hidden inside an allowed one is left out
-    by allowing its siblings on the way down (sandbox._allow_except), checked in a real process."""
+    by allowing its siblings on the way down (landlock_rules._allow_except), checked in a real process."""
     readable = tmp_path / "site"
     (readable / "pkg").mkdir(parents=True)
     (readable / "pkg" / "code.py").write_text("ok")
@@ -403,7 +403,7 @@ def test_a_denied_path_inside_a_readable_directory_stays_unreadable(tmp_path):
     script = f"""
 import os
 from deepaas_like.containment import landlock
-from deepaas_like.containment.sandbox import _allow_except
+from deepaas_like.containment.landlock_rules import _allow_except
 ruleset = landlock.Ruleset(landlock.abi())
 _allow_except(ruleset, {str(readable)!r}, landlock.READ, [{str(readable / "data" / "deep")!r}])
 ruleset.allow("/", landlock.READ_DIR)  # to list what is refused
