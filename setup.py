@@ -68,6 +68,8 @@ setup(
             "pytest>=8",
             # make lint (make test and make check run it): lint and format
             "ruff~=0.17.6",
+            # make lint: the types (mypy.ini), strict for the services and the engine
+            "mypy~=2.4.1",
             "pytest-aiohttp>=1.1",
             "pytest-timeout>=2.3",
             "openapi-spec-validator>=0.7",

@@ -15,8 +15,9 @@ from pathlib import Path
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 
-UploadedFile = collections.namedtuple("UploadedFile", ("name", "filename", "content_type", "original_filename"))
-UploadedFile.__new__.__defaults__ = (None, None, None, None)
+UploadedFile = collections.namedtuple(
+    "UploadedFile", ("name", "filename", "content_type", "original_filename"), defaults=(None, None, None, None)
+)
 UploadedFile.__doc__ = """A file the client uploaded, as a plugin's ``predict``/``train`` receives it.
 
 ``name``
@@ -37,8 +38,9 @@ Example::
         return {"bytes": len(data), "sent_as": image.original_filename}
 """
 
-ReturnedFile = collections.namedtuple("ReturnedFile", ("name", "filename", "content_type", "original_filename"))
-ReturnedFile.__new__.__defaults__ = (None, None, None, None)
+ReturnedFile = collections.namedtuple(
+    "ReturnedFile", ("name", "filename", "content_type", "original_filename"), defaults=(None, None, None, None)
+)
 ReturnedFile.__doc__ = """A file a plugin's ``predict`` returns instead of JSON.
 
 Only ``filename`` (the path of the file to send) is required. ``content_type`` is

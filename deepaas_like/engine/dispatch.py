@@ -110,11 +110,20 @@ class CallQueue:
         return calls
 
 
+@dataclass(eq=False, slots=True)
+class _RunningGroup:
+    """A group on a worker, for the admission estimate: when it started, how many calls."""
+
+    started: float
+    calls: int
+    finished: bool = False
+
+
 @dataclass
 class BatchStats:
     """How many batches of each size ran (read by /metrics; batching only)."""
 
-    sizes: collections.Counter = field(default_factory=collections.Counter)
+    sizes: collections.Counter[int] = field(default_factory=collections.Counter)
 
 
 class Dispatcher:
@@ -137,10 +146,10 @@ class Dispatcher:
         # getpid() system call (its check for a fork), and this is asked on every call.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
-        self._loops: list[asyncio.Task] = []
-        # The running groups, oldest first: [when it started, its calls, finished]; a
-        # finished group leaves once every group older than it has finished.
-        self._running: collections.deque[list] = collections.deque()
+        self._loops: list[asyncio.Task[None]] = []
+        # The running groups, oldest first; a finished group leaves once every group older
+        # than it has finished.
+        self._running: collections.deque[_RunningGroup] = collections.deque()
         self._service_time = 0.0  # seconds per call, moving average of the recent groups
         self.stats = BatchStats()
 
@@ -173,8 +182,8 @@ class Dispatcher:
             return 0.0
         per_call = self._service_time
         if self._running:  # the oldest running group (the first one in) says more if it is slow
-            started, calls, _ = self._running[0]
-            per_call = max(per_call, (self._event_loop().time() - started) / calls)
+            oldest = self._running[0]
+            per_call = max(per_call, (self._event_loop().time() - oldest.started) / oldest.calls)
         return depth * per_call / self._runner.size
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -235,7 +244,7 @@ class Dispatcher:
         predict = method == PREDICT
         loop = self._event_loop()
         started = loop.time()
-        group = [started, len(rows), False]
+        group = _RunningGroup(started, len(rows))
         self._running.append(group)
         try:
             return await self._runner.run_group(
@@ -246,8 +255,8 @@ class Dispatcher:
                 together=predict and self._predict_method != PREDICT,
             )
         finally:
-            group[2] = True
-            while self._running and self._running[0][2]:
+            group.finished = True
+            while self._running and self._running[0].finished:
                 self._running.popleft()
             if predict:
                 per_call = (loop.time() - started) / len(rows)

@@ -102,7 +102,7 @@ class ExecutorSpec:
 
 def make_executor(
     name: str, ref: PluginRef, config: WorkerConfig, spec: ExecutorSpec, *, adapter: ModelAdapter | None = None
-) -> Runner:
+) -> Runner[Any]:
     """The executor of model ``name``: the plugin ``ref`` with its worker ``config``
     (``adapter``: the model in this process, which the thread executor runs)."""
     if spec.kind not in KINDS:

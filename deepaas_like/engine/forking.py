@@ -37,7 +37,7 @@ import os
 import sys
 import sysconfig
 import threading
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol, cast
 
 LOG = logging.getLogger(__name__)
 _ENV = "DEEPAAS_LIKE_PRELOAD"
@@ -131,13 +131,20 @@ class Starter:
             len(libraries),
         )
 
-    def Process(self, *, target: Any, args: tuple = (), **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
+    def Process(self, *, target: Any, args: tuple[Any, ...] = (), **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
         if self._fork is not None and self.ready:  # the server's environment now, as a spawned process gets it
             return self._fork.Process(target=_in_environment, args=(dict(os.environ), target, args), **kwargs)
         return self._spawn.Process(target=target, args=args, **kwargs)
 
 
-def _in_environment(environ: dict[str, str], target: Any, args: tuple) -> None:
+class _ForkServerState(Protocol):
+    """What CPython's fork server keeps of the helper (private: typeshed does not list it)."""
+
+    _forkserver_alive_fd: int | None
+    _forkserver_address: str | None
+
+
+def _in_environment(environ: dict[str, str], target: Any, args: tuple[Any, ...]) -> None:
     """In a forked process: the server's environment of when it was started, then ``target``.
 
     multiprocessing hands each forked process the pipe whose end tells the helper that nobody
@@ -145,9 +152,10 @@ def _in_environment(environ: dict[str, str], target: Any, args: tuple) -> None:
     as this process runs, and this process (which dies with its parent, the helper) would never
     be told. Closed, the server's death ends the helper, and the helper's ends this process.
     """
-    server = multiprocessing.forkserver._forkserver
-    if getattr(server, "_forkserver_alive_fd", None) is not None:
-        os.close(server._forkserver_alive_fd)
+    server = cast(_ForkServerState, multiprocessing.forkserver._forkserver)
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
         server._forkserver_alive_fd = None  # a forkserver process the plugin asks for gets a helper of its own
         server._forkserver_address = None
     os.environ.clear()

@@ -22,14 +22,14 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, cast
 
 from ..errors import ModelUnavailable
 from ..loading import PluginRef
 from .calls import NOT_STARTED, CallFailure, Outcome, Unserved
 from .forking import Starter, starter
 from .polling import AWAITED
-from .replies import UnsafeReply, decode
+from .replies import Message, UnsafeReply, decode
 from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
 
 LOG = logging.getLogger(__name__)
@@ -74,13 +74,32 @@ class _Group:
     target: Any = None
 
 
-def _decode_trusted(data: bytes) -> tuple:
-    return pickle.loads(data)
+def _decode_trusted(data: bytes) -> Message:
+    return cast(Message, pickle.loads(data))  # a trusted worker pickles only its messages
 
 
 # What a contained worker's environment holds: enough to run, nothing of the server's
 # (its store URL, keys, tokens, agents' sockets).
 CLEAN_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+class ChildProcess(Protocol):
+    """What :class:`WorkerProcess` uses of its process: a ``multiprocessing`` one, or an
+    :class:`IsolatedProcess`."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class IsolatedProcess:
@@ -94,9 +113,9 @@ class IsolatedProcess:
 
     COMMAND = "from deepaas_like.engine.worker import isolated_main; isolated_main()"
 
-    def __init__(self, args: tuple) -> None:
+    def __init__(self, args: tuple[Any, ...]) -> None:
         self._conn, self._ref, self._config, self._files = args
-        self._popen: subprocess.Popen | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
 
     def start(self) -> None:
@@ -200,11 +219,11 @@ class WorkerProcess:
         self._context = context
         self._on_exit = on_exit
         self._on_progress = on_progress
-        self.process: multiprocessing.process.BaseProcess | None = None
+        self.process: ChildProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Group] = {}
-        self._ready: asyncio.Future | None = None
-        self._reader_task: asyncio.Task | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None
         self._call_ids = itertools.count(1)
         self.dead = False
         self.killed = False
@@ -233,7 +252,7 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         child_conn = multiprocessing.connection.Connection(theirs.detach())
-        args: tuple = (child_conn, self.ref, self.config)
+        args: tuple[Any, ...] = (child_conn, self.ref, self.config)
         files_conn = None
         if self.config.sandbox is not None:  # a scratch directory and a file channel of its own
             self._scratch = scratch_dir(self.config.sandbox.user)
@@ -244,25 +263,27 @@ class WorkerProcess:
                 self.config, sandbox=dataclasses.replace(self.config.sandbox, scratch=self._scratch)
             )
             args = (child_conn, self.ref, config, files_conn)
+        process: ChildProcess
         if self.config.sandbox is not None:
-            self.process = IsolatedProcess(args)  # type: ignore[assignment]
+            process = IsolatedProcess(args)
         else:
-            self.process = self._context.Process(
+            process = self._context.Process(
                 target=worker_main,
                 args=args,
                 name=f"deepaas-like {self.config.model} worker",
                 daemon=False,  # plugins may start processes of their own
             )
+        self.process = process
         self._ready = loop.create_future()
         try:
             # Synchronous on purpose (a few ms): a start that a cancellation could
             # interrupt half-way would leave an orphan process behind.
-            self.process.start()
+            process.start()
         finally:
             child_conn.close()
             if files_conn is not None:
                 files_conn.close()
-        self.pid = self.process.pid
+        self.pid = process.pid
         reader, self._writer = await asyncio.open_connection(sock=ours)
         self._reader_task = asyncio.create_task(self._read_loop(reader))
         try:
@@ -338,7 +359,7 @@ class WorkerProcess:
         finally:
             await self._mark_dead()
 
-    def _dispatch(self, message: tuple) -> None:
+    def _dispatch(self, message: Message) -> None:
         kind = message[0]
         if kind == "ready":
             if self._ready is not None and not self._ready.done():

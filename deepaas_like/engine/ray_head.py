@@ -26,7 +26,7 @@ _RAY_LOCK = threading.Lock()
 _RAY_USERS = 0  # runners and trainings using the connection this process opened
 _RAY_OURS = False  # whether this process called ray.init (and so shuts it down)
 _SESSION: list[str | None] = []  # the session directory of the local head this process started
-_GUARD: list[subprocess.Popen | None] = []  # what ends the local head's agents if this process is killed
+_GUARD: list[subprocess.Popen[bytes] | None] = []  # what ends the local head's agents if this process is killed
 
 # Run by the guard (python -S: no site, ~10 MB): wait for the server to end, then end the
 # head's agents, wait (10 s at most) for its processes, and remove its session directory.
@@ -114,7 +114,7 @@ def release_ray() -> None:
             _GUARD.clear()
 
 
-def _guard_local_head(ray: Any, session: str | None) -> subprocess.Popen | None:
+def _guard_local_head(ray: Any, session: str | None) -> subprocess.Popen[bytes] | None:
     """A local head's GCS and raylet die with this process (Ray's kernel fate-sharing); the
     agents its raylet starts (dashboard and runtime-env agents, ~190 MB) notice, then spend
     a minute telling the dead GCS so, and the session directory stays in /tmp/ray. When this
@@ -178,9 +178,10 @@ def _children(pid: int) -> list[int]:
 def _session_dir(ray: Any) -> str | None:
     """Where the local head keeps its session (Ray does not say it in a public API)."""
     try:
-        return ray._private.worker._global_node.get_session_dir_path()
+        path = ray._private.worker._global_node.get_session_dir_path()
     except AttributeError:
         return None
+    return path if isinstance(path, str) else None
 
 
 def runtime_env(address: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from .process import WorkerLost, WorkerStartFailed
 from .ray_head import ensure_ray, release_ray, runtime_env
 from .runners import WorkerSet
 from .training import TrainingStartFailed
-from .worker import WorkerConfig, run_on_target
+from .worker import WorkerConfig, line_buffered, run_on_target
 
 LOG = logging.getLogger(__name__)
 
@@ -58,11 +58,13 @@ class ModelActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def group(self, method: str, payloads: list[Any], target: Any = None) -> tuple[list[Outcome], list[tuple]]:
+    def group(
+        self, method: str, payloads: list[Any], target: Any = None
+    ) -> tuple[list[Outcome], list[tuple[str, Any]]]:
         """Run a group as a worker process does (``target``: which model a shared host
         serves); the outcomes, and the events the plugin reported meanwhile."""
         outcomes: list[Outcome] = [NOT_STARTED] * len(payloads)
-        events: list[tuple] = []
+        events: list[tuple[str, Any]] = []
 
         def deliver(index: int, outcome: Outcome) -> None:
             outcomes[index] = outcome
@@ -308,9 +310,7 @@ def _train_task(ref: PluginRef, config: WorkerConfig, kwargs: dict[str, Any], qu
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.reconfigure(line_buffering=True)
+    line_buffered()
     task_logging.basicConfig(
         level=config.log_level,
         stream=sys.stderr,
@@ -391,7 +391,8 @@ class RayTrainingRun:
             ray.cancel(self._task, force=True)
         pump = asyncio.get_running_loop().create_task(self._pump(queue))
         try:
-            return await self._task
+            outcome: Outcome = await self._task  # what _train_task returns
+            return outcome
         except ray.exceptions.RayError:  # cancelled, or its process or node died under it
             return Unserved(WorkerLost(self._config.model, "train", None))
         finally:

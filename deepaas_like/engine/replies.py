@@ -38,13 +38,14 @@ _FAILURE_TYPES = {
     "cause": str,
 }
 MAX_TEXT = 64 * 1024  # a failure's texts are cut here
+Message = tuple[Any, ...]  # a worker's message: its kind, then what that kind carries
 
 
 class UnsafeReply(ValueError):
     """A worker's message that the server refuses (not JSON, or not of a message's shape)."""
 
 
-def encode(message: tuple) -> bytes:
+def encode(message: Message) -> bytes:
     """A message as the contained worker sends it (raises TypeError for a value JSON cannot hold)."""
     kind = message[0]
     if kind == "row":
@@ -60,7 +61,7 @@ def _outcome(outcome: Any) -> dict[str, Any]:
     return {"failure": dataclasses.asdict(outcome)}
 
 
-def decode(data: bytes) -> tuple:
+def decode(data: bytes) -> Message:
     """A contained worker's message: its JSON, checked, with its outcome as Ok or CallFailure."""
     try:
         message = orjson.loads(data)

@@ -16,7 +16,7 @@ import asyncio
 import collections
 import itertools
 import logging
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Coroutine, Generic, Sequence, TypeVar
 
 from ..errors import ModelUnavailable, PredictTimeout
 from .calls import NOT_STARTED, Outcome, Unserved
@@ -211,7 +211,7 @@ class WorkerSet(Runner[Slot]):
     def __init__(self, name: str, size: int) -> None:
         super().__init__(name, size)
         self._current: set[Slot] = set()  # the generation that takes calls
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def worker_pids(self) -> list[int]:
         raise NotImplementedError
@@ -227,7 +227,7 @@ class WorkerSet(Runner[Slot]):
     def _on_ready(self, slot: Slot) -> None:
         """A started worker begins to take calls."""
 
-    def _in_background(self, coro: Any) -> asyncio.Task:
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -23,8 +23,8 @@ from ..errors import ModelUnavailable
 from ..loading import PluginRef
 from .calls import Outcome, Unserved
 from .process import WorkerLauncher, WorkerProcess, WorkerStartFailed
-from .ray_runner import RayRunner
-from .runners import ProcessRunner
+from .ray_runner import Actor, RayRunner
+from .runners import ProcessRunner, Slot, WorkerSet
 from .worker import WorkerConfig
 
 
@@ -62,10 +62,11 @@ class LoadStats:
         self.buckets[bisect.bisect_left(LOAD_BUCKETS, seconds)] += 1
 
 
-class Hosting:
+class Hosting(WorkerSet[Slot]):
     """What a pool of shared hosts knows besides its slots: which uploaded models each
     slot holds (from the hosts' "loaded" events), and the load statistics. Mixed into a
-    runner: :class:`SharedPool` (worker processes) or :class:`RaySharedPool` (Ray actors)."""
+    runner, before it: :class:`SharedPool` (worker processes) or :class:`RaySharedPool`
+    (Ray actors). A worker set itself, so that its ``super()`` calls reach that runner."""
 
     kind = "shared"
     affine = True
@@ -74,14 +75,14 @@ class Hosting:
         # Which models each host holds, as the server knows it: the targets it sent there, least
         # recently used first out at the hosts' capacity, as they do. (Not from the hosts' own
         # word: one running its uploader's code could claim other models to draw their calls.)
-        self._holding: dict[Any, collections.OrderedDict[str, None]] = collections.defaultdict(collections.OrderedDict)
+        self._holding: dict[Slot, collections.OrderedDict[str, None]] = collections.defaultdict(collections.OrderedDict)
         self._capacity = capacity
         self.stats = LoadStats()
         self.started = asyncio.Event()
 
     async def run_group(
         self,
-        slot: Any,
+        slot: Slot,
         method: str,
         payloads: Sequence[Any],
         timeout: float | None,
@@ -90,7 +91,7 @@ class Hosting:
     ) -> list[Outcome]:
         if target is not None:
             if target.contained_only and not contained(slot):
-                self.release(slot)  # type: ignore[attr-defined]
+                self.release(slot)
                 refused = Unserved(
                     ModelUnavailable(
                         f"Model '{target.model}' runs code when it loads and this worker is not contained; "
@@ -104,11 +105,11 @@ class Hosting:
             held.move_to_end(target.key)
             while len(held) > self._capacity:
                 held.popitem(last=False)
-        return await super().run_group(slot, method, payloads, timeout, together, target)  # type: ignore[misc]
+        return await super().run_group(slot, method, payloads, timeout, together, target)
 
     async def start(self) -> None:
         try:
-            await super().start()  # type: ignore[misc]
+            await super().start()
         finally:
             self.started.set()
         LOG.info("registry: workers of uploaded models: %s", self.containment_summary())
@@ -122,13 +123,13 @@ class Hosting:
     def containment_summary(self) -> str:
         return "not contained"
 
-    def _holds(self, slot: Any, key: Any) -> bool:
+    def _holds(self, slot: Slot, key: Any) -> bool:
         return key in self._holding.get(slot, ())
 
     def loaded_keys(self) -> set[str]:
         return {key for keys in self._holding.values() for key in keys}
 
-    def _on_event(self, slot: Any, name: str, data: Any) -> None:
+    def _on_event(self, slot: Slot, name: str, data: Any) -> None:
         if name == "loaded":  # for the load statistics only; checked, never printed
             seconds, evicted = data.get("seconds"), data.get("evicted")
             if type(seconds) not in (int, float) or type(evicted) is not list:
@@ -136,13 +137,13 @@ class Hosting:
             self.stats.loaded(min(max(0.0, float(seconds)), 1e6), min(len(evicted), self._capacity))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "loaded_models": len(self.loaded_keys())}  # type: ignore[misc]
+        return {**super().describe(), "loaded_models": len(self.loaded_keys())}
 
     def view(self, target: Target) -> "PoolView":
-        return PoolView(self, target)  # type: ignore[arg-type]
+        return PoolView(self, target)
 
 
-class SharedPool(Hosting, ProcessRunner):
+class SharedPool(Hosting[WorkerProcess], ProcessRunner):
     """The registry's worker processes, shared by every uploaded model."""
 
     def __init__(self, launcher: WorkerLauncher, size: int, capacity: int) -> None:
@@ -150,7 +151,7 @@ class SharedPool(Hosting, ProcessRunner):
         self._init_hosting(capacity)
         self._containment: dict[str, Any] | None = None
 
-    def _on_event(self, slot: Any, name: str, data: Any) -> None:
+    def _on_event(self, slot: WorkerProcess, name: str, data: Any) -> None:
         if name == "recycle":  # the worker ends by itself: it is replaced, quietly
             reason = data.get("reason")
             slot.recycled = reason[:200] if type(reason) is str else "a failed load"
@@ -187,7 +188,7 @@ class SharedPool(Hosting, ProcessRunner):
         return {**super().describe(), "contained": self.contains_code}
 
 
-class RaySharedPool(Hosting, RayRunner):
+class RaySharedPool(Hosting[Actor], RayRunner):
     """The registry's hosts as Ray actors (``--executor ray``): uploaded models multiplexed
     across them, each keeping its most recently used models loaded, as worker processes do."""
 
@@ -195,15 +196,15 @@ class RaySharedPool(Hosting, RayRunner):
         RayRunner.__init__(self, "registry", ref, config, size, **ray_options)
         self._init_hosting(capacity)
 
-    def _lost(self, actor: Any) -> None:
+    def _lost(self, actor: Actor) -> None:
         self._holding.pop(actor, None)
         super()._lost(actor)
 
 
-def contained(slot: Any) -> bool:
+def contained(slot: object) -> bool:
     """Whether a host reported a containment with every essential layer (Ray actors: never)."""
     report = getattr(slot, "containment", None)
-    return bool(report) and report.get("contained") is True
+    return isinstance(report, dict) and report.get("contained") is True
 
 
 class PoolView:
@@ -211,7 +212,7 @@ class PoolView:
 
     kind = "shared"
 
-    def __init__(self, pool: SharedPool | RaySharedPool, target: Target) -> None:
+    def __init__(self, pool: Hosting[Any], target: Target) -> None:
         self.pool = pool
         self.target = target
         self.name = target.model

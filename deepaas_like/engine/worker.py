@@ -43,7 +43,7 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable, Protocol, Sequence, cast
 
 from .. import runtime
 from ..containment.sandbox import FileChannel, SandboxSpec, contain
@@ -53,6 +53,7 @@ from . import forking, replies
 from .adapter import ModelAdapter, execute_group
 from .calls import CallFailure, Outcome, failure_from_exception
 from .polling import PollWindow
+from .replies import Message
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PR_SET_PDEATHSIG = 1
@@ -182,7 +183,7 @@ def _limit_threads(environ: dict[str, str]) -> None:
 def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
     """Answer groups of calls until the server says stop or goes away."""
     waiter = CallWaiter(conn.fileno(), poll_us / 1e6)
-    payloads: list = []
+    payloads: list[Any] = []
     while True:
         try:
             waiter.wait(poll=len(payloads) == 1)
@@ -244,7 +245,9 @@ class CallWaiter:
         self._window.wait(lambda: self._poller.poll(0), lambda spent: self._poller.poll())
 
 
-def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: list, deliver: Any) -> None:
+def run_on_target(
+    adapter: ModelAdapter, target: Any, method: str, payloads: Sequence[Any], deliver: Callable[[int, Outcome], None]
+) -> None:
     """Run a group on the model the plugin hosts for ``target``; if it cannot load, say why per call."""
     try:
         hosted = adapter.obj.adapter_for(target)
@@ -259,14 +262,14 @@ def run_on_target(adapter: ModelAdapter, target: Any, method: str, payloads: lis
 _send_lock = threading.Lock()  # a plugin may report progress from a thread of its own
 
 
-def _pickled(message: tuple) -> bytes:
+def _pickled(message: Message) -> bytes:
     return pickle.dumps(message, protocol=PICKLE_PROTOCOL)
 
 
 _encode = _pickled  # a contained worker's: deepaas_like.engine.replies.encode
 
 
-def _send(conn: Connection, message: tuple) -> None:
+def _send(conn: Connection, message: Message) -> None:
     data = _encode(message)
     with _send_lock:
         conn.send_bytes(data)
@@ -278,9 +281,19 @@ def _capture_output(path: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    line_buffered()
+
+
+class _Reconfigurable(Protocol):
+    def reconfigure(self, *, line_buffering: bool) -> None: ...
+
+
+def line_buffered() -> None:
+    """Flush stdout and stderr at each line. They are text files here (in a Ray worker, Ray's
+    wrappers, which hand ``reconfigure`` on to theirs), but typeshed knows them as TextIO."""
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
-            stream.reconfigure(line_buffering=True)
+            cast(_Reconfigurable, stream).reconfigure(line_buffering=True)
 
 
 def _die_with_parent() -> None:
