@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -43,6 +43,9 @@ from . import tables
 from .errors import ConfigurationError, DeepaasError
 from .files import private_dir, private_file
 from .settings import is_shared_store
+
+if TYPE_CHECKING:  # each dialect is imported when a store uses it
+    from sqlalchemy.dialects import postgresql, sqlite
 
 T = TypeVar("T")
 FILENAME = "state.sqlite3"
@@ -325,13 +328,15 @@ class Database:
         return await self.run(check)
 
 
-def insert_for(conn: sa.Connection) -> Any:
+def insert_for(conn: sa.Connection) -> Callable[[sa.Table], postgresql.Insert | sqlite.Insert]:
     """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def bump_revision(conn: sa.Connection) -> None:

@@ -71,7 +71,7 @@ def resolve_model_object(name: str, target: Any) -> Any:
 class _FreshEntryPointManager(stevedore.NamedExtensionManager):
     """stevedore manager that never answers from a stale entry-point cache."""
 
-    def list_entry_points(self) -> list[importlib.metadata.EntryPoint]:  # type: ignore[override]
+    def list_entry_points(self) -> list[importlib.metadata.EntryPoint]:
         return discover_entry_points(self.namespace)
 
 
@@ -127,7 +127,9 @@ def load_plugins(
 
     failures: list[PluginLoadError] = []
 
-    def on_failure(_manager: Any, ep: importlib.metadata.EntryPoint, exc: Exception) -> None:
+    def on_failure(
+        _manager: stevedore.ExtensionManager[Any], ep: importlib.metadata.EntryPoint, exc: BaseException
+    ) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         message = f"import of {ep.value} failed: {type(exc).__name__}: {exc}"
         # A plain OSError without errno is how Keras and h5py report a missing model file.

@@ -158,6 +158,7 @@ def _checked(value: Any, datatype: str, name: str) -> Any:
 
 
 def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
+    values: list[str | bool | int | float]
     if datatype == "BYTES":  # each element: a 4-byte little-endian length, then its bytes
         values, offset = [], 0
         while offset < len(raw):
