@@ -69,13 +69,13 @@ def flags_from_spec(spec: ArgumentSpec) -> list[ArgumentFlag]:
     flags = []
     for name, f in spec.declared.items():
         if f is spec.accept:
-            choices = tuple(spec.accept_choices) if spec.accept_choices else None
+            accept_choices = tuple(spec.accept_choices) if spec.accept_choices else None
             flags.append(
                 ArgumentFlag(
                     "accept",
                     "string",
                     default=spec.default_accept or NO_DEFAULT,
-                    choices=choices,
+                    choices=accept_choices,
                     description=_description(f) or "Response format",
                 )
             )
@@ -154,8 +154,9 @@ def flags_from_schema(schema: Mapping[str, Any] | None, accept_choices: Sequence
 # --- argparse ------------------------------------------------------------------------
 
 
-def add_flags(parser: argparse.ArgumentParser, flags: Sequence[ArgumentFlag]) -> None:
-    """Add one option per flag: typed, choices, required, repeatable, --x/--no-x for booleans."""
+def add_flags(parser: argparse._ActionsContainer, flags: Sequence[ArgumentFlag]) -> None:
+    """Add one option per flag to ``parser`` or to an argument group of one (both are argparse's
+    ``_ActionsContainer``): typed, choices, required, repeatable, --x/--no-x for booleans."""
     for flag in flags:
         options: dict[str, Any] = {
             "dest": flag.dest,

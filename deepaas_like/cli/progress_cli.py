@@ -11,7 +11,7 @@ Fed by ``report_progress()`` in process, or by the training document's ``progres
 from __future__ import annotations
 
 import shutil
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 
 class ProgressBar:
@@ -28,7 +28,8 @@ class ProgressBar:
         self.tty = terminal.isatty()
         self._last: str | None = None
         self._shown = False
-        self.stream: TextIO = _AroundBar(self) if self.tty else terminal  # type: ignore[assignment]
+        # _AroundBar hands every attribute it lacks on to the terminal: a TextIO too
+        self.stream = cast(TextIO, _AroundBar(self)) if self.tty else terminal
 
     def update(self, fraction: float | None, message: str | None = None) -> None:
         text = self.render(fraction, message)

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from email.message import Message
 from typing import Any, Mapping, TextIO
 
 from .. import __version__
@@ -36,7 +37,7 @@ class Reply:
     status: int
     content_type: str
     data: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Message = field(default_factory=Message)
 
     def json(self) -> Any:
         return json.loads(self.data)

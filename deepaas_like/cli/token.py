@@ -22,10 +22,11 @@ import time
 from typing import Sequence
 
 from ..auth.access import AccessTables
-from ..auth.principal import SCOPES, check_user_id
+from ..auth.principal import check_user_id
 from ..auth.tokens import TokenTable, audit_detail, check_scopes, issue_token, parse_duration, server_key
 from ..database import Database
 from ..errors import DeepaasError
+from ..scopes import SCOPES
 from ..settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings
 
 
