@@ -66,6 +66,7 @@ async def create_token(request: web.Request) -> web.Response:
             errors,
             accepted=list(TOKEN_FIELDS),
         )
+    assert isinstance(name, str) and scopes is not None  # else errors named them
     issued = await request.app[GATE].create_token(
         request[PRINCIPAL],
         name=name.strip(),

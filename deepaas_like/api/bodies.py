@@ -13,10 +13,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, cast
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
-from multidict import MultiDict
+from multidict import MultiDict, MultiDictProxy
 
 from ..arguments import ArgumentSources, ArgumentSpec
 from ..errors import ArgumentError, BadRequest, DeepaasError, PayloadTooLarge, UnsupportedMediaType
@@ -69,7 +69,8 @@ async def read_sources(request: web.Request, spec: ArgumentSpec, uploads: Upload
         sources.form, sources.files = await _read_multipart(request, uploads, limit, spec.declared_parts)
     elif ctype == "application/x-www-form-urlencoded":
         try:
-            sources.form = await request.post()
+            # a urlencoded form's values are all text (files come only in multipart bodies)
+            sources.form = cast("MultiDictProxy[str]", await request.post())
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"Malformed form body: {exc}") from None
     elif is_json(ctype):
@@ -143,12 +144,13 @@ async def read_field(part: BodyPartReader, limit: int, what: str = "") -> bytes:
 
 async def _read_multipart(
     request: web.Request, uploads: UploadArea, limit: int, declared: int
-) -> tuple[MultiDict, MultiDict]:
-    form: MultiDict = MultiDict()
-    files: MultiDict = MultiDict()
+) -> tuple[MultiDict[str], MultiDict[UploadedFile]]:
+    form: MultiDict[str] = MultiDict()
+    files: MultiDict[UploadedFile] = MultiDict()
     total = 0
     try:
         async for part in form_parts(request, declared):
+            assert part.name is not None  # form_parts refuses a part without one
             if part.filename is not None:
                 uploaded, size = await _save_file(part, uploads, limit, total)
                 total += size

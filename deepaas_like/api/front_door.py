@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -21,6 +21,9 @@ from .keys import ORIGINS, PRINCIPAL, SETTINGS, WARNINGS
 from .metrics import Metrics
 from .origins import SAFE_METHODS, Origins
 from .responses import json_response
+
+if TYPE_CHECKING:  # what AbstractResource.get_info() returns (aiohttp does not export it)
+    from aiohttp.web_urldispatcher import _InfoDict
 
 LOG = logging.getLogger(__name__)
 _FORWARDED_HEADERS = ("Allow", "Retry-After", "Location")
@@ -92,6 +95,7 @@ class FrontDoor:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
+            response: web.StreamResponse
             if host_allowed is not None and not host_allowed(request.headers.get(hdrs.HOST)):
                 response = origins.refuse_host(request.headers.get(hdrs.HOST))
                 observe(request, label, response.status, time.perf_counter() - started)
@@ -184,7 +188,7 @@ class _Everything(web.AbstractResource):
     def add_prefix(self, prefix: str) -> None:
         raise RuntimeError("the last-resort route belongs to the application itself")
 
-    def get_info(self) -> dict[str, Any]:
+    def get_info(self) -> _InfoDict:
         return {}
 
     def raw_match(self, path: str) -> bool:

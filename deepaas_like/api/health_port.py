@@ -108,7 +108,7 @@ class HealthListener:
             LOG.error("the health port's process ended (exit code %s); starting another one", self._process.returncode)
             self._process = None
         try:
-            self._process = await self._launch()
+            process = self._process = await self._launch()
         except HealthPortFailed as exc:
             self._failures += 1
             delay = min(30.0, SNAPSHOT_INTERVAL * 2**self._failures)
@@ -116,8 +116,9 @@ class HealthListener:
             LOG.error("the health port's process could not start again: %s; next try in %g s", exc, delay)
             return
         self._failures = 0
-        self._process.stdin.write(self._snapshot)  # type: ignore[union-attr]
-        LOG.info("the health port answers again (pid %s)", self._process.pid)
+        assert process.stdin is not None  # launched with stdin=PIPE
+        process.stdin.write(self._snapshot)
+        LOG.info("the health port answers again (pid %s)", process.pid)
 
     async def stop(self) -> None:
         if self._ticker is not None:

@@ -17,7 +17,7 @@ GENERIC_ROW = {
     "description": "One value per feature",
     "additionalProperties": {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]},
 }
-OPTIONS = {  # what each kind of job takes besides its rows
+OPTIONS: dict[str, dict[str, dict[str, Any]]] = {  # what each kind of job takes besides its rows: their schemas
     "tests": {
         "configuration": {
             "type": "object",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterator
 
 from aiohttp import web
 from yarl import URL
@@ -17,6 +17,9 @@ from ..settings import Settings
 from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers, ui
 from .front_door import FrontDoor
 from .keys import MODELS, POLICIES
+
+if TYPE_CHECKING:  # what AbstractResource.get_info() returns (aiohttp does not export it)
+    from aiohttp.web_urldispatcher import _InfoDict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VARIABLES = re.compile(r"\{[^}]*\}")
@@ -149,8 +152,10 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
             resource = router.add_resource(path)
             label = resource.canonical  # the route's label in /metrics: its path template
             for method in methods:
-                options = {"method": method, "any_host": route.path.startswith(HEALTH)}
-                policies[resource.add_route(method, front.wrap(handler, route.policy, label, **options))] = route.policy
+                wrapped = front.wrap(
+                    handler, route.policy, label, method=method, any_host=route.path.startswith(HEALTH)
+                )
+                policies[resource.add_route(method, wrapped)] = route.policy
             if route.exact or _VARIABLES.findall(path) != ["{name}"]:
                 continue
             for name in plugins:  # the same route, found at once for each served plugin
@@ -168,7 +173,9 @@ def add_routes(app: web.Application, settings: Settings, front: FrontDoor) -> No
     for route in ROUTES:
         add(
             route,
-            route.handler if enabled[route.group] else handlers.disabled(route.group, f"--no-{route.group}-endpoint"),
+            route.handler
+            if route.group is None or enabled[route.group]
+            else handlers.disabled(route.group, f"--no-{route.group}-endpoint"),
         )
     metrics = Route(
         "GET", "/metrics", handlers.metrics, p.ADMIN if settings.auth and settings.metrics_auth else p.OPEN, exact=True
@@ -225,7 +232,7 @@ class PluginPath(web.AbstractResource):
     def add_prefix(self, prefix: str) -> None:
         raise RuntimeError("a plugin's path belongs to the application itself")
 
-    def get_info(self) -> dict[str, Any]:
+    def get_info(self) -> _InfoDict:
         return {"path": self._path}
 
     def raw_match(self, path: str) -> bool:
