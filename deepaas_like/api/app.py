@@ -16,6 +16,7 @@ from ..jobs.manager import JobManager
 from ..loading import LoadedPlugin, load_plugins
 from ..models import ModelSet, build_model
 from ..registry.service import Registry
+from ..registry.serving import registry_pool
 from ..service import DataPlane
 from ..settings import Settings
 from ..settings.sections import AuthSection, JobsSection, RegistrySection
@@ -61,7 +62,8 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
             LOG.warning("per-model options given for '%s', which is not served", name)
     db = Database(settings.data_dir, url=settings.store)
     gate = Gate(AuthSection.of(settings), db)
-    models.uploads = gate.uploads = Registry(RegistrySection.of(settings), db, {*models, *models.broken})
+    section = RegistrySection.of(settings)
+    models.uploads = gate.uploads = Registry(section, db, {*models, *models.broken}, registry_pool(section))
     gate.plugins = frozenset({*models, *models.broken})
     jobs = JobManager(JobsSection.of(settings), models, db)
     metrics = Metrics(models, jobs)

@@ -44,7 +44,7 @@ class Catalog:
         self._models: dict[str, ModelRecord] = {}
         self._versions: dict[str, dict[int, VersionRecord]] = {}
         self.revision = 0  # grows at every change that the OpenAPI document shows
-        self._catching: asyncio.Task | None = None  # a read of the store for a name not known here
+        self._catching: asyncio.Task[bool] | None = None  # a read of the store for a name not known here
         self._caught_at = 0.0
 
     # --- what this server writes ------------------------------------------------------

@@ -162,17 +162,18 @@ class UploadedModel:
         outputs = self.loaded.predict(rows) if rows else []
         for index, start, count, single in spans:  # a request whose answer is not a number fails alone
             try:
-                own = self._checked(outputs[start : start + count], rows[start : start + count])
+                answered = self._checked(outputs[start : start + count], rows[start : start + count])
             except (NotANumber, OutputMismatch) as exc:
                 answers[index] = exc
                 continue
-            answers[index] = own[0] if single else own
+            answers[index] = answered[0] if single else answered
         return answers
 
     def describe(self) -> dict[str, Any]:
         """The model's signature as its file tells it, as plain JSON data (a library's
         version may be a ``str`` subclass, which the server would not read back)."""
-        return json.loads(json.dumps(self.loaded.signature.to_json(), default=str))
+        described: dict[str, Any] = json.loads(json.dumps(self.loaded.signature.to_json(), default=str))
+        return described
 
     def to_onnx(self, probe: list[list[Any]]) -> dict[str, Any]:
         """Convert to ONNX and compare with the original on ``probe``: the graph (base64, as a

@@ -1,5 +1,6 @@
 """What an upload may say, checked before anything is stored: the model's name, its
-library and file type (in any of their spellings), its schemas, its batching config."""
+library and file type (in any of their spellings, checked against the file's first bytes),
+its schemas, its batching config."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ArgumentError
+from ..frameworks import Framework
 from .artifacts import Artifact
 
 NAME_RULE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -106,3 +108,50 @@ def check_batching(value: Any) -> dict[str, Any] | None:
     if errors:
         raise ArgumentError(f"Invalid batching config: {', '.join(errors)}", {"batching": errors})
     return value
+
+
+def identify(upload: Upload, frameworks: dict[str, Framework], broken: dict[str, str]) -> tuple[str, str]:
+    """The upload's library and filetype: as given, checked against the bytes, or inferred
+    (``frameworks``: the installed framework plugins by library; ``broken``: why the others
+    could not be loaded)."""
+    head, name = upload.artifact.head, upload.filename or ""
+    given, library = canonical(upload.filetype, FILETYPE_ALIASES), canonical(upload.library, LIBRARY_ALIASES)
+    if library is not None and library not in LIBRARIES:
+        raise ArgumentError(
+            f"Unknown library {library!r}; one of: {', '.join(LIBRARIES)}",
+            {"library": [f"Must be one of: {', '.join(LIBRARIES)}."]},
+        )
+    if given is not None and given not in FILETYPES:
+        raise ArgumentError(
+            f"Unknown filetype {given!r}; one of: {', '.join(FILETYPES)}",
+            {"filetype": [f"Must be one of: {', '.join(FILETYPES)}."]},
+        )
+    filetype = given
+    if filetype is None:
+        found = {t for fw in frameworks.values() if (t := fw.sniff(head, name)) is not None}
+        if library is not None:
+            found &= set(LIBRARIES[library])
+        if len(found) != 1:
+            what = f"it could be {' or '.join(sorted(found))}" if found else "its name and first bytes say nothing"
+            raise ArgumentError(
+                f"Cannot tell the file's type ({what}); give filetype: one of "
+                f"{', '.join(LIBRARIES.get(library or '', FILETYPES))}",
+                {"filetype": ["Required for this file."]},
+            )
+        filetype = found.pop()
+    expected = FILETYPES[filetype]
+    if library is not None and library != expected:
+        raise ArgumentError(
+            f"filetype {filetype} is a {expected} format, not {library}",
+            {"library": [f"{filetype} files are {expected} models."]},
+        )
+    framework = frameworks.get(expected)
+    if framework is None:
+        reason = broken.get(expected) or (
+            f"no framework plugin for {expected} is installed (pip install -e plugins/frameworks)"
+        )
+        raise ArgumentError(f"{filetype} files cannot be served here: {reason}", {"library": [reason]})
+    wrong = framework.check(head, filetype)
+    if wrong:
+        raise ArgumentError(f"The file is not a {filetype} file: {wrong}", {"filetype": [wrong]})
+    return expected, filetype

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from webargs import fields, validate
 
-from ..arguments import ArgumentSpec
+from ..arguments import ArgumentSources, ArgumentSpec
 from ..errors import ArgumentError
 from ..frameworks import Column
 from .host import ROWS
@@ -25,7 +23,7 @@ def columns_from_schema(schema: dict[str, Any]) -> list[Column]:
         columns.append(
             Column(
                 name,
-                kinds.get(prop.get("type"), "number"),
+                kinds.get(str(prop.get("type")), "number"),
                 prop.get("minimum"),
                 prop.get("maximum"),
                 prop.get("enum"),
@@ -36,7 +34,7 @@ def columns_from_schema(schema: dict[str, Any]) -> list[Column]:
 
 
 def column_field(column: Column, required: bool) -> fields.Field:
-    validators = []
+    validators: list[validate.Validator] = []
     if column.minimum is not None or column.maximum is not None:
         validators.append(validate.Range(min=column.minimum, max=column.maximum))
     if column.choices:
@@ -44,7 +42,8 @@ def column_field(column: Column, required: bool) -> fields.Field:
     meta: dict[str, Any] = {"description": column.description} if column.description else {}
     if column.observed is not None:
         meta["x-observed-minimum"], meta["x-observed-maximum"] = column.observed
-    kind = {"integer": fields.Int, "string": fields.Str, "boolean": fields.Bool}.get(column.type)
+    kinds: dict[str, type[fields.Field]] = {"integer": fields.Int, "string": fields.Str, "boolean": fields.Bool}
+    kind = kinds.get(column.type)
     if kind is None:
         return fields.Float(required=required, allow_nan=False, validate=validators, metadata=meta)
     return kind(required=required, validate=validators, metadata=meta)
@@ -114,19 +113,9 @@ class RowsArguments:
         if isinstance(row, dict):
             if self._single is None:
                 raise ValueError("this model's inputs have no names: send each row as a list of values")
-            return self._single.load(_JsonSources(row, lenient=lenient))
+            return self._single.load(ArgumentSources(json=row, lenient=lenient))
         if isinstance(row, list):
             if self._width is not None and len(row) != self._width:
                 raise ValueError(f"has {len(row)} values; the model takes {self._width}")
             return row
         raise ValueError("each row is an object of inputs or a list of values")
-
-
-@dataclass
-class _JsonSources:
-    json: dict[str, Any]
-    query: Any = dataclasses.field(default_factory=dict)
-    form: Any = dataclasses.field(default_factory=dict)
-    files: Any = dataclasses.field(default_factory=dict)
-    negotiated_accept: str | None = None
-    lenient: bool = False

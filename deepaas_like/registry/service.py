@@ -13,101 +13,47 @@ Nothing here loads a model file: the server process only records, streams and sn
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 
-from ..arguments import ArgumentSpec
-from ..background import Background
-from ..containment.sandbox import SandboxSpec
-from ..database import Database, StoreOutage
-from ..engine.dispatch import Dispatcher
-from ..engine.executors import ExecutorSpec, make_shared_pool
+from ..database import Database
 from ..engine.shared import LoadStats
-from ..engine.worker import WorkerConfig
-from ..errors import ArgumentError, Conflict, Forbidden, NotFound
-from ..frameworks import Column, Framework, Signature, discover_frameworks
-from ..legacy import legacy_vocabulary_allowed
-from ..loading import PluginRef
+from ..errors import ArgumentError, Conflict, NotFound
+from ..frameworks import Framework, discover_frameworks
 from ..models import ModelState, ServedModel
 from ..node import node_id
 from ..settings.sections import RegistrySection
 from .artifacts import Artifact, ArtifactStore
 from .catalog import Catalog, ModelArchived, files_of
-from .host import CAPACITY_ENV, PRELOAD_ENV, Target
-from .intake import (
-    BATCHING,
-    FILETYPE_ALIASES,
-    FILETYPES,
-    LIBRARIES,
-    LIBRARY_ALIASES,
-    OPTIMIZATIONS,
-    SAFE_FORMATS,
-    Upload,
-    canonical,
-    check_batching,
-    check_name,
-    check_schema,
-)
+from .intake import OPTIMIZATIONS, SAFE_FORMATS, Upload, check_batching, check_name, check_schema, identify
 from .optimize import chunks_of, optimize, probe
 from .records import ModelRecord, RegistryStore, VersionRecord, VersionStatus
-from .rows import RowsArguments, column_field, columns_from_schema, ranges
+from .rows import ranges
+from .serving import CodeRefused, Pool, Serving
 
 LOG = logging.getLogger(__name__)
-
-LAST_PREDICT_SAVE_INTERVAL = 10.0
-HOST = PluginRef("registry", "deepaas_like.registry.host:RegistryHost", group="deepaas_like.internal")
-
-
-class CodeRefused(Forbidden):
-    """A format whose loading runs code, where such formats cannot be served."""
-
-
-def sandbox_spec(section: RegistrySection) -> SandboxSpec:
-    """How the registry's workers are contained: what they must not reach (the server's
-    state, keys and configuration), who they run as, their limits."""
-    return SandboxSpec(
-        deny=section.secrets,
-        user=section.sandbox_user,
-        memory=section.sandbox_memory,
-        tasks=section.sandbox_tasks,
-        file_size=section.worker_file_size,
-        reply_limit=section.worker_reply_limit,
-    )
 
 
 class Registry:
     """Uploaded models: their records, files, and servable versions."""
 
-    def __init__(self, settings: RegistrySection, db: Database, plugin_names: set[str]) -> None:
+    def __init__(self, settings: RegistrySection, db: Database, plugin_names: set[str], pool: Pool) -> None:
+        """``pool``: the shared hosts that serve the versions (:func:`.serving.registry_pool`),
+        started with the first upload (or at start when there are some)."""
         self._settings = settings
         self._plugins = plugin_names
         self.store = RegistryStore(db)
         self._shared = db.shared  # replicas share the store: another may be loading a version right now
         self.artifacts = ArtifactStore(settings.artifacts_dir, settings.max_upload_size)
-        config = WorkerConfig(
-            model="registry",
-            log_level=settings.engine.log_level,
-            environ=(
-                (CAPACITY_ENV, str(settings.max_loaded_models)),
-                (PRELOAD_ENV, "1" if settings.registry_preload else "0"),
-            ),
-            sandbox=sandbox_spec(settings) if settings.engine.executor != "ray" else None,
-        )
-        # uploads on the Ray cluster too, with the global resources; registry_workers of them
-        spec = dataclasses.replace(ExecutorSpec.of(settings.engine, settings.engine), workers=settings.registry_workers)
-        self.pool = make_shared_pool(HOST, config, spec, settings.max_loaded_models)
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
-        self._served: dict[tuple[str, int], ServedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._saved_predict: dict[str, float] = {}
-        self._background = Background("registry")
-        self._pool_started = False
         self.catalog = Catalog(self.store, self._shared, plugin_names, self._busy_names, self._retire)
+        self.serving = Serving(settings, pool, self.catalog, self.store, self.artifacts, self.runs_code, self._shared)
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -148,38 +94,13 @@ class Registry:
 
     def ensure_pool(self) -> None:
         """Start the shared workers, once (in the background)."""
-        if not self._pool_started:
-            self._pool_started = True
-            self._spawn(self._start_pool())
-
-    async def _start_pool(self) -> None:
-        try:
-            await self.pool.start()
-        except Exception as exc:  # every uploaded model is then unavailable, with this reason
-            LOG.error("registry: the shared workers could not start: %s", exc)
+        self.serving.ensure_pool()
 
     async def close(self) -> None:
-        await self._background.cancel_all()
-        for model in [*self.catalog.models(), *self.catalog.models(deleted=True)]:
-            try:
-                await self._save_last_predict(model, force=True)
-            except StoreOutage:
-                break  # a hint of use, not worth waiting for the store at shutdown
-        for served in self._served.values():
-            await served.stop(0)
-        if self._pool_started:
-            await self.pool.stop(self._settings.shutdown_timeout)
-
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        return self._background.spawn(coro)
+        await self.serving.close()
 
     def _retire(self, name: str, number: int) -> None:
-        """Stop serving a version from its current ServedModel; in-flight calls finish on it."""
-        old = self._served.pop((name, number), None)
-        if old is not None:
-            self._spawn(_stop_when_idle(old))
-
-    # --- reading ----------------------------------------------------------------------
+        self.serving.retire(name, number)
 
     # --- reading (the catalog's) -------------------------------------------------------
 
@@ -220,134 +141,14 @@ class Registry:
         return {name for name, lock in self._locks.items() if lock.locked()}
 
     async def served(self, name: str, number: int | None = None) -> ServedModel:
-        """The servable model of a version (the current one by default), started on first use.
-        With replicas, a model or version this one does not have (or not yet ready) is looked
-        for in the store before the answer says so: it may have been made a moment ago."""
-        try:
-            return await self._served_now(name, number)
-        except (NotFound, Conflict):
-            if not self._shared or not await self.catch_up(name, also_known=True):
-                raise
-        return await self._served_now(name, number)
-
-    async def _served_now(self, name: str, number: int | None) -> ServedModel:
-        model = self.record(name)
-        if number is None:
-            if model.current_version is None:
-                raise Conflict(
-                    f"Model '{name}' has no version that loads; upload one",
-                    details={"model": name, "versions": len(self.catalog.versions_of(name))},
-                )
-            number = model.current_version
-        version = self.version(name, number)
-        if version.status is not VersionStatus.READY:
-            raise Conflict(
-                f"Version {number} of model '{name}' is not servable: {version.error or version.status}",
-                details={"model": name, "version": number, "status": version.status},
-            )
-        return await self._serve(model, version)
-
-    def note_predict(self, name: str) -> None:
-        model = self.catalog.peek(name)
-        if model is not None:
-            model.last_predict = time.time()
-            if model.last_predict - self._saved_predict.get(name, 0.0) >= LAST_PREDICT_SAVE_INTERVAL:
-                self._spawn(self._save_last_predict(model))
-
-    async def _save_last_predict(self, model: ModelRecord, force: bool = False) -> None:
-        if model.last_predict is not None and (force or model.last_predict != self._saved_predict.get(model.name)):
-            self._saved_predict[model.name] = model.last_predict
-            await self.store.save_model(model, "last_predict")
-
-    # --- serving a version ------------------------------------------------------------
-
-    def _columns(self, version: VersionRecord) -> tuple[list[Column] | None, bool]:
-        """The version's input columns (with the range its reference dataset covers), and
-        whether they are the model's own names."""
-        columns, named = self._declared_columns(version)
-        observed = (version.config.get("dataset") or {}).get("ranges") or {}
-        if columns is not None and observed:
-            columns = [
-                dataclasses.replace(c, observed=tuple(observed[c.name]))
-                if isinstance(observed.get(c.name), list)
-                else c
-                for c in columns
-            ]
-        return columns, named
-
-    def _declared_columns(self, version: VersionRecord) -> tuple[list[Column] | None, bool]:
-        schema = version.config.get("input_schema")
-        if schema:
-            return columns_from_schema(schema), True
-        signature = Signature.from_json(version.signature or {})
-        if signature.columns is not None:
-            return signature.columns, True
-        if signature.n_inputs:
-            return [Column(f"x{i}") for i in range(signature.n_inputs)], False
-        return None, False
-
-    def _target(self, version: VersionRecord, columns: list[Column] | None, named: bool) -> Target:
-        optimized = version.optimization or {}
-        sha, filetype, library = version.sha256, version.filetype, version.library
-        if optimized.get("serving") == "onnx":
-            sha, filetype, library = optimized["onnx_sha256"], "onnx", "onnx"
-        return Target(
-            key=f"{sha}:{filetype}",
-            model=version.model,
-            path=str(self.artifacts.path(sha)),
-            library=library,
-            filetype=filetype,
-            columns=tuple(c.name for c in columns) if columns is not None else None,
-            output_schema=version.config.get("output_schema"),
-            contained_only=self.runs_code(library, filetype) and not self._settings.allow_unconfined_code,
-        )
-
-    async def _serve(self, model: ModelRecord, version: VersionRecord) -> ServedModel:
-        served = self._served.get((model.name, version.number))
-        if served is None:
-            target = self._target(version, None, False)
-            await self.check_code_servable(model.name, target.library, target.filetype)
-            served = self._served.get((model.name, version.number))  # another call may have built it meanwhile
-        if served is None:
-            self.ensure_pool()
-            served = self._served[(model.name, version.number)] = self._build(model, version)
-            await served.start()
-        return served
+        """The servable model of a version (the current one by default; see :meth:`Serving.served`)."""
+        return await self.serving.served(name, number)
 
     def described(self, name: str) -> ServedModel | None:
         """The current version of ``name`` as the API documents it (not started), if any."""
         model = self.catalog.record(name, archived_ok=True)
         current = self.current(name)
-        return self._build(model, current) if current is not None else None
-
-    def _build(self, model: ModelRecord, version: VersionRecord) -> ServedModel:
-        """A version's ServedModel: its arguments, its queue, the pool (started with it)."""
-        columns, named = self._columns(version)
-        target = self._target(version, columns, named)
-        view = self.pool.view(target)
-        options = self._settings.for_model(model.name)
-        batching = {k: v for k, v in (version.config.get("batching") or {}).items() if k in BATCHING}
-        if batching:
-            options = dataclasses.replace(options, **batching)
-        with legacy_vocabulary_allowed():
-            single = ArgumentSpec(
-                model.name, "predict", {c.name: column_field(c, True) for c in columns} if columns else {}
-            )
-            train = ArgumentSpec(model.name, "train", {})
-        served = ServedModel(
-            name=model.name,
-            methods=frozenset({"predict", "predict_batch"}),
-            predict_args=single,
-            train_args=train,
-            response_schema=None,
-            metadata={"version": version.number, "library": version.library, "filetype": version.filetype},
-            options=options,
-            runner=view,  # type: ignore[arg-type]
-            dispatcher=Dispatcher(view, options, has_predict_batch=True),
-            rows_args=RowsArguments(model.name, columns),
-            on_predict=self.note_predict,
-        )
-        return served
+        return self.serving.build(model, current) if current is not None else None
 
     # --- writing ----------------------------------------------------------------------
 
@@ -386,65 +187,9 @@ class Registry:
         framework = self.frameworks.get(library)
         return framework is None or framework.runs_code(filetype)
 
-    async def check_code_servable(self, name: str, library: str, filetype: str) -> None:
-        """A format whose loading runs code is loaded only by contained workers (or with
-        --allow-unconfined-code): else a 403 saying why and what to upload instead."""
-        if not self.runs_code(library, filetype) or self._settings.allow_unconfined_code:
-            return
-        if self._settings.engine.executor != "ray":
-            self.ensure_pool()
-            await self.pool.started.wait()
-            if self.pool.contains_code:
-                return
-        raise CodeRefused(
-            f"Refused: loading a {filetype} file runs code, and this server cannot contain the workers that "
-            f"would load it ({self.pool.containment_summary()}). Upload the model as {SAFE_FORMATS}, or start "
-            "the server with --allow-unconfined-code",
-            details={"model": name, "filetype": filetype},
-        )
-
     def identify(self, upload: Upload) -> tuple[str, str]:
-        """The upload's library and filetype: as given, checked against the bytes, or inferred."""
-        head, name = upload.artifact.head, upload.filename or ""
-        filetype, library = canonical(upload.filetype, FILETYPE_ALIASES), canonical(upload.library, LIBRARY_ALIASES)
-        if library is not None and library not in LIBRARIES:
-            raise ArgumentError(
-                f"Unknown library {library!r}; one of: {', '.join(LIBRARIES)}",
-                {"library": [f"Must be one of: {', '.join(LIBRARIES)}."]},
-            )
-        if filetype is not None and filetype not in FILETYPES:
-            raise ArgumentError(
-                f"Unknown filetype {filetype!r}; one of: {', '.join(FILETYPES)}",
-                {"filetype": [f"Must be one of: {', '.join(FILETYPES)}."]},
-            )
-        if filetype is None:
-            found = {t for fw in self.frameworks.values() if (t := fw.sniff(head, name)) is not None}
-            if library is not None:
-                found &= set(LIBRARIES[library])
-            if len(found) != 1:
-                what = f"it could be {' or '.join(sorted(found))}" if found else "its name and first bytes say nothing"
-                raise ArgumentError(
-                    f"Cannot tell the file's type ({what}); give filetype: one of "
-                    f"{', '.join(LIBRARIES.get(library or '', FILETYPES))}",
-                    {"filetype": ["Required for this file."]},
-                )
-            filetype = found.pop()
-        expected = FILETYPES[filetype]
-        if library is not None and library != expected:
-            raise ArgumentError(
-                f"filetype {filetype} is a {expected} format, not {library}",
-                {"library": [f"{filetype} files are {expected} models."]},
-            )
-        framework = self.frameworks.get(expected)
-        if framework is None:
-            reason = self.broken_frameworks.get(expected) or (
-                f"no framework plugin for {expected} is installed (pip install -e plugins/frameworks)"
-            )
-            raise ArgumentError(f"{filetype} files cannot be served here: {reason}", {"library": [reason]})
-        reason = framework.check(head, filetype)
-        if reason:
-            raise ArgumentError(f"The file is not a {filetype} file: {reason}", {"filetype": [reason]})
-        return expected, filetype
+        """The upload's library and filetype (see :func:`.intake.identify`)."""
+        return identify(upload, self.frameworks, self.broken_frameworks)
 
     async def upload(
         self,
@@ -465,7 +210,7 @@ class Registry:
         check_name(name)
         self.check_writable(name)
         library, filetype = self.identify(upload)
-        await self.check_code_servable(name, library, filetype)
+        await self.serving.check_code_servable(name, library, filetype)
         if upload.optimize is not None and upload.optimize not in OPTIMIZATIONS:
             raise ArgumentError(
                 f"optimize must be one of: {', '.join(OPTIMIZATIONS)}",
@@ -520,9 +265,11 @@ class Registry:
                 raise _raced(name) from None
             versions[version.number] = version
         self.ensure_pool()
-        await probe(self._build(model, version), version)
+        await probe(self.serving.build(model, version), version)
         if version.status is VersionStatus.READY and upload.optimize:
-            await optimize(lambda v: self._build(model, v), self.artifacts, version, self._columns(version)[0])
+            await optimize(
+                lambda v: self.serving.build(model, v), self.artifacts, version, self.serving.columns(version)
+            )
         async with self._lock(name):
             await self.store.save_version(version, "status", "error", "signature", "optimization")
             changes = ["updated"]
@@ -559,7 +306,7 @@ class Registry:
 
     def load_stats(self) -> tuple[LoadStats, int]:
         """The shared workers' loads, evictions and load times, and how many models they hold now."""
-        return self.pool.stats, len(self.pool.loaded_keys())
+        return self.serving.load_stats()
 
     async def update(
         self,
@@ -638,7 +385,7 @@ class Registry:
             self.catalog.changed()
         return version
 
-    def dataset_path(self, name: str, number: int) -> Any:
+    def dataset_path(self, name: str, number: int) -> Path:
         dataset = self.version(name, number).config.get("dataset")
         if not dataset:
             raise NotFound(
@@ -694,11 +441,4 @@ def _raced(name: str) -> Conflict:
     )
 
 
-async def _stop_when_idle(served: ServedModel, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while served.waiting and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    await served.stop(0)
-
-
-__all__ = ["Registry", "ModelArchived", "ModelState"]
+__all__ = ["CodeRefused", "Registry", "ModelArchived", "ModelState"]

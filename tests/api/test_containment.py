@@ -328,7 +328,7 @@ async def test_a_worker_that_hangs_and_unties_itself_is_still_ended(contained_ap
     if await refused_here(client, tmp_path):
         return
     assert (await upload(client, "stuck", pickle.dumps(CodeOnLoad(STUCK)), "stuck.pkl")).status == 201
-    pool = client.server.app[MODELS].uploads.pool
+    pool = client.server.app[MODELS].uploads.serving.pool
     serving = {w.serving_pid for w in pool._current}
     answer = await client.post("/v2/models/stuck/predict/", json={"rows": [[1, 2, 3, 4]]})
     assert answer.status == 504, await answer.text()

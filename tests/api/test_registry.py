@@ -379,7 +379,7 @@ async def test_shared_workers_start_with_the_server_and_import_scikit_learn_ahea
     from deepaas_like.api.keys import MODELS
 
     client = await registry_app(registry_preload=True)
-    pool = client.server.app[MODELS].uploads.pool
+    pool = client.server.app[MODELS].uploads.serving.pool
     for _ in range(600):  # started in the background, before any upload
         if pool.ready:
             break

@@ -149,7 +149,7 @@ async def test_uploaded_models_are_multiplexed_across_ray_actors(serve, ray_head
                 else expected[name].predict(__import__("pandas").DataFrame([ROW]))[0]
             )
             assert label == want
-    pool = client.server.app[MODELS].uploads.pool
+    pool = client.server.app[MODELS].uploads.serving.pool
     assert pool.kind == "shared" and pool.describe()["executor"] == "ray"
     assert pool.stats.loads >= 4 and pool.stats.evictions >= 3 and len(pool.loaded_keys()) == 1
 
