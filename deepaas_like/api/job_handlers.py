@@ -49,7 +49,7 @@ async def _submit(request: web.Request, kind: JobKind) -> tuple[ServedModel, Job
     spec = plane.job_arguments(model, kind)
     jobs = request.app[JOBS]
     job_id = jobs.new_id()
-    uploads = UploadArea(directory=jobs.job_dir(job_id) / "inputs")
+    uploads = UploadArea(directory=jobs.files.inputs_dir(job_id))
     try:
         sources = await read_sources(request, spec, uploads, request.app[SETTINGS].client_max_size)
         callback = _take_callback(sources, spec)

@@ -45,7 +45,7 @@ async def _multipart_body(request: web.Request) -> tuple[dict[str, Any], list[di
             rows = rows_from_csv(await read_field(part, request.app[SETTINGS].client_max_size, "The CSV file"))
         else:
             text = (await read_field(part, FIELD_LIMIT)).decode("utf-8", errors="replace")
-            options[part.name] = _json_or_text(text)
+            options[part.name or ""] = _json_or_text(text)  # a part without a name: an unknown field
     return options, rows
 
 

@@ -63,7 +63,7 @@ async def _read_upload(request: web.Request, reg: Registry) -> Upload:
             if part.name not in UPLOAD_FIELDS:
                 raise ArgumentError(
                     f"Unknown upload field {part.name!r}; accepted: {', '.join(UPLOAD_FIELDS)}",
-                    {part.name: ["Unknown field."]},
+                    {part.name or "": ["Unknown field."]},
                     accepted=list(UPLOAD_FIELDS),
                 )
             if part.name == "file":

@@ -56,6 +56,9 @@ class CallbackSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, job: Job) -> None:
+        url = job.callback_url
+        if url is None:
+            return
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT))
         while job.callback_attempts < self._attempts:
@@ -63,7 +66,7 @@ class CallbackSender:
                 await asyncio.sleep(self._backoff * 2 ** (job.callback_attempts - 1))
             job.callback_attempts += 1
             try:
-                async with self._session.post(job.callback_url, json=self._document(job)) as response:
+                async with self._session.post(url, json=self._document(job)) as response:
                     if 200 <= response.status < 300:
                         job.callback_status, job.callback_error = DELIVERED, None
                         await self._save(job)

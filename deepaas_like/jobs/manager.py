@@ -17,9 +17,10 @@ when the server stopped becomes ``interrupted``, with the reason.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
+import functools
 import logging
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -31,26 +32,22 @@ from ..engine.calls import Ok
 from ..engine.process import WorkerStartFailed
 from ..engine.training import describe_failure
 from ..errors import Conflict, DeepaasError, NotFound
-from ..files import UploadedFile
 from ..jsonutil import to_jsonable
 from ..models import ModelSet, ServedModel
 from ..node import node_id
-from ..outputs import PredictionOutput, prediction_output
+from ..outputs import prediction_output
 from ..settings.sections import JobsSection
 from .callbacks import PENDING, CallbackSender
-from .model import Job, JobKind, JobStatus
-from .outbox import OUTBOX_NAME, VERSION, Outbox, row_of
+from .files import JobFiles
+from .model import Job, JobKind, JobStatus, describe_arguments
+from .outbox import OUTBOX_NAME
 from .replicas import Replicas
 from .store import JobStore
+from .writer import JobWriter
 
 LOG = logging.getLogger(__name__)
-LOG_NAME = "train.log"
-TASK_LOG_NAME = "job.log"
-RESULT_NAME = "result"
-SHARED_RESULTS = "results"  # with replicas: <artifact-dir>/results/<job id>, seen by all
 PROGRESS_SAVE_INTERVAL = 1.0
 CANCEL_WAIT = 10.0  # seconds a cancel on one replica waits for the replica that runs the job
-OUTBOX_INTERVAL = 0.5  # seconds between tries to write what waits in the outbox
 
 
 class JobNotFound(NotFound):
@@ -67,14 +64,16 @@ class JobManager:
         self._trainings_running: set[Job] = set()
         self._background = Background("jobs")
         self._progress_saved: dict[str, float] = {}
+        self._writer = JobWriter(
+            self._store, Path(settings.data_dir) / OUTBOX_NAME, self._jobs.get, self._stop_overruled
+        )
         self._callbacks = CallbackSender(
-            settings.callback_attempts, settings.callback_backoff, self.document, self._save_callback
+            settings.callback_attempts, settings.callback_backoff, self.document, self._writer.save_callback
         )
         self._shared = db.shared
+        self.files = JobFiles(Path(settings.data_dir), settings.artifacts_dir, db.shared)
         self.node: str | None = None  # known once the data directory is ours (start)
         self._replicas: Replicas | None = None  # replicas on one store (see jobs/replicas.py)
-        self._outbox = Outbox(Path(settings.data_dir) / OUTBOX_NAME)
-        self._changes = 0  # changes of jobs made here, in order (see _persist)
         self._started_at = time.time()
 
     # --- documents and lookups ----------------------------------------------------
@@ -93,7 +92,7 @@ class JobManager:
         return job.prediction_document(self.base(job.model))
 
     def job_dir(self, job_id: str) -> Path:
-        return Path(self._settings.data_dir) / "jobs" / job_id
+        return self.files.job_dir(job_id)
 
     def new_id(self) -> str:
         return uuid.uuid4().hex
@@ -136,14 +135,10 @@ class JobManager:
         return len(self._training_queue)
 
     def log_path(self, job: Job) -> Path:
-        return self.job_dir(job.id) / (LOG_NAME if job.kind is JobKind.TRAINING else TASK_LOG_NAME)
+        return self.files.log_path(job)
 
     def result_path(self, job: Job) -> Path:
-        """Where a prediction's file answer is kept: with replicas, in the shared artifact
-        directory (every replica serves it); else in the job's own directory."""
-        if self._shared:
-            return self._settings.artifacts_dir / SHARED_RESULTS / job.id
-        return self.job_dir(job.id) / RESULT_NAME
+        return self.files.result_path(job)
 
     # --- life cycle -------------------------------------------------------------
 
@@ -153,10 +148,7 @@ class JobManager:
         self.node = await asyncio.to_thread(node_id, self._settings.data_dir)
         if self._shared:
             self._replicas = Replicas(self, self._store, self.node, self._settings.job_lease)
-        await asyncio.to_thread(self._outbox.load)
-        if len(self._outbox):  # what the last run could not write before it stopped: first
-            LOG.info("writing %d job changes kept while the store was away", len(self._outbox))
-            await self.flush_outbox()
+        await self._writer.load()  # what the last run could not write before it stopped: first
         loaded = await self._store.load()
         self._jobs.update((job.id, job) for job in loaded)
         if self._replicas is not None:
@@ -170,7 +162,7 @@ class JobManager:
                 job.status, job.finished = JobStatus.INTERRUPTED, time.time()
                 job.message = f"the server stopped unexpectedly (crash or kill) while the job was {was}"
                 await self._persist(job, "status", "finished", "message")
-                shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
+                self.files.remove_inputs(job.id)
                 LOG.warning("job %s (%s of %s) %s", job.id, job.kind, job.model, job.message)
             self._callbacks.schedule(job)
         if self._jobs:
@@ -178,7 +170,7 @@ class JobManager:
         if self._replicas is not None:
             self._spawn(self._replicas.run())
         self._spawn(self._expire_loop())
-        self._spawn(self._flush_loop())
+        self._spawn(self._writer.run())
 
     async def close(self) -> None:
         """Server shutdown: queued and running jobs end as interrupted (this server's own)."""
@@ -205,7 +197,7 @@ class JobManager:
     def local(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
-    def own_unfinished(self) -> list[Job]:
+    def own_unfinished(self) -> builtins.list[Job]:
         return [j for j in self._jobs.values() if not j.is_finished and j.node in (None, self.node)]
 
     def _foreign(self, job: Job) -> bool:
@@ -252,16 +244,7 @@ class JobManager:
         """The job's log from byte ``offset`` on: its file here, or what its replica shipped."""
         if self._foreign(job):
             return await self._store.read_log(job.id, offset)
-
-        def read() -> bytes:
-            try:
-                with open(self.log_path(job), "rb") as fh:
-                    fh.seek(offset)
-                    return fh.read()
-            except FileNotFoundError:
-                return b""
-
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(self.files.read_log, job, offset)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         return self._background.spawn(coro)
@@ -284,7 +267,7 @@ class JobManager:
         if status is JobStatus.DONE and job.progress is not None:
             job.progress = 1.0
         job.kwargs = None
-        shutil.rmtree(self.job_dir(job.id) / "inputs", ignore_errors=True)
+        self.files.remove_inputs(job.id)
         if self._replicas is not None:
             try:
                 await self._replicas.ship_logs(job)  # complete before the others see it ended
@@ -294,81 +277,22 @@ class JobManager:
         LOG.info("%s %s of %s: %s%s", job.kind, job.id, job.model, status, f" ({message})" if message else "")
         self._callbacks.schedule(job)
 
-    # --- writing to the store --------------------------------------------------------
+    # --- writing to the store (see jobs/writer.py) -------------------------------------
 
     async def _persist(self, job: Job, *names: str) -> None:
-        """Write a change of one of this server's jobs: now, or, while the store cannot be
-        reached, from the outbox as soon as it answers again (see :mod:`.outbox`). Never
-        raises. A job the store has ended already (another replica judged this one gone)
-        takes the store's word."""
-        row = JobStore.row(job)
-        version = self._changes = self._changes + 1  # writes may end out of order: the latest wins
-        if job.id in self._outbox:  # an earlier change waits: this one goes after it, as the whole row
-            self._outbox.keep(row, version)
-            return
-        try:
-            written = await self._store.write_unfinished(row, names)
-        except StoreOutage:
-            self._outbox.keep(row, version)
-            return
-        self._outbox.drop(job.id, up_to=version)  # an earlier change that failed meanwhile is outdated
-        if not written:
-            await self.follow_store(job)
-
-    async def _save_callback(self, job: Job) -> None:
-        """A callback's state (its fields only: never the job's status, which is final)."""
-        try:
-            await self._store.save(job, "callback_status", "callback_attempts", "callback_error")
-        except StoreOutage:
-            pass  # the next attempt writes it; one still pending at a restart is delivered then
-
-    async def flush_outbox(self) -> None:
-        """Write what the outbox holds, in order, while the store takes it."""
-        for kept in self._outbox.rows():
-            row = {**row_of(kept), "updated": time.time()}  # written now: the other replicas' mirrors look for that
-            try:
-                written = await self._store.write_unfinished(row)
-            except StoreOutage:
-                return  # still away: the next round
-            self._outbox.drop(row["id"], up_to=kept[VERSION])
-            job = self._jobs.get(row["id"])
-            if written:
-                LOG.info("job %s: its %s, kept while the store was away, is written", row["id"], row["status"])
-            elif job is not None:
-                await self.follow_store(job)
+        await self._writer.persist(job, *names)
 
     async def follow_store(self, job: Job) -> None:
-        """The store has ``job`` ended already, not by this server (it was taken for gone while
-        the store could not hear from it): the store's status is the job's, here too, and
-        what still runs of it here stops."""
-        try:
-            theirs = await self._store.load_one(job.id)
-        except StoreOutage:
-            return
-        if theirs is None or not theirs.is_finished or (job.is_finished and job.status == theirs.status):
-            return
-        LOG.warning(
-            "job %s (%s of %s) is %s in the store (%s); this server had it %s, and follows the store",
-            job.id,
-            job.kind,
-            job.model,
-            theirs.status,
-            theirs.message,
-            job.status,
-        )
-        for name in Job.persisted_fields():
-            setattr(job, name, getattr(theirs, name))
+        """Take the store's word for a job it has ended already (see :meth:`JobWriter.follow_store`)."""
+        await self._writer.follow_store(job)
+
+    def _stop_overruled(self, job: Job) -> None:
+        """What still runs here of a job the store has ended elsewhere stops."""
         self._training_queue = collections.deque(j for j in self._training_queue if j is not job)
         if job.training is not None:
             job.training.kill()
         if job.task is not None and not job.task.done() and job.task is not asyncio.current_task():
             job.task.cancel()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(OUTBOX_INTERVAL)
-            if len(self._outbox):
-                await self.flush_outbox()
 
     async def _create(self, job: Job, callback_url: str | None) -> Job:
         job.node, job.heartbeat = self.node, time.time()
@@ -512,12 +436,7 @@ class JobManager:
         return job
 
     async def _run_task(self, job: Job, work: Callable[[Job, Callable[[str], None]], Awaitable[Any]]) -> None:
-        path = self.log_path(job)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-        def log(line: str) -> None:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        log = functools.partial(self.files.log_line, job)
 
         job.status, job.started = JobStatus.RUNNING, time.time()
         await self._persist(job, "status", "started")
@@ -579,7 +498,7 @@ class JobManager:
             if output.is_json:
                 await self._finish(job, JobStatus.DONE, result=output.json)
             else:
-                await asyncio.to_thread(self._keep_result, job, output)
+                await asyncio.to_thread(self.files.keep_result, job, output)
                 await self._finish(
                     job, JobStatus.DONE, result={"filename": output.filename}, result_type=output.content_type
                 )
@@ -588,14 +507,6 @@ class JobManager:
         except Exception as exc:  # keep the server alive whatever happens here
             LOG.exception("prediction %s of %s failed", job.id, model.name)
             await self._finish(job, JobStatus.ERROR, message=f"{type(exc).__name__}: {exc}", error_status=500)
-
-    def _keep_result(self, job: Job, output: PredictionOutput) -> None:
-        path = self.result_path(job)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if output.path is not None:
-            shutil.copyfile(output.path, path)
-        else:
-            path.write_bytes(output.body or b"")
 
     # --- retention ---------------------------------------------------------------
 
@@ -616,9 +527,7 @@ class JobManager:
         await self._store.delete([j.id for j in old])
         for job in old:
             del self._jobs[job.id]
-            await asyncio.to_thread(shutil.rmtree, self.job_dir(job.id), True)
-            if self._shared and job.result_type is not None:
-                await asyncio.to_thread(self.result_path(job).unlink, True)
+            await asyncio.to_thread(self.files.remove, job)
         LOG.info("removed %d asynchronous predictions older than %ss", len(old), self._settings.prediction_retention)
         return len(old)
 
@@ -630,18 +539,3 @@ class JobManager:
             except Exception:  # the next round tries again
                 LOG.exception("removing expired predictions failed")
             await asyncio.sleep(interval)
-
-
-def describe_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-friendly copy of validated arguments (files shown by their metadata)."""
-    return {key: _describe(value) for key, value in values.items()}
-
-
-def _describe(value: Any) -> Any:
-    if isinstance(value, UploadedFile):
-        return {"name": value.name, "content_type": value.content_type, "original_filename": value.original_filename}
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _describe(v) for k, v in value.items()}
-    return value

@@ -9,7 +9,9 @@ import enum
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from ..files import UploadedFile
 
 
 class JobKind(enum.StrEnum):
@@ -182,3 +184,18 @@ class Job:
         doc.update(self._common())
         doc["links"] = {"self": url, **({"result": f"{url}/result"} if self.status is JobStatus.DONE else {})}
         return doc
+
+
+def describe_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-friendly copy of validated arguments (files shown by their metadata)."""
+    return {key: _describe(value) for key, value in values.items()}
+
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, UploadedFile):
+        return {"name": value.name, "content_type": value.content_type, "original_filename": value.original_filename}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _describe(v) for k, v in value.items()}
+    return value

@@ -32,7 +32,7 @@ def distance(a: Any, b: Any, ignore: tuple[str, ...] = IGNORED) -> float:
 
 def _distance(a: Any, b: Any, ignore: tuple[str, ...]) -> tuple[float, int]:
     if isinstance(a, dict) and isinstance(b, dict):
-        total = count = 0
+        total, count = 0.0, 0
         for key in (set(a) | set(b)) - set(ignore):
             if key in a and key in b:
                 part, n = _distance(a[key], b[key], ignore)
@@ -41,7 +41,7 @@ def _distance(a: Any, b: Any, ignore: tuple[str, ...]) -> tuple[float, int]:
             total, count = total + part, count + n
         return total, count
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        total = count = 0
+        total, count = 0.0, 0
         for x, y in zip(a, b):
             part, n = _distance(x, y, ignore)
             total, count = total + part, count + n
