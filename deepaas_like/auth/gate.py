@@ -13,32 +13,57 @@ route's policy lets them (:meth:`Gate.authorize`).
 
 Tokens, users and access lists live in the database and in memory here; changes another
 process makes (``deepaas-token`` while the server runs) are read back within a second.
+What a credential names is checked in :mod:`~deepaas_like.auth.credentials`; what a change
+of an access list may say, in :mod:`~deepaas_like.auth.sharing`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import ipaddress
 import logging
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, TypeVar
 
 from ..background import Background
 from ..database import Database, StoreOutage
-from ..errors import ArgumentError, ConfigurationError, Conflict, Forbidden, NotFound, Unauthorized
+from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from ..settings.sections import AuthSection
 from .access import AccessTables, Grant, User
+from .credentials import Credentials
 from .policy import Policy, Target
-from .principal import ANONYMOUS, LOCAL, REMOTE, TOKEN_IDENTITY, Kind, Principal, Role, Scope, check_user_id
-from .tokens import IssuedToken, TokenRecord, TokenTable, audit_detail, issue_token, keyed_hash, server_key, split_token
+from .principal import ANONYMOUS, LOCAL, REMOTE, Kind, Principal, Role, Scope, check_user_id
+from .sharing import MAX_ACCESS_ITEMS as MAX_ACCESS_ITEMS  # api/openapi_auth.py reads it here
+from .sharing import changed_access, check_size
+from .tokens import IssuedToken, TokenRecord, TokenTable, audit_detail, issue_token
 
 LOG = logging.getLogger(__name__)
 LAST_USED_SAVE_INTERVAL = 5.0
-JWT_CACHE = 1024
-CHECKED_TOKENS = 4096  # API tokens remembered as checked (forgotten all at once past it)
-MAX_ACCESS_ITEMS = 100
+
+
+class UploadedRecord(Protocol):
+    """What the gate reads of an uploaded model's record."""
+
+    @property
+    def owner(self) -> str | None: ...
+
+    @property
+    def is_public(self) -> bool: ...
+
+
+Record = TypeVar("Record", bound=UploadedRecord)
+
+
+class Uploads(Protocol[Record]):
+    """What the gate asks of the registry: which models are uploaded, their owners and public flags."""
+
+    def __contains__(self, name: str) -> bool: ...
+
+    def record(self, name: str, *, archived_ok: bool = ...) -> Record: ...
+
+    def not_found(self, name: str) -> Exception: ...
+
+    async def set_owner(self, record: Record, owner: str | None) -> None: ...
 
 
 def is_loopback(address: str) -> bool:
@@ -53,18 +78,12 @@ class Gate:
         self.enabled = settings.auth
         self._settings = settings
         self._db = db
+        self._credentials = Credentials(settings, self._remember_user)
         self._tokens = TokenTable(db)
         self._tables = AccessTables(db)
-        self._key = b""
-        self._by_id: dict[str, TokenRecord] = {}
-        self._principals: dict[str, Principal] = {}  # token id -> its principal (built on each reload)
-        self._checked: dict[str, str] = {}  # tokens whose hash matched -> their id (cleared on each reload)
         self._users: dict[str, User] = {}
         self._usernames: dict[str, str] = {}
         self._grants: dict[str, dict[str, Grant]] = {}
-        self._used: dict[str, float] = {}
-        self._jwt_secret: bytes | None = None
-        self._jwt_cache: collections.OrderedDict[str, tuple[Principal, float | None]] = collections.OrderedDict()
         self._background = Background("keys and access")
         self._access_locks: dict[str, asyncio.Lock] = {}
         # A reload reads the store while this process may be changing it: it waits for a change
@@ -73,7 +92,8 @@ class Gate:
         self._changing = asyncio.Lock()
         self.public_plugins = frozenset(settings.public_models)
         self.plugins: frozenset[str] = frozenset()  # every plugin served
-        self.uploads: Any = None  # the registry: owners and public flags of uploaded models
+        # The registry (its own record type): owners and public flags of uploaded models.
+        self.uploads: Uploads[Any] | None = None
         self.loopback = is_loopback(settings.listen_ip)
         self.open_principal = (
             LOCAL
@@ -88,12 +108,10 @@ class Gate:
     # --- life cycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._settings.jwt_secret_file:
-            self._jwt_secret = await asyncio.to_thread(_read_secret, self._settings.jwt_secret_file)
-        self._key = await asyncio.to_thread(server_key, self._settings.auth_key_path)
+        await self._credentials.read_keys()
         await self.reload()
         if self.enabled:
-            self._spawn(self._save_loop())
+            self._background.spawn(self._save_loop())
         elif not self.loopback:
             LOG.warning(
                 "authentication is off (--auth) and the server listens on %s: uploads, changes of "
@@ -109,9 +127,6 @@ class Gate:
         except StoreOutage:
             pass  # when the tokens were last used is a hint, not a state to keep at any cost
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        return self._background.spawn(coro)
-
     async def reload(self) -> None:
         """Read tokens, users and roles back (at start, and when another process changed them)."""
         async with self._changing:
@@ -120,11 +135,7 @@ class Gate:
     async def _reload(self) -> None:
         tokens = await self._tokens.load()
         users, grants = await self._tables.load()
-        for record in tokens:  # this process's newer last-used times win
-            record.last_used = max(record.last_used or 0, self._used.get(record.id, 0)) or None
-        self._by_id, self._principals, self._checked = {}, {}, {}
-        for record in tokens:
-            self._add_token(record)
+        self._credentials.replace(tokens)
         self._users = {u.id: u for u in users}
         self._usernames = {u.username: u.id for u in users if u.username}
         self._grants = {}
@@ -142,8 +153,8 @@ class Gate:
                 LOG.exception("saving the tokens' last use failed")
 
     async def _save_last_used(self) -> None:
-        if self._used:
-            used, self._used = self._used, {}
+        used = self._credentials.take_used()
+        if used:
             await self._tokens.save_last_used(used)
 
     # --- who is calling ---------------------------------------------------------------
@@ -154,60 +165,10 @@ class Gate:
             return self.open_principal
         if not authorization:
             return ANONYMOUS
-        scheme, _, credential = authorization.partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
-            raise Unauthorized("Send the credential as 'Authorization: Bearer <token>'", error="invalid_request")
-        if credential.startswith("dlk_"):
-            return self._token_principal(credential)
-        if credential.count(".") == 2 and self._jwt_secret is not None:
-            return self._jwt_principal(credential)
-        raise Unauthorized("The bearer credential is neither an API token (dlk_...) nor a JWT this server accepts")
-
-    def _token_principal(self, token: str) -> Principal:
-        record = self._by_id.get(self._checked.get(token, ""))
-        if record is None:  # not seen since the last reload: check its hash
-            parts = split_token(token)
-            record = self._by_id.get(parts[0]) if parts is not None else None
-            if record is None or not _same(keyed_hash(self._key, parts[1]), record.hash):  # type: ignore[index]
-                raise Unauthorized("Invalid API token")
-            if len(self._checked) >= CHECKED_TOKENS:
-                self._checked.clear()
-            self._checked[token] = record.id
-        now = time.time()
-        reason = record.usable(now)  # revoked (in this process) or expired: checked every time
-        if reason is not None:
-            raise Unauthorized(f"Invalid API token: {reason}")
-        self._used[record.id] = record.last_used = now
-        return self._principals[record.id]
-
-    def _jwt_principal(self, token: str) -> Principal:
-        cached = self._jwt_cache.get(token)
-        if cached is not None:
-            principal, expires = cached
-            if expires is None or time.time() < expires + self._settings.jwt_leeway:
-                self._jwt_cache.move_to_end(token)
-                return principal
-        import jwt
-
-        options = {"require": [] if self._settings.jwt_allow_no_exp else ["exp"]}
-        try:
-            claims = jwt.decode(
-                token, self._jwt_secret, algorithms=["HS256"], options=options, leeway=self._settings.jwt_leeway
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("The JWT has expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise Unauthorized(f"Invalid JWT: {exc}") from None
-        user_id, username, email = _jwt_identity(claims)
-        self._remember_user(user_id, username, email)
-        principal = Principal(Kind.JWT, frozenset(self._settings.jwt_scopes), user_id=user_id, username=username)
-        self._jwt_cache[token] = (principal, claims.get("exp"))
-        if len(self._jwt_cache) > JWT_CACHE:
-            self._jwt_cache.popitem(last=False)
-        return principal
+        return self._credentials.principal(authorization)
 
     def _remember_user(self, user_id: str, username: str | None, email: str | None) -> None:
+        """Keep (and save) the user a JWT names, as it names them now."""
         known = self._users.get(user_id)
         if username and self._usernames.get(username, user_id) != user_id:
             username = None  # another user has that name already; the id stays the key
@@ -219,10 +180,10 @@ class Gate:
             self._usernames.pop(known.username, None)
         if username:
             self._usernames[username] = user_id
-        detail = {"username": username, "email": email, "source": "jwt"}
+        detail: dict[str, object] = {"username": username, "email": email, "source": "jwt"}
         if known is not None:
             detail["was"] = {"username": known.username, "email": known.email}
-        self._spawn(self._save_user(user, "user.rename" if known is not None else "user.create", detail))
+        self._background.spawn(self._save_user(user, "user.rename" if known is not None else "user.create", detail))
 
     async def _save_user(self, user: User, action: str, detail: dict[str, Any]) -> None:
         await self._tables.save_user(user)
@@ -365,25 +326,21 @@ class Gate:
         expires_in: float | None,
     ) -> IssuedToken:
         check_user_id(user_id)
-        issued = issue_token(self._key, name=name, scopes=scopes, models=models, user_id=user_id, expires_in=expires_in)
+        issued = issue_token(
+            self._credentials.key, name=name, scopes=scopes, models=models, user_id=user_id, expires_in=expires_in
+        )
         async with self._changing:
             await self._tokens.insert(issued.record)
-            self._add_token(issued.record)
+            self._credentials.add(issued.record)
         await self.audit(actor, "token.create", issued.record.id, audit_detail(issued.record))
         return issued
 
-    def _add_token(self, record: TokenRecord) -> None:
-        self._by_id[record.id] = record
-        self._principals[record.id] = Principal.for_token(
-            record.id, frozenset(record.scopes), record.user_id, frozenset(record.models) if record.models else None
-        )
-
     def tokens(self) -> list[TokenRecord]:
-        return list(self._by_id.values())
+        return self._credentials.records()
 
     async def revoke_token(self, actor: Principal, token_id: str) -> TokenRecord:
         async with self._changing:
-            record = self._by_id.get(token_id)
+            record = self._credentials.record(token_id)
             if record is None:
                 raise NotFound(f"Token '{token_id}' not found", details={"id": token_id})
             if record.revoked is not None:
@@ -430,110 +387,30 @@ class Gate:
             "canShare": can_share,
         }
 
-    async def change_access(self, actor: Principal, name: str, changes: list[Any]) -> None:
-        """Apply a PATCH of the access list (DataRobot's rules: 400, 409, 422 as they answer)."""
-        if not isinstance(changes, list) or not changes:
-            raise ArgumentError(
-                "'data' must be a non-empty list of {userId or username, role, canShare}",
-                {"data": ["Must be a non-empty list."]},
-            )
-        if len(changes) > MAX_ACCESS_ITEMS:
-            raise ArgumentError(
-                f"At most {MAX_ACCESS_ITEMS} entries per request, got {len(changes)}",
-                {"data": [f"At most {MAX_ACCESS_ITEMS} entries."]},
-            )
+    async def change_access(self, actor: Principal, name: str, changes: object) -> None:
+        """Apply a PATCH of the access list (DataRobot's rules: 400, 409, 422 as they answer;
+        see :mod:`~deepaas_like.auth.sharing`)."""
+        entries = check_size(changes)
         async with self._access_locks.setdefault(name, asyncio.Lock()):  # one change of a list at a time
             async with self._changing:
-                await self._change_access(actor, name, changes)
+                await self._change_access(actor, name, entries)
 
     async def _change_access(self, actor: Principal, name: str, changes: list[Any]) -> None:
-        record = self.uploads.record(name, archived_ok=True)
-        grants = dict(self._grants.get(name, {}))
-        owner = record.owner
+        uploads = self.uploads
+        if uploads is None:  # only uploaded models have access lists
+            raise self.not_found(name)
+        record = uploads.record(name, archived_ok=True)
         mine = self.role(name, actor)  # OWNER, or a sharer's own role (as the list is now)
         if mine is not Role.OWNER and not self._can_share(name, actor):
             raise Forbidden(f"You may not share model '{name}'", details={"model": name})
-        for index, item in enumerate(changes):
-            user_id, role, can_share = self._parse_change(index, item)
-            if mine is not Role.OWNER:
-                current = Role.OWNER if user_id == owner else (grants[user_id].role if user_id in grants else None)
-                self._check_sharer(name, mine, index, current, role)
-            if role is None:
-                grants.pop(user_id, None)
-                if user_id == owner:
-                    owner = None
-            elif role is Role.OWNER and owner is None:
-                owner = user_id
-                grants.pop(user_id, None)
-            else:
-                grants[user_id] = Grant(name, user_id, role, can_share)
-        owners = ([owner] if owner else []) + [g.user_id for g in grants.values() if g.role is Role.OWNER]
-        if not owners:
-            raise Conflict(f"The change would leave model '{name}' without an owner", details={"model": name})
-        if owner is None:  # the first remaining OWNER grant becomes the owner
-            owner = owners[0]
-            grants.pop(owner, None)
+        owner, grants = changed_access(
+            name, record.owner, self._grants.get(name, {}), mine, changes, self._users, self._usernames
+        )
         if owner != record.owner:
-            await self.uploads.set_owner(record, owner)
+            await uploads.set_owner(record, owner)
         await self._tables.replace_grants(name, list(grants.values()))
         self._grants[name] = grants
         await self.audit(actor, "access.change", name, {"changes": changes})
-
-    @staticmethod
-    def _check_sharer(name: str, mine: Role | None, index: int, current: Role | None, role: Role | None) -> None:
-        """A user who may share without owning grants at most its own role, and changes
-        nobody whose role is above it: only an OWNER grants OWNER or removes an owner."""
-        if mine is None:
-            raise Forbidden(f"You have no role on model '{name}'")
-        if role is not None and not mine.at_least(role):
-            raise Forbidden(
-                f"data[{index}]: you may grant at most your own role ({mine}) on model '{name}', "
-                f"not {role}; only an OWNER grants {role}",
-                details={"model": name, "role": mine},
-            )
-        if current is not None and not mine.at_least(current):
-            raise Forbidden(
-                f"data[{index}]: that user is {current} on model '{name}', above your role ({mine}); "
-                "only an OWNER changes or removes them",
-                details={"model": name, "role": mine},
-            )
-
-    def _parse_change(self, index: int, item: Any) -> tuple[str, Role | None, bool]:
-        if not isinstance(item, dict):
-            raise ArgumentError(f"data[{index}] must be an object", {f"data.{index}": ["Must be an object."]})
-        if "userId" in item and "username" in item:
-            raise _BothGiven(f"data[{index}] gives both userId and username; give one")
-        key = "userId" if "userId" in item else "username" if "username" in item else None
-        if key is None:
-            raise ArgumentError(
-                f"data[{index}] names no user (userId or username)",
-                {f"data.{index}": ["userId or username is required."]},
-            )
-        if not isinstance(item[key], str):
-            raise ArgumentError(f"data[{index}]: {key} must be a string", {f"data.{index}": ["Not a string."]})
-        user_id = item[key] if key == "userId" else self._usernames.get(item[key], "")
-        if user_id not in self._users:
-            raise ArgumentError(
-                f"data[{index}]: unknown {'user' if key == 'userId' else 'username'} {item[key]!r}",
-                {f"data.{index}": ["Unknown user."]},
-            )
-        if "role" not in item:  # left out, it would read as null: removing the user
-            raise ArgumentError(
-                f"data[{index}] gives no role (null removes the user)", {f"data.{index}": ["role is required."]}
-            )
-        role = item["role"]
-        if role is not None:
-            try:
-                role = Role(role)
-            except ValueError:
-                raise ArgumentError(
-                    f"data[{index}]: unknown role {role!r}; one of: {', '.join(Role)} or null",
-                    {f"data.{index}": ["Unknown role."]},
-                ) from None
-        can_share = item.get("canShare", role is Role.OWNER)
-        if not isinstance(can_share, bool):
-            raise ArgumentError(f"data[{index}]: canShare must be true or false", {f"data.{index}": ["Not a boolean."]})
-        return user_id, role, can_share
 
     async def audit(self, actor: Principal, action: str, target: str | None, detail: dict[str, Any]) -> None:
         """Record a write: who, what, when."""
@@ -542,56 +419,6 @@ class Gate:
 
     async def audit_entries(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         return await self._tables.entries(limit, offset)
-
-
-class _BothGiven(ArgumentError):
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, {"data": [message]})
-
-
-def _same(a: str, b: str) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a, b)
-
-
-JWT_TIME_CLAIMS = ("exp", "nbf", "iat")
-
-
-def _jwt_identity(claims: dict[str, Any]) -> tuple[str, str | None, str | None]:
-    """The user a JWT names (id, username, email); 401 for claims of the wrong type."""
-    for name in JWT_TIME_CLAIMS:
-        value = claims.get(name)
-        if value is not None and (type(value) not in (int, float) or value != value):
-            raise Unauthorized(f"Invalid JWT: the {name} claim must be a number (seconds since the epoch)")
-    user_id = claims.get("userId", claims.get("sub"))
-    if user_id in (None, ""):
-        raise Unauthorized("The JWT names no user (userId)")
-    if type(user_id) not in (str, int):
-        raise Unauthorized("Invalid JWT: userId must be a string or an integer")
-    user_id = str(user_id)
-    if user_id.startswith(TOKEN_IDENTITY):
-        raise Unauthorized(f"Invalid JWT: a userId may not start with {TOKEN_IDENTITY!r}")
-    email, username = claims.get("email"), claims.get("username")
-    for name, value in (("email", email), ("username", username)):
-        if value is not None and type(value) is not str:
-            raise Unauthorized(f"Invalid JWT: {name} must be a string")
-    return user_id, username or email, email
-
-
-def _read_secret(path: str) -> bytes:
-    try:
-        data = Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise ConfigurationError(f"--jwt-secret-file {path}: cannot read it: {exc.strerror}") from None
-    if len(data) < 32:
-        raise ConfigurationError(
-            f"--jwt-secret-file {path}: the secret is {len(data)} bytes; use at least 32 "
-            "random bytes (for example: head -c 48 /dev/urandom | base64 > FILE)"
-        )
-    return data
 
 
 Authorizer = Callable[[Principal, Policy, "str | None"], None]

@@ -16,7 +16,8 @@ import enum
 from dataclasses import dataclass, field
 
 from ..errors import ArgumentError
-from ..scopes import SCOPES, Scope  # noqa: F401 (the names auth hands on)
+from ..scopes import SCOPES as SCOPES  # the scope names auth hands on to its callers
+from ..scopes import Scope as Scope
 
 TOKEN_IDENTITY = "token:"  # the identity of an API token without a user; no user id may look like one
 
@@ -60,7 +61,7 @@ class Principal:
     token_id: str | None = None
     models: frozenset[str] | None = None  # a token limited to these models
     roles_apply: bool = True  # per-model roles are checked (not when authentication is off)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def for_token(

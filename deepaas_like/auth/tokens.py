@@ -92,7 +92,7 @@ class IssuedToken:
     record: TokenRecord
 
 
-def audit_detail(record: TokenRecord) -> dict:
+def audit_detail(record: TokenRecord) -> dict[str, object]:
     """What the audit log keeps of a token's creation: for whom, which scopes and models, until when."""
     return {
         "name": record.name,

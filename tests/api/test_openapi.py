@@ -7,8 +7,8 @@ from openapi_spec_validator import validate
 
 from deepaas_like.api import create_app
 from deepaas_like.api.auth_handlers import TOKEN_FIELDS
-from deepaas_like.auth.gate import MAX_ACCESS_ITEMS
 from deepaas_like.auth.principal import SCOPES, Role
+from deepaas_like.auth.sharing import MAX_ACCESS_ITEMS
 from deepaas_like.auth.tokens import parse_duration
 from support.auth import ECHO, bearer, mint
 from support.helpers import wait_ready
