@@ -13,6 +13,7 @@ import enum
 import logging
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import marshmallow
@@ -30,7 +31,8 @@ from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
 from .loading import LoadedPlugin
-from .settings import ModelSettings, Settings
+from .settings import ModelSettings
+from .settings.sections import EngineSection
 
 LOG = logging.getLogger(__name__)
 PLUGIN_METHODS = ("get_metadata", "warm", "predict", "predict_batch", "train")
@@ -378,11 +380,11 @@ def _initial_metadata(name: str, adapter: ModelAdapter) -> tuple[dict[str, Any],
         return fallback_metadata(name, error), error
 
 
-def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
-    """Read a plugin's declarations (in the server process) and give it its engine."""
+def build_model(plugin: LoadedPlugin, engine: EngineSection, storage: Path, options: ModelSettings) -> ServedModel:
+    """Read a plugin's declarations (in the server process) and give it its engine: the
+    server's ``engine`` section, its ``storage_dir()`` and its own ``options``."""
     name = plugin.ref.name
-    storage = str(settings.models_dir / name)
-    adapter = ModelAdapter(name, plugin.obj, storage)
+    adapter = ModelAdapter(name, plugin.obj, str(storage))
     step = "get_predict_args()"
     try:
         with legacy_vocabulary_allowed():
@@ -394,10 +396,9 @@ def build_model(plugin: LoadedPlugin, settings: Settings) -> ServedModel:
     except Exception as exc:
         raise PluginLoadError(name, f"{step} failed: {type(exc).__name__}: {exc}", traceback.format_exc()) from exc
     metadata, metadata_error = _initial_metadata(name, adapter)
-    options = settings.for_model(name)
-    config = WorkerConfig(model=name, warm=settings.warm, storage_dir=storage, log_level=settings.log_level)
-    launcher = WorkerLauncher(plugin.ref, config, mp_context(settings.start_method))  # trainings: the whole machine
-    runner = make_executor(name, plugin.ref, config, ExecutorSpec.of(settings, options), adapter=adapter)
+    config = WorkerConfig(model=name, warm=engine.warm, storage_dir=str(storage), log_level=engine.log_level)
+    launcher = WorkerLauncher(plugin.ref, config, mp_context(engine.start_method))  # trainings: the whole machine
+    runner = make_executor(name, plugin.ref, config, ExecutorSpec.of(engine, options), adapter=adapter)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
     return ServedModel(

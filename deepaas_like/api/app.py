@@ -19,7 +19,7 @@ from ..registry.service import Registry
 from ..registry.serving import registry_pool
 from ..service import DataPlane
 from ..settings import Settings
-from ..settings.sections import AuthSection, JobsSection, RegistrySection
+from ..settings.sections import AuthSection, EngineSection, JobsSection, RegistrySection
 from .front_door import LOG as ERRORS_LOG
 from .front_door import FrontDoor
 from .keys import DATABASE, GATE, JOBS, METRICS, MODELS, OPENAPI, ORIGINS, PLANE, SETTINGS, WARNINGS
@@ -47,9 +47,11 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     if plugins is None:
         plugins = load_plugins(settings.model_name, broken=broken)
     built = {}
+    engine = EngineSection.of(settings)
     for plugin in plugins:
+        name = plugin.ref.name
         try:
-            built[plugin.ref.name] = build_model(plugin, settings)
+            built[name] = build_model(plugin, engine, settings.models_dir / name, settings.for_model(name))
         except PluginLoadError as exc:
             if broken is None:
                 raise
