@@ -185,7 +185,7 @@ def components(spec: Any) -> None:
 
 def auth_paths(spec: Any, errors: Responses) -> None:
     """The admin routes (tokens, users, audit) and a model's access list."""
-    admin = {"tags": TAG, "description": REFUSED_OFF_LOOPBACK}
+    admin: dict[str, Any] = {"tags": TAG, "description": REFUSED_OFF_LOOPBACK}
     body = {"application/json": {"schema": _ref("TokenRequest")}}
     token = _ref("Token")
     spec.path(
