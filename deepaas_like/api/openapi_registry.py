@@ -1,17 +1,18 @@
-"""The registry's part of the OpenAPI document: its routes, and each uploaded model's own.
-
-Each uploaded model gets concrete paths (metadata, predict with a form of its input
-columns, async predictions) like a plugin, so Swagger UI shows its form; the routes
-that manage the registry are documented once, with ``{name}`` and ``{version}``.
+"""The registry's part of the OpenAPI document: the routes that upload and manage models
+and predict with a given version, documented once with ``{name}`` and ``{version}``, and
+their schemas. (Each uploaded model's own paths are in :mod:`.openapi_models`; the
+Neurodeploy-shaped routes in :mod:`.openapi_neurodeploy`.)
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from apispec import APISpec
+
 from ..registry.intake import FILETYPES, LIBRARIES, OPTIMIZATIONS
-from ..registry.rows import MAX_ROWS
-from ..registry.service import Registry
+from .openapi_oip import infer_operation
+from .openapi_schemas import json_response
 
 Responses = Callable[..., dict[str, Any]]
 NAME = {
@@ -26,11 +27,7 @@ UPLOADED = {"$ref": "#/components/schemas/UploadedModel"}
 VERSION_DOC = {"$ref": "#/components/schemas/ModelVersion"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def components(spec: Any) -> None:
+def components(spec: APISpec) -> None:
     obj = {"type": "object"}
     spec.components.schema(
         "ModelVersion",
@@ -112,21 +109,9 @@ def components(spec: Any) -> None:
             },
         },
     )
-    neuro = {
-        **obj,
-        "properties": {
-            "model_name": {"type": "string"},
-            "library": {"type": "string", "nullable": True},
-            "filetype": {"type": "string", "nullable": True},
-            "is_public": {"type": "boolean"},
-            "created_at": {"type": "string"},
-            "updated_at": {"type": "string", "nullable": True},
-        },
-    }
-    spec.components.schema("MlModel", neuro)
 
 
-def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) -> None:
+def registry_paths(spec: APISpec, errors: Responses) -> None:
     """The routes that upload and manage models (documented once, for every name)."""
     tag = ["registry"]
     upload_form = {
@@ -152,8 +137,8 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
         },
     }
     model = {
-        "200": _json(UPLOADED, "The model, and the new version (a new version of an existing model)"),
-        "201": _json(UPLOADED, "The model was created with its first version"),
+        "200": json_response(UPLOADED, "The model, and the new version (a new version of an existing model)"),
+        "201": json_response(UPLOADED, "The model was created with its first version"),
         **errors(400, 403, 409, 413, 415, 422),
     }
     spec.path(
@@ -164,7 +149,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "tags": tag,
                 "summary": "A model's metadata (as GET /v2/models/{name}/)",
                 "operationId": "get_model",
-                "responses": {"200": _json({"type": "object"}, "The model's metadata"), **errors(404, 503)},
+                "responses": {"200": json_response({"type": "object"}, "The model's metadata"), **errors(404, 503)},
             },
             "put": {
                 "tags": tag,
@@ -200,7 +185,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                         }
                     },
                 },
-                "responses": {"200": _json(UPLOADED, "The model"), **errors(400, 403, 404, 409, 415, 422)},
+                "responses": {"200": json_response(UPLOADED, "The model"), **errors(400, 403, 404, 409, 415, 422)},
             },
             "delete": {
                 "tags": tag,
@@ -208,7 +193,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "operationId": "archive_model",
                 "parameters": [{"name": "purge", "in": "query", "schema": {"type": "boolean", "default": False}}],
                 "responses": {
-                    "200": _json({"type": "object"}, "The archived model, or what was deleted"),
+                    "200": json_response({"type": "object"}, "The archived model, or what was deleted"),
                     **errors(403, 404, 409, 422),
                 },
             },
@@ -222,7 +207,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "tags": tag,
                 "summary": "Bring an archived model back",
                 "operationId": "restore_model",
-                "responses": {"200": _json(UPLOADED, "The model"), **errors(403, 404, 409)},
+                "responses": {"200": json_response(UPLOADED, "The model"), **errors(403, 404, 409)},
             }
         },
     )
@@ -235,7 +220,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "summary": "Every version of an uploaded model",
                 "operationId": "list_versions",
                 "responses": {
-                    "200": _json(
+                    "200": json_response(
                         {"type": "object", "properties": {"versions": {"type": "array", "items": VERSION_DOC}}},
                         "The versions, oldest first",
                     ),
@@ -252,7 +237,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "tags": tag,
                 "summary": "One version: sha256, size, library versions, status",
                 "operationId": "get_version",
-                "responses": {"200": _json(VERSION_DOC, "The version"), **errors(404, 422)},
+                "responses": {"200": json_response(VERSION_DOC, "The version"), **errors(404, 422)},
             }
         },
     )
@@ -273,7 +258,7 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "impact use it when no rows are given",
                 "operationId": "put_dataset",
                 "requestBody": {"required": True, "content": csv},
-                "responses": {"200": _json({"type": "object"}, "What was kept"), **errors(400, 403, 404, 422)},
+                "responses": {"200": json_response({"type": "object"}, "What was kept"), **errors(400, 403, 404, 422)},
             },
         },
     )
@@ -304,20 +289,22 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "tags": tag,
                 "summary": "Input schema, output schema and batching of a version",
                 "operationId": "get_version_config",
-                "responses": {"200": _json(config, "The config"), **errors(404, 422)},
+                "responses": {"200": json_response(config, "The config"), **errors(404, 422)},
             },
             "put": {
                 "tags": tag,
                 "summary": "Replace a version's config (the next predictions use it)",
                 "operationId": "put_version_config",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": config}}},
-                "responses": {"200": _json(config, "The config"), **errors(400, 403, 404, 409, 415, 422)},
+                "responses": {"200": json_response(config, "The config"), **errors(400, 403, 404, 409, 415, 422)},
             },
         },
     )
-    _neurodeploy_paths(spec, errors)
-    if not predict_endpoint:
-        return
+
+
+def version_paths(spec: APISpec, errors: Responses) -> None:
+    """Predicting with a given version of an uploaded model (with --predict-endpoint)."""
+    tag = ["registry"]
     body = {"type": "object", "description": 'The version\'s input columns, or {"rows": [...]} for many rows'}
     prediction = {"$ref": "#/components/schemas/Prediction"}
     spec.path(
@@ -330,14 +317,12 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "operationId": "predict_version",
                 "requestBody": {"content": {"application/json": {"schema": body}}},
                 "responses": {
-                    "200": _json(prediction, "The prediction"),
+                    "200": json_response(prediction, "The prediction"),
                     **errors(400, 404, 409, 413, 415, 422, 500, 503, 504),
                 },
             }
         },
     )
-    from .openapi_oip import infer_operation
-
     spec.path(
         "/v2/models/{name}/versions/{version}/infer",
         parameters=[NAME, VERSION],
@@ -352,8 +337,8 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "summary": "Readiness of a version (Open Inference Protocol)",
                 "operationId": "version_ready",
                 "responses": {
-                    "200": _json({"type": "object"}, "Ready"),
-                    "503": _json({"type": "object"}, "Not ready"),
+                    "200": json_response({"type": "object"}, "Ready"),
+                    "503": json_response({"type": "object"}, "Not ready"),
                     **errors(404, 409, 422),
                 },
             }
@@ -369,165 +354,9 @@ def registry_paths(spec: Any, errors: Responses, predict_endpoint: bool = True) 
                 "operationId": "submit_version_prediction",
                 "requestBody": {"content": {"application/json": {"schema": body}}},
                 "responses": {
-                    "202": _json({"$ref": "#/components/schemas/PredictionJob"}, "The job"),
+                    "202": json_response({"$ref": "#/components/schemas/PredictionJob"}, "The job"),
                     **errors(400, 404, 409, 413, 415, 422, 503),
                 },
             }
         },
     )
-
-
-def _neurodeploy_paths(spec: Any, errors: Responses) -> None:
-    tag = ["ml-models"]
-    item = {"$ref": "#/components/schemas/MlModel"}
-    spec.path(
-        "/ml-models",
-        operations={
-            "get": {
-                "tags": tag,
-                "summary": "Uploaded models in Neurodeploy's shape (updated_at: the last prediction)",
-                "operationId": "ml_models",
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-                    },
-                    {"name": "deleted", "in": "query", "schema": {"type": "boolean"}},
-                    {"name": "used", "in": "query", "schema": {"type": "boolean"}},
-                ],
-                "responses": {
-                    "200": _json(
-                        {"type": "object", "properties": {"models": {"type": "array", "items": item}}}, "The models"
-                    ),
-                    **errors(422),
-                },
-            }
-        },
-    )
-    spec.path(
-        "/ml-models/{name}",
-        parameters=[NAME],
-        operations={
-            "get": {
-                "tags": tag,
-                "summary": "One uploaded model",
-                "operationId": "ml_model",
-                "responses": {"200": _json(item, "The model"), **errors(404)},
-            },
-            "put": {
-                "tags": tag,
-                "summary": "Upload a model file as the request body",
-                "operationId": "ml_model_put",
-                "parameters": [
-                    {"name": "lib", "in": "query", "schema": {"type": "string", "enum": list(LIBRARIES)}},
-                    {"name": "filetype", "in": "query", "schema": {"type": "string", "enum": list(FILETYPES)}},
-                    {"name": "is_public", "in": "query", "schema": {"type": "boolean"}},
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                },
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "model_name": {"type": "string"},
-                                "model_type": {"type": "string"},
-                                "persistence_type": {"type": "string"},
-                                "uploaded_at": {"type": "string"},
-                            },
-                        },
-                        "Uploaded",
-                    ),
-                    **errors(403, 409, 413, 422),
-                },
-            },
-            "delete": {
-                "tags": tag,
-                "summary": "Delete (archive) a model",
-                "operationId": "ml_model_delete",
-                "responses": {
-                    "200": _json({"type": "object", "properties": {"message": {"type": "string"}}}, "Deleted"),
-                    **errors(403, 404, 409),
-                },
-            },
-        },
-    )
-
-
-def uploaded_model_paths(
-    spec: Any,
-    registry: Registry,
-    errors: Responses,
-    predict_operation: Callable,
-    job_paths: Callable,
-    predict_endpoint: bool = True,
-    extra_paths: Callable[[Any, bool], dict] | None = None,
-    public_only: bool = False,
-) -> None:
-    """Each uploaded model's own paths, like a plugin's: its form is its input columns.
-
-    ``public_only`` (with --auth: the document is open to all): a private model's name and
-    columns are not shown; it is called through the generic ``/v2/models/{name}/...`` routes."""
-    for record in registry.models():
-        if public_only and not record.is_public:
-            continue
-        name = record.name
-        spec.path(
-            f"/v2/models/{name}/",
-            operations={
-                "get": {
-                    "tags": [name],
-                    "summary": f"Metadata of {name} (uploaded)",
-                    "operationId": f"{_slug(name)}_metadata",
-                    "responses": {"200": _json(UPLOADED, "The model"), **errors(404)},
-                }
-            },
-        )
-        served = registry.described(name) if predict_endpoint else None
-        if served is None:
-            continue
-        operation = predict_operation(served)
-        operation["description"] = (
-            f"Version {record.current_version}. One row as the inputs below (a form, the "
-            f'query string or JSON), or up to {MAX_ROWS} rows as JSON {{"rows": [...]}}.'
-        )
-        operation["responses"].update(errors(404, 409))
-        content = operation.setdefault("requestBody", {"content": {}})["content"]
-        single = content.get("application/json", {}).get("schema")
-        width = served.rows_args.width if served.rows_args is not None else None
-        as_list = {
-            "type": "array",
-            "description": "The values in the inputs' order",
-            **({"minItems": width, "maxItems": width} if width is not None else {}),
-        }
-        rows = {
-            "type": "object",
-            "required": ["rows"],
-            "additionalProperties": False,
-            "properties": {
-                "rows": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_ROWS,
-                    "items": {"anyOf": [single or {"type": "object"}, as_list]},
-                }
-            },
-        }
-        content["application/json"] = {"schema": {"oneOf": [single, rows]} if single else rows}
-        operation["requestBody"]["required"] = True
-        spec.path(f"/v2/models/{name}/predict/", operations={"post": operation})
-        current = registry.current(name)
-        has_dataset = bool(current is not None and current.config.get("dataset"))
-        more = {**job_paths(served, "prediction"), **(extra_paths(served, has_dataset) if extra_paths else {})}
-        for path, operations in more.items():
-            parameters = operations.pop("parameters", None)
-            for item in operations.values():  # archived, purged or made private since
-                item["responses"].update(errors(404))
-            spec.path(path, operations=operations, parameters=parameters)
-
-
-def _slug(name: str) -> str:
-    return name.replace("-", "_")
