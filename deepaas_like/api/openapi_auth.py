@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..auth.gate import MAX_ACCESS_ITEMS
 from ..auth.principal import SCOPES, Role
+from ..auth.sharing import MAX_ACCESS_ITEMS
 from ..auth.tokens import DURATION_PATTERN, DURATION_UNITS, VISIBLE
 from .openapi_registry import NAME
 

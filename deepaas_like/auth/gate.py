@@ -33,7 +33,6 @@ from .access import AccessTables, Grant, User
 from .credentials import Credentials
 from .policy import Policy, Target
 from .principal import ANONYMOUS, LOCAL, REMOTE, Kind, Principal, Role, Scope, check_user_id
-from .sharing import MAX_ACCESS_ITEMS as MAX_ACCESS_ITEMS  # api/openapi_auth.py reads it here
 from .sharing import changed_access, check_size
 from .tokens import IssuedToken, TokenRecord, TokenTable, audit_detail, issue_token
 
