@@ -1,20 +1,9 @@
-"""Arguments of a model's predict/train: declaration, request sources, validation.
-
-A plugin declares its arguments as a dict of webargs/marshmallow fields. One request
-may carry them in the query string, an urlencoded or multipart form (files only
-there) and a JSON object body; for each argument the first place that has it wins,
-in that order (DEEPaaS 2.x behaves the same way). Unknown arguments are refused
-with 422 so that a typo never passes silently.
-
-Integer arguments take integral values only (``2``, ``"2"``, ``2.0``): marshmallow's
-``Int`` would truncate ``2.7`` to ``2`` without a word, which is refused here instead.
-An empty form part for an optional file (what a browser form sends for a file input
-left empty) means the file was not given.
-"""
+"""The arguments of one method of a model (:class:`ArgumentSpec`) and the places one
+request carries them in (:class:`ArgumentSources`): unknown ones refused, each checked by
+its field, every mistake of a request said at once (422)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 import marshmallow
@@ -22,71 +11,27 @@ from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
 from multidict import MultiDict, MultiDictProxy
 
-from .errors import ArgumentError
-from .files import UploadedFile
-from .legacy import legacy_vocabulary_allowed
+from ..errors import ArgumentError
+from ..files import UploadedFile
+from ..legacy import legacy_vocabulary_allowed
+from .fields import (
+    field_choices,
+    has_default,
+    integer_field,
+    is_file_field,
+    is_multiple,
+    is_plain,
+    json_type,
+    most_items,
+)
+from .values import UNDECIDED, integral, is_empty_part, quick_conversion, split_delimited
 
 JSON = "application/json"
 NOT_AN_INTEGER = "Not a valid integer."
-
-
-class File(ma_fields.Raw):
-    """A file upload argument; the plugin receives an :class:`UploadedFile`.
-
-    ``File(required=True, metadata={"description": "An image"})`` is the current
-    spelling of DEEPaaS's ``fields.Field(type="file", location="form")``.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        metadata = dict(kwargs.pop("metadata", None) or {})
-        metadata.setdefault("type", "file")
-        super().__init__(metadata=metadata, **kwargs)
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if not isinstance(value, UploadedFile):
-            raise marshmallow.ValidationError("Must be a file upload (multipart/form-data).")
-        return value
-
-
-def is_file_field(f: ma_fields.Field) -> bool:
-    """True for fields declared as a file upload, in any vocabulary."""
-    if isinstance(f, File):
-        return True
-    meta = f.metadata
-    return meta.get("type") == "file" or (meta.get("type") == "string" and meta.get("format") == "binary")
-
-
-def field_kind(f: ma_fields.Field) -> str:
-    """What a field takes, in the words the CLI and the tensor protocol build on: ``file``,
-    ``boolean``, ``integer``, ``number``, ``object``, ``string`` or ``other`` (lists, dates, ...)."""
-    if is_file_field(f):
-        return "file"
-    for kind, types in (
-        ("boolean", ma_fields.Boolean),
-        ("integer", ma_fields.Integer),
-        ("number", ma_fields.Number),
-        ("object", (ma_fields.Mapping, ma_fields.Nested)),
-        ("string", ma_fields.String),
-    ):
-        if isinstance(f, types):
-            return kind
-    return "other"
-
-
-def field_choices(f: ma_fields.Field) -> list[Any] | None:
-    """The allowed values of a field: a OneOf validator, else an ``enum`` in metadata."""
-    for validator in f.validators:
-        if isinstance(validator, ma_validate.OneOf):
-            return list(validator.choices)
-    enum = f.metadata.get("enum")
-    if isinstance(enum, (list, tuple)) and enum:
-        return list(enum)
-    return None
-
-
-def _has_default(f: ma_fields.Field) -> bool:
-    return f.load_default is not marshmallow.missing
-
+_REQUIRED = object()  # the "default" of a required field in ArgumentSpec._direct
+_ABSENT = object()
+# A field :meth:`ArgumentSpec.load` reads in one pass: key, attribute, conversion, default, validate.
+_DirectField = tuple[str, str, Callable[[Any], Any], Any, Any]
 
 NOTHING: Mapping[str, Any] = MultiDictProxy(MultiDict())  # a source that carries no argument (read-only)
 
@@ -142,12 +87,12 @@ class ArgumentSpec:
         self.body_fields = {k: v for k, v in self.declared.items() if v is not self.accept}
         self._by_key = {(f.data_key or name): f for name, f in self.body_fields.items()}
         self.file_keys = {key for key, f in self._by_key.items() if is_file_field(f)}
-        self._multiple = {key for key, f in self._by_key.items() if _is_multiple(f)}
+        self._multiple = {key for key, f in self._by_key.items() if is_multiple(f)}
         # The most form parts these arguments take when every list is as long as it may be
         # (lists without a declared bound count one: --max-form-parts bounds them).
-        self.declared_parts = sum(_most_items(f) if key in self._multiple else 1 for key, f in self._by_key.items())
-        self._integers = {key for key, f in self._by_key.items() if _integer_field(f) is not None}
-        self._json_types = {key: kind for key, f in self._by_key.items() if (kind := _json_type(f)) is not None}
+        self.declared_parts = sum(most_items(f) if key in self._multiple else 1 for key, f in self._by_key.items())
+        self._integers = {key for key, f in self._by_key.items() if integer_field(f) is not None}
+        self._json_types = {key: kind for key, f in self._by_key.items() if (kind := json_type(f)) is not None}
         self._optional_files = {key for key in self.file_keys if not self._by_key[key].required}
         self._known = {*self._by_key, *(["accept"] if self.accept is not None else [])}
         self.accepted = sorted(self._known)
@@ -165,7 +110,7 @@ class ArgumentSpec:
         # Each field's own deserialize(): what Schema.load does for a dict of fields,
         # without its hook and error-store machinery on every request.
         self._fields = [
-            (f.data_key if f.data_key is not None else name, f.attribute or name, f, _plain(f), _quick_conversion(f))
+            (f.data_key if f.data_key is not None else name, f.attribute or name, f, is_plain(f), quick_conversion(f))
             for name, f in bound.items()
         ]
         self.accept_choices = field_choices(self.accept) if self.accept is not None else None
@@ -173,7 +118,7 @@ class ArgumentSpec:
         self._accept_attribute = _attribute_name(self.declared, self.accept) if self.accept is not None else None
         self._direct = self._direct_fields()
 
-    def _direct_fields(self) -> list[tuple[str, str, Callable[[Any], Any], Any, Any]] | None:
+    def _direct_fields(self) -> list[_DirectField] | None:
         """For a declaration of plain values only (text and numbers: no files, lists or
         legacy ``enum``), each field as ``(key, attribute, conversion, default, validate)``;
         :meth:`load` then reads an ordinary request in one pass. ``None`` otherwise."""
@@ -194,7 +139,7 @@ class ArgumentSpec:
     def _default_accept(self) -> str | None:
         if self.accept is None:
             return None
-        if _has_default(self.accept) and not callable(self.accept.load_default):
+        if has_default(self.accept) and not callable(self.accept.load_default):
             return self.accept.load_default
         if self.accept_choices:
             return self.accept_choices[0]
@@ -208,9 +153,9 @@ class ArgumentSpec:
             self._json_type_errors(sources.json) if sources.json and self._json_types and not sources.lenient else {}
         )
         if self._direct is not None and not sources.files and not mistyped:
-            result = self._load_direct(sources)
-            if result is not None:
-                return result
+            direct = self._load_direct(sources)
+            if direct is not None:
+                return direct
         body = sources.json or {}
         present = {*sources.query.keys(), *sources.form.keys(), *sources.files.keys(), *body.keys()}
         unknown = sorted(present - self._known)
@@ -229,7 +174,7 @@ class ArgumentSpec:
             if key in self.file_keys:
                 if key in sources.files:
                     data[key] = self._value(sources.files, key)
-                elif not _is_empty_part(sources.form, key):
+                elif not is_empty_part(sources.form, key):
                     errors[key] = ["Must be a file upload (send the request as multipart/form-data)."]
                 elif key not in self._optional_files:
                     errors[key] = ["Missing data for required field."]
@@ -243,7 +188,7 @@ class ArgumentSpec:
                 data[key] = body[key]
         for key in (self._integers & data.keys()) - errors.keys():
             try:
-                data[key] = _integral(data[key])
+                data[key] = integral(data[key])
             except ValueError:
                 errors[key] = [NOT_AN_INTEGER]
         result: dict[str, Any] = {}
@@ -260,8 +205,8 @@ class ArgumentSpec:
                 elif raw is None or raw is missing:
                     value = f.deserialize(raw, key, data)
                 else:
-                    value = quick(raw) if quick is not None else _UNDECIDED
-                    if value is _UNDECIDED:
+                    value = quick(raw) if quick is not None else UNDECIDED
+                    if value is UNDECIDED:
                         value = f._deserialize(raw, key, data)
                     if f.validators:  # with none, marshmallow's _validate() only builds an empty And
                         f._validate(value)
@@ -302,6 +247,9 @@ class ArgumentSpec:
         given once and simply accepted (what :meth:`load` would return for it); ``None``
         for anything else (a missing, unknown, repeated or refused argument, a value that
         needs marshmallow's judgement), which :meth:`load` then checks and words."""
+        fields = self._direct
+        if fields is None:  # a declaration that is never read in one pass
+            return None
         values: Mapping[str, Any] = sources.query
         for other in (sources.form, sources.json):
             if other:
@@ -310,7 +258,7 @@ class ArgumentSpec:
                 values = other
         result: dict[str, Any] = {}
         found = 0
-        for key, attribute, quick, default, validate in self._direct:  # type: ignore[union-attr]
+        for key, attribute, quick, default, validate in fields:
             raw = values.get(key, _ABSENT)
             if raw is _ABSENT:
                 if default is _REQUIRED:
@@ -320,7 +268,7 @@ class ArgumentSpec:
                 continue
             found += 1
             value = quick(raw)
-            if value is _UNDECIDED:
+            if value is UNDECIDED:
                 return None
             if validate is not None:
                 try:
@@ -339,7 +287,7 @@ class ArgumentSpec:
         if key not in self._multiple:
             return source[key] if not hasattr(source, "getone") else source.getone(key)
         values = source.getall(key) if hasattr(source, "getall") else source[key]
-        return _split_delimited(self._by_key[key], list(values) if isinstance(values, (list, tuple)) else [values])
+        return split_delimited(self._by_key[key], list(values) if isinstance(values, (list, tuple)) else [values])
 
     def _enum_errors(self, result: Mapping[str, Any]) -> dict[str, list[str]]:
         """``enum=[...]`` in legacy metadata only documented choices; we enforce them."""
@@ -367,129 +315,6 @@ class ArgumentSpec:
                 errors["accept"] = exc.messages
                 return None
         return sources.negotiated_accept or self.default_accept
-
-
-# --- helpers -----------------------------------------------------------------
-
-_UNAMBIGUOUS_ITEMS = (ma_fields.Number, ma_fields.Boolean)
-
-
-_UNDECIDED = object()  # a quick conversion's answer when marshmallow must decide (and word the error)
-_REQUIRED = object()  # the "default" of a required field in ArgumentSpec._direct
-_ABSENT = object()
-
-
-def _quick_conversion(f: ma_fields.Field) -> Callable[[Any], Any] | None:
-    """For a field of exactly marshmallow's Float, Integer (not strict) or String: the
-    value its ``_deserialize`` gives for an input it simply accepts, in one call instead
-    of four; :data:`_UNDECIDED` for any other input, which marshmallow then takes."""
-    kind = type(f)
-    if kind is ma_fields.Float:
-        allow_nan = f.allow_nan is not False
-
-        def to_float(raw: Any) -> Any:
-            if type(raw) is str or type(raw) is float or type(raw) is int:  # not bool: marshmallow refuses it
-                try:
-                    value = float(raw)
-                except (ValueError, OverflowError):
-                    return _UNDECIDED
-                if allow_nan or math.isfinite(value):
-                    return value
-            return _UNDECIDED
-
-        return to_float
-    if kind is ma_fields.Integer and not f.strict:
-
-        def to_int(raw: Any) -> Any:
-            if type(raw) is int or type(raw) is str:
-                try:
-                    return int(raw)
-                except ValueError:
-                    return _UNDECIDED
-            return _UNDECIDED
-
-        return to_int
-    if kind is ma_fields.String:
-        return lambda raw: raw if type(raw) is str else _UNDECIDED
-    return None
-
-
-def _plain(f: ma_fields.Field) -> bool:
-    """``f`` uses marshmallow's own ``Field.deserialize`` and ``_validate`` (the load loop inlines them)."""
-    return type(f).deserialize is ma_fields.Field.deserialize and type(f)._validate is ma_fields.Field._validate
-
-
-def _json_type(f: ma_fields.Field) -> type | None:
-    """``bool`` or ``float`` for a field that takes one JSON boolean or number, else None."""
-    if isinstance(f, ma_fields.Boolean):
-        return bool
-    if isinstance(f, ma_fields.Number):
-        return float
-    return None
-
-
-def _integer_field(f: ma_fields.Field) -> ma_fields.Integer | None:
-    """The Integer field that ``f`` is, or holds the items of (a list of integers)."""
-    if isinstance(f, ma_fields.Integer):
-        return f
-    if isinstance(f, ma_fields.List) and isinstance(f.inner, ma_fields.Integer):
-        return f.inner
-    return None
-
-
-def _integral(value: Any) -> Any:
-    """``value`` with integral numbers as ``int`` (``2.0`` and ``"2.0"`` become ``2``).
-
-    Raises ValueError for a number (or numeric text) with a fractional part, or one that
-    is not finite. What is not a number at all is returned as it is, for the field to
-    refuse in its own words.
-    """
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    number = value
-    if isinstance(value, str):
-        try:
-            int(value)
-            return value
-        except ValueError:
-            try:
-                number = float(value)
-            except ValueError:
-                return value
-    if isinstance(number, float):
-        if not (math.isfinite(number) and number.is_integer()):
-            raise ValueError(value)
-        return int(number)
-    return value
-
-
-def _is_empty_part(form: Mapping[str, Any], key: str) -> bool:
-    """A form field sent empty (a file input left empty in a browser form)."""
-    if key not in form:
-        return False
-    values = form.getall(key) if hasattr(form, "getall") else [form[key]]
-    return all(v == "" for v in values)
-
-
-def _most_items(f: ma_fields.Field) -> int:
-    """The largest number of items a list argument declares (validate.Length(max=...)), else 1."""
-    bounds = [v.max for v in f.validators if isinstance(v, ma_validate.Length) and v.max is not None]
-    return max(1, min(bounds)) if bounds else 1
-
-
-def _is_multiple(f: ma_fields.Field) -> bool:
-    """Arguments that take every value of a repeated key, as webargs decides it."""
-    return bool(getattr(f, "is_multiple", False)) or isinstance(f, (ma_fields.List, ma_fields.Tuple))
-
-
-def _split_delimited(f: ma_fields.Field, value: Any) -> Any:
-    """``values=1,2,3`` (one form item, as Swagger UI sends arrays) for a list of numbers
-    or booleans means three items; lists of strings are left alone (commas are data)."""
-    if not isinstance(f, ma_fields.List) or not isinstance(f.inner, _UNAMBIGUOUS_ITEMS):
-        return value
-    if not any(isinstance(v, str) and "," in v for v in value):
-        return value
-    return [part.strip() for v in value for part in (v.split(",") if isinstance(v, str) else [v])]
 
 
 def _first(mapping: Mapping[str, Any], key: str) -> Any:
