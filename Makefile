@@ -2,8 +2,8 @@
 #   make run    install deepaas_like, the demo plugin and the framework plugins (uploaded
 #               model files), and wheel (deepaas-install-plugin builds plugins that need it),
 #               start deepaas-run on 127.0.0.1:5000
-#   make test   install everything (all framework extras, test tools, bench plugins), lint, run
-#               every tier of the tests (what CI runs)
+#   make test   install everything (all framework extras, test tools, bench plugins), lint and
+#               type-check, run every tier of the tests (what CI runs)
 #   make check  the developer's loop: lint, then the unit and api tiers without the tests marked slow
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -35,10 +35,12 @@ test: lint
 check: lint
 	$(BIN)/python -m pytest tests/unit tests/api -m "not slow" $(PYTEST_ARGS)
 
-# ruff: lint and format (settings in ruff.toml)
+# ruff: lint and format (settings in ruff.toml); mypy: types (mypy.ini: engine, auth, registry and
+# the data plane strictly, the rest of the package clean)
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check deepaas_like plugins tests benchmarks
 	$(BIN)/ruff format --check deepaas_like plugins tests benchmarks
+	$(BIN)/mypy
 
 # Rewrite etc/deepaas_like.conf.sample from the settings table (a test checks they agree).
 sample-config: $(VENV)/.installed-run

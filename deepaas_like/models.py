@@ -22,9 +22,8 @@ from .arguments import ArgumentSources, ArgumentSpec
 from .engine.adapter import ModelAdapter
 from .engine.calls import CallFailure, Ok, Outcome, failure_from_exception, unwrap
 from .engine.dispatch import Dispatcher
-from .engine.executors import ExecutorSpec, make_executor
+from .engine.executors import Executor, ExecutorSpec, make_executor
 from .engine.process import WorkerLauncher, WorkerStartFailed, mp_context
-from .engine.runners import Runner
 from .engine.training import TrainingRun
 from .engine.worker import WorkerConfig
 from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
@@ -76,7 +75,7 @@ class ServedModel:
     response_schema: type[marshmallow.Schema] | None
     metadata: dict[str, Any]
     options: ModelSettings
-    runner: Runner
+    runner: Executor
     dispatcher: Dispatcher
     launcher: WorkerLauncher | None = None
     metadata_error: str | None = None

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from aiohttp import web
 
@@ -76,14 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(app: web.Application, settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM, then shut down cleanly (a second signal forces it)."""
+    # A connection that has not sent a whole request's headers this long after it opened (or
+    # after its previous answer) is closed: slow clients cannot hold connections forever.
+    keepalive: dict[str, Any] = (
+        {"keepalive_timeout": settings.request_read_timeout} if settings.request_read_timeout else {}
+    )
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        # A connection that has not sent a whole request's headers this long after it opened (or
-        # after its previous answer) is closed: slow clients cannot hold connections forever.
-        **({"keepalive_timeout": settings.request_read_timeout} if settings.request_read_timeout else {}),
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_timeout,
+        **keepalive,
     )
     try:
         await runner.setup()  # opens the job store: the data directory must be ours
@@ -119,10 +122,11 @@ async def serve(app: web.Application, settings: Settings) -> int:
     host, port = runner.addresses[0][:2]
     host = f"[{host}]" if ":" in host else host
     base = f"http://{host}:{port}{settings.base_path}"
-    names = ", ".join(app[MODELS])
-    if app[MODELS].broken:
-        names += f" (and {len(app[MODELS].broken)} that could not be loaded: {', '.join(sorted(app[MODELS].broken))})"
-    print(BANNER.format(version=__version__, count=len(app[MODELS]), names=names, base=base), flush=True)
+    models = app[MODELS]
+    names = ", ".join(models)
+    if models.broken:
+        names += f" (and {len(models.broken)} that could not be loaded: {', '.join(sorted(models.broken))})"
+    print(BANNER.format(version=__version__, count=len(models), names=names, base=base), flush=True)
     if health is not None:
         print(f"    Health (its own port):          http://{host}:{health.port}/v2/health/ready\n", flush=True)
 

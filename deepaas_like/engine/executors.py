@@ -11,7 +11,7 @@ the shared pools of :mod:`.shared` fulfil it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from ..loading import PluginRef
 from .adapter import ModelAdapter
@@ -66,6 +66,11 @@ class Executor(Protocol):
     async def stop(self, timeout: float = 5.0) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+    def new_training(
+        self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
+    ) -> Any:
+        """A training run where the workers live (a Ray task), or None: a process of the server's own."""
 
 
 @dataclass(frozen=True)

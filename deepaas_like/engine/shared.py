@@ -17,7 +17,7 @@ import asyncio
 import bisect
 import collections
 import logging
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import ModelUnavailable
 from ..loading import PluginRef
@@ -265,6 +265,12 @@ class PoolView:
 
     async def reload(self) -> None:
         """Nothing to reload: a new version is a new view."""
+
+    def new_training(
+        self, *, log_file: str | None = None, on_progress: Callable[[float, str | None], None] | None = None
+    ) -> None:
+        """Uploaded versions do not train."""
+        return None
 
     async def stop(self, timeout: float = 5.0) -> None:
         """The pool outlives its views; the registry stops it."""
