@@ -56,6 +56,8 @@ setup(
         "alembic>=1.13,<2",
         # DEEPaaS-era plugins import pkg_resources, which setuptools 82 removed.
         "setuptools>=65,<82",
+        # models with their own requirements get environments built by uv (its CLI, driven as 0.13 prints)
+        "uv>=0.13.9,<0.14",
     ],
     extras_require={
         **FRAMEWORKS,
@@ -94,6 +96,7 @@ setup(
             "deepaas-install-plugin=deepaas_like.cli.install_plugin:main",
             "deepaas-token=deepaas_like.cli.token:main",
             "deepaas-cli=deepaas_like.cli.cli:main",
+            "deepaas-env=deepaas_like.cli.env_cli:main",
         ],
     },
     classifiers=[
