@@ -23,11 +23,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _REQUIREMENT = r"(?P<req>[A-Za-z0-9][A-Za-z0-9._\-\[\],]*(?:[<>=!~]=?[^\s,]+(?:,[<>=!~]=?[^\s,]+)*)?)"
 # What uv says, in the order to trust it: the first that matches names the culprit.
 _CULPRITS = [
+    # a build's or a download's failure is the top error: the causes below it are the build's own
+    re.compile(r"Failed to (?:download and build|build|download|install|fetch)\s*:?\s*`(?P<req>[^`]+)`"),
     re.compile(rf"there is no version of {_REQUIREMENT}"),
     re.compile(rf"(?:and )?you require {_REQUIREMENT}, we can conclude that your requirements are unsatisfiable"),
     re.compile(rf"only \S+ (?:is|are) available and you require {_REQUIREMENT}"),
     re.compile(rf"{_REQUIREMENT} was not found in the (?:package registry|provided package locations)"),
-    re.compile(r"Failed to (?:build|download|prepare distributions|install|fetch)\s*:?\s*`(?P<req>[^`]+)`"),
     re.compile(rf"you require {_REQUIREMENT}"),
 ]
 

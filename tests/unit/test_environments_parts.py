@@ -56,11 +56,13 @@ FANCY = """\
   ╰─▶ Because there is no version of foo==9.9 and bar==1.0 depends on
       foo==9.9, we can conclude that bar==1.0 cannot be used.
 """
+# a build's own failure to resolve its build requirements: the package that failed is the culprit
 BUILD = """\
 Resolved 1 package in 10ms
   × Failed to build `broken==0.1`
-  ├─▶ The build backend returned an error
-  ╰─▶ Call to `setuptools.build_meta.build_wheel` failed (exit status: 1)
+  ├─▶ Failed to resolve requirements from `build-system.requires`
+  ╰─▶ Because setuptools>=40 was not found in the package registry and you require setuptools>=40, we can
+      conclude that your requirements are unsatisfiable.
 """
 
 
