@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from typing import Iterator
 
-from marshmallow.warnings import ChangedInMarshmallow4Warning, RemovedInMarshmallow4Warning
+
+@functools.cache
+def _marshmallow_warnings() -> tuple[type[Warning], ...]:
+    """marshmallow 3.26's deprecation warnings, where this marshmallow has them (a worker in a
+    model's own environment may have an older one, or none)."""
+    try:
+        from marshmallow import warnings as ma_warnings
+    except ImportError:
+        return ()
+    names = ("RemovedInMarshmallow4Warning", "ChangedInMarshmallow4Warning")
+    return tuple(w for w in (getattr(ma_warnings, n, None) for n in names) if isinstance(w, type))
 
 
 @contextlib.contextmanager
@@ -21,8 +32,8 @@ def legacy_vocabulary_allowed() -> Iterator[None]:
             declared = plugin.get_predict_args()
     """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RemovedInMarshmallow4Warning)
-        warnings.simplefilter("ignore", ChangedInMarshmallow4Warning)
+        for category in _marshmallow_warnings():
+            warnings.simplefilter("ignore", category)
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*pkg_resources.*", category=DeprecationWarning)
         yield

@@ -13,18 +13,20 @@ through stevedore. Two things differ from stevedore's defaults on purpose:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import inspect
 import traceback
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Sequence
-
-import stevedore
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import PluginLoadError
 from .legacy import legacy_vocabulary_allowed
+
+if TYPE_CHECKING:
+    import stevedore
 
 GROUP = "deepaas.v2.model"
 
@@ -68,11 +70,18 @@ def resolve_model_object(name: str, target: Any) -> Any:
     return obj
 
 
-class _FreshEntryPointManager(stevedore.NamedExtensionManager):
-    """stevedore manager that never answers from a stale entry-point cache."""
+@functools.cache
+def _fresh_manager_class() -> type[stevedore.NamedExtensionManager]:
+    """A stevedore manager that never answers from a stale entry-point cache. (stevedore is
+    imported here, by the server that discovers plugins: a worker loads its plugin by its
+    reference, and a worker in a model's own environment has no stevedore.)"""
+    import stevedore
 
-    def list_entry_points(self) -> list[importlib.metadata.EntryPoint]:
-        return discover_entry_points(self.namespace)
+    class FreshEntryPointManager(stevedore.NamedExtensionManager):
+        def list_entry_points(self) -> list[importlib.metadata.EntryPoint]:
+            return discover_entry_points(self.namespace)
+
+    return FreshEntryPointManager
 
 
 def discover_entry_points(group: str = GROUP) -> list[importlib.metadata.EntryPoint]:
@@ -147,7 +156,7 @@ def load_plugins(
         failures.append(PluginLoadError(ep.name, message, tb))
 
     with legacy_vocabulary_allowed():
-        manager = _FreshEntryPointManager(
+        manager = _fresh_manager_class()(
             group,
             names=wanted,
             name_order=True,

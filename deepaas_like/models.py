@@ -19,17 +19,18 @@ from typing import Any, Callable, Iterator, Mapping
 import marshmallow
 
 from .arguments import ArgumentSources, ArgumentSpec
+from .arguments.portable import fields_from_description, response_schema_from_description, unportable
 from .engine.adapter import ModelAdapter
 from .engine.calls import CallFailure, Ok, Outcome, failure_from_exception, unwrap
 from .engine.dispatch import Dispatcher
 from .engine.executors import Executor, ExecutorSpec, make_executor
 from .engine.process import WorkerLauncher, WorkerStartFailed, mp_context
 from .engine.training import TrainingRun
-from .engine.worker import WorkerConfig
+from .engine.worker import EnvironmentLaunch, WorkerConfig
 from .errors import DeepaasError, ModelUnavailable, NotFound, PluginLoadError
 from .jsonutil import dumps_bytes, to_jsonable
 from .legacy import legacy_vocabulary_allowed
-from .loading import LoadedPlugin
+from .loading import LoadedPlugin, PluginRef
 from .settings import ModelSettings
 from .settings.sections import EngineSection
 
@@ -400,6 +401,46 @@ def build_model(plugin: LoadedPlugin, engine: EngineSection, storage: Path, opti
     runner = make_executor(name, plugin.ref, config, ExecutorSpec.of(engine, options), adapter=adapter)
     dispatcher = Dispatcher(runner, options, has_predict_batch=adapter.has("predict_batch"))
     methods = frozenset(m for m in PLUGIN_METHODS if adapter.has(m))
+    return ServedModel(
+        name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher, launcher, metadata_error
+    )
+
+
+def build_isolated_model(
+    ref: PluginRef,
+    description: Mapping[str, Any],
+    environment: EnvironmentLaunch,
+    engine: EngineSection,
+    storage: Path,
+    options: ModelSettings,
+) -> ServedModel:
+    """A plugin in an environment of its own, from its portable description (see
+    :mod:`deepaas_like.isolated`): its fields rebuilt with the server's marshmallow, its
+    workers started with its environment's interpreter. Never imported here."""
+    name = ref.name
+    if options.executor != "process":
+        raise PluginLoadError(
+            name, f"a plugin in its own environment runs in worker processes, not with --executor {options.executor}"
+        )
+    try:
+        with legacy_vocabulary_allowed():
+            predict_args = ArgumentSpec(name, "predict", fields_from_description(description["predict_args"]))
+            train_args = ArgumentSpec(name, "train", fields_from_description(description["train_args"]))
+            schema = response_schema_from_description(description.get("schema"))
+    except Exception as exc:
+        raise PluginLoadError(name, f"its description cannot be read: {type(exc).__name__}: {exc}") from exc
+    for argument, validators in {**unportable(description["predict_args"])}.items():
+        LOG.info("model %s: argument %s is also checked by %s in the model's worker", name, argument, validators)
+    metadata_error = description.get("metadata_error")
+    metadata = description.get("metadata")
+    metadata = checked_metadata(metadata) if metadata is not None else fallback_metadata(name, metadata_error)
+    config = WorkerConfig(
+        model=name, warm=engine.warm, storage_dir=str(storage), log_level=engine.log_level, environment=environment
+    )
+    launcher = WorkerLauncher(ref, config, mp_context(engine.start_method))
+    runner = make_executor(name, ref, config, ExecutorSpec.of(engine, options))
+    methods = frozenset(m for m in PLUGIN_METHODS if m in description.get("methods", ()))
+    dispatcher = Dispatcher(runner, options, has_predict_batch="predict_batch" in methods)
     return ServedModel(
         name, methods, predict_args, train_args, schema, metadata, options, runner, dispatcher, launcher, metadata_error
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -11,10 +12,12 @@ from aiohttp import web
 from ..auth.gate import Gate
 from ..database import Database, StoreOutage
 from ..engine import forking
+from ..environments import environments_root
 from ..errors import PluginLoadError
+from ..isolated import served_isolated
 from ..jobs.manager import JobManager
 from ..loading import LoadedPlugin, load_plugins
-from ..models import ModelSet, build_model
+from ..models import ModelSet, ServedModel, build_model
 from ..registry.service import Registry
 from ..registry.serving import registry_pool
 from ..service import DataPlane
@@ -44,18 +47,39 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     with its error, its routes answering 503) and the others are served.
     """
     broken: list[PluginLoadError] | None = None if settings.model_name else []
-    if plugins is None:
-        plugins = load_plugins(settings.model_name, broken=broken)
-    built = {}
     engine = EngineSection.of(settings)
+    built: dict[str, ServedModel] = {}
+    isolated_broken: list[PluginLoadError] = []
+    if plugins is None:  # the plugins registered in environments of their own, then those installed here
+        root = environments_root(settings)
+        built, isolated_broken = served_isolated(
+            root,
+            Path(settings.data_dir) / "runtime",
+            settings.model_name,
+            engine,
+            settings.models_dir,
+            settings.for_model,
+        )
+        if isolated_broken and broken is None:
+            raise isolated_broken[0]
+        here = [name for name in settings.model_name if name not in built]
+        plugins = load_plugins(here, broken=broken) if here or not settings.model_name else []
     for plugin in plugins:
         name = plugin.ref.name
         try:
+            if name in built or any(e.name == name for e in isolated_broken):
+                raise PluginLoadError(
+                    name,
+                    "installed twice: in the server's environment and in an environment of its own "
+                    "(deepaas-install-plugin --isolated); uninstall one of them",
+                )
             built[name] = build_model(plugin, engine, settings.models_dir / name, settings.for_model(name))
         except PluginLoadError as exc:
             if broken is None:
                 raise
             broken.append(exc)
+    if broken is not None:
+        broken.extend(isolated_broken)
     models = ModelSet(built, {e.name: e for e in broken or ()})
     for error in broken or ():
         LOG.error("%s; the other models are served\n%s", error, error.traceback_text.rstrip())

@@ -93,21 +93,32 @@ def protected_distributions(root: str = OURS) -> dict[str, str]:
 def read_wheel(wheel: Path) -> tuple[str, str, list[str], list[str]]:
     """Name, version, requirements and model entry points of a wheel."""
     with zipfile.ZipFile(wheel) as archive:
-        info_dir = next(n.split("/")[0] for n in archive.namelist() if n.split("/")[0].endswith(".dist-info"))
+        info_dir = _info_dir(archive)
         metadata = email.parser.Parser().parsestr(archive.read(f"{info_dir}/METADATA").decode())
+    return metadata["Name"], metadata["Version"], metadata.get_all("Requires-Dist") or [], list(entry_points_of(wheel))
+
+
+def _info_dir(archive: zipfile.ZipFile) -> str:
+    return next(n.split("/")[0] for n in archive.namelist() if n.split("/")[0].endswith(".dist-info"))
+
+
+def entry_points_of(wheel: Path) -> dict[str, str]:
+    """The wheel's model entry points: name -> ``module:attribute``."""
+    with zipfile.ZipFile(wheel) as archive:
         try:
-            entry_text = archive.read(f"{info_dir}/entry_points.txt").decode()
+            entry_text = archive.read(f"{_info_dir(archive)}/entry_points.txt").decode()
         except KeyError:
             entry_text = ""
-    entry_points = []
+    found = {}
     section = None
     for line in entry_text.splitlines():
         line = line.strip()
         if line.startswith("["):
             section = line.strip("[]")
         elif section == GROUP and "=" in line:
-            entry_points.append(line.split("=", 1)[0].strip())
-    return metadata["Name"], metadata["Version"], metadata.get_all("Requires-Dist") or [], entry_points
+            name, value = line.split("=", 1)
+            found[name.strip()] = value.strip()
+    return found
 
 
 def plan_for(wheel: Path, protected: dict[str, str], editable: Path | None = None) -> Plan:
@@ -189,6 +200,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="show what would be installed, install nothing")
     parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="install the plugin in an environment of its own, with its requirements as it states them "
+        "(built with uv, shared by plugins that need the same packages); deepaas-run serves it next to the others",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="--isolated: the server's --data-dir, where environments live (default: as deepaas-run finds it)",
+    )
+    parser.add_argument("--config-file", help="--isolated: deepaas-run's config file (for its --data-dir)")
+    parser.add_argument(
         "--keep-broken",
         action="store_true",
         help="keep a plugin installed even when it does not import (by default it is uninstalled "
@@ -203,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"-e {directory}: not a project directory (no pyproject.toml or setup.py); "
                 "-e takes a plugin's source checkout"
             )
+    if args.isolated:
+        return _isolated(parser, args)
+    if args.data_dir or args.config_file:
+        parser.error("--data-dir and --config-file go with --isolated")
     protected = protected_distributions()
     if canonicalize_name(OURS) not in protected:
         print("deepaas-install-plugin: error: deepaas_like is not installed in this environment", file=sys.stderr)
@@ -278,6 +304,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"installed and importable: {result.stdout.strip()}; serve it with: deepaas-run --model-name {names[0]}")
     return 0
+
+
+def _isolated(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from ..environments import environments_root
+    from ..settings import SettingsError, load_settings
+    from .install_isolated import install_isolated
+
+    flags = [
+        *(["--data-dir", args.data_dir] if args.data_dir else []),
+        *(["--config-file", args.config_file] if args.config_file else []),
+    ]
+    try:
+        settings = load_settings(flags)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    sources: list[tuple[str, Path | None]] = [(spec, None) for spec in args.specs]
+    sources += [(directory, Path(directory).resolve()) for directory in args.editable]
+    runtime = Path(settings.data_dir) / "runtime"
+    return install_isolated(environments_root(settings), runtime, sources, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ..errors import DeepaasError, ModelError, ModelUnavailable, NotImplementedByModel
+from ..errors import ArgumentError, DeepaasError, ModelError, ModelUnavailable, NotImplementedByModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,7 @@ class CallFailure:
     missing_method: bool = False
     not_implemented: bool = False
     cause: str = ""  # the exception it came from, at the root of the chain (a wrapper's own error says less)
+    errors: dict[str, list[str]] | None = None  # arguments the worker refused (a model in its own environment)
 
     @property
     def text(self) -> str:
@@ -53,6 +54,8 @@ class CallFailure:
         """The API error that answers this failure."""
         if self.missing_method or self.not_implemented:
             return NotImplementedByModel(f"Model '{model}' does not implement {method}()", details={"model": model})
+        if self.errors is not None:  # the same 422 as the server's own checks give
+            return ArgumentError(f"Invalid arguments for {model} {method}: {self.message}", self.errors)
         return ModelError(model, method, self.exc_type, self.message, status=self.status)
 
 

@@ -103,28 +103,39 @@ class ChildProcess(Protocol):
 
 
 class IsolatedProcess:
-    """A contained worker's process: a fresh interpreter (``python -I``) in a session of its
-    own, with a clean environment and no descriptor of the server's but its two pipes.
+    """A worker's process started as a fresh interpreter (``python -I``) in a session of its
+    own, with no descriptor of the server's but its pipes: a contained worker (with a clean
+    environment), or a worker in a model's own environment (that environment's interpreter,
+    with this package's directories first on its path).
 
-    (multiprocessing's spawn would hand it the server's environment and command line, where
-    a store URL with its password may be, and the pipe of the server's resource tracker.)
-    Offers what :class:`WorkerProcess` uses of a ``multiprocessing.Process``.
+    (multiprocessing's spawn would hand a contained worker the server's environment and
+    command line, where a store URL with its password may be, and the pipe of the server's
+    resource tracker; and it runs the server's interpreter.) Offers what
+    :class:`WorkerProcess` uses of a ``multiprocessing.Process``.
     """
 
-    COMMAND = "from deepaas_like.engine.worker import isolated_main; isolated_main()"
+    COMMAND = (
+        "import sys; sys.path[0:0] = sys.argv[4:]; "
+        "from deepaas_like.engine.worker import isolated_main; isolated_main()"
+    )
 
     def __init__(self, args: tuple[Any, ...]) -> None:
-        self._conn, self._ref, self._config, self._files = args
+        self._conn, self._ref, self._config = args[:3]
+        self._files = args[3] if len(args) > 3 else None
         self._popen: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
 
     def start(self) -> None:
         read, write = os.pipe()
-        fds = (read, self._conn.fileno(), self._files.fileno())
-        environ = {name: os.environ[name] for name in CLEAN_ENVIRONMENT if name in os.environ}
+        fds = (read, self._conn.fileno(), *([self._files.fileno()] if self._files is not None else []))
+        launch = self._config.environment
+        python, paths = (launch.python, launch.paths) if launch is not None else (sys.executable, ())
+        environ: dict[str, str] | None = {name: os.environ[name] for name in CLEAN_ENVIRONMENT if name in os.environ}
+        if self._config.sandbox is None:
+            environ = None  # a plugin's worker: the server's environment, as a spawned one has
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-I", "-c", self.COMMAND, *map(str, fds)],
+                [python, "-I", "-c", self.COMMAND, *map(str, fds), *(["-1"] if self._files is None else []), *paths],
                 env=environ,
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
@@ -264,7 +275,7 @@ class WorkerProcess:
             )
             args = (child_conn, self.ref, config, files_conn)
         process: ChildProcess
-        if self.config.sandbox is not None:
+        if self.config.sandbox is not None or self.config.environment is not None:
             process = IsolatedProcess(args)
         else:
             process = self._context.Process(

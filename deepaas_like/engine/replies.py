@@ -28,7 +28,9 @@ from .calls import CallFailure, Ok
 
 KINDS = frozenset({"ready", "failed", "progress", "event", "row", "need_file"})
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-_FAILURE_FIELDS = {f.name: f for f in dataclasses.fields(CallFailure)}
+# A contained worker's failure says what went wrong in words: it may not name argument errors
+# (``errors``: the 422 of a model in its own environment, which the server trusts).
+_FAILURE_FIELDS = {f.name: f for f in dataclasses.fields(CallFailure) if f.name != "errors"}
 _FAILURE_TYPES = {
     "exc_type": str,
     "message": str,
@@ -58,7 +60,7 @@ def encode(message: Message) -> bytes:
 def _outcome(outcome: Any) -> dict[str, Any]:
     if type(outcome) is Ok:
         return {"ok": outcome.value}
-    return {"failure": dataclasses.asdict(outcome)}
+    return {"failure": {name: getattr(outcome, name) for name in _FAILURE_FIELDS}}
 
 
 def decode(data: bytes) -> Message:

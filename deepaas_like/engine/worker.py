@@ -32,31 +32,49 @@ worker, so what ``warm()`` sets is there for every ``predict``.
 from __future__ import annotations
 
 import ctypes
+import datetime
+import decimal
 import gc
 import logging
 import os
+import pathlib
 import pickle
 import select
 import signal
 import socket
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Protocol, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, cast
 
-from .. import runtime
+from .. import portable, runtime
 from ..containment.sandbox import FileChannel, SandboxSpec, contain
+from ..files import ReturnedFile, UploadedFile
 from ..loading import PluginRef
 from ..runtime import STORAGE_ENV
-from . import forking, replies
+from . import forking
 from .adapter import ModelAdapter, execute_group
-from .calls import CallFailure, Outcome, failure_from_exception
+from .calls import CallFailure, Ok, Outcome, failure_from_exception
 from .polling import PollWindow
-from .replies import Message
+
+if TYPE_CHECKING:
+    from .replies import Message
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class EnvironmentLaunch:
+    """A worker in a model's own environment: that environment's interpreter, and the
+    directories put first on its path (this package, the ``deepaas`` compatibility package,
+    the plugin's own code). The server does not import the plugin (see
+    :mod:`deepaas_like.portable`)."""
+
+    python: str
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,7 @@ class WorkerConfig:
     environ: tuple[tuple[str, str], ...] = ()  # set in the worker's environment before the plugin loads
     poll_us: int = 0  # longest poll for the next call before sleeping (see CallWaiter); 0: sleep at once
     sandbox: SandboxSpec | None = None  # contain the worker: it loads uploaded files
+    environment: EnvironmentLaunch | None = None  # run in the model's own environment
 
     def serving(self, workers: int, poll_us: int) -> WorkerConfig:
         """This config for one of ``workers`` processes that serve calls (trainings keep the
@@ -109,7 +128,7 @@ def isolated_main() -> None:
     setup, conn_fd, files_fd = (int(arg) for arg in sys.argv[1:4])
     with os.fdopen(setup, "rb") as fh:
         ref, config = pickle.load(fh)
-    worker_main(Connection(conn_fd), ref, config, Connection(files_fd))
+    worker_main(Connection(conn_fd), ref, config, Connection(files_fd) if files_fd >= 0 else None)
 
 
 def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: Connection | None = None) -> None:
@@ -118,7 +137,11 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     containment = None
+    if config.environment is not None:  # the server may not have what the plugin's answers are made of
+        _encode = _portable_pickled
     if config.sandbox is not None:  # before anything of an upload is read
+        from . import replies  # orjson: of the server's environment, as contained workers are
+
         _encode = replies.encode  # the server reads a contained worker's messages as JSON
         try:
             containment = contain(config.sandbox)
@@ -151,10 +174,10 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
         _send(conn, ("failed", failure_from_exception(exc)))
         return
     # What the helper may preload, from a spawned worker only: one forked from the helper
-    # (already preloaded) or a contained one has nothing to tell.
+    # (already preloaded), a contained one or one in a model's own environment has nothing to tell.
     libraries = (
         []
-        if config.sandbox is not None or forking.PRELOADED
+        if config.sandbox is not None or config.environment is not None or forking.PRELOADED
         else forking.imported_libraries(forking.own_packages(ref.value, ref.distribution))
     )
     # What warm() built (the model, the libraries) lives as long as the process: the cyclic
@@ -165,7 +188,8 @@ def worker_main(conn: Connection, ref: PluginRef, config: WorkerConfig, files: C
     _send(conn, ("ready", pid, containment.to_json() if containment else None, libraries))
     runtime.progress_sink = lambda fraction, message: _send(conn, ("progress", fraction, message))
     runtime.event_sink = lambda name, data: _send(conn, ("event", name, data))
-    serve(conn, adapter, config.poll_us)
+    checks = portable.own_checks(adapter.obj) if config.environment is not None else {}
+    serve(conn, adapter, config.poll_us, checks)
 
 
 def _limit_threads(environ: dict[str, str]) -> None:
@@ -180,8 +204,11 @@ def _limit_threads(environ: dict[str, str]) -> None:
     threadpool_limits(limits=min(sizes))
 
 
-def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
-    """Answer groups of calls until the server says stop or goes away."""
+def serve(
+    conn: Connection, adapter: ModelAdapter, poll_us: int = 0, checks: dict[str, dict[str, list[Any]]] | None = None
+) -> None:
+    """Answer groups of calls until the server says stop or goes away. ``checks``: validators
+    of the plugin's arguments that the server could not run (a model in its own environment)."""
     waiter = CallWaiter(conn.fileno(), poll_us / 1e6)
     payloads: list[Any] = []
     while True:
@@ -205,11 +232,16 @@ def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
                 )
                 _send(conn, ("row", call_id, index, failure))
 
+        send: Callable[[int, Outcome], None] = deliver
+        if checks and method in checks:
+            payloads, send = _screened(payloads, checks[method], deliver)
         try:
-            if target is None:
-                execute_group(adapter, method, payloads, deliver)
+            if not payloads:
+                pass
+            elif target is None:
+                execute_group(adapter, method, payloads, send)
             else:
-                run_on_target(adapter, target, method, payloads, deliver)
+                run_on_target(adapter, target, method, payloads, send)
         except (BrokenPipeError, ConnectionResetError):
             return
         finally:
@@ -217,6 +249,24 @@ def serve(conn: Connection, adapter: ModelAdapter, poll_us: int = 0) -> None:
         if runtime.recycle is not None:  # the plugin asked for a fresh process
             _send(conn, ("event", "recycle", {"reason": runtime.recycle}))
             return
+
+
+def _screened(
+    payloads: list[Any], checks: dict[str, list[Any]], deliver: Callable[[int, Outcome], None]
+) -> tuple[list[Any], Callable[[int, Outcome], None]]:
+    """The calls whose arguments pass ``checks`` (the others answered at once with a 422), and
+    how to deliver the outcome of the n-th of them."""
+    kept: list[int] = []
+    for index, kwargs in enumerate(payloads):
+        errors = portable.check_arguments(checks, kwargs)
+        if errors:
+            said = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
+            deliver(index, CallFailure("ValidationError", said, status=422, errors=errors))
+        else:
+            kept.append(index)
+    if len(kept) == len(payloads):
+        return payloads, deliver
+    return [payloads[i] for i in kept], lambda n, outcome: deliver(kept[n], outcome)
 
 
 class CallWaiter:
@@ -264,6 +314,48 @@ _send_lock = threading.Lock()  # a plugin may report progress from a thread of i
 
 def _pickled(message: Message) -> bytes:
     return pickle.dumps(message, protocol=PICKLE_PROTOCOL)
+
+
+def _portable_pickled(message: Message) -> bytes:
+    """A message of a worker in a model's own environment: an answer in plain Python values."""
+    if message[0] == "row" and isinstance(message[3], Ok):
+        try:
+            message = (*message[:3], Ok(portable_value(message[3].value)))
+        except TypeError as exc:
+            message = (*message[:3], CallFailure("UnsendableResult", str(exc)))
+    return _pickled(message)
+
+
+PLAIN = (bool, int, float, str, bytes, type(None))
+STDLIB_VALUES = (datetime.date, datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID, pathlib.PurePath)
+
+
+def portable_value(value: Any) -> Any:
+    """``value`` in types the server has whatever the environment: Python's own, our file
+    types; arrays and numbers of numeric libraries (numpy, torch) as lists and numbers."""
+    if type(value) in PLAIN or isinstance(value, (ReturnedFile, UploadedFile) + STDLIB_VALUES):
+        return value
+    if isinstance(value, dict):
+        return {portable_value(k): portable_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [portable_value(v) for v in value]
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # numpy arrays and scalars, torch tensors
+        return portable_value(tolist())
+    if isinstance(value, bool):  # a subclass of a plain type (an enum, numpy's float64)
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    raise TypeError(
+        f"the answer holds a {type(value).__module__}.{type(value).__qualname__}, which cannot leave the "
+        "model's environment: answer with dicts, lists, numbers, strings, bytes or a file"
+    )
 
 
 _encode = _pickled  # a contained worker's: deepaas_like.engine.replies.encode
