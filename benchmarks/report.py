@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from api_cases import IMPACT_ROWS
+from environments_bench import LEVEL as ENV_LEVEL
 from measure import LOADGEN, Case
 from scaleout import LEVEL as SCALEOUT_LEVEL
 from scaleout import SUBMIT_CONCURRENCY
@@ -51,6 +52,9 @@ ROW_ORDER = (  # (model, kind): the table's order
     ("echobench", "submit-postgresql"),
     ("irisbench", "predict-process"),
     ("irisbench", "predict-ray"),
+    ("sklearn-env", "env-build"),
+    ("irisbench", "predict-env"),
+    ("irisiso", "predict-env"),
 )
 REPLICA_CORES = 4  # two replicas and the load generator, each wanting about a core
 
@@ -120,6 +124,9 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         "predict-process": f"scaleout: {model} predict c={level}, --executor process --workers 2",
         "predict-ray": f"scaleout: {model} predict c={level}, --executor ray --workers 2 --ray-num-cpus 0.5 "
         "(local head)",
+        "env-build": "environments: scikit-learn + numpy built by uv, warm cache, new directory (s)",
+        "predict-env": f"environments: {model} predict c={level}"
+        + (" in an environment of its own (--isolated)" if model == "irisiso" else " in the server's environment"),
     }[kind]
 
 
@@ -224,6 +231,14 @@ def notes(row: dict, rows: list[dict]) -> str:
         )
     if kind in ("replicas-1", "replicas-2", "submit-sqlite", "submit-postgresql", "predict-ray"):
         return _scaleout_note(row, rows, mine)
+    if kind == "env-build":
+        return (
+            f"from an empty uv cache {extra['cold_s']:.2f} s; a second model with the same requirements "
+            f"(cache hit) {extra['cache_hit_s']:.2f} s; {extra['lock']}"
+        )
+    if kind == "predict-env" and row["model"] == "irisiso":
+        here = find(rows, "irisbench", "predict-env", row["concurrency"], "ours")
+        return f"{mine['rps'] / here['rps']:.2f}× irisbench in the server's environment (same server)" if here else ""
     return ""
 
 
@@ -531,6 +546,24 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
         "≥",
         0.5,
     )
+    check(
+        f"environments: irisbench c={ENV_LEVEL} in its own environment / in the server's req/s (one server)",
+        div(
+            get("irisiso", "predict-env", ENV_LEVEL, "ours", "rps"),
+            get("irisbench", "predict-env", ENV_LEVEL, "ours", "rps"),
+        ),
+        "≥",
+        0.9,
+    )
+    build = find(rows, "sklearn-env", "env-build", 1, "ours")
+    if build:
+        check(
+            "environments: a second model with the same requirements: build s (cache hit)",
+            build["extra"]["cache_hit_s"],
+            "≤",
+            1.0,
+        )
+        check("environments: first build of scikit-learn + numpy from a warm cache s", build["wall_s"], "≤", 30.0)
     ray_p50, process_p50 = (get("irisbench", kind, 1, "ours", "p50_ms") for kind in ("predict-ray", "predict-process"))
     if ray_p50 is not None and process_p50 is not None:
         checks.append(

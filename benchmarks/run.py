@@ -34,6 +34,10 @@ benchmarks/servers.py):
   c=64 on one replica and on two replicas of one database (round-robin); asynchronous
   prediction submissions (c=8, --submissions of them) on SQLite and on PostgreSQL;
   irisbench c=64 and c=1 with --executor ray (a local Ray head) against --executor process.
+* environments (ours only; see benchmarks/environments_bench.py): scikit-learn + numpy built
+  by uv in a new directory from a warm cache, and again for a second model (a cache hit);
+  irisbench in an environment of its own (deepaas-install-plugin --isolated, as irisiso)
+  against irisbench in the server's, on one server, c=64 and c=1.
 
 Prints one table of cases and one of targets, which cases were skipped and why, and
 writes benchmarks/results/latest.{json,md}.
@@ -57,6 +61,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import environments_bench  # noqa: E402
 import registry_bench as registry  # noqa: E402
 import scaleout  # noqa: E402
 from api_cases import (  # noqa: E402
@@ -82,7 +87,19 @@ OURS_FLAGS = {  # how we serve each model
     "irisbatch": ["--workers", "2", "--max-batch-size", "32", "--max-batch-time-ms", "2"],
 }
 REGISTRY_WORKERS = 2
-PHASES = ("loadgen", "wrk", "auth", "oip", "impact", "overload", "flood", "registry", "training", "scaleout")
+PHASES = (
+    "loadgen",
+    "wrk",
+    "auth",
+    "oip",
+    "impact",
+    "overload",
+    "flood",
+    "registry",
+    "training",
+    "scaleout",
+    "environments",
+)
 TRAINING_FLAGS = ["--workers", "2"]  # process executor: a training ends with the switch to re-warmed workers
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
 QUICK = {  # --quick: every case, smoke-sized
@@ -709,6 +726,37 @@ def scaleout_executor(run: Run, name: str, flags: list[str]) -> None:
         server.stop()
 
 
+def run_environments(run: Run) -> None:
+    """Build times of an environment, then irisbench isolated against irisbench here (one server)."""
+    args = run.args
+    log("environments: scikit-learn + numpy built by uv (cold cache, warm cache in a new directory, cache hit)")
+    run.record(run.case("ours", "sklearn-env", "env-build", 1, "uv"), environments_bench.build_times(run.scratch))
+    data_dir = run.data_dir()
+    log("environments: irisbench installed as irisiso in an environment of its own")
+    environments_bench.isolated_irisbench(run.scratch, data_dir)
+    flags = OURS_FLAGS["irisbench"]
+    config = " ".join(flags)
+    server = Server(
+        ours_command(data_dir, ["irisbench", environments_bench.ISOLATED_NAME], flags),
+        "/v2/health/ready",
+        run.raw / "ours-environments.log",
+        settle=True,
+    )
+    try:
+        for repeat in range(1, args.repeats + 1):
+            for level in (environments_bench.LEVEL, 1):
+                models = ["irisbench", environments_bench.ISOLATED_NAME]
+                for model in models if repeat % 2 else reversed(models):
+                    run.record(
+                        run.case("ours", model, "predict-env", level, config),
+                        scaleout.predict(
+                            server, model, concurrency=level, requests=args.requests, loadgen=args.loadgen
+                        ),
+                    )
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -732,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "training", lambda: run_trainings(run))
         if "scaleout" in run.phases:
             guarded(run, "scaleout", lambda: run_scaleout(run))
+        if "environments" in run.phases:
+            guarded(run, "environments", lambda: run_environments(run))
     finally:
         shutil.rmtree(run.scratch, ignore_errors=True)
     report = summarize(run.results, limits, args, run.skipped + run.notes)
@@ -763,7 +813,7 @@ def check_tools(run: Run) -> None:
     if "deepaas" not in args.frameworks:
         run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
     if "ours" not in args.frameworks and (
-        ours_only := [p for p in ("auth", "oip", "impact", "scaleout") if p in run.phases]
+        ours_only := [p for p in ("auth", "oip", "impact", "scaleout", "environments") if p in run.phases]
     ):
         run.skipped.append(f"{', '.join(ours_only)}: only ours has these, and ours is not in --frameworks")
         run.phases = [p for p in run.phases if p not in ours_only]

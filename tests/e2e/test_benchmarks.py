@@ -240,3 +240,17 @@ def test_store_load_counts_what_each_kind_of_work_writes(tmp_path):
         assert round(job["INSERT"]) == 1 and round(job["UPDATE"]) == 2, (store, job)
         assert round(rows["training, per training"]["INSERT"]) == 1, (store, rows)
     assert figures["postgresql"]["idle, per second"]["SELECT"] > 1  # the replica's polls
+
+
+def test_environment_cases(quick_run):
+    """A model in an environment of its own (benchmarks/environments_bench.py): build times, and
+    irisbench isolated against irisbench in the server's environment on one server."""
+    _, report, rows, _ = quick_run
+    build = rows[("sklearn-env", "env-build", 1)]["ours"]
+    assert build["wall_s"] > 0 and 0 < build["extra"]["cache_hit_s"] and "scikit-learn==" in build["extra"]["lock"]
+    for model in ("irisbench", "irisiso"):
+        case = rows[(model, "predict-env", 64)]["ours"]
+        assert case["rps"] > 0 and case["errors"] == 0, (model, case)
+    checks = {c["check"] for c in report["checks"]}
+    assert "environments: a second model with the same requirements: build s (cache hit)" in checks
+    assert any(c.startswith("environments: irisbench c=64 in its own environment") for c in checks)
