@@ -30,7 +30,7 @@ before it reads the first uploaded byte (:func:`contain`, standard library only)
   its scratch directory is a tmpfs of bounded size.
 
 The worker's process itself is started clean by the server
-(:class:`~deepaas_like.engine.process.IsolatedProcess`: a fresh interpreter, a session of its
+(:class:`~deepaas_like.engine.interpreter.IsolatedProcess`: a fresh interpreter, a session of its
 own, no environment of the server's, no descriptor but its pipes).
 
 :func:`contain` answers a :class:`Containment`: what was applied and what this kernel

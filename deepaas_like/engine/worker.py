@@ -123,7 +123,7 @@ def library_threads(workers: int, environ: Any = os.environ) -> tuple[tuple[str,
 
 def isolated_main() -> None:
     """Entry point of a contained worker (``python -I -c ...``, see
-    :class:`~deepaas_like.engine.process.IsolatedProcess`): its pipes are descriptors named on the
+    :class:`~deepaas_like.engine.interpreter.IsolatedProcess`): its pipes are descriptors named on the
     command line, what it runs comes pickled over the first of them."""
     setup, conn_fd, files_fd = (int(arg) for arg in sys.argv[1:4])
     with os.fdopen(setup, "rb") as fh:

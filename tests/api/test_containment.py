@@ -446,7 +446,7 @@ def test_scratch_directories_of_a_killed_server_are_removed_by_the_next_and_no_o
     import subprocess
     import sys
 
-    from deepaas_like.engine.process import SCRATCH_PREFIX, sweep_scratch
+    from deepaas_like.engine.interpreter import SCRATCH_PREFIX, sweep_scratch
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
