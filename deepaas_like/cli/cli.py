@@ -33,7 +33,9 @@ import shutil
 import sys
 from typing import Any, Sequence
 
+from ..environments import environments_root
 from ..errors import PluginLoadError
+from ..isolated import registered
 from ..jsonutil import dumps
 from ..loading import GROUP, discover_entry_points, load_plugins
 from ..settings import CONFIG_FILE_ENV, SettingsError, load_settings
@@ -217,6 +219,12 @@ def open_model(known: argparse.Namespace) -> Model:
         raise CommandFailed(f"deepaas-run's settings: {exc}", 2) from None
     names = sorted({ep.name for ep in discover_entry_points()})
     preferred = known.model_name or (settings.model_name[0] if len(settings.model_name) == 1 else None)
+    if preferred is not None and preferred not in names and preferred in registered(environments_root(settings)):
+        raise CommandFailed(
+            f"model '{preferred}' is installed in an environment of its own: it runs in its workers, not in "
+            "this process; run it on a server with --url (deepaas-run serves it)",
+            2,
+        )
     name = _choose(preferred, names, "installed")
     try:
         with plugin_output_to(sys.stderr):  # what a plugin prints on import is not the result

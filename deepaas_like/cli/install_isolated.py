@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 
 from ..environments import BuildFailed, EnvironmentStore
 from ..errors import PluginLoadError
-from ..isolated import IsolatedPlugin, describe, register, runtime_dir
+from ..isolated import IsolatedPlugin, describe, register, registered, runtime_dir, unregister
 from .install_plugin import PROVIDED, build_wheel, entry_points_of, read_wheel
 
 CODE_DIR = "plugins"
@@ -155,6 +155,19 @@ def install_isolated(
                     f"installed {name} in environment {environment.key[:12]} (python {described['python']}): "
                     f"predict takes {arguments}; serve it with: deepaas-run --model-name {name}"
                 )
+    return 0
+
+
+def uninstall_isolated(root: Path, names: Sequence[str]) -> int:
+    """Stop serving ``names`` (their registrations go; their environments stay until gc)."""
+    known = registered(root)
+    missing = [name for name in names if name not in known]
+    if missing:
+        installed = ", ".join(sorted(known)) or "none"
+        return _error(f"no model {', '.join(missing)} in an environment of its own here (installed: {installed})")
+    for name in names:
+        unregister(root, name)
+        print(f"uninstalled {name} (environment {known[name].environment[:12]}: deepaas-env gc removes it if unused)")
     return 0
 
 

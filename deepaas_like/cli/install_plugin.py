@@ -211,13 +211,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config-file", help="--isolated: deepaas-run's config file (for its --data-dir)")
     parser.add_argument(
+        "--uninstall",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="--isolated: stop serving the model NAME installed in an environment of its own (deepaas-env gc "
+        "then removes the environment if nothing else uses it); repeatable",
+    )
+    parser.add_argument(
         "--keep-broken",
         action="store_true",
         help="keep a plugin installed even when it does not import (by default it is uninstalled "
         "again, so that deepaas-run serving every plugin is not left with a broken one)",
     )
     args = parser.parse_args(argv)
-    if not args.specs and not args.editable:
+    if not args.specs and not args.editable and not args.uninstall:
         parser.error("name at least one PLUGIN or -e DIR")
     for directory in args.editable:
         if not is_project_dir(directory):
@@ -227,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if args.isolated:
         return _isolated(parser, args)
+    if args.uninstall:
+        parser.error("--uninstall goes with --isolated (plugins in the server's environment: pip uninstall)")
     if args.data_dir or args.config_file:
         parser.error("--data-dir and --config-file go with --isolated")
     protected = protected_distributions()
@@ -309,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _isolated(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from ..environments import environments_root
     from ..settings import SettingsError, load_settings
-    from .install_isolated import install_isolated
+    from .install_isolated import install_isolated, uninstall_isolated
 
     flags = [
         *(["--data-dir", args.data_dir] if args.data_dir else []),
@@ -319,10 +329,13 @@ def _isolated(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         settings = load_settings(flags)
     except SettingsError as exc:
         parser.error(str(exc))
+    root = environments_root(settings)
+    if args.uninstall:
+        return uninstall_isolated(root, args.uninstall)
     sources: list[tuple[str, Path | None]] = [(spec, None) for spec in args.specs]
     sources += [(directory, Path(directory).resolve()) for directory in args.editable]
     runtime = Path(settings.data_dir) / "runtime"
-    return install_isolated(environments_root(settings), runtime, sources, dry_run=args.dry_run)
+    return install_isolated(root, runtime, sources, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ servers, a real browser."""
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -202,3 +203,21 @@ async def test_a_plugin_whose_environment_is_gone_is_listed_as_failed_with_how_t
     assert "is gone" in entry["error"] and "deepaas-install-plugin --isolated" in entry["error"]
     answer = await client.post("/v2/models/oldwebargs/predict/", json={"x": 1})
     assert answer.status == 503
+
+
+def test_deepaas_cli_in_process_points_to_a_server_and_uninstall_stops_serving_it(installed, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(installed / "environments" / "users", data_dir / "environments" / "users")
+    environ = {**os.environ, "DEEPAAS_DATA_DIR": str(data_dir)}
+    local = subprocess.run(
+        [str(BIN / "deepaas-cli"), "--model-name", "oldwebargs", "predict", "--x", "1"],
+        capture_output=True,
+        text=True,
+        env=environ,
+    )
+    assert local.returncode == 2 and "environment of its own" in local.stderr and "--url" in local.stderr, local.stderr
+    done = install(data_dir, "--uninstall", "oldwebargs")
+    assert done.returncode == 0 and "uninstalled oldwebargs" in done.stdout, done.stderr
+    assert "plugin:oldwebargs" not in users(data_dir / "environments")
+    again = install(data_dir, "--uninstall", "oldwebargs")
+    assert again.returncode == 1 and "no model oldwebargs in an environment of its own" in again.stderr
