@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name
 from ..environments import BuildFailed, EnvironmentStore
 from ..errors import PluginLoadError
 from ..isolated import IsolatedPlugin, describe, register, registered, runtime_dir, unregister
-from .install_plugin import PROVIDED, build_wheel, entry_points_of, read_wheel
+from .wheels import PROVIDED, build_wheel, entry_points_of, read_wheel
 
 CODE_DIR = "plugins"
 

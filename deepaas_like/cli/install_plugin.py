@@ -33,13 +33,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import email.parser
 import importlib.metadata
 import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -48,8 +46,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..loading import GROUP
+from .wheels import PROVIDED, build_wheel, pip_command, read_wheel
 
-PROVIDED = {"deepaas": "deepaas_like provides the 'deepaas' import package"}
 OURS = "deepaas_like"
 
 
@@ -90,37 +88,6 @@ def protected_distributions(root: str = OURS) -> dict[str, str]:
     return found
 
 
-def read_wheel(wheel: Path) -> tuple[str, str, list[str], list[str]]:
-    """Name, version, requirements and model entry points of a wheel."""
-    with zipfile.ZipFile(wheel) as archive:
-        info_dir = _info_dir(archive)
-        metadata = email.parser.Parser().parsestr(archive.read(f"{info_dir}/METADATA").decode())
-    return metadata["Name"], metadata["Version"], metadata.get_all("Requires-Dist") or [], list(entry_points_of(wheel))
-
-
-def _info_dir(archive: zipfile.ZipFile) -> str:
-    return next(n.split("/")[0] for n in archive.namelist() if n.split("/")[0].endswith(".dist-info"))
-
-
-def entry_points_of(wheel: Path) -> dict[str, str]:
-    """The wheel's model entry points: name -> ``module:attribute``."""
-    with zipfile.ZipFile(wheel) as archive:
-        try:
-            entry_text = archive.read(f"{_info_dir(archive)}/entry_points.txt").decode()
-        except KeyError:
-            entry_text = ""
-    found = {}
-    section = None
-    for line in entry_text.splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif section == GROUP and "=" in line:
-            name, value = line.split("=", 1)
-            found[name.strip()] = value.strip()
-    return found
-
-
 def plan_for(wheel: Path, protected: dict[str, str], editable: Path | None = None) -> Plan:
     name, version, requirements, entry_points = read_wheel(wheel)
     plan = Plan(wheel, name, version, entry_points, editable)
@@ -146,20 +113,6 @@ def plan_for(wheel: Path, protected: dict[str, str], editable: Path | None = Non
         else:
             plan.install.append(str(requirement))
     return plan
-
-
-def _pip(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-
-
-def build_wheel(spec: str, into: Path) -> Path:
-    """The wheel of one plugin ``spec``, built (or copied) into the empty directory ``into``."""
-    into.mkdir(parents=True, exist_ok=True)
-    if spec.endswith(".whl") and os.path.isfile(spec):
-        (into / os.path.basename(spec)).write_bytes(Path(spec).read_bytes())
-    else:
-        subprocess.run(_pip("wheel", "--no-deps", "--wheel-dir", str(into), spec), check=True)
-    return next(into.glob("*.whl"))
 
 
 def is_project_dir(path: str) -> bool:
@@ -274,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets += ["-e", str(plan.editable)] if plan.editable is not None else [str(plan.wheel)]
         try:
             if requirements:
-                subprocess.run(_pip("install", "-c", str(constraints), *requirements), check=True)
-            subprocess.run(_pip("install", "--no-deps", *targets), check=True)
+                subprocess.run(pip_command("install", "-c", str(constraints), *requirements), check=True)
+            subprocess.run(pip_command("install", "--no-deps", *targets), check=True)
         except subprocess.CalledProcessError as exc:
             print(
                 f"deepaas-install-plugin: error: pip failed (exit {exc.returncode}); deepaas_like's own "
@@ -293,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"installed, but the plugin does not import (kept: --keep-broken):\n{result.stderr}", file=sys.stderr)
         else:
             undone = subprocess.run(
-                _pip("uninstall", "--yes", *(plan.name for plan in plans)), capture_output=True, text=True
+                pip_command("uninstall", "--yes", *(plan.name for plan in plans)), capture_output=True, text=True
             )
             print(
                 f"the plugin does not import, so it was uninstalled again"
