@@ -12,7 +12,7 @@ from aiohttp import web
 from ..auth.gate import Gate
 from ..database import Database, StoreOutage
 from ..engine import forking
-from ..environments import environments_root
+from ..environments import EnvironmentStore, environments_root, in_use
 from ..errors import PluginLoadError
 from ..isolated import served_isolated
 from ..jobs.manager import JobManager
@@ -34,6 +34,7 @@ from .routes import add_routes, policy_of
 
 LOG = logging.getLogger(__name__)
 STORE_POLL_INTERVAL = 0.5  # seconds between two looks for changes made by other processes
+ENVIRONMENT_GRACE = 3600.0  # seconds an unused environment is kept after it was built or last used
 
 
 def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None) -> web.Application:
@@ -128,6 +129,7 @@ def create_app(settings: Settings, plugins: Sequence[LoadedPlugin] | None = None
     app.cleanup_ctx.append(_watch_store)
     app.cleanup_ctx.append(_run_jobs)
     app.cleanup_ctx.append(_run_models)
+    app.cleanup_ctx.append(_collect_environments)
     return app
 
 
@@ -151,6 +153,31 @@ async def _run_models(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(*starting, return_exceptions=True)
         timeout = app[SETTINGS].shutdown_timeout
         await asyncio.gather(*(m.stop(timeout) for m in models.values()), return_exceptions=True)
+
+
+async def _collect_environments(app: web.Application) -> AsyncIterator[None]:
+    """Remove, once at start and in the background, the environments that nothing uses any
+    more (an uninstalled plugin's, a purged version's); those built or used in the last
+    :data:`ENVIRONMENT_GRACE` seconds stay (a replica may be about to record its use)."""
+    root = environments_root(app[SETTINGS])
+    task = asyncio.create_task(asyncio.to_thread(_collect, root), name="collect environments")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _collect(root: Path) -> None:
+    if not root.is_dir():
+        return
+    try:
+        removed = EnvironmentStore(root).collect(in_use(root), grace=ENVIRONMENT_GRACE)
+    except (OSError, ValueError) as exc:  # a record that is no record: kept, and said
+        LOG.warning("environments in %s not collected: %s", root, exc)
+        return
+    for key in removed:
+        LOG.info("environment %s removed: nothing uses it", key[:12])
 
 
 async def _prepare_forking(starting: list[asyncio.Task]) -> None:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -221,3 +222,21 @@ def test_deepaas_cli_in_process_points_to_a_server_and_uninstall_stops_serving_i
     assert "plugin:oldwebargs" not in users(data_dir / "environments")
     again = install(data_dir, "--uninstall", "oldwebargs")
     assert again.returncode == 1 and "no model oldwebargs in an environment of its own" in again.stderr
+
+
+async def test_the_server_removes_at_start_the_environments_nothing_uses(aiohttp_client, make_settings, tmp_path):
+    """An environment no model uses, built longer ago than the grace, goes when a server
+    starts; one built a moment ago stays (a model may be about to record its use)."""
+    data_dir = tmp_path / "data"
+    store = EnvironmentStore(data_dir / "environments")
+    old = store.build(["six==1.16.0"])
+    recent = store.build(["six==1.15.0"])
+    long_ago = time.time() - 2 * 3600
+    os.utime(old.path / ".complete", (long_ago, long_ago))
+    client = await aiohttp_client(create_app(make_settings(model_name=("echobench",), data_dir=str(data_dir))))
+    await wait_ready(client)
+    for _ in range(100):
+        if store.get(old.key) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert store.get(old.key) is None and store.get(recent.key) is not None
