@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -240,3 +241,20 @@ async def test_the_server_removes_at_start_the_environments_nothing_uses(aiohttp
             break
         await asyncio.sleep(0.05)
     assert store.get(old.key) is None and store.get(recent.key) is not None
+
+
+async def test_a_worker_of_the_environment_that_dies_is_replaced(aiohttp_client, make_settings, installed):
+    settings = make_settings(model_name=("oldwebargs",), data_dir=str(installed))
+    client = await aiohttp_client(create_app(settings))
+    await wait_ready(client, timeout=120)
+    first = (await (await client.post("/v2/models/oldwebargs/predict/", json={"x": 1})).json())["predictions"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    for _ in range(200):
+        ready = await (await client.get("/v2/models/oldwebargs/ready")).json()
+        if ready["restarts"] == 1 and ready["ready"]:
+            break
+        await asyncio.sleep(0.05)
+    answer = await client.post("/v2/models/oldwebargs/predict/", json={"x": 1})
+    body = await answer.json()
+    assert answer.status == 200 and body["predictions"]["pid"] != first and body["predictions"]["webargs"] == "5.5.3"
+    assert ready["restarts"] == 1
