@@ -29,8 +29,9 @@ signature's columns) and answers one JSON-ready dict per row::
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 GROUP = "deepaas_like.frameworks"
 TASKS = ("classification", "regression", "tensor")
@@ -165,15 +166,25 @@ class Framework:
         raise NotImplementedError(f"{self.library} models cannot be converted to ONNX")
 
 
-def discover_frameworks() -> tuple[dict[str, Framework], dict[str, str]]:
+def discover_frameworks(
+    declared: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Framework], dict[str, str]]:
     """The installed framework plugins by library name, and why others could not load.
 
     A framework plugin that fails to import costs only its own library (uploads of it
-    are refused with the reason), not the server.
+    are refused with the reason), not the server. ``declared``: entry points
+    ``{name: "module:attr"}`` to load when no installed distribution declares any: a host
+    in a model's own environment has the plugins' code on its path but not their
+    metadata, and the server tells it what it has (:func:`declared_frameworks`)::
+
+        discover_frameworks({"sklearn": "deepaas_like_frameworks.sklearn:SklearnFramework"})
     """
     found: dict[str, Framework] = {}
     broken: dict[str, str] = {}
-    for ep in importlib.metadata.entry_points(group=GROUP):
+    points = list(importlib.metadata.entry_points(group=GROUP))
+    if not points and declared:
+        points = [importlib.metadata.EntryPoint(name, value, GROUP) for name, value in sorted(declared.items())]
+    for ep in points:
         try:
             target = ep.load()
             framework = target() if isinstance(target, type) else target
@@ -182,3 +193,25 @@ def discover_frameworks() -> tuple[dict[str, Framework], dict[str, str]]:
             continue
         found[framework.library] = framework
     return found, broken
+
+
+def declared_frameworks() -> dict[str, str]:
+    """The framework plugins' entry points installed here, ``{name: "module:attr"}``."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=GROUP)}
+
+
+def framework_packages() -> dict[str, str]:
+    """Where the framework plugins' code is here: each one's top-level package and its
+    directory, or a plain module and its file."""
+    found = {}
+    for value in declared_frameworks().values():
+        top = value.split(":")[0].split(".")[0]
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            found[top] = list(spec.submodule_search_locations)[0]
+        elif spec is not None and spec.origin:
+            found[top] = spec.origin
+    return found

@@ -45,11 +45,10 @@ MIN_LANDLOCK = 4  # files and TCP; signals and abstract sockets need 6 or the na
 
 def needed_roots() -> list[str]:
     """What Python and the framework plugins read: the interpreter's prefixes, the import
-    paths, deepaas_like itself and the framework plugins' packages."""
-    import importlib.metadata
-    import importlib.util
-
-    from ..frameworks import GROUP
+    paths (and what the links in them lead to: a model environment's runtime, see
+    :func:`deepaas_like.isolated.runtime_dir`), deepaas_like itself and the framework
+    plugins' packages."""
+    from ..frameworks import framework_packages
 
     paths = {
         sys.prefix,
@@ -60,17 +59,44 @@ def needed_roots() -> list[str]:
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     }  # deepaas_like
     paths.update(p for p in sys.path if p)
-    for ep in importlib.metadata.entry_points(group=GROUP):
-        top = ep.value.split(":")[0].split(".")[0]
-        try:
-            spec = importlib.util.find_spec(top)
-        except (ImportError, ValueError):
-            continue
-        if spec is not None and spec.submodule_search_locations:
-            paths.update(spec.submodule_search_locations)
-        elif spec is not None and spec.origin:
-            paths.add(os.path.dirname(spec.origin))
+    paths.update(linked_packages())
+    for where in framework_packages().values():
+        paths.add(where if os.path.isdir(where) else os.path.dirname(where))
     return sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
+
+
+def linked_packages() -> list[str]:
+    """The directories that links on the import path lead to (a model environment's runtime:
+    links to deepaas_like, the framework plugins; none elsewhere)."""
+    found = []
+    for entry in runtime_paths():
+        for child in os.scandir(entry):
+            if child.is_symlink():
+                target = os.path.realpath(child.path)
+                found.append(target if os.path.isdir(target) else os.path.dirname(target))
+    return found
+
+
+def runtime_paths() -> list[str]:
+    """The directories on the import path that hold links only: the runtime a worker in a
+    model's own environment starts with (see :class:`deepaas_like.engine.worker.EnvironmentLaunch`)."""
+    found = []
+    for entry in sys.path:
+        try:
+            children = list(os.scandir(entry)) if entry and os.path.isdir(entry) else []
+        except OSError:
+            continue
+        if children and all(child.is_symlink() for child in children):
+            found.append(entry)
+    return found
+
+
+def own_environment() -> list[str]:
+    """What a worker in a model's own environment runs from: its virtual environment and its
+    runtime. The environments live in the data directory (a denied path): these, and only
+    these, are read there."""
+    venv = [sys.prefix] if sys.prefix != sys.base_prefix else []
+    return sorted({os.path.realpath(p) for p in [*venv, *runtime_paths()]})
 
 
 def _inside(path: str, parent: str) -> bool:
@@ -104,8 +130,9 @@ def apply_landlock(spec: SandboxSpec, needed: list[str], report: Containment, sh
             *(f"/proc/{name}" for name in PROC_FILES),
         ]
         skipped = []
+        own = own_environment()
         for path in outermost(os.path.realpath(p) for p in reads if os.path.lexists(p)):
-            if any(_inside(path, d) for d in deny):
+            if any(_inside(path, d) and not (path != d and any(_inside(path, o) for o in own)) for d in deny):
                 skipped.append(path)
                 continue
             _allow_except(ruleset, path, landlock.READ, [d for d in deny if _inside(d, path)])

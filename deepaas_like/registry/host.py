@@ -27,6 +27,9 @@ from ..frameworks import Framework, LoadedModel, discover_frameworks
 
 CAPACITY_ENV = "DEEPAAS_LIKE_MAX_LOADED_MODELS"
 PRELOAD_ENV = "DEEPAAS_LIKE_PRELOAD_FRAMEWORKS"
+# A host in a model's own environment: the server's framework entry points, as JSON
+# ({name: "module:attr"}), loaded when the environment has no distribution that declares any
+FRAMEWORKS_ENV = "DEEPAAS_LIKE_FRAMEWORKS"
 ROWS = "rows"
 
 
@@ -208,20 +211,22 @@ class RegistryHost:
         """At the worker's start: the framework plugins' cheap imports (see Framework.preload)."""
         if os.environ.get(PRELOAD_ENV) != "1":
             return
-        if self._frameworks is None:
-            self._frameworks, self._broken = discover_frameworks()
-        for framework in self._frameworks.values():
+        for framework in self._discovered().values():
             framework.preload()
 
-    def framework(self, library: str) -> Framework:
+    def _discovered(self) -> dict[str, Framework]:
         if self._frameworks is None:
-            self._frameworks, self._broken = discover_frameworks()
+            self._frameworks, self._broken = discover_frameworks(json.loads(os.environ.get(FRAMEWORKS_ENV) or "{}"))
+        return self._frameworks
+
+    def framework(self, library: str) -> Framework:
+        frameworks = self._discovered()
         try:
-            return self._frameworks[library]
+            return frameworks[library]
         except KeyError:
             reason = self._broken.get(library) or (
                 f"no framework plugin for library '{library}' is installed "
-                f"(installed: {', '.join(sorted(self._frameworks)) or 'none'})"
+                f"(installed: {', '.join(sorted(frameworks)) or 'none'})"
             )
             raise LookupError(reason) from None
 
