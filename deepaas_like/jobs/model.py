@@ -19,13 +19,18 @@ class JobKind(enum.StrEnum):
     PREDICTION = "prediction"
     TEST = "test"  # model tests (deepaas_like.quality.checks)
     IMPACT = "feature_impact"
+    BUILD = "dependency_build"  # an uploaded version's environment (deepaas_like.registry)
 
     @property
     def path(self) -> str:
         """The segment of the model's URL its jobs live under."""
-        return {"training": "train", "prediction": "predictions", "test": "tests", "feature_impact": "feature-impact"}[
-            self.value
-        ]
+        return {
+            "training": "train",
+            "prediction": "predictions",
+            "test": "tests",
+            "feature_impact": "feature-impact",
+            "dependency_build": "dependencyBuild",
+        }[self.value]
 
 
 class JobStatus(enum.StrEnum):

@@ -89,7 +89,7 @@ class Catalog:
         """Take in what other replicas wrote to the store: models and versions created,
         changed (current version, public flag, archive, config, load status) or purged.
         What this server is writing itself (a name whose lock is held, a version it is
-        loading) stays as it is here; the next refresh sees it settled."""
+        loading or building) stays as it is here; the next refresh sees it settled."""
         for _ in range(5):
             before = self.store.writes
             models, versions = await self.store.load()
@@ -125,7 +125,7 @@ class Catalog:
             if known is None:
                 mine_versions[version.number] = version
                 changed = True
-            elif version.status is not VersionStatus.LOADING and version != known:
+            elif version.status not in (VersionStatus.LOADING, VersionStatus.BUILDING) and version != known:
                 if (version.config, version.optimization, version.sha256) != (
                     known.config,
                     known.optimization,

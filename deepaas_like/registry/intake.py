@@ -56,6 +56,35 @@ class Upload:
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
     optimize: str | None = None
+    requirements: list[str] | None = None  # its own environment's (see check_requirements)
+
+
+def check_requirements(value: Any) -> list[str] | None:
+    """A version's requirements: a requirements.txt's text, or a list of requirement strings
+    (normalised, duplicates dropped; None when there are none). A 422 names the line that is
+    no requirement, or an option or local path, which an environment must not depend on::
+
+        check_requirements("scikit-learn==1.6.1  # the model's\n")   # ["scikit-learn==1.6.1"]
+    """
+    from ..environments import check_requirement, read_requirements
+
+    if value in (None, "", []):
+        return None
+    try:
+        if isinstance(value, str):
+            lines = read_requirements(value)
+        elif isinstance(value, list) and all(isinstance(line, str) for line in value):
+            lines = [check_requirement(line.strip()) for line in value]
+        else:
+            raise ValueError("requirements must be a requirements.txt's text or a list of strings")
+    except ValueError as exc:
+        raise ArgumentError(f"Invalid requirements: {exc}", {"requirements": [str(exc)]}) from None
+    if not lines:
+        raise ArgumentError(
+            "The requirements list no package: give at least one (name==version), or leave them out",
+            {"requirements": ["No requirement."]},
+        )
+    return list(dict.fromkeys(lines))
 
 
 def check_name(name: str) -> str:

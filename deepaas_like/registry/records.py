@@ -17,8 +17,55 @@ from ..tables import model_versions, uploaded_models
 
 class VersionStatus(enum.StrEnum):
     LOADING = "loading"
+    BUILDING = "building"  # its environment is being built (an upload with requirements)
     READY = "ready"
     ERROR = "error"
+
+
+class BuildStatus(enum.StrEnum):
+    """Where a version's environment build is (DataRobot's words for a dependency build)."""
+
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCESS = "success"  # built, and the version loads in it
+    FAILED = "failed"
+
+
+@dataclass
+class DependencyBuild:
+    """The build of a version's own environment (an upload with requirements), kept in the
+    version's config as ``build``; ``job``: the durable job that runs it (its log)."""
+
+    job: str
+    submitted: float
+    status: BuildStatus = BuildStatus.SUBMITTED
+    started: float | None = None
+    finished: float | None = None
+    environment: str | None = None  # the environment's key, once built
+    error: str | None = None
+    requirement: str | None = None  # the requirement that could not be resolved or installed
+    optimize: str | None = None  # what the upload asked, done once the version loads
+    node: str | None = None  # the server that builds it (with replicas: its restart ends the build)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> DependencyBuild:
+        return cls(**{**doc, "status": BuildStatus(doc.get("status", BuildStatus.SUBMITTED))})
+
+    def document(self, href: str, requirements: list[str]) -> dict[str, Any]:
+        """What ``GET .../dependencyBuild`` answers (``href``: the version's URL)."""
+        return {
+            "buildStatus": self.status,
+            "buildStart": stamp(self.started),
+            "buildEnd": stamp(self.finished),
+            "buildLogLocation": f"{href}/dependencyBuildLog",
+            "environment": self.environment,
+            "requirements": requirements,
+            "error": self.error,
+            "failedRequirement": self.requirement,
+        }
 
 
 @dataclass
@@ -38,6 +85,28 @@ class VersionRecord:
     signature: dict[str, Any] | None = None  # Signature.to_json() once loaded
     config: dict[str, Any] = field(default_factory=dict)  # input_schema, output_schema, batching
     optimization: dict[str, Any] | None = None  # optimize=onnx: what was asked, agreement, outcome
+
+    @property
+    def requirements(self) -> list[str] | None:
+        """What its own environment holds (an upload with requirements), else None."""
+        requirements = self.config.get("requirements")
+        return list(requirements) if requirements else None
+
+    @property
+    def build(self) -> DependencyBuild | None:
+        """The build of its own environment, if it has requirements."""
+        build = self.config.get("build")
+        return DependencyBuild.from_json(build) if isinstance(build, dict) else None
+
+    @build.setter
+    def build(self, build: DependencyBuild) -> None:
+        self.config = {**self.config, "build": build.to_json()}
+
+    @property
+    def environment(self) -> str | None:
+        """The key of the environment it is served in (None: the server's)."""
+        build = self.build
+        return build.environment if build is not None and self.requirements else None
 
     def document(self, href: str) -> dict[str, Any]:
         signature = self.signature or {}
@@ -59,12 +128,17 @@ class VersionRecord:
             doc["signature"] = self.signature
         if self.optimization is not None:
             doc["optimization"] = self.optimization
+        if self.requirements is not None:
+            doc["requirements"] = self.requirements
+            doc["environment"] = self.environment
         doc["links"] = {
             "self": href,
             "download": f"{href}/download",
             "config": f"{href}/config",
             "predict": f"{href}/predict/",
         }
+        if self.requirements is not None:
+            doc["links"]["dependencyBuild"] = f"{href}/dependencyBuild"
         return doc
 
 

@@ -7,6 +7,10 @@ shared pool to learn its signature (a file that does not load is recorded as an
 engine as plugins: a queue, batching, timeouts, async predictions. Versions can be
 rolled back and forward, archived and restored, downloaded byte for byte.
 
+An upload may carry requirements: its version is ``building`` while a durable job (the
+caller submits it, with :meth:`Registry.build` as its work) builds an environment of its
+own with uv (:mod:`.environment_pools`), then is loaded there and settles as any upload.
+
 Nothing here loads a model file: the server process only records, streams and sniffs.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,18 +27,29 @@ import sqlalchemy as sa
 
 from ..database import Database
 from ..engine.shared import LoadStats
-from ..errors import ArgumentError, Conflict, NotFound
+from ..environments import BuildFailed
+from ..errors import ArgumentError, Conflict, DeepaasError, NotFound
 from ..frameworks import Framework, discover_frameworks
 from ..models import ModelState, ServedModel
 from ..node import node_id
 from ..settings.sections import RegistrySection
 from .artifacts import Artifact, ArtifactStore
 from .catalog import Catalog, ModelArchived, files_of
-from .intake import OPTIMIZATIONS, SAFE_FORMATS, Upload, check_batching, check_name, check_schema, identify
+from .environment_pools import EnvironmentPools
+from .intake import (
+    OPTIMIZATIONS,
+    SAFE_FORMATS,
+    Upload,
+    check_batching,
+    check_name,
+    check_requirements,
+    check_schema,
+    identify,
+)
 from .optimize import chunks_of, optimize, probe
-from .records import ModelRecord, RegistryStore, VersionRecord, VersionStatus
+from .records import BuildStatus, DependencyBuild, ModelRecord, RegistryStore, VersionRecord, VersionStatus
 from .rows import ranges
-from .serving import CodeRefused, Pool, Serving
+from .serving import CodeRefused, Pool, Serving, registry_pool
 
 LOG = logging.getLogger(__name__)
 
@@ -52,8 +68,18 @@ class Registry:
         self.frameworks: dict[str, Framework] = {}
         self.broken_frameworks: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._node = "local"  # with replicas, this one's id (known at start): who builds an environment
         self.catalog = Catalog(self.store, self._shared, plugin_names, self._busy_names, self._retire)
-        self.serving = Serving(settings, pool, self.catalog, self.store, self.artifacts, self.runs_code, self._shared)
+        # versions uploaded with requirements: their environments live where the plugins' do
+        # (see deepaas_like.environments.environments_root), their hosts' runtime in the data directory
+        self.environments = EnvironmentPools(
+            (settings.artifacts_dir if self._shared else Path(settings.data_dir)) / "environments",
+            Path(settings.data_dir) / "registry-runtime",
+            lambda launch: registry_pool(settings, launch),
+        )
+        self.serving = Serving(
+            settings, pool, self.catalog, self.store, self.artifacts, self.runs_code, self._shared, self.environments
+        )
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -79,15 +105,21 @@ class Registry:
                 else f"uploads of formats whose loading runs code (pickle, joblib, TorchScript) are refused; "
                 f"{SAFE_FORMATS} are served",
             )
-        await asyncio.to_thread(
-            lambda: self.artifacts.prepare(node_id(self._settings.data_dir) if self._shared else "local")
-        )
+        self._node = await asyncio.to_thread(node_id, self._settings.data_dir) if self._shared else "local"
+        await asyncio.to_thread(self.artifacts.prepare, self._node)
         models, versions = await self.store.load()
         self.catalog.load(models, versions)
         for kept in versions:
             if kept.status is VersionStatus.LOADING and not self._shared:  # we stopped during its first load
                 kept.status, kept.error = VersionStatus.ERROR, "the server stopped while loading it; upload again"
                 await self.store.save_version(kept, "status", "error")
+            build = kept.build
+            if kept.status is VersionStatus.BUILDING and build is not None and build.node in (self._node, None):
+                kept.status = VersionStatus.ERROR  # we stopped during its build (its job is interrupted)
+                kept.error = build.error = "the server stopped while building its environment; upload again"
+                build.status, build.finished = BuildStatus.FAILED, time.time()
+                kept.build = build
+                await self.store.save_version(kept, "status", "error", "config")
         if self.catalog or (self._settings.registry_preload and self.frameworks):
             self.ensure_pool()  # else the shared workers start with the first upload
             LOG.info("registry: %d uploaded models", len(models))
@@ -143,6 +175,10 @@ class Registry:
     async def served(self, name: str, number: int | None = None) -> ServedModel:
         """The servable model of a version (the current one by default; see :meth:`Serving.served`)."""
         return await self.serving.served(name, number)
+
+    def job_model(self, model: ModelRecord, version: VersionRecord) -> ServedModel:
+        """A version as the model a job of it names (its environment's build), not started."""
+        return self.serving.build(model, version)
 
     def described(self, name: str) -> ServedModel | None:
         """The current version of ``name`` as the API documents it (not started), if any."""
@@ -245,7 +281,11 @@ class Registry:
             upload.artifact = await asyncio.to_thread(self.artifacts.commit, upload.artifact)
             config = {
                 k: v
-                for k, v in (("input_schema", upload.input_schema), ("output_schema", upload.output_schema))
+                for k, v in (
+                    ("input_schema", upload.input_schema),
+                    ("output_schema", upload.output_schema),
+                    ("requirements", upload.requirements),
+                )
                 if v is not None
             }
             version = VersionRecord(
@@ -259,34 +299,27 @@ class Registry:
                 now,
                 config=config,
             )
+            if upload.requirements:  # its environment first (see build), in a job the caller submits
+                version.status = VersionStatus.BUILDING
+                version.build = DependencyBuild(uuid.uuid4().hex, now, node=self._node, optimize=upload.optimize)
             try:
                 await self.store.insert_version(version)
             except sa.exc.IntegrityError:
                 raise _raced(name) from None
             versions[version.number] = version
-        self.ensure_pool()
-        await probe(self.serving.build(model, version), version)
-        if version.status is VersionStatus.READY and upload.optimize:
-            await optimize(
-                lambda v: self.serving.build(model, v), self.artifacts, version, self.serving.columns(version)
-            )
-        async with self._lock(name):
-            await self.store.save_version(version, "status", "error", "signature", "optimization")
-            changes = ["updated"]
-            model.updated = time.time()
-            if version.status is VersionStatus.READY and (model.current_version or 0) < version.number:
-                model.current_version = version.number
-                changes.append("current_version")
-            if not created:
+        if version.status is not VersionStatus.BUILDING:
+            await self._load(model, version, upload.optimize)
+        changes: dict[str, Any] = {}
+        if not created:
+            changes = {
+                field_name: value
                 for field_name, value in (
                     ("is_public", upload.is_public if may_publish else None),
                     ("description", upload.description),
-                ):
-                    if value is not None:
-                        setattr(model, field_name, value)
-                        changes.append(field_name)
-            await self.store.save_model(model, *changes)
-            self.catalog.changed()
+                )
+                if value is not None
+            }
+        await self._settle(model, version, changes)
         LOG.info(
             "model %s: version %d uploaded (%s, %s, %d bytes): %s%s",
             name,
@@ -298,6 +331,75 @@ class Registry:
             f" ({version.error})" if version.error else "",
         )
         return created, model, version
+
+    async def _load(self, model: ModelRecord, version: VersionRecord, optimization: str | None) -> None:
+        """Load the version once in a worker (its signature, or why it does not load) and
+        optimize it as asked."""
+        self.serving.start_pool_of(version)
+        await probe(self.serving.build(model, version), version)
+        if version.status is VersionStatus.READY and optimization:
+            await optimize(
+                lambda v: self.serving.build(model, v), self.artifacts, version, self.serving.columns(version)
+            )
+
+    async def _settle(self, model: ModelRecord, version: VersionRecord, changes: dict[str, Any]) -> None:
+        """Save what loading the version found; it serves if it is ready and newer than the
+        current version. ``changes``: the model's fields the upload changes besides."""
+        async with self._lock(model.name):
+            await self.store.save_version(version, "status", "error", "signature", "optimization", "config")
+            model.updated = time.time()
+            if version.status is VersionStatus.READY and (model.current_version or 0) < version.number:
+                changes["current_version"] = version.number
+            for field_name, value in changes.items():
+                setattr(model, field_name, value)
+            await self.store.save_model(model, "updated", *changes)
+            self.catalog.changed()
+
+    async def build(self, name: str, number: int, log: Callable[[str], None]) -> dict[str, Any]:
+        """Build the environment of a version uploaded with requirements, load the version in
+        it as an upload is loaded, and settle it: ``ready`` (and current, if newer than the
+        current version, which serves meanwhile) or ``error`` with the reason (a failed build
+        names the requirement that failed). The work of a durable job (``log``: its log);
+        answers the version's status."""
+        model = self.catalog.record(name, archived_ok=True)
+        version = self.catalog.version(name, number)
+        build, requirements = version.build, version.requirements
+        if build is None or requirements is None or version.status is not VersionStatus.BUILDING:
+            raise Conflict(f"Version {number} of model '{name}' has no environment to build", details={"model": name})
+        build.status, build.started = BuildStatus.PROCESSING, time.time()
+        version.build = build
+        await self.store.save_version(version, "config")
+        log(f"building the environment of version {number} of model '{name}': {' '.join(requirements)}")
+        try:
+            environment = await self.environments.build(requirements, log)
+        except (BuildFailed, ValueError) as exc:
+            build.error = exc.message if isinstance(exc, BuildFailed) else str(exc)
+            build.requirement = exc.requirement if isinstance(exc, BuildFailed) else None
+            version.status, version.error = VersionStatus.ERROR, f"its environment could not be built: {build.error}"
+        except asyncio.CancelledError:  # the server stops: the version does not stay building
+            version.status, version.error = VersionStatus.ERROR, "the server stopped while building its environment"
+            build.status, build.error, build.finished = BuildStatus.FAILED, version.error, time.time()
+            version.build = build
+            await asyncio.shield(self.store.save_version(version, "status", "error", "config"))
+            raise
+        else:
+            build.environment = environment.key
+            version.build = build
+            await asyncio.to_thread(self.environments.record, name, number, environment.key)
+            log(f"loading version {number} in environment {environment.key[:12]}")
+            await self._load(model, version, build.optimize)
+            build.error = version.error
+        build.status = BuildStatus.SUCCESS if version.status is VersionStatus.READY else BuildStatus.FAILED
+        build.finished = time.time()
+        version.build = build
+        if self.catalog.peek(name) is not model:  # purged meanwhile
+            await asyncio.to_thread(self.environments.drop, name, number)
+            raise NotFound(f"Model '{name}' was deleted while its version {number} was building")
+        await self._settle(model, version, {})
+        log(f"version {number}: {version.status}{f' ({version.error})' if version.error else ''}")
+        if version.error:
+            raise DeepaasError(version.error)
+        return {"version": number, "status": version.status, "environment": build.environment}
 
     async def set_owner(self, record: ModelRecord, owner: str | None) -> None:
         """A model's new owner (the access list's change, decided by the gate)."""
@@ -349,17 +451,21 @@ class Registry:
             "output_schema": check_schema("output_schema", config.get("output_schema")),
             "batching": check_batching(config.get("batching")),
         }
-        unknown = sorted(set(config) - set(checked))
+        if "requirements" in config and check_requirements(config["requirements"]) != version.requirements:
+            raise Conflict(
+                f"The requirements of version {number} of model '{name}' are those its environment was built "
+                "with; upload the file again with the new requirements (a new version)",
+                details={"model": name, "version": number, "requirements": version.requirements},
+            )
+        unknown = sorted(set(config) - set(checked) - {"requirements"})
         if unknown:
             raise ArgumentError(
                 f"Unknown config keys: {', '.join(unknown)}; known: {', '.join(checked)}",
                 {k: ["Unknown key."] for k in unknown},
             )
         async with self._lock(name):
-            dataset = version.config.get("dataset")
-            version.config = {k: v for k, v in checked.items() if v}
-            if dataset:
-                version.config["dataset"] = dataset
+            kept = {k: version.config[k] for k in ("dataset", "requirements", "build") if version.config.get(k)}
+            version.config = {**{k: v for k, v in checked.items() if v}, **kept}
             await self.store.save_version(version, "config")
             self._retire(name, number)
             self.catalog.changed()
@@ -424,8 +530,10 @@ class Registry:
         async with self._lock(name):
             versions = self.catalog.remove(name)
             await self.store.purge(name)
-            for number in versions:
+            for number, version in versions.items():
                 self._retire(name, number)
+                if version.requirements:  # its environment is no longer used by it
+                    await asyncio.to_thread(self.environments.drop, name, number)
             still_used = self.catalog.files_in_use()
             for version in versions.values():
                 for sha in files_of(version):

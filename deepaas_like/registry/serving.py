@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from typing import Callable, Coroutine
@@ -20,16 +21,17 @@ from ..database import StoreOutage
 from ..engine.dispatch import Dispatcher
 from ..engine.executors import ExecutorSpec, make_shared_pool
 from ..engine.shared import LoadStats, RaySharedPool, SharedPool
-from ..engine.worker import WorkerConfig
+from ..engine.worker import EnvironmentLaunch, WorkerConfig
 from ..errors import Conflict, Forbidden, NotFound
-from ..frameworks import Column, Signature
+from ..frameworks import Column, Signature, declared_frameworks
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import PluginRef
 from ..models import ServedModel
 from ..settings.sections import RegistrySection
 from .artifacts import ArtifactStore
 from .catalog import Catalog
-from .host import CAPACITY_ENV, PRELOAD_ENV, Target
+from .environment_pools import EnvironmentPools
+from .host import CAPACITY_ENV, FRAMEWORKS_ENV, PRELOAD_ENV, Target
 from .intake import BATCHING, SAFE_FORMATS
 from .records import ModelRecord, RegistryStore, VersionRecord, VersionStatus
 from .rows import RowsArguments, column_field, columns_from_schema
@@ -59,20 +61,28 @@ def sandbox_spec(section: RegistrySection) -> SandboxSpec:
     )
 
 
-def registry_pool(section: RegistrySection) -> Pool:
+def registry_pool(section: RegistrySection, environment: EnvironmentLaunch | None = None) -> Pool:
     """The shared hosts of uploaded models (not started): ``registry_workers`` of them, each
-    keeping up to ``max_loaded_models`` loaded, contained unless they are Ray actors."""
+    keeping up to ``max_loaded_models`` loaded, contained unless they are Ray actors.
+
+    ``environment``: the hosts of the versions of one environment of their own (worker
+    processes of its interpreter, contained, whatever the executor), told the framework
+    plugins' entry points, which that environment has no metadata of."""
+    environ = [(CAPACITY_ENV, str(section.max_loaded_models)), (PRELOAD_ENV, "1" if section.registry_preload else "0")]
+    if environment is not None:
+        environ.append((FRAMEWORKS_ENV, json.dumps(declared_frameworks())))
+    processes = section.engine.executor != "ray" or environment is not None
     config = WorkerConfig(
         model="registry",
         log_level=section.engine.log_level,
-        environ=(
-            (CAPACITY_ENV, str(section.max_loaded_models)),
-            (PRELOAD_ENV, "1" if section.registry_preload else "0"),
-        ),
-        sandbox=sandbox_spec(section) if section.engine.executor != "ray" else None,
+        environ=tuple(environ),
+        sandbox=sandbox_spec(section) if processes else None,
+        environment=environment,
     )
     # uploads on the Ray cluster too, with the global resources; registry_workers of them
     spec = dataclasses.replace(ExecutorSpec.of(section.engine, section.engine), workers=section.registry_workers)
+    if environment is not None:  # an interpreter of its own: a process here
+        spec = dataclasses.replace(spec, kind="process")
     return make_shared_pool(HOST, config, spec, section.max_loaded_models)
 
 
@@ -80,7 +90,8 @@ class Serving:
     """The servable versions of uploaded models, on ``pool`` (started with the first one).
 
     ``runs_code(library, filetype)``: whether loading such a file runs its author's code
-    (the registry knows the framework plugins); ``shared``: replicas share the store."""
+    (the registry knows the framework plugins); ``shared``: replicas share the store;
+    ``environments``: the pools of versions in environments of their own."""
 
     def __init__(
         self,
@@ -91,9 +102,11 @@ class Serving:
         artifacts: ArtifactStore,
         runs_code: Callable[[str, str], bool],
         shared: bool,
+        environments: EnvironmentPools,
     ) -> None:
         self._settings = settings
         self.pool = pool
+        self.environments = environments
         self._catalog = catalog
         self._store = store
         self._artifacts = artifacts
@@ -111,6 +124,19 @@ class Serving:
         if not self._pool_started:
             self._pool_started = True
             self._spawn(self._start_pool())
+
+    def pool_of(self, version: VersionRecord) -> Pool:
+        """The hosts that serve ``version``: its environment's, or the shared pool."""
+        key = version.environment
+        return self.pool if key is None else self.environments.pool(key)
+
+    def start_pool_of(self, version: VersionRecord) -> Pool:
+        """:meth:`pool_of`, started (in the background) if it was not."""
+        key = version.environment
+        if key is None:
+            self.ensure_pool()
+            return self.pool
+        return self.environments.start(key)
 
     async def _start_pool(self) -> None:
         try:
@@ -130,6 +156,7 @@ class Serving:
             await served.stop(0)
         if self._pool_started:
             await self.pool.stop(self._settings.shutdown_timeout)
+        await self.environments.close(self._settings.shutdown_timeout)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         return self._background.spawn(coro)
@@ -162,9 +189,13 @@ class Serving:
         model = self._catalog.record(name)
         if number is None:
             if model.current_version is None:
+                versions = self._catalog.versions_of(name)
+                building = [n for n, v in versions.items() if v.status is VersionStatus.BUILDING]
                 raise Conflict(
-                    f"Model '{name}' has no version that loads; upload one",
-                    details={"model": name, "versions": len(self._catalog.versions_of(name))},
+                    f"Model '{name}' has no version that loads yet: version {building[-1]} is building its environment"
+                    if building
+                    else f"Model '{name}' has no version that loads; upload one",
+                    details={"model": name, "versions": len(versions)},
                 )
             number = model.current_version
         version = self._catalog.version(name, number)
@@ -176,10 +207,17 @@ class Serving:
         served = self._served.get((model.name, version.number))
         if served is None:
             target = self.target(version, None)
-            await self.check_code_servable(model.name, target.library, target.filetype)
+            missing = self.environments.missing(version.environment) if version.environment else None
+            if missing is not None:
+                raise Conflict(
+                    f"Version {number} of model '{name}' cannot serve: {missing}",
+                    details={"model": name, "version": number, "environment": version.environment},
+                )
+            pool = self.start_pool_of(version)
+            await self.check_code_servable(model.name, target.library, target.filetype, pool)
             served = self._served.get((model.name, version.number))  # another call may have built it meanwhile
         if served is None:
-            self.ensure_pool()
+            self.start_pool_of(version)
             served = self._served[(model.name, version.number)] = self.build(model, version)
             await served.start()
         return served
@@ -187,7 +225,7 @@ class Serving:
     def build(self, model: ModelRecord, version: VersionRecord) -> ServedModel:
         """A version's ServedModel (not started): its arguments, its queue, a view of the pool."""
         columns = self.columns(version)
-        view = self.pool.view(self.target(version, columns))
+        view = self.pool_of(version).view(self.target(version, columns))
         options = self._settings.for_model(model.name)
         batching = {k: v for k, v in (version.config.get("batching") or {}).items() if k in BATCHING}
         if batching:
@@ -241,19 +279,23 @@ class Serving:
             contained_only=self.runs_code(library, filetype) and not self._settings.allow_unconfined_code,
         )
 
-    async def check_code_servable(self, name: str, library: str, filetype: str) -> None:
+    async def check_code_servable(self, name: str, library: str, filetype: str, pool: Pool | None = None) -> None:
         """A format whose loading runs code is loaded only by contained workers (or with
-        --allow-unconfined-code): else a 403 saying why and what to upload instead."""
+        --allow-unconfined-code): else a 403 saying why and what to upload instead.
+        ``pool``: the hosts that would load it (started: default, the shared pool)."""
         if not self.runs_code(library, filetype) or self._settings.allow_unconfined_code:
             return
-        if self._settings.engine.executor != "ray":
-            self.ensure_pool()
-            await self.pool.started.wait()
-            if self.pool.contains_code:
+        if pool is None:
+            pool = self.pool
+            if self._settings.engine.executor != "ray":
+                self.ensure_pool()
+        if not isinstance(pool, RaySharedPool):
+            await pool.started.wait()
+            if pool.contains_code:
                 return
         raise CodeRefused(
             f"Refused: loading a {filetype} file runs code, and this server cannot contain the workers that "
-            f"would load it ({self.pool.containment_summary()}). Upload the model as {SAFE_FORMATS}, or start "
+            f"would load it ({pool.containment_summary()}). Upload the model as {SAFE_FORMATS}, or start "
             "the server with --allow-unconfined-code",
             details={"model": name, "filetype": filetype},
         )
