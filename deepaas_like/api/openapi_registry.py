@@ -11,6 +11,8 @@ from typing import Any, Callable
 from apispec import APISpec
 
 from ..registry.intake import FILETYPES, LIBRARIES, OPTIMIZATIONS
+from ..registry.records import VersionStatus
+from . import openapi_builds
 from .openapi_oip import infer_operation
 from .openapi_schemas import json_response
 
@@ -43,10 +45,16 @@ def components(spec: APISpec) -> None:
                 "filename": {"type": "string", "nullable": True},
                 "library_versions": obj,
                 "created_at": {"type": "string"},
-                "status": {"type": "string", "enum": ["loading", "ready", "error"]},
+                "status": {"type": "string", "enum": list(VersionStatus)},
                 "error": {"type": "string", "description": "Why the file does not load"},
                 "signature": obj,
                 "optimization": obj,
+                "requirements": openapi_builds.REQUIREMENTS,
+                "environment": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The key of its own environment (a version uploaded with requirements)",
+                },
                 "links": obj,
             },
         },
@@ -106,9 +114,15 @@ def components(spec: APISpec) -> None:
                         "predict_timeout": {"type": "number", "minimum": 0},
                     },
                 },
+                "requirements": {
+                    **openapi_builds.REQUIREMENTS,
+                    "nullable": True,
+                    "description": "Those its environment was built with (fixed: a new version for others)",
+                },
             },
         },
     )
+    openapi_builds.components(spec)
 
 
 def registry_paths(spec: APISpec, errors: Responses) -> None:
@@ -134,11 +148,22 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
                 "enum": list(OPTIMIZATIONS),
                 "description": "onnx: convert a scikit-learn model, serve the graph if it agrees",
             },
+            "requirements": {
+                "type": "string",
+                "format": "binary",
+                "description": "A requirements.txt (name==version a line; no options or local paths): the "
+                "version runs in an environment of its own, built with them (202; see dependencyBuild)",
+            },
         },
     }
     model = {
         "200": json_response(UPLOADED, "The model, and the new version (a new version of an existing model)"),
         "201": json_response(UPLOADED, "The model was created with its first version"),
+        "202": json_response(
+            UPLOADED,
+            "The version's environment is building (an upload with requirements): poll Location, its "
+            "dependencyBuild; the current version serves meanwhile",
+        ),
         **errors(400, 403, 409, 413, 415, 422),
     }
     spec.path(
@@ -160,7 +185,8 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
                 "file (loading it runs code) needs the `models:write-code` scope, and is refused "
                 "(403) where the workers that load it cannot be contained; skops, ONNX, Keras and "
                 ".pt2 files need `models:write`. Only the model's owner sets `is_public` on an "
-                "existing model.",
+                "existing model. With `requirements`, the version is `building` (202) while an environment "
+                "of its own is built with them; it is then loaded there and becomes `ready` or `error`.",
                 "operationId": "upload_model",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload_form}}},
                 "responses": model,
@@ -300,6 +326,7 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
             },
         },
     )
+    openapi_builds.build_paths(spec, [NAME, VERSION], errors)
 
 
 def version_paths(spec: APISpec, errors: Responses) -> None:

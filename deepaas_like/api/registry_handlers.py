@@ -8,32 +8,54 @@ ordinary predict handlers (the catalog finds the model).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import BodyPartReader, web
 
 from ..auth.policy import OWN, UPLOAD
 from ..auth.principal import Scope
-from ..errors import ArgumentError, BadRequest, DeepaasError
+from ..errors import ArgumentError, BadRequest, DeepaasError, NotFound
+from ..jobs.model import Job, JobKind
 from ..jsonutil import stamp
-from ..registry.intake import NEURODEPLOY_LIBRARY, SAFE_FORMATS, Upload, check_name, check_schema
-from ..registry.records import ModelRecord, VersionRecord
+from ..registry.intake import (
+    NEURODEPLOY_LIBRARY,
+    SAFE_FORMATS,
+    Upload,
+    check_name,
+    check_requirements,
+    check_schema,
+)
+from ..registry.records import DependencyBuild, ModelRecord, VersionRecord, VersionStatus
 from ..registry.service import Registry
 from ..settings import parse_bool
 from .bodies import form_parts, read_field, read_json_object
 from .documents import model_document, plugin_metadata, uploaded_metadata
-from .keys import GATE, MODELS, PRINCIPAL
+from .keys import GATE, JOBS, MODELS, PRINCIPAL
 from .readers import base, query_bool, query_int, registry, route_version
 from .rendering import send_file
 from .responses import json_response
 
 CHUNK = 256 * 1024
 FIELD_LIMIT = 1024 * 1024
-UPLOAD_FIELDS = ("file", "library", "filetype", "is_public", "description", "input_schema", "output_schema", "optimize")
+UPLOAD_FIELDS = (
+    "file",
+    "library",
+    "filetype",
+    "is_public",
+    "description",
+    "input_schema",
+    "output_schema",
+    "optimize",
+    "requirements",
+)
+
+
+def _version_href(request: web.Request, version: VersionRecord) -> str:
+    return f"{base(request)}/v2/models/{version.model}/versions/{version.number}"
 
 
 def _version_doc(request: web.Request, version: VersionRecord) -> dict[str, Any]:
-    return version.document(f"{base(request)}/v2/models/{version.model}/versions/{version.number}")
+    return version.document(_version_href(request, version))
 
 
 # --- upload ------------------------------------------------------------------------
@@ -102,15 +124,22 @@ def _apply_fields(upload: Upload, values: dict[str, str]) -> None:
         raise ArgumentError(f"Invalid upload fields: {', '.join(errors)}", errors)
     upload.input_schema = check_schema("input_schema", values.get("input_schema"))
     upload.output_schema = check_schema("output_schema", values.get("output_schema"))
+    upload.requirements = check_requirements(values.get("requirements"))
 
 
 async def put_model(request: web.Request) -> web.Response:
-    """``PUT /v2/models/{name}``: create the model (201) or add a version (200)."""
+    """``PUT /v2/models/{name}``: create the model (201) or add a version (200); a version
+    with requirements is answered at once (202), while its environment builds."""
     name = check_name(request.match_info["name"])
     reg = registry(request)
     reg.check_writable(name)
     created, model, version = await _record_upload(request, reg, name, await _read_upload(request, reg))
     body = {**model_document(reg, model, base(request)), "version": _version_doc(request, version)}
+    build = version.build
+    if version.status is VersionStatus.BUILDING and build is not None:
+        href = _version_href(request, version)
+        body["dependencyBuild"] = _build_doc(version, build, href)
+        return json_response(body, status=202, headers={"Location": f"{href}/dependencyBuild"})
     if version.error:
         body = {
             "message": f"Version {version.number} of model '{name}' was stored but does not load: {version.error}",
@@ -216,6 +245,45 @@ async def download_version(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _build_doc(version: VersionRecord, build: DependencyBuild, href: str) -> dict[str, Any]:
+    return {"model": version.model, "version": version.number, **build.document(href, version.requirements or [])}
+
+
+def _build_of(request: web.Request) -> tuple[VersionRecord, DependencyBuild]:
+    version = registry(request).version(request.match_info["name"], route_version(request))
+    build = version.build
+    if build is None:
+        raise NotFound(
+            f"Version {version.number} of model '{version.model}' was uploaded without requirements: it runs in "
+            "the server's environment, and has no dependency build",
+            details={"model": version.model, "version": version.number},
+        )
+    return version, build
+
+
+async def get_dependency_build(request: web.Request) -> web.Response:
+    """``GET .../versions/{n}/dependencyBuild``: the build of the version's environment
+    (DataRobot's shape: ``buildStatus`` submitted, processing, success or failed)."""
+    version, build = _build_of(request)
+    return json_response(_build_doc(version, build, _version_href(request, version)))
+
+
+async def get_dependency_build_log(request: web.Request) -> web.Response:
+    """``GET .../versions/{n}/dependencyBuildLog``: what the build ran and uv printed, so
+    far; ``?offset=N`` skips the first N bytes."""
+    version, build = _build_of(request)
+    offset = query_int(request, "offset", 0, 0, None)
+    jobs = request.app[JOBS]
+    job = await jobs.find(JobKind.BUILD, version.model, build.job)
+    data = await jobs.read_log(job, offset)
+    return web.Response(
+        body=data,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Log-Size": str(offset + len(data)), "X-Build-Status": build.status},
+    )
+
+
 async def get_config(request: web.Request) -> web.Response:
     version = registry(request).version(request.match_info["name"], route_version(request))
     return json_response(_config(version))
@@ -229,7 +297,7 @@ async def put_config(request: web.Request) -> web.Response:
 
 
 def _config(version: VersionRecord) -> dict[str, Any]:
-    return {key: version.config.get(key) for key in ("input_schema", "output_schema", "batching")}
+    return {key: version.config.get(key) for key in ("input_schema", "output_schema", "batching", "requirements")}
 
 
 # --- the Neurodeploy-style routes -------------------------------------------------------
@@ -338,6 +406,16 @@ async def _record_upload(
     except BaseException:
         reg.discard(upload.artifact)
         raise
+    build = version.build
+    if version.status is VersionStatus.BUILDING and build is not None:  # a durable job, with its log
+        await request.app[JOBS].submit_task(
+            JobKind.BUILD,
+            reg.job_model(model, version),
+            build.job,
+            {"version": version.number, "requirements": version.requirements},
+            lambda job, log: _build(reg, job, log),
+            owner=principal.identity,
+        )
     await _audit(
         request,
         "model.upload",
@@ -353,6 +431,10 @@ async def _record_upload(
     if created or visibility:
         await _audit(request, "model.visibility", name, {"is_public": model.is_public})
     return created, model, version
+
+
+async def _build(reg: Registry, job: Job, log: Callable[[str], None]) -> dict[str, Any]:
+    return await reg.build(job.model, job.args["version"], log)
 
 
 async def _audit(request: web.Request, action: str, target: str, detail: dict[str, Any]) -> None:

@@ -73,6 +73,15 @@ ROUTES = (
     Route("GET", "/v2/models/{name}/versions/{version}/download", registry_handlers.download_version, p.READ),
     Route("GET", "/v2/models/{name}/versions/{version}/config", registry_handlers.get_config, p.READ),
     Route("PUT", "/v2/models/{name}/versions/{version}/config", registry_handlers.put_config, p.EDIT),
+    Route(
+        "GET", "/v2/models/{name}/versions/{version}/dependencyBuild", registry_handlers.get_dependency_build, p.READ
+    ),
+    Route(
+        "GET",
+        "/v2/models/{name}/versions/{version}/dependencyBuildLog",
+        registry_handlers.get_dependency_build_log,
+        p.READ,
+    ),
     Route("POST", "/v2/models/{name}/versions/{version}/predict/", handlers.predict, p.PREDICT, "predict"),
     Route(
         "POST",
