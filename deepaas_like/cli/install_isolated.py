@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name
 from ..environments import BuildFailed, EnvironmentStore
 from ..errors import PluginLoadError
 from ..isolated import IsolatedPlugin, describe, register, registered, runtime_dir, unregister
-from .wheels import PROVIDED, build_wheel, entry_points_of, read_wheel
+from .wheels import PROVIDED, WheelBuildFailed, build_wheels, entry_points_of, read_wheel
 
 CODE_DIR = "plugins"
 
@@ -101,13 +101,10 @@ def install_isolated(
     """Build each plugin's environment, install its code, describe it there and register it."""
     store = EnvironmentStore(root)
     with tempfile.TemporaryDirectory(prefix="deepaas-install-plugin-") as tmp:
-        plans = []
-        for index, (spec, editable) in enumerate(sources):
-            try:
-                wheel = build_wheel(spec, Path(tmp) / str(index))
-            except subprocess.CalledProcessError as exc:
-                return _error(f"building {spec} failed (exit {exc.returncode})")
-            plans.append(plan_isolated(wheel, editable))
+        try:
+            plans = [plan_isolated(wheel, editable) for wheel, editable in build_wheels(list(sources), Path(tmp))]
+        except WheelBuildFailed as exc:
+            return _error(str(exc))
         for plan in plans:
             print(f"{plan.name} {plan.version}: models {', '.join(plan.entry_points) or '(none found!)'}")
             for line in plan.left_out:

@@ -46,7 +46,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..loading import GROUP
-from .wheels import PROVIDED, build_wheel, pip_command, read_wheel
+from .wheels import PROVIDED, WheelBuildFailed, build_wheels, pip_command, read_wheel
 
 OURS = "deepaas_like"
 
@@ -199,14 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sources: list[tuple[str, Path | None]] = [(spec, None) for spec in args.specs]
     sources += [(directory, Path(directory).resolve()) for directory in args.editable]
     with tempfile.TemporaryDirectory(prefix="deepaas-install-plugin-") as tmp:
-        plans = []
-        for index, (spec, editable) in enumerate(sources):
-            try:
-                wheel = build_wheel(spec, Path(tmp) / str(index))
-            except subprocess.CalledProcessError as exc:
-                print(f"deepaas-install-plugin: error: building {spec} failed (exit {exc.returncode})", file=sys.stderr)
-                return 1
-            plans.append(plan_for(wheel, protected, editable))
+        try:
+            plans = [plan_for(wheel, protected, editable) for wheel, editable in build_wheels(sources, Path(tmp))]
+        except WheelBuildFailed as exc:
+            print(f"deepaas-install-plugin: error: {exc}", file=sys.stderr)
+            return 1
         for plan in plans:
             print(f"{plan.name} {plan.version}: models {', '.join(plan.entry_points) or '(none found!)'}")
             if plan.editable is not None:

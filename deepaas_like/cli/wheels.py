@@ -59,3 +59,19 @@ def build_wheel(spec: str, into: Path) -> Path:
     else:
         subprocess.run(pip_command("wheel", "--no-deps", "--wheel-dir", str(into), spec), check=True)
     return next(into.glob("*.whl"))
+
+
+class WheelBuildFailed(Exception):
+    """Building a plugin's wheel failed (pip said why, on the terminal)."""
+
+
+def build_wheels(sources: list[tuple[str, Path | None]], into: Path) -> list[tuple[Path, Path | None]]:
+    """Each source's wheel, built in a directory of its own under ``into``, with the checkout
+    it runs from when installed editable (``-e``)."""
+    wheels = []
+    for index, (spec, editable) in enumerate(sources):
+        try:
+            wheels.append((build_wheel(spec, into / str(index)), editable))
+        except subprocess.CalledProcessError as exc:
+            raise WheelBuildFailed(f"building {spec} failed (exit {exc.returncode})") from None
+    return wheels
