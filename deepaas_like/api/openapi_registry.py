@@ -185,8 +185,9 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
                 "file (loading it runs code) needs the `models:write-code` scope, and is refused "
                 "(403) where the workers that load it cannot be contained; skops, ONNX, Keras and "
                 ".pt2 files need `models:write`. Only the model's owner sets `is_public` on an "
-                "existing model. With `requirements`, the version is `building` (202) while an environment "
-                "of its own is built with them; it is then loaded there and becomes `ready` or `error`.",
+                "existing model. With `requirements` (they need `models:write-code`), the version is "
+                "`building` (202) while an environment of its own is built with them; it is then loaded "
+                "there and becomes `ready` or `error`.",
                 "operationId": "upload_model",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": upload_form}}},
                 "responses": model,

@@ -380,8 +380,9 @@ async def _record_upload(
 ) -> tuple[bool, ModelRecord, VersionRecord]:
     """The stored file as the model's next version (the file is dropped if that fails); audited.
 
-    What the caller may do is checked first: a format whose loading runs code needs the
-    ``models:write-code`` scope, and only the model's owner changes whether it is public."""
+    What the caller may do is checked first: a format whose loading runs code, or requirements
+    to install, need the ``models:write-code`` scope, and only the model's owner changes whether
+    it is public. A version with requirements is built by a durable job (:meth:`Registry.build`)."""
     principal = request[PRINCIPAL]
     gate = request.app[GATE]
     try:
@@ -392,6 +393,14 @@ async def _record_upload(
                 Scope.WRITE_CODE,
                 f"loading a {upload.filetype} file runs code, so uploading one",
                 f"Upload the model as {SAFE_FORMATS}: they need only {Scope.WRITE}",
+            )
+        if upload.requirements:
+            gate.require(
+                principal,
+                Scope.WRITE_CODE,
+                "installing packages runs their code (a source distribution is built on the server), so "
+                "uploading with requirements",
+                f"Upload without requirements (the server's libraries load the file): that needs only {Scope.WRITE}",
             )
         visibility = upload.is_public is not None and name in reg
         if visibility:

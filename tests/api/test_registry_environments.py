@@ -20,6 +20,7 @@ from deepaas_like.api import create_app
 from deepaas_like.api.keys import MODELS
 from deepaas_like.containment import landlock
 from deepaas_like.environments import EnvironmentStore, users
+from support.auth import bearer, mint
 from support.helpers import store_rows, wait_ready
 from support.registry import ROW, form
 
@@ -216,6 +217,18 @@ async def test_a_failed_build_names_the_requirement_and_the_current_version_serv
     assert "$ uv pip compile" in log and "scikit-learn==0.0.1" in log and "failed" in log
     refused = await client.patch("/v2/models/iris", json={"current_version": 2})
     assert refused.status == 409
+
+
+async def test_requirements_need_the_write_code_scope(registry_app, iris_models, tmp_path):
+    writer = mint(tmp_path / "data", "--name", "w", "--scope", "models:write", "--scope", "models:read")
+    client = await registry_app(auth=True)
+    refused = await client.put(
+        "/v2/models/iris", data=requirements_form(iris_models["skops"], "six==1.16.0\n"), headers=bearer(writer)
+    )
+    body = await refused.json()
+    assert refused.status == 403, body
+    assert "models:write-code" in body["message"] and "without requirements" in body["message"]
+    assert (await client.put("/v2/models/iris", data=form(iris_models["skops"]), headers=bearer(writer))).status == 201
 
 
 @pytest.mark.parametrize(
