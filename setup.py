@@ -19,6 +19,8 @@ FRAMEWORKS = {
     "onnx": ["onnxruntime>=1.20", "onnx>=1.16", "skl2onnx>=1.17"],
     # the feature impact bar chart (Agg backend: no display needed)
     "plots": ["matplotlib>=3.8"],
+    # prediction explanations: shap's model-agnostic explainers, run in a model's workers
+    "explain": ["shap>=0.46,<0.52"],
 }
 
 setup(
@@ -88,6 +90,8 @@ setup(
             "psycopg[binary]>=3.2,<4",
             # tests/test_ray.py starts a local Ray head
             "ray>=2.40,<3",
+            # tests/api/test_explain.py explains irisbench's predictions with shap
+            "shap>=0.46,<0.52",
         ],
     },
     entry_points={

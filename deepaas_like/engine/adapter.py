@@ -12,6 +12,7 @@ from ..runtime import storage_dir_var, using_storage_dir
 from .calls import CallFailure, MethodMissing, Ok, Outcome, failure_from_exception
 
 LOG = logging.getLogger(__name__)
+EXPLAIN = "explain"
 
 
 class ModelAdapter:
@@ -32,6 +33,8 @@ class ModelAdapter:
         return callable(fn) and not getattr(fn, "__deepaas_like_placeholder__", False)
 
     def call(self, method: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+        if method == EXPLAIN and not self.has(EXPLAIN):
+            return self.explain(kwargs or {})
         fn = getattr(self.obj, method, None)
         if not callable(fn):
             raise MethodMissing(method)
@@ -74,6 +77,25 @@ class ModelAdapter:
                     "model %s: predict_batch() failed (%s); running the %d rows one by one", self.name, exc, len(rows)
                 )
         return [execute(self, "predict", row) for row in rows]
+
+    def explain(self, request: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Explain the predictions of ``request["rows"]`` with shap over this model's own
+        predictions (see :mod:`deepaas_like.engine.explainer`; shap is imported there, in
+        the worker). A model object with an ``explain(rows, background, features, options)``
+        of its own answers instead (``call("explain", request)`` goes to it)."""
+        from .explainer import explain_rows
+
+        return explain_rows(self._answers, request)
+
+    def _answers(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Each row's prediction (``predict_batch`` when the plugin has it); a failed one raises."""
+        answers = []
+        for outcome in self.predict_many(rows):
+            if type(outcome) is not Ok:
+                assert isinstance(outcome, CallFailure)
+                raise outcome.error(self.name, "predict")
+            answers.append(outcome.value)
+        return answers
 
 
 def execute(adapter: ModelAdapter, method: str, payload: Mapping[str, Any] | None) -> Ok | CallFailure:
