@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .arguments import ArgumentSources, ArgumentSpec
+from .engine.calls import unwrap
 from .errors import ArgumentError, Conflict, NotImplementedByModel
 from .jobs.manager import JobManager
 from .jobs.model import Job, JobKind
@@ -23,6 +24,7 @@ from .models import ModelSet, ServedModel
 from .oip import ProtocolError, Tensor, output_tensors, rows_from_tensors
 from .outputs import PredictionOutput, prediction_output
 from .quality.checks import TestRun, run_checks
+from .quality.explanations import MAX_BACKGROUND_ROWS, InitializationStore
 from .quality.impact import feature_impact
 from .quality.predictor import ServedPredictor, check_tabular
 from .quality.samples import Row, features_of
@@ -34,9 +36,10 @@ class DataPlane:
     """The served plugins and uploaded models (``models``) and their jobs (``jobs``), as
     every caller uses them."""
 
-    def __init__(self, models: ModelSet, jobs: JobManager) -> None:
+    def __init__(self, models: ModelSet, jobs: JobManager, explanations_dir: Path) -> None:
         self.models = models
         self.jobs = jobs
+        self.initializations = InitializationStore(explanations_dir)  # the explanations' background rows
 
     async def model(self, name: str, version: int | None = None) -> ServedModel:
         """A plugin, or a version (the current one by default) of an uploaded model: 404 naming
@@ -185,15 +188,84 @@ class DataPlane:
         args = {"rowCount": len(rows), "features": features, "seed": seed, "repeats": repeats}
         return await jobs.submit_task(JobKind.IMPACT, model, jobs.new_id(), args, work, owner=owner)
 
+    # --- prediction explanations ----------------------------------------------------------
 
-def check_rows(model: ServedModel, rows: list[Row], lenient: bool) -> None:
+    def explainable(self, model: ServedModel) -> None:
+        """501 for what cannot be explained yet: an uploaded model (its host explains nothing yet)."""
+        if model.rows_args is not None:
+            raise NotImplementedByModel(
+                f"Model '{model.name}' is an uploaded model: its predictions cannot be explained yet",
+                details={"model": model.name},
+            )
+
+    async def start_initialization(
+        self, model: ServedModel, rows: list[Row], *, lenient: bool, owner: str | None
+    ) -> Job:
+        """Keep ``rows`` as the background of ``model``'s explanations, as a job: each row checked
+        like a prediction's (422 now), the model tabular (422), stored with the model (it survives
+        restarts; a new initialization replaces the old one)."""
+        self.explainable(model)
+        if not rows or len(rows) > MAX_BACKGROUND_ROWS:
+            raise ArgumentError(
+                f"An initialization takes 1 to {MAX_BACKGROUND_ROWS} rows ({len(rows)} given)",
+                {"rows": [f"Must have 1 to {MAX_BACKGROUND_ROWS} rows."]},
+            )
+        features = features_of(rows)
+        check_tabular(model.name, model.predict_args, features)
+        loaded = check_rows(model, rows, lenient)
+        kept = [{f: kwargs.get(f) for f in features} for kwargs in loaded]
+        store = self.initializations
+
+        async def work(job: Job, log: Log) -> dict[str, Any]:
+            document = store.put(model.name, features, kept, job.id)
+            log(f"explanations initialization of {model.name}: {len(kept)} rows, features {', '.join(features)}")
+            return {"rowCount": document["rowCount"], "features": features}
+
+        args = {"rowCount": len(rows), "features": features}
+        return await self.jobs.submit_task(JobKind.EXPLANATIONS, model, self.jobs.new_id(), args, work, owner=owner)
+
+    async def explain(
+        self, model: ServedModel, sources: ArgumentSources, options: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Explain one prediction (the request's arguments, checked as predict checks them) or
+        ``{"rows": [...]}`` (each checked leniently, the bad one named): computed in the model's
+        workers against its initialization (409 without one); see
+        :mod:`deepaas_like.engine.explainer` for the answer's shape."""
+        self.explainable(model)
+        if not model.can_predict:
+            raise NotImplementedByModel(
+                f"Model '{model.name}' does not implement predict()", details={"model": model.name}
+            )
+        check_tabular(model.name, model.predict_args, [])  # a model of files: 422 before the 409
+        initialization = self.initializations.required(model.name)
+        given = sources.json.get("rows") if isinstance(sources.json, dict) else None
+        if given is not None:
+            from .quality.samples import checked_rows
+
+            rows = check_rows(model, checked_rows(given), lenient=True)
+        else:
+            rows = [model.predict_args.load(sources)]
+        request = {
+            "rows": rows,
+            "background": initialization["rows"],
+            "features": initialization["features"],
+            "options": options,
+        }
+        await model.wait_ready()
+        answer: list[dict[str, Any]] = unwrap(await model.dispatcher.call("explain", request), model.name, "explain")
+        return answer
+
+
+def check_rows(model: ServedModel, rows: list[Row], lenient: bool) -> list[dict[str, Any]]:
     """Each row as the model's predict takes it: one it refuses is a 422 now, not a failed job
     later (the first such row is named). ``lenient``: the rows came as text (a CSV file)."""
+    loaded = []
     for index, row in enumerate(rows):
         try:
-            model.predict_args.load(ArgumentSources(json=row, lenient=lenient))
+            loaded.append(model.predict_args.load(ArgumentSources(json=row, lenient=lenient)))
         except ArgumentError as exc:
             raise ArgumentError(f"Row {index}: {exc.message}", {"rows": {str(index): exc.errors}}) from None
+    return loaded
 
 
 def requested_outputs(payload: Mapping[str, Any]) -> list[str] | None:

@@ -23,6 +23,7 @@ from ..models import ModelSet
 from ..settings import Settings
 from . import (
     openapi_auth,
+    openapi_explain,
     openapi_models,
     openapi_neurodeploy,
     openapi_oip,
@@ -159,6 +160,7 @@ def build_openapi(models: ModelSet, settings: Settings) -> dict[str, Any]:
         openapi_neurodeploy.components(spec)
         openapi_oip.components(spec)
         openapi_quality.components(spec)
+        openapi_explain.components(spec)
         openapi_auth.components(spec)
         openapi_registry.registry_paths(spec, error_responses)
         openapi_neurodeploy.neurodeploy_paths(spec, error_responses)

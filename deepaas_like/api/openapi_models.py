@@ -16,7 +16,7 @@ from ..models import ServedModel
 from ..registry.rows import MAX_ROWS
 from ..registry.service import Registry
 from ..settings import Settings
-from . import openapi_oip, openapi_quality
+from . import openapi_explain, openapi_oip, openapi_quality
 from .openapi_registry import UPLOADED
 from .openapi_schemas import error_responses, json_response
 
@@ -235,6 +235,8 @@ def plugin_paths(spec: APISpec, model: ServedModel, settings: Settings) -> None:
         )
         jobs.update(_job_paths(model, "prediction"))
         jobs.update(_quality_paths(model, rows_required=True))
+        row = model.predict_args.schema_class if not model.predict_args.has_files else None
+        jobs.update(openapi_explain.explain_paths(model.name, _slug(model.name), error_responses, row))
     if settings.train_endpoint and model.can_train:
         jobs.update(_job_paths(model, "training"))
     for path, operations in jobs.items():

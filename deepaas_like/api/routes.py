@@ -15,6 +15,7 @@ from ..auth import policy as p
 from ..auth.policy import Policy
 from ..settings import Settings
 from . import auth_handlers, docs, handlers, job_handlers, oip_handlers, quality_handlers, registry_handlers, ui
+from . import explain_handlers as explaining
 from .front_door import FrontDoor
 from .keys import MODELS, POLICIES
 
@@ -25,6 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VARIABLES = re.compile(r"\{[^}]*\}")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # written in a path as it is (no %-escapes)
 HEALTH = "/v2/health/"  # probes answer whatever Host they name
+EXPLAIN_INIT = "/v2/models/{name}/explanations-initialization/"  # DataRobot's name
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,13 @@ ROUTES = (
     Route("GET", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.get_impact, p.PREDICTIONS, "predict"),
     Route("DELETE", "/v2/models/{name}/feature-impact/{uuid}", job_handlers.cancel_impact, p.PREDICTIONS, "predict"),
     Route("GET", "/v2/models/{name}/feature-impact/{uuid}/log", quality_handlers.impact_log, p.PREDICTIONS, "predict"),
+    # prediction explanations: explain as predict, the initialization as model tests
+    Route("POST", "/v2/models/{name}/explain", explaining.explain, p.PREDICT, "predict"),
+    Route("POST", "/v2/models/{name}/versions/{version}/explain", explaining.explain, p.PREDICT, "predict"),
+    Route("POST", EXPLAIN_INIT, explaining.start_initialization, p.PREDICT_LATER, "predict"),
+    Route("GET", EXPLAIN_INIT, explaining.get_initialization, p.PREDICTIONS, "predict"),
+    Route("DELETE", EXPLAIN_INIT, explaining.delete_initialization, p.PREDICT_LATER, "predict"),
+    Route("GET", EXPLAIN_INIT + "{uuid}", explaining.get_initialization_job, p.PREDICTIONS, "predict"),
     Route(
         "GET",
         "/v2/models/{name}/feature-impact/{uuid}/plot.png",

@@ -19,6 +19,7 @@ class JobKind(enum.StrEnum):
     PREDICTION = "prediction"
     TEST = "test"  # model tests (deepaas_like.quality.checks)
     IMPACT = "feature_impact"
+    EXPLANATIONS = "explanations_initialization"  # background rows of explanations (quality/explanations.py)
     BUILD = "dependency_build"  # an uploaded version's environment (deepaas_like.registry)
 
     @property
@@ -29,6 +30,7 @@ class JobKind(enum.StrEnum):
             "prediction": "predictions",
             "test": "tests",
             "feature_impact": "feature-impact",
+            "explanations_initialization": "explanations-initialization",
             "dependency_build": "dependencyBuild",
         }[self.value]
 

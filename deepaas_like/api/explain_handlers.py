@@ -1,0 +1,98 @@
+"""HTTP handlers of prediction explanations: explain a prediction, and the model's
+explanations initialization (its background rows, a durable job)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from aiohttp import web
+from multidict import MultiDict
+
+from ..arguments import ArgumentSources
+from ..errors import ArgumentError, NotFound
+from ..jobs.model import Job, JobKind
+from ..quality.explanations import OPTIONS, explain_options
+from .bodies import UploadArea, read_sources
+from .job_handlers import job_of
+from .keys import JOBS, PLANE, PRINCIPAL, SETTINGS
+from .quality_handlers import _request_body
+from .readers import version_number
+from .responses import json_response
+
+
+def _without_options(sources: ArgumentSources) -> dict[str, Any]:
+    """Take the explanation options out of the request's arguments (query, form or JSON body:
+    the model's own arguments are checked without them); the options given."""
+    given: dict[str, Any] = {}
+    for place in ("query", "form"):
+        values: Mapping[str, Any] = getattr(sources, place)
+        if any(key in values for key in OPTIONS):
+            kept = MultiDict((k, v) for k, v in values.items() if k not in OPTIONS)
+            given.update({k: values[k] for k in OPTIONS if k in values})
+            setattr(sources, place, kept)
+    if isinstance(sources.json, dict):
+        given.update({k: sources.json[k] for k in OPTIONS if k in sources.json})
+        sources.json = {k: v for k, v in sources.json.items() if k not in OPTIONS}
+    return given
+
+
+async def explain(request: web.Request) -> web.Response:
+    """``POST /v2/models/{name}/explain``: the arguments of one prediction, or ``{"rows": [...]}``,
+    with ``maxExplanations``, ``thresholdLow``, ``thresholdHigh``, ``explainClass``."""
+    plane = request.app[PLANE]
+    model = await plane.model(request.match_info["name"], version_number(request))
+    uploads = UploadArea()
+    try:
+        sources = await read_sources(request, model.predict_args, uploads, request.app[SETTINGS].client_max_size)
+        options = explain_options(_without_options(sources))
+        rows = await plane.explain(model, sources, options)
+    finally:
+        uploads.remove()
+    return json_response({"model": model.name, "data": rows})
+
+
+async def start_initialization(request: web.Request) -> web.Response:
+    """``POST .../explanations-initialization/``: ``{"rows": [...]}`` or a CSV ``data`` part; 202."""
+    plane = request.app[PLANE]
+    model = await plane.predicting(request.match_info["name"])
+    options, rows = await _request_body(request)
+    if options:
+        raise ArgumentError(
+            f"Unknown fields: {', '.join(sorted(options))}; accepted: rows (or a CSV 'data' part)",
+            {key: ["Unknown field."] for key in options},
+        )
+    lenient = request.content_type == "multipart/form-data"  # a CSV file's rows
+    job = await plane.start_initialization(model, rows or [], lenient=lenient, owner=request[PRINCIPAL].identity)
+    document = _job_document(request, job)
+    return json_response(document, status=202, headers={"Location": document["links"]["self"]})
+
+
+def _job_document(request: web.Request, job: Job) -> dict[str, Any]:
+    """The job's document, as model tests' are (its links under ``explanations-initialization/``)."""
+    return job.task_document(request.app[JOBS].base(job.model))
+
+
+async def get_initialization(request: web.Request) -> web.Response:
+    """``GET .../explanations-initialization/``: the model's background rows (404 without)."""
+    name = request.match_info["name"]
+    plane = request.app[PLANE]
+    plane.models.check_known(name)
+    document = plane.initializations.get(name)
+    if document is None:
+        raise NotFound(f"Model '{name}' has no prediction explanations initialization", details={"model": name})
+    return json_response(document)
+
+
+async def delete_initialization(request: web.Request) -> web.Response:
+    """``DELETE .../explanations-initialization/``: forget the model's background rows."""
+    name = request.match_info["name"]
+    plane = request.app[PLANE]
+    plane.models.check_known(name)
+    plane.initializations.delete(name)
+    return web.Response(status=204)
+
+
+async def get_initialization_job(request: web.Request) -> web.Response:
+    """``GET .../explanations-initialization/{uuid}``: the initialization's job."""
+    _, job = await job_of(request, JobKind.EXPLANATIONS)
+    return json_response(_job_document(request, job))
