@@ -42,6 +42,8 @@ from ..settings import CONFIG_FILE_ENV, SettingsError, load_settings
 from .arguments_cli import ArgumentFlag, add_flags, collect
 from .checks_cli import SUMMARY as TEST_SUMMARY
 from .checks_cli import add_test_arguments, run_test_command
+from .explain_cli import SUMMARY as EXPLAIN_SUMMARY
+from .explain_cli import add_explain_arguments, run_explain_command
 from .models_cli import CommandFailed, LocalModel, ModelOutput, TrainingReport, plugin_output_to
 from .progress_cli import ProgressBar
 from .remote_cli import RemoteModel, ServedModels, ServerClient
@@ -54,6 +56,7 @@ COMMANDS = {
     "train": "run train() with the model's arguments and print the training's document ('train --help' lists them)",
     "warm": "run warm() in this process (for example to fetch a model's weights ahead of time)",
     "test": TEST_SUMMARY,
+    "explain": EXPLAIN_SUMMARY,
 }
 OUTPUT_OPTIONS = ("-o", "--output", "--deepaas_method_output")
 # Global options that take a value: what comes before the command word.
@@ -70,7 +73,7 @@ def global_parser(add_help: bool = True, epilog: str | None = None) -> argparse.
         description="Run a DEEPaaS model's methods from the command line: in this process, "
         "or on a running server with --url.",
         usage=f"{PROG} [--model-name NAME] [--url URL [--token T]] [--output FILE] "
-        "{get_metadata,predict,train,warm,test} [--ARGUMENT VALUE ...]",
+        "{get_metadata,predict,train,warm,test,explain} [--ARGUMENT VALUE ...]",
     )
     parser.add_argument(
         "--model-name",
@@ -115,7 +118,7 @@ def build_parser(model: Model | None, epilog: str | None = None) -> argparse.Arg
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog=f"{PROG} [options]")
     for name, summary in COMMANDS.items():
         flags = _flags(model, name)
-        can = model is None or name not in ("predict", "train") or model.can(name)
+        can = model is None or name not in ("predict", "train", "explain") or model.can(_method(name))
         sub = commands.add_parser(
             name,
             help=summary if can else f"{summary} [not available for this model]",
@@ -134,13 +137,20 @@ def build_parser(model: Model | None, epilog: str | None = None) -> argparse.Arg
             add_flags(sub.add_argument_group(f"arguments of {model.name if model else 'the model'}"), flags)
         if name == "test":
             add_test_arguments(sub)
+        if name == "explain":
+            add_explain_arguments(sub)
     return parser
+
+
+def _method(command: str) -> str:
+    """The model's method a command runs (explain explains predictions)."""
+    return "predict" if command == "explain" else command
 
 
 def _flags(model: Model | None, command: str) -> list[ArgumentFlag]:
     if model is None:
         return []
-    return {"predict": model.predict_flags, "train": model.train_flags}.get(command, [])
+    return {"predict": model.predict_flags, "train": model.train_flags}.get(_method(command), [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,6 +272,9 @@ def run(model: Model, args: argparse.Namespace) -> int:
     values, files = collect(args, _flags(model, command))
     if command == "predict":
         write(model.predict(values, files), output)
+        return 0
+    if command == "explain":
+        write(run_explain_command(model, args, values), output)
         return 0
     bar = ProgressBar(sys.stderr)
     try:

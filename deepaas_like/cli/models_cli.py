@@ -35,6 +35,8 @@ from ..files import ReturnedFile, UploadedFile
 from ..legacy import legacy_vocabulary_allowed
 from ..loading import LoadedPlugin
 from ..models import checked_metadata, fallback_metadata, response_schema_of
+from ..quality.predictor import check_tabular
+from ..quality.samples import features_of
 from ..settings import Settings
 from .arguments_cli import ArgumentFlag, flags_from_spec
 
@@ -153,6 +155,35 @@ class LocalModel:
         self.warm()
         result = self._run("predict", kwargs)
         return self._output(result, kwargs.get(self._accept_attribute()))
+
+    def explain(
+        self, values: Mapping[str, Any], background: list[dict[str, Any]] | None, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """One prediction explained here, against ``background`` (the rows an initialization
+        keeps on a server): the same request a worker gets (see
+        :mod:`deepaas_like.engine.explainer`)."""
+        self._require("predict")
+        if not background:
+            raise CommandFailed("in this process, give the background rows: --background FILE (CSV or JSON)", 2)
+        features = features_of(background)
+        try:
+            check_tabular(self.name, self.predict_spec, features)
+        except ArgumentError as exc:
+            raise failed(exc) from None
+        rows = [{f: loaded.get(f) for f in features} for loaded in self._each(background)]
+        kwargs = self._validated(self.predict_spec, values, {})
+        self.warm()
+        request = {"rows": [kwargs], "background": rows, "features": features, "options": dict(options)}
+        return {"model": self.name, "data": self._run("explain", request)}
+
+    def _each(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        loaded = []
+        for index, row in enumerate(rows):
+            try:
+                loaded.append(self.predict_spec.load(ArgumentSources(json=row, lenient=True)))
+            except ArgumentError as exc:
+                raise CommandFailed(f"background row {index}: {exc.message}", 2) from None
+        return loaded
 
     def train(
         self, values: Mapping[str, Any], files: Mapping[str, str], progress: Progress, log: TextIO | None = None

@@ -218,6 +218,25 @@ class RemoteModel:
         text = self.client.call("GET", f"{job}/log").data.decode("utf-8", "replace")
         return TrainingReport(document, text)
 
+    def explain(
+        self, values: Mapping[str, Any], background: list[dict[str, Any]] | None, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """One prediction explained by the server; with ``background``, the model's explanations
+        initialization is made from those rows first (a job, followed to its end)."""
+        self._require("predict")
+        if background:
+            init = f"{self.base}/explanations-initialization/"
+            reply = self.client.call("POST", init, body=json.dumps({"rows": background}).encode(), content_type=JSON)
+            document = reply.json()
+            while document.get("status") not in FINISHED:
+                time.sleep(0.2)
+                document = self.client.get_json(init + str(document["id"]))
+            if document.get("status") != "done":
+                raise CommandFailed(f"the explanations initialization ended {document.get('status')}: {document}")
+        body = json.dumps({**values, **{k: v for k, v in options.items() if v is not None}}).encode()
+        answer = self.client.call("POST", f"{self.base}/explain", body=body, content_type=JSON, timeout=None).json()
+        return dict(answer)
+
     def _require(self, method: str) -> None:
         if not self.can(method):
             raise CommandFailed(
