@@ -120,7 +120,7 @@ class DataPlane:
         """The rows given, or the reference dataset of an uploaded model's current version;
         ``row_count`` of them drawn with ``seed`` when fewer are asked for."""
         if rows is None and self.models.is_uploaded(name):
-            rows = self.models.uploads.dataset_rows(name)
+            rows = self.models.uploads.datasets.rows(name)
         if rows is None:
             raise ArgumentError(
                 "Give sample rows: JSON {\"rows\": [...]} or a CSV file as the 'data' part "

@@ -206,11 +206,11 @@ async def put_dataset(request: web.Request) -> web.Response:
     else:
         data = await request.read()
     rows = rows_from_csv(data)
-    version = await reg.set_dataset(name, number, data, rows)
+    version = await reg.datasets.save(name, number, data, rows)
     return json_response(version.config["dataset"])
 
 
 async def get_dataset(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
-    path = reg.dataset_path(request.match_info["name"], route_version(request))
+    path = reg.datasets.path(request.match_info["name"], route_version(request))
     return web.Response(body=path.read_bytes(), content_type="text/csv")

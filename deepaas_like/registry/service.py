@@ -35,6 +35,7 @@ from ..node import node_id
 from ..settings.sections import RegistrySection
 from .artifacts import Artifact, ArtifactStore
 from .catalog import Catalog, ModelArchived, files_of
+from .datasets import Datasets
 from .environment_pools import EnvironmentPools
 from .intake import (
     OPTIMIZATIONS,
@@ -46,9 +47,8 @@ from .intake import (
     check_schema,
     identify,
 )
-from .optimize import chunks_of, optimize, probe
+from .optimize import optimize, probe
 from .records import BuildStatus, DependencyBuild, ModelRecord, RegistryStore, VersionRecord, VersionStatus
-from .rows import ranges
 from .serving import CodeRefused, Pool, Serving, registry_pool
 
 LOG = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Registry:
         self._locks: dict[str, asyncio.Lock] = {}
         self._node = "local"  # with replicas, this one's id (known at start): who builds an environment
         self.catalog = Catalog(self.store, self._shared, plugin_names, self._busy_names, self._retire)
+        self.datasets = Datasets(self.catalog, self.store, self.artifacts, self._lock, self._retire)
         # versions uploaded with requirements: their environments live where the plugins' do
         # (see deepaas_like.environments.environments_root), their hosts' runtime in the data directory
         self.environments = EnvironmentPools(
@@ -470,43 +471,6 @@ class Registry:
             self._retire(name, number)
             self.catalog.changed()
         return version
-
-    async def set_dataset(self, name: str, number: int, data: bytes, rows: list[dict[str, Any]]) -> VersionRecord:
-        """Keep a CSV of sample rows with a version: model tests and feature impact use it by default."""
-        self.record(name)
-        version = self.version(name, number)
-        artifact = await self.artifacts.save(chunks_of(data))
-        async with self._lock(name):
-            version.config = {
-                **version.config,
-                "dataset": {
-                    "sha256": artifact.sha256,
-                    "rows": len(rows),
-                    "columns": list(rows[0]) if rows else [],
-                    "ranges": ranges(rows),
-                },
-            }
-            await self.store.save_version(version, "config")
-            self._retire(name, number)  # its arguments now say what range the dataset covers
-            self.catalog.changed()
-        return version
-
-    def dataset_path(self, name: str, number: int) -> Path:
-        dataset = self.version(name, number).config.get("dataset")
-        if not dataset:
-            raise NotFound(
-                f"Version {number} of model '{name}' has no reference dataset",
-                details={"model": name, "version": number},
-            )
-        return self.artifacts.path(dataset["sha256"])
-
-    def dataset_rows(self, name: str) -> list[dict[str, Any]] | None:
-        """The rows of the current version's reference dataset, if it has one."""
-        from ..quality.samples import rows_from_csv
-
-        current = self.current(name)
-        dataset = current.config.get("dataset") if current is not None else None
-        return rows_from_csv(self.artifacts.path(dataset["sha256"]).read_bytes()) if dataset else None
 
     async def archive(self, name: str) -> ModelRecord:
         model = self.record(name)
