@@ -5,6 +5,7 @@
  * calls the API as any client would:
  *   POST /v2/models/{name}/predict/          the Predict form (multipart, files included)
  *   POST /v2/models/{name}/infer             the what-if sweep: one tensor of N values, one request
+ *   POST /v2/models/{name}/explain           Explain: a signed bar per feature (explain.js)
  *   POST /v2/models/{name}/train/            the Train form; then GET .../train/{uuid} and its /log
  *   GET  /v2/models/{name}/predictions/      the asynchronous predictions
  * With --auth, a token pasted in the header is kept in sessionStorage and sent as a Bearer token.
@@ -15,6 +16,7 @@
 import { $, el, setStatus } from "./dom.js";
 import { BASE, api, documentPaths, documentTags, errorText, formSchema, loadSpec, modelPath, operation, readJson,
   renderAuth } from "./api.js";
+import { setUpExplain } from "./explain.js";
 import { ArgumentForm } from "./forms.js";
 import { setUpPredictions, setUpTraining } from "./jobs.js";
 import { showAnswer } from "./results.js";
@@ -96,6 +98,7 @@ async function modelPage() {
       + "are turned off on this server, or (an uploaded model) none of its versions loads." }));
   }
   setUpWhatIf(name, predictOp, predictForm, Boolean(inferOp));
+  setUpExplain(name, predictForm);
   if (trainOp) setUpTraining(name, trainOp);
   if (laterOp) setUpPredictions(name);
 
