@@ -24,7 +24,7 @@ from .models import ModelSet, ServedModel
 from .oip import ProtocolError, Tensor, output_tensors, rows_from_tensors
 from .outputs import PredictionOutput, prediction_output
 from .quality.checks import TestRun, run_checks
-from .quality.explanations import MAX_BACKGROUND_ROWS, InitializationStore
+from .quality.explanations import MAX_BACKGROUND_ROWS, OPTIONS, InitializationStore, explain_options
 from .quality.impact import feature_impact
 from .quality.predictor import ServedPredictor, check_tabular
 from .quality.samples import Row, features_of
@@ -253,6 +253,50 @@ class DataPlane:
         }
         await model.wait_ready()
         answer: list[dict[str, Any]] = unwrap(await model.dispatcher.call("explain", request), model.name, "explain")
+        return answer
+
+    async def explain_tensors(
+        self, model: ServedModel, payload: Mapping[str, Any], tensors: list[Tensor]
+    ) -> dict[str, Any]:
+        """The Open Inference Protocol's explain: the input tensors' rows (as infer reads them;
+        ``parameters`` carry the options) explained; the outputs ``strength`` [rows, features]
+        FP64 (0 for a row the thresholds leave out), ``expected_value``, ``prediction`` and
+        ``explained`` [rows], the features named in ``parameters``."""
+        parameters = payload.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ProtocolError("parameters must be an object")
+        arguments = [a for a in model.predict_args.accepted if a != "accept"]
+        rows, _ = rows_from_tensors(tensors, arguments, None, parameters)
+        options = explain_options({k: v for k, v in parameters.items() if k in OPTIONS})
+        features: list[str] = self.initializations.required(model.name)["features"]
+        options["maxExplanations"] = len(features)
+        answers = await self.explain(model, ArgumentSources(json={"rows": rows}), options)
+        strengths: list[float] = []
+        for row in answers:
+            by_feature = {e["feature"]: e["strength"] for e in row["predictionExplanations"]}
+            strengths.extend(float(by_feature.get(f, 0.0)) for f in features)
+        summary = [
+            {
+                "prediction": row["prediction"],
+                "expected_value": float(row.get("expectedValue", 0.0)),
+                "explained": bool(row["predictionExplanations"]),
+            }
+            for row in answers
+        ]
+        strength = {
+            "name": "strength",
+            "datatype": "FP64",
+            "shape": [len(answers), len(features)],
+            "data": strengths,
+            "parameters": {"features": features},
+        }
+        answer: dict[str, Any] = {
+            "model_name": model.name,
+            "outputs": [strength, *output_tensors(summary)],
+            "parameters": {**parameters, "features": features},
+        }
+        if "id" in payload:
+            answer["id"] = payload["id"]
         return answer
 
 

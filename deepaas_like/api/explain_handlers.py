@@ -9,12 +9,16 @@ from aiohttp import web
 from multidict import MultiDict
 
 from ..arguments import ArgumentSources
-from ..errors import ArgumentError, NotFound
+from ..errors import ArgumentError, DeepaasError, NotFound
 from ..jobs.model import Job, JobKind
+from ..models import ServedModel
+from ..oip import ProtocolError, parse_request
 from ..quality.explanations import OPTIONS, explain_options
 from .bodies import UploadArea, read_sources
 from .job_handlers import job_of
 from .keys import JOBS, PLANE, PRINCIPAL, SETTINGS
+from .oip_handlers import KEPT_STATUSES
+from .oip_handlers import _error as protocol_error
 from .quality_handlers import _request_body
 from .readers import version_number
 from .responses import json_response
@@ -44,11 +48,32 @@ async def explain(request: web.Request) -> web.Response:
     uploads = UploadArea()
     try:
         sources = await read_sources(request, model.predict_args, uploads, request.app[SETTINGS].client_max_size)
+        if _is_inference_request(sources, model.predict_args.accepted):
+            return await _explain_tensors(request, model)
         options = explain_options(_without_options(sources))
         rows = await plane.explain(model, sources, options)
     finally:
         uploads.remove()
     return json_response({"model": model.name, "data": rows})
+
+
+def _is_inference_request(sources: ArgumentSources, accepted: Any) -> bool:
+    """The Open Inference Protocol's request (``{"inputs": [tensor, ...]}``), not predict's arguments."""
+    return isinstance(sources.json, dict) and isinstance(sources.json.get("inputs"), list) and "inputs" not in accepted
+
+
+async def _explain_tensors(request: web.Request, model: ServedModel) -> web.Response:
+    """The protocol's explain: tensors in, tensors out; its errors as infer answers them."""
+    try:
+        payload, tensors = parse_request(await request.read(), None)
+        answer = await request.app[PLANE].explain_tensors(model, payload, tensors)
+    except ProtocolError as exc:
+        return protocol_error(str(exc))
+    except DeepaasError as exc:
+        if exc.status in KEPT_STATUSES or exc.status >= 500:
+            return json_response({**exc.body(), "error": exc.message}, exc.status, exc.headers)
+        return protocol_error(exc.message)
+    return json_response(answer)
 
 
 async def start_initialization(request: web.Request) -> web.Response:

@@ -81,7 +81,9 @@ def explain_paths(name: str, slug: str, errors: Responses, row: Any = None) -> d
                 "tags": tag,
                 "summary": f"Explain predictions of {name} (the arguments of one, or rows)",
                 "description": "The model's arguments as for predict, or {rows: [...]}; the strengths are "
-                "Shapley values (shap) against the model's explanations initialization.",
+                "Shapley values (shap) against the model's explanations initialization. An Open Inference "
+                "Protocol request ({inputs: [tensor...], parameters: {options}}) is answered with tensors: "
+                "strength [rows, features] FP64, expected_value, prediction, explained.",
                 "operationId": f"{slug}_explain",
                 "parameters": [{"name": key, "in": "query", "schema": schema} for key, schema in OPTIONS.items()],
                 "requestBody": {"required": False, "content": {"application/json": {"schema": explain_body}}},

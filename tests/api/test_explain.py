@@ -1,5 +1,6 @@
 """Prediction explanations of plugins: shap in the model's workers, against an initialization."""
 
+import pytest
 from sklearn.datasets import load_iris
 
 from support.polling import wait_for
@@ -150,3 +151,27 @@ async def test_what_cannot_be_explained_says_why(serve, plugins):
     assert answer.status == 422 and "neither a number" in said["message"], said
     bad = await client.post(INIT.format("words"), json={"rows": [{"x": 1.0}, {"x": "two"}]})
     assert bad.status == 422 and (await bad.json())["message"].startswith("Row 1:")
+
+
+async def test_the_inference_protocol_s_request_is_explained_as_tensors(serve):
+    client = await serve("irisbench")
+    await initialize(client, "irisbench", iris_rows(10))
+    rows = [VIRGINICA, SETOSA]
+    inputs = [{"name": f, "datatype": "FP64", "shape": [2], "data": [r[f] for r in rows]} for f in FEATURES]
+    request = {"id": "r1", "inputs": inputs, "parameters": {"explainClass": "virginica"}}
+    answer = await client.post("/v2/models/irisbench/explain", json=request)
+    body = await answer.json()
+    assert answer.status == 200, body
+    assert body["model_name"] == "irisbench" and body["id"] == "r1" and body["parameters"]["features"] == list(FEATURES)
+    outputs = {o["name"]: o for o in body["outputs"]}
+    strength = outputs["strength"]
+    assert strength["datatype"] == "FP64" and strength["shape"] == [2, 4]
+    virginica = dict(zip(FEATURES, strength["data"][:4]))
+    assert max(virginica, key=virginica.get) in ("petal_length", "petal_width")
+    assert outputs["prediction"]["data"] == ["virginica", "setosa"]
+    # the same numbers as the JSON answer's
+    same = await (await client.post("/v2/models/irisbench/explain", json={**VIRGINICA, "maxExplanations": 4})).json()
+    assert {e["feature"]: e["strength"] for e in same["data"][0]["predictionExplanations"]} == pytest.approx(virginica)
+    assert outputs["expected_value"]["data"][0] == pytest.approx(same["data"][0]["expectedValue"])
+    wrong = await client.post("/v2/models/irisbench/explain", json={"inputs": [{"name": "petals", "datatype": "FP64"}]})
+    assert wrong.status == 400 and "error" in await wrong.json()
