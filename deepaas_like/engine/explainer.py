@@ -34,6 +34,7 @@ code in every new worker (seconds: measured 8 to 16 s on the first call).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import warnings
@@ -141,6 +142,7 @@ def explain_rows(predict: Predict, request: Mapping[str, Any]) -> list[dict[str,
             warnings.simplefilter("ignore", PendingDeprecationWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             import shap  # type: ignore[import-untyped]  # no type information
+        logging.getLogger("shap").setLevel(logging.WARNING)  # its INFO lines: every row's values, in the worker's log
     except ImportError as exc:
         raise NotImplementedByModel(
             f"Prediction explanations need shap where the model runs ({exc}); install deepaas_like[explain] "
