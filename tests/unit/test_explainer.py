@@ -63,3 +63,23 @@ def test_qualitative_strength_is_relative_to_the_row_s_largest():
         "-",
         "+",
     ]
+
+
+def test_without_shap_where_the_model_runs_the_answer_is_a_501_saying_so():
+    """A model's own environment without shap: run in a fresh interpreter where shap cannot import."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, types; sys.modules['shap'] = None\n"  # what `import shap` meets where it is not installed
+        "from deepaas_like.engine.adapter import ModelAdapter\n"
+        "from deepaas_like.errors import NotImplementedByModel\n"
+        "adapter = ModelAdapter('m', types.SimpleNamespace(predict=lambda **row: 1.0))\n"
+        "try:\n"
+        "    adapter.call('explain', {'rows': [{'a': 1.0}], 'background': [{'a': 0.0}], 'features': ['a']})\n"
+        "except NotImplementedByModel as exc:\n"
+        "    print(exc.status, exc.message)\n"
+    )
+    said = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert said.stdout.startswith("501 Prediction explanations need shap where the model runs"), said.stderr
+    assert "add shap to its requirements" in said.stdout
