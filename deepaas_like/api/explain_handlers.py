@@ -121,3 +121,10 @@ async def get_initialization_job(request: web.Request) -> web.Response:
     """``GET .../explanations-initialization/{uuid}``: the initialization's job."""
     _, job = await job_of(request, JobKind.EXPLANATIONS)
     return json_response(_job_document(request, job))
+
+
+async def cancel_initialization_job(request: web.Request) -> web.Response:
+    """``DELETE .../explanations-initialization/{uuid}``: cancel the initialization's job, as
+    model tests' are cancelled (409 once it has ended)."""
+    jobs, job = await job_of(request, JobKind.EXPLANATIONS)
+    return json_response(_job_document(request, await jobs.cancel(JobKind.EXPLANATIONS, job.model, job.id)))

@@ -130,5 +130,11 @@ def explain_paths(name: str, slug: str, errors: Responses, row: Any = None) -> d
                 "operationId": f"{slug}_get_explanations_initialization_job",
                 "responses": {"200": {"description": "The job", "content": JOB}, **errors(404)},
             },
+            "delete": {
+                "tags": tag,
+                "summary": "Cancel the initialization's job",
+                "operationId": f"{slug}_cancel_explanations_initialization_job",
+                "responses": {"200": {"description": "The job, cancelled", "content": JOB}, **errors(404, 409)},
+            },
         },
     }

@@ -123,7 +123,10 @@ async def test_a_regression_is_explained_exactly(serve, plugins):
 async def test_the_initialization_survives_a_restart_and_can_be_removed(serve, plugins):
     plugins.install("linear", source=LINEAR)
     client = await serve("linear")
-    await initialize(client, "linear", [{"x": 0.0, "z": 0.0}, {"x": 2.0, "z": 2.0}])
+    done = await initialize(client, "linear", [{"x": 0.0, "z": 0.0}, {"x": 2.0, "z": 2.0}])
+    ended = await client.delete(INIT.format("linear") + done["id"])  # its job cancels as model tests' do
+    assert ended.status == 409 and "already finished" in (await ended.json())["message"]
+    assert (await client.delete(INIT.format("linear") + "0" * 32)).status == 404
     await client.close()
 
     client = await serve("linear")
