@@ -66,10 +66,11 @@ CHECKS = [  # schemathesis's own; not_a_server_error is replaced by _server_erro
 ]
 # What is valid beyond what a schema states skips the acceptance check only: any bytes are a
 # "valid" upload to the fuzzer but not a loadable model; rows of any features, or tensors of any
-# names, are "valid" to the generic schema but not to a given model (a 422 or 400 that names why).
+# names, are "valid" to the generic schema but not to a given model (a 422 or 400 that names why);
+# an explanation needs a tabular model and a class the model has (the same 422s as feature impact).
 CONTENT_CHECKED = re.compile(
-    r"PUT /v2/models/\{name\}$|PUT /ml-models/\{name\}$|POST .*/(tests|feature-impact)/$"
-    r"|POST .*/infer$|PUT .*/dataset$"
+    r"PUT /v2/models/\{name\}$|PUT /ml-models/\{name\}$|POST .*/(tests|feature-impact|explanations-initialization)/$"
+    r"|POST .*/(infer|explain)$|PUT .*/dataset$"
 )
 MODEL_ERROR = re.compile(r"^Model '[^']+' failed in \w+\(\)")
 # Arguments that make a plugin wait (echobench's sleep_ms, trainings' delay_s, the demo's
