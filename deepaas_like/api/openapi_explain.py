@@ -137,4 +137,16 @@ def explain_paths(name: str, slug: str, errors: Responses, row: Any = None) -> d
                 "responses": {"200": {"description": "The job, cancelled", "content": JOB}, **errors(404, 409)},
             },
         },
+        base + "{uuid}/log": {
+            "parameters": [UUID],
+            "get": {
+                "tags": tag,
+                "summary": "The initialization job's log",
+                "operationId": f"{slug}_explanations_initialization_log",
+                "responses": {
+                    "200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **errors(404),
+                },
+            },
+        },
     }

@@ -184,6 +184,7 @@ def log_handlers(kind: JobKind) -> tuple[Any, Any]:
 
 test_log, test_log_tail = log_handlers(JobKind.TEST)
 impact_log, impact_log_tail = log_handlers(JobKind.IMPACT)
+explanations_log, _ = log_handlers(JobKind.EXPLANATIONS)
 
 
 # --- an uploaded version's reference dataset ---------------------------------------------------

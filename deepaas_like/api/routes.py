@@ -116,6 +116,7 @@ ROUTES = (
     Route("DELETE", EXPLAIN_INIT, explaining.delete_initialization, p.PREDICT_LATER, "predict"),
     Route("GET", EXPLAIN_INIT + "{uuid}", explaining.get_initialization_job, p.PREDICTIONS, "predict"),
     Route("DELETE", EXPLAIN_INIT + "{uuid}", explaining.cancel_initialization_job, p.PREDICTIONS, "predict"),
+    Route("GET", EXPLAIN_INIT + "{uuid}/log", quality_handlers.explanations_log, p.PREDICTIONS, "predict"),
     Route(
         "GET",
         "/v2/models/{name}/feature-impact/{uuid}/plot.png",

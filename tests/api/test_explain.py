@@ -124,6 +124,8 @@ async def test_the_initialization_survives_a_restart_and_can_be_removed(serve, p
     plugins.install("linear", source=LINEAR)
     client = await serve("linear")
     done = await initialize(client, "linear", [{"x": 0.0, "z": 0.0}, {"x": 2.0, "z": 2.0}])
+    log = await client.get(INIT.format("linear") + done["id"] + "/log")
+    assert log.status == 200 and log.content_type == "text/plain"
     ended = await client.delete(INIT.format("linear") + done["id"])  # its job cancels as model tests' do
     assert ended.status == 409 and "already finished" in (await ended.json())["message"]
     assert (await client.delete(INIT.format("linear") + "0" * 32)).status == 404
