@@ -42,9 +42,10 @@ print(json.dumps({"version": sklearn.__version__, "labels": model.predict(rows).
                   "probabilities": model.predict_proba(rows).tolist(), "classes": model.classes_.tolist()}))
 """
 
-pytestmark = pytest.mark.skipif(
-    landlock.abi() < 4, reason="joblib files are served only from contained hosts (Landlock ABI 4)"
-)
+pytestmark = [
+    pytest.mark.skipif(landlock.abi() < 4, reason="joblib files are served only from contained hosts (Landlock ABI 4)"),
+    pytest.mark.slow,  # real uv builds from PyPI (as tests/e2e/test_environments.py): make test runs them
+]
 
 
 @pytest.fixture(scope="module")
