@@ -21,7 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import deepaas_like
 
@@ -99,20 +99,21 @@ def registered(root: Path) -> dict[str, IsolatedPlugin]:
     return found
 
 
-def runtime_dir(where: Path) -> Path:
+def runtime_dir(where: Path, extra: Mapping[str, Path] | None = None) -> Path:
     """A directory holding this package and the ``deepaas`` compatibility package (links to
-    the installed ones), to put first on a worker's path in a model's environment: the
-    same code as the server's, and nothing else of the server's environment."""
+    the installed ones), and ``extra`` (name -> target: a package's directory, or a module's
+    file, linked under its own file name), to put first on a worker's path in a model's
+    environment: the same code as the server's, and nothing else of the server's environment."""
     package = Path(deepaas_like.__file__).resolve().parent
-    links = {"deepaas_like": package, "deepaas": package / "compat" / "deepaas"}
+    links = {"deepaas_like": package, "deepaas": package / "compat" / "deepaas", **(extra or {})}
     where.mkdir(parents=True, exist_ok=True)
     for name, target in links.items():
-        link = where / name
+        link = where / (target.name if target.is_file() else name)
         if link.is_symlink() and Path(os.readlink(link)) == target:
             continue
-        temporary = where / f".{name}.{os.getpid()}"
+        temporary = where / f".{link.name}.{os.getpid()}"
         temporary.unlink(missing_ok=True)
-        temporary.symlink_to(target, target_is_directory=True)
+        temporary.symlink_to(target, target_is_directory=target.is_dir())
         os.replace(temporary, link)  # atomic: a worker starting now sees the old link or the new one
     return where
 

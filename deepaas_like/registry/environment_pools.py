@@ -42,20 +42,12 @@ def runtime(where: Path) -> Path:
     """The directory first on the path of a host in a version's environment: deepaas_like,
     ``deepaas``, the framework plugins' packages and :data:`RUNTIME_MODULES`, as links to
     the server's (readable by a sandbox user: the server's umask is 077)."""
-    runtime_dir(where)
-    links = dict(framework_packages())
+    links = {name: Path(target) for name, target in framework_packages().items()}
     for name in RUNTIME_MODULES:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
-            links[name] = list(spec.submodule_search_locations)[0]
-    for name, target in links.items():
-        link = where / os.path.basename(target) if os.path.isfile(target) else where / name
-        if link.is_symlink() and os.readlink(link) == target:
-            continue
-        temporary = where / f".{link.name}.{os.getpid()}"
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(target)
-        os.replace(temporary, link)
+            links[name] = Path(list(spec.submodule_search_locations)[0])
+    runtime_dir(where, links)
     where.chmod(0o755)
     return where
 
