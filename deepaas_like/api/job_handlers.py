@@ -8,14 +8,17 @@ from aiohttp import web
 from multidict import MultiDict
 
 from ..arguments import ArgumentSources, ArgumentSpec
-from ..errors import ArgumentError, Conflict
+from ..auth.policy import EDIT, UPLOAD
+from ..errors import ArgumentError, BadRequest, Conflict, DeepaasError
 from ..jobs.callbacks import check_callback_url
 from ..jobs.manager import JobManager
 from ..jobs.model import STATUSES, Job, JobKind, JobStatus
 from ..models import ServedModel
-from .bodies import UploadArea, read_sources
+from ..quality.samples import Row, checked_rows, rows_from_csv
+from ..registry.retrain import plan_retraining, retrain
+from .bodies import UploadArea, form_parts, read_field, read_json_object, read_sources
 from .keys import GATE, JOBS, MODELS, PLANE, PRINCIPAL, SETTINGS
-from .readers import ASCII_INTEGER, version_number
+from .readers import ASCII_INTEGER, registry, version_number
 from .rendering import send_file
 from .responses import json_response
 
@@ -124,9 +127,82 @@ async def _cancel(request: web.Request, kind: JobKind) -> web.Response:
 
 
 async def start_training(request: web.Request) -> web.Response:
-    """``POST .../train/``: queue a training, answer its document (DEEPaaS answers 200)."""
-    _, job = await _submit(request, JobKind.TRAINING)
+    """``POST .../train/``: queue a training, answer its document (DEEPaaS answers 200). An
+    uploaded scikit-learn model is retrained on the rows sent (see :func:`_retrain`)."""
+    if request.app[MODELS].is_uploaded(request.match_info["name"]):
+        job = await _retrain(request)
+    else:
+        _, job = await _submit(request, JobKind.TRAINING)
     return json_response(request.app[JOBS].document(job))
+
+
+async def _retrain(request: web.Request) -> Job:
+    """A clone of an uploaded version's estimator fitted on the rows sent becomes the next version
+    (:mod:`deepaas_like.registry.retrain`). It adds a version as an upload does, so it needs what
+    an upload needs (``models:write``, the EDITOR role) besides the route's ``models:train``; not
+    ``models:write-code``: it brings no new code, the clone's is that of an accepted upload."""
+    name = request.match_info["name"]
+    gate, principal, reg, jobs = request.app[GATE], request[PRINCIPAL], registry(request), request.app[JOBS]
+    gate.authorize(principal, EDIT, name)
+    options, rows = await _training_data(request)
+    plan = plan_retraining(reg, name, rows, options)
+    await reg.serving.check_code_servable(name, plan.parent.library, plan.parent.filetype)
+    owner = principal.identity
+    job = await jobs.submit_task(
+        JobKind.TRAINING,
+        reg.job_model(plan.model, plan.parent),
+        jobs.new_id(),
+        plan.arguments(),
+        lambda job, log: retrain(
+            reg, plan, job, log, owner=owner, may_add_version=lambda: gate.authorize(principal, UPLOAD, name)
+        ),
+        owner=owner,
+    )
+    await gate.audit(principal, "model.retrain", name, {"job": job.id, **plan.arguments()})
+    return job
+
+
+async def _training_data(request: web.Request) -> tuple[dict[str, Any], list[Row]]:
+    """A retraining's options (``target``, ``version``: the query string, or fields of the body)
+    and rows: JSON ``{"rows": [...], "target": ...}``, a CSV body (``text/csv``), or a multipart
+    form with the CSV as its ``file`` (or ``data``) part. At most MAX_ROWS rows, as a reference
+    dataset (422), and --client-max-size bytes (413)."""
+    options: dict[str, Any] = {k: _number(v) if k == "version" else v for k, v in request.query.items()}
+    data: bytes | None = None
+    rows: Any = None
+    limit = request.app[SETTINGS].client_max_size
+    if request.content_type == "multipart/form-data":
+        try:
+            async for part in form_parts(request):
+                if part.name in ("file", "data"):
+                    data = await read_field(part, limit, "The CSV file")
+                else:
+                    text = (await read_field(part, 1024)).decode("utf-8", errors="replace")
+                    options[part.name or ""] = _number(text) if part.name == "version" else text
+        except DeepaasError:
+            raise
+        except Exception as exc:  # aiohttp raises several kinds on malformed input
+            raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
+    elif request.content_type in ("text/csv", "application/csv"):
+        data = await request.read()
+    elif request.body_exists:
+        body = await read_json_object(request)
+        rows = body.pop("rows", None)
+        options.update(body)
+    if data is not None:
+        return options, rows_from_csv(data)
+    if rows is None:
+        raise ArgumentError(
+            'Send the training rows: JSON {"rows": [...], "target": "column"}, a CSV body (Content-Type: text/csv; '
+            "?target=column), or a multipart form with the CSV as its 'file' part",
+            {"rows": ["Missing data for required field."]},
+        )
+    return options, checked_rows(rows)
+
+
+def _number(text: str) -> int | str:
+    """A form's or the query's version as a number (a text that is none is refused later)."""
+    return int(text) if ASCII_INTEGER.fullmatch(text) else text
 
 
 async def list_trainings(request: web.Request) -> web.Response:

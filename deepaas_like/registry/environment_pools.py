@@ -96,14 +96,17 @@ class EnvironmentPools:
             return None
         return f"its environment {key[:12]} is gone (removed with deepaas-env?); upload the version again"
 
+    def launch(self, key: str) -> EnvironmentLaunch:
+        """How a worker in environment ``key`` starts: its interpreter, :func:`runtime` first on its path."""
+        if self._runtime is None:
+            self._runtime = runtime(self._runtime_path)
+        return EnvironmentLaunch(str(self.root / key / "bin" / "python"), (str(self._runtime),))
+
     def pool(self, key: str) -> Pool:
         """The hosts of environment ``key`` (created on first use, not started)."""
         pool = self._pools.get(key)
         if pool is None:
-            if self._runtime is None:
-                self._runtime = runtime(self._runtime_path)
-            python = str(self.root / key / "bin" / "python")
-            pool = self._pools[key] = self._make_pool(EnvironmentLaunch(python, (str(self._runtime),)))
+            pool = self._pools[key] = self._make_pool(self.launch(key))
         return pool
 
     def start(self, key: str) -> Pool:

@@ -103,6 +103,13 @@ class VersionRecord:
         self.config = {**self.config, "build": build.to_json()}
 
     @property
+    def training(self) -> dict[str, Any] | None:
+        """Where a retrained version came from (see :mod:`.retrain`): ``{"job", "parent", "rows",
+        "target"}``; None for an uploaded file."""
+        training = self.config.get("training")
+        return dict(training) if isinstance(training, dict) else None
+
+    @property
     def environment(self) -> str | None:
         """The key of the environment it is served in (None: the server's)."""
         build = self.build
@@ -131,6 +138,9 @@ class VersionRecord:
         if self.requirements is not None:
             doc["requirements"] = self.requirements
             doc["environment"] = self.environment
+        training = self.training
+        if training is not None:
+            doc["training"] = training
         doc["links"] = {
             "self": href,
             "download": f"{href}/download",
@@ -139,6 +149,10 @@ class VersionRecord:
         }
         if self.requirements is not None:
             doc["links"]["dependencyBuild"] = f"{href}/dependencyBuild"
+        if training is not None:
+            base = href.rsplit("/versions/", 1)[0]
+            doc["links"]["parent"] = f"{base}/versions/{training.get('parent')}"
+            doc["links"]["training"] = f"{base}/train/{training.get('job')}"
         return doc
 
 

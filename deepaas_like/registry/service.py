@@ -82,6 +82,11 @@ class Registry:
             settings, pool, self.catalog, self.store, self.artifacts, self.runs_code, self._shared, self.environments
         )
 
+    @property
+    def section(self) -> RegistrySection:
+        """The settings it runs with."""
+        return self._settings
+
     # --- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
@@ -235,6 +240,7 @@ class Registry:
         owner: str | None = None,
         may_publish: bool = False,
         may_add_version: Callable[[], None] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> tuple[bool, ModelRecord, VersionRecord]:
         """Record the stored file as the next version of ``name`` and load it once.
 
@@ -243,6 +249,7 @@ class Registry:
         is the new model's; an existing model's changes only with ``may_publish`` (its
         owner uploads). ``may_add_version`` raises if the caller may not add a version to the
         model as it is when the version is recorded (someone else may have created it meanwhile).
+        ``config``: the version's besides the upload's (a retrained one's provenance, see :mod:`.retrain`).
         """
         check_name(name)
         self.check_writable(name)
@@ -280,7 +287,7 @@ class Registry:
                 )
             versions = self.catalog.versions_of(name)
             upload.artifact = await asyncio.to_thread(self.artifacts.commit, upload.artifact)
-            config = {
+            config = dict(config or {}) | {
                 k: v
                 for k, v in (
                     ("input_schema", upload.input_schema),
@@ -465,7 +472,9 @@ class Registry:
                 {k: ["Unknown key."] for k in unknown},
             )
         async with self._lock(name):
-            kept = {k: version.config[k] for k in ("dataset", "requirements", "build") if version.config.get(k)}
+            kept = {
+                k: version.config[k] for k in ("dataset", "requirements", "build", "training") if version.config.get(k)
+            }
             version.config = {**{k: v for k, v in checked.items() if v}, **kept}
             await self.store.save_version(version, "config")
             self._retire(name, number)
