@@ -17,14 +17,21 @@ from typing import Any, Callable, Mapping
 
 from .arguments import ArgumentSources, ArgumentSpec
 from .engine.calls import unwrap
-from .errors import ArgumentError, Conflict, NotImplementedByModel
+from .engine.explainer import BACKGROUND_LIMIT
+from .errors import ArgumentError, Conflict, NotFound, NotImplementedByModel
 from .jobs.manager import JobManager
 from .jobs.model import Job, JobKind
 from .models import ModelSet, ServedModel
 from .oip import ProtocolError, Tensor, output_tensors, rows_from_tensors
 from .outputs import PredictionOutput, prediction_output
 from .quality.checks import TestRun, run_checks
-from .quality.explanations import MAX_BACKGROUND_ROWS, OPTIONS, InitializationStore, explain_options
+from .quality.explanations import (
+    MAX_BACKGROUND_ROWS,
+    OPTIONS,
+    InitializationStore,
+    explain_options,
+    initialization_route,
+)
 from .quality.impact import feature_impact
 from .quality.predictor import ServedPredictor, check_tabular
 from .quality.samples import Row, features_of
@@ -40,6 +47,7 @@ class DataPlane:
         self.models = models
         self.jobs = jobs
         self.initializations = InitializationStore(explanations_dir)  # the explanations' background rows
+        self._backgrounds: dict[tuple[str, tuple[str, ...], str], list[dict[str, Any]]] = {}  # reference datasets'
 
     async def model(self, name: str, version: int | None = None) -> ServedModel:
         """A plugin, or a version (the current one by default) of an uploaded model: 404 naming
@@ -190,21 +198,12 @@ class DataPlane:
 
     # --- prediction explanations ----------------------------------------------------------
 
-    def explainable(self, model: ServedModel) -> None:
-        """501 for what cannot be explained yet: an uploaded model (its host explains nothing yet)."""
-        if model.rows_args is not None:
-            raise NotImplementedByModel(
-                f"Model '{model.name}' is an uploaded model: its predictions cannot be explained yet",
-                details={"model": model.name},
-            )
-
     async def start_initialization(
         self, model: ServedModel, rows: list[Row], *, lenient: bool, owner: str | None
     ) -> Job:
         """Keep ``rows`` as the background of ``model``'s explanations, as a job: each row checked
         like a prediction's (422 now), the model tabular (422), stored with the model (it survives
         restarts; a new initialization replaces the old one)."""
-        self.explainable(model)
         if not rows or len(rows) > MAX_BACKGROUND_ROWS:
             raise ArgumentError(
                 f"An initialization takes 1 to {MAX_BACKGROUND_ROWS} rows ({len(rows)} given)",
@@ -224,33 +223,90 @@ class DataPlane:
         args = {"rowCount": len(rows), "features": features}
         return await self.jobs.submit_task(JobKind.EXPLANATIONS, model, self.jobs.new_id(), args, work, owner=owner)
 
+    def background(self, model: ServedModel) -> tuple[list[str], list[Row]]:
+        """The features and background rows of ``model``'s explanations: its initialization, else
+        (an uploaded version) its reference dataset, a seeded sample of at most
+        :data:`~deepaas_like.engine.explainer.BACKGROUND_LIMIT` rows; 409 saying how to give one.
+        An uploaded model's features are its inputs, in their order."""
+        initialization = self.initializations.get(model.name)
+        if model.rows_args is None:
+            document = initialization or self.initializations.required(model.name)
+            return list(document["features"]), document["rows"]
+        inputs = model_inputs(model)
+        if initialization is not None:
+            if sorted(initialization["features"]) != sorted(inputs):
+                raise Conflict(
+                    f"The explanations initialization of model '{model.name}' gives "
+                    f"{', '.join(initialization['features'])}; this version takes {', '.join(inputs)}: "
+                    f"POST {initialization_route(model.name)} with rows of its inputs",
+                    details={"model": model.name, "initialization": initialization_route(model.name)},
+                )
+            return inputs, initialization["rows"]
+        return inputs, self._dataset_background(model, inputs)
+
+    def _dataset_background(self, model: ServedModel, inputs: list[str]) -> list[Row]:
+        """An uploaded version's reference dataset as background rows (kept by file: it is
+        read, checked and sampled once)."""
+        number = int(model.metadata["version"])
+        try:
+            path = self.models.uploads.datasets.path(model.name, number)
+        except NotFound:
+            raise Conflict(
+                f"Model '{model.name}' has no background rows for its explanations: POST "
+                f"{initialization_route(model.name)} with rows (its explanations initialization), or keep a "
+                f"reference dataset with the version: PUT /v2/models/{model.name}/versions/{number}/dataset (a CSV)",
+                details={"model": model.name, "initialization": initialization_route(model.name)},
+            ) from None
+        key = (model.name, tuple(inputs), str(path))
+        kept = self._backgrounds.get(key)
+        if kept is None:
+            from .quality.samples import rows_from_csv
+
+            rows = rows_from_csv(path.read_bytes())
+            missing = [c for c in inputs if c not in rows[0]]
+            if missing:
+                raise Conflict(
+                    f"The reference dataset of version {number} of model '{model.name}' lacks its inputs "
+                    f"{', '.join(missing)}: PUT one with them, or POST {initialization_route(model.name)} with rows",
+                    details={"model": model.name, "version": number},
+                )
+            if len(rows) > BACKGROUND_LIMIT:
+                rows = random.Random(0).sample(rows, BACKGROUND_LIMIT)
+            kept = check_rows(model, [{c: row[c] for c in inputs} for row in rows], lenient=True)
+            if len(self._backgrounds) >= 64:
+                self._backgrounds.clear()
+            self._backgrounds[key] = kept
+        return kept
+
     async def explain(
         self, model: ServedModel, sources: ArgumentSources, options: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """Explain one prediction (the request's arguments, checked as predict checks them) or
-        ``{"rows": [...]}`` (each checked leniently, the bad one named): computed in the model's
-        workers against its initialization (409 without one); see
-        :mod:`deepaas_like.engine.explainer` for the answer's shape."""
-        self.explainable(model)
+        ``{"rows": [...]}`` (each checked leniently, the bad one named; an uploaded model's may be
+        lists of its inputs' values): computed in the model's workers against its
+        :meth:`background` (409 without one); see :mod:`deepaas_like.engine.explainer` for the
+        answer's shape."""
         if not model.can_predict:
             raise NotImplementedByModel(
                 f"Model '{model.name}' does not implement predict()", details={"model": model.name}
             )
         check_tabular(model.name, model.predict_args, [])  # a model of files: 422 before the 409
-        initialization = self.initializations.required(model.name)
+        if model.rows_args is not None and not model_inputs(model):
+            raise ArgumentError(
+                f"Model '{model.name}' does not say what its inputs are: its predictions cannot be explained",
+                {"model": ["Inputs unknown."]},
+            )
+        features, background = self.background(model)
         given = sources.json.get("rows") if isinstance(sources.json, dict) else None
         if given is not None:
             from .quality.samples import checked_rows
 
+            if model.rows_args is not None and isinstance(given, list):
+                given = [as_object(row, features) for row in given]
             rows = check_rows(model, checked_rows(given), lenient=True)
         else:
             rows = [model.predict_args.load(sources)]
-        request = {
-            "rows": rows,
-            "background": initialization["rows"],
-            "features": initialization["features"],
-            "options": options,
-        }
+        request = {"rows": rows, "background": background, "features": features, "options": options}
         await model.wait_ready()
         answer: list[dict[str, Any]] = unwrap(await model.dispatcher.call("explain", request), model.name, "explain")
         return answer
@@ -265,10 +321,12 @@ class DataPlane:
         parameters = payload.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise ProtocolError("parameters must be an object")
-        arguments = [a for a in model.predict_args.accepted if a != "accept"]
-        rows, _ = rows_from_tensors(tensors, arguments, None, parameters)
+        arguments = model_inputs(model)
+        rows, _ = rows_from_tensors(
+            tensors, arguments, len(arguments) if model.rows_args is not None else None, parameters
+        )
         options = explain_options({k: v for k, v in parameters.items() if k in OPTIONS})
-        features: list[str] = self.initializations.required(model.name)["features"]
+        features = self.background(model)[0]
         options["maxExplanations"] = len(features)
         answers = await self.explain(model, ArgumentSources(json={"rows": rows}), options)
         strengths: list[float] = []
@@ -310,6 +368,20 @@ def check_rows(model: ServedModel, rows: list[Row], lenient: bool) -> list[dict[
         except ArgumentError as exc:
             raise ArgumentError(f"Row {index}: {exc.message}", {"rows": {str(index): exc.errors}}) from None
     return loaded
+
+
+def model_inputs(model: ServedModel) -> list[str]:
+    """The names of the model's inputs in their declared order (an uploaded model's columns,
+    ``x0``… when only counted)."""
+    return list(model.predict_args.body_fields)
+
+
+def as_object(row: Any, features: list[str]) -> Any:
+    """A row given as a list of the inputs' values as an object of them (anything else as it is:
+    :func:`~deepaas_like.quality.samples.checked_rows` says what is wrong with it)."""
+    if isinstance(row, list) and len(row) == len(features):
+        return dict(zip(features, row, strict=True))
+    return row
 
 
 def requested_outputs(payload: Mapping[str, Any]) -> list[str] | None:

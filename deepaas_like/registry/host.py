@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import runtime
 from ..engine.adapter import ModelAdapter
+from ..errors import ArgumentError
 from ..frameworks import Framework, LoadedModel, discover_frameworks
 
 CAPACITY_ENV = "DEEPAAS_LIKE_MAX_LOADED_MODELS"
@@ -88,6 +89,7 @@ class UploadedModel:
         self.framework = framework
         self.target = target
         self._validator = _validator(target.output_schema)
+        self._trees: Any = None  # its Trees for explanations (False: not a tree model; None: not looked at)
 
     # --- what a call sends -------------------------------------------------------------
 
@@ -171,6 +173,50 @@ class UploadedModel:
                 continue
             answers[index] = answered[0] if single else answered
         return answers
+
+    def explain(
+        self,
+        rows: list[dict[str, Any]],
+        background: list[dict[str, Any]],
+        features: list[str],
+        options: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Explain ``rows`` (objects of the model's inputs, as the server sends them): shap's
+        TreeExplainer for a scikit-learn tree model (:func:`~deepaas_like.engine.explainer.tree_parts`),
+        else its KernelExplainer over this model's batched predictions against ``background``.
+        The answer is the plugins' (see :mod:`deepaas_like.engine.explainer`)."""
+        from ..engine.explainer import NotAdditive, explain_rows, explained_answers, import_shap
+
+        names = list(self.target.columns) if self.target.columns is not None else list(features)
+        if sorted(names) != sorted(features):
+            raise ArgumentError(
+                f"The features {', '.join(features)} are not this model's inputs: {', '.join(names)}",
+                {"features": ["Not the model's inputs."]},
+            )
+
+        def predict(given: list[dict[str, Any]]) -> list[Any]:
+            inputs = [[row[n] for n in names] for row in given]
+            return list(self._checked(self.loaded.predict(inputs), inputs))
+
+        request = {"rows": rows, "background": background, "features": names, "options": options}
+        trees = self._tree_explainer(import_shap())
+        if trees is not None:
+            answers = predict(rows)
+            inputs = [[row[n] for n in names] for row in rows]
+            try:
+                return explained_answers(rows, names, answers, options, trees.attribute(inputs, answers))
+            except NotAdditive:
+                self._trees = False  # the trees are not what the model answers: the Kernel path from now on
+        return explain_rows(predict, request)
+
+    def _tree_explainer(self, shap: Any) -> Any:
+        """The model's :class:`~deepaas_like.engine.explainer.Trees` (built on first use), or None."""
+        from ..engine.explainer import Trees, tree_parts
+
+        if self._trees is None:
+            estimator = getattr(self.loaded, "estimator", None)  # a scikit-learn model's own
+            self._trees = Trees(shap, estimator) if estimator is not None and tree_parts(estimator) else False
+        return self._trees or None
 
     def describe(self) -> dict[str, Any]:
         """The model's signature as its file tells it, as plain JSON data (a library's
