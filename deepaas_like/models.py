@@ -84,6 +84,7 @@ class ServedModel:
     on_predict: Callable[[str], None] | None = None  # told the model's name at each prediction
     state: ModelState = ModelState.STARTING
     error: str | None = None
+    version: int = 1  # a plugin: the version of its storage_dir() its workers serve (jobs/versions.py)
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
     _validator: marshmallow.Schema | None = None
     _encoded: dict[str, bytes] = field(default_factory=dict)  # document() as JSON, by href
@@ -203,9 +204,16 @@ class ServedModel:
         return elsewhere or TrainingRun(self.launcher, log_file=log_file, on_progress=on_progress)
 
     async def reload(self) -> None:
-        """Serve every later call with a freshly warmed model (after a training)."""
+        """Serve every later call with a freshly warmed model (after a training, or a switch
+        of version): fresh workers warm first, the old ones serve until then."""
         await self.runner.reload()
         await self.refresh_metadata()
+
+    def serve_version(self, number: int) -> None:
+        """Say that the workers serve version ``number`` of the storage_dir (the document shows it)."""
+        if number != self.version:
+            self.version = number
+            self._encoded.clear()
 
     async def refresh_metadata(self) -> None:
         """Ask a warm worker for get_metadata() (after start and after each training).
@@ -241,6 +249,7 @@ class ServedModel:
         doc: dict[str, Any] = {"id": self.name, "name": self.name, "links": [{"rel": "self", "href": href}]}
         doc.update(self.metadata)
         doc["source"] = "plugin"
+        doc["current_version"] = self.version
         if self.metadata_error:
             doc["metadata_error"] = self.metadata_error
         return doc
@@ -251,9 +260,6 @@ class ServedModel:
         if encoded is None:
             encoded = self._encoded[href] = dumps_bytes({**self.document(href), **(extra() if extra else {})})
         return encoded
-
-
-PLUGIN_VERSION = 1  # a plugin's one version (its OIP metadata lists it)
 
 
 class ModelSet(Mapping[str, ServedModel]):
@@ -323,14 +329,15 @@ class ModelSet(Mapping[str, ServedModel]):
     async def servable(self, name: str, version: int | None = None) -> ServedModel:
         """A plugin, or a version (by default the current one) of an uploaded model."""
         plugin = self._models.get(name)
-        if plugin is not None and version in (None, PLUGIN_VERSION):
-            return plugin  # a plugin has one version, 1, in the Open Inference Protocol's sense
+        if plugin is not None and version in (None, plugin.version):
+            return plugin  # a plugin serves one version at a time, its current one
         if self.is_uploaded(name):
             return await self.uploads.served(name, version)
         if plugin is not None:
             raise NotFound(
-                f"Model '{name}' is a plugin: its one version is {PLUGIN_VERSION}",
-                details={"model": name, "versions": [str(PLUGIN_VERSION)]},
+                f"Model '{name}' is a plugin: it serves one version at a time, and that one version is "
+                f"{plugin.version} (PATCH /v2/models/{name} with current_version serves another it kept)",
+                details={"model": name, "versions": [str(plugin.version)]},
             )
         raise self._not_found(name)
 

@@ -26,7 +26,7 @@ def server_metadata() -> dict[str, Any]:
 def plugin_metadata(model: ServedModel) -> dict[str, Any]:
     """The protocol's model metadata of a plugin (merged into its DEEPaaS document)."""
     return {
-        "versions": ["1"],
+        "versions": [str(model.version)],  # the one it serves (its kept ones: GET .../versions/)
         "platform": "deepaas_like_plugin",
         "inputs": input_metadata(model.predict_args),
         "outputs": [],

@@ -56,6 +56,29 @@ def components(spec: APISpec) -> None:
                     "description": "The key of its own environment (a version uploaded with requirements)",
                 },
                 "links": obj,
+                "current": {"type": "boolean", "description": "A plugin's: whether its workers serve this version"},
+                "recorded": {
+                    "type": "boolean",
+                    "description": "A plugin's: false for version 1 before its first training (its storage_dir "
+                    "as installed, recorded when that training starts)",
+                },
+                "source": {
+                    "type": "object",
+                    "description": "A plugin's: what made the version. `kind` installed (the storage_dir before "
+                    "the first training) or training, with `training` (the job's id), `arguments`, `result`, "
+                    "`started`, `finished` and `log` (the training's log)",
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["installed", "training"]},
+                        "training": {"type": "string"},
+                        "arguments": obj,
+                        "result": {},
+                        "started": {"type": "string", "nullable": True},
+                        "finished": {"type": "string", "nullable": True},
+                        "log": {"type": "string"},
+                        "description": {"type": "string"},
+                    },
+                },
+                "file_count": {"type": "integer", "description": "A plugin's: the files of its storage_dir"},
             },
         },
     )
@@ -195,6 +218,11 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
             "patch": {
                 "tags": tag,
                 "summary": "Change the serving version (roll back or forward), is_public, description",
+                "description": "An uploaded model: the version becomes current at once. A plugin takes "
+                "`current_version` only: one of the versions its trainings left (GET .../versions/) is put "
+                "back in its storage_dir and its workers re-warm from it, the old ones serving until then; "
+                "the answer comes once they serve it (404: no such version; 409: a training of it runs; "
+                "422: its workers do not warm from it, the previous version serves on).",
                 "operationId": "update_model",
                 "requestBody": {
                     "required": True,
@@ -212,7 +240,13 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
                         }
                     },
                 },
-                "responses": {"200": json_response(UPLOADED, "The model"), **errors(400, 403, 404, 409, 415, 422)},
+                "responses": {
+                    "200": json_response(
+                        {"anyOf": [UPLOADED, {"$ref": "#/components/schemas/ModelMeta"}]},
+                        "The model (a plugin's document for a plugin)",
+                    ),
+                    **errors(400, 403, 404, 409, 415, 422, 503),
+                },
             },
             "delete": {
                 "tags": tag,
@@ -244,11 +278,20 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
         operations={
             "get": {
                 "tags": tag,
-                "summary": "Every version of an uploaded model",
+                "summary": "Every version of a model: an upload's files, or what a plugin's trainings left",
+                "description": "A plugin's version is a snapshot of its storage_dir: version 1 what it held "
+                "before the first training, then one per training that ended done (--keep-training-versions "
+                "of them kept).",
                 "operationId": "list_versions",
                 "responses": {
                     "200": json_response(
-                        {"type": "object", "properties": {"versions": {"type": "array", "items": VERSION_DOC}}},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "versions": {"type": "array", "items": VERSION_DOC},
+                                "current_version": {"type": "integer", "description": "A plugin's"},
+                            },
+                        },
                         "The versions, oldest first",
                     ),
                     **errors(404),
@@ -295,12 +338,16 @@ def registry_paths(spec: APISpec, errors: Responses) -> None:
         operations={
             "get": {
                 "tags": tag,
-                "summary": "The exact bytes uploaded",
+                "summary": "The exact bytes uploaded (a plugin's version: its storage_dir as a tar)",
                 "operationId": "download_version",
                 "responses": {
                     "200": {
-                        "description": "The file (Content-Disposition: attachment; X-Content-SHA256)",
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                        "description": "The file (Content-Disposition: attachment; X-Content-SHA256), or a "
+                        "plugin's version as an uncompressed tar",
+                        "content": {
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                            "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                        },
                     },
                     **errors(404, 422),
                 },

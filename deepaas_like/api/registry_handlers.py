@@ -28,9 +28,10 @@ from ..registry.intake import (
 from ..registry.records import DependencyBuild, ModelRecord, VersionRecord, VersionStatus
 from ..registry.service import Registry
 from ..settings import parse_bool
+from . import plugin_versions
 from .bodies import form_parts, read_field, read_json_object
-from .documents import model_document, plugin_metadata, uploaded_metadata
-from .keys import GATE, JOBS, MODELS, PRINCIPAL
+from .documents import model_document, uploaded_metadata
+from .keys import GATE, JOBS, PRINCIPAL
 from .readers import base, query_bool, query_int, registry, route_version
 from .rendering import send_file
 from .responses import json_response
@@ -155,7 +156,11 @@ async def put_model(request: web.Request) -> web.Response:
 
 
 async def patch_model(request: web.Request) -> web.Response:
-    """``PATCH /v2/models/{name}``: ``current_version``, ``is_public``, ``description``."""
+    """``PATCH /v2/models/{name}``: ``current_version``, ``is_public``, ``description`` (a
+    plugin: ``current_version``, see :mod:`.plugin_versions`)."""
+    plugin = plugin_versions.plugin_of(request)
+    if plugin is not None:
+        return await plugin_versions.patch_model(request, plugin)
     name = request.match_info["name"]
     registry(request).check_writable(name)
     body = await read_json_object(request)
@@ -209,20 +214,20 @@ async def restore_model(request: web.Request) -> web.Response:
 
 
 async def list_versions(request: web.Request) -> web.Response:
+    plugin = plugin_versions.plugin_of(request)
+    if plugin is not None:  # what its trainings left
+        return await plugin_versions.list_versions(request, plugin)
     versions = registry(request).versions(request.match_info["name"])
     return json_response({"versions": [_version_doc(request, v) for v in versions]})
 
 
 async def get_version(request: web.Request) -> web.Response:
     """A version's record, with the Open Inference Protocol's model metadata of it."""
+    plugin = plugin_versions.plugin_of(request)
+    if plugin is not None:
+        return await plugin_versions.get_version(request, plugin)
     number = route_version(request)
     name = request.match_info["name"]
-    models = request.app[MODELS]
-    if not models.is_uploaded(name) and name in models:  # a plugin has one version, 1
-        model = await models.servable(name, number)  # 404 for any other number
-        return json_response(
-            {"model": name, "name": name, "version": number, "status": "ready", **plugin_metadata(model)}
-        )
     version = registry(request).version(name, number)
     return json_response(
         {**_version_doc(request, version), "name": version.model, **uploaded_metadata(request, version.model, number)}
@@ -230,7 +235,10 @@ async def get_version(request: web.Request) -> web.Response:
 
 
 async def download_version(request: web.Request) -> web.StreamResponse:
-    """The exact bytes that were uploaded, as an attachment."""
+    """The exact bytes that were uploaded, as an attachment (a plugin's version: its files as a tar)."""
+    plugin = plugin_versions.plugin_of(request)
+    if plugin is not None:
+        return await plugin_versions.download_version(request, plugin)
     reg = registry(request)
     version = reg.version(request.match_info["name"], route_version(request))
     filename = version.filename or f"{version.model}-v{version.number}.{version.filetype}"

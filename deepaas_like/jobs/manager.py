@@ -7,7 +7,8 @@ when the server stopped becomes ``interrupted``, with the reason.
 * A training runs in a process of its own (it can be cancelled for real), after
   ``warm()``; its stdout, stderr and logging go to the job's log file; it may report
   progress. At most ``--max-concurrent-trainings`` run at once; the others wait, in
-  order. A successful training reloads the model's workers before it is ``done``.
+  order. A successful training of a plugin is recorded as a version of its storage_dir
+  (:mod:`.versions`), then reloads the model's workers, before it is ``done``.
 * An asynchronous prediction goes through the model's queue like a synchronous one,
   as a background call: it runs when no synchronous call is waiting, so that it never
   crowds out synchronous traffic. Its response body is kept for
@@ -43,6 +44,7 @@ from .model import Job, JobKind, JobStatus, describe_arguments
 from .outbox import OUTBOX_NAME
 from .replicas import Replicas
 from .store import JobStore
+from .versions import PluginVersions
 from .writer import JobWriter
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +77,9 @@ class JobManager:
         self.node: str | None = None  # known once the data directory is ours (start)
         self._replicas: Replicas | None = None  # replicas on one store (see jobs/replicas.py)
         self._started_at = time.time()
+        self.versions = PluginVersions(
+            models, settings.models_dir, settings.keep_training_versions, self._training_runs
+        )
 
     # --- documents and lookups ----------------------------------------------------
 
@@ -146,6 +151,7 @@ class JobManager:
         """Read the jobs back; those that were queued or running become interrupted (on a
         shared store: those whose replica's lease ran out; the others run elsewhere)."""
         self.node = await asyncio.to_thread(node_id, self._settings.data_dir)
+        await self.versions.start()  # before the workers warm: the storage_dirs as their versions say
         if self._shared:
             self._replicas = Replicas(self, self._store, self.node, self._settings.job_lease)
         await self._writer.load()  # what the last run could not write before it stopped: first
@@ -169,6 +175,7 @@ class JobManager:
             LOG.info("job store %s: %d jobs", self._store.path, len(self._jobs))
         if self._replicas is not None:
             self._spawn(self._replicas.run())
+            self._spawn(self.versions.watch())
         self._spawn(self._expire_loop())
         self._spawn(self._writer.run())
 
@@ -207,7 +214,8 @@ class JobManager:
     def mirror(self, row: Job) -> None:
         """Another replica's job as the store has it now (its copy here is replaced). A
         training that has just ended well there re-warms the model's workers here too: they
-        load what it saved in the shared storage_dir()."""
+        load what it saved in the shared storage_dir(), the version it recorded (a plugin whose
+        current version is already served here is left as it is: see PluginVersions.follow)."""
         if row.node == self.node:
             return
         before = self._jobs.get(row.id)
@@ -227,6 +235,9 @@ class JobManager:
         self._callbacks.schedule(job)
 
     async def _reload_trained(self, model: ServedModel, job: Job) -> None:
+        if self.versions.tracks(model):
+            await self.versions.follow(model)
+            return
         try:
             await model.reload()
         except WorkerStartFailed as exc:
@@ -370,15 +381,24 @@ class JobManager:
             job.status, job.started = JobStatus.RUNNING, time.time()  # already in the answer to the POST
             job.task = self._spawn(self._run_training(job))
 
+    def _training_runs(self, model: str) -> bool:
+        """Whether a training of ``model`` runs, here or on another replica."""
+        return any(
+            j.kind is JobKind.TRAINING and j.model == model and j.status is JobStatus.RUNNING
+            for j in self._jobs.values()
+        )
+
     async def _run_training(self, job: Job) -> None:
         model = self._models[job.model]
         await self._persist(job, "status", "started")
         self.job_dir(job.id).mkdir(mode=0o700, parents=True, exist_ok=True)
-        job.training = model.new_training(
-            log_file=str(self.log_path(job)), on_progress=lambda fraction, note: self._progress(job, fraction, note)
-        )
         ending: tuple[JobStatus, Any, str | None] = (JobStatus.ERROR, None, "the training did not finish")
         try:
+            if self.versions.tracks(model):
+                await self.versions.before_training(model)  # version 1, the storage_dir before any training
+            job.training = model.new_training(
+                log_file=str(self.log_path(job)), on_progress=lambda fraction, note: self._progress(job, fraction, note)
+            )
             ending = await self._train(model, job)
         except asyncio.CancelledError:
             ending = (JobStatus.CANCELLED, None, "cancelled")
@@ -401,6 +421,14 @@ class JobManager:
             output = to_jsonable(outcome.value)
         except (TypeError, ValueError) as exc:
             return JobStatus.ERROR, None, f"train() returned a value that is not JSON: {exc}"
+        if self.versions.tracks(model):
+            try:
+                snap = await self.versions.after_training(
+                    model, job, output, f"{self.base(model.name)}/train/{job.id}/log"
+                )
+            except OSError as exc:
+                return JobStatus.ERROR, None, f"training finished, but its version could not be recorded: {exc}"
+            model.serve_version(snap.number)  # what the storage_dir holds; the workers follow below
         try:
             await model.reload()
         except WorkerStartFailed as exc:

@@ -38,6 +38,8 @@ def validate(s: Any) -> None:
         raise SettingsError("registry_workers, max_loaded_models and max_upload_size must be at least 1")
     if s.max_concurrent_trainings < 1:
         raise SettingsError(f"max_concurrent_trainings must be at least 1, got {s.max_concurrent_trainings}")
+    if s.keep_training_versions < 0:
+        raise SettingsError(f"keep_training_versions must not be negative, got {s.keep_training_versions}")
     if s.callback_attempts < 1 or s.callback_backoff < 0 or s.prediction_retention < 0:
         raise SettingsError(
             "callback_attempts must be at least 1; callback_backoff and prediction_retention must not be negative"

@@ -96,6 +96,8 @@ class JobsSection(Section):
     """Trainings and asynchronous predictions."""
 
     max_concurrent_trainings: int
+    keep_training_versions: int  # versions of a plugin's storage_dir kept (jobs/versions.py)
+    models_dir: Path  # the plugins' storage_dirs, and their versions beside them
     prediction_retention: float
     job_lease: float
     callback_attempts: int

@@ -364,6 +364,13 @@ class Settings:
         "Trainings that run at the same time on this server; more wait as 'queued' and start first in, first out.",
         kind="int",
     )
+    keep_training_versions: int = option(
+        10,
+        "Versions of a plugin's storage_dir() kept (each training that ends well records one): "
+        "after a training, the oldest beyond this many go, never the current one nor version 1 "
+        "(the storage_dir before the first training). 0: keep every version.",
+        kind="int",
+    )
     prediction_retention: float = option(
         86400.0,
         "How long the result of an asynchronous prediction is kept after it finished, in "
