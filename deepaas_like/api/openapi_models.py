@@ -13,6 +13,7 @@ from marshmallow import fields as ma_fields
 from ..arguments import ArgumentSpec
 from ..jobs.model import STATUSES
 from ..models import ServedModel
+from ..quality.samples import MAX_ROWS as MAX_SAMPLE_ROWS
 from ..registry.rows import MAX_ROWS
 from ..registry.service import Registry
 from ..settings import Settings
@@ -261,7 +262,11 @@ def _extra_model_paths(model: ServedModel, has_dataset: bool) -> dict[str, dict[
 
 
 def uploaded_model_paths(
-    spec: APISpec, registry: Registry, predict_endpoint: bool = True, public_only: bool = False
+    spec: APISpec,
+    registry: Registry,
+    predict_endpoint: bool = True,
+    public_only: bool = False,
+    train_endpoint: bool = True,
 ) -> None:
     """Each uploaded model's own paths, like a plugin's: its form is its input columns.
 
@@ -318,8 +323,51 @@ def uploaded_model_paths(
         current = registry.current(name)
         has_dataset = bool(current is not None and current.config.get("dataset"))
         more = {**_job_paths(served, "prediction"), **_extra_model_paths(served, has_dataset)}
+        if train_endpoint and served.metadata.get("library") == "sklearn":
+            more.update(_retrain_paths(served))
         for path, operations in more.items():
             parameters = operations.pop("parameters", None)
             for item in operations.values():  # archived, purged or made private since
                 item["responses"].update(error_responses(404))
             spec.path(path, operations=operations, parameters=parameters)
+
+
+def _retrain_paths(model: ServedModel) -> dict[str, dict[str, Any]]:
+    """The trainings of an uploaded scikit-learn model: a retraining on the rows sent (see
+    :mod:`deepaas_like.registry.retrain`), listed, followed and cancelled as a plugin's trainings."""
+    paths = _job_paths(model, "training")
+    submit = paths[f"/v2/models/{model.name}/train/"]["post"]
+    submit["summary"] = f"Retrain {model.name}: a clone of a version's estimator fitted on new rows"
+    submit["description"] = (
+        "Fits a clone of the current version's estimator (`sklearn.base.clone`: the same hyper-parameters) on "
+        "the rows sent, in a contained process of its own, and records the fitted model as the next version "
+        "(current once ready, as an upload; its `training` names the job, the parent version, the rows and "
+        "the target; the rows' features become its reference dataset). Follow it with GET .../train/{uuid}; "
+        "its result names the new version. Needs `models:write` and the EDITOR role, as an upload does. "
+        f"1 to {MAX_SAMPLE_ROWS} rows: JSON, a CSV body (`text/csv`, the options in the query string) or a "
+        "multipart form with the CSV as its `file` part."
+    )
+    options = {
+        "target": {"type": "string", "description": "The column to learn"},
+        "version": {"type": "integer", "minimum": 1, "description": "The version to start from (default: current)"},
+    }
+    rows = {"type": "array", "minItems": 1, "maxItems": MAX_SAMPLE_ROWS, "items": {"type": "object"}}
+    submit["parameters"] = [{"name": k, "in": "query", "schema": v} for k, v in options.items()]
+    submit["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["rows", "target"], "properties": {"rows": rows, **options}}
+            },
+            "text/csv": {"schema": {"type": "string", "description": "A header line, then one line per row"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}, **options},
+                }
+            },
+        },
+    }
+    submit["responses"].update(error_responses(403, 404, 409))
+    return paths

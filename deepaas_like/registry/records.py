@@ -103,11 +103,12 @@ class VersionRecord:
         self.config = {**self.config, "build": build.to_json()}
 
     @property
-    def training(self) -> dict[str, Any] | None:
-        """Where a retrained version came from (see :mod:`.retrain`): ``{"job", "parent", "rows",
-        "target"}``; None for an uploaded file."""
-        training = self.config.get("training")
-        return dict(training) if isinstance(training, dict) else None
+    def source(self) -> dict[str, Any] | None:
+        """What made a retrained version (see :mod:`.retrain`), as a plugin's version says it:
+        ``{"kind": "training", "training": job id, "parent", "rows", "target", "features"}``;
+        None for an uploaded file."""
+        source = self.config.get("source")
+        return dict(source) if isinstance(source, dict) else None
 
     @property
     def environment(self) -> str | None:
@@ -138,9 +139,9 @@ class VersionRecord:
         if self.requirements is not None:
             doc["requirements"] = self.requirements
             doc["environment"] = self.environment
-        training = self.training
-        if training is not None:
-            doc["training"] = training
+        source = self.source
+        if source is not None:
+            doc["source"] = source
         doc["links"] = {
             "self": href,
             "download": f"{href}/download",
@@ -149,10 +150,11 @@ class VersionRecord:
         }
         if self.requirements is not None:
             doc["links"]["dependencyBuild"] = f"{href}/dependencyBuild"
-        if training is not None:
+        if source is not None:
             base = href.rsplit("/versions/", 1)[0]
-            doc["links"]["parent"] = f"{base}/versions/{training.get('parent')}"
-            doc["links"]["training"] = f"{base}/train/{training.get('job')}"
+            doc["links"]["parent"] = f"{base}/versions/{source.get('parent')}"
+            doc["links"]["training"] = f"{base}/train/{source.get('training')}"
+            doc["links"]["log"] = f"{base}/train/{source.get('training')}/log"
         return doc
 
 

@@ -7,9 +7,10 @@ same sandbox; in the version's own environment when it has one), the version's f
 loaded, its estimator cloned (``sklearn.base.clone``: the same hyper-parameters) and fitted,
 and the fitted estimator's file is recorded through the registry's upload path (the same
 checks, signature, columns; ``loading`` → ``ready``; current if newer, as an upload). The
-new version's record says where it came from (``training``: the job, the parent version,
-the rows, the target), and keeps the training rows' features as its reference dataset, so
-that feature impact runs on it at once::
+new version's record says where it came from (``source``, as a plugin's trained version
+says it: ``kind`` training, ``training`` the job, the parent version, the rows, the target),
+and keeps the training rows' features as its reference dataset, so that feature impact runs
+on it at once::
 
     plan = plan_retraining(registry, "iris", rows, {"target": "species"})  # 4xx now, not later
     result = await retrain(registry, plan, job, log, owner="alice")       # the job's work
@@ -295,9 +296,8 @@ async def _record(
     filetype = "skops" if fitted.get("filetype") == "skops" else "joblib"
     artifact = await registry.artifacts.stage(chunks_of(data))
     upload = Upload(artifact, filename=f"{name}-retrained.{filetype}", library=LIBRARY, filetype=filetype)
-    config: dict[str, Any] = {
-        "training": {"job": job_id, "parent": parent.number, "rows": len(plan.rows), "target": plan.target}
-    }
+    source = {"kind": "training", "training": job_id, "parent": parent.number, "rows": len(plan.rows)}
+    config: dict[str, Any] = {"source": {**source, "target": plan.target, "features": plan.features}}
     if parent.environment is not None:  # served where it was fitted: in the parent's environment
         config.update({k: parent.config[k] for k in ("requirements", "build")})
     try:

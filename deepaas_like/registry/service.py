@@ -473,7 +473,7 @@ class Registry:
             )
         async with self._lock(name):
             kept = {
-                k: version.config[k] for k in ("dataset", "requirements", "build", "training") if version.config.get(k)
+                k: version.config[k] for k in ("dataset", "requirements", "build", "source") if version.config.get(k)
             }
             version.config = {**{k: v for k, v in checked.items() if v}, **kept}
             await self.store.save_version(version, "config")

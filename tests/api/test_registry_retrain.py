@@ -92,7 +92,15 @@ async def test_a_pipeline_retrained_on_json_rows_is_the_next_version_and_learned
     assert await label_of(client, "/v2/models/iris/versions/1/predict/") == "setosa"
     version = await (await client.get("/v2/models/iris/versions/2")).json()
     assert version["status"] == "ready" and version["filetype"] == "joblib"
-    assert version["training"] == {"job": job["uuid"], "parent": 1, "rows": 150, "target": "species"}
+    assert version["source"] == {
+        "kind": "training",
+        "training": job["uuid"],
+        "parent": 1,
+        "rows": 150,
+        "target": "species",
+        "features": COLUMNS,
+    }
+    assert version["links"]["log"].endswith(f"/v2/models/iris/train/{job['uuid']}/log")
     assert version["links"]["parent"].endswith("/v2/models/iris/versions/1")
     assert version["links"]["training"].endswith(f"/v2/models/iris/train/{job['uuid']}")
     assert [c["name"] for c in version["signature"]["columns"]] == COLUMNS
@@ -134,7 +142,7 @@ async def test_a_forest_with_unnamed_inputs_retrains_from_a_csv_file_or_body(ret
     second = await trained(client, "forest", body)
     assert second["status"] == "done", second
     version = await (await client.get("/v2/models/forest/versions/3")).json()
-    assert version["training"]["parent"] == 1 and version["training"]["rows"] == 150
+    assert version["source"]["parent"] == 1 and version["source"]["rows"] == 150
     assert version["filename"] == "forest-retrained.joblib"
     assert [c["name"] for c in version["signature"]["columns"]] == [f"x{i}" for i in range(4)]
 
@@ -172,6 +180,10 @@ async def test_what_cannot_be_retrained_is_a_clear_4xx_and_leaves_no_version(ret
     assert failed["status"] == "error" and "the fit failed" in failed["message"] and "long" in failed["message"], failed
     versions = (await (await client.get("/v2/models/iris/versions/")).json())["versions"]
     assert [v["version"] for v in versions] == [1]
+    spec = await (await client.get("/swagger.json")).json()  # the document says which models retrain
+    assert "/v2/models/graph/train/" not in spec["paths"]
+    body = spec["paths"]["/v2/models/iris/train/"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["required"] == ["rows", "target"] and "text/csv" in body
     staged = tmp_path / "data" / "artifacts" / "tmp"
     assert not [p for p in staged.rglob("*") if p.is_file()], "no staged file is left behind"
 
@@ -331,7 +343,7 @@ async def test_retraining_needs_what_an_upload_needs(retrain_app, iris_models, t
         await asyncio.sleep(0.1)
     assert done["status"] == "done", done
     version = await (await client.get("/v2/models/iris/versions/2", headers=bearer(ada))).json()
-    assert version["filetype"] == "skops" and version["training"]["parent"] == 1  # a safe format stays one
+    assert version["filetype"] == "skops" and version["source"]["parent"] == 1  # a safe format stays one
 
 
 def scopes(*names: str) -> list[str]:
