@@ -180,3 +180,34 @@ async def test_the_inference_protocol_s_request_is_explained_as_tensors(serve):
     assert outputs["expected_value"]["data"][0] == pytest.approx(same["data"][0]["expectedValue"])
     wrong = await client.post("/v2/models/irisbench/explain", json={"inputs": [{"name": "petals", "datatype": "FP64"}]})
     assert wrong.status == 400 and "error" in await wrong.json()
+
+
+SLOW = """
+import time
+from webargs import fields
+
+def get_predict_args():
+    return {"x": fields.Float(required=True), "z": fields.Float(required=True)}
+
+def predict_batch(rows):
+    time.sleep(0.4)
+    return [r["x"] + r["z"] for r in rows]
+
+def predict(x, z):
+    return predict_batch([{"x": x, "z": z}])[0]
+"""
+
+
+async def test_an_explanation_that_would_hold_its_worker_too_long_is_refused(serve, plugins):
+    """Each row of the Kernel path costs two calls of this model (0.8 s): 40 rows would take
+    about 32 s, over the 10 s bound, which the first row tells."""
+    plugins.install("slow", source=SLOW)
+    client = await serve("slow")
+    await initialize(client, "slow", [{"x": 0.0, "z": 0.0}, {"x": 2.0, "z": 2.0}])
+    rows = [{"x": float(i), "z": 1.0} for i in range(40)]
+    refused = await client.post("/v2/models/slow/explain", json={"rows": rows})
+    said = await refused.json()
+    assert refused.status == 422 and "the limit is 10 s per request: send at most" in said["message"], said
+    assert "40 rows" in said["message"]
+    one = await client.post("/v2/models/slow/explain", json={"rows": rows[:1]})
+    assert one.status == 200, await one.text()
