@@ -17,11 +17,8 @@ from ..quality.explanations import OPTIONS, explain_options
 from .bodies import UploadArea, read_sources
 from .job_handlers import job_of
 from .keys import JOBS, PLANE, PRINCIPAL, SETTINGS
-from .oip_handlers import KEPT_STATUSES
-from .oip_handlers import _error as protocol_error
-from .quality_handlers import _request_body
-from .readers import version_number
-from .responses import json_response
+from .readers import options_and_rows, version_number
+from .responses import json_response, protocol_error, protocol_error_of
 
 
 def _without_options(sources: ArgumentSources) -> dict[str, Any]:
@@ -70,9 +67,7 @@ async def _explain_tensors(request: web.Request, model: ServedModel) -> web.Resp
     except ProtocolError as exc:
         return protocol_error(str(exc))
     except DeepaasError as exc:
-        if exc.status in KEPT_STATUSES or exc.status >= 500:
-            return json_response({**exc.body(), "error": exc.message}, exc.status, exc.headers)
-        return protocol_error(exc.message)
+        return protocol_error_of(exc)
     return json_response(answer)
 
 
@@ -80,7 +75,7 @@ async def start_initialization(request: web.Request) -> web.Response:
     """``POST .../explanations-initialization/``: ``{"rows": [...]}`` or a CSV ``data`` part; 202."""
     plane = request.app[PLANE]
     model = await plane.predicting(request.match_info["name"])
-    options, rows = await _request_body(request)
+    options, rows = await options_and_rows(request)
     if options:
         raise ArgumentError(
             f"Unknown fields: {', '.join(sorted(options))}; accepted: rows (or a CSV 'data' part)",

@@ -9,13 +9,7 @@ from ..errors import DeepaasError, PayloadTooLarge
 from ..oip import HEADER_LENGTH, ProtocolError, parse_request
 from .keys import PLANE, SETTINGS
 from .readers import version_number
-from .responses import json_response
-
-KEPT_STATUSES = frozenset({404, 409, 413})
-
-
-def _error(message: str) -> web.Response:
-    return json_response({"error": message}, status=400)
+from .responses import json_response, protocol_error, protocol_error_of
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -31,9 +25,7 @@ async def infer(request: web.Request) -> web.Response:
         payload, tensors = parse_request(body, request.headers.get(HEADER_LENGTH))
         answer = await plane.infer(model, payload, tensors)
     except ProtocolError as exc:
-        return _error(str(exc))
+        return protocol_error(str(exc))
     except DeepaasError as exc:
-        if exc.status in KEPT_STATUSES or exc.status >= 500:  # no such model, not now, too large
-            return json_response({**exc.body(), "error": exc.message}, exc.status, exc.headers)
-        return _error(exc.message)  # the arguments: the protocol's 400
+        return protocol_error_of(exc)
     return json_response(answer)

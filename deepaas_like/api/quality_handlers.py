@@ -11,52 +11,12 @@ from ..errors import ArgumentError, BadRequest, Conflict, DeepaasError
 from ..jobs.model import Job, JobKind, JobStatus
 from ..quality.checks import IGNORED, TestRun, configuration_of
 from ..quality.impact import REPEATS, impact_plot
-from ..quality.samples import Row, checked_rows, rows_from_csv
-from .bodies import form_parts, read_field, read_json_object
+from ..quality.samples import Row, rows_from_csv
+from .bodies import form_parts, read_field
 from .job_handlers import job_of
 from .keys import JOBS, PLANE, PRINCIPAL, SETTINGS
-from .readers import registry, route_version
+from .readers import options_and_rows, registry, route_version
 from .responses import json_response
-
-FIELD_LIMIT = 1024 * 1024
-
-
-async def _request_body(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """The options (JSON, or the fields of a multipart form) and the rows (JSON ``rows`` or a CSV ``data``)."""
-    if request.content_type == "multipart/form-data":
-        try:
-            return await _multipart_body(request)
-        except DeepaasError:
-            raise
-        except Exception as exc:  # aiohttp raises several kinds on malformed input
-            raise BadRequest(f"Malformed multipart body: {type(exc).__name__}: {exc}") from None
-    if not request.body_exists:
-        return {}, None
-    body = await read_json_object(request)
-    rows = checked_rows(body.pop("rows")) if "rows" in body else None
-    return body, rows
-
-
-async def _multipart_body(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    options: dict[str, Any] = {}
-    rows = None
-    async for part in form_parts(request):
-        if part.name == "data":
-            rows = rows_from_csv(await read_field(part, request.app[SETTINGS].client_max_size, "The CSV file"))
-        else:
-            text = (await read_field(part, FIELD_LIMIT)).decode("utf-8", errors="replace")
-            options[part.name or ""] = _json_or_text(text)  # a part without a name: an unknown field
-    return options, rows
-
-
-def _json_or_text(text: str) -> Any:
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
 
 _NOT_GIVEN = object()
 
@@ -96,7 +56,7 @@ async def start_tests(request: web.Request) -> web.Response:
     """``POST .../tests/``: ``{rows, configuration, ignore}`` (or a CSV ``data`` part); 202."""
     plane = request.app[PLANE]
     model = await plane.predicting(request.match_info["name"])
-    options, rows = await _request_body(request)
+    options, rows = await options_and_rows(request)
     _known(options, {"configuration", "ignore", "rowCount", "seed"})
     configuration = configuration_of(options.get("configuration", {}))
     ignore = options.get("ignore", list(IGNORED))
@@ -117,7 +77,7 @@ async def start_impact(request: web.Request) -> web.Response:
     """``POST .../feature-impact/``: ``{rows, rowCount, seed, repeats}`` (or a CSV ``data`` part); 202."""
     plane = request.app[PLANE]
     model = await plane.predicting(request.match_info["name"])
-    options, rows = await _request_body(request)
+    options, rows = await options_and_rows(request)
     _known(options, {"rowCount", "seed", "repeats"})
     seed = _integer(options, "seed", 0, 0, 1000)
     repeats = _integer(options, "repeats", REPEATS, 1, 1000)
