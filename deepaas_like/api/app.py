@@ -181,11 +181,11 @@ def _collect(root: Path) -> None:
 
 
 async def _prepare_forking(starting: list[asyncio.Task]) -> None:
-    """Once every model has started (well or not), preload their libraries in the helper
-    that later worker processes are forked from (see :mod:`deepaas_like.engine.forking`)."""
+    """Once every model has started (well or not), the next worker process asked for starts
+    the helper that later ones are forked from (see :mod:`deepaas_like.engine.forking`)."""
     if starting:
         await asyncio.wait(starting)
-    forking.prepare_all()
+    forking.arm_all()
 
 
 async def _open_database(app: web.Application) -> AsyncIterator[None]:

@@ -6,11 +6,19 @@ machine). A training paid that twice, once for its own process and once for the 
 workers that serve the trained model: 5 s for a training that does nothing.
 
 With ``--start-method forkserver`` (the default), each model's first workers are spawned,
-and each reports the libraries it has imported once the plugin is loaded and warm. Once
-every model has started, a helper process (multiprocessing's fork server) imports those
-libraries, once, in the background; every later worker process (trainings, the workers
-re-warmed after one, replacements of lost or recycled workers) is forked from it and only
-imports the plugin and warms. Until the helper is ready, processes are spawned as before.
+and each reports the libraries it has imported once the plugin is loaded and warm. The
+first time a process is wanted after every model has started (a training, the workers
+re-warmed after one, a replacement of a lost or recycled worker), a helper process
+(multiprocessing's fork server) starts and imports those libraries, once, in the
+background; every later worker process is forked from it and only imports the plugin and
+warms. Until the helper is ready, processes are spawned as before. The helper holds the
+libraries' memory (200 MiB for scikit-learn's): a server whose workers never change never
+starts it.
+
+A spawned worker does not import the server's main module (multiprocessing would, to
+find what the parent's ``__main__`` defined: ``deepaas-run``'s script imports the whole
+server, 45-60 MiB of modules, in every worker): a worker's target and its plugin are
+always named by module (see :class:`~deepaas_like.loading.PluginRef`).
 
 What the helper imports: this framework's modules and those of the interpreter's own library
 directories (the standard library, site-packages), in the order the workers imported them,
@@ -91,12 +99,17 @@ class Starter:
         self._learned: dict[str, None] = {}  # ordered: the order the workers imported them
         self._lock = threading.Lock()
         self._warming: threading.Thread | None = None
+        self._armed = False
         self.ready = False
 
     def learn(self, libraries: Iterable[str]) -> None:
         """Libraries a worker imported (its ``ready`` report); the helper preloads them."""
         if self._fork is not None and self._warming is None:
             self._learned.update(dict.fromkeys(libraries))
+
+    def arm(self) -> None:
+        """Every model has started: the next process asked for starts the helper (see the module)."""
+        self._armed = True
 
     def prepare(self) -> None:
         """Start the helper in the background (once), with what has been learned so far."""
@@ -110,7 +123,7 @@ class Starter:
 
     def _warm(self, libraries: list[str]) -> None:
         assert self._fork is not None
-        self._fork.set_forkserver_preload(["deepaas_like.engine.worker", __name__])
+        self._fork.set_forkserver_preload(["deepaas_like.engine.worker", "deepaas_like.engine.preload"])
         os.environ[_ENV] = "\n".join(libraries)
         try:
             multiprocessing.forkserver.ensure_running()
@@ -134,7 +147,27 @@ class Starter:
     def Process(self, *, target: Any, args: tuple[Any, ...] = (), **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
         if self._fork is not None and self.ready:  # the server's environment now, as a spawned process gets it
             return self._fork.Process(target=_in_environment, args=(dict(os.environ), target, args), **kwargs)
-        return self._spawn.Process(target=target, args=args, **kwargs)
+        if self._armed:
+            self.prepare()
+        return _Spawned(target=target, args=args, **kwargs)
+
+
+class _Spawned(multiprocessing.context.SpawnProcess):
+    """A spawned process that does not import the parent's ``__main__`` (see the module)."""
+
+    def start(self) -> None:
+        with _MAIN_HIDDEN:  # processes may start in several threads at once
+            main = sys.modules["__main__"]
+            hidden: dict[str, Any] = {n: main.__dict__.pop(n) for n in ("__file__", "__spec__") if n in main.__dict__}
+            main.__spec__ = None  # multiprocessing reads it (a ``python -m`` main's module name)
+            try:
+                super().start()
+            finally:
+                del main.__spec__
+                main.__dict__.update(hidden)
+
+
+_MAIN_HIDDEN = threading.Lock()
 
 
 class _ForkServerState(Protocol):
@@ -177,14 +210,17 @@ def starter(method: str) -> Starter:
     return _STARTERS[method]
 
 
-def prepare_all() -> None:
-    """Start the helpers that have something to preload (once every model has started)."""
+def arm_all() -> None:
+    """Every model has started: each helper starts when its next process is asked for."""
     for each in list(_STARTERS.values()):
-        each.prepare()
+        each.arm()
 
 
-def _preload_from_environment() -> None:
-    """In the helper: import what the server names, each on its own (one that fails is skipped)."""
+def preload_from_environment() -> None:
+    """In the helper: import what the server names, each on its own (one that fails is skipped).
+    Called by :mod:`deepaas_like.engine.preload`, which only the helper imports: a worker
+    spawned while the server's environment names the libraries (the moment the helper starts)
+    must not import them."""
     global PRELOADED
     for name in os.environ.pop(_ENV, "").split("\n"):
         if name and name not in sys.modules:
@@ -193,7 +229,3 @@ def _preload_from_environment() -> None:
             except BaseException:  # noqa: BLE001 - a library that cannot be preloaded is imported by the worker
                 pass
     PRELOADED = True
-
-
-if _ENV in os.environ:  # this is the helper (see Starter._warm)
-    _preload_from_environment()

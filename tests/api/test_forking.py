@@ -51,8 +51,10 @@ def test_trainings_and_the_workers_after_them_are_forked_with_the_libraries_and_
         first = _predictions(server)
         assert {p["version"] for p in first} == {0}
         assert {p["numpy_before"] for p in first} == {False}  # the first workers are spawned
-        # The helper preloads what the first workers imported, in the background: within a
-        # minute a training runs in a process forked from it.
+        assert {p["server_modules"] for p in first} == {False}  # without the server's main module
+        # The first process asked for after start (a training) starts the helper, which
+        # preloads what the first workers imported, in the background: within a minute a
+        # training runs in a process forked from it.
         deadline = time.monotonic() + 60
         while not (result := _train(server))["numpy_before"]:
             assert time.monotonic() < deadline, "no training was forked from the preloaded helper"
