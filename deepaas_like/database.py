@@ -25,6 +25,7 @@ import concurrent.futures
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -32,11 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy.pool import StaticPool
 
 from . import tables
@@ -44,13 +40,16 @@ from .errors import ConfigurationError, DeepaasError
 from .files import private_dir, private_file
 from .settings import is_shared_store
 
-if TYPE_CHECKING:  # each dialect is imported when a store uses it
+if TYPE_CHECKING:  # each dialect is imported when a store uses it; Alembic when a store is migrated
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
     from sqlalchemy.dialects import postgresql, sqlite
 
 T = TypeVar("T")
 FILENAME = "state.sqlite3"
 OLD_FILENAME = "jobs.sqlite3"  # before the registry, the database held only jobs
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"  # where Alembic records a store's schema revision
 MIGRATION_LOCK = 0x64656570  # PostgreSQL advisory lock held while a server checks and migrates the schema
 LOG = logging.getLogger(__name__)
 _ALEMBIC = threading.Lock()
@@ -84,19 +83,46 @@ class StoreOutage(DeepaasError):
         )
 
 
+def _current_revision(conn: sa.Connection) -> str | None:
+    """The store's schema revision as Alembic records it (None: no record)."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    rows = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 # The driver's errors that say the store is away (a lost or refused connection, a database
 # shutting down, a lock): what a retry may cure.
 OUTAGE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
 def _alembic_config(connection: sa.Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
 
 
-HEAD = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+def _head_revision() -> str:
+    """The newest migration's revision, read from the migration files (importing Alembic,
+    12 MiB, only when a store must be migrated): the one no other names as its
+    ``down_revision``. A unit test checks it is Alembic's head."""
+    steps: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        revision = re.search(r'^revision = "([^"]+)"', text, re.MULTILINE)
+        down = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.MULTILINE)
+        if revision is not None and down is not None:
+            steps[revision.group(1)] = down.group(1)
+    heads = set(steps) - set(steps.values())
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations in {MIGRATIONS} have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
+HEAD = _head_revision()
 """The schema revision this code writes."""
 
 
@@ -275,6 +301,13 @@ class Database:
             self._migrate_locked(conn)
 
     def _migrate_locked(self, conn: sa.Connection) -> None:
+        if _current_revision(conn) == HEAD:
+            return  # the usual start: nothing to do, and Alembic not imported
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+        from alembic.util.exc import CommandError
+
         config = _alembic_config(conn)
         script = ScriptDirectory.from_config(config)
         current = MigrationContext.configure(conn).get_current_revision()

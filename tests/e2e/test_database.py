@@ -43,6 +43,28 @@ async def test_the_migrations_create_the_tables_the_code_uses(tmp_path, store):
         await db.close()
 
 
+def test_the_head_read_from_the_files_is_alembic_s_and_an_up_to_date_store_opens_without_alembic(tmp_path, store):
+    from alembic.script import ScriptDirectory
+
+    from deepaas_like.database import _alembic_config
+
+    assert HEAD == ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    program = (
+        "import asyncio, sys\n"
+        "from deepaas_like.database import Database\n"
+        "async def main():\n"
+        f"    db = Database({str(tmp_path)!r}, url={store!r})\n"
+        "    await db.open()\n"
+        "    await db.close()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert first.stdout.split() == ["True"]  # a new store: migrated, with Alembic
+    again = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert again.stdout.split() == ["False"]  # up to date: Alembic (12 MiB) never imported
+
+
 async def test_a_store_written_by_a_newer_version_is_refused(tmp_path, store):
     db = Database(tmp_path, url=store)
     await db.open()
