@@ -17,6 +17,9 @@ from pathlib import Path
 
 from api_cases import IMPACT_ROWS
 from environments_bench import LEVEL as ENV_LEVEL
+from explain_bench import BACKGROUND as EXPLAIN_BACKGROUND
+from explain_bench import BATCH_ROWS, KERNEL_ROWS
+from explain_bench import FOREST as EXPLAIN_FOREST
 from measure import LOADGEN, Case
 from scaleout import LEVEL as SCALEOUT_LEVEL
 from scaleout import SUBMIT_CONCURRENCY
@@ -55,7 +58,12 @@ ROW_ORDER = (  # (model, kind): the table's order
     ("sklearn-env", "env-build"),
     ("irisbench", "predict-env"),
     ("irisiso", "predict-env"),
+    ("iris-forest-explain", "explain-row"),
+    ("iris-forest-explain", "explain-batch"),
+    ("irisbench", "explain-row"),
+    ("irisbench", "explain-batch"),
 )
+EXPLAIN_ROWS = {EXPLAIN_FOREST: BATCH_ROWS, "irisbench": KERNEL_ROWS}
 REPLICA_CORES = 4  # two replicas and the load generator, each wanting about a core
 
 
@@ -127,7 +135,15 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         "env-build": "environments: scikit-learn + numpy built by uv, warm cache, new directory (s)",
         "predict-env": f"environments: {model} predict c={level}"
         + (" in an environment of its own (--isolated)" if model == "irisiso" else " in the server's environment"),
+        "explain-row": f"explain: {_explained(model)}, one row per request",
+        "explain-batch": f"explain: {_explained(model)}, {EXPLAIN_ROWS.get(model, '?')} rows per request",
     }[kind]
+
+
+def _explained(model: str) -> str:
+    if model == EXPLAIN_FOREST:
+        return "uploaded iris forest, 100 trees (TreeExplainer)"
+    return f"{model} plugin (KernelExplainer, {EXPLAIN_BACKGROUND} background rows)"
 
 
 def build_rows(results: dict[tuple, Case]) -> list[dict]:
@@ -564,6 +580,26 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
             1.0,
         )
         check("environments: first build of scikit-learn + numpy from a warm cache s", build["wall_s"], "≤", 30.0)
+    forest_row = get(EXPLAIN_FOREST, "explain-row", 1, "ours", "p50_ms")
+    check("explain: uploaded iris forest (100 trees), one row p50 ms", forest_row, "≤", 20.0)
+    check(
+        f"explain: uploaded iris forest, {BATCH_ROWS} rows per request, median s",
+        get(EXPLAIN_FOREST, "explain-batch", 1, "ours", "wall_s"),
+        "≤",
+        0.5,
+    )
+    kernel_row = get("irisbench", "explain-row", 1, "ours", "p50_ms")
+    if forest_row and kernel_row is not None:
+        checks.append(
+            {
+                "check": "explain: one row p50, irisbench's Kernel path / the uploaded forest's tree path",
+                "value": round(kernel_row / forest_row, 1),
+                "op": "",
+                "target": None,
+                "met": None,
+                "note": "informational: no goal",
+            }
+        )
     ray_p50, process_p50 = (get("irisbench", kind, 1, "ours", "p50_ms") for kind in ("predict-ray", "predict-process"))
     if ray_p50 is not None and process_p50 is not None:
         checks.append(

@@ -38,6 +38,9 @@ benchmarks/servers.py):
   by uv in a new directory from a warm cache, and again for a second model (a cache hit);
   irisbench in an environment of its own (deepaas-install-plugin --isolated, as irisiso)
   against irisbench in the server's, on one server, c=64 and c=1.
+* explain (ours only; see benchmarks/explain_bench.py): prediction explanations one request at
+  a time: an uploaded 100-tree iris forest (shap's TreeExplainer), one row and 100 rows per
+  request; irisbench (KernelExplainer), one row and 3 rows per request.
 
 Prints one table of cases and one of targets, which cases were skipped and why, and
 writes benchmarks/results/latest.{json,md}.
@@ -62,6 +65,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import environments_bench  # noqa: E402
+import explain_bench  # noqa: E402
 import registry_bench as registry  # noqa: E402
 import scaleout  # noqa: E402
 from api_cases import (  # noqa: E402
@@ -99,6 +103,7 @@ PHASES = (
     "training",
     "scaleout",
     "environments",
+    "explain",
 )
 TRAINING_FLAGS = ["--workers", "2"]  # process executor: a training ends with the switch to re-warmed workers
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
@@ -120,6 +125,8 @@ QUICK = {  # --quick: every case, smoke-sized
     "impact_rows": 50,
     "submissions": 150,
     "trainings": 2,
+    "explain_requests": 30,
+    "explain_batches": 3,
 }
 FULL = {
     "repeats": 3,
@@ -139,6 +146,8 @@ FULL = {
     "impact_rows": IMPACT_ROWS,
     "submissions": 3000,
     "trainings": 10,
+    "explain_requests": 200,
+    "explain_batches": 10,
 }
 
 
@@ -757,6 +766,16 @@ def run_environments(run: Run) -> None:
         server.stop()
 
 
+def run_explain(run: Run) -> None:
+    """Explanations of an uploaded forest (trees) and of irisbench (Kernel), one request at a time."""
+    args, config = run.args, " ".join(explain_bench.FLAGS)
+
+    def record(model: str, kind: str, result: dict) -> None:
+        run.record(run.case("ours", model, kind, 1, config), result)
+
+    explain_bench.measure(run.scratch, run.data_dir(), run.raw, args.explain_requests, args.explain_batches, record)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -782,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "scaleout", lambda: run_scaleout(run))
         if "environments" in run.phases:
             guarded(run, "environments", lambda: run_environments(run))
+        if "explain" in run.phases:
+            guarded(run, "explain", lambda: run_explain(run))
     finally:
         shutil.rmtree(run.scratch, ignore_errors=True)
     report = summarize(run.results, limits, args, run.skipped + run.notes)
@@ -797,9 +818,10 @@ def check_tools(run: Run) -> None:
     if not wrk_path():
         run.skipped.append("wrk cases and the flood: wrk is not installed (overload runs with loadgen)")
         run.phases = [p for p in run.phases if p not in ("wrk", "flood")]
-    if "registry" in run.phases and (why := registry.sklearn_missing()):
-        run.skipped.append(f"registry: {why}")
-        run.phases.remove("registry")
+    for phase in ("registry", "explain"):
+        if phase in run.phases and (why := registry.sklearn_missing()):
+            run.skipped.append(f"{phase}: {why}")
+            run.phases.remove(phase)
     if "flood" in run.phases and "ours" in args.frameworks and importlib.util.find_spec("slowbench") is None:
         run.skipped.append(
             "flood (ours): the slowbench plugin is not installed in this Python "
@@ -813,7 +835,7 @@ def check_tools(run: Run) -> None:
     if "deepaas" not in args.frameworks:
         run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
     if "ours" not in args.frameworks and (
-        ours_only := [p for p in ("auth", "oip", "impact", "scaleout", "environments") if p in run.phases]
+        ours_only := [p for p in ("auth", "oip", "impact", "scaleout", "environments", "explain") if p in run.phases]
     ):
         run.skipped.append(f"{', '.join(ours_only)}: only ours has these, and ours is not in --frameworks")
         run.phases = [p for p in run.phases if p not in ours_only]
