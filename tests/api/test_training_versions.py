@@ -143,6 +143,8 @@ async def test_trainings_become_versions_switch_back_and_download(serve, weights
     assert "weights-v3.tar" in download.headers["Content-Disposition"]
     data = await download.read()
     assert int(download.headers["Content-Length"]) == len(data)
+    head = await client.head(f"{MODEL}/versions/3/download")
+    assert head.status == 200 and int(head.headers["Content-Length"]) == len(data) and await head.read() == b""
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
         assert {m.name for m in tar.getmembers() if m.isdir()} == {"nested"}
@@ -167,8 +169,9 @@ async def test_back_to_the_state_before_any_training(serve, weights, tmp_path):
     assert list((tmp_path / "data" / "models" / "weights").iterdir()) == []
 
 
-async def test_switching_under_load_fails_no_request(serve, weights):
-    client = await serve("weights", workers=2)
+@pytest.mark.parametrize("executor", ["process", "thread"])
+async def test_switching_under_load_fails_no_request(serve, weights, executor):
+    client = await serve("weights", workers=2, executor=executor)
     await train(client, 1)
     await train(client, 2)
     answers: list[int] = []
@@ -316,3 +319,57 @@ def test_a_switch_cut_short_is_finished_at_the_next_start(tmp_path):
         assert sorted(p.name for p in storage.iterdir()) == ["w.txt"] and (storage / "w.txt").read_text() == "one"
         assert store.current() == 1
         assert sorted(p.name for p in store.root.iterdir()) == ["blobs", "current", "lock", "versions"]
+
+
+@pytest.mark.stores("postgresql")
+async def test_replicas_share_the_versions_and_follow_a_switch(aiohttp_client, make_settings, weights, tmp_path, store):
+    """Two replicas on one PostgreSQL and one artifact directory: the versions a training on
+    one records are listed by both; a switch on either is served by both; a training that
+    runs on one makes a switch on the other a 409."""
+    a, b = [
+        await aiohttp_client(
+            create_app(
+                make_settings(
+                    model_name=("weights",),
+                    data_dir=str(tmp_path / f"replica{i}"),
+                    artifact_dir=str(tmp_path / "artifacts"),
+                    auth_key_file=str(tmp_path / "auth.key"),
+                )
+            )
+        )
+        for i in range(2)
+    ]
+    for client in (a, b):
+        await wait_ready(client)
+    await train(a, 1)
+    await train(a, 2)
+
+    async def serves(client, value) -> bool:
+        return await predicted(client) == value
+
+    await eventually(lambda: serves(b, 2))
+    assert [v["version"] for v in (await listed(b))["versions"]] == [1, 2, 3]
+    assert (await b.patch(MODEL, json={"current_version": 2})).status == 200
+    assert await predicted(b) == 1
+    await eventually(lambda: serves(a, 1))
+    assert (await (await a.get(f"{MODEL}/")).json())["current_version"] == 2
+    assert (tmp_path / "artifacts" / "models" / ".versions" / "weights" / "current").read_text().strip() == "2"
+
+    job = await (await a.post(f"{MODEL}/train/", json={"value": 9, "seconds": 60})).json()
+
+    async def running_on_b() -> bool:
+        response = await b.get(f"{MODEL}/train/{job['uuid']}")
+        return response.status == 200 and (await response.json())["status"] == "running"
+
+    await eventually(running_on_b)
+    busy = await b.patch(MODEL, json={"current_version": 3})
+    assert busy.status == 409, await busy.text()
+    assert (await b.delete(f"{MODEL}/train/{job['uuid']}")).status == 200
+
+
+async def eventually(check, timeout: float = 30.0) -> None:
+    """Poll ``check()`` until it holds (another replica catching up)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "the other replica did not catch up"
+        await asyncio.sleep(0.1)
