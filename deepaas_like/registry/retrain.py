@@ -42,6 +42,7 @@ from .host import FRAMEWORKS_ENV, Target
 from .intake import Upload
 from .optimize import chunks_of
 from .records import ModelRecord, VersionRecord, VersionStatus
+from .rows import columns_from_schema
 from .service import Registry
 from .serving import sandbox_spec
 
@@ -130,9 +131,9 @@ def _parent(registry: Registry, model: ModelRecord, number: Any) -> VersionRecor
 
 
 def _features(name: str, parent: VersionRecord, rows: list[Row], target: str) -> list[str]:
-    """The columns the clone is fitted on: the version's named inputs (each row gives them and
-    nothing else but the target), or, for a version with unnamed inputs, the rows' other columns
-    in the first row's order (as many as the version takes, when it says)."""
+    """The columns the clone is fitted on: the version's named inputs (its input schema's, or its
+    file's; each row gives them and nothing else but the target), or, for a version with unnamed
+    inputs, the rows' other columns in the first row's order (as many as the version takes)."""
     given = list(dict.fromkeys(key for row in rows for key in row))
     if target not in given:
         raise ArgumentError(
@@ -141,8 +142,10 @@ def _features(name: str, parent: VersionRecord, rows: list[Row], target: str) ->
         )
     others = [key for key in given if key != target]
     signature = Signature.from_json(parent.signature or {})
-    if signature.columns is not None:
-        declared = [c.name for c in signature.columns]
+    schema = parent.config.get("input_schema")
+    named = columns_from_schema(schema) if schema else signature.columns
+    if named is not None:
+        declared = [c.name for c in named]
         unknown = [key for key in others if key not in declared]
         if unknown:
             raise ArgumentError(
@@ -300,6 +303,9 @@ async def _record(
     config: dict[str, Any] = {"source": {**source, "target": plan.target, "features": plan.features}}
     if parent.environment is not None:  # served where it was fitted: in the parent's environment
         config.update({k: parent.config[k] for k in ("requirements", "build")})
+    config.update({k: parent.config[k] for k in ("input_schema", "batching") if parent.config.get(k)})
+    if "input_schema" not in config and not fitted.get("named"):  # fitted on an array (no pandas there)
+        config["input_schema"] = {"type": "object", "properties": {f: {"type": "number"} for f in plan.features}}
     try:
         _, _, version = await registry.upload(name, upload, owner=owner, may_add_version=may_add_version, config=config)
     except BaseException:

@@ -7,7 +7,7 @@ answers the fitted estimator's file::
     refit = host.adapter_for(target).obj        # the version's estimator, loaded
     refit.train(rows=[[5.1, 3.5, 1.4, 0.2], ...], labels=["setosa", ...],
                 columns=["sepal_length", ...], filetype="joblib")
-    # {"file": "<base64>", "filetype": "joblib", "estimator": "Pipeline", "log": "..."}
+    # {"file": "<base64>", "filetype": "joblib", "estimator": "Pipeline", "named": True, "log": "..."}
 
 The file travels base64-encoded because a contained worker's answers are JSON (the server
 reads nothing else from it). This module runs in worker processes only: loading the
@@ -73,14 +73,16 @@ class Refit:
         fresh = clone(self.estimator)
         output = io.StringIO()
         started = time.perf_counter()
+        inputs = _inputs(rows, columns)
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output), warnings.catch_warnings():
             warnings.simplefilter("default")  # each kind once, into the log (not raised as errors)
-            fresh.fit(_inputs(rows, columns), labels)
+            fresh.fit(inputs, labels)
         seconds = time.perf_counter() - started
         return {
             "file": base64.b64encode(_dump(fresh, filetype)).decode("ascii"),
             "filetype": filetype,
             "estimator": type(fresh).__name__,
+            "named": hasattr(inputs, "columns"),  # fitted on a DataFrame: it knows its inputs' names
             "seconds": seconds,
             "log": output.getvalue()[-MAX_LOG:],
         }

@@ -17,11 +17,14 @@ import jwt
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
 from deepaas_like.api import create_app
+from deepaas_like.api.keys import MODELS
 from deepaas_like.containment import landlock
+from deepaas_like.environments import users
 from support.auth import bearer, mint
 from support.helpers import wait_ready
 from support.polling import finished, wait_for
@@ -348,3 +351,29 @@ async def test_retraining_needs_what_an_upload_needs(retrain_app, iris_models, t
 
 def scopes(*names: str) -> list[str]:
     return [arg for name in names for arg in ("--scope", f"models:{name}")]
+
+
+@pytest.mark.slow  # a real uv build (scikit-learn's wheels from PyPI), as tests/api/test_registry_environments.py
+@pytest.mark.skipif(not CONTAINED, reason="joblib files are served only from contained hosts (Landlock ABI 4)")
+async def test_a_version_in_its_own_environment_is_retrained_there(aiohttp_client, make_settings, iris_models):
+    app = create_app(make_settings(model_name=("echobench",), executor="thread"))
+    client = await aiohttp_client(app)
+    await wait_ready(client)
+    upload = form(iris_models["joblib"])
+    pinned = f"scikit-learn=={sklearn.__version__}\n"  # an environment without pandas
+    upload.add_field("requirements", pinned.encode(), filename="requirements.txt", content_type="text/plain")
+    assert (await client.put("/v2/models/iris", data=upload)).status == 202
+    settled = lambda v: v["status"] in ("ready", "error")  # noqa: E731
+    parent = await wait_for(client, "/v2/models/iris/versions/1", settled, timeout=600)
+    assert parent["status"] == "ready" and parent["environment"], parent
+    job = await train(client, "iris", json={"rows": relabelled_rows(), "target": "species"})
+    done = await trained(client, "iris", job)
+    assert done["status"] == "done", done
+    version = await (await client.get("/v2/models/iris/versions/2")).json()
+    assert version["status"] == "ready" and version["environment"] == parent["environment"]
+    assert version["requirements"] == [pinned.strip()]
+    # fitted where pandas is not: on an array, so its file names no columns; its input schema does
+    assert "columns" not in version["signature"] and version["signature"]["n_inputs"] == 4
+    assert await label_of(client, "/v2/models/iris/predict/") == "virginica"
+    kept = users(app[MODELS].uploads.environments.root)
+    assert kept["version:iris/2"]["environment"] == parent["environment"]  # deepaas-env gc keeps it for it too
