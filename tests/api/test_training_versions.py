@@ -37,6 +37,8 @@ class Weights:
     def warm(self):
         path = storage_dir() / "weights.json"
         self.weights = json.loads(path.read_text()) if path.exists() else None
+        if self.weights == 13:
+            raise RuntimeError("unlucky weights")
 
     def get_predict_args(self):
         return {}
@@ -249,6 +251,25 @@ async def test_bad_switches_are_refused_with_json(serve, weights):
     assert (await client.delete(f"{MODEL}/train/{job['uuid']}")).status == 200
     assert (await client.patch(MODEL, json={"current_version": 1})).status == 200
     assert [v["version"] for v in (await listed(client))["versions"]] == [1, 2]  # a cancelled one is no version
+
+
+async def test_a_version_that_does_not_warm_is_refused_and_the_previous_serves_on(serve, weights, tmp_path):
+    client = await serve("weights")
+    await train(client, 1)
+    started = await client.post(f"{MODEL}/train/", json={"value": 13})
+    job = await wait_for(client, f"{MODEL}/train/{(await started.json())['uuid']}", finished)
+    assert job["status"] == "error" and "could not be warmed again" in job["message"]
+    body = await listed(client)  # what the folder holds is version 3, whose workers do not warm
+    assert [v["version"] for v in body["versions"]] == [1, 2, 3] and body["current_version"] == 3
+    assert await predicted(client) == 1  # the workers before it serve on
+    assert (await client.patch(MODEL, json={"current_version": 2})).status == 200  # the way out
+    refused = await client.patch(MODEL, json={"current_version": 3})
+    answer = await refused.json()
+    assert refused.status == 422 and "does not warm" in answer["message"] and answer["current_version"] == 2
+    assert await predicted(client) == 1
+    assert (await listed(client))["current_version"] == 2
+    assert (tmp_path / "data" / "models" / "weights" / "weights.json").read_text() == "1"
+    assert not [p for p in store_of(tmp_path).root.iterdir() if p.name.startswith(("incoming-", "outgoing-"))]
 
 
 async def test_a_restart_keeps_the_versions_and_the_current_one(aiohttp_client, make_settings, weights):
