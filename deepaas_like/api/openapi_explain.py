@@ -1,4 +1,5 @@
-"""Prediction explanations in the OpenAPI document (for every plugin that predicts)."""
+"""Prediction explanations in the OpenAPI document (for every plugin that predicts, and every
+uploaded model)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def components(spec: Any) -> None:
 
 
 def explain_paths(name: str, slug: str, errors: Responses, row: Any = None) -> dict[str, dict[str, Any]]:
-    """The explain and explanations-initialization paths of one plugin (``row``: the schema of
-    one row, its predict arguments as JSON; else any features)."""
+    """The explain and explanations-initialization paths of one model (``row``: the schema of
+    one row, its predict arguments as JSON, or an uploaded model's object or list of values;
+    else any features)."""
     tag = [name]
     one = row if row is not None else GENERIC_ROW
     rows = {"type": "array", "minItems": 1, "items": one}
@@ -81,7 +83,10 @@ def explain_paths(name: str, slug: str, errors: Responses, row: Any = None) -> d
                 "tags": tag,
                 "summary": f"Explain predictions of {name} (the arguments of one, or rows)",
                 "description": "The model's arguments as for predict, or {rows: [...]}; the strengths are "
-                "Shapley values (shap) against the model's explanations initialization. An Open Inference "
+                "Shapley values (shap) against the model's explanations initialization (an uploaded model's: "
+                "else its version's reference dataset; a scikit-learn tree model's by its trees). A Kernel "
+                "explanation that would take more than 10 s is refused (422, saying how many rows fit). "
+                "An Open Inference "
                 "Protocol request ({inputs: [tensor...], parameters: {options}}) is answered with tensors: "
                 "strength [rows, features] FP64, expected_value, prediction, explained.",
                 "operationId": f"{slug}_explain",

@@ -323,6 +323,9 @@ def uploaded_model_paths(
         current = registry.current(name)
         has_dataset = bool(current is not None and current.config.get("dataset"))
         more = {**_job_paths(served, "prediction"), **_extra_model_paths(served, has_dataset)}
+        more.update(
+            openapi_explain.explain_paths(name, _slug(name), error_responses, rows["properties"]["rows"]["items"])
+        )
         if train_endpoint and served.metadata.get("library") == "sklearn":
             more.update(_retrain_paths(served))
         for path, operations in more.items():

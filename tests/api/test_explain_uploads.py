@@ -7,6 +7,7 @@ import sys
 import joblib
 import pandas as pd
 import pytest
+from openapi_spec_validator import validate
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -112,6 +113,12 @@ async def test_a_forest_s_trees_explain_a_virginica_row_by_its_petals(serve, mod
     strengths = dict(zip(COLUMNS, outputs["strength"]["data"]))
     assert strengths == pytest.approx({e["feature"]: e["strength"] for e in explanations})
     assert outputs["prediction"]["data"] == ["virginica"]
+
+    # the document: the uploaded model's own explain path, its rows objects or lists
+    spec = await (await client.get("/swagger.json")).json()
+    validate(spec)
+    rows = spec["paths"]["/v2/models/iris/explain"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert rows["properties"]["rows"]["items"]["anyOf"][1]["type"] == "array"
 
     bad = await explain(client, "iris", {"rows": [SETOSA, [1.0, 2.0]]}, status=422)
     assert bad["message"].startswith("rows[1]"), bad
