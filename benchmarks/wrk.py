@@ -7,7 +7,8 @@ The result has the shape of ``loadgen.py``'s (rps, lat_ms, completed, errors,
 server CPU), plus wrk's own counts: ``non_2xx`` and ``socket_errors``. With
 ``count_statuses=True`` wrk runs ``lua/statuses.lua``, which adds ``status_counts``
 and ``retry_after_503`` (the 503 answers that carried a Retry-After header). ``headers``
-('Name: value') are sent with every request (wrk's ``-H``).
+('Name: value') are sent with every request (wrk's ``-H``). ``script`` runs another Lua
+script instead (e.g. ``peers/post_json.lua``, which POSTs a JSON file), ``script_args`` after wrk's ``--``.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ def run_wrk(
     server_pid: int | None = None,
     count_statuses: bool = False,
     headers: list[str] = (),
+    script: Path | None = None,
+    script_args: list[str] = (),
 ) -> dict:
     """Run wrk against ``url`` (loopback only) for ``seconds`` (rounded to whole seconds)
     and return its numbers and the server's CPU."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"wrk only targets 127.0.0.1, not {url}")
-    script = "statuses.lua" if count_statuses else ("post.lua" if method == "POST" else None)
+    lua = "statuses.lua" if count_statuses else ("post.lua" if method == "POST" else None)
     if method not in ("GET", "POST"):
         raise ValueError(f"unsupported method {method}")
     if count_statuses and method != "POST":
@@ -92,12 +95,13 @@ def run_wrk(
         f"--timeout={timeout_s:g}s",
         "--latency",
     ]
-    if script:
-        command += ["-s", str(LUA / script)]
+    if script or lua:
+        command += ["-s", str(script or LUA / lua)]
     for header in headers:
         command += ["-H", header]
+    arguments = ["--", *script_args] if script_args else []
     cpu_before = process_tree_cpu(server_pid) if server_pid else None
-    out = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + timeout_s + 30)
+    out = subprocess.run([*command, url, *arguments], capture_output=True, text=True, timeout=seconds + timeout_s + 30)
     cpu_after = process_tree_cpu(server_pid) if server_pid else None
     if out.returncode != 0 or "requests in" not in out.stdout:
         raise RuntimeError(f"wrk failed ({out.returncode}): {(out.stderr.strip() or out.stdout.strip())[:200]}")
