@@ -39,7 +39,7 @@ from typing import Any, AsyncIterator, Callable, Generator
 from ..engine.process import WorkerStartFailed
 from ..errors import ArgumentError, Conflict, DeepaasError, NotFound
 from ..jsonutil import stamp
-from ..models import ModelSet, ServedModel
+from ..models import ModelSet, ModelState, ServedModel
 from .model import Job
 from .snapshots import Snapshot, SnapshotStore, remove_tree
 
@@ -116,7 +116,10 @@ class PluginVersions:
         return current
 
     async def follow(self, model: ServedModel) -> None:
-        """Re-warm ``model``'s workers if another replica made another version current."""
+        """Re-warm ``model``'s workers if another replica made another version current (once
+        they have started: while they warm, the next look catches up)."""
+        if model.state is not ModelState.READY:
+            return
         async with self._lock(model.name):
             wanted = await asyncio.to_thread(self.current, model.name)
             if wanted == model.version:
