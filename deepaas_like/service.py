@@ -302,7 +302,7 @@ class DataPlane:
             from .quality.samples import checked_rows
 
             if model.rows_args is not None and isinstance(given, list):
-                given = [as_object(row, features) for row in given]
+                given = [as_object(i, row, features) for i, row in enumerate(given)]
             rows = check_rows(model, checked_rows(given), lenient=True)
         else:
             rows = [model.predict_args.load(sources)]
@@ -376,12 +376,18 @@ def model_inputs(model: ServedModel) -> list[str]:
     return list(model.predict_args.body_fields)
 
 
-def as_object(row: Any, features: list[str]) -> Any:
-    """A row given as a list of the inputs' values as an object of them (anything else as it is:
-    :func:`~deepaas_like.quality.samples.checked_rows` says what is wrong with it)."""
-    if isinstance(row, list) and len(row) == len(features):
-        return dict(zip(features, row, strict=True))
-    return row
+def as_object(index: int, row: Any, features: list[str]) -> Any:
+    """Row ``index`` given as a list of the inputs' values as an object of them (422 when it has
+    not one value per input; anything else as it is: :func:`~deepaas_like.quality.samples.checked_rows`
+    says what is wrong with it)."""
+    if not isinstance(row, list):
+        return row
+    if len(row) != len(features):
+        raise ArgumentError(
+            f"rows[{index}] has {len(row)} values; the model takes {len(features)}: {', '.join(features)}",
+            {"rows": [f"Row {index}: {len(row)} values, not {len(features)}."]},
+        )
+    return dict(zip(features, row, strict=True))
 
 
 def requested_outputs(payload: Mapping[str, Any]) -> list[str] | None:

@@ -121,7 +121,7 @@ async def test_a_forest_s_trees_explain_a_virginica_row_by_its_petals(serve, mod
     assert rows["properties"]["rows"]["items"]["anyOf"][1]["type"] == "array"
 
     bad = await explain(client, "iris", {"rows": [SETOSA, [1.0, 2.0]]}, status=422)
-    assert bad["message"].startswith("rows[1]"), bad
+    assert bad["message"].startswith("rows[1] has 2 values; the model takes 4: sepal_length"), bad
     unknown = await explain(client, "iris", {**SETOSA, "explainClass": "rose"}, status=422)
     assert "rose" in unknown["message"]
 
