@@ -304,6 +304,7 @@ def uploaded_model_paths(
             "description": "The values in the inputs' order",
             **({"minItems": width, "maxItems": width} if width is not None else {}),
         }
+        row = {"anyOf": [single or {"type": "object"}, as_list]}  # one row: an object of the inputs, or a list
         rows = {
             "type": "object",
             "required": ["rows"],
@@ -313,7 +314,7 @@ def uploaded_model_paths(
                     "type": "array",
                     "minItems": 1,
                     "maxItems": MAX_ROWS,
-                    "items": {"anyOf": [single or {"type": "object"}, as_list]},
+                    "items": row,
                 }
             },
         }
@@ -323,9 +324,7 @@ def uploaded_model_paths(
         current = registry.current(name)
         has_dataset = bool(current is not None and current.config.get("dataset"))
         more = {**_job_paths(served, "prediction"), **_extra_model_paths(served, has_dataset)}
-        more.update(
-            openapi_explain.explain_paths(name, _slug(name), error_responses, rows["properties"]["rows"]["items"])
-        )
+        more.update(openapi_explain.explain_paths(name, _slug(name), error_responses, row))
         if train_endpoint and served.metadata.get("library") == "sklearn":
             more.update(_retrain_paths(served))
         for path, operations in more.items():
