@@ -469,12 +469,13 @@ def run_registry(run: Run) -> None:
     flags = [
         "--executor",
         "thread",
+        "--registry-preload",  # the first upload's figure with the workers started ahead of it
         "--registry-workers",
         str(REGISTRY_WORKERS),
         "--max-loaded-models",
         str(args.max_loaded_models),
     ]
-    config = f"--registry-workers {REGISTRY_WORKERS} --max-loaded-models {args.max_loaded_models}"
+    config = f"--registry-preload --registry-workers {REGISTRY_WORKERS} --max-loaded-models {args.max_loaded_models}"
     log(f"registry: {config}")
     server = Server(
         ours_command(run.data_dir(), ["echobench"], flags),

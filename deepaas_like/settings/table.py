@@ -347,10 +347,11 @@ class Settings:
         kind="int",
     )
     registry_preload: bool = option(
-        True,
+        False,
         "Start the shared workers with the server, importing the framework plugins' light "
         "libraries (scikit-learn, onnxruntime) ahead of the first upload, which then answers "
-        "at once. Off: they start, and import, with the first upload.",
+        "at once (about 220 MiB more for a server that may never get one). Off: they start, "
+        "and import, with the first upload (or at start when models have been uploaded).",
         kind="bool",
     )
     max_loaded_models: int = option(
