@@ -145,6 +145,9 @@ async def _retrain(request: web.Request) -> Job:
     gate, principal, reg, jobs = request.app[GATE], request[PRINCIPAL], registry(request), request.app[JOBS]
     gate.authorize(principal, EDIT, name)
     options, rows = await _training_data(request)
+    callback = options.pop(CALLBACK, None)
+    if callback is not None and not isinstance(callback, str):
+        raise ArgumentError("callback_url must be a string URL", {CALLBACK: ["Not a valid string."]})
     plan = plan_retraining(reg, name, rows, options)
     await reg.serving.check_code_servable(name, plan.parent.library, plan.parent.filetype)
     owner = principal.identity
@@ -157,6 +160,8 @@ async def _retrain(request: web.Request) -> Job:
             reg, plan, job, log, owner=owner, may_add_version=lambda: gate.authorize(principal, UPLOAD, name)
         ),
         owner=owner,
+        as_training=True,  # in the trainings' queue, as a plugin's
+        callback_url=check_callback_url(callback) if callback is not None else None,
     )
     await gate.audit(principal, "model.retrain", name, {"job": job.id, **plan.arguments()})
     return job

@@ -379,7 +379,7 @@ class JobManager:
             job = self._training_queue.popleft()
             self._trainings_running.add(job)
             job.status, job.started = JobStatus.RUNNING, time.time()  # already in the answer to the POST
-            job.task = self._spawn(self._run_training(job))
+            job.task = self._spawn(self._run_training(job) if job.work is None else self._run_queued_task(job))
 
     def _training_runs(self, model: str) -> bool:
         """Whether a training of ``model`` runs, here or on another replica."""
@@ -452,16 +452,33 @@ class JobManager:
         args: dict[str, Any],
         work: Callable[[Job, Callable[[str], None]], Awaitable[Any]],
         owner: str | None = None,
+        *,
+        as_training: bool = False,
+        callback_url: str | None = None,
     ) -> Job:
         """A job that runs ``work(job, log)`` in the server (it asks the model through its queue).
 
         ``work`` may update ``job.result`` as it goes (the document shows it live) and
-        returns the final result; ``log`` appends a line to the job's log.
+        returns the final result; ``log`` appends a line to the job's log. ``as_training``:
+        it waits its turn in the trainings' queue (``--max-concurrent-trainings``), as a
+        plugin's training does (an uploaded model's retraining).
         """
         job = Job(job_id, kind, model.name, args, owner=owner)
-        await self._create(job, None)
-        job.task = self._spawn(self._run_task(job, work))
+        await self._create(job, callback_url)
+        if as_training:
+            job.work = work
+            self._training_queue.append(job)
+            self._start_trainings()
+        else:
+            job.task = self._spawn(self._run_task(job, work))
         return job
+
+    async def _run_queued_task(self, job: Job) -> None:
+        try:
+            await self._run_task(job, job.work)
+        finally:
+            self._trainings_running.discard(job)
+            self._start_trainings()
 
     async def _run_task(self, job: Job, work: Callable[[Job, Callable[[str], None]], Awaitable[Any]]) -> None:
         log = functools.partial(self.files.log_line, job)

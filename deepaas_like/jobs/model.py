@@ -99,6 +99,7 @@ class Job:
     training: Any = field(default=None, repr=False, metadata=_RUNTIME)  # its TrainingRun while it runs
     inputs_dir: Path | None = field(default=None, repr=False, metadata=_RUNTIME)
     kwargs: dict[str, Any] | None = field(default=None, repr=False, metadata=_RUNTIME)
+    work: Any = field(default=None, repr=False, metadata=_RUNTIME)  # a queued task's work (see submit_task)
 
     @property
     def is_finished(self) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
+from aiohttp import web
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
@@ -269,16 +270,43 @@ def numbered_rows() -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CONTAINED, reason="pickles load only in contained workers, and this kernel has no Landlock")
-async def test_a_cancelled_retraining_kills_its_process_and_leaves_no_version(retrain_app, tmp_path):
-    client = await retrain_app()
+async def test_a_cancelled_retraining_kills_its_process_and_leaves_no_version(
+    retrain_app, tmp_path, iris_models, aiohttp_server
+):
+    received: list[dict] = []
+
+    async def hook(request):
+        received.append(await request.json())
+        return web.json_response({})
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = await aiohttp_server(receiver, host="127.0.0.1")
+    client = await retrain_app()  # one training at a time (--max-concurrent-trainings 1)
     await put_model(client, "sleepy", trick(tmp_path, "sleep"))
+    await put_model(client, "iris", iris_models["joblib"])
     job = await train(client, "sleepy", json={"rows": numbered_rows(), "target": "y"})
     deadline = time.monotonic() + 60
     while not processes_named("retrainsleeps"):
         assert time.monotonic() < deadline, "the fit never started"
         await asyncio.sleep(0.1)
+    # a second retraining waits in the trainings' queue, as a plugin's training would
+    hook_url = f"http://127.0.0.1:{server.port}/hook"
+    waiting = await train(
+        client, "iris", json={"rows": relabelled_rows(), "target": "species", "callback_url": hook_url}
+    )
+    assert waiting["status"] == "queued"
+    await asyncio.sleep(0.5)
+    assert (await (await client.get(f"/v2/models/iris/train/{waiting['uuid']}")).json())["status"] == "queued"
     cancelled = await client.delete(f"/v2/models/sleepy/train/{job['uuid']}")
     assert cancelled.status == 200 and (await cancelled.json())["status"] == "cancelled"
+    done = await trained(client, "iris", waiting)  # its turn came with the cancel
+    assert done["status"] == "done" and done["result"]["output"]["version"] == 2
+    deadline = time.monotonic() + 30
+    while not received:
+        assert time.monotonic() < deadline, "the retraining's callback never came"
+        await asyncio.sleep(0.1)
+    assert received[0]["uuid"] == waiting["uuid"] and received[0]["status"] == "done"
     deadline = time.monotonic() + 10
     while processes_named("retrainsleeps") and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
