@@ -14,7 +14,11 @@ JSON text::
                                                  "data": ["setosa", "virginica"]}, ...]}
 
 Tensors arrive as JSON data or, as tritonclient sends them by default, as binary buffers
-after the JSON header (the binary tensor extension).
+after the JSON header (the binary tensor extension). A tensor of more than two dimensions
+(images: ``[N, 3, 224, 224]``) goes to a model whose inputs have no names as N rows, each
+a numpy array of the rest of the shape; binary data then stays where the request body put
+it (``numpy.frombuffer`` over the body: no copy), and so does a large binary tensor's until
+it becomes values.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ INTS = {
 FLOATS = {"FP16": (2, "e"), "FP32": (4, "f"), "FP64": (8, "d")}
 DATATYPES = ("BOOL", *INTS, *FLOATS, "BYTES")
 HEADER_LENGTH = "Inference-Header-Content-Length"
+ARRAY_FROM = 4096  # a numeric binary tensor of at least this many values is read by numpy
 
 
 class ProtocolError(ValueError):
@@ -54,7 +59,7 @@ class Tensor:
     name: str
     datatype: str
     shape: list[int]
-    data: list[Any]  # flat, row-major
+    data: Any  # flat and row-major (a list); a tensor of more than two dimensions: a numpy array of its shape
 
     @property
     def rows(self) -> int:
@@ -64,8 +69,9 @@ class Tensor:
 # --- reading a request ----------------------------------------------------------------------
 
 
-def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], list[Tensor]]:
-    """The request's JSON and its input tensors (JSON data or binary buffers)."""
+def parse_request(body: bytes | bytearray, header_length: str | None) -> tuple[dict[str, Any], list[Tensor]]:
+    """The request's JSON and its input tensors (JSON data or binary buffers: views of ``body``,
+    which must not change while they are used)."""
     if header_length is not None:
         try:
             size = int(header_length)
@@ -73,9 +79,9 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
             raise ProtocolError(f"{HEADER_LENGTH} must be a number of bytes") from None
         if not 0 < size <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} {size} does not fit the body of {len(body)} bytes")
-        head, buffers = body[:size], memoryview(body)[size:]
+        head, buffers = bytes(body[:size]), memoryview(body)[size:]
     else:
-        head, buffers = body, memoryview(b"")
+        head, buffers = bytes(body), memoryview(b"")  # (no copy of bytes; the JSON is parsed anyway)
     try:
         request = loads(head)
     except ValueError as exc:
@@ -110,13 +116,14 @@ def _tensor(item: Any, index: int, buffers: memoryview) -> tuple[Tensor, int]:
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(buffers):
             raise ProtocolError(f"input '{name}': binary_data_size {size!r} is more than the body holds")
-        return Tensor(name, datatype, shape, _from_binary(bytes(buffers[:size]), datatype, count, name)), size
+        return Tensor(name, datatype, shape, _from_binary(buffers[:size], datatype, shape, name)), size
     if item.get("data") is None:
         raise ProtocolError(f"input '{name}' has no data")
     data = _flatten(item["data"])
     if len(data) != count:
         raise ProtocolError(f"input '{name}': shape {shape} holds {count} values, data has {len(data)}")
-    return Tensor(name, datatype, shape, [_checked(v, datatype, name) for v in data]), 0
+    values = [_checked(v, datatype, name) for v in data]
+    return Tensor(name, datatype, shape, _shaped(values, datatype, shape) if len(shape) > 2 else values), 0
 
 
 def _is_shape(shape: list[Any]) -> bool:
@@ -157,7 +164,10 @@ def _checked(value: Any, datatype: str, name: str) -> Any:
     raise ProtocolError(f"input '{name}': {value!r} is not a {datatype} value")
 
 
-def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
+def _from_binary(raw: memoryview, datatype: str, shape: list[int], name: str) -> Any:
+    """A binary tensor's values: a list, or (more than two dimensions) an array of its shape.
+    A numeric tensor that numpy reads is a view of ``raw``, not a copy."""
+    count = math.prod(shape)
     values: list[str | bool | int | float]
     if datatype == "BYTES":  # each element: a 4-byte little-endian length, then its bytes
         values, offset = [], 0
@@ -165,7 +175,7 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
             if offset + 4 > len(raw):
                 raise ProtocolError(f"input '{name}': truncated BYTES element")
             (length,) = struct.unpack_from("<I", raw, offset)
-            values.append(raw[offset + 4 : offset + 4 + length].decode("utf-8", errors="replace"))
+            values.append(bytes(raw[offset + 4 : offset + 4 + length]).decode("utf-8", errors="replace"))
             offset += 4 + length
     elif datatype == "BOOL":
         values = [bool(b) for b in raw]
@@ -173,10 +183,38 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
         width, code = INTS.get(datatype) or FLOATS[datatype]
         if len(raw) != width * count:
             raise ProtocolError(f"input '{name}': {len(raw)} bytes for {count} {datatype} values")
+        np = _numpy() if len(shape) > 2 or count >= ARRAY_FROM else None
+        if np is not None:
+            array = np.frombuffer(raw, dtype=np.dtype(f"<{code}"), count=count)
+            return array.reshape(shape) if len(shape) > 2 else array.tolist()
         values = list(struct.unpack(f"<{count}{code}", raw))
     if len(values) != count:
         raise ProtocolError(f"input '{name}': {len(values)} values for shape of {count}")
-    return [float(v) if datatype in FLOATS else v for v in values]
+    values = [float(v) if datatype in FLOATS else v for v in values]
+    return _shaped(values, datatype, shape) if len(shape) > 2 else values
+
+
+def _numpy() -> Any:
+    """numpy, when it is installed (the server itself does not need it)."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+def _shaped(values: list[Any], datatype: str, shape: list[int]) -> Any:
+    """Flat values in ``shape``: a numpy array, or nested lists without numpy."""
+    np = _numpy()
+    if np is not None and datatype != "BYTES":
+        width, code = INTS.get(datatype) or FLOATS.get(datatype) or (1, "?")
+        return np.asarray(values, dtype=np.dtype(code)).reshape(shape)
+    nested: list[Any] = values
+    if 0 in shape[1:]:
+        raise ProtocolError(f"a tensor of shape {shape} holds no values")
+    for size in reversed(shape[1:]):
+        nested = [nested[i : i + size] for i in range(0, len(nested), size)]
+    return nested
 
 
 # --- tensors to rows ----------------------------------------------------------------------------
@@ -204,6 +242,10 @@ def rows_from_tensors(
         rows = [{**shared, **{t.name: t.data[i] for t in tensors}} for i in range(counts.pop())]
         return rows, False
     unknown = [n for n in names if n not in arguments]
+    if len(tensors) == 1 and len(tensors[0].shape) > 2 and unnamed_width == 0:
+        if tensors[0].datatype == "BYTES":
+            raise ProtocolError(f"input '{tensors[0].name}': a tensor of {len(tensors[0].shape)} dimensions is numeric")
+        return list(tensors[0].data), True  # N rows, each of the tensor's other dimensions
     if len(tensors) == 1 and len(tensors[0].shape) == 2 and unnamed_width is not None:
         tensor = tensors[0]
         width = tensor.shape[1]
@@ -212,7 +254,14 @@ def rows_from_tensors(
         return [tensor.data[i * width : (i + 1) * width] for i in range(tensor.shape[0])], True
     raise ProtocolError(
         f"unknown inputs: {', '.join(unknown)}; the model's inputs are "
-        f"{', '.join(arguments) or '(none)'}" + (" (or one [N, k] tensor of rows)" if unnamed_width is not None else "")
+        f"{', '.join(arguments) or '(none)'}"
+        + (
+            " (or one [N, k] tensor of rows)"
+            if unnamed_width
+            else " (or one [N, ...] tensor of rows)"
+            if unnamed_width == 0
+            else ""
+        )
     )
 
 

@@ -114,7 +114,7 @@ class RowsArguments:
             if self._single is None:
                 raise ValueError("this model's inputs have no names: send each row as a list of values")
             return self._single.load(ArgumentSources(json=row, lenient=lenient))
-        if isinstance(row, list):
+        if isinstance(row, list) or hasattr(row, "__array_interface__"):  # a numpy row: an inference tensor's
             if self._width is not None and len(row) != self._width:
                 raise ValueError(f"has {len(row)} values; the model takes {self._width}")
             return row

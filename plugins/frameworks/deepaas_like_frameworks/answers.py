@@ -14,6 +14,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
+class InputsRefused(ValueError):
+    """Inputs the model cannot take (a tensor of another shape or kind): a 422 that says why."""
+
+    status = 422
+
+
 def plain(value: Any) -> Any:
     """A numpy scalar as the Python value it holds; anything else unchanged."""
     item = getattr(value, "item", None)

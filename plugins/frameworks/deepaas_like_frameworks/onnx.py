@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from deepaas_like.frameworks import Column, Framework, FrameworkMissing, LoadedModel, Signature
 
-from .answers import classified, tensors, valued
+from .answers import InputsRefused, classified, tensors, valued
 from .file_head import describe, is_hdf5, is_pickle, is_zip
 
 COLUMNS_METADATA = "deepaas_like.columns"
@@ -118,6 +118,7 @@ class OnnxModel(LoadedModel):
         self._np = np
         inputs, outputs = session.get_inputs(), session.get_outputs()
         self._inputs = [(i.name, np.dtype(ELEMENT_TYPES.get(i.type, ("float32",))[0])) for i in inputs]
+        self._shape = _shape(inputs[0].shape) if len(inputs) == 1 and inputs[0].shape is not None else None
         self._outputs = [o.name for o in outputs]
         self._per_column = len(inputs) > 1
         if self._per_column and not all(_shape(i.shape) == [None, 1] for i in inputs):
@@ -161,12 +162,18 @@ class OnnxModel(LoadedModel):
             name, dtype = self._inputs[0]
             x = np.asarray(rows, dtype=dtype)
             if self._width is not None and (x.ndim != 2 or x.shape[1] != self._width):
-                raise ValueError(f"each row needs {self._width} values; got rows of shape {list(x.shape[1:])}")
+                raise InputsRefused(f"each row needs {self._width} values; got rows of shape {list(x.shape[1:])}")
+            shape = self._shape
+            if shape and (
+                x.ndim != len(shape) or any(d is not None and d != n for d, n in zip(shape[1:], x.shape[1:]))
+            ):
+                wanted = ", ".join(["N", *("?" if d is None else str(d) for d in shape[1:])])
+                raise InputsRefused(f"input '{name}' takes shape [{wanted}]; got {list(x.shape)}")
             return {name: x}
         if self._all_numeric:
             columns = np.asarray(rows, dtype=np.float64)
             if columns.ndim != 2 or columns.shape[1] != len(self._inputs):
-                raise ValueError(
+                raise InputsRefused(
                     f"each row needs {len(self._inputs)} values; got rows of shape {list(columns.shape[1:])}"
                 )
             columns = columns.T

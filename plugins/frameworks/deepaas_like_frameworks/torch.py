@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 
 from deepaas_like.frameworks import Framework, FrameworkMissing, LoadedModel, Signature
 
-from .answers import tensors
+from .answers import InputsRefused, tensors
 from .file_head import describe, is_zip, zip_first_payload, zip_names
 
 CHECKPOINT = (
@@ -122,25 +122,36 @@ class TorchModel(LoadedModel):
         self._np, self._torch = np, torch
 
     def predict(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        """``{"output": [...]}`` per row (a dict of them, or a list, for several outputs)."""
+        """``{"output": [...]}`` per row (a dict of them, or a list, for several outputs). A row
+        may be a nested list or a numpy array (an image ``[3, H, W]``); inputs the module refuses
+        raise :class:`~.answers.InputsRefused` (a 422)."""
         if not rows:
             return []
         np, torch = self._np, self._torch
         x = np.asarray(rows, dtype=np.float32)
         width = self.signature.n_inputs
         if width is not None and (x.ndim != 2 or x.shape[1] != width):
-            raise ValueError(f"each row needs {width} numbers; got rows of shape {list(x.shape[1:])}")
+            raise InputsRefused(f"each row needs {width} numbers; got rows of shape {list(x.shape[1:])}")
         with torch.no_grad():
-            if self._batch is None or len(x) == self._batch:
-                return tensors(_rows(self.module(torch.from_numpy(x)), len(x)))
-            answers: list[dict[str, Any]] = []
-            for start in range(0, len(x), self._batch):
-                chunk = x[start : start + self._batch]
-                n = len(chunk)
-                if n < self._batch:
-                    chunk = np.concatenate([chunk, np.zeros((self._batch - n, *chunk.shape[1:]), np.float32)])
-                answers.extend(tensors(_rows(self.module(torch.from_numpy(chunk)), self._batch)[:n]))
-            return answers
+            try:
+                return self._run(x)
+            except RuntimeError as exc:  # the module's own check of its input (a shape, a channel count)
+                # TorchScript's message is its interpreter's traceback: the reason is its last line
+                said = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].removeprefix("RuntimeError: ")
+                raise InputsRefused(f"the model cannot take inputs of shape {list(x.shape)}: {said}") from exc
+
+    def _run(self, x: Any) -> list[dict[str, Any]]:
+        np, torch = self._np, self._torch
+        if self._batch is None or len(x) == self._batch:
+            return tensors(_rows(self.module(torch.from_numpy(x)), len(x)))
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(x), self._batch):
+            chunk = x[start : start + self._batch]
+            n = len(chunk)
+            if n < self._batch:
+                chunk = np.concatenate([chunk, np.zeros((self._batch - n, *chunk.shape[1:]), np.float32)])
+            answers.extend(tensors(_rows(self.module(torch.from_numpy(chunk)), self._batch)[:n]))
+        return answers
 
 
 def _rows(out: Any, n: int) -> list[Any]:
