@@ -176,4 +176,4 @@ def test_targets_compare_ours_with_the_best_peer_for_each_figure():
     assert checks["peers: p50 c=1"]["value"] == 0.4 and checks["peers: p50 c=1"]["met"]  # 0.8 / 2.0
     assert checks["peers: server CPU ms per request c=64"]["value"] == 0.2  # 0.2 / 1.0
     assert checks["peers: RSS MiB of the tree"]["value"] == 0.45  # 90 / 200, one worker each
-    assert len(report["rows"]) == 5 and any("| mlserver |" in line for line in report["markdown"])
+    assert len(report["rows"]) == 5 and any("| mlserver |" in line for line in report["table"])
