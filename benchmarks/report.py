@@ -62,6 +62,10 @@ ROW_ORDER = (  # (model, kind): the table's order
     ("iris-forest-explain", "explain-batch"),
     ("irisbench", "explain-row"),
     ("irisbench", "explain-batch"),
+    ("irisbench", "memory"),
+    ("echobench", "memory"),
+    ("demo", "memory"),
+    ("irisbench", "memory-full"),
 )
 EXPLAIN_ROWS = {EXPLAIN_FOREST: BATCH_ROWS, "irisbench": KERNEL_ROWS}
 REPLICA_CORES = 4  # two replicas and the load generator, each wanting about a core
@@ -77,7 +81,7 @@ def side(case: Case) -> dict:
         values.update(p50_ms=case.median("lat_ms.p50"), p99_ms=case.median("lat_ms.p99"))
     if "server_cpu_ms_per_req" in first:
         values["cpu_ms_per_req"] = case.median("server_cpu_ms_per_req")
-    for key in ("wall_s", "ms_per_prediction"):  # feature impact
+    for key in ("wall_s", "ms_per_prediction", "startup_s"):  # feature impact; memory
         if key in first:
             values[key] = case.median(key)
     if "rss_mib" in first:
@@ -137,6 +141,10 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         + (" in an environment of its own (--isolated)" if model == "irisiso" else " in the server's environment"),
         "explain-row": f"explain: {_explained(model)}, one row per request",
         "explain-batch": f"explain: {_explained(model)}, {EXPLAIN_ROWS.get(model, '?')} rows per request",
+        "memory": f"memory: {model} "
+        + (f"--workers {level}" if level else "--executor thread" if model == "echobench" else "alone, defaults")
+        + ", RSS of the process tree once it has answered",
+        "memory-full": f"memory: {model} --workers {level}, in make test's virtualenv (every extra)",
     }[kind]
 
 
@@ -252,10 +260,18 @@ def notes(row: dict, rows: list[dict]) -> str:
             f"from an empty uv cache {extra['cold_s']:.2f} s; a second model with the same requirements "
             f"(cache hit) {extra['cache_hit_s']:.2f} s; {extra['lock']}"
         )
+    if kind in ("memory", "memory-full"):
+        return " · ".join(f"{who}: {_memory_note(row[who])}" for who in ("ours", "deepaas") if who in row)
     if kind == "predict-env" and row["model"] == "irisiso":
         here = find(rows, "irisbench", "predict-env", row["concurrency"], "ours")
         return f"{mine['rps'] / here['rps']:.2f}× irisbench in the server's environment (same server)" if here else ""
     return ""
+
+
+def _memory_note(values: dict) -> str:
+    """Start-up, and each process's RSS by role (the last run's)."""
+    members = values.get("extra", {}).get("processes", [])
+    return f"start-up {values['startup_s']:.2f} s; " + ", ".join(f"{p['role']} {p['rss_mib']:.0f}" for p in members)
 
 
 def _scaleout_note(row: dict, rows: list[dict], mine: dict) -> str:
@@ -600,6 +616,22 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
                 "note": "informational: no goal",
             }
         )
+    for model in ("irisbench", "echobench"):
+        check(
+            f"memory: {model} --workers 2, RSS of the process tree, ours / DEEPaaS",
+            div(get(model, "memory", 2, "ours", "rss_mib"), get(model, "memory", 2, "deepaas", "rss_mib")),
+            "≤",
+            1.0,
+        )
+        check(
+            f"memory: {model} --workers 2, start-up (command to first prediction), ours / DEEPaaS",
+            div(get(model, "memory", 2, "ours", "startup_s"), get(model, "memory", 2, "deepaas", "startup_s")),
+            "≤",
+            1.0,
+        )
+    check(
+        "memory: a server with the demo plugin alone, RSS MiB", get("demo", "memory", 0, "ours", "rss_mib"), "≤", 150.0
+    )
     ray_p50, process_p50 = (get("irisbench", kind, 1, "ours", "p50_ms") for kind in ("predict-ray", "predict-process"))
     if ray_p50 is not None and process_p50 is not None:
         checks.append(

@@ -41,6 +41,12 @@ benchmarks/servers.py):
 * explain (ours only; see benchmarks/explain_bench.py): prediction explanations one request at
   a time: an uploaded 100-tree iris forest (shap's TreeExplainer), one row and 100 rows per
   request; irisbench (KernelExplainer), one row and 3 rows per request.
+* memory (see benchmarks/memory_bench.py): RSS of each server's process tree, per process, once
+  it has answered a prediction, and its start-up time (command to first prediction): irisbench
+  and echobench with --workers 2 on both sides, our echobench with --executor thread, ours with
+  the demo plugin alone; ours from a virtualenv without extras (as DEEPaaS's has none), and
+  irisbench also in make test's (every extra: pandas comes with shap). --quick: irisbench and
+  the demo alone, ours from make test's virtualenv.
 
 Prints one table of cases and one of targets, which cases were skipped and why, and
 writes benchmarks/results/latest.{json,md}.
@@ -66,6 +72,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import environments_bench  # noqa: E402
 import explain_bench  # noqa: E402
+import memory_bench  # noqa: E402
 import registry_bench as registry  # noqa: E402
 import scaleout  # noqa: E402
 from api_cases import (  # noqa: E402
@@ -104,6 +111,7 @@ PHASES = (
     "scaleout",
     "environments",
     "explain",
+    "memory",
 )
 TRAINING_FLAGS = ["--workers", "2"]  # process executor: a training ends with the switch to re-warmed workers
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
@@ -777,6 +785,18 @@ def run_explain(run: Run) -> None:
     explain_bench.measure(run.scratch, run.data_dir(), run.raw, args.explain_requests, args.explain_batches, record)
 
 
+def run_memory(run: Run, deepaas_run: Path | None) -> None:
+    """RSS of every server's process tree (per process) and its start-up time, DEEPaaS's beside ours."""
+
+    def record(framework: str, model: str, kind: str, workers: int, config: str, result: dict) -> None:
+        run.record(run.case(framework, model, kind, workers, config), result)
+
+    venv = run.args.deepaas_venv.parent / "ours-lean"
+    memory_bench.measure(
+        run.scratch, deepaas_run, run.raw, record, repeats=min(run.args.repeats, 3), venv=venv, quick=run.args.quick
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -804,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "environments", lambda: run_environments(run))
         if "explain" in run.phases:
             guarded(run, "explain", lambda: run_explain(run))
+        if "memory" in run.phases:
+            guarded(run, "memory", lambda: run_memory(run, deepaas_run))
     finally:
         shutil.rmtree(run.scratch, ignore_errors=True)
     report = summarize(run.results, limits, args, run.skipped + run.notes)

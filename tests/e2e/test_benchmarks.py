@@ -254,3 +254,32 @@ def test_environment_cases(quick_run):
     checks = {c["check"] for c in report["checks"]}
     assert "environments: a second model with the same requirements: build s (cache hit)" in checks
     assert any(c.startswith("environments: irisbench c=64 in its own environment") for c in checks)
+
+
+def test_explanation_cases(quick_run):
+    """The explain phase (benchmarks/explain_bench.py): the uploaded forest by its trees, irisbench
+    by the Kernel path, one row and a batch per request, and the targets' rows."""
+    _, report, rows, _ = quick_run
+    for model in ("iris-forest-explain", "irisbench"):
+        row = rows[(model, "explain-row", 1)]["ours"]
+        assert row["p50_ms"] > 0 and row["errors"] == 0, (model, row)
+        batch = rows[(model, "explain-batch", 1)]["ours"]
+        assert batch["wall_s"] > 0 and batch["errors"] == 0, (model, batch)
+    checks = {c["check"] for c in report["checks"]}
+    assert "explain: uploaded iris forest (100 trees), one row p50 ms" in checks
+    assert "explain: uploaded iris forest, 100 rows per request, median s" in checks
+
+
+def test_memory_cases(quick_run):
+    """The memory phase (benchmarks/memory_bench.py): every process of the server's tree by its
+    role, the tree's RSS, the start-up, and the demo-alone target's row."""
+    _, report, rows, _ = quick_run
+    iris = rows[("irisbench", "memory", 2)]["ours"]
+    roles = sorted(p["role"] for p in iris["extra"]["processes"])
+    assert roles.count("worker") == 2 and roles.count("server") == 1, roles
+    assert "fork server helper" not in roles and "contained worker" not in roles  # neither is needed yet
+    assert iris["rss_mib"] == pytest.approx(sum(p["rss_mib"] for p in iris["extra"]["processes"]), abs=0.5)
+    assert iris["startup_s"] > 0
+    demo = rows[("demo", "memory", 0)]["ours"]
+    assert demo["rss_mib"] > 0 and demo["startup_s"] > 0
+    assert "memory: a server with the demo plugin alone, RSS MiB" in {c["check"] for c in report["checks"]}
