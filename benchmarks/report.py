@@ -21,6 +21,7 @@ from explain_bench import BACKGROUND as EXPLAIN_BACKGROUND
 from explain_bench import BATCH_ROWS, KERNEL_ROWS
 from explain_bench import FOREST as EXPLAIN_FOREST
 from measure import LOADGEN, Case
+from peers_bench import peer_report
 from scaleout import LEVEL as SCALEOUT_LEVEL
 from scaleout import SUBMIT_CONCURRENCY
 from wrk import wrk_path
@@ -679,7 +680,8 @@ def summarize(
     results: dict[tuple, Case], limits: dict[str, float], args: argparse.Namespace, skipped: list[str]
 ) -> dict:
     rows = build_rows(results)
-    checks = targets(rows, limits, args)
+    peers = peer_report(results)
+    checks = targets(rows, limits, args) + peers["checks"]
     loadgen = args.loadgen
     lines = [
         f"Run of {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
@@ -706,6 +708,7 @@ def summarize(
         f"In-process call rate (the physical limit, one core): irisbench {limits.get('irisbench', 0):.0f} calls/s, "
         f"echobench {limits.get('echobench', 0):.0f} calls/s.",
         "",
+        *([*peers["table"], ""] if peers["rows"] else []),
         "| target | measured | goal | met |",
         "|---|---|---|---|",
         *[f"| {c['check']} | {c['value']:.2f} | {_goal(c)} | {_met(c)} |" for c in checks],
@@ -720,5 +723,12 @@ def summarize(
     }
     return {
         "markdown": "\n".join(lines),
-        "json": {"rows": rows, "in_process": limits, "checks": checks, "skipped": skipped, "settings": settings},
+        "json": {
+            "rows": rows,
+            "in_process": limits,
+            "checks": checks,
+            "skipped": skipped,
+            "settings": settings,
+            "peers": peers["rows"],
+        },
     }

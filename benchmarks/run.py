@@ -47,6 +47,10 @@ benchmarks/servers.py):
   the demo plugin alone; ours from a virtualenv without extras (as DEEPaaS's has none), and
   irisbench also in make test's (every extra: pandas comes with shap). --quick: irisbench and
   the demo alone, ours from make test's virtualenv.
+* peers (see benchmarks/peers_bench.py; needs wrk): MLServer (mlserver-sklearn), BentoML,
+  LitServe and KServe's Python server, each in a virtualenv of its own installed by the bench,
+  serving the same iris forest joblib as ours (uploaded), alone on the machine, one worker, two
+  workers and batching where offered; req/s at c=64, p50/p99, c=1 p50, CPU and RSS of the tree.
 
 Prints one table of cases and one of targets, which cases were skipped and why, and
 writes benchmarks/results/latest.{json,md}.
@@ -73,6 +77,7 @@ sys.path.insert(0, str(HERE))
 import environments_bench  # noqa: E402
 import explain_bench  # noqa: E402
 import memory_bench  # noqa: E402
+import peers_bench  # noqa: E402
 import registry_bench as registry  # noqa: E402
 import scaleout  # noqa: E402
 from api_cases import (  # noqa: E402
@@ -112,6 +117,7 @@ PHASES = (
     "environments",
     "explain",
     "memory",
+    "peers",
 )
 TRAINING_FLAGS = ["--workers", "2"]  # process executor: a training ends with the switch to re-warmed workers
 FEATURE_LEVEL = 64  # the auth and OIP cases' concurrency (that of the echobench and irisbench cases they compare with)
@@ -785,6 +791,17 @@ def run_explain(run: Run) -> None:
     explain_bench.measure(run.scratch, run.data_dir(), run.raw, args.explain_requests, args.explain_batches, record)
 
 
+def run_peers(run: Run) -> None:
+    """MLServer, BentoML, LitServe and KServe against ours, the same iris forest (benchmarks/peers_bench.py)."""
+    settings = peers_bench.Settings(
+        seconds=run.args.wrk_duration,
+        warmup_seconds=1.0 if run.args.quick else 2.0,
+        repeats=1,
+        venv_root=run.args.deepaas_venv.parent / "peers",
+    )
+    peers_bench.run_peers(run.scratch, run.raw, settings, results=run.results, notes=run.notes)
+
+
 def run_memory(run: Run, deepaas_run: Path | None) -> None:
     """RSS of every server's process tree (per process) and its start-up time, DEEPaaS's beside ours."""
 
@@ -826,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "explain", lambda: run_explain(run))
         if "memory" in run.phases:
             guarded(run, "memory", lambda: run_memory(run, deepaas_run))
+        if "peers" in run.phases:
+            guarded(run, "peers", lambda: run_peers(run))
     finally:
         shutil.rmtree(run.scratch, ignore_errors=True)
     report = summarize(run.results, limits, args, run.skipped + run.notes)
@@ -840,7 +859,7 @@ def check_tools(run: Run) -> None:
     args = run.args
     if not wrk_path():
         run.skipped.append("wrk cases and the flood: wrk is not installed (overload runs with loadgen)")
-        run.phases = [p for p in run.phases if p not in ("wrk", "flood")]
+        run.phases = [p for p in run.phases if p not in ("wrk", "flood", "peers")]
     for phase in ("registry", "explain"):
         if phase in run.phases and (why := registry.sklearn_missing()):
             run.skipped.append(f"{phase}: {why}")
