@@ -27,7 +27,7 @@ from .forking import Starter, starter
 from .interpreter import ChildProcess, IsolatedProcess, scratch_dir
 from .polling import AWAITED
 from .replies import Message, UnsafeReply, decode
-from .worker import PICKLE_PROTOCOL, WorkerConfig, worker_main
+from .worker import WorkerConfig, frames, worker_main
 
 LOG = logging.getLogger(__name__)
 _HEADER = struct.Struct("!i")
@@ -187,7 +187,7 @@ class WorkerProcess:
         call_id = next(self._call_ids)
         self._pending[call_id] = _Group(method, futures, together, target)
         AWAITED.count += 1
-        self._write(pickle.dumps(("group", call_id, method, payloads, target), protocol=PICKLE_PROTOCOL))
+        self._write(("group", call_id, method, payloads, target))
         return futures
 
     async def call(self, method: str, payload: Any) -> Outcome:
@@ -195,14 +195,12 @@ class WorkerProcess:
         (future,) = self.submit(method, [payload if payload is not None else {}])
         return await future
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, message: Message) -> None:
+        """Send a message (see :func:`~deepaas_like.engine.worker.frames`: a large buffer, such as a
+        tensor of the request's body, is handed to the transport as it lies, never pickled)."""
         assert self._writer is not None
-        size = len(payload)
-        if size > 0x7FFFFFFF:
-            header = _HEADER.pack(-1) + _LONG_HEADER.pack(size)
-        else:
-            header = _HEADER.pack(size)
-        self._writer.write(header + payload)
+        for piece in frames(message):
+            self._writer.write(piece)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         decode, limit = self._decode, self._reply_limit
@@ -333,7 +331,7 @@ class WorkerProcess:
             return
         if not self.dead and self._writer is not None and not self._writer.is_closing():
             try:
-                self._write(pickle.dumps(("stop", 0, None, None, None), protocol=PICKLE_PROTOCOL))
+                self._write(("stop", 0, None, None, None))
             except (ConnectionError, RuntimeError):
                 pass
         if await self._wait_exit(timeout if not self.busy else 0.0) is None:

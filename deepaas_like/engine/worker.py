@@ -27,6 +27,11 @@ them), while each result still goes back the moment it exists.
 
 Only the method name and its arguments travel per call; the model stays loaded in the
 worker, so what ``warm()`` sets is there for every ``predict``.
+
+A large buffer in a call's arguments (a numpy array of at least :data:`OUT_OF_BAND` bytes: an
+image tensor) travels beside the pickle, not inside it (pickle's out-of-band buffers, see
+:func:`frames`): the server writes it from where it lies (the request's body) and the worker
+reads it straight into the array's own memory.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import pickle
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import uuid
@@ -63,6 +69,8 @@ if TYPE_CHECKING:
     from .replies import Message
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+OUT_OF_BAND = 1 << 16  # a buffer at least this large travels beside a message's pickle
+_WITH_BUFFERS = -2  # a frame's size field: a pickle's size, its buffers' count and sizes follow
 _PR_SET_PDEATHSIG = 1
 
 
@@ -214,7 +222,7 @@ def serve(
     while True:
         try:
             waiter.wait(poll=len(payloads) == 1)
-            kind, call_id, method, payloads, target = pickle.loads(conn.recv_bytes())
+            kind, call_id, method, payloads, target = receive(conn.fileno())
         except (EOFError, OSError):
             return
         if kind == "stop":
@@ -249,6 +257,60 @@ def serve(
         if runtime.recycle is not None:  # the plugin asked for a fresh process
             _send(conn, ("event", "recycle", {"reason": runtime.recycle}))
             return
+
+
+def frames(message: Message) -> list[bytes | memoryview]:
+    """A message to a worker as the pieces to write one after the other: a frame as
+    ``multiprocessing.connection.Connection.send_bytes`` writes one, or, when the message holds
+    buffers of at least :data:`OUT_OF_BAND` bytes, a header (-2, the pickle's size, the
+    buffers' count and sizes), the pickle, then each buffer as it lies (not copied)::
+
+        >>> data = pickle.dumps(("stop", 0, None, None, None), protocol=PICKLE_PROTOCOL)
+        >>> frames(("stop", 0, None, None, None)) == [struct.pack("!i", len(data)) + data]
+        True
+    """
+    buffers: list[memoryview] = []
+
+    def in_band(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < OUT_OF_BAND:
+            return True
+        buffers.append(raw)
+        return False
+
+    data = pickle.dumps(message, protocol=PICKLE_PROTOCOL, buffer_callback=in_band)
+    if buffers:
+        sizes = [b.nbytes for b in buffers]
+        head = struct.pack(f"!iQI{len(sizes)}Q", _WITH_BUFFERS, len(data), len(sizes), *sizes)
+        return [head + data, *buffers]
+    head = struct.pack("!i", len(data)) if len(data) <= 0x7FFFFFFF else struct.pack("!iQ", -1, len(data))
+    return [head + data] if len(data) < OUT_OF_BAND else [head, data]
+
+
+def receive(fd: int) -> Any:
+    """The next message the server wrote with :func:`frames` (EOFError at the end of the stream):
+    each out-of-band buffer read into the memory the unpickled object (a numpy array) keeps."""
+    (size,) = struct.unpack("!i", _read(fd, 4))
+    if size == -1:
+        (size,) = struct.unpack("!Q", _read(fd, 8))
+    if size != _WITH_BUFFERS:
+        return pickle.loads(_read(fd, size))
+    size, count = struct.unpack("!QI", _read(fd, 12))
+    sizes = struct.unpack(f"!{count}Q", _read(fd, 8 * count))
+    data = _read(fd, size)
+    return pickle.loads(data, buffers=[_read(fd, n) for n in sizes])
+
+
+def _read(fd: int, size: int) -> bytearray:
+    """Exactly ``size`` bytes, read from ``fd`` straight into the buffer returned."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise EOFError
+        got += n
+    return buffer
 
 
 def _screened(
