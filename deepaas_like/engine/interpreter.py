@@ -13,9 +13,11 @@ import sys
 import tempfile
 from typing import Any, Protocol
 
-from .worker import PICKLE_PROTOCOL
+from .worker import PICKLE_PROTOCOL, THREAD_ENV
 
-CLEAN_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+# What a contained worker keeps of the server's environment: enough to run, and the operator's
+# sizes of the numeric libraries' thread pools (without them torch takes every core in each worker)
+CLEAN_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", *THREAD_ENV)
 
 
 class ChildProcess(Protocol):

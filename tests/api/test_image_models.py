@@ -226,3 +226,14 @@ def test_a_binary_tensor_is_a_view_of_the_body_and_travels_beside_the_pickle():
         with pytest.raises(EOFError):
             receive(theirs.fileno())
         sender.join()
+
+
+def test_a_contained_worker_keeps_the_operators_thread_counts(monkeypatch):
+    """OMP_NUM_THREADS set for the server reaches contained workers (the registry's), and
+    nothing else of the server's environment does."""
+    from deepaas_like.engine.interpreter import CLEAN_ENVIRONMENT
+    from deepaas_like.engine.worker import library_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert "OMP_NUM_THREADS" in CLEAN_ENVIRONMENT and "DEEPAAS_STORE" not in CLEAN_ENVIRONMENT
+    assert "OMP_NUM_THREADS" not in dict(library_threads(2))  # the operator's choice, not the share
