@@ -66,11 +66,12 @@ BATCH = 8
 BATCH_TIME_MS = 5
 THREADS = "1"  # OMP_NUM_THREADS of the server (and so of each worker) and of the in-process calls
 TIMEOUT_S = 60
-CONFIGS = {  # name: (workers, batching)
+CONFIGS = {  # name: (workers, batching), and what its cases' kinds end with
     "w1": (1, False),
     "w1-batch": (1, True),
     "w2-batch": (2, True),
 }
+KIND_SUFFIX = {"w1": "", "w1-batch": "-batch", "w2-batch": "-batch-w2"}
 TARGETS = {"unbatched": 0.9, "batched": 1.5}
 OCTETS = "application/octet-stream"
 
@@ -382,7 +383,7 @@ def _measure(
                         "workers": workers,
                         "batching": f"max {BATCH}, {BATCH_TIME_MS} ms" if batching else "off",
                     }
-                    record(model, kind, concurrency, config, result)
+                    record(model, kind + KIND_SUFFIX[config], concurrency, config, result)
         finally:
             server.stop()
     summary["copy"] = copy_case(data_dir / "copy", raw, files[COPY_MODEL], requests, seconds, record)
