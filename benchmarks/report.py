@@ -20,6 +20,9 @@ from environments_bench import LEVEL as ENV_LEVEL
 from explain_bench import BACKGROUND as EXPLAIN_BACKGROUND
 from explain_bench import BATCH_ROWS, KERNEL_ROWS
 from explain_bench import FOREST as EXPLAIN_FOREST
+from image_bench import BATCH as IMAGE_BATCH
+from image_bench import COPY_MODEL, ONNX, TORCHSCRIPT
+from image_bench import PLUGIN as IMAGE_PLUGIN
 from measure import LOADGEN, Case
 from peers_bench import peer_report
 from scaleout import LEVEL as SCALEOUT_LEVEL
@@ -63,6 +66,12 @@ ROW_ORDER = (  # (model, kind): the table's order
     ("iris-forest-explain", "explain-batch"),
     ("irisbench", "explain-row"),
     ("irisbench", "explain-batch"),
+    *(
+        (model, kind + suffix)
+        for model, kind in ((IMAGE_PLUGIN, "image-multipart"), (TORCHSCRIPT, "image-tensor"), (ONNX, "image-tensor"))
+        for suffix in ("", "-batch", "-batch-w2")
+    ),
+    (COPY_MODEL, "tensor-10mb"),
     ("irisbench", "memory"),
     ("echobench", "memory"),
     ("demo", "memory"),
@@ -142,6 +151,19 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
         + (" in an environment of its own (--isolated)" if model == "irisiso" else " in the server's environment"),
         "explain-row": f"explain: {_explained(model)}, one row per request",
         "explain-batch": f"explain: {_explained(model)}, {EXPLAIN_ROWS.get(model, '?')} rows per request",
+        **{
+            kind + suffix: f"image: {model}, "
+            + ("a 224×224 JPEG by multipart" if kind == "image-multipart" else "OIP binary FP32 [1,3,224,224]")
+            + f" c={level}, "
+            + how
+            for kind in ("image-multipart", "image-tensor")
+            for suffix, how in (
+                ("", "1 worker"),
+                ("-batch", f"1 worker, --max-batch-size {IMAGE_BATCH}"),
+                ("-batch-w2", f"2 workers, --max-batch-size {IMAGE_BATCH}"),
+            )
+        },
+        "tensor-10mb": "image: a 10 MB OIP binary tensor to a model that returns 4 values, c=1",
         "memory": f"memory: {model} "
         + (f"--workers {level}" if level else "--executor thread" if model == "echobench" else "alone, defaults")
         + ", RSS of the process tree once it has answered",
@@ -260,6 +282,18 @@ def notes(row: dict, rows: list[dict]) -> str:
         return (
             f"from an empty uv cache {extra['cold_s']:.2f} s; a second model with the same requirements "
             f"(cache hit) {extra['cache_hit_s']:.2f} s; {extra['lock']}"
+        )
+    if kind.startswith("image-"):
+        return (
+            f"{extra['ratio_to_in_process']:.2f}× the in-process rate ({extra['in_process_rps']:.0f}/s); "
+            f"batching {extra['batching']}; CPU of the whole tree {extra.get('tree_cpu_ms_per_req')} ms/req"
+            if "ratio_to_in_process" in extra
+            else ""
+        )
+    if kind == "tensor-10mb":
+        return (
+            f"server process CPU {mine['cpu_ms_per_req']:.1f} ms/request against one memcpy of the body "
+            f"{extra['memcpy_10mb_ms']:.2f} ms and the model's own work {extra['model_work_ms']:.2f} ms"
         )
     if kind in ("memory", "memory-full"):
         return " · ".join(f"{who}: {_memory_note(row[who])}" for who in ("ours", "deepaas") if who in row)
@@ -616,6 +650,25 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
                 "met": None,
                 "note": "informational: no goal",
             }
+        )
+    for row in rows:
+        extra = row.get("ours", {}).get("extra", {})
+        if row["kind"].startswith("image-") and "ratio_to_in_process" in extra:
+            check(
+                f"image: {row['model']} {row['kind']} c={row['concurrency']}: ours / the in-process rate",
+                extra["ratio_to_in_process"],
+                "≥",
+                extra["target"],
+            )
+    copy = find(rows, COPY_MODEL, "tensor-10mb", 1, "ours")
+    if copy and copy.get("cpu_ms_per_req") is not None:
+        copy_extra = copy.get("extra", {})
+        check(
+            "image: a 10 MB tensor, server process CPU ms/request / (one memcpy + the model's work)",
+            copy["cpu_ms_per_req"] / (copy_extra["memcpy_10mb_ms"] + copy_extra["model_work_ms"]),
+            "≤",
+            2.0,
+            "at most one copy between the socket and the worker would cost about one memcpy beside the model's work",
         )
     for model in ("irisbench", "echobench"):
         check(

@@ -41,6 +41,10 @@ benchmarks/servers.py):
 * explain (ours only; see benchmarks/explain_bench.py): prediction explanations one request at
   a time: an uploaded 100-tree iris forest (shap's TreeExplainer), one row and 100 rows per
   request; irisbench (KernelExplainer), one row and 3 rows per request.
+* image (ours only; see benchmarks/image_bench.py): a small CNN as a plugin (a 224x224 JPEG by
+  multipart) and as uploaded TorchScript and ONNX (OIP binary tensors), c=1 and c=8, batched or
+  not, one and two workers, against the in-process rate; a 10 MB tensor's server CPU per request
+  beside one memcpy of it.
 * memory (see benchmarks/memory_bench.py): RSS of each server's process tree, per process, once
   it has answered a prediction, and its start-up time (command to first prediction): irisbench
   and echobench with --workers 2 on both sides, our echobench with --executor thread, ours with
@@ -76,6 +80,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import environments_bench  # noqa: E402
 import explain_bench  # noqa: E402
+import image_bench  # noqa: E402
 import memory_bench  # noqa: E402
 import peers_bench  # noqa: E402
 import registry_bench as registry  # noqa: E402
@@ -116,6 +121,7 @@ PHASES = (
     "scaleout",
     "environments",
     "explain",
+    "image",
     "memory",
     "peers",
 )
@@ -141,6 +147,8 @@ QUICK = {  # --quick: every case, smoke-sized
     "trainings": 2,
     "explain_requests": 30,
     "explain_batches": 3,
+    "image_requests": 80,
+    "image_seconds": 2.0,
 }
 FULL = {
     "repeats": 3,
@@ -162,6 +170,8 @@ FULL = {
     "trainings": 10,
     "explain_requests": 200,
     "explain_batches": 10,
+    "image_requests": 400,
+    "image_seconds": 5.0,
 }
 
 
@@ -246,6 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--impact-rows", type=int, help="iris rows (repeated) sent to the feature-impact job")
     parser.add_argument("--submissions", type=int, help="asynchronous predictions submitted per store (scaleout)")
     parser.add_argument("--trainings", type=int, help="trainings per model after the first (training)")
+    parser.add_argument("--image-requests", type=int, help="requests per image case (image)")
+    parser.add_argument("--image-seconds", type=float, help="seconds of each in-process rate (image)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -791,6 +803,16 @@ def run_explain(run: Run) -> None:
     explain_bench.measure(run.scratch, run.data_dir(), run.raw, args.explain_requests, args.explain_batches, record)
 
 
+def run_image(run: Run) -> None:
+    """An image model three ways against its in-process rate, and a 10 MB tensor's server CPU."""
+
+    def record(model: str, kind: str, level: int, config: str, result: dict) -> None:
+        result.setdefault("extra", {})["tree_cpu_ms_per_req"] = result.get("tree_cpu_ms_per_req")
+        run.record(run.case("ours", model, kind, level, config), result)
+
+    image_bench.measure(run.scratch, run.data_dir(), run.raw, run.args.image_requests, run.args.image_seconds, record)
+
+
 def run_peers(run: Run) -> None:
     """MLServer, BentoML, LitServe and KServe against ours, the same iris forest (benchmarks/peers_bench.py)."""
     settings = peers_bench.Settings(
@@ -841,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
             guarded(run, "environments", lambda: run_environments(run))
         if "explain" in run.phases:
             guarded(run, "explain", lambda: run_explain(run))
+        if "image" in run.phases:
+            guarded(run, "image", lambda: run_image(run))
         if "memory" in run.phases:
             guarded(run, "memory", lambda: run_memory(run, deepaas_run))
         if "peers" in run.phases:
@@ -877,7 +901,9 @@ def check_tools(run: Run) -> None:
     if "deepaas" not in args.frameworks:
         run.skipped.append("DEEPaaS: not in --frameworks (no DEEPaaS columns, no ratios against it)")
     if "ours" not in args.frameworks and (
-        ours_only := [p for p in ("auth", "oip", "impact", "scaleout", "environments", "explain") if p in run.phases]
+        ours_only := [
+            p for p in ("auth", "oip", "impact", "scaleout", "environments", "explain", "image") if p in run.phases
+        ]
     ):
         run.skipped.append(f"{', '.join(ours_only)}: only ours has these, and ours is not in --frameworks")
         run.phases = [p for p in run.phases if p not in ours_only]
