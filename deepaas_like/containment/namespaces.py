@@ -143,25 +143,9 @@ def _wait_and_end_as(child: int) -> None:
         signal.signal(signum, signal.SIG_DFL)
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _WAITER, str(child)])
-    except OSError:
-        pass
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(1)
-        except InterruptedError:
-            continue
-        if pid == child:
-            _end_as(status)
-
-
-def _end_as(status: int) -> None:
-    """End this process as the one whose wait ``status`` this is ended (its exit code or signal)."""
-    if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    except OSError:  # the same program, here (it ends this process)
+        sys.argv = ["-c", str(child)]
+        exec(_WAITER, {"__name__": "__main__"})  # noqa: S102 - our own constant
 
 
 def _max_fd() -> int:
