@@ -147,8 +147,8 @@ QUICK = {  # --quick: every case, smoke-sized
     "trainings": 2,
     "explain_requests": 30,
     "explain_batches": 3,
-    "image_requests": 80,
-    "image_seconds": 2.0,
+    "image_requests": 40,
+    "image_seconds": 1.0,
 }
 FULL = {
     "repeats": 3,
