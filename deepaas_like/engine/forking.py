@@ -15,10 +15,11 @@ warms. Until the helper is ready, processes are spawned as before. The helper ho
 libraries' memory (200 MiB for scikit-learn's): a server whose workers never change never
 starts it.
 
-A spawned worker does not import the server's main module (multiprocessing would, to
-find what the parent's ``__main__`` defined: ``deepaas-run``'s script imports the whole
-server, 45-60 MiB of modules, in every worker): a worker's target and its plugin are
-always named by module (see :class:`~deepaas_like.loading.PluginRef`).
+A worker, spawned or forked by the helper, does not import the server's main module
+(multiprocessing would, to find what the parent's ``__main__`` defined: ``deepaas-run``'s
+script imports the whole server, 45-60 MiB of modules and about a second, in every worker):
+a worker's target and its plugin are always named by module (see
+:class:`~deepaas_like.loading.PluginRef`).
 
 What the helper imports: this framework's modules and those of the interpreter's own library
 directories (the standard library, site-packages), in the order the workers imported them,
@@ -130,7 +131,7 @@ class Starter:
         finally:
             os.environ.pop(_ENV, None)
         try:  # the first fork waits for the preload: here, not in a request's start of a worker
-            probe = self._fork.Process(target=_nothing, name="deepaas-like forkserver probe")
+            probe = _Forked(target=_nothing, name="deepaas-like forkserver probe")
             probe.start()
             probe.join()
             if probe.exitcode != 0:
@@ -146,14 +147,15 @@ class Starter:
 
     def Process(self, *, target: Any, args: tuple[Any, ...] = (), **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802 (a context's name)
         if self._fork is not None and self.ready:  # the server's environment now, as a spawned process gets it
-            return self._fork.Process(target=_in_environment, args=(dict(os.environ), target, args), **kwargs)
+            return _Forked(target=_in_environment, args=(dict(os.environ), target, args), **kwargs)
         if self._armed:
             self.prepare()
         return _Spawned(target=target, args=args, **kwargs)
 
 
-class _Spawned(multiprocessing.context.SpawnProcess):
-    """A spawned process that does not import the parent's ``__main__`` (see the module)."""
+class _WithoutMain(multiprocessing.process.BaseProcess):
+    """A process that does not import the parent's ``__main__`` (see the module): multiprocessing
+    tells a spawned process, and one forked by the fork server alike, to import it first."""
 
     def start(self) -> None:
         with _MAIN_HIDDEN:  # processes may start in several threads at once
@@ -165,6 +167,14 @@ class _Spawned(multiprocessing.context.SpawnProcess):
             finally:
                 del main.__spec__
                 main.__dict__.update(hidden)
+
+
+class _Spawned(_WithoutMain, multiprocessing.context.SpawnProcess):
+    pass
+
+
+class _Forked(_WithoutMain, multiprocessing.context.ForkServerProcess):
+    pass
 
 
 _MAIN_HIDDEN = threading.Lock()

@@ -62,6 +62,7 @@ def test_trainings_and_the_workers_after_them_are_forked_with_the_libraries_and_
         after = _predictions(server)
         assert {p["version"] for p in after} == {version}  # the plugin read its new weights at import
         assert {p["numpy_before"] for p in after} == {True}  # and numpy was there before it
+        assert {p["server_modules"] for p in after} == {False}  # forked, still without the server's main module
         assert len({p["pid"] for p in after}) == 2
         assert server.process.pid not in {p["parent"] for p in after}  # forked from the helper
         share = max(1, len(os.sched_getaffinity(0)) // 2)
