@@ -87,7 +87,7 @@ async def test_tokens_from_the_command_line_scopes_revocation_and_expiry(auth_ap
     listed = await (await client.get("/v2/models/", headers=bearer(reader))).json()
     assert [m["name"] for m in listed["models"]] == ["irisbench"]
     stored = store_rows(data_dir, store, "SELECT hash, last_used FROM tokens")
-    assert all(predict.split("_")[2] not in h for h, _ in stored)  # only a keyed hash is kept
+    assert all(predict.split("_", 2)[2] not in h for h, _ in stored)  # only a keyed hash is kept
     token_id = predict.split("_")[1]
     revoke = subprocess.run(
         [TOKEN_CLI, "--data-dir", str(data_dir), "revoke", token_id], capture_output=True, text=True, timeout=60
