@@ -17,6 +17,7 @@ Nothing here loads a model file: the server process only records, streams and sn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -52,6 +53,7 @@ from .records import BuildStatus, DependencyBuild, ModelRecord, RegistryStore, V
 from .serving import CodeRefused, Pool, Serving, registry_pool
 
 LOG = logging.getLogger(__name__)
+SETTLED = ("status", "error", "signature", "optimization", "config")  # what loading a version finds
 
 
 class Registry:
@@ -315,8 +317,9 @@ class Registry:
             except sa.exc.IntegrityError:
                 raise _raced(name) from None
             versions[version.number] = version
+        staged = version
         if version.status is not VersionStatus.BUILDING:
-            await self._load(model, version, upload.optimize)
+            staged = await self._load(model, version, upload.optimize)
         changes: dict[str, Any] = {}
         if not created:
             changes = {
@@ -327,7 +330,7 @@ class Registry:
                 )
                 if value is not None
             }
-        await self._settle(model, version, changes)
+        await self._settle(model, version, staged, changes)
         LOG.info(
             "model %s: version %d uploaded (%s, %s, %d bytes): %s%s",
             name,
@@ -340,26 +343,33 @@ class Registry:
         )
         return created, model, version
 
-    async def _load(self, model: ModelRecord, version: VersionRecord, optimization: str | None) -> None:
+    async def _load(self, model: ModelRecord, version: VersionRecord, optimization: str | None) -> VersionRecord:
         """Load the version once in a worker (its signature, or why it does not load) and
-        optimize it as asked."""
-        self.serving.start_pool_of(version)
-        await probe(self.serving.build(model, version), version)
-        if version.status is VersionStatus.READY and optimization:
-            await optimize(
-                lambda v: self.serving.build(model, v), self.artifacts, version, self.serving.columns(version)
-            )
+        optimize it as asked; on a copy of the version, which :meth:`_settle` makes seen."""
+        staged = dataclasses.replace(version)
+        self.serving.start_pool_of(staged)
+        await probe(self.serving.build(model, staged), staged)
+        if staged.status is VersionStatus.READY and optimization:
+            await optimize(lambda v: self.serving.build(model, v), self.artifacts, staged, self.serving.columns(staged))
+        return staged
 
-    async def _settle(self, model: ModelRecord, version: VersionRecord, changes: dict[str, Any]) -> None:
-        """Save what loading the version found; it serves if it is ready and newer than the
-        current version. ``changes``: the model's fields the upload changes besides."""
+    async def _settle(
+        self, model: ModelRecord, version: VersionRecord, staged: VersionRecord, changes: dict[str, Any]
+    ) -> None:
+        """Make what loading the version found (``staged``) the version's, and save it; it
+        serves if it is ready and newer than the current version. ``changes``: the model's
+        fields the upload changes besides. The version's status and the model's current
+        version change in one step (no await between): a client that sees the version ready
+        sees it current."""
         async with self._lock(model.name):
-            await self.store.save_version(version, "status", "error", "signature", "optimization", "config")
+            for field_name in SETTLED:
+                setattr(version, field_name, getattr(staged, field_name))
             model.updated = time.time()
             if version.status is VersionStatus.READY and (model.current_version or 0) < version.number:
                 changes["current_version"] = version.number
             for field_name, value in changes.items():
                 setattr(model, field_name, value)
+            await self.store.save_version(version, *SETTLED)
             await self.store.save_model(model, "updated", *changes)
             self.catalog.changed()
 
@@ -378,12 +388,13 @@ class Registry:
         version.build = build
         await self.store.save_version(version, "config")
         log(f"building the environment of version {number} of model '{name}': {' '.join(requirements)}")
+        staged = dataclasses.replace(version)  # the outcome, seen once settled
         try:
             environment = await self.environments.build(requirements, log)
         except (BuildFailed, ValueError) as exc:
             build.error = exc.message if isinstance(exc, BuildFailed) else str(exc)
             build.requirement = exc.requirement if isinstance(exc, BuildFailed) else None
-            version.status, version.error = VersionStatus.ERROR, f"its environment could not be built: {build.error}"
+            staged.status, staged.error = VersionStatus.ERROR, f"its environment could not be built: {build.error}"
         except asyncio.CancelledError:  # the server stops: the version does not stay building
             version.status, version.error = VersionStatus.ERROR, "the server stopped while building its environment"
             build.status, build.error, build.finished = BuildStatus.FAILED, version.error, time.time()
@@ -395,15 +406,15 @@ class Registry:
             version.build = build
             await asyncio.to_thread(self.environments.record, name, number, environment.key)
             log(f"loading version {number} in environment {environment.key[:12]}")
-            await self._load(model, version, build.optimize)
-            build.error = version.error
-        build.status = BuildStatus.SUCCESS if version.status is VersionStatus.READY else BuildStatus.FAILED
+            staged = await self._load(model, version, build.optimize)
+            build.error = staged.error
+        build.status = BuildStatus.SUCCESS if staged.status is VersionStatus.READY else BuildStatus.FAILED
         build.finished = time.time()
-        version.build = build
+        staged.build = build
         if self.catalog.peek(name) is not model:  # purged meanwhile
             await asyncio.to_thread(self.environments.drop, name, number)
             raise NotFound(f"Model '{name}' was deleted while its version {number} was building")
-        await self._settle(model, version, {})
+        await self._settle(model, version, staged, {})
         log(f"version {number}: {version.status}{f' ({version.error})' if version.error else ''}")
         if version.error:
             raise DeepaasError(version.error)
