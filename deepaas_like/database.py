@@ -91,6 +91,23 @@ def _current_revision(conn: sa.Connection) -> str | None:
     return str(rows[0][0]) if len(rows) == 1 else None
 
 
+def _create(conn: sa.Connection) -> None:
+    """Make an empty store what running every migration makes: the tables of
+    :mod:`deepaas_like.tables`, the rows the migrations write, Alembic's record of
+    :data:`HEAD`; without importing Alembic (a first start's 0.27 s). A test compares both
+    ways, table by table, on SQLite and on PostgreSQL."""
+    tables.metadata.create_all(conn)
+    conn.execute(sa.insert(tables.meta), [{"key": "revision", "value": "0"}])  # 0004_revision
+    record = sa.Table(
+        VERSION_TABLE,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),  # as Alembic names it
+    )
+    record.create(conn)
+    conn.execute(sa.insert(record), [{"version_num": HEAD}])
+
+
 # The driver's errors that say the store is away (a lost or refused connection, a database
 # shutting down, a lock): what a retry may cure.
 OUTAGE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
@@ -303,6 +320,9 @@ class Database:
     def _migrate_locked(self, conn: sa.Connection) -> None:
         if _current_revision(conn) == HEAD:
             return  # the usual start: nothing to do, and Alembic not imported
+        if not sa.inspect(conn).get_table_names():
+            LOG.info("store %s: a new store, created at schema revision %s", self, HEAD)
+            return _create(conn)
         from alembic import command
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory

@@ -3,7 +3,6 @@ on SQLite and on PostgreSQL alike (the ``store`` fixture runs each test on both)
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 
@@ -16,34 +15,65 @@ from deepaas_like import tables
 from deepaas_like.database import HEAD, Database, DataDirInUse, StoreTooNew, StoreUnavailable
 from deepaas_like.jobs.model import Job, JobKind, JobStatus
 from deepaas_like.jobs.store import JobStore
+from support.stores import version_1_store
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
-JOBS_V1 = """CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER UNIQUE, id TEXT PRIMARY KEY, kind TEXT, model TEXT, args TEXT, status TEXT,
-    created REAL, started REAL, finished REAL, result TEXT, result_type TEXT, error_status INTEGER,
-    message TEXT, progress REAL, progress_message TEXT, callback_url TEXT, callback_status TEXT,
-    callback_attempts INTEGER, callback_error TEXT)"""  # as a server from before the registry wrote it
+
+def schema_of(conn: sa.Connection) -> dict:
+    """Every table's columns, keys and indexes, and the rows of the tables the migrations
+    fill, as the database itself reports them (column order aside)."""
+    inspector = sa.inspect(conn)
+    columns, indexes = inspector.get_columns, inspector.get_indexes
+    schema: dict = {}
+    for name in sorted(inspector.get_table_names()):
+        schema[name] = {
+            "columns": {c["name"]: (str(c["type"]), c["nullable"], c.get("default")) for c in columns(name)},
+            "primary key": inspector.get_pk_constraint(name)["constrained_columns"],
+            "foreign keys": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]), str(f["options"]))
+                for f in inspector.get_foreign_keys(name)
+            ),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in indexes(name)),
+            "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)),
+        }
+    rows = [conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1")).all() for t in ("meta", "alembic_version")]
+    return {"tables": schema, "rows": [[tuple(r) for r in table] for table in rows]}
 
 
-async def test_the_migrations_create_the_tables_the_code_uses(tmp_path, store):
-    db = Database(tmp_path, url=store)
+async def test_a_new_store_is_what_every_migration_makes_and_the_tables_the_code_uses(tmp_path, store):
+    """A new store is created from :mod:`deepaas_like.tables` without Alembic; an older one
+    is migrated step by step: both must end the same."""
+    from alembic import command
+
+    from deepaas_like.database import _alembic_config
+
+    url = store.replace("postgresql://", "postgresql+psycopg://", 1) or f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # every migration, by Alembic, on an empty store
+        command.upgrade(_alembic_config(conn), "head")
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD
+        found = compare_metadata(MigrationContext.configure(conn), tables.metadata)
+        migrated = schema_of(conn)
+        tables.metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        assert sa.inspect(conn).get_table_names() == []
+    engine.dispose()
+    # SQLite reports no server default for columns added later; nothing else may differ
+    assert [d for d in found if not (isinstance(d, list) and d[0][0] == "modify_default")] == []
+    assert set(Job.persisted_fields()) <= set(tables.jobs.c.keys())
+    assert len(migrated["tables"]) == len(tables.metadata.tables) + 1
+    assert migrated["rows"] == [[("revision", "0")], [(HEAD,)]]
+
+    db = Database(tmp_path, url=store)  # a new store, created
     await db.open()
     try:
-
-        def differences(conn):
-            assert MigrationContext.configure(conn).get_current_revision() == HEAD
-            return compare_metadata(MigrationContext.configure(conn), tables.metadata)
-
-        found = await db.run(differences)
-        # SQLite reports no server default for columns added later; nothing else may differ
-        assert [d for d in found if not (isinstance(d, list) and d[0][0] == "modify_default")] == []
-        assert set(Job.persisted_fields()) <= set(tables.jobs.c.keys())
+        assert await db.run(schema_of) == migrated
     finally:
         await db.close()
 
 
-def test_the_head_read_from_the_files_is_alembic_s_and_an_up_to_date_store_opens_without_alembic(tmp_path, store):
+def test_the_head_read_from_the_files_is_alembic_s_and_a_new_or_up_to_date_store_opens_without_alembic(tmp_path, store):
     from alembic.script import ScriptDirectory
 
     from deepaas_like.database import _alembic_config
@@ -60,7 +90,7 @@ def test_the_head_read_from_the_files_is_alembic_s_and_an_up_to_date_store_opens
         "print('alembic' in sys.modules)\n"
     )
     first = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
-    assert first.stdout.split() == ["True"]  # a new store: migrated, with Alembic
+    assert first.stdout.split() == ["False"]  # a new store: created from the tables, without Alembic
     again = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
     assert again.stdout.split() == ["False"]  # up to date: Alembic (12 MiB) never imported
 
@@ -184,11 +214,7 @@ def test_replicas_opening_a_new_store_together_migrate_it_once(tmp_path, store):
 @pytest.mark.stores("sqlite")
 async def test_a_version_1_job_database_is_adopted_and_migrated(tmp_path, store):
     """A data directory of a server from before the registry: jobs.sqlite3 at schema 1."""
-    old = sqlite3.connect(tmp_path / "jobs.sqlite3")
-    old.execute("PRAGMA journal_mode=WAL")
-    old.execute(JOBS_V1)
-    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    old = version_1_store(tmp_path)
     v1 = [row[1] for row in old.execute("PRAGMA table_info(jobs)") if row[1] != "seq"]
     values = {name: None for name in v1} | {
         "id": "abc",
