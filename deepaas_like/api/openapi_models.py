@@ -350,10 +350,12 @@ def _retrain_paths(model: ServedModel) -> dict[str, dict[str, Any]]:
         "multipart form with the CSV as its `file` part."
     )
     options = {
-        "target": {"type": "string", "description": "The column to learn"},
+        "target": {"type": "string", "minLength": 1, "description": "The column to learn"},
         "version": {"type": "integer", "minimum": 1, "description": "The version to start from (default: current)"},
     }
-    rows = {"type": "array", "minItems": 1, "maxItems": MAX_SAMPLE_ROWS, "items": {"type": "object"}}
+    scalar = {"anyOf": [{"type": "number"}, {"type": "string", "nullable": True}, {"type": "boolean"}]}
+    row = {"type": "object", "minProperties": 1, "additionalProperties": scalar}
+    rows = {"type": "array", "minItems": 1, "maxItems": MAX_SAMPLE_ROWS, "items": row}
     submit["parameters"] = [{"name": k, "in": "query", "schema": v} for k, v in options.items()]
     submit["requestBody"] = {
         "required": True,

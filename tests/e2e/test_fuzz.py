@@ -67,9 +67,11 @@ CHECKS = [  # schemathesis's own; not_a_server_error is replaced by _server_erro
 # What is valid beyond what a schema states skips the acceptance check only: any bytes are a
 # "valid" upload to the fuzzer but not a loadable model; rows of any features, or tensors of any
 # names, are "valid" to the generic schema but not to a given model (a 422 or 400 that names why);
-# an explanation needs a tabular model and a class the model has (the same 422s as feature impact).
+# an explanation needs a tabular model and a class the model has (the same 422s as feature impact);
+# a retraining of the upload needs its target among the rows' columns, and its columns.
 CONTENT_CHECKED = re.compile(
     r"PUT /v2/models/\{name\}$|PUT /ml-models/\{name\}$|POST .*/(tests|feature-impact|explanations-initialization)/$"
+    r"|POST /v2/models/iris/train/$"
     r"|POST .*/(infer|explain)$|PUT .*/dataset$"
 )
 MODEL_ERROR = re.compile(r"^Model '[^']+' failed in \w+\(\)")
