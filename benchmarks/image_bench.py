@@ -71,7 +71,7 @@ CONFIGS = {  # name: (workers, batching), and what its cases' kinds end with
     "w1-batch": (1, True),
     "w2-batch": (2, True),
 }
-KIND_SUFFIX = {"w1": "", "w1-batch": "-batch", "w2-batch": "-batch-w2"}
+KIND_SUFFIX = {"w1": "", "w1-batch": "-batch", "w2-batch": "-batch-w2"}  # "-bare": see bare_cases
 TARGETS = {"unbatched": 0.9, "batched": 1.5}
 OCTETS = "application/octet-stream"
 
@@ -361,6 +361,7 @@ def _measure(
         (ONNX, "image-tensor", f"/v2/models/{ONNX}/infer", tensor, "application/octet-stream", tensor_headers),
     ]
     summary: dict[str, Any] = {"in_process_rps": in_process, "jpeg_bytes": len(image)}
+    summary["bare"] = bare_cases(files, raw, cases, requests, in_process, record)
     for config, (workers, batching) in CONFIGS.items():
         server = start(data_dir / config, raw, workers, batching, config)
         try:
@@ -388,6 +389,42 @@ def _measure(
             server.stop()
     summary["copy"] = copy_case(data_dir / "copy", raw, files[COPY_MODEL], requests, seconds, record)
     return summary
+
+
+def bare_cases(
+    files: dict[str, Path],
+    raw: Path,
+    cases: list[tuple[str, str, str, bytes, str, list[str]]],
+    requests: int,
+    in_process: dict[str, float],
+    record: Callable[..., None],
+) -> dict[str, float]:
+    """Each case against ``image_bare.py`` (the model in a bare aiohttp server's own process: the
+    ceiling of any server on aiohttp), unbatched, c=1 and c=8; its ratios to the in-process rate."""
+    command = [sys.executable, str(HERE / "image_bare.py"), "--torchscript", str(files[TORCHSCRIPT])]
+    command += ["--onnx", str(files[ONNX])]
+    server = Server(command, "/v2/health/ready", raw / "bare-image.log", listen=lambda port: ["--port", str(port)])
+    ratios: dict[str, float] = {}
+    try:
+        for model, kind, path, body, content_type, headers in cases:
+            for concurrency in (1, BATCH):
+                log(f"image: {model} {kind} bare aiohttp c={concurrency}")
+                result = asyncio.run(
+                    closed_loop(server.port, path, body, content_type, headers, concurrency, requests, server.pid)
+                )
+                ratio = round(result["rps"] / in_process[model], 2)
+                result["extra"] = {
+                    "in_process_rps": in_process[model],
+                    "ratio_to_in_process": ratio,
+                    "target": None,
+                    "workers": 0,
+                    "batching": "off",
+                }
+                record(model, kind + "-bare", concurrency, "bare", result)
+                ratios[f"{model} c={concurrency}"] = ratio
+    finally:
+        server.stop()
+    return ratios
 
 
 def copy_case(

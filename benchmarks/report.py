@@ -69,7 +69,7 @@ ROW_ORDER = (  # (model, kind): the table's order
     *(
         (model, kind + suffix)
         for model, kind in ((IMAGE_PLUGIN, "image-multipart"), (TORCHSCRIPT, "image-tensor"), (ONNX, "image-tensor"))
-        for suffix in ("", "-batch", "-batch-w2")
+        for suffix in ("", "-batch", "-batch-w2", "-bare")
     ),
     (COPY_MODEL, "tensor-10mb"),
     ("irisbench", "memory"),
@@ -161,6 +161,7 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
                 ("", "1 worker"),
                 ("-batch", f"1 worker, --max-batch-size {IMAGE_BATCH}"),
                 ("-batch-w2", f"2 workers, --max-batch-size {IMAGE_BATCH}"),
+                ("-bare", "a bare aiohttp server running the model in its own process (the ceiling; not ours)"),
             )
         },
         "tensor-10mb": "image: a 10 MB OIP binary tensor to a model that returns 4 values, c=1",
@@ -653,7 +654,19 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
         )
     for row in rows:
         extra = row.get("ours", {}).get("extra", {})
-        if row["kind"].startswith("image-") and "ratio_to_in_process" in extra:
+        if row["kind"].endswith("-bare") and "ratio_to_in_process" in extra:
+            checks.append(
+                {
+                    "check": f"image: {row['model']} c={row['concurrency']}: a bare aiohttp server with the model "
+                    "in its own process / the in-process rate",
+                    "value": extra["ratio_to_in_process"],
+                    "op": "",
+                    "target": None,
+                    "met": None,
+                    "note": "informational: the ceiling of any server on aiohttp for this model and request",
+                }
+            )
+        elif row["kind"].startswith("image-") and "ratio_to_in_process" in extra:
             check(
                 f"image: {row['model']} {row['kind']} c={row['concurrency']}: ours / the in-process rate",
                 extra["ratio_to_in_process"],

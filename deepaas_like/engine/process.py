@@ -127,6 +127,7 @@ class WorkerProcess:
         """Start the process and wait until the plugin is imported and warm."""
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
+        _widen(ours, theirs)
         child_conn = multiprocessing.connection.Connection(theirs.detach())
         args: tuple[Any, ...] = (child_conn, self.ref, self.config)
         files_conn = None
@@ -390,3 +391,19 @@ class WorkerLauncher:
         return WorkerProcess(
             self.ref, config, self.context, on_exit=on_exit, on_progress=on_progress, on_event=on_event
         )
+
+
+SOCKET_BUFFER = 4 << 20  # bytes in flight to a worker (Linux caps it at net.core.wmem_max)
+
+
+def _widen(*sockets: socket.socket) -> None:
+    """Let a large message (a tensor of megabytes) travel in a few writes instead of a write
+    per default buffer (about 200 kB): a 10 MB tensor cost the server 2.5 ms of CPU with the
+    default, 1.3-1.6 ms with 4 MB (measured over a socketpair and asyncio's transport). The
+    memory is the kernel's only while bytes are in flight."""
+    for sock in sockets:
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            except OSError:  # a kernel that refuses: the default serves
+                pass
