@@ -56,15 +56,20 @@ def main() -> None:
     app.router.add_post("/predict", predict)
     app.router.add_get("/meta", meta)
     app.router.add_get("/ready", ready)
+    serve(app, args.port, args.max_seconds)
+
+
+def serve(app: web.Application, port: int, max_seconds: float) -> None:
+    """Run ``app`` on 127.0.0.1:``port`` until ``max_seconds`` have passed (or a signal)."""
 
     async def stop_later(app: web.Application):
         loop = asyncio.get_running_loop()
-        handle = loop.call_later(args.max_seconds, lambda: loop.stop())
+        handle = loop.call_later(max_seconds, lambda: loop.stop())
         yield
         handle.cancel()
 
     app.cleanup_ctx.append(stop_later)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ It binds 127.0.0.1 only and stops by itself after ``--max-seconds``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import tempfile
@@ -28,6 +27,7 @@ import warnings
 from typing import Any
 
 from aiohttp import web
+from bare_aiohttp import serve
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -107,15 +107,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
-    app = app_of(load(args.torchscript, args.onnx))
-
-    async def stop_later(app: web.Application):
-        task = asyncio.get_running_loop().call_later(args.max_seconds, os._exit, 0)
-        yield
-        task.cancel()
-
-    app.cleanup_ctx.append(stop_later)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    serve(app_of(load(args.torchscript, args.onnx)), args.port, args.max_seconds)
 
 
 if __name__ == "__main__":
