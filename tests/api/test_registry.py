@@ -11,7 +11,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from deepaas_like.api import create_app
+from deepaas_like.api.keys import MODELS
 from deepaas_like.registry.artifacts import ArtifactStore
+from deepaas_like.registry.records import VersionStatus
 from support.helpers import wait_ready
 from support.model_files import build_keras_files, build_torch_files
 from support.registry import COLUMNS, ROW, form, iris_frame
@@ -78,6 +80,28 @@ async def test_upload_then_predict_like_the_model_in_process(registry_app, iris_
         "application/x-www-form-urlencoded"
     ]["schema"]["properties"]
     assert list(properties) == COLUMNS
+
+
+async def test_a_version_is_ready_only_once_it_is_current(registry_app, iris_models):
+    """What loading a version found and the model's current version change in one step:
+    whenever the store is told a version is ready, the model the catalog answers with
+    already serves it (a client polling the version never sees it ready and not current)."""
+    client = await registry_app()
+    registry = client.app[MODELS].uploads
+    seen = []
+    save = registry.store.save_version
+
+    async def watched(version, *fields):  # the real store, watched
+        if "status" in fields and version.status is VersionStatus.READY:
+            seen.append((version.number, registry.catalog.record(version.model).current_version))
+        return await save(version, *fields)
+
+    registry.store.save_version = watched
+    await upload(client, "iris", iris_models["joblib"], expect=201)
+    await upload(client, "iris", iris_models["pickle"], expect=200)
+    assert seen == [(1, 1), (2, 2)]
+    model = await (await client.get("/v2/models/iris")).json()
+    assert model["current_version"] == 2
 
 
 async def test_unnamed_inputs_take_rows_as_lists(registry_app, iris_models):
