@@ -285,9 +285,16 @@ def notes(row: dict, rows: list[dict]) -> str:
             f"(cache hit) {extra['cache_hit_s']:.2f} s; {extra['lock']}"
         )
     if kind.startswith("image-"):
+        batched = extra.get("in_process_batch_rps")
         return (
             f"{extra['ratio_to_in_process']:.2f}× the in-process rate ({extra['in_process_rps']:.0f}/s); "
             f"batching {extra['batching']}; CPU of the whole tree {extra.get('tree_cpu_ms_per_req')} ms/req"
+            + (
+                f"; in process {IMAGE_BATCH} at once: {batched:.0f} images/s, "
+                f"{batched / extra['in_process_rps']:.2f}× one at a time (what batching can give)"
+                if batched and "-batch" in kind
+                else ""
+            )
             if "ratio_to_in_process" in extra
             else ""
         )
@@ -408,6 +415,12 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
             }
         )
 
+    def info(text: str, value: float | None, note: str) -> None:
+        """A figure kept beside the targets, with no goal."""
+        if value is not None:
+            checks.append({"check": text, "value": round(value, 3), "op": "", "target": None, "met": None})
+            checks[-1]["note"] = note
+
     div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
     ours_iris_top = get("irisbench", "predict", top, "ours", "rps")
     check(
@@ -460,17 +473,16 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
     )
     echo_p50 = get("echobench", "predict", 1, "ours", "p50_ms")
     call_ms = 1000 / limits["irisbench"] if limits.get("irisbench") else None
-    check(
-        "irisbench c=1: ours p50 ms ≤ in-process call time + echobench c=1 p50",
-        get("irisbench", "predict", 1, "ours", "p50_ms"),
-        "≤",
-        call_ms + echo_p50 if call_ms is not None and echo_p50 is not None else None,
+    ours_iris_p50 = get("irisbench", "predict", 1, "ours", "p50_ms")
+    info(
+        "irisbench c=1: ours p50 ms − (in-process call time + echobench c=1 p50)",
+        ours_iris_p50 - (call_ms + echo_p50) if None not in (ours_iris_p50, call_ms, echo_p50) else None,
+        "informational (a retired target): single-request latency is judged by its ratio to DEEPaaS's",
     )
-    check(
+    info(
         "echobench predict c=64 (wrk): ours / bare aiohttp POST req/s",
         div(get("echobench", "predict-wrk", 64, "ours", "rps"), get("bare", "predict-wrk", 64, "bare", "rps")),
-        "≥",
-        0.7,
+        "informational (a retired target): it moves with the CPU; the HTTP stack is the limit",
     )
     check(
         "echobench metadata GET c=64 (wrk): ours / bare aiohttp GET req/s",
@@ -655,16 +667,11 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
     for row in rows:
         extra = row.get("ours", {}).get("extra", {})
         if row["kind"].endswith("-bare") and "ratio_to_in_process" in extra:
-            checks.append(
-                {
-                    "check": f"image: {row['model']} c={row['concurrency']}: a bare aiohttp server with the model "
-                    "in its own process / the in-process rate",
-                    "value": extra["ratio_to_in_process"],
-                    "op": "",
-                    "target": None,
-                    "met": None,
-                    "note": "informational: the ceiling of any server on aiohttp for this model and request",
-                }
+            info(
+                f"image: {row['model']} c={row['concurrency']}: a bare aiohttp server with the model in its own "
+                "process / the in-process rate",
+                extra["ratio_to_in_process"],
+                "informational: the ceiling of any server on aiohttp for this model and request",
             )
         elif row["kind"].startswith("image-") and "ratio_to_in_process" in extra:
             check(
