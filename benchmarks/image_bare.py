@@ -6,7 +6,7 @@ server is what any server built on aiohttp can do at best with the same requests
 process, no validation, no queue, the model in the event loop's thread (one thread, as the
 in-process calls), the request parsed the shortest way:
 
-* ``POST /v2/models/{cnn-torchscript,cnn-onnx}/infer``: the OIP binary tensor (the JSON header's
+* ``POST /v2/models/{cnn-torchscript,cnn-onnx,copy-probe}/infer``: the OIP binary tensor (the JSON header's
   length in ``Inference-Header-Content-Length``, the FP32 bytes after it) read with
   ``numpy.frombuffer``, the module or session run, its outputs answered as JSON;
 * ``POST /v2/models/imagebench/predict/``: the multipart ``image`` part written to a temporary
@@ -32,28 +32,36 @@ from bare_aiohttp import serve
 HEADER = "Inference-Header-Content-Length"
 
 
-def load(torchscript: str, onnx: str) -> dict[str, Any]:
-    """Each model as a function of an FP32 array to a list of rows."""
+def load(torchscript: str, onnx: str, probe: str | None = None) -> dict[str, Any]:
+    """Each model as a function of an FP32 array to a list of rows (``probe``: the copy case's
+    TorchScript module, served as ``copy-probe``)."""
     import onnxruntime
     import torch
 
     torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(torchscript, map_location="cpu").eval()
+
+    def scripted(path: str) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(path, map_location="cpu").eval()
+
+        def run(x: Any) -> list:
+            with torch.no_grad():
+                return module(torch.from_numpy(x)).numpy().tolist()
+
+        return run
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
-
-    def run_torchscript(x: Any) -> list:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy().tolist()
-
-    return {
-        "cnn-torchscript": run_torchscript,
+    models = {
+        "cnn-torchscript": scripted(torchscript),
         "cnn-onnx": lambda x: session.run(None, {"image": x})[0].tolist(),
     }
+    if probe is not None:
+        models["copy-probe"] = scripted(probe)
+    return models
 
 
 def app_of(models: dict[str, Any]) -> web.Application:
@@ -104,10 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--torchscript", required=True)
     parser.add_argument("--onnx", required=True)
+    parser.add_argument("--probe", help="the copy case's TorchScript module, served as copy-probe")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
-    serve(app_of(load(args.torchscript, args.onnx)), args.port, args.max_seconds)
+    serve(app_of(load(args.torchscript, args.onnx, args.probe)), args.port, args.max_seconds)
 
 
 if __name__ == "__main__":

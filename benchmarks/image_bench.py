@@ -428,7 +428,7 @@ def _measure(
                     record(model, kind + KIND_SUFFIX[config], concurrency, config, result)
         finally:
             server.stop()
-    summary["copy"] = copy_case(data_dir / "copy", raw, files[COPY_MODEL], requests, seconds, record)
+    summary["copy"] = copy_case(data_dir / "copy", raw, files, requests, seconds, record)
     return summary
 
 
@@ -442,9 +442,7 @@ def bare_cases(
 ) -> dict[str, float]:
     """Each case against ``image_bare.py`` (the model in a bare aiohttp server's own process: the
     ceiling of any server on aiohttp), unbatched, c=1 and c=8; its ratios to the in-process rate."""
-    command = [sys.executable, str(HERE / "image_bare.py"), "--torchscript", str(files[TORCHSCRIPT])]
-    command += ["--onnx", str(files[ONNX])]
-    server = Server(command, "/v2/health/ready", raw / "bare-image.log", listen=lambda port: ["--port", str(port)])
+    server = bare_server(files, raw)
     ratios: dict[str, float] = {}
     try:
         for model, kind, path, body, content_type, headers in cases:
@@ -468,36 +466,53 @@ def bare_cases(
     return ratios
 
 
+def bare_server(files: dict[str, Path], raw: Path) -> Server:
+    """``image_bare.py`` serving the network (TorchScript, ONNX), imagebench and the copy probe."""
+    command = [sys.executable, str(HERE / "image_bare.py"), "--torchscript", str(files[TORCHSCRIPT])]
+    command += ["--onnx", str(files[ONNX]), "--probe", str(files[COPY_MODEL])]
+    return Server(command, "/v2/health/ready", raw / "bare-image.log", listen=lambda port: ["--port", str(port)])
+
+
 def copy_case(
-    data_dir: Path, raw: Path, probe: Path, requests: int, seconds: float, record: Callable[..., None]
+    data_dir: Path, raw: Path, files: dict[str, Path], requests: int, seconds: float, record: Callable[..., None]
 ) -> dict[str, Any]:
-    """A 10 MB tensor's server CPU per request, beside one memcpy of it and the model's own work."""
+    """A 10 MB tensor's server CPU per request, beside one memcpy of it, the model's own work, and a
+    bare aiohttp server's CPU for the same request (the probe in its own process: what receiving
+    10 MB over HTTP costs before any worker)."""
     import numpy as np
+
+    array = np.random.default_rng(2).normal(size=COPY_SHAPE).astype(np.float32)
+    body, headers = binary_tensor(array, name="x")
+    count = max(10, requests // 4)
+
+    def measure_on(server: Server) -> dict[str, Any]:
+        return asyncio.run(
+            closed_loop(server.port, f"/v2/models/{COPY_MODEL}/infer", body, OCTETS, headers, 1, count, server.pid)
+        )
 
     server = start(data_dir, raw, 1, False, "copy")
     try:
-        upload_all(server, {COPY_MODEL: probe})
-        array = np.random.default_rng(2).normal(size=COPY_SHAPE).astype(np.float32)
-        body, headers = binary_tensor(array, name="x")
+        upload_all(server, {COPY_MODEL: files[COPY_MODEL]})
         log(f"image: {COPY_MODEL} a {len(body) / 2**20:.1f} MiB body, c=1")
-        result = asyncio.run(
-            closed_loop(
-                server.port,
-                f"/v2/models/{COPY_MODEL}/infer",
-                body,
-                "application/octet-stream",
-                headers,
-                1,
-                max(10, requests // 4),
-                server.pid,
-            )
-        )
+        result = measure_on(server)
     finally:
         server.stop()
+    bare = bare_server(files, raw)
+    try:
+        log(f"image: {COPY_MODEL} a {len(body) / 2**20:.1f} MiB body, bare aiohttp c=1")
+        bare_result = measure_on(bare)
+    finally:
+        bare.stop()
     costs = copy_costs(seconds)
-    result["extra"] = {**costs, "body_bytes": len(body)}
+    bare_result["extra"] = {**costs, "body_bytes": len(body)}
+    record(COPY_MODEL, "tensor-10mb-bare", 1, "bare", bare_result)
+    result["extra"] = {**costs, "body_bytes": len(body), "bare_server_cpu_ms": bare_result["server_cpu_ms_per_req"]}
     record(COPY_MODEL, "tensor-10mb", 1, "w1", result)
-    return {**costs, **{k: result[k] for k in ("server_cpu_ms_per_req", "tree_cpu_ms_per_req", "rps", "lat_ms")}}
+    return {
+        **costs,
+        **{k: result[k] for k in ("server_cpu_ms_per_req", "tree_cpu_ms_per_req", "rps", "lat_ms")},
+        "bare_server_cpu_ms_per_req": bare_result["server_cpu_ms_per_req"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

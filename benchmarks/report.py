@@ -72,6 +72,7 @@ ROW_ORDER = (  # (model, kind): the table's order
         for suffix in ("", "-batch", "-batch-w2", "-bare")
     ),
     (COPY_MODEL, "tensor-10mb"),
+    (COPY_MODEL, "tensor-10mb-bare"),
     ("irisbench", "memory"),
     ("echobench", "memory"),
     ("demo", "memory"),
@@ -165,6 +166,8 @@ def label(model: str, kind: str, level: int, args: argparse.Namespace) -> str:
             )
         },
         "tensor-10mb": "image: a 10 MB OIP binary tensor to a model that returns 4 values, c=1",
+        "tensor-10mb-bare": "image: the same 10 MB tensor to a bare aiohttp server running that model in its own "
+        "process, c=1 (not ours)",
         "memory": f"memory: {model} "
         + (f"--workers {level}" if level else "--executor thread" if model == "echobench" else "alone, defaults")
         + ", RSS of the process tree once it has answered",
@@ -298,10 +301,12 @@ def notes(row: dict, rows: list[dict]) -> str:
             if "ratio_to_in_process" in extra
             else ""
         )
-    if kind == "tensor-10mb":
+    if kind in ("tensor-10mb", "tensor-10mb-bare"):
+        bare = extra.get("bare_server_cpu_ms")
         return (
             f"server process CPU {mine['cpu_ms_per_req']:.1f} ms/request against one memcpy of the body "
             f"{extra['memcpy_10mb_ms']:.2f} ms and the model's own work {extra['model_work_ms']:.2f} ms"
+            + (f"; a bare aiohttp server with the model in process: {bare:.1f} ms" if bare is not None else "")
         )
     if kind in ("memory", "memory-full"):
         return " · ".join(f"{who}: {_memory_note(row[who])}" for who in ("ours", "deepaas") if who in row)
@@ -690,6 +695,13 @@ def targets(rows: list[dict], limits: dict[str, float], args: argparse.Namespace
             2.0,
             "at most one copy between the socket and the worker would cost about one memcpy beside the model's work",
         )
+        if copy_extra.get("bare_server_cpu_ms"):
+            info(
+                "image: a 10 MB tensor, a bare aiohttp server's CPU ms/request (the model in its own process) "
+                "/ (one memcpy + the model's work)",
+                copy_extra["bare_server_cpu_ms"] / (copy_extra["memcpy_10mb_ms"] + copy_extra["model_work_ms"]),
+                "informational: what receiving the body over HTTP costs on this machine before any worker",
+            )
     for model in ("irisbench", "echobench"):
         check(
             f"memory: {model} --workers 2, RSS of the process tree, ours / DEEPaaS",
