@@ -225,8 +225,11 @@ def rate(call: Callable[[], Any], seconds: float) -> float:
     return round(count / (time.perf_counter() - started), 1)
 
 
-def in_process_rates(files: dict[str, Path], image_file: Path, seconds: float) -> dict[str, float]:
-    """The plugin's predict, the TorchScript module and the ONNX session, one call at a time, one thread."""
+def in_process_rates(files: dict[str, Path], image_file: Path, seconds: float, batch: int = 1) -> dict[str, float]:
+    """Images per second of the plugin's predict, the TorchScript module and the ONNX session, one
+    call at a time, one thread; ``batch`` images per call (imagebench's ``predict_batch``, a
+    ``[batch, 3, 224, 224]`` tensor): with :data:`BATCH`, the most that batching can give on this
+    CPU, whatever the server."""
     import numpy as np
     import onnxruntime
     import torch
@@ -237,7 +240,7 @@ def in_process_rates(files: dict[str, Path], image_file: Path, seconds: float) -
 
     torch.set_num_threads(int(THREADS))
     image = UploadedFile(name="image", filename=str(image_file), content_type="image/jpeg")
-    x = np.random.default_rng(0).normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(batch, 3, SIZE, SIZE)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(files[TORCHSCRIPT]))
@@ -250,46 +253,15 @@ def in_process_rates(files: dict[str, Path], image_file: Path, seconds: float) -
         with torch.no_grad():
             return module(torch.from_numpy(x)).numpy().tolist()
 
-    return {
-        PLUGIN: rate(lambda: api.predict(image), seconds),
-        TORCHSCRIPT: rate(torchscript, seconds),
-        ONNX: rate(lambda: session.run(None, {"image": x})[0].tolist(), seconds),
-    }
-
-
-def in_process_batch_rates(files: dict[str, Path], image_file: Path, seconds: float) -> dict[str, float]:
-    """Images per second of the same calls made with :data:`BATCH` images at once (imagebench's
-    ``predict_batch``, an [8, 3, 224, 224] tensor), one thread: the most that batching can give
-    on this CPU, whatever the server."""
-    import numpy as np
-    import onnxruntime
-    import torch
-    from imagebench import api
-    from imagebench.net import SIZE
-
-    from deepaas_like.files import UploadedFile
-
-    torch.set_num_threads(int(THREADS))
-    rows = [{"image": UploadedFile(name="image", filename=str(image_file), content_type="image/jpeg")}] * BATCH
-    x = np.random.default_rng(0).normal(size=(BATCH, 3, SIZE, SIZE)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(str(files[TORCHSCRIPT]))
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = int(THREADS)
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(files[ONNX]), options, providers=["CPUExecutionProvider"])
-
-    def torchscript() -> Any:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy().tolist()
+    def plugin() -> Any:
+        return api.predict(image) if batch == 1 else api.predict_batch([{"image": image}] * batch)
 
     calls = {
-        PLUGIN: rate(lambda: api.predict_batch(rows), seconds),
+        PLUGIN: rate(plugin, seconds),
         TORCHSCRIPT: rate(torchscript, seconds),
         ONNX: rate(lambda: session.run(None, {"image": x})[0].tolist(), seconds),
     }
-    return {model: round(per_second * BATCH, 1) for model, per_second in calls.items()}
+    return {model: round(per_second * batch, 1) for model, per_second in calls.items()}
 
 
 def copy_costs(seconds: float) -> dict[str, float]:
@@ -381,7 +353,7 @@ def _measure(
     (folder / "image.jpg").write_bytes(image)
     log(f"image: in-process rates ({seconds:g} s each, {THREADS} thread)")
     in_process = in_process_rates(files, folder / "image.jpg", seconds)
-    in_batches = in_process_batch_rates(files, folder / "image.jpg", seconds)
+    in_batches = in_process_rates(files, folder / "image.jpg", seconds, BATCH)
     form, form_type = multipart(image)
     tensor, tensor_headers = binary_tensor(np.random.default_rng(1).normal(size=(1, 3, 224, 224)).astype(np.float32))
     cases = [
