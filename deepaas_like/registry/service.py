@@ -53,7 +53,7 @@ from .records import BuildStatus, DependencyBuild, ModelRecord, RegistryStore, V
 from .serving import CodeRefused, Pool, Serving, registry_pool
 
 LOG = logging.getLogger(__name__)
-SETTLED = ("status", "error", "signature", "optimization", "config")  # what loading a version finds
+LOADED = ("status", "error", "signature", "optimization")  # what loading a version finds
 
 
 class Registry:
@@ -354,22 +354,29 @@ class Registry:
         return staged
 
     async def _settle(
-        self, model: ModelRecord, version: VersionRecord, staged: VersionRecord, changes: dict[str, Any]
+        self,
+        model: ModelRecord,
+        version: VersionRecord,
+        staged: VersionRecord,
+        changes: dict[str, Any],
+        build: DependencyBuild | None = None,
     ) -> None:
-        """Make what loading the version found (``staged``) the version's, and save it; it
-        serves if it is ready and newer than the current version. ``changes``: the model's
-        fields the upload changes besides. The version's status and the model's current
-        version change in one step (no await between): a client that sees the version ready
-        sees it current."""
+        """Make what loading the version found (``staged``) the version's, with its finished
+        ``build`` if it had one, and save it; it serves if it is ready and newer than the
+        current version. ``changes``: the model's fields the upload changes besides. The
+        version's status and the model's current version change in one step (no await
+        between): a client that sees the version ready (or its build done) sees it current."""
         async with self._lock(model.name):
-            for field_name in SETTLED:
+            for field_name in LOADED:
                 setattr(version, field_name, getattr(staged, field_name))
+            if build is not None:
+                version.build = build
             model.updated = time.time()
             if version.status is VersionStatus.READY and (model.current_version or 0) < version.number:
                 changes["current_version"] = version.number
             for field_name, value in changes.items():
                 setattr(model, field_name, value)
-            await self.store.save_version(version, *SETTLED)
+            await self.store.save_version(version, *LOADED, "config")
             await self.store.save_model(model, "updated", *changes)
             self.catalog.changed()
 
@@ -388,13 +395,14 @@ class Registry:
         version.build = build
         await self.store.save_version(version, "config")
         log(f"building the environment of version {number} of model '{name}': {' '.join(requirements)}")
-        staged = dataclasses.replace(version)  # the outcome, seen once settled
+        staged: VersionRecord  # what it comes to, seen once settled
         try:
             environment = await self.environments.build(requirements, log)
         except (BuildFailed, ValueError) as exc:
             build.error = exc.message if isinstance(exc, BuildFailed) else str(exc)
             build.requirement = exc.requirement if isinstance(exc, BuildFailed) else None
-            staged.status, staged.error = VersionStatus.ERROR, f"its environment could not be built: {build.error}"
+            error = f"its environment could not be built: {build.error}"
+            staged = dataclasses.replace(version, status=VersionStatus.ERROR, error=error)
         except asyncio.CancelledError:  # the server stops: the version does not stay building
             version.status, version.error = VersionStatus.ERROR, "the server stopped while building its environment"
             build.status, build.error, build.finished = BuildStatus.FAILED, version.error, time.time()
@@ -410,11 +418,10 @@ class Registry:
             build.error = staged.error
         build.status = BuildStatus.SUCCESS if staged.status is VersionStatus.READY else BuildStatus.FAILED
         build.finished = time.time()
-        staged.build = build
         if self.catalog.peek(name) is not model:  # purged meanwhile
             await asyncio.to_thread(self.environments.drop, name, number)
             raise NotFound(f"Model '{name}' was deleted while its version {number} was building")
-        await self._settle(model, version, staged, {})
+        await self._settle(model, version, staged, {}, build)
         log(f"version {number}: {version.status}{f' ({version.error})' if version.error else ''}")
         if version.error:
             raise DeepaasError(version.error)
